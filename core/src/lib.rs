@@ -1,0 +1,62 @@
+//! The stridemap descriptor: a small, fixed-layout, validated description of a strided
+//! array that lives in a file or shared-memory segment.
+//!
+//! A producer describes where an array's bytes are (path or fd, dtype, shape, strides,
+//! offsets, buffer, mode, the file's identity); a consumer in any process or language
+//! validates the description and maps the bytes. This crate is the pure part: the
+//! [`Record`] (1024 little-endian bytes, readable in place with zerocopy), the [`DType`],
+//! the [`Layout`] arithmetic with numpy's `as_strided` semantics, validation into a
+//! [`ValidDescriptor`], a [`Builder`], and, with the `serde` feature, the compact form.
+//! It is `no_std`, needs no allocator, has no `unsafe`, and never panics on any input.
+//! SPEC.md in the repository is the contract; every rule there is one [`Error`] variant.
+//!
+//! ```
+//! use stridemap_core::{Builder, DType, Slice, decode};
+//!
+//! // Producer: a 1000×3 f64 array at the start of a segment, described as its reversed rows.
+//! let whole = Builder::new(DType::parse("<f8")?, &[1000, 3]).path("/dev/shm/seg").build()?;
+//! let reversed = whole.layout().slice_axis(0, Slice::REVERSED)?;
+//! let bytes = whole.to_builder().layout(&reversed).build()?.to_bytes();
+//!
+//! // Consumer: untrusted bytes in, a descriptor whose every element is in bounds out.
+//! let d = decode(&bytes)?;
+//! assert_eq!((d.shape(), d.strides(), d.offset()), (&[1000, 3][..], &[-24, 8][..], 23976));
+//! assert_eq!(d.span(), 0..24000);
+//! # Ok::<(), stridemap_core::Error>(())
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[cfg(test)]
+extern crate std;
+
+mod builder;
+#[cfg(feature = "serde")]
+mod compact;
+mod crc;
+mod dtype;
+mod error;
+mod flags;
+mod iter;
+mod layout;
+mod record;
+mod slice;
+mod validate;
+
+pub use builder::Builder;
+#[cfg(feature = "serde")]
+pub use compact::{
+    COMPACT_MAGIC, COMPACT_MAX_LEN, CompactDescriptor, CompactSource, decode_compact,
+};
+pub use dtype::{ByteOrder, DType, Kind, MAX_VOID_ITEMSIZE, TypeStr};
+pub use error::Error;
+pub use flags::{Mode, Order, Source};
+pub use iter::Offsets;
+pub use layout::{Layout, MAX_BYTES, contiguous_strides};
+pub use record::{
+    MAGIC, MAX_NDIM, PATH_CAPACITY, RECORD_LEN, Record, VERSION_MAJOR, VERSION_MINOR, offsets,
+};
+pub use slice::Slice;
+pub use validate::{ValidDescriptor, decode};

@@ -1,0 +1,40 @@
+# Shared helpers for the project's scripts: installing toolchain pieces once, timing steps.
+
+# ensure_component TOOLCHAIN COMPONENT: rustup component add, only when missing.
+ensure_component() {
+    if ! rustup +"$1" component list --installed 2>/dev/null | grep -q "^$2"; then
+        echo "installing rustup component $2 for $1"
+        rustup +"$1" component add "$2"
+    fi
+}
+
+# ensure_target TOOLCHAIN TARGET: rustup target add, only when missing.
+ensure_target() {
+    if ! rustup +"$1" target list --installed 2>/dev/null | grep -qx "$2"; then
+        echo "installing rustup target $2 for $1"
+        rustup +"$1" target add "$2"
+    fi
+}
+
+# run_steps NAME...: runs step_NAME for each, timing it; stops at the first failure.
+run_steps() {
+    local total_start=$SECONDS
+    local summary=()
+    for s in "$@"; do
+        if ! declare -F "step_$s" >/dev/null; then
+            echo "unknown step: $s" >&2
+            return 2
+        fi
+        echo
+        echo "==> $s"
+        local t=$SECONDS
+        if ! "step_$s"; then
+            echo "FAILED: step $s ($((SECONDS - t)) s)" >&2
+            return 1
+        fi
+        summary+=("$(printf '%-10s %4d s' "$s" $((SECONDS - t)))")
+    done
+    echo
+    echo "==> all steps passed in $((SECONDS - total_start)) s"
+    printf '    %s\n' "${summary[@]}"
+}
