@@ -1,4 +1,5 @@
-//! Shared helpers for stridemap's cross-crate tests: where the test vectors live and how they
-//! are written down.
+//! Shared helpers for stridemap's cross-crate tests: the conformance vectors and the
+//! re-executing child-process harness.
 
+pub mod child;
 pub mod vectors;

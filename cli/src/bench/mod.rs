@@ -1,0 +1,142 @@
+//! `stridemap bench`: the benchmark report — every figure a ratio measured in one run against
+//! the alternative on the same machine, with the target it is held to.
+
+mod decode;
+mod timing;
+mod views;
+
+use std::path::{Path, PathBuf};
+
+pub(crate) use timing::{fmt_rate, fmt_secs, paired, per_call};
+
+/// How long and how often to measure.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    pub(crate) rounds: usize,
+    pub(crate) batch: std::time::Duration,
+    pub(crate) quick: bool,
+}
+
+impl Budget {
+    pub(crate) fn new(quick: bool) -> Budget {
+        if quick {
+            Budget {
+                rounds: 5,
+                batch: std::time::Duration::from_millis(20),
+                quick,
+            }
+        } else {
+            Budget {
+                rounds: 15,
+                batch: std::time::Duration::from_millis(60),
+                quick,
+            }
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) group: &'static str,
+    pub(crate) name: String,
+    pub(crate) ours: String,
+    pub(crate) reference: String,
+    /// ours / reference (or reference / ours, as `target` says).
+    pub(crate) ratio: Option<f64>,
+    pub(crate) target: String,
+    pub(crate) met: Option<bool>,
+}
+
+impl Row {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "group": self.group, "name": self.name, "ours": self.ours,
+            "reference": self.reference, "ratio": self.ratio, "target": self.target, "met": self.met,
+        })
+    }
+}
+
+/// A scratch folder on tmpfs (or the temp dir) for benchmark files, removed on drop.
+pub(crate) struct Scratch {
+    pub(crate) dir: PathBuf,
+}
+
+impl Scratch {
+    pub(crate) fn new() -> std::io::Result<Scratch> {
+        let base = ["/dev/shm".into(), std::env::temp_dir()]
+            .into_iter()
+            .find(|b: &PathBuf| b.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("stridemap-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch {
+            dir: dir.canonicalize()?,
+        })
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs every benchmark group and returns the rows.
+pub(crate) fn run(budget: Budget, progress: &dyn Fn(&str)) -> anyhow_free::Result<Vec<Row>> {
+    let scratch = Scratch::new().map_err(|e| format!("scratch folder: {e}"))?;
+    let mut rows = Vec::new();
+    progress("decode + validate");
+    rows.extend(decode::rows(budget)?);
+    progress("open + map + first view");
+    rows.extend(views::open_rows(budget, &scratch)?);
+    progress("view iteration");
+    rows.extend(views::sum_rows(budget, &scratch)?);
+    Ok(rows)
+}
+
+/// Prints the rows as an aligned table.
+pub(crate) fn print_table(rows: &[Row]) {
+    let w = |f: &dyn Fn(&Row) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
+    let (wn, wo, wr, wt) = (
+        w(&|r| r.group.len() + r.name.len() + 2, 9),
+        w(&|r| r.ours.len(), 4),
+        w(&|r| r.reference.len(), 9),
+        w(&|r| r.target.len(), 6),
+    );
+    println!(
+        "{:<wn$}  {:>wo$}  {:>wr$}  {:>8}  {:<wt$}  met",
+        "benchmark", "ours", "reference", "ratio", "target"
+    );
+    for r in rows {
+        let ratio = r.ratio.map_or("-".to_string(), |x| format!("{x:.3}"));
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        println!(
+            "{:<wn$}  {:>wo$}  {:>wr$}  {:>8}  {:<wt$}  {}",
+            format!("{}: {}", r.group, r.name),
+            r.ours,
+            r.reference,
+            ratio,
+            r.target,
+            met
+        );
+    }
+}
+
+/// Errors in the benchmark code are just messages.
+pub(crate) mod anyhow_free {
+    /// A benchmark result.
+    pub(crate) type Result<T> = std::result::Result<T, String>;
+}

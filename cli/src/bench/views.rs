@@ -1,0 +1,204 @@
+//! The consumer side: open + map + first view at three sizes, re-opening into a live mapping,
+//! and summing views against plain slices and hand-written strided loops.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use stridemap::{OpenOptions, open};
+use stridemap_core::{Builder, DType, Slice, ValidDescriptor, decode};
+
+use super::{Budget, Row, Scratch, fmt_rate, fmt_secs, paired, per_call};
+
+type Result<T> = std::result::Result<T, String>;
+
+/// A file of `len` bytes (sparse beyond the first page) and the descriptor of its doubles.
+fn f64_file(path: &Path, len: u64, fill: bool) -> Result<ValidDescriptor> {
+    let mut f = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if fill {
+        let n = (len / 8) as usize;
+        let data: Vec<f64> = (0..n).map(|i| (i % 1024) as f64).collect();
+        f.write_all(bytemuck::cast_slice(&data))
+            .map_err(|e| e.to_string())?;
+    } else {
+        f.set_len(len).map_err(|e| e.to_string())?;
+        f.write_all(&[0u8; 4096]).map_err(|e| e.to_string())?;
+    }
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    Builder::new(DType::parse("<f8").map_err(|e| e.to_string())?, &[len / 8])
+        .file_len(meta.len())
+        .identity(meta.dev(), meta.ino())
+        .path(path.to_str().ok_or("non-UTF-8 scratch path")?)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// decode → open (a fresh map) → typed view → first element → unmap.
+fn open_first_view(wire: &[u8], opts: &OpenOptions) {
+    let first = decode(wire)
+        .map_err(stridemap::Error::from)
+        .and_then(|d| open(&d, opts))
+        .and_then(|m| m.view::<f64>().and_then(|v| v.get(&[0]).copied()));
+    black_box(first.ok());
+}
+
+pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
+    let fresh = OpenOptions::new()
+        .allow_root(scratch.dir())
+        .reuse_mappings(false);
+    let sizes: [(&str, u64); 3] = [("1 MiB", 1 << 20), ("64 MiB", 64 << 20), ("1 GiB", 1 << 30)];
+    let mut wires = Vec::new();
+    for (name, len) in sizes {
+        let d = f64_file(&scratch.path(&format!("open-{len}")), len, false)?;
+        open(&d, &fresh).map_err(|e| format!("open {name}: {e}"))?;
+        wires.push((name, d.to_bytes()));
+    }
+    let mut rows = Vec::new();
+    let small = &wires[0].1;
+    for (name, wire) in &wires[1..] {
+        let (t_big, t_small) = paired(
+            || open_first_view(wire, &fresh),
+            || open_first_view(small, &fresh),
+            budget.rounds,
+            budget.batch,
+        );
+        let ratio = t_big / t_small;
+        rows.push(Row {
+            group: "open",
+            name: format!("open+map+first view, {name} vs 1 MiB"),
+            ours: fmt_secs(t_big),
+            reference: fmt_secs(t_small),
+            ratio: Some(ratio),
+            target: "<= 1.5x".into(),
+            met: Some(ratio <= 1.5),
+        });
+    }
+
+    // Re-opening a view of a segment this process already maps.
+    let keep = decode(small).map_err(|e| e.to_string())?;
+    let reuse = OpenOptions::new().allow_root(scratch.dir());
+    let _live = open(&keep, &reuse).map_err(|e| e.to_string())?;
+    let sub = keep
+        .layout()
+        .slice_axis(0, Slice::range(1000, 2000))
+        .and_then(|l| keep.to_builder().layout(&l).build())
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let t = per_call(
+        || open_first_view(&sub, &reuse),
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "open",
+        name: "re-open a view into a live mapping".into(),
+        ours: fmt_secs(t),
+        reference: "-".into(),
+        ratio: None,
+        target: "< 2 µs".into(),
+        met: Some(t < 2e-6),
+    });
+    Ok(rows)
+}
+
+pub(crate) fn sum_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
+    let n: u64 = if budget.quick { 1 << 20 } else { 8 << 20 };
+    let d = f64_file(&scratch.path("sum"), n * 8, true)?;
+    let m = open(&d, &OpenOptions::new().allow_root(scratch.dir())).map_err(|e| e.to_string())?;
+    let view = m.view::<f64>().map_err(|e| e.to_string())?;
+    let slice: &[f64] = view.as_slice().ok_or("not contiguous")?;
+    let mut rows = Vec::new();
+
+    // Contiguous: the view's iterator against the slice's.
+    let (t_view, t_slice) = paired(
+        || {
+            black_box(view.iter().sum::<f64>());
+        },
+        || {
+            black_box(slice.iter().sum::<f64>());
+        },
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "views",
+        name: format!("sum contiguous f64 ({} MB)", n * 8 / 1_000_000),
+        ours: fmt_rate(n * 8, t_view),
+        reference: fmt_rate(n * 8, t_slice),
+        ratio: Some(t_slice / t_view),
+        target: ">= 0.9 of a slice".into(),
+        met: Some(t_slice / t_view >= 0.9),
+    });
+
+    // Strided: m[::-3], the view against a hand-written loop.
+    let rev3 = view
+        .slice_axis(0, Slice::step(-3))
+        .map_err(|e| e.to_string())?;
+    let hand = || {
+        let mut sum = 0.0;
+        let mut i = slice.len() - 1;
+        loop {
+            sum += slice[i];
+            if i < 3 {
+                break;
+            }
+            i -= 3;
+        }
+        black_box(sum);
+    };
+    let (t_view, t_hand) = paired(
+        || {
+            black_box(rev3.iter().sum::<f64>());
+        },
+        hand,
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "views",
+        name: "sum m[::-3] (strided, reversed)".into(),
+        ours: fmt_secs(t_view),
+        reference: fmt_secs(t_hand),
+        ratio: Some(t_view / t_hand),
+        target: "<= 2x a hand loop".into(),
+        met: Some(t_view / t_hand <= 2.0),
+    });
+
+    // 2-d transpose: column-major walk of a C-ordered matrix.
+    let side = (n as f64).sqrt() as u64;
+    let mat = view
+        .slice_axis(0, Slice::range(0, (side * side) as i64))
+        .and_then(|v| v.reshape(&[side, side], stridemap_core::Order::C))
+        .map_err(|e| e.to_string())?
+        .t();
+    let hand_t = || {
+        let mut sum = 0.0;
+        let s = side as usize;
+        for j in 0..s {
+            for i in 0..s {
+                sum += slice[i * s + j];
+            }
+        }
+        black_box(sum);
+    };
+    let (t_view, t_hand) = paired(
+        || {
+            black_box(mat.iter().sum::<f64>());
+        },
+        hand_t,
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "views",
+        name: format!("sum transpose of {side}x{side}"),
+        ours: fmt_secs(t_view),
+        reference: fmt_secs(t_hand),
+        ratio: Some(t_view / t_hand),
+        target: "<= 2x a hand loop".into(),
+        met: Some(t_view / t_hand <= 2.0),
+    });
+    Ok(rows)
+}

@@ -1,0 +1,300 @@
+//! The error of this layer: the core's rules, the open-time checks (SPEC.md §6), views,
+//! `.npy` files and I/O — each variant saying what to do.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use stridemap_core::{DType, Mode};
+
+/// Everything that can go wrong opening a descriptor or using a view.
+///
+/// [`Error::rule`] names the SPEC.md rule a variant enforces: `R*`/`C*` for the descriptor
+/// itself (wrapped core errors), `O1` … `O11` for the checks made when opening the file.
+///
+/// ```
+/// use stridemap::{Error, OpenOptions};
+/// use stridemap_core::{Builder, DType};
+/// let d = Builder::new(DType::parse("<f8")?, &[4]).path("relative/x").build()?;
+/// let err = stridemap::open(&d, &OpenOptions::new()).unwrap_err();
+/// assert!(matches!(err, Error::BadPath { .. }));
+/// assert_eq!(err.rule(), Some("O1"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Error {
+    /// The descriptor breaks a SPEC rule, or a layout operation is impossible.
+    Descriptor(stridemap_core::Error),
+    /// O1: the path is relative, or has `.`, `..` or empty components.
+    BadPath {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// O2: the path is not below any allowed root.
+    OutsideRoots {
+        /// The path.
+        path: PathBuf,
+        /// The allowed roots.
+        roots: Vec<PathBuf>,
+    },
+    /// O3: a component of the path is a symbolic link.
+    Symlink {
+        /// The path.
+        path: PathBuf,
+    },
+    /// O4: the file could not be opened (missing, permission denied, …).
+    Open {
+        /// The path (or `<fd>`).
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// O5: the caller asked for more than the descriptor allows (e.g. `r+` of an `r` one).
+    ModeNotAllowed {
+        /// What the descriptor allows.
+        allowed: Mode,
+        /// What the caller asked for.
+        wanted: Mode,
+    },
+    /// O6: the file is not a regular file (or memfd).
+    NotRegularFile {
+        /// The file type bits of `st_mode`.
+        file_type: u32,
+    },
+    /// O7: the file's length is not the one the producer described.
+    LengthMismatch {
+        /// The descriptor's `file_len`.
+        expected: u64,
+        /// `st_size` now.
+        actual: u64,
+    },
+    /// O8: the file is not the one the producer described (device or inode differ).
+    IdentityMismatch {
+        /// The descriptor's (device, inode).
+        expected: (u64, u64),
+        /// The file's (device, inode).
+        actual: (u64, u64),
+    },
+    /// A descriptor whose source is an fd was opened without one, or vice versa.
+    MissingFd,
+    /// O9: an fd-passed file is not sealed against shrinking.
+    NotSealed {
+        /// The seals found (`F_GET_SEALS`), or `None` if the file cannot be sealed.
+        seals: Option<u32>,
+    },
+    /// O10: the segment header does not hold the descriptor's segment id and generation: the
+    /// segment was recycled for another array, or the file is not a segment.
+    StaleSegment {
+        /// What the header holds, if it is a valid header.
+        found: Option<([u8; 16], u64)>,
+        /// What the descriptor expects.
+        expected: ([u8; 16], u64),
+    },
+    /// O11: mapping the buffer failed.
+    Map {
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A typed view of the wrong element type.
+    DtypeMismatch {
+        /// The descriptor's dtype.
+        have: DType,
+        /// The dtype of the requested Rust type.
+        want: DType,
+    },
+    /// A typed view over a layout whose itemsize is not the Rust type's size.
+    ItemsizeMismatch {
+        /// The layout's itemsize.
+        itemsize: u32,
+        /// `size_of` the Rust type.
+        type_size: usize,
+    },
+    /// A typed view whose elements are not all aligned for the Rust type.
+    Misaligned {
+        /// Byte address (or offset) that is not aligned.
+        at: u64,
+        /// The alignment the type needs.
+        align: usize,
+    },
+    /// The mapping or view is read-only.
+    ReadOnly,
+    /// A mutable operation over a layout whose elements overlap (zero or short strides).
+    Overlapping,
+    /// The view is not backed by a described file, so it cannot be described.
+    NotDescribable,
+    /// A pointer or view does not lie inside the mapping.
+    NotInMapping,
+    /// A `.npy` file that cannot be read (details in `reason`).
+    Npy {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another I/O error.
+    Io {
+        /// What was being done.
+        context: String,
+        /// The system's error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The SPEC.md rule this error enforces, if any.
+    pub fn rule(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::Descriptor(e) => return e.rule(),
+            Error::BadPath { .. } => "O1",
+            Error::OutsideRoots { .. } => "O2",
+            Error::Symlink { .. } => "O3",
+            Error::Open { .. } => "O4",
+            Error::ModeNotAllowed { .. } => "O5",
+            Error::NotRegularFile { .. } => "O6",
+            Error::LengthMismatch { .. } => "O7",
+            Error::IdentityMismatch { .. } => "O8",
+            Error::NotSealed { .. } => "O9",
+            Error::StaleSegment { .. } => "O10",
+            Error::Map { .. } => "O11",
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<stridemap_core::Error> for Error {
+    fn from(e: stridemap_core::Error) -> Error {
+        Error::Descriptor(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(rule), false) = (self.rule(), matches!(self, Error::Descriptor(_))) {
+            write!(f, "{rule}: ")?;
+        }
+        match self {
+            Error::Descriptor(e) => write!(f, "invalid descriptor: {e}"),
+            Error::BadPath { path, reason } => write!(
+                f,
+                "refusing path {}: {reason}; producers must send absolute, normalized paths",
+                path.display()
+            ),
+            Error::OutsideRoots { path, roots } => {
+                write!(
+                    f,
+                    "refusing {}: not below an allowed root (",
+                    path.display()
+                )?;
+                for (i, r) in roots.iter().enumerate() {
+                    write!(f, "{}{}", if i > 0 { ", " } else { "" }, r.display())?;
+                }
+                write!(f, "); allow its folder with OpenOptions::allow_root")
+            }
+            Error::Symlink { path } => write!(
+                f,
+                "refusing {}: a component is a symbolic link (or it escapes its root)",
+                path.display()
+            ),
+            Error::Open { path, source } => write!(f, "cannot open {}: {source}", path.display()),
+            Error::ModeNotAllowed { allowed, wanted } => write!(
+                f,
+                "the descriptor allows mode {allowed}, not {wanted}; ask for r (or c for \
+                 private writes), or have the producer describe it as r+"
+            ),
+            Error::NotRegularFile { file_type } => {
+                write!(f, "not a regular file (st_mode type {file_type:#o})")
+            }
+            Error::LengthMismatch { expected, actual } => write!(
+                f,
+                "the file is {actual} bytes but was {expected} when described: it was \
+                 truncated, grown or replaced"
+            ),
+            Error::IdentityMismatch { expected, actual } => write!(
+                f,
+                "the file is device {}, inode {} but the descriptor names device {}, inode {}: \
+                 it was replaced",
+                actual.0, actual.1, expected.0, expected.1
+            ),
+            Error::MissingFd => write!(
+                f,
+                "the descriptor's source does not match: pass the received fd for an fd \
+                 descriptor (and none for a path descriptor)"
+            ),
+            Error::NotSealed { seals } => match seals {
+                Some(s) => write!(
+                    f,
+                    "the passed fd is not sealed against shrinking (seals {s:#x}); the \
+                     producer must add F_SEAL_SHRINK, or allow unsealed fds explicitly"
+                ),
+                None => write!(
+                    f,
+                    "the passed fd cannot be sealed (not a memfd); allow unsealed fds \
+                     explicitly if the producer is trusted"
+                ),
+            },
+            Error::StaleSegment { found, expected } => match found {
+                Some((_, g)) => write!(
+                    f,
+                    "stale descriptor: the segment now holds generation {g}, the descriptor \
+                     was made for generation {}; ask the producer again",
+                    expected.1
+                ),
+                None => write!(f, "the file has no valid segment header"),
+            },
+            Error::Map { source } => write!(f, "cannot map the buffer: {source}"),
+            Error::DtypeMismatch { have, want } => write!(
+                f,
+                "the array's dtype is {have}, not {want}; use a byte view \
+                 (Mapping::byte_view) to read other dtypes"
+            ),
+            Error::ItemsizeMismatch {
+                itemsize,
+                type_size,
+            } => write!(
+                f,
+                "elements are {itemsize} bytes but the Rust type is {type_size}; use a byte view"
+            ),
+            Error::Misaligned { at, align } => write!(
+                f,
+                "element at {at:#x} is not {align}-byte aligned for a typed view; use a byte \
+                 view (ByteView::read) for unaligned data"
+            ),
+            Error::ReadOnly => write!(f, "the mapping is read-only; open it with mode r+ or c"),
+            Error::Overlapping => write!(
+                f,
+                "the view's elements overlap (zero or short strides), so it cannot be written \
+                 as a whole; write single elements or copy it first"
+            ),
+            Error::NotDescribable => write!(
+                f,
+                "the view is not backed by a described file; share it through a pool first"
+            ),
+            Error::NotInMapping => write!(f, "the array does not lie inside the mapping"),
+            Error::Npy { reason } => write!(f, "cannot read .npy: {reason}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Descriptor(e) => Some(e),
+            Error::Open { source, .. } | Error::Map { source } | Error::Io { source, .. } => {
+                Some(source)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// This layer's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

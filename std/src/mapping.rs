@@ -1,0 +1,212 @@
+//! A mapped enclosing buffer and the views made from it; read-only regions are shared
+//! between mappings of the same file range within the process.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+
+use memmap2::{Mmap, MmapMut};
+use stridemap_core::{Mode, ValidDescriptor};
+
+use crate::{ByteView, Element, Error, Result, View, ViewMut};
+
+/// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
+///
+/// Views borrow the mapping, so none can outlive it. A read-only mapping may share its
+/// memory with other `Mapping`s of the same file region (see [`OpenOptions::reuse_mappings`]
+/// (crate::OpenOptions::reuse_mappings)); a writable or copy-on-write one never does.
+///
+/// ```no_run
+/// use stridemap::{OpenOptions, open};
+/// # fn get() -> stridemap_core::ValidDescriptor { unimplemented!() }
+/// let desc = get(); // received from a producer
+/// let m = open(&desc, &OpenOptions::new())?;
+/// let total: f64 = m.view::<f64>()?.iter().sum();
+/// # Ok::<(), stridemap::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Mapping {
+    desc: ValidDescriptor,
+    mode: Mode,
+    region: Region,
+}
+
+#[derive(Debug)]
+enum Region {
+    /// A zero-length buffer: nothing is mapped.
+    Empty,
+    /// Read-only, possibly shared with other mappings; the buffer starts `start` bytes in.
+    Shared {
+        region: Arc<SharedRegion>,
+        start: usize,
+    },
+    /// Writable (`r+`, shared with the file) or private copy-on-write (`c`); this mapping's own.
+    Own {
+        map: MmapMut,
+        /// Kept open: it holds the segment lock of SPEC.md §7 while mapped.
+        _file: File,
+    },
+}
+
+/// A read-only map of `[offset, offset + map.len())` of one file (device, inode).
+#[derive(Debug)]
+pub(crate) struct SharedRegion {
+    map: Mmap,
+    /// Kept open: re-checked with fstat on reuse, and holds the segment lock while mapped.
+    file: File,
+    key: (u64, u64),
+    offset: u64,
+}
+
+/// Live shared regions of each file, by (device, inode).
+type Registry = HashMap<(u64, u64), Vec<Weak<SharedRegion>>>;
+
+static REGIONS: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
+
+impl SharedRegion {
+    pub(crate) fn new(map: Mmap, file: File, key: (u64, u64), offset: u64) -> Arc<SharedRegion> {
+        Arc::new(SharedRegion {
+            map,
+            file,
+            key,
+            offset,
+        })
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Makes this region findable by [`SharedRegion::find`].
+    pub(crate) fn publish(self: &Arc<Self>) {
+        let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = regions.entry(self.key).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(self));
+    }
+
+    /// A live region of file `key` that covers `[offset, offset + len)`, and where that
+    /// range starts inside it.
+    pub(crate) fn find(
+        key: (u64, u64),
+        offset: u64,
+        len: u64,
+    ) -> Option<(Arc<SharedRegion>, usize)> {
+        let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = regions.get_mut(&key)?;
+        list.retain(|w| w.strong_count() > 0);
+        list.iter().filter_map(Weak::upgrade).find_map(|r| {
+            let start = offset.checked_sub(r.offset)?;
+            let end = start.checked_add(len)?;
+            (end <= r.map.len() as u64).then_some((r.clone(), start as usize))
+        })
+    }
+}
+
+impl Drop for SharedRegion {
+    fn drop(&mut self) {
+        let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = regions.get_mut(&self.key) {
+            list.retain(|w| w.strong_count() > 0);
+            if list.is_empty() {
+                regions.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Mapping {
+    pub(crate) fn empty(desc: ValidDescriptor, mode: Mode) -> Mapping {
+        Mapping {
+            desc,
+            mode,
+            region: Region::Empty,
+        }
+    }
+
+    pub(crate) fn shared(
+        desc: ValidDescriptor,
+        region: Arc<SharedRegion>,
+        start: usize,
+    ) -> Mapping {
+        Mapping {
+            desc,
+            mode: Mode::ReadOnly,
+            region: Region::Shared { region, start },
+        }
+    }
+
+    pub(crate) fn own(desc: ValidDescriptor, mode: Mode, map: MmapMut, file: File) -> Mapping {
+        Mapping {
+            desc,
+            mode,
+            region: Region::Own { map, _file: file },
+        }
+    }
+
+    /// The descriptor this mapping was opened for.
+    pub fn descriptor(&self) -> &ValidDescriptor {
+        &self.desc
+    }
+
+    /// The mode it was mapped with (what the caller asked for, allowed by the descriptor).
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The enclosing buffer's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.region {
+            Region::Empty => &[],
+            Region::Shared { region, start } => {
+                let len = self.desc.buffer_len() as usize;
+                region.map.get(*start..start + len).unwrap_or_default()
+            }
+            Region::Own { map, .. } => map,
+        }
+    }
+
+    /// The enclosing buffer's bytes, writable (`r+` and `c` mappings).
+    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
+        match &mut self.region {
+            Region::Empty => Ok(&mut []),
+            Region::Shared { .. } => Err(Error::ReadOnly),
+            Region::Own { map, .. } => Ok(map),
+        }
+    }
+
+    /// A typed view of the described array; the dtype must be `T`'s exactly.
+    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
+        self.check_dtype::<T>()?;
+        View::with_source(self.bytes(), self.desc.layout(), Some(&self.desc))
+    }
+
+    /// A writable typed view (`r+`: writes reach the producer; `c`: they stay here).
+    pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
+        self.check_dtype::<T>()?;
+        let layout = self.desc.layout();
+        let bytes = match &mut self.region {
+            Region::Empty => &mut [][..],
+            Region::Shared { .. } => return Err(Error::ReadOnly),
+            Region::Own { map, .. } => &mut map[..],
+        };
+        ViewMut::with_source(bytes, layout, Some(&self.desc))
+    }
+
+    /// A byte-level view of the described array, for any dtype and alignment.
+    pub fn byte_view(&self) -> Result<ByteView<'_>> {
+        let layout = self.desc.layout();
+        ByteView::with_source(self.bytes(), layout, self.desc.dtype(), Some(&self.desc))
+    }
+
+    fn check_dtype<T: Element>(&self) -> Result<()> {
+        let want = T::dtype()?;
+        if want != self.desc.dtype() {
+            return Err(Error::DtypeMismatch {
+                have: self.desc.dtype(),
+                want,
+            });
+        }
+        Ok(())
+    }
+}

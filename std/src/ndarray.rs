@@ -1,0 +1,67 @@
+//! `ndarray` interop: views as `ArrayViewD` / `ArrayViewMutD` (negative strides included),
+//! and descriptors of ndarray views that live inside a mapping.
+
+use ndarray::{ArrayViewD, ArrayViewMutD};
+use stridemap_core::{Layout, ValidDescriptor};
+
+use crate::{Element, Error, Mapping, Result, View, ViewMut, sys};
+
+impl<'a, T: Element> View<'a, T> {
+    /// The same elements as an `ndarray` view, borrowing the same buffer.
+    ///
+    /// ```
+    /// use stridemap::View;
+    /// use stridemap_core::{Layout, Order, Slice};
+    /// let data: Vec<f32> = (0..6).map(|x| x as f32).collect();
+    /// let v = View::<f32>::new(bytemuck::cast_slice(&data), Layout::contiguous(4, &[2, 3], Order::C)?)?;
+    /// let a = v.slice_axis(1, Slice::REVERSED)?.to_ndarray()?;
+    /// assert_eq!(a.strides(), &[3, -1]);
+    /// assert_eq!(a[[1, 0]], 5.0);
+    /// # Ok::<(), stridemap::Error>(())
+    /// ```
+    pub fn to_ndarray(&self) -> Result<ArrayViewD<'a, T>> {
+        sys::array_view(self.elems(), self.layout()).ok_or(Error::NotInMapping)
+    }
+}
+
+impl<'a, T: Element> ViewMut<'a, T> {
+    /// The same elements as a mutable `ndarray` view. Fails with [`Error::Overlapping`] when
+    /// elements share memory (zero or short strides), which ndarray cannot represent.
+    pub fn into_ndarray(self) -> Result<ArrayViewMutD<'a, T>> {
+        let (elems, layout) = self.into_parts();
+        if layout.may_overlap() {
+            return Err(Error::Overlapping);
+        }
+        sys::array_view_mut(elems, &layout).ok_or(Error::NotInMapping)
+    }
+}
+
+impl Mapping {
+    /// The descriptor of an ndarray view whose elements lie inside this mapping's buffer
+    /// (e.g. a slice of [`View::to_ndarray`]): same file, this view's shape and strides.
+    ///
+    /// Fails with [`Error::NotInMapping`] if the array does not point into the buffer, or
+    /// with a descriptor error if any element would fall outside it.
+    pub fn describe_array<T: Element>(&self, array: &ArrayViewD<'_, T>) -> Result<ValidDescriptor> {
+        let size = core::mem::size_of::<T>() as i64;
+        let base = self.bytes().as_ptr() as usize;
+        let offset = (array.as_ptr() as usize)
+            .checked_sub(base)
+            .ok_or(Error::NotInMapping)? as u64;
+        let shape: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
+        let strides = array
+            .strides()
+            .iter()
+            .map(|&s| (s as i64).checked_mul(size))
+            .collect::<Option<Vec<i64>>>()
+            .ok_or(Error::NotInMapping)?;
+        let layout = Layout::new(
+            size as u32,
+            &shape,
+            &strides,
+            offset,
+            self.descriptor().buffer_len(),
+        )?;
+        Ok(self.descriptor().to_builder().layout(&layout).build()?)
+    }
+}

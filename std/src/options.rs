@@ -1,0 +1,164 @@
+//! What a consumer allows: the folders descriptors may point into, the mode it wants, and
+//! whether unsealed fds are acceptable.
+
+use std::path::{Path, PathBuf};
+
+use stridemap_core::Mode;
+
+/// The environment variable naming the folder stridemap's segments live in (and are
+/// accepted from), like joblib's `JOBLIB_TEMP_FOLDER`.
+pub const TEMP_FOLDER_ENV: &str = "STRIDEMAP_TEMP_FOLDER";
+
+/// Segment folders are named `stridemap-<pid>-<start time>-<uuid>` under a temp base.
+pub const SEGMENT_FOLDER_PREFIX: &str = "stridemap-";
+
+/// The folders under which stridemap segment folders are created, in order of preference:
+/// `$STRIDEMAP_TEMP_FOLDER` if set, `/dev/shm`, the system temp dir.
+///
+/// ```
+/// let bases = stridemap::segment_bases();
+/// assert!(bases.iter().all(|b| b.is_absolute()));
+/// ```
+pub fn segment_bases() -> Vec<PathBuf> {
+    let mut bases = Vec::new();
+    if let Some(dir) = std::env::var_os(TEMP_FOLDER_ENV) {
+        bases.push(PathBuf::from(dir));
+    }
+    bases.push(PathBuf::from("/dev/shm"));
+    bases.push(std::env::temp_dir());
+    bases.retain(|b| b.is_absolute());
+    bases
+}
+
+/// A folder descriptors may point into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Root {
+    /// Canonical (symlink-free) absolute path.
+    pub(crate) dir: PathBuf,
+    /// When set, the first component below `dir` must start with it (stridemap's own
+    /// segment folders inside a shared temp folder).
+    pub(crate) prefix: Option<&'static str>,
+}
+
+impl Root {
+    fn new(dir: &Path, prefix: Option<&'static str>) -> Root {
+        // Canonicalize once: the roots are the consumer's own trusted configuration, and
+        // resolving their symlinks (e.g. /tmp → /private/tmp) here lets paths below them be
+        // checked without following any link.
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Root { dir, prefix }
+    }
+
+    /// The path below this root, if `path` is inside it (lexically; `path` is normalized).
+    pub(crate) fn relative<'p>(&self, path: &'p Path) -> Option<&'p Path> {
+        let rel = path.strip_prefix(&self.dir).ok()?;
+        let first = rel.components().next()?;
+        match self.prefix {
+            Some(p) if !first.as_os_str().to_string_lossy().starts_with(p) => None,
+            _ => Some(rel),
+        }
+    }
+
+    /// How it reads in messages.
+    pub(crate) fn display(&self) -> PathBuf {
+        match self.prefix {
+            Some(p) => self.dir.join(format!("{p}*")),
+            None => self.dir.clone(),
+        }
+    }
+}
+
+/// How a consumer opens descriptors: which folders they may name, which mode it wants, and
+/// what it accepts from fd-passing peers.
+///
+/// The default allows only stridemap's own segment folders (`stridemap-*` under
+/// [`segment_bases`]), read-only, and requires fd-passed files to be sealed against shrinking.
+///
+/// ```
+/// use stridemap::OpenOptions;
+/// use stridemap_core::Mode;
+/// let opts = OpenOptions::new().allow_root("/data/arrays").mode(Mode::ReadWrite);
+/// assert_eq!(opts.wanted_mode(), Mode::ReadWrite);
+/// ```
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    pub(crate) roots: Vec<Root>,
+    pub(crate) mode: Mode,
+    pub(crate) require_seals: bool,
+    pub(crate) reuse: bool,
+    pub(crate) use_openat2: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// stridemap's segment folders only, mode `r`, sealed fds only, mappings reused.
+    pub fn new() -> OpenOptions {
+        OpenOptions {
+            roots: segment_bases()
+                .iter()
+                .map(|b| Root::new(b, Some(SEGMENT_FOLDER_PREFIX)))
+                .collect(),
+            mode: Mode::ReadOnly,
+            require_seals: true,
+            reuse: true,
+            use_openat2: true,
+        }
+    }
+
+    /// Also allow any file below `dir`.
+    pub fn allow_root(mut self, dir: impl AsRef<Path>) -> OpenOptions {
+        self.roots.push(Root::new(dir.as_ref(), None));
+        self
+    }
+
+    /// Allow only files below these folders (replacing the defaults).
+    pub fn only_roots<P: AsRef<Path>>(mut self, dirs: impl IntoIterator<Item = P>) -> OpenOptions {
+        self.roots = dirs
+            .into_iter()
+            .map(|d| Root::new(d.as_ref(), None))
+            .collect();
+        self
+    }
+
+    /// The mode to map with: `r` (default), `r+` (needs an `r+` descriptor) or `c`.
+    pub fn mode(mut self, mode: Mode) -> OpenOptions {
+        self.mode = mode;
+        self
+    }
+
+    /// Accept fd-passed files that are not sealed against shrinking (only for trusted
+    /// producers: a peer that shrinks the file makes this process fault on access).
+    pub fn allow_unsealed_fds(mut self, allow: bool) -> OpenOptions {
+        self.require_seals = !allow;
+        self
+    }
+
+    /// Reuse read-only mappings of the same file region across opens (default on).
+    pub fn reuse_mappings(mut self, reuse: bool) -> OpenOptions {
+        self.reuse = reuse;
+        self
+    }
+
+    /// The mode asked for.
+    pub fn wanted_mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The allowed roots, as they read in error messages.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        self.roots.iter().map(Root::display).collect()
+    }
+
+    /// Resolve paths with a walk of `O_NOFOLLOW` opens instead of `openat2` (what happens
+    /// on kernels without `openat2`); for tests.
+    #[doc(hidden)]
+    pub fn without_openat2(mut self) -> OpenOptions {
+        self.use_openat2 = false;
+        self
+    }
+}

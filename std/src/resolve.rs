@@ -1,0 +1,155 @@
+//! Turning a descriptor's path into an open file under the trust policy (SPEC.md §6, O1–O4):
+//! absolute and normalized, below an allowed root, no symbolic link anywhere below it.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{
+    AtFlags, FileType, Mode as FsMode, OFlags, ResolveFlags, openat, openat2, statat,
+};
+use rustix::io::Errno;
+
+use crate::options::Root;
+use crate::{Error, OpenOptions, Result};
+
+/// O1: absolute, and no `.`, `..` or empty components (checked on the raw bytes:
+/// `Path::components` would silently normalize `//` and `.`).
+pub(crate) fn check_form(path: &Path) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::BadPath {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
+    let bytes = path.as_os_str().as_bytes();
+    let Some(rest) = bytes.strip_prefix(b"/") else {
+        return bad("it is relative");
+    };
+    for comp in rest.split(|&b| b == b'/') {
+        match comp {
+            b"" => return bad("it has an empty component (// or a trailing /)"),
+            b"." => return bad("it has a . component"),
+            b".." => return bad("it has a .. component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// O2: the allowed root `path` lies below, and the path relative to it.
+pub(crate) fn find_root<'o, 'p>(
+    path: &'p Path,
+    opts: &'o OpenOptions,
+) -> Result<(&'o Root, &'p Path)> {
+    opts.roots
+        .iter()
+        .find_map(|root| root.relative(path).map(|rel| (root, rel)))
+        .ok_or_else(|| Error::OutsideRoots {
+            path: path.to_path_buf(),
+            roots: opts.roots(),
+        })
+}
+
+/// O3 and O4: opens `rel` below `root` without following any symbolic link, never creating
+/// or truncating; read-write only when `write`.
+pub(crate) fn open_beneath(
+    root: &Root,
+    rel: &Path,
+    write: bool,
+    use_openat2: bool,
+    path: &Path,
+) -> Result<OwnedFd> {
+    let open_err = |e: Errno| Error::Open {
+        path: path.to_path_buf(),
+        source: e.into(),
+    };
+    let dir = rustix::fs::open(
+        &root.dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        FsMode::empty(),
+    )
+    .map_err(open_err)?;
+    let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
+    let flags = access | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    if use_openat2 {
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match openat2(&dir, rel, flags, FsMode::empty(), resolve) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::LOOP | Errno::XDEV) => {
+                return Err(Error::Symlink {
+                    path: path.to_path_buf(),
+                });
+            }
+            // Kernels before 5.6 (or seccomp filters) lack openat2: walk instead.
+            Err(Errno::NOSYS | Errno::PERM) => {}
+            Err(e) => return Err(open_err(e)),
+        }
+    }
+    walk(dir, rel, flags, path)
+}
+
+/// The portable walk: each directory opened with `O_NOFOLLOW | O_DIRECTORY` from the last.
+fn walk(mut dir: OwnedFd, rel: &Path, flags: OFlags, path: &Path) -> Result<OwnedFd> {
+    let symlink = || Error::Symlink {
+        path: path.to_path_buf(),
+    };
+    let open_err = |e: Errno| Error::Open {
+        path: path.to_path_buf(),
+        source: e.into(),
+    };
+    let comps: Vec<&std::ffi::OsStr> = rel.iter().collect();
+    let Some((last, dirs)) = comps.split_last() else {
+        return Err(Error::BadPath {
+            path: path.to_path_buf(),
+            reason: "it names a root folder itself",
+        });
+    };
+    for comp in dirs {
+        let next = openat(
+            &dir,
+            *comp,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            FsMode::empty(),
+        );
+        dir = match next {
+            Ok(fd) => fd,
+            Err(Errno::NOTDIR | Errno::LOOP) => {
+                // Either a symlink (O_NOFOLLOW) or a plain file in the middle of the path.
+                return match statat(&dir, *comp, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                        Err(symlink())
+                    }
+                    _ => Err(open_err(Errno::NOTDIR)),
+                };
+            }
+            Err(e) => return Err(open_err(e)),
+        };
+    }
+    match openat(&dir, *last, flags, FsMode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::LOOP) => Err(symlink()),
+        Err(e) => Err(open_err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_forms() {
+        for ok in ["/a", "/dev/shm/stridemap-1/seg", "/a/b.c/..d/e.."] {
+            assert!(check_form(Path::new(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a/b", "", "/a//b", "/a/./b", "/a/../b", "/a/", "/..", "/.", "//a",
+        ] {
+            assert!(
+                matches!(check_form(Path::new(bad)), Err(Error::BadPath { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Strided views with numpy's `as_strided` semantics over a byte buffer: typed ([`View`],
+//! [`ViewMut`]) and byte-level ([`ByteView`]).
+//!
+//! A view is a borrowed buffer plus a [`Layout`] that is proven in bounds, so no index,
+//! iteration or sub-view can touch a byte outside the buffer. Sub-views (slices with any step,
+//! fixed indices, permutations, reshapes) are new layouts over the same buffer, and any of them
+//! can be described again as a descriptor of the same file.
+
+mod bytes;
+mod iter;
+mod typed;
+
+pub use bytes::ByteView;
+pub use iter::Iter;
+pub use typed::{View, ViewMut};
+
+use stridemap_core::{Layout, ValidDescriptor};
+
+use crate::{Error, Result};
+
+/// The descriptor of `layout` inside the buffer `source` describes.
+fn describe(source: Option<&ValidDescriptor>, layout: &Layout) -> Result<ValidDescriptor> {
+    let source = source.ok_or(Error::NotDescribable)?;
+    Ok(source.to_builder().layout(layout).build()?)
+}
+
+/// The sub-view methods every view type shares: each returns a view of the same buffer with
+/// a new layout (checked again).
+macro_rules! subviews {
+    ($($header:tt)*) => {
+        $($header)* {
+            /// The layout: shape, strides and offset inside the buffer.
+            pub fn layout(&self) -> &Layout {
+                &self.layout
+            }
+
+            /// Length of each axis.
+            pub fn shape(&self) -> &[u64] {
+                self.layout.shape()
+            }
+
+            /// Stride of each axis in bytes.
+            pub fn strides(&self) -> &[i64] {
+                self.layout.strides()
+            }
+
+            /// Number of axes.
+            pub fn ndim(&self) -> usize {
+                self.layout.ndim()
+            }
+
+            /// Number of elements.
+            pub fn len(&self) -> u64 {
+                self.layout.len()
+            }
+
+            /// Whether there are no elements.
+            pub fn is_empty(&self) -> bool {
+                self.layout.is_empty()
+            }
+
+            /// `self[..., start:stop:step, ...]` on `axis` (Python semantics, any step but 0).
+            pub fn slice_axis(self, axis: usize, slice: impl Into<stridemap_core::Slice>) -> Result<Self> {
+                let l = self.layout.slice_axis(axis, slice.into())?;
+                self.with_layout(l)
+            }
+
+            /// One slice per axis, numpy's `a[s0, s1, …]` (fewer slices leave the rest whole).
+            pub fn slice(self, slices: &[stridemap_core::Slice]) -> Result<Self> {
+                let mut l = self.layout;
+                for (axis, &s) in slices.iter().enumerate() {
+                    l = l.slice_axis(axis, s)?;
+                }
+                self.with_layout(l)
+            }
+
+            /// `axis` fixed at `index`; the result has one axis fewer.
+            pub fn index_axis(self, axis: usize, index: u64) -> Result<Self> {
+                let l = self.layout.index_axis(axis, index)?;
+                self.with_layout(l)
+            }
+
+            /// The axes reordered: axis `k` of the result is axis `axes[k]` of this view.
+            pub fn permute(self, axes: &[usize]) -> Result<Self> {
+                let l = self.layout.permute(axes)?;
+                self.with_layout(l)
+            }
+
+            /// The axes reversed (numpy's `.T`). Strides and offset are kept, so whatever
+            /// held for this view (bounds, alignment) holds for the result.
+            pub fn t(mut self) -> Self {
+                self.layout = self.layout.transpose();
+                self
+            }
+
+            /// The same elements with a new shape, when the strides allow it without a copy.
+            pub fn reshape(self, shape: &[u64], order: stridemap_core::Order) -> Result<Self> {
+                let l = self.layout.reshape(shape, order)?;
+                self.with_layout(l)
+            }
+
+            /// This view as a descriptor of the same file: opening it gives exactly these
+            /// elements (negative strides and transposes included).
+            pub fn describe(&self) -> Result<ValidDescriptor> {
+                describe(self.source, &self.layout)
+            }
+        }
+    };
+}
+pub(crate) use subviews;

@@ -1,0 +1,341 @@
+//! Typed views: elements handed out as `&T` / `&mut T`.
+
+use core::mem::{align_of, size_of};
+
+use stridemap_core::{Layout, ValidDescriptor};
+
+use super::{ByteView, Iter, describe, subviews};
+use crate::{Element, Error, Result};
+
+/// A read-only strided view whose elements are `T`.
+///
+/// Made by [`Mapping::view`](crate::Mapping::view) (which checks the dtype) or
+/// [`View::new`] over any byte buffer. Every element is aligned for `T` (checked when the
+/// view is made), so reads are plain loads. Borrowing the buffer, it cannot outlive it.
+///
+/// ```
+/// use stridemap::View;
+/// use stridemap_core::{Layout, Order, Slice};
+/// let data: Vec<f64> = (0..12).map(f64::from).collect();
+/// let bytes: &[u8] = bytemuck::cast_slice(&data);
+/// let v = View::<f64>::new(bytes, Layout::contiguous(8, &[3, 4], Order::C)?)?;
+/// let col = v.t().index_axis(0, 1)?.slice_axis(0, Slice::REVERSED)?; // a[::-1, 1]
+/// assert_eq!(col.to_vec(), [9.0, 5.0, 1.0]);
+/// assert_eq!(col.iter().sum::<f64>(), 15.0);
+/// # Ok::<(), stridemap::Error>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct View<'a, T> {
+    /// The whole enclosing buffer.
+    bytes: &'a [u8],
+    /// Its whole `T` slots (element offsets are multiples of the size).
+    elems: &'a [T],
+    layout: Layout,
+    source: Option<&'a ValidDescriptor>,
+}
+
+/// A writable strided view whose elements are `T` (a mapping opened `r+` or `c`, or any
+/// mutable byte buffer).
+///
+/// ```
+/// use stridemap::ViewMut;
+/// use stridemap_core::{Layout, Order, Slice};
+/// let mut data = vec![0i32; 6];
+/// let mut v = ViewMut::<i32>::new(bytemuck::cast_slice_mut(&mut data), Layout::contiguous(4, &[2, 3], Order::C)?)?;
+/// v.reborrow().slice_axis(1, Slice::step(2))?.fill(7);
+/// *v.get_mut(&[1, 1])? = -1;
+/// assert_eq!(data, [7, 0, 7, 7, -1, 7]);
+/// # Ok::<(), stridemap::Error>(())
+/// ```
+pub struct ViewMut<'a, T> {
+    /// The enclosing buffer's whole `T` slots.
+    elems: &'a mut [T],
+    layout: Layout,
+    source: Option<&'a ValidDescriptor>,
+}
+
+/// `bytes` holds every byte the layout's elements touch (and so every sub-view's).
+pub(super) fn covers(bytes: &[u8], layout: &Layout) -> Result<()> {
+    if (bytes.len() as u64) < layout.span().end {
+        return Err(Error::NotInMapping);
+    }
+    Ok(())
+}
+
+/// The buffer as `T`s, after checking that every element of `layout` is a whole, aligned `T`.
+fn check<T: Element>(bytes: &[u8], layout: &Layout) -> Result<()> {
+    let size = size_of::<T>();
+    if layout.itemsize() as usize != size {
+        return Err(Error::ItemsizeMismatch {
+            itemsize: layout.itemsize(),
+            type_size: size,
+        });
+    }
+    let base = bytes.as_ptr() as usize;
+    if !base.is_multiple_of(align_of::<T>()) {
+        return Err(Error::Misaligned {
+            at: base as u64,
+            align: align_of::<T>(),
+        });
+    }
+    // Element offsets are multiples of the size, so each element is one slot of the cast.
+    let size = size as u64;
+    if !layout.offset().is_multiple_of(size) {
+        return Err(Error::Misaligned {
+            at: base as u64 + layout.offset(),
+            align: size as usize,
+        });
+    }
+    for (&d, &s) in layout.shape().iter().zip(layout.strides()) {
+        if d > 1 && !s.unsigned_abs().is_multiple_of(size) {
+            return Err(Error::Misaligned {
+                at: s.unsigned_abs(),
+                align: size as usize,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The whole `T`s of an aligned buffer.
+fn cast<T: Element>(bytes: &[u8]) -> Result<&[T]> {
+    let whole = bytes.len() / size_of::<T>() * size_of::<T>();
+    bytemuck::try_cast_slice(bytes.get(..whole).unwrap_or_default()).map_err(|_| {
+        Error::Misaligned {
+            at: bytes.as_ptr() as u64,
+            align: align_of::<T>(),
+        }
+    })
+}
+
+fn cast_mut<T: Element>(bytes: &mut [u8]) -> Result<&mut [T]> {
+    let at = bytes.as_ptr() as u64;
+    let whole = bytes.len() / size_of::<T>() * size_of::<T>();
+    bytemuck::try_cast_slice_mut(bytes.get_mut(..whole).unwrap_or_default()).map_err(|_| {
+        Error::Misaligned {
+            at,
+            align: align_of::<T>(),
+        }
+    })
+}
+
+/// Slot of the element at byte offset `off`.
+#[inline(always)]
+fn slot<T>(off: u64) -> usize {
+    (off / size_of::<T>() as u64) as usize
+}
+
+/// Error for an index the layout accepted but the buffer does not hold — impossible, since a
+/// layout's elements are inside its buffer; reported rather than panicking.
+fn outside(layout: &Layout) -> Error {
+    Error::Descriptor(stridemap_core::Error::OutOfBounds {
+        lo: i128::from(layout.span().start),
+        hi: i128::from(layout.span().end),
+        buffer_len: layout.buffer_len(),
+    })
+}
+
+impl<'a, T: Element> View<'a, T> {
+    /// A typed view of `layout` over `bytes`, its buffer (at least the bytes its elements
+    /// touch). The caller vouches that the bytes are `T`s.
+    pub fn new(bytes: &'a [u8], layout: Layout) -> Result<View<'a, T>> {
+        View::with_source(bytes, layout, None)
+    }
+
+    pub(crate) fn with_source(
+        bytes: &'a [u8],
+        layout: Layout,
+        source: Option<&'a ValidDescriptor>,
+    ) -> Result<View<'a, T>> {
+        covers(bytes, &layout)?;
+        check::<T>(bytes, &layout)?;
+        Ok(View {
+            bytes,
+            elems: cast(bytes)?,
+            layout,
+            source,
+        })
+    }
+
+    fn with_layout(self, layout: Layout) -> Result<Self> {
+        check::<T>(self.bytes, &layout)?;
+        Ok(View { layout, ..self })
+    }
+
+    /// The element at `index` (one entry per axis).
+    pub fn get(&self, index: &[u64]) -> Result<&'a T> {
+        let off = self.layout.element_offset(index)?;
+        self.elems
+            .get(slot::<T>(off))
+            .ok_or_else(|| outside(&self.layout))
+    }
+
+    /// The elements in logical C order (last index fastest).
+    pub fn iter(&self) -> Iter<'_, 'a, T> {
+        match self.as_slice() {
+            Some(s) => Iter::contiguous(s),
+            None => Iter::strided(self.elems, &self.layout),
+        }
+    }
+
+    /// The elements as one slice, when they are C-contiguous.
+    pub fn as_slice(&self) -> Option<&'a [T]> {
+        if !self.layout.is_c_contiguous() {
+            return None;
+        }
+        let start = slot::<T>(self.layout.offset());
+        let len = usize::try_from(self.layout.len()).ok()?;
+        self.elems.get(start..start.checked_add(len)?)
+    }
+
+    /// A C-ordered copy of the elements.
+    pub fn to_vec(&self) -> Vec<T> {
+        match self.as_slice() {
+            Some(s) => s.to_vec(),
+            None => self.iter().copied().collect(),
+        }
+    }
+
+    /// The descriptor this view was made from, if it came from a mapping.
+    pub fn source(&self) -> Option<&'a ValidDescriptor> {
+        self.source
+    }
+
+    /// The same elements as a byte view.
+    pub fn as_bytes(&self) -> Result<ByteView<'a>> {
+        ByteView::with_source(self.bytes, self.layout, T::dtype()?, self.source)
+    }
+
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn elems(&self) -> &'a [T] {
+        self.elems
+    }
+}
+
+subviews!(impl<'a, T: Element> View<'a, T>);
+
+impl<'v, 'a, T: Element> IntoIterator for &'v View<'a, T> {
+    type Item = &'a T;
+    type IntoIter = Iter<'v, 'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a, T: Element> ViewMut<'a, T> {
+    /// A writable typed view of `layout` over `bytes`, its buffer (at least the bytes its
+    /// elements touch).
+    pub fn new(bytes: &'a mut [u8], layout: Layout) -> Result<ViewMut<'a, T>> {
+        ViewMut::with_source(bytes, layout, None)
+    }
+
+    pub(crate) fn with_source(
+        bytes: &'a mut [u8],
+        layout: Layout,
+        source: Option<&'a ValidDescriptor>,
+    ) -> Result<ViewMut<'a, T>> {
+        covers(bytes, &layout)?;
+        check::<T>(bytes, &layout)?;
+        Ok(ViewMut {
+            elems: cast_mut(bytes)?,
+            layout,
+            source,
+        })
+    }
+
+    fn with_layout(self, layout: Layout) -> Result<Self> {
+        check::<T>(bytemuck::cast_slice(self.elems), &layout)?;
+        Ok(ViewMut { layout, ..self })
+    }
+
+    /// A read-only view of the same elements.
+    pub fn view(&self) -> View<'_, T> {
+        View {
+            // Whole slots cover every element, which is all a view needs.
+            bytes: bytemuck::cast_slice(self.elems),
+            elems: self.elems,
+            layout: self.layout,
+            source: self.source,
+        }
+    }
+
+    /// A shorter-lived `ViewMut` of the same elements, e.g. to make a sub-view and keep this one.
+    pub fn reborrow(&mut self) -> ViewMut<'_, T> {
+        ViewMut {
+            elems: self.elems,
+            layout: self.layout,
+            source: self.source,
+        }
+    }
+
+    /// The element at `index`.
+    pub fn get(&self, index: &[u64]) -> Result<&T> {
+        let off = self.layout.element_offset(index)?;
+        self.elems
+            .get(slot::<T>(off))
+            .ok_or_else(|| outside(&self.layout))
+    }
+
+    /// The element at `index`, writable.
+    pub fn get_mut(&mut self, index: &[u64]) -> Result<&mut T> {
+        let off = self.layout.element_offset(index)?;
+        let layout = self.layout;
+        self.elems
+            .get_mut(slot::<T>(off))
+            .ok_or_else(|| outside(&layout))
+    }
+
+    /// Calls `f` on every element in logical C order. Where elements overlap (zero or short
+    /// strides), the shared memory is visited once per element, as numpy would.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
+        let ViewMut { elems, layout, .. } = self;
+        layout.offsets().for_each(|off| {
+            if let Some(e) = elems.get_mut(slot::<T>(off)) {
+                f(e);
+            }
+        });
+    }
+
+    /// Sets every element to `value`.
+    pub fn fill(&mut self, value: T) {
+        match self.as_slice_mut() {
+            Some(s) => s.fill(value),
+            None => self.for_each_mut(|e| *e = value),
+        }
+    }
+
+    /// The elements as one mutable slice, when they are C-contiguous.
+    pub fn as_slice_mut(&mut self) -> Option<&mut [T]> {
+        if !self.layout.is_c_contiguous() {
+            return None;
+        }
+        let start = slot::<T>(self.layout.offset());
+        let len = usize::try_from(self.layout.len()).ok()?;
+        self.elems.get_mut(start..start.checked_add(len)?)
+    }
+
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn into_parts(self) -> (&'a mut [T], Layout) {
+        (self.elems, self.layout)
+    }
+}
+
+subviews!(impl<'a, T: Element> ViewMut<'a, T>);
+
+impl<T: Element + core::fmt::Debug> core::fmt::Debug for View<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("View")
+            .field("dtype", &T::dtype().map(|d| d.typestr()))
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Element + core::fmt::Debug> core::fmt::Debug for ViewMut<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ViewMut")
+            .field("dtype", &T::dtype().map(|d| d.typestr()))
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}

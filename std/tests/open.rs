@@ -1,0 +1,455 @@
+//! Opening descriptors of real files: joblib's failure cases round-tripped through
+//! describe → open, every open-time check failing with its own error, modes, fds, reuse.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, ftruncate, memfd_create};
+use stridemap::{Error, OpenOptions, npy, open, open_fd};
+use stridemap_core::{Builder, DType, Mode, Order, Slice, ValidDescriptor};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        Fixture { _dir: dir, root }
+    }
+
+    fn opts(&self) -> OpenOptions {
+        OpenOptions::new().allow_root(&self.root)
+    }
+
+    /// Writes `n` doubles 0, 1, 2, … after `pad` bytes of padding.
+    fn write_f64(&self, name: &str, n: usize, pad: usize) -> PathBuf {
+        let path = self.root.join(name);
+        let data: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&vec![0xEE; pad]).unwrap();
+        f.write_all(bytemuck::cast_slice(&data)).unwrap();
+        path
+    }
+}
+
+/// The descriptor of `shape` doubles (C order) at `pad` in the file, identity included.
+fn describe(path: &Path, shape: &[u64], pad: u64) -> ValidDescriptor {
+    let meta = fs::metadata(path).unwrap();
+    let n: u64 = shape.iter().product();
+    Builder::new(DType::parse("<f8").unwrap(), shape)
+        .buffer(pad, n * 8)
+        .file_len(meta.len())
+        .identity(meta.dev(), meta.ino())
+        .path(path.to_str().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn joblib_failure_cases_round_trip() {
+    let fx = Fixture::new();
+    let path = fx.write_f64("m.bin", 1000, 4096);
+    let m = open(&describe(&path, &[1000], 4096), &fx.opts()).unwrap();
+    let v = m.view::<f64>().unwrap();
+    let cases: Vec<(&str, Slice, Vec<f64>)> = vec![
+        (
+            "m[::-1]",
+            Slice::REVERSED,
+            (0..1000).rev().map(f64::from).collect(),
+        ),
+        (
+            "m[::-3]",
+            Slice::step(-3),
+            (0..1000).rev().step_by(3).map(f64::from).collect(),
+        ),
+        (
+            "m[500:490:-1]",
+            Slice::new(Some(500), Some(490), -1),
+            (491..=500).rev().map(f64::from).collect(),
+        ),
+    ];
+    for (name, s, want) in cases {
+        let sub = v.slice_axis(0, s).unwrap();
+        assert_eq!(sub.to_vec(), want, "{name} in place");
+        let desc = sub.describe().unwrap();
+        assert!(desc.strides()[0] < 0, "{name}");
+        let wire = stridemap_core::decode(&desc.to_bytes()).unwrap();
+        let again = open(&wire, &fx.opts()).unwrap();
+        assert_eq!(
+            again.view::<f64>().unwrap().to_vec(),
+            want,
+            "{name} after describe → open"
+        );
+    }
+    // The transpose of a C-ordered 2-d mapping.
+    let m2 = open(&describe(&path, &[25, 40], 4096), &fx.opts()).unwrap();
+    let t = m2.view::<f64>().unwrap().t();
+    let desc = t.describe().unwrap();
+    assert_eq!(
+        (desc.shape(), desc.strides()),
+        (&[40, 25][..], &[8, 320][..])
+    );
+    let again = open(&desc, &fx.opts()).unwrap();
+    let tv = again.view::<f64>().unwrap();
+    for i in 0..40u64 {
+        for j in 0..25u64 {
+            assert_eq!(*tv.get(&[i, j]).unwrap(), (j * 40 + i) as f64);
+        }
+    }
+    // A transposed, reversed, strided window, twice described.
+    let w = t
+        .slice_axis(0, Slice::new(Some(-2), None, -5))
+        .unwrap()
+        .slice_axis(1, Slice::step(3))
+        .unwrap();
+    let reopened = open(&w.describe().unwrap(), &fx.opts()).unwrap();
+    assert_eq!(reopened.view::<f64>().unwrap().to_vec(), w.to_vec());
+}
+
+#[test]
+fn each_open_check_has_its_error() {
+    let fx = Fixture::new();
+    let path = fx.write_f64("a.bin", 100, 0);
+    let good = describe(&path, &[100], 0);
+    assert!(open(&good, &fx.opts()).is_ok());
+
+    // O7: a file shorter than the descriptor says (truncated after describing).
+    let short = fx.write_f64("short.bin", 100, 0);
+    let d = describe(&short, &[100], 0);
+    File::options()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(400)
+        .unwrap();
+    assert!(matches!(
+        open(&d, &fx.opts()),
+        Err(Error::LengthMismatch {
+            expected: 800,
+            actual: 400
+        })
+    ));
+
+    // O8: a file replaced after describing (same name, same length, another inode).
+    let replaced = fx.write_f64("r.bin", 100, 0);
+    let d = describe(&replaced, &[100], 0);
+    fs::remove_file(&replaced).unwrap();
+    fx.write_f64("r.bin", 100, 0);
+    assert!(matches!(
+        open(&d, &fx.opts()),
+        Err(Error::IdentityMismatch { .. })
+    ));
+
+    // O2: outside the roots (the default roots only allow stridemap's segment folders).
+    let err = open(&good, &OpenOptions::new()).unwrap_err();
+    assert!(matches!(err, Error::OutsideRoots { .. }), "{err}");
+    assert_eq!(err.rule(), Some("O2"));
+
+    // O1: `..`, `.`, `//` and relative paths, even when they would land inside the root.
+    for p in [
+        format!("{}/sub/../a.bin", fx.root.display()),
+        format!("{}/./a.bin", fx.root.display()),
+        format!("{}//a.bin", fx.root.display()),
+        "a.bin".to_string(),
+    ] {
+        let d = good.to_builder().path(&p).build().unwrap();
+        let err = open(&d, &fx.opts()).unwrap_err();
+        assert!(matches!(err, Error::BadPath { .. }), "{p}: {err}");
+    }
+
+    // O3: a symlink as the file, and as a folder on the way; both openat2 and the walk.
+    std::os::unix::fs::symlink(&path, fx.root.join("link.bin")).unwrap();
+    fs::create_dir(fx.root.join("real")).unwrap();
+    fs::copy(&path, fx.root.join("real/a.bin")).unwrap();
+    std::os::unix::fs::symlink(fx.root.join("real"), fx.root.join("dirlink")).unwrap();
+    for opts in [fx.opts(), fx.opts().without_openat2()] {
+        for name in ["link.bin", "dirlink/a.bin"] {
+            let p = fx.root.join(name);
+            let d = Builder::new(DType::parse("<f8").unwrap(), &[100])
+                .path(p.to_str().unwrap())
+                .build()
+                .unwrap();
+            let err = open(&d, &opts).unwrap_err();
+            assert!(matches!(err, Error::Symlink { .. }), "{name}: {err}");
+            assert_eq!(err.rule(), Some("O3"));
+        }
+        // The real file below a real folder opens either way.
+        let p = fx.root.join("real/a.bin");
+        let d = Builder::new(DType::parse("<f8").unwrap(), &[100])
+            .path(p.to_str().unwrap())
+            .build()
+            .unwrap();
+        assert!(open(&d, &opts).is_ok());
+    }
+
+    // O5: a write request on a read-only descriptor.
+    let err = open(&good, &fx.opts().mode(Mode::ReadWrite)).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::ModeNotAllowed {
+            allowed: Mode::ReadOnly,
+            wanted: Mode::ReadWrite
+        }
+    ));
+
+    // O4: missing file; O6: not a regular file.
+    let gone = good
+        .to_builder()
+        .path(fx.root.join("gone.bin").to_str().unwrap())
+        .build()
+        .unwrap();
+    assert!(matches!(open(&gone, &fx.opts()), Err(Error::Open { .. })));
+    fs::create_dir(fx.root.join("adir")).unwrap();
+    let dir = Builder::new(DType::parse("|u1").unwrap(), &[0])
+        .file_len(4096)
+        .path(fx.root.join("adir").to_str().unwrap())
+        .build()
+        .unwrap();
+    let err = open(&dir, &fx.opts()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotRegularFile { .. } | Error::LengthMismatch { .. }
+        ),
+        "{err}"
+    );
+
+    // An fd descriptor opened as a path (and the reverse).
+    let fd_desc = good.to_builder().fd().build().unwrap();
+    assert!(matches!(open(&fd_desc, &fx.opts()), Err(Error::MissingFd)));
+}
+
+#[test]
+fn modes_r_plus_and_copy_on_write() {
+    let fx = Fixture::new();
+    let path = fx.write_f64("w.bin", 16, 0);
+    let rw = describe(&path, &[4, 4], 0)
+        .to_builder()
+        .mode(Mode::ReadWrite)
+        .build()
+        .unwrap();
+    // r+: writes reach the file (another mapping sees them).
+    let mut a = open(&rw, &fx.opts().mode(Mode::ReadWrite)).unwrap();
+    a.view_mut::<f64>()
+        .unwrap()
+        .index_axis(0, 1)
+        .unwrap()
+        .fill(-1.0);
+    let b = open(&rw, &fx.opts().reuse_mappings(false)).unwrap();
+    assert_eq!(
+        b.view::<f64>().unwrap().index_axis(0, 1).unwrap().to_vec(),
+        [-1.0; 4]
+    );
+    // c: private writes stay in the writer.
+    let mut c = open(&rw, &fx.opts().mode(Mode::CopyOnWrite)).unwrap();
+    c.view_mut::<f64>().unwrap().fill(42.0);
+    assert_eq!(c.view::<f64>().unwrap().get(&[3, 3]).unwrap(), &42.0);
+    let d = open(&rw, &fx.opts().reuse_mappings(false)).unwrap();
+    assert_eq!(d.view::<f64>().unwrap().get(&[3, 3]).unwrap(), &15.0);
+    // c is allowed from an r descriptor; r+ is not; the read-only mapping refuses writes.
+    let ro = describe(&path, &[16], 0);
+    assert!(open(&ro, &fx.opts().mode(Mode::CopyOnWrite)).is_ok());
+    let mut r = open(&ro, &fx.opts()).unwrap();
+    assert!(matches!(r.view_mut::<f64>(), Err(Error::ReadOnly)));
+    assert!(matches!(r.bytes_mut(), Err(Error::ReadOnly)));
+}
+
+#[test]
+fn read_only_mappings_of_one_region_are_reused() {
+    let fx = Fixture::new();
+    let path = fx.write_f64("big.bin", 1 << 16, 0);
+    let whole = describe(&path, &[1 << 16], 0);
+    let first = open(&whole, &fx.opts()).unwrap();
+    let maps_before = fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count();
+    let base = first.bytes().as_ptr();
+    let views: Vec<_> = (0..100u64)
+        .map(|i| {
+            let l = whole
+                .layout()
+                .slice_axis(0, Slice::range(i as i64 * 10, i as i64 * 10 + 10))
+                .unwrap();
+            open(&whole.to_builder().layout(&l).build().unwrap(), &fx.opts()).unwrap()
+        })
+        .collect();
+    for (i, m) in views.iter().enumerate() {
+        assert_eq!(m.bytes().as_ptr(), base, "view {i} mapped again");
+        assert_eq!(
+            m.view::<f64>().unwrap().get(&[0]).unwrap(),
+            &(i as f64 * 10.0)
+        );
+    }
+    let maps_after = fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        maps_after <= maps_before + 1,
+        "{maps_before} → {maps_after}"
+    );
+    // Writable and private mappings are never shared.
+    let cow = open(&whole, &fx.opts().mode(Mode::CopyOnWrite)).unwrap();
+    assert_ne!(cow.bytes().as_ptr(), base);
+    // Once every mapping is gone, a new open maps afresh (and still reads the file).
+    drop(views);
+    drop(first);
+    let again = open(&whole, &fx.opts()).unwrap();
+    assert_eq!(again.view::<f64>().unwrap().get(&[7]).unwrap(), &7.0);
+}
+
+fn memfd_with(data: &[u8], seals: SealFlags) -> (OwnedFd, u64, u64) {
+    let fd = memfd_create(
+        "stridemap-test",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .unwrap();
+    ftruncate(&fd, data.len() as u64).unwrap();
+    rustix::io::write(&fd, data).unwrap();
+    if !seals.is_empty() {
+        fcntl_add_seals(&fd, seals).unwrap();
+    }
+    let st = rustix::fs::fstat(&fd).unwrap();
+    (fd, st.st_dev, st.st_ino)
+}
+
+#[test]
+fn fd_sources_need_seals() {
+    let data: Vec<f64> = (0..64).map(f64::from).collect();
+    let bytes: &[u8] = bytemuck::cast_slice(&data);
+    let desc = |dev, ino| {
+        Builder::new(DType::parse("<f8").unwrap(), &[8, 8])
+            .order(Order::C)
+            .fd()
+            .file_len(512)
+            .identity(dev, ino)
+            .build()
+            .unwrap()
+    };
+    let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW);
+    let m = open_fd(&desc(dev, ino), fd, &OpenOptions::new()).unwrap();
+    assert_eq!(m.view::<f64>().unwrap().t().get(&[1, 2]).unwrap(), &17.0);
+
+    let (fd, dev, ino) = memfd_with(bytes, SealFlags::empty());
+    let err = open_fd(&desc(dev, ino), fd, &OpenOptions::new()).unwrap_err();
+    assert!(matches!(err, Error::NotSealed { seals: Some(_) }), "{err}");
+    assert_eq!(err.rule(), Some("O9"));
+    let (fd, dev, ino) = memfd_with(bytes, SealFlags::empty());
+    assert!(
+        open_fd(
+            &desc(dev, ino),
+            fd,
+            &OpenOptions::new().allow_unsealed_fds(true)
+        )
+        .is_ok()
+    );
+
+    // A regular file passed as an fd cannot be sealed.
+    let fx = Fixture::new();
+    let path = fx.write_f64("f.bin", 64, 0);
+    let meta = fs::metadata(&path).unwrap();
+    let fd: OwnedFd = File::open(&path).unwrap().into();
+    let err = open_fd(&desc(meta.dev(), meta.ino()), fd, &OpenOptions::new()).unwrap_err();
+    assert!(matches!(err, Error::NotSealed { seals: None }), "{err}");
+    // A path descriptor given an fd.
+    let fd: OwnedFd = File::open(&path).unwrap().into();
+    assert!(matches!(
+        open_fd(&describe(&path, &[64], 0), fd, &OpenOptions::new()),
+        Err(Error::MissingFd)
+    ));
+}
+
+#[test]
+fn npy_files_are_described_in_place_and_written_back() {
+    let fx = Fixture::new();
+    let data: Vec<i32> = (0..24).collect();
+    let src = stridemap::ByteView::new(
+        bytemuck::cast_slice(&data),
+        stridemap_core::Layout::contiguous(4, &[2, 3, 4], Order::C).unwrap(),
+        DType::parse("<i4").unwrap(),
+    )
+    .unwrap();
+    // A transposed, reversed view written as a contiguous .npy …
+    let view = src.t().slice_axis(0, Slice::REVERSED).unwrap();
+    let path = fx.root.join("x.npy");
+    npy::write_file(&view, &path).unwrap();
+    // … is described where its data lies and reads back as the view's elements.
+    let desc = npy::describe(&path).unwrap();
+    assert_eq!(desc.shape(), &[4, 3, 2]);
+    assert_eq!(desc.buffer_offset() % 64, 0);
+    let m = open(&desc, &fx.opts()).unwrap();
+    let got = m.view::<i32>().unwrap().to_vec();
+    let want: Vec<i32> = view
+        .elements()
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, want);
+    // A truncated .npy is an error, not a crash.
+    let bytes = fs::read(&path).unwrap();
+    let cut = fx.root.join("cut.npy");
+    fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
+    assert!(matches!(npy::describe(&cut), Err(Error::Npy { .. })));
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+fn ndarray_views_and_descriptors() {
+    let fx = Fixture::new();
+    let path = fx.write_f64("nd.bin", 60, 0);
+    let whole = describe(&path, &[3, 4, 5], 0);
+    let m = open(&whole, &fx.opts()).unwrap();
+    let v = m
+        .view::<f64>()
+        .unwrap()
+        .slice_axis(2, Slice::REVERSED)
+        .unwrap()
+        .t();
+    let a = v.to_ndarray().unwrap();
+    assert_eq!(a.shape(), &[5, 4, 3]);
+    for (ix, x) in a.indexed_iter() {
+        let ix: Vec<u64> = ndarray::Dimension::slice(&ix)
+            .iter()
+            .map(|&i| i as u64)
+            .collect();
+        assert_eq!(v.get(&ix).unwrap(), x);
+    }
+    // An ndarray slice of it, described and opened again.
+    let s = a.slice(ndarray::s![1..4;2, ..;-1, 1]).into_dyn();
+    let desc = m.describe_array(&s).unwrap();
+    let again = open(&desc, &fx.opts()).unwrap();
+    let got = again.view::<f64>().unwrap().to_vec();
+    assert_eq!(got, s.iter().copied().collect::<Vec<_>>());
+    // A heap array is not in the mapping.
+    let heap = ndarray::Array2::<f64>::zeros((2, 2)).into_dyn();
+    assert!(matches!(
+        m.describe_array(&heap.view()),
+        Err(Error::NotInMapping) | Err(Error::Descriptor(_))
+    ));
+    // A mutable ndarray view writes through an r+ mapping; broadcast layouts are refused.
+    let rw = whole.to_builder().mode(Mode::ReadWrite).build().unwrap();
+    let mut w = open(&rw, &fx.opts().mode(Mode::ReadWrite)).unwrap();
+    let mut nd = w
+        .view_mut::<f64>()
+        .unwrap()
+        .index_axis(0, 2)
+        .unwrap()
+        .into_ndarray()
+        .unwrap();
+    nd.fill(7.0);
+    assert_eq!(
+        open(&whole, &fx.opts().reuse_mappings(false))
+            .unwrap()
+            .view::<f64>()
+            .unwrap()
+            .get(&[2, 3, 4])
+            .unwrap(),
+        &7.0
+    );
+}
