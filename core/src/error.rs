@@ -211,6 +211,11 @@ pub enum Error {
         /// Bytes available.
         got: usize,
     },
+    /// A segment header that is not valid (SPEC.md §8).
+    BadSegmentHeader {
+        /// What is wrong with it.
+        what: &'static str,
+    },
     /// A name (order, mode) that means nothing.
     UnknownName {
         /// What was being parsed.
@@ -389,6 +394,7 @@ impl fmt::Display for Error {
                     "output buffer too small: needs {needed} bytes, got {got}"
                 )
             }
+            Error::BadSegmentHeader { what } => write!(f, "invalid segment header: {what}"),
             Error::UnknownName { what } => write!(f, "unknown {what} name"),
         }
     }

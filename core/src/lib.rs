@@ -42,6 +42,7 @@ mod flags;
 mod iter;
 mod layout;
 mod record;
+mod segment;
 mod slice;
 mod validate;
 
@@ -58,5 +59,6 @@ pub use layout::{Layout, MAX_BYTES, contiguous_strides};
 pub use record::{
     MAGIC, MAX_NDIM, PATH_CAPACITY, RECORD_LEN, Record, VERSION_MAJOR, VERSION_MINOR, offsets,
 };
+pub use segment::{SEGMENT_DATA_OFFSET, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use slice::Slice;
 pub use validate::{ValidDescriptor, decode};

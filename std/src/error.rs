@@ -93,6 +93,8 @@ pub enum Error {
         /// What the descriptor expects.
         expected: ([u8; 16], u64),
     },
+    /// A segment stayed locked exclusively (being recycled or deleted) for too long.
+    SegmentBusy,
     /// O11: mapping the buffer failed.
     Map {
         /// The system's error.
@@ -249,6 +251,11 @@ impl fmt::Display for Error {
                 ),
                 None => write!(f, "the file has no valid segment header"),
             },
+            Error::SegmentBusy => write!(
+                f,
+                "the segment stayed locked by its producer (being recycled or deleted); ask \
+                 the producer for a fresh descriptor"
+            ),
             Error::Map { source } => write!(f, "cannot map the buffer: {source}"),
             Error::DtypeMismatch { have, want } => write!(
                 f,

@@ -52,10 +52,13 @@ enum Region {
 #[derive(Debug)]
 pub(crate) struct SharedRegion {
     map: Mmap,
-    /// Kept open: re-checked with fstat on reuse, and holds the segment lock while mapped.
-    file: File,
+    /// The path-opened file, kept to re-check it with fstat on reuse. (The segment lock lives
+    /// as long as the map, which holds the open file description.)
+    file: Option<File>,
     key: (u64, u64),
     offset: u64,
+    /// The segment id and generation whose header was checked, for segments.
+    segment: Option<([u8; 16], u64)>,
 }
 
 /// Live shared regions of each file, by (device, inode).
@@ -64,17 +67,28 @@ type Registry = HashMap<(u64, u64), Vec<Weak<SharedRegion>>>;
 static REGIONS: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
 
 impl SharedRegion {
-    pub(crate) fn new(map: Mmap, file: File, key: (u64, u64), offset: u64) -> Arc<SharedRegion> {
+    pub(crate) fn new(
+        map: Mmap,
+        file: Option<File>,
+        key: (u64, u64),
+        offset: u64,
+        segment: Option<([u8; 16], u64)>,
+    ) -> Arc<SharedRegion> {
         Arc::new(SharedRegion {
             map,
             file,
             key,
             offset,
+            segment,
         })
     }
 
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    pub(crate) fn segment(&self) -> Option<([u8; 16], u64)> {
+        self.segment
     }
 
     /// Makes this region findable by [`SharedRegion::find`].

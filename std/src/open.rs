@@ -2,11 +2,13 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use rustix::fs::{FileType, SealFlags, Stat, fcntl_get_seals, fstat};
+use rustix::fs::{FileType, FlockOperation, SealFlags, Stat, fcntl_get_seals, flock, fstat};
 use rustix::io::Errno;
-use stridemap_core::{Mode, Source, ValidDescriptor};
+use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescriptor};
 
 use crate::mapping::SharedRegion;
 use crate::resolve::{check_form, find_root, open_beneath};
@@ -18,8 +20,10 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// The checks, in order: the mode asked for is allowed (O5), the path is absolute and
 /// normalized (O1) and below an allowed root (O2), no component is a symlink (O3); the file
 /// is opened read-only unless `r+` was granted, never created or truncated (O4); it is a
-/// regular file (O6) exactly as long as described (O7) with the described identity (O8);
-/// then the buffer is mapped (O11). A read-only mapping of a region already mapped in this
+/// regular file (O6) exactly as long as described (O7) with the described identity (O8); a
+/// segment (generation ≠ 0) is locked shared for as long as it is mapped (SPEC.md §7) and its
+/// header must name the descriptor's segment and generation (O10); then the buffer is mapped
+/// (O11). A read-only mapping of a region already mapped in this
 /// process reuses that map after re-checking the file with `fstat`.
 ///
 /// ```no_run
@@ -45,7 +49,8 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     let fd = open_beneath(root, rel, mode == Mode::ReadWrite, opts.use_openat2, path)?;
     let file = File::from(fd);
     let st = check_file(&file, desc)?;
-    map(desc, mode, file, &st, opts)
+    let segment = lock_and_check_header(&file, desc)?;
+    map(desc, mode, file, &st, segment, opts)
 }
 
 /// Opens a descriptor whose source is a passed file descriptor (received with SCM_RIGHTS),
@@ -65,7 +70,52 @@ pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Resul
     if let Some(m) = reuse_region(desc, mode, opts, (st.st_dev, st.st_ino))? {
         return Ok(m);
     }
-    map(desc, mode, file, &st, opts)
+    let segment = lock_and_check_header(&file, desc)?;
+    map(desc, mode, file, &st, segment, opts)
+}
+
+/// How long a reader waits for a segment's producer to finish recycling it (it holds the
+/// exclusive lock only while it rewrites the header).
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// SPEC.md §7 and O10: the shared lock that keeps a segment from being deleted or recycled
+/// while this process maps it, then the header check. Files that are not segments
+/// (generation 0) get the lock if it is free and are never waited for.
+fn lock_and_check_header(file: &File, desc: &ValidDescriptor) -> Result<Option<([u8; 16], u64)>> {
+    if desc.generation() == 0 {
+        let _ = flock(file, FlockOperation::NonBlockingLockShared);
+        return Ok(None);
+    }
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match flock(file, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => break,
+            Err(Errno::WOULDBLOCK | Errno::INTR) if start.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(Errno::WOULDBLOCK) => return Err(Error::SegmentBusy),
+            Err(e) => return Err(Error::io("flock(LOCK_SH)", e.into())),
+        }
+    }
+    let expected = (desc.segment_id().unwrap_or_default(), desc.generation());
+    let mut buf = [0u8; SEGMENT_HEADER_LEN];
+    let header = file
+        .read_exact_at(&mut buf, 0)
+        .ok()
+        .and_then(|()| SegmentHeader::decode(&buf).ok())
+        .ok_or(Error::StaleSegment {
+            found: None,
+            expected,
+        })?;
+    if !header.matches(desc) {
+        return Err(Error::StaleSegment {
+            found: Some((header.segment_id, header.generation.get())),
+            expected,
+        });
+    }
+    Ok(Some(expected))
 }
 
 /// O5: the mode the caller asked for, if the descriptor allows it.
@@ -138,7 +188,16 @@ fn reuse_region(
     else {
         return Ok(None);
     };
-    check_file(region.file(), desc)?;
+    // The region holds the segment's shared lock, so its generation cannot have changed
+    // since its header was checked: a descriptor of another generation gets a fresh open
+    // (which reports it stale).
+    let wanted = (desc.segment_id().unwrap_or_default(), desc.generation());
+    if desc.generation() != 0 && region.segment() != Some(wanted) {
+        return Ok(None);
+    }
+    if let Some(file) = region.file() {
+        check_file(file, desc)?;
+    }
     Ok(Some(Mapping::shared(desc.clone(), region, start)))
 }
 
@@ -148,6 +207,7 @@ fn map(
     mode: Mode,
     file: File,
     st: &Stat,
+    segment: Option<([u8; 16], u64)>,
     opts: &OpenOptions,
 ) -> Result<Mapping> {
     let (offset, len) = (desc.buffer_offset(), desc.buffer_len());
@@ -161,7 +221,10 @@ fn map(
     match mode {
         Mode::ReadOnly => {
             let map = sys::map_read(&file, offset, len).map_err(map_err)?;
-            let region = SharedRegion::new(map, file, (st.st_dev, st.st_ino), offset);
+            // A passed fd is closed once mapped (the map keeps the file and its lock); a
+            // path-opened file stays open to re-check it with fstat when the region is reused.
+            let file = (desc.source() == Source::Path).then_some(file);
+            let region = SharedRegion::new(map, file, (st.st_dev, st.st_ino), offset, segment);
             if opts.reuse {
                 region.publish();
             }

@@ -136,10 +136,11 @@ fn each_open_check_has_its_error() {
         })
     ));
 
-    // O8: a file replaced after describing (same name, same length, another inode).
+    // O8: a file replaced after describing (same name, same length, another inode; the old
+    // one is renamed away rather than deleted so the filesystem cannot reuse its inode).
     let replaced = fx.write_f64("r.bin", 100, 0);
     let d = describe(&replaced, &[100], 0);
-    fs::remove_file(&replaced).unwrap();
+    fs::rename(&replaced, fx.root.join("r.old")).unwrap();
     fx.write_f64("r.bin", 100, 0);
     assert!(matches!(
         open(&d, &fx.opts()),

@@ -1,0 +1,197 @@
+//! The producer's handles to shared arrays: writable ([`SharedArrayMut`], from
+//! [`Pool::alloc`](crate::Pool::alloc)) and frozen ([`SharedArray`]).
+
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Weak};
+
+use stridemap::{ByteView, Element, View, ViewMut};
+use stridemap_core::{DType, Layout, Mode, ValidDescriptor};
+
+use crate::pool::{PoolInner, release};
+use crate::segment::{Backing, Segment};
+use crate::{Error, Result, fdpass};
+
+/// A segment in use by the producer; gives it back to the pool when dropped.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    segment: Option<Segment>,
+    pool: Weak<PoolInner>,
+}
+
+impl Lease {
+    pub(crate) fn new(segment: Segment, pool: Weak<PoolInner>) -> Lease {
+        Lease {
+            segment: Some(segment),
+            pool,
+        }
+    }
+
+    fn seg(&self) -> Result<&Segment> {
+        self.segment.as_ref().ok_or(Error::PoolClosed)
+    }
+
+    fn seg_mut(&mut self) -> Result<&mut Segment> {
+        self.segment.as_mut().ok_or(Error::PoolClosed)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(seg) = self.segment.take() {
+            release(&self.pool, seg);
+        }
+    }
+}
+
+/// A shared array the producer can still write (in place, no copy). Consumers get an `r+`
+/// descriptor of it with [`SharedArrayMut::descriptor_rw`] (workers filling an output array),
+/// or a read-only one after [`SharedArrayMut::freeze`].
+#[derive(Debug)]
+pub struct SharedArrayMut {
+    lease: Lease,
+    dtype: DType,
+    layout: Layout,
+}
+
+/// A frozen (read-only) shared array: cheap to clone; the segment is released when the last
+/// clone is dropped, and deleted or recycled once no reader maps it either.
+#[derive(Clone, Debug)]
+pub struct SharedArray {
+    lease: Arc<Lease>,
+    dtype: DType,
+    layout: Layout,
+    desc: ValidDescriptor,
+}
+
+impl SharedArrayMut {
+    pub(crate) fn new(lease: Lease, dtype: DType, layout: Layout) -> SharedArrayMut {
+        SharedArrayMut {
+            lease,
+            dtype,
+            layout,
+        }
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The array's layout in the segment's data area.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// A writable typed view of the array (the dtype must be `T`'s).
+    pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
+        check_dtype::<T>(self.dtype)?;
+        let layout = self.layout;
+        let data = self.lease.seg_mut()?.data_mut();
+        Ok(ViewMut::new(data, layout)?)
+    }
+
+    /// A read-only typed view.
+    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
+        check_dtype::<T>(self.dtype)?;
+        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
+    }
+
+    /// The data bytes (the array packed in its order), writable.
+    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
+        let n = self.layout.nbytes() as usize;
+        self.lease
+            .seg_mut()?
+            .data_mut()
+            .get_mut(..n)
+            .ok_or(Error::PoolClosed)
+    }
+
+    /// A descriptor with mode `r+`: consumers that open it `r+` write into this array.
+    pub fn descriptor_rw(&self) -> Result<ValidDescriptor> {
+        self.lease.seg()?.describe(self.dtype, &self.layout, Mode::ReadWrite)
+    }
+
+    /// Sends the `r+` descriptor (and, for a memfd, a writable fd of its own) over `stream`.
+    pub fn send_rw(&self, stream: &UnixStream) -> Result<()> {
+        send(self.lease.seg()?, &self.descriptor_rw()?, true, stream)
+    }
+
+    /// Makes the array read-only for every consumer (memfd: sealed against writes by the
+    /// kernel; file: mode 0400) and returns the shareable handle.
+    pub fn freeze(mut self) -> Result<SharedArray> {
+        let seg = self.lease.seg_mut()?;
+        seg.freeze()?;
+        let desc = seg.describe(self.dtype, &self.layout, Mode::ReadOnly)?;
+        Ok(SharedArray {
+            desc,
+            dtype: self.dtype,
+            layout: self.layout,
+            lease: Arc::new(std::mem::replace(
+                &mut self.lease,
+                Lease {
+                    segment: None,
+                    pool: Weak::new(),
+                },
+            )),
+        })
+    }
+}
+
+impl SharedArray {
+    /// The read-only descriptor to send to consumers.
+    pub fn descriptor(&self) -> &ValidDescriptor {
+        &self.desc
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A read-only typed view (the producer's own map).
+    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
+        check_dtype::<T>(self.dtype)?;
+        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
+    }
+
+    /// A byte view (the producer's own map).
+    pub fn byte_view(&self) -> Result<ByteView<'_>> {
+        Ok(ByteView::new(self.lease.seg()?.data(), self.layout, self.dtype)?)
+    }
+
+    /// Whether the segment is a memfd (consumers need the fd) rather than a named file.
+    pub fn is_memfd(&self) -> bool {
+        self.lease
+            .seg()
+            .is_ok_and(|s| s.backing == Backing::Memfd)
+    }
+
+    /// Sends the descriptor (and, for a memfd, a read-only fd of its own) over `stream`.
+    pub fn send(&self, stream: &UnixStream) -> Result<()> {
+        send(self.lease.seg()?, &self.desc, false, stream)
+    }
+
+    /// A read-only fd of the segment for a peer (a new open file description, SPEC.md §7):
+    /// for passing it some other way than [`SharedArray::send`].
+    pub fn fd_for_peer(&self) -> Result<std::os::fd::OwnedFd> {
+        self.lease.seg()?.fd_for_peer(false)
+    }
+}
+
+fn send(seg: &Segment, desc: &ValidDescriptor, writable: bool, stream: &UnixStream) -> Result<()> {
+    match seg.backing {
+        Backing::Memfd => {
+            let fd = seg.fd_for_peer(writable)?;
+            fdpass::send(stream, desc, Some(std::os::fd::AsFd::as_fd(&fd)))
+        }
+        Backing::File(_) => fdpass::send(stream, desc, None),
+    }
+}
+
+fn check_dtype<T: Element>(have: DType) -> Result<()> {
+    let want = T::dtype()?;
+    if want != have {
+        return Err(stridemap::Error::DtypeMismatch { have, want }.into());
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The error of the segment layer: space, descriptors, permissions and kernel features, each
+//! with what to do about it.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong creating, sharing, passing or sweeping segments.
+///
+/// ```
+/// use stridemap_shm::Error;
+/// let e = Error::NoSpace { folder: "/dev/shm".into(), needed: 2 << 30, available: 64 << 20 };
+/// assert!(e.to_string().contains("STRIDEMAP_TEMP_FOLDER"));
+/// ```
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum Error {
+    /// The temp folder cannot hold the segment. Raised before anything is written; no file
+    /// is left behind.
+    NoSpace {
+        /// The folder (or `memfd`).
+        folder: PathBuf,
+        /// Bytes the segment needs.
+        needed: u64,
+        /// Bytes available there (or left in the pool's quota).
+        available: u64,
+    },
+    /// The process or system is out of file descriptors.
+    TooManyFiles {
+        /// The system's error (EMFILE or ENFILE).
+        source: io::Error,
+    },
+    /// Creating or opening something was not permitted.
+    PermissionDenied {
+        /// What was being created or opened.
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The kernel lacks a feature this needs (memfd, a seal, fallocate on this filesystem).
+    Unsupported {
+        /// The feature.
+        feature: &'static str,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// Only the process that created a segment may delete it.
+    NotOwner,
+    /// The pool was dropped.
+    PoolClosed,
+    /// A descriptor, view or open error from the layers below.
+    Stridemap(stridemap::Error),
+    /// Another I/O error.
+    Io {
+        /// What was being done.
+        context: String,
+        /// The system's error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Classifies an I/O error from creating `path`: space, descriptors, permission, or other.
+    pub(crate) fn from_io(context: impl Into<String>, path: &std::path::Path, e: io::Error) -> Error {
+        match e.raw_os_error() {
+            Some(libc_enospc) if libc_enospc == rustix::io::Errno::NOSPC.raw_os_error() => {
+                Error::NoSpace {
+                    folder: path.to_path_buf(),
+                    needed: 0,
+                    available: 0,
+                }
+            }
+            Some(c) if c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error() => {
+                Error::TooManyFiles { source: e }
+            }
+            Some(c) if c == rustix::io::Errno::ACCESS.raw_os_error() || c == rustix::io::Errno::PERM.raw_os_error() => {
+                Error::PermissionDenied {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            }
+            _ => Error::Io {
+                context: context.into(),
+                source: e,
+            },
+        }
+    }
+}
+
+impl From<stridemap::Error> for Error {
+    fn from(e: stridemap::Error) -> Error {
+        Error::Stridemap(e)
+    }
+}
+
+impl From<stridemap_core::Error> for Error {
+    fn from(e: stridemap_core::Error) -> Error {
+        Error::Stridemap(e.into())
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoSpace {
+                folder,
+                needed,
+                available,
+            } => {
+                if *needed == 0 {
+                    write!(f, "{} ran out of space while writing a segment", folder.display())?;
+                } else {
+                    write!(
+                        f,
+                        "{} has {} free but this segment needs {}",
+                        folder.display(),
+                        mib(*available),
+                        mib(*needed)
+                    )?;
+                }
+                write!(
+                    f,
+                    "; point STRIDEMAP_TEMP_FOLDER (or PoolConfig::temp_folder) at a larger \
+                     folder, or give the container more shared memory (docker run --shm-size=2g)"
+                )
+            }
+            Error::TooManyFiles { source } => write!(
+                f,
+                "out of file descriptors ({source}); raise the limit (ulimit -n) or keep fewer \
+                 segments open"
+            ),
+            Error::PermissionDenied { path, source } => {
+                write!(f, "permission denied for {} ({source})", path.display())
+            }
+            Error::Unsupported { feature, source } => write!(
+                f,
+                "the kernel or filesystem does not support {feature} ({source}); use named \
+                 file segments (SegmentKind::File) or a newer kernel"
+            ),
+            Error::NotOwner => write!(
+                f,
+                "only the process that created a segment may delete it; consumers just drop \
+                 their mapping"
+            ),
+            Error::PoolClosed => write!(f, "the pool was dropped"),
+            Error::Stridemap(e) => write!(f, "{e}"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Stridemap(e) => Some(e),
+            Error::TooManyFiles { source }
+            | Error::PermissionDenied { source, .. }
+            | Error::Unsupported { source, .. }
+            | Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// This layer's result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,565 @@
+//! The pool: allocates segments in place or shares existing data once, reuses the segment of
+//! an `Arc` it already shared, recycles segments nobody maps any more, and cleans up after
+//! itself (and after dead producers).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use stridemap::{ByteView, Element};
+use stridemap_core::{DType, Layout, Order, SEGMENT_DATA_OFFSET};
+
+use crate::array::{Lease, SharedArray, SharedArrayMut};
+use crate::segment::{Fill, Segment};
+use crate::source::ShareSource;
+use crate::temp::{choose_root, create_pool_folder};
+use crate::{Error, Result, sweep};
+
+/// Which kind of segment a pool makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// A file in the pool's folder: any process and any language opens it by path.
+    #[default]
+    File,
+    /// A memfd sealed against shrinking, passed to consumers as an fd over a Unix socket: it
+    /// cannot leak and cannot be truncated under a reader (Linux).
+    Memfd,
+}
+
+/// How a [`Pool`] behaves. The defaults follow joblib where it has one.
+///
+/// ```
+/// use stridemap_shm::{PoolConfig, SegmentKind};
+/// let cfg = PoolConfig::default().kind(SegmentKind::Memfd).max_nbytes(4 << 20).recycle_bytes(0);
+/// assert_eq!(cfg.max_nbytes, 4 << 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Where segment folders go; `None` follows the temp-root policy
+    /// (`$STRIDEMAP_TEMP_FOLDER`, then `/dev/shm` when it has room, then the system temp dir).
+    pub temp_folder: Option<PathBuf>,
+    /// Named files or memfds.
+    pub kind: SegmentKind,
+    /// Arrays of at most this many bytes travel inline in [`Pool::message`] (joblib: 1 MiB).
+    pub max_nbytes: u64,
+    /// Most bytes of segments kept for reuse once nobody maps them; 0 turns recycling off.
+    pub recycle_max_bytes: u64,
+    /// Most segments kept for reuse.
+    pub recycle_max_segments: usize,
+    /// A cap on the bytes this pool's segments may hold in all (a quota where the
+    /// filesystem has none).
+    pub quota: Option<u64>,
+    /// Prefault new segments (`MAP_POPULATE`) so that filling them does not fault page by page.
+    pub prewarm: bool,
+    /// Sweep orphaned folders of dead producers when the pool starts.
+    pub sweep_on_start: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            temp_folder: None,
+            kind: SegmentKind::File,
+            max_nbytes: 1 << 20,
+            recycle_max_bytes: 4 << 30,
+            recycle_max_segments: 16,
+            quota: None,
+            prewarm: false,
+            sweep_on_start: true,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Segments go below `dir` (overrides the policy and the environment).
+    pub fn temp_folder(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.temp_folder = Some(dir.into());
+        self
+    }
+
+    /// Named files or memfds.
+    pub fn kind(mut self, kind: SegmentKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The inline threshold of [`Pool::message`].
+    pub fn max_nbytes(mut self, n: u64) -> Self {
+        self.max_nbytes = n;
+        self
+    }
+
+    /// The recycling cap in bytes (0: off).
+    pub fn recycle_bytes(mut self, n: u64) -> Self {
+        self.recycle_max_bytes = n;
+        self
+    }
+
+    /// A quota on the bytes this pool's segments hold.
+    pub fn quota(mut self, bytes: u64) -> Self {
+        self.quota = Some(bytes);
+        self
+    }
+
+    /// Prefault new segments.
+    pub fn prewarm(mut self, on: bool) -> Self {
+        self.prewarm = on;
+        self
+    }
+
+    /// Sweep orphans at start (default on).
+    pub fn sweep_on_start(mut self, on: bool) -> Self {
+        self.sweep_on_start = on;
+        self
+    }
+}
+
+/// A producer's segments and their lifecycle.
+///
+/// Dropping the pool removes its folders (readers that already map a segment keep reading: an
+/// unlinked file stays readable through an existing map).
+///
+/// ```no_run
+/// use stridemap_shm::Pool;
+/// use stridemap_core::Order;
+/// let pool = Pool::new()?;
+/// let mut out = pool.alloc::<f64>(&[1000, 1000], Order::C)?;
+/// out.view_mut::<f64>()?.fill(1.0);          // filled in place: no copy
+/// let frozen = out.freeze()?;                 // read-only from now on
+/// let wire = frozen.descriptor().to_bytes();  // send this; consumers map the same pages
+/// # Ok::<(), stridemap_shm::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PoolInner {
+    config: PoolConfig,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// (temp root, this pool's folder under it).
+    folders: Vec<(PathBuf, PathBuf)>,
+    /// Segments nobody maps, kept for reuse, generation already advanced.
+    free: Vec<Segment>,
+    /// Segments released by the producer but still mapped by a reader.
+    pending: Vec<Segment>,
+    /// Bytes of every segment this pool holds (live, pending, free), for the quota.
+    held: u64,
+    /// Arrays shared from an `Arc`, by the `Arc`'s address.
+    identity: HashMap<usize, Identity>,
+    closed: bool,
+}
+
+/// An `Arc` the pool shared, and its segment: valid while the `Arc` lives.
+struct Identity {
+    alive: Box<dyn Fn() -> bool + Send>,
+    shared: SharedArray,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("alive", &(self.alive)()).finish_non_exhaustive()
+    }
+}
+
+/// Segment capacities come in four sizes per octave (at most 19% slack) from 64 KiB, so that
+/// a released segment fits the next request of a similar size.
+pub(crate) fn size_class(n: u64) -> u64 {
+    let n = n.max(64 << 10);
+    let top = 63 - n.leading_zeros(); // 2^top <= n < 2^(top+1)
+    let base = 1u64 << top;
+    let quarter = (base / 4).max(1);
+    for k in 0..=4u64 {
+        let c = base + k * quarter;
+        if c >= n {
+            return c;
+        }
+    }
+    base << 1
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pool {
+    /// A pool with the default configuration (and an orphan sweep).
+    pub fn new() -> Result<Pool> {
+        Pool::with_config(PoolConfig::default())
+    }
+
+    /// A pool with `config`.
+    pub fn with_config(config: PoolConfig) -> Result<Pool> {
+        if config.sweep_on_start {
+            let roots: Vec<PathBuf> = match &config.temp_folder {
+                Some(d) => vec![d.clone()],
+                None => stridemap::segment_bases(),
+            };
+            match sweep::sweep(&roots, false) {
+                Ok(r) if !r.removed.is_empty() => {
+                    log::info!("stridemap: swept {} orphaned folder(s)", r.removed.len())
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("stridemap: orphan sweep failed: {e}"),
+            }
+        }
+        let inner = Arc::new(PoolInner {
+            config,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let weak = Arc::downgrade(&inner);
+        let reaper = std::thread::Builder::new()
+            .name("stridemap-reaper".into())
+            .spawn(move || reaper(weak))
+            .map_err(|e| Error::Io {
+                context: "starting the reaper thread".into(),
+                source: e,
+            })?;
+        Ok(Pool {
+            inner,
+            reaper: Some(reaper),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// The folders this pool created so far (one per temp root it used).
+    pub fn folders(&self) -> Vec<PathBuf> {
+        lock(&self.inner.state).folders.iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// A writable shared array of `T`s, zeroed (or a recycled segment's old bytes), for the
+    /// producer to fill in place; [`SharedArrayMut::freeze`] then makes it read-only.
+    pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+        self.alloc_dtype(T::dtype()?, shape, order)
+    }
+
+    /// [`Pool::alloc`] for any dtype (big-endian, `V` records, …).
+    pub fn alloc_dtype(&self, dtype: DType, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+        let layout = Layout::contiguous(dtype.itemsize(), shape, order)?;
+        let n = layout.nbytes();
+        let (seg, _) = self.inner.obtain(n, true, Fill::Reserve(n))?;
+        Ok(SharedArrayMut::new(Lease::new(seg, Arc::downgrade(&self.inner)), dtype, layout))
+    }
+
+    /// Writes the elements of `view` once into a new (or recycled) segment, packed in C order,
+    /// and returns it frozen (read-only). Use [`Pool::share_arc`] to share the same data again
+    /// without writing it again.
+    pub fn share(&self, view: &ByteView<'_>) -> Result<SharedArray> {
+        let n = view.layout().nbytes();
+        let contiguous = view.layout().is_c_contiguous();
+        let span = view.layout().span();
+        let packed = contiguous
+            .then(|| view.buffer().get(span.start as usize..span.end as usize))
+            .flatten();
+        let fill = match packed {
+            Some(bytes) => Fill::Write(bytes),
+            None => Fill::Reserve(n),
+        };
+        let (mut seg, recycled) = self.inner.obtain(n, false, fill)?;
+        if recycled || packed.is_none() {
+            copy_into(view, seg.data_mut());
+        }
+        let layout = Layout::contiguous(view.dtype().itemsize(), view.shape(), Order::C)?;
+        let lease = Lease::new(seg, Arc::downgrade(&self.inner));
+        SharedArrayMut::new(lease, view.dtype(), layout).freeze()
+    }
+
+    /// Shares the array behind `source`, reusing the segment of an earlier call for the same
+    /// `Arc` (the same allocation, still alive) instead of writing it again. The key is the
+    /// `Arc`'s identity and liveness, never its content, so two equal arrays are two segments
+    /// and a new array at a recycled address is not mistaken for the old one.
+    pub fn share_arc<A: ShareSource + ?Sized>(&self, source: &Arc<A>) -> Result<SharedArray> {
+        let key = Arc::as_ptr(source).cast::<()>() as usize;
+        {
+            let mut st = lock(&self.inner.state);
+            st.identity.retain(|_, e| (e.alive)());
+            if let Some(e) = st.identity.get(&key) {
+                log::debug!("stridemap: reusing the segment of an already shared Arc");
+                return Ok(e.shared.clone());
+            }
+        }
+        let shared = self.share(&source.byte_view()?)?;
+        let weak = Arc::downgrade(source);
+        let mut st = lock(&self.inner.state);
+        st.identity.insert(
+            key,
+            Identity {
+                alive: Box::new(move || weak.strong_count() > 0),
+                shared: shared.clone(),
+            },
+        );
+        Ok(shared)
+    }
+
+    /// The message for `view`: inline below [`PoolConfig::max_nbytes`], else shared.
+    pub fn message(&self, view: &ByteView<'_>) -> Result<crate::Outgoing> {
+        crate::message::outgoing(self, view)
+    }
+
+    /// Tries again, now, to delete or recycle released segments that a reader still mapped.
+    pub fn collect(&self) {
+        self.inner.collect_pending();
+    }
+
+    /// Counts of (free, pending) segments: for tests and monitoring.
+    pub fn stats(&self) -> (usize, usize) {
+        let st = lock(&self.inner.state);
+        (st.free.len(), st.pending.len())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        lock(&self.inner.state).closed = true;
+        self.inner.wake.notify_all();
+        if let Some(r) = self.reaper.take() {
+            let _ = r.join();
+        }
+        // The last strong reference may be here or in a release in flight; cleanup runs in
+        // `PoolInner::drop` either way.
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        st.identity.clear();
+        for seg in st.free.drain(..).chain(st.pending.drain(..)) {
+            seg.unlink();
+        }
+        for (_, folder) in st.folders.drain(..) {
+            match std::fs::remove_dir_all(&folder) {
+                Ok(()) => log::debug!("stridemap: removed pool folder {}", folder.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("stridemap: cannot remove {}: {e}", folder.display()),
+            }
+        }
+    }
+}
+
+/// Copies the elements of `view`, packed in C order, to the start of `dst`.
+fn copy_into(view: &ByteView<'_>, dst: &mut [u8]) {
+    let span = view.layout().span();
+    if view.layout().is_c_contiguous() {
+        if let (Some(src), Some(d)) = (
+            view.buffer().get(span.start as usize..span.end as usize),
+            dst.get_mut(..(span.end - span.start) as usize),
+        ) {
+            d.copy_from_slice(src);
+            return;
+        }
+    }
+    let mut at = 0;
+    for e in view.elements() {
+        if let Some(d) = dst.get_mut(at..at + e.len()) {
+            d.copy_from_slice(e);
+        }
+        at += e.len();
+    }
+}
+
+impl PoolInner {
+    /// A segment with room for `n` data bytes, locked shared, and whether it was recycled: a
+    /// recycled one of the right size class if there is one (for a `writable` array, one
+    /// consumers may still write), else a new one filled as `fill` says.
+    fn obtain(&self, n: u64, writable: bool, fill: Fill<'_>) -> Result<(Segment, bool)> {
+        let recycling = self.config.recycle_max_bytes > 0;
+        let capacity = if recycling { size_class(n) } else { n };
+        if recycling {
+            let found = {
+                let mut st = lock(&self.state);
+                if st.closed {
+                    return Err(Error::PoolClosed);
+                }
+                let at = st
+                    .free
+                    .iter()
+                    .position(|s| s.capacity == capacity && !(writable && s.sealed));
+                at.map(|i| st.free.swap_remove(i))
+            };
+            if let Some(mut seg) = found {
+                seg.reserve(n)?;
+                seg.lock_shared()?;
+                if writable {
+                    seg.thaw()?;
+                }
+                log::debug!("stridemap: reusing segment {} (generation {})", seg.name(), seg.generation);
+                return Ok((seg, true));
+            }
+        }
+        let needed = SEGMENT_DATA_OFFSET + n;
+        let seg = match self.config.kind {
+            SegmentKind::File => {
+                let folder = self.folder_for(needed)?;
+                self.check_quota(&folder, needed)?;
+                Segment::create_file(&folder, capacity, fill, self.config.prewarm)?
+            }
+            SegmentKind::Memfd => {
+                self.check_quota(Path::new("memfd"), needed)?;
+                Segment::create_memfd(capacity, fill, self.config.prewarm)?
+            }
+        };
+        lock(&self.state).held += seg.file_len();
+        Ok((seg, false))
+    }
+
+    /// This pool's folder under the temp root chosen for a segment of `needed` bytes.
+    fn folder_for(&self, needed: u64) -> Result<PathBuf> {
+        let root = choose_root(self.config.temp_folder.as_deref(), needed)?;
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(Error::PoolClosed);
+        }
+        if let Some((_, f)) = st.folders.iter().find(|(r, _)| *r == root) {
+            return Ok(f.clone());
+        }
+        let folder = create_pool_folder(&root)?;
+        st.folders.push((root, folder.clone()));
+        Ok(folder)
+    }
+
+    fn check_quota(&self, folder: &Path, needed: u64) -> Result<()> {
+        if let Some(quota) = self.config.quota {
+            let held = lock(&self.state).held;
+            let available = quota.saturating_sub(held);
+            if needed > available {
+                return Err(Error::NoSpace {
+                    folder: folder.to_path_buf(),
+                    needed,
+                    available,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The producer is done with `seg`: delete or recycle it now if nobody maps it, else
+    /// later (SPEC.md §7).
+    pub(crate) fn release(&self, seg: Segment) {
+        let mut st = lock(&self.state);
+        match seg.try_lock_exclusive() {
+            Ok(true) => self.retire(&mut st, seg),
+            Ok(false) => {
+                log::debug!("stridemap: segment {} still mapped by a reader; deferring", seg.name());
+                st.pending.push(seg);
+                self.wake.notify_all();
+            }
+            Err(e) => {
+                log::warn!("stridemap: {e}; deferring segment {}", seg.name());
+                st.pending.push(seg);
+            }
+        }
+    }
+
+    /// With the exclusive lock held: recycle `seg` (next generation, onto the free list) if
+    /// the caps allow, else delete it.
+    fn retire(&self, st: &mut State, mut seg: Segment) {
+        let free_bytes: u64 = st.free.iter().map(|s| s.capacity).sum();
+        let keep = !st.closed
+            && self.config.recycle_max_bytes > 0
+            && st.free.len() < self.config.recycle_max_segments
+            && free_bytes + seg.capacity <= self.config.recycle_max_bytes;
+        if keep {
+            seg.next_generation();
+            seg.unlock();
+            seg.populated = false;
+            log::debug!("stridemap: recycling segment {} as generation {}", seg.name(), seg.generation);
+            st.free.push(seg);
+            self.wake.notify_all();
+        } else {
+            seg.unlink();
+            st.held = st.held.saturating_sub(seg.file_len());
+        }
+    }
+
+    fn collect_pending(&self) {
+        let mut st = lock(&self.state);
+        let pending = std::mem::take(&mut st.pending);
+        for seg in pending {
+            match seg.try_lock_exclusive() {
+                Ok(true) => self.retire(&mut st, seg),
+                _ => st.pending.push(seg),
+            }
+        }
+    }
+}
+
+/// Releases a segment whose handles are all gone: to the pool if it still exists, else it
+/// is simply dropped (the pool already removed its folder).
+pub(crate) fn release(pool: &Weak<PoolInner>, seg: Segment) {
+    match pool.upgrade() {
+        Some(p) => p.release(seg),
+        None => drop(seg),
+    }
+}
+
+/// The pool's background thread: retries deferred deletions, prefaults segments waiting for
+/// reuse, and forgets `Arc`s that died.
+fn reaper(pool: Weak<PoolInner>) {
+    loop {
+        let Some(p) = pool.upgrade() else { return };
+        p.collect_pending();
+        let job = {
+            let mut st = lock(&p.state);
+            if st.closed {
+                return;
+            }
+            st.identity.retain(|_, e| (e.alive)());
+            let at = st.free.iter().position(|s| !s.populated);
+            at.map(|i| st.free.swap_remove(i))
+        };
+        if let Some(mut seg) = job {
+            seg.populate();
+            let mut st = lock(&p.state);
+            if st.closed {
+                seg.unlink();
+            } else {
+                st.free.push(seg);
+            }
+            continue;
+        }
+        let st = lock(&p.state);
+        if st.closed {
+            return;
+        }
+        let wait = if st.pending.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(20)
+        };
+        let _unused = p.wake.wait_timeout(st, wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_have_little_slack() {
+        assert_eq!(size_class(0), 64 << 10);
+        assert_eq!(size_class(64 << 10), 64 << 10);
+        assert_eq!(size_class((64 << 10) + 1), 80 << 10);
+        assert_eq!(size_class(1 << 30), 1 << 30);
+        assert_eq!(size_class((1 << 30) + 1), (1 << 30) + (1 << 28));
+        for n in [100_000u64, 1 << 20, 3 << 20, 1_000_000_007, 7 << 30] {
+            let c = size_class(n);
+            assert!(c >= n && (c - n) * 100 / n <= 25, "{n} -> {c}");
+            assert_eq!(size_class(c), c);
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! One segment, producer side: a named file in the pool's folder or a sealed memfd, its
+//! header, its lock, and the producer's writable map of it.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+use rustix::fs::{
+    FallocateFlags, FlockOperation, MemfdFlags, SealFlags, fallocate, fcntl_add_seals, flock,
+    fstat, memfd_create,
+};
+use rustix::io::Errno;
+use stridemap_core::{
+    Builder, DType, Layout, Mode, SEGMENT_DATA_OFFSET, SegmentHeader, ValidDescriptor,
+};
+use zerocopy::IntoBytes;
+
+use crate::{Error, Result, sys};
+
+/// What holds a segment's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// A file in a pool folder, opened by path.
+    File(PathBuf),
+    /// An anonymous memfd, passed as an fd.
+    Memfd,
+}
+
+/// How a new segment gets its bytes.
+pub(crate) enum Fill<'a> {
+    /// Reserve the space (fallocate) and leave it zeroed, to be filled through the map.
+    Reserve(u64),
+    /// Write these bytes at the data offset with write(2) (which allocates as it goes).
+    Write(&'a [u8]),
+}
+
+/// A segment as its producer holds it.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) id: [u8; 16],
+    pub(crate) backing: Backing,
+    /// The producer's own open file description (read-write); holds `LOCK_SH` while in use.
+    file: File,
+    /// The producer's writable map of the whole file, header included.
+    map: MmapMut,
+    /// Data bytes available after the header.
+    pub(crate) capacity: u64,
+    pub(crate) generation: u64,
+    pub(crate) identity: (u64, u64),
+    /// Data bytes used by the last array (what to prefault when recycling).
+    pub(crate) used: u64,
+    /// memfd only: sealed against future writes (frozen); cannot serve writable arrays again.
+    pub(crate) sealed: bool,
+    /// Whether the producer map is prefaulted up to `used`.
+    pub(crate) populated: bool,
+}
+
+fn io_err(what: &str, path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    let what = what.to_string();
+    move |e| Error::from_io(format!("{what} {}", path.display()), path, e)
+}
+
+fn errno(what: &'static str, path: &Path) -> impl Fn(Errno) -> Error + '_ {
+    move |e| match e {
+        Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL => Error::Unsupported {
+            feature: what,
+            source: e.into(),
+        },
+        _ => Error::from_io(what, path, e.into()),
+    }
+}
+
+impl Segment {
+    /// Creates `seg-<uuid>` in `folder` (O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode 0600) with
+    /// room for `capacity` data bytes, filled as `fill` says. On error the file is removed.
+    pub(crate) fn create_file(folder: &Path, capacity: u64, fill: Fill<'_>, populate: bool) -> Result<Segment> {
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        let path = folder.join(format!("seg-{}", uuid::Uuid::from_bytes(id).simple()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::CLOEXEC.bits() as i32)
+            .open(&path)
+            .map_err(io_err("creating", &path))?;
+        let made = Segment::init(id, Backing::File(path.clone()), file, capacity, fill, populate);
+        if made.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        made
+    }
+
+    /// Creates a memfd (MFD_ALLOW_SEALING | MFD_CLOEXEC) with room for `capacity` data
+    /// bytes, sealed against shrinking and growing once sized.
+    pub(crate) fn create_memfd(capacity: u64, fill: Fill<'_>, populate: bool) -> Result<Segment> {
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        let name = format!("stridemap-{}", uuid::Uuid::from_bytes(id).simple());
+        let fd = memfd_create(&name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .map_err(errno("memfd_create", Path::new("memfd")))?;
+        let seg = Segment::init(id, Backing::Memfd, File::from(fd), capacity, fill, populate)?;
+        fcntl_add_seals(&seg.file, SealFlags::SHRINK | SealFlags::GROW)
+            .map_err(errno("memfd seals", Path::new("memfd")))?;
+        Ok(seg)
+    }
+
+    fn init(id: [u8; 16], backing: Backing, mut file: File, capacity: u64, fill: Fill<'_>, populate: bool) -> Result<Segment> {
+        let where_ = match &backing {
+            Backing::File(p) => p.clone(),
+            Backing::Memfd => PathBuf::from("memfd"),
+        };
+        let file_len = SEGMENT_DATA_OFFSET + capacity;
+        let header = SegmentHeader::new(id, 1, capacity, std::process::id());
+        file.write_all(header.as_bytes()).map_err(io_err("writing the header of", &where_))?;
+        let used = match fill {
+            Fill::Reserve(n) => {
+                // Reserve the space now, so a full filesystem is an error here and not a
+                // SIGBUS when the map is written.
+                fallocate(&file, FallocateFlags::empty(), 0, SEGMENT_DATA_OFFSET + n).map_err(|e| match e {
+                    Errno::NOSPC => Error::NoSpace { folder: where_.clone(), needed: SEGMENT_DATA_OFFSET + n, available: 0 },
+                    e => errno("fallocate", &where_)(e),
+                })?;
+                n
+            }
+            Fill::Write(bytes) => {
+                file.write_all_at(bytes, SEGMENT_DATA_OFFSET).map_err(io_err("writing", &where_))?;
+                bytes.len() as u64
+            }
+        };
+        file.set_len(file_len).map_err(io_err("sizing", &where_))?;
+        let len = usize::try_from(file_len).map_err(|_| Error::NoSpace { folder: where_.clone(), needed: file_len, available: 0 })?;
+        let map = sys::map_segment(&file, len, populate).map_err(io_err("mapping", &where_))?;
+        let st = fstat(&file).map_err(errno("fstat", &where_))?;
+        let seg = Segment {
+            id,
+            backing,
+            file,
+            map,
+            capacity,
+            generation: 1,
+            identity: (st.st_dev, st.st_ino),
+            used,
+            sealed: false,
+            populated: populate,
+        };
+        seg.lock_shared()?;
+        log::debug!("stridemap: created segment {} ({} bytes) at {}", seg.name(), capacity, where_.display());
+        Ok(seg)
+    }
+
+    /// A short name for logs.
+    pub(crate) fn name(&self) -> String {
+        uuid::Uuid::from_bytes(self.id).simple().to_string()
+    }
+
+    pub(crate) fn file_len(&self) -> u64 {
+        SEGMENT_DATA_OFFSET + self.capacity
+    }
+
+    /// The data area, read-only.
+    pub(crate) fn data(&self) -> &[u8] {
+        self.map.get(SEGMENT_DATA_OFFSET as usize..).unwrap_or_default()
+    }
+
+    /// The data area, writable.
+    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
+        self.map.get_mut(SEGMENT_DATA_OFFSET as usize..).unwrap_or_default()
+    }
+
+    /// The producer's shared lock (SPEC.md §7).
+    pub(crate) fn lock_shared(&self) -> Result<()> {
+        flock(&self.file, FlockOperation::LockShared).map_err(|e| Error::Io {
+            context: "flock(LOCK_SH) on a segment".into(),
+            source: e.into(),
+        })
+    }
+
+    /// Tries to become the only user (LOCK_EX | LOCK_NB): true when nobody else maps it.
+    pub(crate) fn try_lock_exclusive(&self) -> Result<bool> {
+        match flock(&self.file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(true),
+            Err(Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(Error::Io {
+                context: "flock(LOCK_EX) on a segment".into(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    pub(crate) fn unlock(&self) {
+        let _ = flock(&self.file, FlockOperation::Unlock);
+    }
+
+    /// Starts the next use: a new generation in the header (old descriptors are refused from
+    /// now on). Called with the exclusive lock held.
+    pub(crate) fn next_generation(&mut self) {
+        self.generation += 1;
+        let header = SegmentHeader::new(self.id, self.generation, self.capacity, std::process::id());
+        if let Some(h) = self.map.get_mut(..64) {
+            h.copy_from_slice(header.as_bytes());
+        }
+    }
+
+    /// Makes room for `n` data bytes of a new use (fallocate beyond what was used).
+    pub(crate) fn reserve(&mut self, n: u64) -> Result<()> {
+        if n > self.used {
+            let where_ = self.path().map(Path::to_path_buf).unwrap_or_else(|| "memfd".into());
+            fallocate(&self.file, FallocateFlags::KEEP_SIZE, SEGMENT_DATA_OFFSET, n).map_err(|e| match e {
+                Errno::NOSPC => Error::NoSpace { folder: where_.clone(), needed: n, available: 0 },
+                e => errno("fallocate", &where_)(e),
+            })?;
+        }
+        self.used = self.used.max(n);
+        Ok(())
+    }
+
+    /// Prefaults the producer map over the bytes last used.
+    pub(crate) fn populate(&mut self) {
+        if !self.populated {
+            let len = (SEGMENT_DATA_OFFSET + self.used) as usize;
+            sys::populate_write(&mut self.map, len);
+            self.populated = true;
+        }
+    }
+
+    /// Read-only for consumers from now on: memfds get F_SEAL_FUTURE_WRITE (the kernel
+    /// refuses new writable maps and writes; this process's map stays writable for
+    /// recycling), files get mode 0400.
+    pub(crate) fn freeze(&mut self) -> Result<()> {
+        match &self.backing {
+            Backing::Memfd => {
+                if !self.sealed {
+                    fcntl_add_seals(&self.file, SealFlags::FUTURE_WRITE)
+                        .map_err(errno("F_SEAL_FUTURE_WRITE (Linux 5.1+)", Path::new("memfd")))?;
+                    self.sealed = true;
+                }
+            }
+            Backing::File(p) => {
+                self.file
+                    .set_permissions(std::fs::Permissions::from_mode(0o400))
+                    .map_err(io_err("chmod", p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writable for consumers again (files only; a sealed memfd stays read-only).
+    pub(crate) fn thaw(&mut self) -> Result<()> {
+        if let Backing::File(p) = &self.backing {
+            self.file
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod", p))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn path(&self) -> Option<&Path> {
+        match &self.backing {
+            Backing::File(p) => Some(p),
+            Backing::Memfd => None,
+        }
+    }
+
+    /// The descriptor of `layout` (inside the data area) with elements `dtype`.
+    pub(crate) fn describe(&self, dtype: DType, layout: &Layout, mode: Mode) -> Result<ValidDescriptor> {
+        let mut b = Builder::new(dtype, layout.shape())
+            .strides(layout.strides())
+            .offset(layout.offset())
+            .buffer(SEGMENT_DATA_OFFSET, layout.buffer_len())
+            .file_len(self.file_len())
+            .mode(mode)
+            .identity(self.identity.0, self.identity.1)
+            .segment_id(self.id)
+            .generation(self.generation);
+        if layout.is_f_contiguous() && !layout.is_c_contiguous() {
+            b = b.order(stridemap_core::Order::F);
+        }
+        let path_str;
+        b = match &self.backing {
+            Backing::File(p) => {
+                path_str = p.to_str().ok_or_else(|| Error::Io {
+                    context: format!("segment path {} is not UTF-8", p.display()),
+                    source: std::io::Error::other("non-UTF-8 path"),
+                })?;
+                b.path(path_str)
+            }
+            Backing::Memfd => b.fd(),
+        };
+        Ok(b.build()?)
+    }
+
+    /// A new open file description of this segment for a peer (SPEC.md §7: each receiver
+    /// locks its own), read-only unless `writable`.
+    pub(crate) fn fd_for_peer(&self, writable: bool) -> Result<OwnedFd> {
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
+        let flags = if writable { rustix::fs::OFlags::RDWR } else { rustix::fs::OFlags::RDONLY };
+        rustix::fs::open(&proc_path, flags | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
+            .map_err(|e| Error::from_io("reopening a segment for a peer", Path::new(&proc_path), e.into()))
+    }
+
+    /// The producer's fd (tests and benchmarks).
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Deletes the file (files only; a memfd goes away with its last fd and map). Idempotent:
+    /// a file already gone is fine.
+    pub(crate) fn unlink(&self) {
+        if let Backing::File(p) = &self.backing {
+            match std::fs::remove_file(p) {
+                Ok(()) => log::debug!("stridemap: unlinked segment {}", p.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("stridemap: cannot unlink {}: {e}", p.display()),
+            }
+        }
+    }
+}
