@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-steps=(fmt clippy test nostd miri doc)
+steps=(fmt clippy test nostd miri doc python c)
 [ $# -gt 0 ] && steps=("$@")
 
 step_fmt() {
@@ -46,6 +46,22 @@ step_miri() {
 
 step_doc() {
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked
+}
+
+step_python() {
+    # The Python reader (readers/python): doctests and tests, in the repo's .venv.
+    ensure_venv
+    (cd readers/python && ../../.venv/bin/python -m pytest -q -p no:cacheprovider)
+}
+
+step_c() {
+    # The C reader (readers/c): built with ASan and UBSan; its unit checks, then, driven from
+    # pytest (hence the .venv), the vectors, a differential test against the Python reader and
+    # the open-time checks on live files.
+    ensure_venv
+    bash readers/c/build.sh
+    readers/c/build/unit
+    STRIDEMAP_C_BUILT=1 .venv/bin/python -m pytest -q -p no:cacheprovider readers/c/tests
 }
 
 run_steps "${steps[@]}"

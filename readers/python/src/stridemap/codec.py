@@ -1,0 +1,19 @@
+"""Decoding either form: the compact form starts with ``89 53 4D 43``, anything else is read as
+a fixed record (SPEC §4).
+
+>>> decode(b"\\x89SMX").__class__
+Traceback (most recent call last):
+  ...
+stridemap.errors.Truncated: R1: truncated record: needs 1024 bytes, got 4
+"""
+
+from .compact import MAGIC as COMPACT_MAGIC
+from .compact import decode_compact
+from .record import decode_fixed
+
+
+def decode(buf):
+    """Decode and validate a descriptor in either form; returns a :class:`Descriptor`."""
+    if bytes(buf[:4]) == COMPACT_MAGIC:
+        return decode_compact(buf)
+    return decode_fixed(buf)

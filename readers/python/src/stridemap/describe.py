@@ -1,0 +1,105 @@
+"""Describing a view of a memory-mapped file without copying it (SPEC §9): Python as a producer.
+
+The buffer is the whole mapping numpy made; ``offset`` is element (0, …, 0)'s position in it —
+not the lowest byte the view touches — and the strides are the view's, whatever their signs.
+
+>>> import os, tempfile, numpy as np
+>>> from stridemap import decode, describe
+>>> path = os.path.join(tempfile.mkdtemp(), "m.bin")
+>>> m = np.memmap(path, dtype="<f8", mode="w+", shape=(1000,))
+>>> d = decode(describe(m[500:490:-1]))
+>>> d.offset, d.strides, d.buffer_len
+(4000, (-8,), 8000)
+"""
+
+import mmap
+import os
+import stat
+
+import numpy as np
+
+from .descriptor import Descriptor
+from .record import encode
+from .rules import KINDS
+
+
+def describe(array, *, fd=None, mode="r"):
+    """A fixed record (1024 bytes) describing ``array``, a view at any depth of an ``np.memmap``.
+
+    The file is named by the memmap's path (made canonical with ``os.path.realpath``), or,
+    when ``fd`` is given, travels as that fd (e.g. a memfd the memmap was made from). The
+    identity (``file_len``, ``device``, ``inode``) is the file's ``fstat``. ``mode`` is what
+    consumers may map with: ``"r"``, ``"c"``, or ``"r+"`` when the memmap is writable.
+    """
+    mm, owner = _backing_mmap(array)
+    if not isinstance(owner, np.memmap) or owner.offset is None:
+        raise ValueError("the array is not a view of an np.memmap")
+    if owner.mode == "c":
+        raise ValueError(
+            "a copy-on-write memmap's changes are private to this process: consumers would "
+            "not see them; map the file with mode 'r' or 'r+' to share it"
+        )
+    if mode == "r+" and owner.mode not in ("r+", "w+"):
+        raise ValueError(f"cannot grant 'r+' on a memmap opened with mode {owner.mode!r}")
+    dt = array.dtype
+    if dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS:
+        raise ValueError(
+            f"dtype {dt} has no stridemap typestr; view it as plain numbers or bytes first"
+        )
+    mm_addr = _address(np.frombuffer(mm, dtype=np.uint8))
+    buffer_offset = owner.offset - (_address(owner) - mm_addr)
+    if fd is None:
+        if owner.filename is None:
+            raise ValueError("the memmap has no file name: pass the file's fd=")
+        path = os.path.realpath(owner.filename)
+        st = _stat_path(path)
+    else:
+        path = ""
+        st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("the memmap's file is not a regular file")
+    buffer_len = len(mm)
+    strides = tuple(
+        0 if n <= 1 and abs(s) > buffer_len else s for n, s in zip(array.shape, array.strides)
+    )
+    f_order = array.flags.f_contiguous and not array.flags.c_contiguous
+    return encode(
+        Descriptor(
+            dtype=dt.str,
+            order="F" if f_order else "C",
+            mode=mode,
+            source="path" if fd is None else "fd",
+            path=path,
+            shape=array.shape,
+            strides=strides,
+            offset=_address(array) - mm_addr,
+            buffer_offset=buffer_offset,
+            buffer_len=buffer_len,
+            file_len=st.st_size,
+            device=st.st_dev,
+            inode=st.st_ino,
+        )
+    )
+
+
+def _backing_mmap(array):
+    """The mmap at the end of ``array``'s base chain and the array whose base it is."""
+    obj = array
+    while obj is not None:  # ndarrays, and the helper objects of as_strided, have a .base
+        base = getattr(obj, "base", None)
+        if isinstance(base, mmap.mmap):
+            return base, obj
+        obj = base
+    raise ValueError("the array is not a view of a memory-mapped file")
+
+
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+def _stat_path(path):
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,120 @@
+"""The decoded descriptor: an immutable value with SPEC.md's field names and derived facts.
+
+>>> from stridemap import Descriptor, decode, encode
+>>> d = Descriptor(dtype="<f8", shape=(3, 4), strides=(32, 8), buffer_len=96, file_len=96,
+...                path="/dev/shm/x/array.bin")
+>>> decode(encode(d)) == d
+True
+>>> d.ndim, d.nbytes, d.span, d.c_contiguous
+(2, 96, (0, 96), True)
+"""
+
+from dataclasses import dataclass, field
+
+from . import rules
+
+ORDERS = ("C", "F")
+MODES = ("r", "r+", "c")
+SOURCES = ("path", "fd")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Descriptor:
+    """A stridemap descriptor (SPEC §1). One returned by ``decode`` is valid; one you build is
+    checked when you ``encode`` it.
+
+    ``segment_id`` is 16 raw bytes; everything else has the type of the vectors' JSON ``fields``.
+    """
+
+    dtype: str
+    shape: tuple
+    strides: tuple
+    buffer_len: int
+    file_len: int
+    path: str = ""
+    source: str = "path"
+    mode: str = "r"
+    order: str = "C"
+    offset: int = 0
+    buffer_offset: int = 0
+    device: int = 0
+    inode: int = 0
+    generation: int = 0
+    segment_id: bytes = field(default=bytes(16))
+    version: tuple = (1, 0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "strides", tuple(self.strides))
+        object.__setattr__(self, "version", tuple(self.version))
+        object.__setattr__(self, "segment_id", bytes(self.segment_id))
+
+    @property
+    def ndim(self):
+        """The number of axes."""
+        return len(self.shape)
+
+    @property
+    def itemsize(self):
+        """Bytes per element, from the typestr."""
+        return int(self.dtype[2:])
+
+    @property
+    def len(self):
+        """The number of elements (1 for a 0-d array)."""
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self):
+        """``len * itemsize``."""
+        return self.len * self.itemsize
+
+    @property
+    def span(self):
+        """The bytes ``(lo, hi)`` of the buffer the array touches (SPEC §1.2)."""
+        return rules.span(self.itemsize, self.shape, self.strides, self.offset)
+
+    @property
+    def c_contiguous(self):
+        """numpy's relaxed C-contiguity (SPEC §1.3)."""
+        return rules.is_contiguous(self.itemsize, self.shape, self.strides, fortran=False)
+
+    @property
+    def f_contiguous(self):
+        """numpy's relaxed F-contiguity (SPEC §1.3)."""
+        return rules.is_contiguous(self.itemsize, self.shape, self.strides, fortran=True)
+
+    def as_json(self):
+        """The ``fields`` and ``derived`` objects of a valid vector's JSON (SPEC §10)."""
+        return {
+            "fields": {
+                "version": list(self.version),
+                "dtype": self.dtype,
+                "order": self.order,
+                "mode": self.mode,
+                "source": self.source,
+                "path": self.path,
+                "ndim": self.ndim,
+                "shape": list(self.shape),
+                "strides": list(self.strides),
+                "offset": self.offset,
+                "buffer_offset": self.buffer_offset,
+                "buffer_len": self.buffer_len,
+                "file_len": self.file_len,
+                "device": self.device,
+                "inode": self.inode,
+                "generation": self.generation,
+                "segment_id": self.segment_id.hex(),
+            },
+            "derived": {
+                "itemsize": self.itemsize,
+                "len": self.len,
+                "nbytes": self.nbytes,
+                "span": list(self.span),
+                "c_contiguous": self.c_contiguous,
+                "f_contiguous": self.f_contiguous,
+            },
+        }

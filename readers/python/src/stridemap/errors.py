@@ -1,0 +1,257 @@
+"""Exceptions: one class per rule of SPEC.md, each carrying the rule id in ``.rule``.
+
+Decoding errors (SPEC §3 R1–R22 and §4 C1–C4) derive from :class:`DescriptorError`, a
+``ValueError``. Open-time errors (SPEC §6 O1–O11) derive from :class:`OpenError`, an
+``OSError``; ``.errno`` is set when a system call failed.
+
+>>> from stridemap import decode, BadMagic
+>>> try:
+...     decode(b"\\x88" + bytes(1023))
+... except BadMagic as e:
+...     print(e.rule)
+R2
+"""
+
+
+class StridemapError(Exception):
+    """Base of every stridemap error; ``rule`` is the SPEC.md id ("R4", "C1", "O7", ...)."""
+
+    rule = ""
+
+
+class DescriptorError(StridemapError, ValueError):
+    """The bytes are not a valid descriptor (SPEC §3, §4)."""
+
+
+class Truncated(DescriptorError):
+    """R1: fewer than 1024 bytes."""
+
+    rule = "R1"
+
+
+class BadMagic(DescriptorError):
+    """R2: the fixed record's magic is wrong."""
+
+    rule = "R2"
+
+
+class UnsupportedVersion(DescriptorError):
+    """R3: a major version other than 1."""
+
+    rule = "R3"
+
+
+class BadChecksum(DescriptorError):
+    """R4: the CRC-32C does not match."""
+
+    rule = "R4"
+
+
+class UnknownFlags(DescriptorError):
+    """R5: a flag bit 4–31 is set in a 1.0 record."""
+
+    rule = "R5"
+
+
+class BadMode(DescriptorError):
+    """R6: the mode bits are 3."""
+
+    rule = "R6"
+
+
+class ReservedNotZero(DescriptorError):
+    """R7: a reserved byte of a 1.0 record is not zero."""
+
+    rule = "R7"
+
+
+class UnknownKind(DescriptorError):
+    """R8: the dtype kind is not one of b i u f c V."""
+
+    rule = "R8"
+
+
+class BadItemsize(DescriptorError):
+    """R9: the itemsize is not allowed for the kind."""
+
+    rule = "R9"
+
+
+class BadByteOrder(DescriptorError):
+    """R10: the byte order does not fit the kind and itemsize."""
+
+    rule = "R10"
+
+
+class TooManyAxes(DescriptorError):
+    """R11: more than 32 axes."""
+
+    rule = "R11"
+
+
+class UnusedAxisNotZero(DescriptorError):
+    """R12: a shape or stride slot at or beyond ndim is not zero."""
+
+    rule = "R12"
+
+
+class PathTooLong(DescriptorError):
+    """R13: path_len > 256."""
+
+    rule = "R13"
+
+
+class PathPaddingNotZero(DescriptorError):
+    """R14: a path byte at or after path_len is not zero."""
+
+    rule = "R14"
+
+
+class PathNotUtf8(DescriptorError):
+    """R15: the path is not valid UTF-8."""
+
+    rule = "R15"
+
+
+class PathContainsNul(DescriptorError):
+    """R16: the path contains a NUL byte."""
+
+    rule = "R16"
+
+
+class SourceMismatch(DescriptorError):
+    """R17: a path source without a path, or an fd source with one."""
+
+    rule = "R17"
+
+
+class BufferOverflow(DescriptorError):
+    """R18: buffer_offset + buffer_len exceeds 2**63 - 1."""
+
+    rule = "R18"
+
+
+class FileTooShort(DescriptorError):
+    """R19: file_len is smaller than the end of the buffer."""
+
+    rule = "R19"
+
+
+class SizeOverflow(DescriptorError):
+    """R20: the array's size in bytes exceeds 2**63 - 1."""
+
+    rule = "R20"
+
+
+class StrideTooLarge(DescriptorError):
+    """R21: a stride's magnitude exceeds buffer_len."""
+
+    rule = "R21"
+
+
+class OutOfBounds(DescriptorError):
+    """R22: the elements do not all lie inside the buffer."""
+
+    rule = "R22"
+
+
+class CompactMalformed(DescriptorError):
+    """C1: the compact (postcard) form cannot be decoded."""
+
+    rule = "C1"
+
+
+class CompactBadMagic(DescriptorError):
+    """C2: the compact form's magic is wrong."""
+
+    rule = "C2"
+
+
+class AxisCountMismatch(DescriptorError):
+    """C3: shape and strides have different lengths."""
+
+    rule = "C3"
+
+
+class BadTypestr(DescriptorError):
+    """C4: the dtype string is not a byte order, a kind and a decimal itemsize."""
+
+    rule = "C4"
+
+
+class OpenError(StridemapError, OSError):
+    """A valid descriptor could not be opened (SPEC §6)."""
+
+    def __init__(self, message, errno=None):
+        super().__init__(message)
+        self.errno = errno
+
+
+class BadPath(OpenError):
+    """O1: the path is not absolute or has '.', '..' or empty components."""
+
+    rule = "O1"
+
+
+class PathNotAllowed(OpenError):
+    """O2: the path is not below an allowed root."""
+
+    rule = "O2"
+
+
+class SymlinkInPath(OpenError):
+    """O3: a component below the root is a symbolic link."""
+
+    rule = "O3"
+
+
+class OpenFailed(OpenError):
+    """O4: the file (or a folder on the way to it) could not be opened."""
+
+    rule = "O4"
+
+
+class ModeNotAllowed(OpenError):
+    """O5: the requested mode is not granted by the descriptor."""
+
+    rule = "O5"
+
+
+class NotRegularFile(OpenError):
+    """O6: the file is not a regular file."""
+
+    rule = "O6"
+
+
+class LengthMismatch(OpenError):
+    """O7: the file's length is not the descriptor's file_len."""
+
+    rule = "O7"
+
+
+class IdentityMismatch(OpenError):
+    """O8: the file's device and inode are not the descriptor's."""
+
+    rule = "O8"
+
+
+class NotSealed(OpenError):
+    """O9: a passed fd is not sealed against shrinking."""
+
+    rule = "O9"
+
+
+class SegmentUnsupported(OpenError):
+    """O10: the descriptor names a segment (generation != 0); §7/§8 are not implemented yet."""
+
+    rule = "O10"
+
+
+class MapFailed(OpenError):
+    """O11: mapping the buffer failed."""
+
+    rule = "O11"
+
+
+__all__ = [name for name, value in list(globals().items())
+           if isinstance(value, type) and issubclass(value, StridemapError)]

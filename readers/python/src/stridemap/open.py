@@ -1,0 +1,226 @@
+"""Opening a descriptor (SPEC §6): the checks O1–O11 and a zero-copy numpy view of the mapping.
+
+The checks run in the order of SPEC §6: O5 first (the open flags depend on the granted mode),
+then O1, O2, O3/O4 for a path (a symbolic link met on the walk is O3, any other failure to open
+is O4), O6, O7, O8, O9 for an fd, O10 and O11.
+
+>>> import os, tempfile, numpy as np
+>>> from stridemap import Descriptor, encode, open as sm_open
+>>> root = tempfile.mkdtemp()
+>>> np.arange(12, dtype="<f8").tofile(os.path.join(root, "a.bin"))
+>>> rec = encode(Descriptor(dtype="<f8", shape=(3, 4), strides=(-32, 8), offset=64,
+...                         buffer_len=96, file_len=96, path=os.path.join(root, "a.bin")))
+>>> sm_open(rec, allowed_roots=[root])[0].tolist()
+[8.0, 9.0, 10.0, 11.0]
+"""
+
+import fcntl
+import mmap
+import os
+import stat
+
+import numpy as np
+
+from . import errors
+from .codec import decode
+from .descriptor import Descriptor
+from .record import encode
+
+_ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
+# Folders on the walk need only be searchable: O_PATH where the system has it.
+_DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
+# O_NONBLOCK: opening a FIFO must not hang before O6 refuses it; O_NOCTTY: nor adopt a terminal.
+_FILE_FLAGS = os.O_NOCTTY | os.O_NONBLOCK
+
+
+def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False):
+    """Map a descriptor's buffer and return the array it describes, without copying.
+
+    ``desc`` is a :class:`Descriptor` or the bytes of either form. For an fd source pass the
+    received ``fd`` (it is not closed: close it once this returns, the mapping does not need
+    it). For a path source, the path must lie below one of ``allowed_roots`` (absolute folder
+    names; their own components are trusted, every component below them is opened with
+    ``O_NOFOLLOW``); there are none by default.
+
+    ``mode`` is what the caller asks for: ``None`` or ``"r"`` (read-only), ``"c"`` (private
+    copy-on-write) or ``"r+"`` (shared writes, only when the descriptor is ``r+``). An fd that
+    cannot be sealed is refused unless ``allow_unsealed`` (SPEC §6 O9).
+
+    Raises the :class:`~stridemap.errors.DescriptorError` of an invalid descriptor, or the
+    :class:`~stridemap.errors.OpenError` of the first open-time check that fails.
+    """
+    if isinstance(desc, Descriptor):
+        encode(desc)  # validates it, as decode() would have
+    else:
+        desc = decode(desc)
+    granted = _grant(desc, mode)
+    if desc.source == "fd":
+        if fd is None:
+            raise TypeError("the descriptor's file travels as an fd: pass fd=")
+        file_fd, owned = fd if isinstance(fd, int) else fd.fileno(), False
+    else:
+        if fd is not None:
+            raise TypeError("the descriptor names a path: do not pass fd=")
+        file_fd, owned = _open_path(desc.path, allowed_roots, granted), True
+    try:
+        _check_file(file_fd, desc)
+        if desc.source == "fd":
+            _check_seals(file_fd, allow_unsealed)
+        _enter_segment(file_fd, desc)
+        return _map(file_fd, desc, granted)
+    finally:
+        if owned:
+            os.close(file_fd)
+
+
+def _grant(desc, mode):
+    """O5: the mode the caller gets."""
+    wanted = "r" if mode is None else mode
+    if wanted in ("r", "c") or (wanted == "r+" and desc.mode == "r+"):
+        return wanted
+    raise errors.ModeNotAllowed(
+        f"O5: mode {wanted!r} is not granted by a descriptor of mode {desc.mode!r}"
+    )
+
+
+def _path_components(path):
+    """O1: the components of an absolute path without '.', '..' or empty components."""
+    if not path.startswith("/"):
+        raise errors.BadPath(f"O1: path {path!r} is not absolute")
+    parts = path[1:].split("/")
+    for p in parts:
+        if p in ("", ".", ".."):
+            what = "an empty" if p == "" else f"a {p!r}"
+            raise errors.BadPath(f"O1: path {path!r} has {what} component")
+    return parts
+
+
+def _root_components(root):
+    root = os.fsdecode(root)
+    parts = [p for p in root.split("/") if p]
+    if not root.startswith("/") or "." in parts or ".." in parts:
+        raise ValueError(f"allowed root {root!r} must be absolute, without '.' or '..'")
+    return parts
+
+
+def _open_path(path, allowed_roots, granted):
+    """O1–O4: walk from the deepest allowed root that holds ``path``, one component at a time."""
+    parts = _path_components(path)
+    if isinstance(allowed_roots, (str, bytes, os.PathLike)):
+        allowed_roots = [allowed_roots]
+    roots = [_root_components(r) for r in allowed_roots]
+    holders = [r for r in roots if len(r) < len(parts) and parts[:len(r)] == r]
+    if not holders:
+        raise errors.PathNotAllowed(f"O2: path {path!r} is not below an allowed root")
+    root = max(holders, key=len)
+    root_path = "/" + "/".join(root)
+    try:
+        fd = os.open(root_path, _DIR_FLAGS | os.O_CLOEXEC)
+    except OSError as e:
+        raise errors.OpenFailed(
+            f"O4: cannot open the allowed root {root_path!r}: {e.strerror}", e.errno
+        ) from None
+    try:
+        for name in parts[len(root):-1]:
+            below = _open_below(fd, name, _DIR_FLAGS, path)
+            os.close(fd)
+            fd = below
+        access = os.O_RDWR if granted == "r+" else os.O_RDONLY
+        return _open_below(fd, parts[-1], access | _FILE_FLAGS, path)
+    finally:
+        os.close(fd)
+
+
+def _open_below(dir_fd, name, flags, path):
+    """O3/O4: open one component with O_NOFOLLOW; a symbolic link there is O3."""
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        if _is_symlink(dir_fd, name):
+            raise errors.SymlinkInPath(
+                f"O3: component {name!r} of {path!r} is a symbolic link"
+            ) from None
+        raise errors.OpenFailed(
+            f"O4: cannot open component {name!r} of {path!r}: {e.strerror}", e.errno
+        ) from None
+    if stat.S_ISLNK(os.fstat(fd).st_mode):  # O_PATH | O_NOFOLLOW can open a link itself
+        os.close(fd)
+        raise errors.SymlinkInPath(f"O3: component {name!r} of {path!r} is a symbolic link")
+    return fd
+
+
+def _is_symlink(dir_fd, name):
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _check_file(fd, desc):
+    """O6, O7, O8 on the opened (or received) fd."""
+    try:
+        st = os.fstat(fd)
+    except OSError as e:
+        raise errors.NotRegularFile(f"O6: cannot fstat the file: {e.strerror}", e.errno) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise errors.NotRegularFile(
+            f"O6: not a regular file (mode {stat.filemode(st.st_mode)})"
+        )
+    if st.st_size != desc.file_len:
+        raise errors.LengthMismatch(
+            f"O7: the file is {st.st_size} bytes long, the descriptor says {desc.file_len}"
+        )
+    if desc.inode and (st.st_dev, st.st_ino) != (desc.device, desc.inode):
+        raise errors.IdentityMismatch(
+            f"O8: the file is device {st.st_dev} inode {st.st_ino}, the descriptor says "
+            f"device {desc.device} inode {desc.inode}"
+        )
+
+
+def _check_seals(fd, allow_unsealed):
+    """O9: a sealable fd must have F_SEAL_SHRINK; one that is not sealable is refused unless
+    ``allow_unsealed``."""
+    get_seals = getattr(fcntl, "F_GET_SEALS", None)
+    try:
+        if get_seals is None:
+            raise OSError(None, "this system has no file seals")
+        seals = fcntl.fcntl(fd, get_seals)
+    except OSError as e:
+        if allow_unsealed:
+            return
+        raise errors.NotSealed(
+            f"O9: the fd cannot be sealed ({e.strerror}); pass allow_unsealed=True to accept it",
+            e.errno,
+        ) from None
+    if not seals & fcntl.F_SEAL_SHRINK:
+        raise errors.NotSealed("O9: the fd is sealable but F_SEAL_SHRINK is not set")
+
+
+def _enter_segment(fd, desc):
+    """The hook for SPEC §7 (hold the segment's lock while mapped) and §8 (check the segment
+    header, O10). Neither is specified yet, so a descriptor that names a segment is refused."""
+    if desc.generation != 0:
+        raise errors.SegmentUnsupported(
+            f"O10 not supported yet: the descriptor names segment generation {desc.generation}, "
+            "and segment headers (SPEC §8) are not specified yet"
+        )
+
+
+def _map(fd, desc, granted):
+    """O11: map exactly the buffer (its start rounded down to the page) and view it."""
+    if desc.buffer_len == 0:  # not mapped: the array is empty
+        buf, delta = (b"" if granted == "r" else bytearray()), 0
+    else:
+        start = desc.buffer_offset - desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
+        delta = desc.buffer_offset - start
+        try:
+            buf = mmap.mmap(fd, delta + desc.buffer_len, access=_ACCESS[granted], offset=start)
+        except (OSError, ValueError, OverflowError) as e:
+            raise errors.MapFailed(
+                f"O11: cannot map {desc.buffer_len} bytes at {desc.buffer_offset}: {e}",
+                getattr(e, "errno", None),
+            ) from None
+    return np.ndarray(
+        desc.shape, np.dtype(desc.dtype), buffer=buf, offset=delta + desc.offset,
+        strides=desc.strides,
+    )
