@@ -42,6 +42,10 @@ step_miri() {
     cargo +nightly miri setup >/dev/null
     MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-isolation" \
         cargo +nightly miri test -p stridemap-core --features serde --locked
+    # The views and sub-views of the std crate over heap buffers (the maps themselves are
+    # outside Miri).
+    MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-isolation" \
+        cargo +nightly miri test -p stridemap --test views --locked
 }
 
 step_doc() {

@@ -117,7 +117,10 @@ impl CompactDescriptor {
             CompactSource::Path(p) => b.path(p),
             CompactSource::Fd => b.fd(),
         };
-        b.build()
+        let mut d = b.build()?;
+        // The version as encoded, as the streaming decoder keeps it.
+        d.record.version_minor.set(self.minor);
+        Ok(d)
     }
 }
 
@@ -173,7 +176,8 @@ pub fn decode_compact(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
     let dtype = DType::parse(dtype)?;
     r.magic = MAGIC;
     r.version_major.set(VERSION_MAJOR);
-    r.version_minor.set(VERSION_MINOR);
+    // The version as encoded: a newer minor's extra fields were skipped above.
+    r.version_minor.set(minor);
     let src = match source {
         SourceRef::Path(_) => Source::Path,
         SourceRef::Fd => Source::Fd,

@@ -24,7 +24,9 @@ pub const SEGMENT_DATA_OFFSET: u64 = 4096;
 /// assert_eq!((back.generation.get(), back.data_offset.get() as u64), (3, SEGMENT_DATA_OFFSET));
 /// # Ok::<(), stridemap_core::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct SegmentHeader {
     /// Offset 0: [`SEGMENT_MAGIC`].
@@ -53,7 +55,12 @@ const _: () = assert!(core::mem::size_of::<SegmentHeader>() == SEGMENT_HEADER_LE
 
 impl SegmentHeader {
     /// A header for generation `generation` of segment `segment_id`, checksum included.
-    pub fn new(segment_id: [u8; 16], generation: u64, capacity: u64, owner_pid: u32) -> SegmentHeader {
+    pub fn new(
+        segment_id: [u8; 16],
+        generation: u64,
+        capacity: u64,
+        owner_pid: u32,
+    ) -> SegmentHeader {
         let mut h = SegmentHeader::new_zeroed();
         h.magic = SEGMENT_MAGIC;
         h.version_major = U16::new(1);
@@ -136,8 +143,14 @@ mod tests {
                 .unwrap()
         };
         assert!(h.matches(&d([9; 16], 4, SEGMENT_DATA_OFFSET, 100)));
-        assert!(!h.matches(&d([9; 16], 3, SEGMENT_DATA_OFFSET, 100)), "stale generation");
-        assert!(!h.matches(&d([8; 16], 4, SEGMENT_DATA_OFFSET, 100)), "other segment");
+        assert!(
+            !h.matches(&d([9; 16], 3, SEGMENT_DATA_OFFSET, 100)),
+            "stale generation"
+        );
+        assert!(
+            !h.matches(&d([8; 16], 4, SEGMENT_DATA_OFFSET, 100)),
+            "other segment"
+        );
         assert!(!h.matches(&d([9; 16], 4, 0, 100)), "buffer over the header");
     }
 }

@@ -108,7 +108,9 @@ impl SharedArrayMut {
 
     /// A descriptor with mode `r+`: consumers that open it `r+` write into this array.
     pub fn descriptor_rw(&self) -> Result<ValidDescriptor> {
-        self.lease.seg()?.describe(self.dtype, &self.layout, Mode::ReadWrite)
+        self.lease
+            .seg()?
+            .describe(self.dtype, &self.layout, Mode::ReadWrite)
     }
 
     /// Sends the `r+` descriptor (and, for a memfd, a writable fd of its own) over `stream`.
@@ -156,14 +158,16 @@ impl SharedArray {
 
     /// A byte view (the producer's own map).
     pub fn byte_view(&self) -> Result<ByteView<'_>> {
-        Ok(ByteView::new(self.lease.seg()?.data(), self.layout, self.dtype)?)
+        Ok(ByteView::new(
+            self.lease.seg()?.data(),
+            self.layout,
+            self.dtype,
+        )?)
     }
 
     /// Whether the segment is a memfd (consumers need the fd) rather than a named file.
     pub fn is_memfd(&self) -> bool {
-        self.lease
-            .seg()
-            .is_ok_and(|s| s.backing == Backing::Memfd)
+        self.lease.seg().is_ok_and(|s| s.backing == Backing::Memfd)
     }
 
     /// Sends the descriptor (and, for a memfd, a read-only fd of its own) over `stream`.

@@ -61,7 +61,11 @@ pub enum Error {
 
 impl Error {
     /// Classifies an I/O error from creating `path`: space, descriptors, permission, or other.
-    pub(crate) fn from_io(context: impl Into<String>, path: &std::path::Path, e: io::Error) -> Error {
+    pub(crate) fn from_io(
+        context: impl Into<String>,
+        path: &std::path::Path,
+        e: io::Error,
+    ) -> Error {
         match e.raw_os_error() {
             Some(libc_enospc) if libc_enospc == rustix::io::Errno::NOSPC.raw_os_error() => {
                 Error::NoSpace {
@@ -70,10 +74,16 @@ impl Error {
                     available: 0,
                 }
             }
-            Some(c) if c == rustix::io::Errno::MFILE.raw_os_error() || c == rustix::io::Errno::NFILE.raw_os_error() => {
+            Some(c)
+                if c == rustix::io::Errno::MFILE.raw_os_error()
+                    || c == rustix::io::Errno::NFILE.raw_os_error() =>
+            {
                 Error::TooManyFiles { source: e }
             }
-            Some(c) if c == rustix::io::Errno::ACCESS.raw_os_error() || c == rustix::io::Errno::PERM.raw_os_error() => {
+            Some(c)
+                if c == rustix::io::Errno::ACCESS.raw_os_error()
+                    || c == rustix::io::Errno::PERM.raw_os_error() =>
+            {
                 Error::PermissionDenied {
                     path: path.to_path_buf(),
                     source: e,
@@ -112,7 +122,11 @@ impl fmt::Display for Error {
                 available,
             } => {
                 if *needed == 0 {
-                    write!(f, "{} ran out of space while writing a segment", folder.display())?;
+                    write!(
+                        f,
+                        "{} ran out of space while writing a segment",
+                        folder.display()
+                    )?;
                 } else {
                     write!(
                         f,

@@ -156,6 +156,8 @@ struct State {
     held: u64,
     /// Arrays shared from an `Arc`, by the `Arc`'s address.
     identity: HashMap<usize, Identity>,
+    /// The capacity of the free segment the reaper is prefaulting (out of `free` meanwhile).
+    populating: Option<u64>,
     closed: bool,
 }
 
@@ -167,7 +169,9 @@ struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("alive", &(self.alive)()).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("alive", &(self.alive)())
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,6 +189,19 @@ pub(crate) fn size_class(n: u64) -> u64 {
         }
     }
     base << 1
+}
+
+/// Removes the entries whose `Arc` died; the caller drops them after unlocking (dropping a
+/// handle releases its segment, which takes the state lock).
+fn take_dead(identity: &mut HashMap<usize, Identity>) -> Vec<Identity> {
+    let dead: Vec<usize> = identity
+        .iter()
+        .filter(|(_, e)| !(e.alive)())
+        .map(|(k, _)| *k)
+        .collect();
+    dead.into_iter()
+        .filter_map(|k| identity.remove(&k))
+        .collect()
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -238,7 +255,11 @@ impl Pool {
 
     /// The folders this pool created so far (one per temp root it used).
     pub fn folders(&self) -> Vec<PathBuf> {
-        lock(&self.inner.state).folders.iter().map(|(_, f)| f.clone()).collect()
+        lock(&self.inner.state)
+            .folders
+            .iter()
+            .map(|(_, f)| f.clone())
+            .collect()
     }
 
     /// A writable shared array of `T`s, zeroed (or a recycled segment's old bytes), for the
@@ -252,7 +273,11 @@ impl Pool {
         let layout = Layout::contiguous(dtype.itemsize(), shape, order)?;
         let n = layout.nbytes();
         let (seg, _) = self.inner.obtain(n, true, Fill::Reserve(n))?;
-        Ok(SharedArrayMut::new(Lease::new(seg, Arc::downgrade(&self.inner)), dtype, layout))
+        Ok(SharedArrayMut::new(
+            Lease::new(seg, Arc::downgrade(&self.inner)),
+            dtype,
+            layout,
+        ))
     }
 
     /// Writes the elements of `view` once into a new (or recycled) segment, packed in C order,
@@ -284,24 +309,27 @@ impl Pool {
     /// and a new array at a recycled address is not mistaken for the old one.
     pub fn share_arc<A: ShareSource + ?Sized>(&self, source: &Arc<A>) -> Result<SharedArray> {
         let key = Arc::as_ptr(source).cast::<()>() as usize;
-        {
+        let dead = {
             let mut st = lock(&self.inner.state);
-            st.identity.retain(|_, e| (e.alive)());
+            let dead = take_dead(&mut st.identity);
             if let Some(e) = st.identity.get(&key) {
                 log::debug!("stridemap: reusing the segment of an already shared Arc");
                 return Ok(e.shared.clone());
             }
-        }
+            dead
+        };
+        // Released outside the lock: dropping a handle gives its segment back to the pool.
+        drop(dead);
         let shared = self.share(&source.byte_view()?)?;
         let weak = Arc::downgrade(source);
-        let mut st = lock(&self.inner.state);
-        st.identity.insert(
+        let replaced = lock(&self.inner.state).identity.insert(
             key,
             Identity {
                 alive: Box::new(move || weak.strong_count() > 0),
                 shared: shared.clone(),
             },
         );
+        drop(replaced);
         Ok(shared)
     }
 
@@ -354,14 +382,14 @@ impl Drop for PoolInner {
 /// Copies the elements of `view`, packed in C order, to the start of `dst`.
 fn copy_into(view: &ByteView<'_>, dst: &mut [u8]) {
     let span = view.layout().span();
-    if view.layout().is_c_contiguous() {
-        if let (Some(src), Some(d)) = (
+    if view.layout().is_c_contiguous()
+        && let (Some(src), Some(d)) = (
             view.buffer().get(span.start as usize..span.end as usize),
             dst.get_mut(..(span.end - span.start) as usize),
-        ) {
-            d.copy_from_slice(src);
-            return;
-        }
+        )
+    {
+        d.copy_from_slice(src);
+        return;
     }
     let mut at = 0;
     for e in view.elements() {
@@ -382,14 +410,28 @@ impl PoolInner {
         if recycling {
             let found = {
                 let mut st = lock(&self.state);
-                if st.closed {
-                    return Err(Error::PoolClosed);
+                loop {
+                    if st.closed {
+                        return Err(Error::PoolClosed);
+                    }
+                    let at = st
+                        .free
+                        .iter()
+                        .position(|s| s.capacity == capacity && !(writable && s.sealed));
+                    if let Some(i) = at {
+                        break Some(st.free.swap_remove(i));
+                    }
+                    // The reaper is prefaulting a segment of this size: waiting for it is
+                    // cheaper than making a new one.
+                    if st.populating != Some(capacity) {
+                        break None;
+                    }
+                    st = self
+                        .wake
+                        .wait_timeout(st, Duration::from_millis(100))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
-                let at = st
-                    .free
-                    .iter()
-                    .position(|s| s.capacity == capacity && !(writable && s.sealed));
-                at.map(|i| st.free.swap_remove(i))
             };
             if let Some(mut seg) = found {
                 seg.reserve(n)?;
@@ -397,7 +439,11 @@ impl PoolInner {
                 if writable {
                     seg.thaw()?;
                 }
-                log::debug!("stridemap: reusing segment {} (generation {})", seg.name(), seg.generation);
+                log::debug!(
+                    "stridemap: reusing segment {} (generation {})",
+                    seg.name(),
+                    seg.generation
+                );
                 return Ok((seg, true));
             }
         }
@@ -454,7 +500,10 @@ impl PoolInner {
         match seg.try_lock_exclusive() {
             Ok(true) => self.retire(&mut st, seg),
             Ok(false) => {
-                log::debug!("stridemap: segment {} still mapped by a reader; deferring", seg.name());
+                log::debug!(
+                    "stridemap: segment {} still mapped by a reader; deferring",
+                    seg.name()
+                );
                 st.pending.push(seg);
                 self.wake.notify_all();
             }
@@ -477,7 +526,11 @@ impl PoolInner {
             seg.next_generation();
             seg.unlock();
             seg.populated = false;
-            log::debug!("stridemap: recycling segment {} as generation {}", seg.name(), seg.generation);
+            log::debug!(
+                "stridemap: recycling segment {} as generation {}",
+                seg.name(),
+                seg.generation
+            );
             st.free.push(seg);
             self.wake.notify_all();
         } else {
@@ -518,18 +571,24 @@ fn reaper(pool: Weak<PoolInner>) {
             if st.closed {
                 return;
             }
-            st.identity.retain(|_, e| (e.alive)());
+            let dead = take_dead(&mut st.identity);
             let at = st.free.iter().position(|s| !s.populated);
-            at.map(|i| st.free.swap_remove(i))
+            let job = at.map(|i| st.free.swap_remove(i));
+            st.populating = job.as_ref().map(|s| s.capacity);
+            (job, dead)
         };
+        let (job, dead) = job;
+        drop(dead);
         if let Some(mut seg) = job {
             seg.populate();
             let mut st = lock(&p.state);
+            st.populating = None;
             if st.closed {
                 seg.unlink();
             } else {
                 st.free.push(seg);
             }
+            p.wake.notify_all();
             continue;
         }
         let st = lock(&p.state);

@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -58,12 +58,12 @@ pub(crate) struct Segment {
     pub(crate) populated: bool,
 }
 
-fn io_err(what: &str, path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+fn io_err<'p>(what: &str, path: &'p Path) -> impl Fn(std::io::Error) -> Error + 'p {
     let what = what.to_string();
     move |e| Error::from_io(format!("{what} {}", path.display()), path, e)
 }
 
-fn errno(what: &'static str, path: &Path) -> impl Fn(Errno) -> Error + '_ {
+fn errno<'p>(what: &'static str, path: &'p Path) -> impl Fn(Errno) -> Error + 'p {
     move |e| match e {
         Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL => Error::Unsupported {
             feature: what,
@@ -76,7 +76,12 @@ fn errno(what: &'static str, path: &Path) -> impl Fn(Errno) -> Error + '_ {
 impl Segment {
     /// Creates `seg-<uuid>` in `folder` (O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode 0600) with
     /// room for `capacity` data bytes, filled as `fill` says. On error the file is removed.
-    pub(crate) fn create_file(folder: &Path, capacity: u64, fill: Fill<'_>, populate: bool) -> Result<Segment> {
+    pub(crate) fn create_file(
+        folder: &Path,
+        capacity: u64,
+        fill: Fill<'_>,
+        populate: bool,
+    ) -> Result<Segment> {
         let id = *uuid::Uuid::new_v4().as_bytes();
         let path = folder.join(format!("seg-{}", uuid::Uuid::from_bytes(id).simple()));
         let file = OpenOptions::new()
@@ -84,10 +89,20 @@ impl Segment {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::CLOEXEC.bits() as i32)
+            .custom_flags(
+                rustix::fs::OFlags::NOFOLLOW.bits() as i32
+                    | rustix::fs::OFlags::CLOEXEC.bits() as i32,
+            )
             .open(&path)
             .map_err(io_err("creating", &path))?;
-        let made = Segment::init(id, Backing::File(path.clone()), file, capacity, fill, populate);
+        let made = Segment::init(
+            id,
+            Backing::File(path.clone()),
+            file,
+            capacity,
+            fill,
+            populate,
+        );
         if made.is_err() {
             let _ = std::fs::remove_file(&path);
         }
@@ -107,31 +122,50 @@ impl Segment {
         Ok(seg)
     }
 
-    fn init(id: [u8; 16], backing: Backing, mut file: File, capacity: u64, fill: Fill<'_>, populate: bool) -> Result<Segment> {
+    fn init(
+        id: [u8; 16],
+        backing: Backing,
+        mut file: File,
+        capacity: u64,
+        fill: Fill<'_>,
+        populate: bool,
+    ) -> Result<Segment> {
         let where_ = match &backing {
             Backing::File(p) => p.clone(),
             Backing::Memfd => PathBuf::from("memfd"),
         };
         let file_len = SEGMENT_DATA_OFFSET + capacity;
         let header = SegmentHeader::new(id, 1, capacity, std::process::id());
-        file.write_all(header.as_bytes()).map_err(io_err("writing the header of", &where_))?;
+        file.write_all(header.as_bytes())
+            .map_err(io_err("writing the header of", &where_))?;
         let used = match fill {
             Fill::Reserve(n) => {
                 // Reserve the space now, so a full filesystem is an error here and not a
                 // SIGBUS when the map is written.
-                fallocate(&file, FallocateFlags::empty(), 0, SEGMENT_DATA_OFFSET + n).map_err(|e| match e {
-                    Errno::NOSPC => Error::NoSpace { folder: where_.clone(), needed: SEGMENT_DATA_OFFSET + n, available: 0 },
-                    e => errno("fallocate", &where_)(e),
-                })?;
+                fallocate(&file, FallocateFlags::empty(), 0, SEGMENT_DATA_OFFSET + n).map_err(
+                    |e| match e {
+                        Errno::NOSPC => Error::NoSpace {
+                            folder: where_.clone(),
+                            needed: SEGMENT_DATA_OFFSET + n,
+                            available: 0,
+                        },
+                        e => errno("fallocate", &where_)(e),
+                    },
+                )?;
                 n
             }
             Fill::Write(bytes) => {
-                file.write_all_at(bytes, SEGMENT_DATA_OFFSET).map_err(io_err("writing", &where_))?;
+                file.write_all_at(bytes, SEGMENT_DATA_OFFSET)
+                    .map_err(io_err("writing", &where_))?;
                 bytes.len() as u64
             }
         };
         file.set_len(file_len).map_err(io_err("sizing", &where_))?;
-        let len = usize::try_from(file_len).map_err(|_| Error::NoSpace { folder: where_.clone(), needed: file_len, available: 0 })?;
+        let len = usize::try_from(file_len).map_err(|_| Error::NoSpace {
+            folder: where_.clone(),
+            needed: file_len,
+            available: 0,
+        })?;
         let map = sys::map_segment(&file, len, populate).map_err(io_err("mapping", &where_))?;
         let st = fstat(&file).map_err(errno("fstat", &where_))?;
         let seg = Segment {
@@ -147,7 +181,12 @@ impl Segment {
             populated: populate,
         };
         seg.lock_shared()?;
-        log::debug!("stridemap: created segment {} ({} bytes) at {}", seg.name(), capacity, where_.display());
+        log::debug!(
+            "stridemap: created segment {} ({} bytes) at {}",
+            seg.name(),
+            capacity,
+            where_.display()
+        );
         Ok(seg)
     }
 
@@ -162,12 +201,16 @@ impl Segment {
 
     /// The data area, read-only.
     pub(crate) fn data(&self) -> &[u8] {
-        self.map.get(SEGMENT_DATA_OFFSET as usize..).unwrap_or_default()
+        self.map
+            .get(SEGMENT_DATA_OFFSET as usize..)
+            .unwrap_or_default()
     }
 
     /// The data area, writable.
     pub(crate) fn data_mut(&mut self) -> &mut [u8] {
-        self.map.get_mut(SEGMENT_DATA_OFFSET as usize..).unwrap_or_default()
+        self.map
+            .get_mut(SEGMENT_DATA_OFFSET as usize..)
+            .unwrap_or_default()
     }
 
     /// The producer's shared lock (SPEC.md §7).
@@ -198,7 +241,8 @@ impl Segment {
     /// now on). Called with the exclusive lock held.
     pub(crate) fn next_generation(&mut self) {
         self.generation += 1;
-        let header = SegmentHeader::new(self.id, self.generation, self.capacity, std::process::id());
+        let header =
+            SegmentHeader::new(self.id, self.generation, self.capacity, std::process::id());
         if let Some(h) = self.map.get_mut(..64) {
             h.copy_from_slice(header.as_bytes());
         }
@@ -207,9 +251,22 @@ impl Segment {
     /// Makes room for `n` data bytes of a new use (fallocate beyond what was used).
     pub(crate) fn reserve(&mut self, n: u64) -> Result<()> {
         if n > self.used {
-            let where_ = self.path().map(Path::to_path_buf).unwrap_or_else(|| "memfd".into());
-            fallocate(&self.file, FallocateFlags::KEEP_SIZE, SEGMENT_DATA_OFFSET, n).map_err(|e| match e {
-                Errno::NOSPC => Error::NoSpace { folder: where_.clone(), needed: n, available: 0 },
+            let where_ = self
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| "memfd".into());
+            fallocate(
+                &self.file,
+                FallocateFlags::KEEP_SIZE,
+                SEGMENT_DATA_OFFSET,
+                n,
+            )
+            .map_err(|e| match e {
+                Errno::NOSPC => Error::NoSpace {
+                    folder: where_.clone(),
+                    needed: n,
+                    available: 0,
+                },
                 e => errno("fallocate", &where_)(e),
             })?;
         }
@@ -233,8 +290,10 @@ impl Segment {
         match &self.backing {
             Backing::Memfd => {
                 if !self.sealed {
-                    fcntl_add_seals(&self.file, SealFlags::FUTURE_WRITE)
-                        .map_err(errno("F_SEAL_FUTURE_WRITE (Linux 5.1+)", Path::new("memfd")))?;
+                    fcntl_add_seals(&self.file, SealFlags::FUTURE_WRITE).map_err(errno(
+                        "F_SEAL_FUTURE_WRITE (Linux 5.1+)",
+                        Path::new("memfd"),
+                    ))?;
                     self.sealed = true;
                 }
             }
@@ -265,7 +324,12 @@ impl Segment {
     }
 
     /// The descriptor of `layout` (inside the data area) with elements `dtype`.
-    pub(crate) fn describe(&self, dtype: DType, layout: &Layout, mode: Mode) -> Result<ValidDescriptor> {
+    pub(crate) fn describe(
+        &self,
+        dtype: DType,
+        layout: &Layout,
+        mode: Mode,
+    ) -> Result<ValidDescriptor> {
         let mut b = Builder::new(dtype, layout.shape())
             .strides(layout.strides())
             .offset(layout.offset())
@@ -295,15 +359,27 @@ impl Segment {
     /// A new open file description of this segment for a peer (SPEC.md §7: each receiver
     /// locks its own), read-only unless `writable`.
     pub(crate) fn fd_for_peer(&self, writable: bool) -> Result<OwnedFd> {
-        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&self.file));
-        let flags = if writable { rustix::fs::OFlags::RDWR } else { rustix::fs::OFlags::RDONLY };
-        rustix::fs::open(&proc_path, flags | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())
-            .map_err(|e| Error::from_io("reopening a segment for a peer", Path::new(&proc_path), e.into()))
-    }
-
-    /// The producer's fd (tests and benchmarks).
-    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.file.as_fd()
+        let proc_path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&self.file)
+        );
+        let flags = if writable {
+            rustix::fs::OFlags::RDWR
+        } else {
+            rustix::fs::OFlags::RDONLY
+        };
+        rustix::fs::open(
+            &proc_path,
+            flags | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| {
+            Error::from_io(
+                "reopening a segment for a peer",
+                Path::new(&proc_path),
+                e.into(),
+            )
+        })
     }
 
     /// Deletes the file (files only; a memfd goes away with its last fd and map). Idempotent:

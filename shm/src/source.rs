@@ -20,8 +20,16 @@ pub trait ShareSource: Send + Sync + 'static {
 }
 
 fn vector<T: Element>(data: &[T]) -> Result<ByteView<'_>> {
-    let layout = Layout::contiguous(core::mem::size_of::<T>() as u32, &[data.len() as u64], Order::C)?;
-    Ok(ByteView::new(bytemuck::cast_slice(data), layout, T::dtype()?)?)
+    let layout = Layout::contiguous(
+        core::mem::size_of::<T>() as u32,
+        &[data.len() as u64],
+        Order::C,
+    )?;
+    Ok(ByteView::new(
+        bytemuck::cast_slice(data),
+        layout,
+        T::dtype()?,
+    )?)
 }
 
 impl<T: Element + Send + Sync> ShareSource for Vec<T> {
@@ -37,12 +45,14 @@ impl<T: Element + Send + Sync> ShareSource for [T] {
 }
 
 #[cfg(feature = "ndarray")]
-impl<T: Element + Send + Sync, D: ndarray::Dimension + 'static> ShareSource for ndarray::Array<T, D> {
+impl<T: Element + Send + Sync, D: ndarray::Dimension + 'static> ShareSource
+    for ndarray::Array<T, D>
+{
     fn byte_view(&self) -> Result<ByteView<'_>> {
         let size = core::mem::size_of::<T>() as i64;
-        let memory = self.as_slice_memory_order().ok_or_else(|| {
-            crate::Error::Stridemap(stridemap::Error::NotInMapping)
-        })?;
+        let memory = self
+            .as_slice_memory_order()
+            .ok_or(crate::Error::Stridemap(stridemap::Error::NotInMapping))?;
         let base = memory.as_ptr() as usize;
         let offset = (self.as_ptr() as usize).saturating_sub(base) as u64;
         let shape: Vec<u64> = self.shape().iter().map(|&d| d as u64).collect();

@@ -37,6 +37,10 @@ pub(crate) fn populate_write(map: &mut MmapMut, len: usize) {
     // mapped for the call; MADV_POPULATE_WRITE only faults pages in (as a write would) and
     // never changes their contents.
     let _ = unsafe {
-        rustix::mm::madvise(map.as_mut_ptr().cast(), len, rustix::mm::Advice::LinuxPopulateWrite)
+        rustix::mm::madvise(
+            map.as_mut_ptr().cast(),
+            len,
+            rustix::mm::Advice::LinuxPopulateWrite,
+        )
     };
 }

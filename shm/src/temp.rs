@@ -14,7 +14,10 @@ use crate::{Error, Result};
 pub(crate) fn space(dir: &Path) -> Result<(u64, u64)> {
     let st = statvfs(dir).map_err(|e| Error::from_io("statvfs", dir, e.into()))?;
     let unit = st.f_frsize.max(1);
-    Ok((st.f_bavail.saturating_mul(unit), st.f_blocks.saturating_mul(unit)))
+    Ok((
+        st.f_bavail.saturating_mul(unit),
+        st.f_blocks.saturating_mul(unit),
+    ))
 }
 
 /// Room kept free on a shared temp folder beyond the segment itself: 4 MiB and 1% of its size.
@@ -27,6 +30,11 @@ fn margin(total: u64) -> u64 {
 /// it has room; else `/dev/shm` when writable with room for the segment plus a margin; else
 /// the system temp dir, with a log line saying why.
 pub(crate) fn choose_root(explicit: Option<&Path>, needed: u64) -> Result<PathBuf> {
+    choose_root_among(explicit, Path::new("/dev/shm"), needed)
+}
+
+/// [`choose_root`] with the shared-memory folder given (tests use a tiny tmpfs).
+fn choose_root_among(explicit: Option<&Path>, shm: &Path, needed: u64) -> Result<PathBuf> {
     let env = std::env::var_os(TEMP_FOLDER_ENV).map(PathBuf::from);
     if let Some(dir) = explicit.map(Path::to_path_buf).or(env) {
         let (free, _) = space(&dir)?;
@@ -39,7 +47,6 @@ pub(crate) fn choose_root(explicit: Option<&Path>, needed: u64) -> Result<PathBu
         }
         return Ok(dir);
     }
-    let shm = Path::new("/dev/shm");
     let shm_state = if access(shm, Access::WRITE_OK).is_err() {
         Err("not writable".to_string())
     } else {
@@ -66,7 +73,8 @@ pub(crate) fn choose_root(explicit: Option<&Path>, needed: u64) -> Result<PathBu
                 });
             }
             log::info!(
-                "stridemap: /dev/shm {why}; this {} MiB segment goes to {} (set {TEMP_FOLDER_ENV} to choose)",
+                "stridemap: {} {why}; this {} MiB segment goes to {} (set {TEMP_FOLDER_ENV} to choose)",
+                shm.display(),
                 needed >> 20,
                 tmp.display()
             );
@@ -138,6 +146,55 @@ mod tests {
             "other-1-2-0123456789abcdef0123456789abcdef",
         ] {
             assert_eq!(parse_folder_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn falls_back_to_the_temp_dir_when_shm_is_missing_or_small() {
+        if std::env::var_os(TEMP_FOLDER_ENV).is_some() {
+            return; // the environment decides; nothing to fall back from
+        }
+        let tmp = std::env::temp_dir();
+        let missing = Path::new("/nonexistent/stridemap-shm");
+        assert_eq!(choose_root_among(None, missing, 1 << 20).unwrap(), tmp);
+        // A tiny tmpfs standing in for /dev/shm (needs mount rights; skipped with a note if not).
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("note: cannot mount a tmpfs here; the small-/dev/shm case is not exercised");
+            return;
+        }
+        let small = choose_root_among(None, dir.path(), 1 << 20);
+        let big = choose_root_among(None, dir.path(), 6 << 20);
+        let _ = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
+        assert_eq!(
+            small.unwrap(),
+            dir.path(),
+            "1 MiB fits an 8 MiB tmpfs with its margin"
+        );
+        assert_eq!(big.unwrap(), tmp, "6 MiB plus the margin does not");
+    }
+
+    #[test]
+    fn an_explicit_folder_without_room_is_an_error_not_a_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let (free, _) = space(dir.path()).unwrap();
+        match choose_root_among(Some(dir.path()), Path::new("/dev/shm"), free + (1 << 30)) {
+            Err(Error::NoSpace {
+                folder,
+                needed,
+                available,
+            }) => {
+                assert_eq!(folder, dir.path());
+                assert!(needed > available);
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -37,14 +37,15 @@ pub(crate) fn check_form(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// O2: the allowed root `path` lies below, and the path relative to it.
+/// O2: the deepest allowed root `path` lies below, and the path relative to it.
 pub(crate) fn find_root<'o, 'p>(
     path: &'p Path,
     opts: &'o OpenOptions,
 ) -> Result<(&'o Root, &'p Path)> {
     opts.roots
         .iter()
-        .find_map(|root| root.relative(path).map(|rel| (root, rel)))
+        .filter_map(|root| root.relative(path).map(|rel| (root, rel)))
+        .min_by_key(|(_, rel)| rel.components().count())
         .ok_or_else(|| Error::OutsideRoots {
             path: path.to_path_buf(),
             roots: opts.roots(),
@@ -71,7 +72,8 @@ pub(crate) fn open_beneath(
     )
     .map_err(open_err)?;
     let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
-    let flags = access | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    // O_NONBLOCK: opening a FIFO must not block before O6 refuses it.
+    let flags = access | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
     if use_openat2 {
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;

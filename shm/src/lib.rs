@@ -1,0 +1,58 @@
+//! stridemap segments, producer side: where they live, who may read them, when they go away.
+//!
+//! A [`Pool`] puts arrays in segments — named files in a private folder (any process and
+//! language opens them by path) or sealed memfds passed as fds — either allocated in place
+//! ([`Pool::alloc`], no copy at all) or written once from existing data ([`Pool::share`],
+//! [`Pool::share_arc`] which reuses the segment of an `Arc` it already shared). Consumers
+//! receive a descriptor ([`send`], [`receive`]) and map the same pages with the `stridemap`
+//! crate.
+//!
+//! Lifetime follows SPEC.md §7: every process that maps a segment holds a shared `flock` on
+//! it; the producer deletes or recycles a segment only when it can lock it exclusively, so a
+//! reader is never cut off, and a descriptor of a recycled segment is refused (the segment
+//! header's generation moved on). Pool folders are removed when the pool is dropped; folders
+//! of producers that died are swept ([`sweep`]) when the next pool starts. Space is checked
+//! against each request before anything is written, with an error that says what to do.
+//!
+//! ```
+//! use std::os::unix::net::UnixStream;
+//! use stridemap_shm::{Pool, PoolConfig, SegmentKind};
+//! use stridemap_core::{Order, Slice};
+//!
+//! let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+//! let mut a = pool.alloc::<f64>(&[4, 3], Order::C)?;
+//! for (i, x) in a.view_mut::<f64>()?.as_slice_mut().unwrap().iter_mut().enumerate() {
+//!     *x = i as f64;
+//! }
+//! let a = a.freeze()?;
+//!
+//! // The consumer (another process, usually) gets the descriptor and a sealed fd.
+//! let (tx, rx) = UnixStream::pair()?;
+//! a.send(&tx)?;
+//! let m = stridemap_shm::receive(&rx, &stridemap::OpenOptions::new())?;
+//! let col = m.view::<f64>()?.index_axis(1, 2)?.slice_axis(0, Slice::REVERSED)?;
+//! assert_eq!(col.to_vec(), [11.0, 8.0, 5.0, 2.0]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod array;
+mod error;
+mod fdpass;
+mod message;
+mod pool;
+mod segment;
+mod source;
+mod sweep;
+mod sys;
+mod temp;
+
+pub use array::{SharedArray, SharedArrayMut};
+pub use error::{Error, Result};
+pub use fdpass::{receive, recv, send};
+pub use message::{ArrayMessage, Outgoing, Received};
+pub use pool::{Pool, PoolConfig, SegmentKind};
+pub use source::ShareSource;
+pub use sweep::{SweepReport, sweep};

@@ -1,0 +1,358 @@
+//! Segment lifecycle across processes (the test binary re-executes itself as consumers):
+//! one producer and four consumers for named and memfd segments; the same `Arc` shared twice
+//! is written once; a consumer keeps reading after the producer unlinked; the last user out
+//! deletes; frozen segments cannot be written; recycled segments refuse stale descriptors.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stridemap::{Error as StdError, OpenOptions};
+use stridemap_core::{Mode, Order, Slice};
+use stridemap_shm::{Pool, PoolConfig, SegmentKind, SharedArray};
+use stridemap_tests::child;
+
+const ENTRY: &str = "child_process_entry";
+
+/// Not a test of its own: the entry point children run (see `stridemap_tests::child`).
+#[test]
+fn child_process_entry() {
+    let Some(role) = child::role() else { return };
+    let root = child::arg("ROOT");
+    let opts = OpenOptions::new().allow_root(&root);
+    let stream = UnixStream::connect(child::arg("SOCK")).unwrap();
+    match role.as_str() {
+        // Receive one array, reply with the sum of its reversed second column, exit.
+        "sum" => {
+            let m = stridemap_shm::receive(&stream, &opts).unwrap();
+            let s = column_sum(&m);
+            reply(&stream, &format!("{s}"));
+        }
+        // Receive, map, say "ready", wait for "go", read again, say the sum, wait for "bye".
+        "hold" => {
+            let m = stridemap_shm::receive(&stream, &opts).unwrap();
+            reply(&stream, "ready");
+            expect(&stream, "go");
+            let s = column_sum(&m);
+            reply(&stream, &format!("{s}"));
+            expect(&stream, "bye");
+            drop(m);
+            reply(&stream, "unmapped");
+        }
+        // Try every way to write or delete a frozen segment; report what happened.
+        "vandal" => {
+            let (desc, fd) = stridemap_shm::recv(&stream).unwrap();
+            let mut report = Vec::new();
+            // Through the API: r+ of a read-only descriptor.
+            let r = match fd.as_ref() {
+                Some(fd) => stridemap::open_fd(
+                    &desc,
+                    fd.try_clone().unwrap(),
+                    &opts.clone().mode(Mode::ReadWrite),
+                ),
+                None => stridemap::open(&desc, &opts.clone().mode(Mode::ReadWrite)),
+            };
+            report.push(format!(
+                "api_rw={}",
+                matches!(r, Err(StdError::ModeNotAllowed { .. }))
+            ));
+            if let Some(fd) = fd {
+                // The kernel: a write(2), and a new writable shared map (F_SEAL_FUTURE_WRITE).
+                let w = rustix::io::pwrite(&fd, &[1, 2, 3], 4096);
+                report.push(format!("write_refused={}", w.is_err()));
+                let rw = rustix::fs::open(
+                    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+                    rustix::fs::OFlags::RDWR,
+                    rustix::fs::Mode::empty(),
+                );
+                let map_refused = match rw {
+                    Err(_) => true,
+                    Ok(f) => {
+                        stridemap_tests::try_map_shared_writable(&std::fs::File::from(f)).is_err()
+                    }
+                };
+                report.push(format!("writable_map_refused={map_refused}"));
+            }
+            reply(&stream, &report.join(" "));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn column_sum(m: &stridemap::Mapping) -> f64 {
+    let v = m.view::<f64>().unwrap();
+    let col = v
+        .index_axis(1, 1)
+        .unwrap()
+        .slice_axis(0, Slice::REVERSED)
+        .unwrap();
+    col.iter().sum()
+}
+
+fn reply(s: &UnixStream, line: &str) {
+    (&*s).write_all(format!("{line}\n").as_bytes()).unwrap();
+}
+
+fn expect(s: &UnixStream, want: &str) {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), want);
+}
+
+fn read_line(s: &UnixStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while (&*s).read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        buf.push(byte[0]);
+    }
+    String::from_utf8(buf).unwrap()
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    listener: UnixListener,
+    sock: PathBuf,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let sock = root.join("ctl.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        Harness {
+            _dir: dir,
+            root,
+            listener,
+            sock,
+        }
+    }
+
+    fn pool(&self, kind: SegmentKind) -> Pool {
+        Pool::with_config(PoolConfig::default().temp_folder(&self.root).kind(kind)).unwrap()
+    }
+
+    /// Starts a child in `role` and returns it with its connection.
+    fn child(&self, role: &str) -> (std::process::Child, UnixStream) {
+        let c = child::spawn(
+            ENTRY,
+            role,
+            &[
+                ("ROOT", self.root.display().to_string()),
+                ("SOCK", self.sock.display().to_string()),
+            ],
+        );
+        let (s, _) = self.listener.accept().unwrap();
+        (c, s)
+    }
+
+    fn segment_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.root).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                    out.push(f.path());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A 1000×3 f64 array whose element (i, j) is i * 3 + j, frozen.
+fn matrix(pool: &Pool) -> SharedArray {
+    let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
+    for (i, x) in a
+        .view_mut::<f64>()
+        .unwrap()
+        .as_slice_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        *x = i as f64;
+    }
+    a.freeze().unwrap()
+}
+
+/// Σ over i of (i * 3 + 1).
+const COLUMN_SUM: f64 = 1_499_500.0;
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn one_producer_four_consumers() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind);
+        let a = matrix(&pool);
+        let kids: Vec<_> = (0..4).map(|_| h.child("sum")).collect();
+        for (_, s) in &kids {
+            a.send(s).unwrap();
+        }
+        for (mut c, s) in kids {
+            assert_eq!(
+                read_line(&s).parse::<f64>().unwrap(),
+                COLUMN_SUM,
+                "{kind:?}"
+            );
+            assert!(c.wait().unwrap().success());
+        }
+    }
+}
+
+#[test]
+fn the_same_arc_is_written_once() {
+    let h = Harness::new();
+    let pool = h.pool(SegmentKind::File);
+    let data: Arc<Vec<f64>> = Arc::new((0..300_000).map(f64::from).collect());
+    let first = pool.share_arc(&data).unwrap();
+    let second = pool.share_arc(&data).unwrap();
+    assert_eq!(first.descriptor(), second.descriptor());
+    assert_eq!(h.segment_files().len(), 1);
+    // Equal content in another Arc is another segment: the key is identity, not content.
+    let twin: Arc<Vec<f64>> = Arc::new((*data).clone());
+    let third = pool.share_arc(&twin).unwrap();
+    assert_ne!(
+        third.descriptor().segment_id(),
+        first.descriptor().segment_id()
+    );
+    // Once the Arc is gone, its address may be reused; the pool shares anew.
+    drop((first, second));
+    drop(data);
+    let fresh: Arc<Vec<f64>> = Arc::new(vec![1.0; 10]);
+    let fourth = pool.share_arc(&fresh).unwrap();
+    assert_eq!(fourth.view::<f64>().unwrap().to_vec(), vec![1.0; 10]);
+}
+
+#[test]
+fn readers_keep_reading_and_the_last_one_out_deletes() {
+    let h = Harness::new();
+    let pool =
+        Pool::with_config(PoolConfig::default().temp_folder(&h.root).recycle_bytes(0)).unwrap();
+    let a = matrix(&pool);
+    let (mut c, s) = h.child("hold");
+    a.send(&s).unwrap();
+    assert_eq!(read_line(&s), "ready");
+    let files = h.segment_files();
+    assert_eq!(files.len(), 1);
+    // The producer is done: the reader's lock keeps the segment (no unlink, nothing recycled).
+    drop(a);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(files[0].exists(), "deleted under a reader");
+    assert_eq!(pool.stats(), (0, 1));
+    reply(&s, "go");
+    assert_eq!(read_line(&s).parse::<f64>().unwrap(), COLUMN_SUM);
+    // The reader unmaps: the pool, told by the kernel lock, deletes the file.
+    reply(&s, "bye");
+    assert_eq!(read_line(&s), "unmapped");
+    wait_until("the last user out deletes the file", || !files[0].exists());
+    assert!(c.wait().unwrap().success());
+    assert_eq!(pool.stats(), (0, 0));
+
+    // And when the producer unlinks first (its pool is dropped), a reader keeps reading.
+    let a = matrix(&pool);
+    let (mut c, s) = h.child("hold");
+    a.send(&s).unwrap();
+    assert_eq!(read_line(&s), "ready");
+    let folders = pool.folders();
+    drop(a);
+    drop(pool);
+    assert!(
+        folders.iter().all(|f| !f.exists()),
+        "pool folder left behind"
+    );
+    reply(&s, "go");
+    assert_eq!(read_line(&s).parse::<f64>().unwrap(), COLUMN_SUM);
+    reply(&s, "bye");
+    assert_eq!(read_line(&s), "unmapped");
+    assert!(c.wait().unwrap().success());
+}
+
+#[test]
+fn frozen_segments_cannot_be_written_by_consumers() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind);
+        let a = matrix(&pool);
+        let (mut c, s) = h.child("vandal");
+        a.send(&s).unwrap();
+        let report = read_line(&s);
+        assert!(report.contains("api_rw=true"), "{kind:?}: {report}");
+        if kind == SegmentKind::Memfd {
+            assert!(report.contains("write_refused=true"), "{report}");
+            assert!(report.contains("writable_map_refused=true"), "{report}");
+        }
+        assert!(c.wait().unwrap().success());
+        assert_eq!(a.view::<f64>().unwrap().get(&[0, 0]).unwrap(), &0.0);
+    }
+    // Consumers have no way to delete: only the producer's pool unlinks (SPEC.md §7), and a
+    // folder's files are only removed by its owner or, once the owner is dead, by the sweep.
+}
+
+#[test]
+fn recycled_segments_refuse_stale_descriptors() {
+    let h = Harness::new();
+    let pool = h.pool(SegmentKind::File);
+    let opts = OpenOptions::new().allow_root(&h.root);
+    let a = matrix(&pool);
+    let old = a.descriptor().clone();
+    assert_eq!(old.generation(), 1);
+    drop(a);
+    wait_until("the segment is on the free list", || pool.stats().0 == 1);
+    let err = stridemap::open(&old, &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StdError::StaleSegment {
+                found: Some((_, 2)),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.rule(), Some("O10"));
+    // The next array of the same size class reuses the segment (same file, new generation).
+    let b = matrix(&pool);
+    assert_eq!(b.descriptor().segment_id(), old.segment_id());
+    assert_eq!(b.descriptor().generation(), 2);
+    assert_eq!(h.segment_files().len(), 1);
+    let m = stridemap::open(b.descriptor(), &opts).unwrap();
+    assert_eq!(column_sum(&m), COLUMN_SUM);
+    assert!(matches!(
+        stridemap::open(&old, &opts),
+        Err(StdError::StaleSegment { .. })
+    ));
+}
+
+#[test]
+fn writable_arrays_are_filled_by_consumers_in_place() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind);
+        let out = pool.alloc::<f64>(&[4], Order::C).unwrap();
+        let (tx, rx) = UnixStream::pair().unwrap();
+        out.send_rw(&tx).unwrap();
+        let mut m = stridemap_shm::receive(
+            &rx,
+            &OpenOptions::new().allow_root(&h.root).mode(Mode::ReadWrite),
+        )
+        .unwrap();
+        m.view_mut::<f64>().unwrap().fill(2.5);
+        drop(m);
+        assert_eq!(out.view::<f64>().unwrap().to_vec(), [2.5; 4], "{kind:?}");
+    }
+}
