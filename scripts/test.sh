@@ -25,7 +25,9 @@ step_clippy() {
 }
 
 step_test() {
-    cargo test --workspace --all-features --locked
+    # The CLI's tests compare its .npy exports with numpy: they use the repo's .venv.
+    ensure_venv
+    STRIDEMAP_PYTHON="$PWD/.venv/bin/python" cargo test --workspace --all-features --locked
 }
 
 step_nostd() {

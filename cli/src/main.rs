@@ -1,52 +1,193 @@
-//! The `stridemap` command line.
+//! The `stridemap` command line: the demo, descriptor tools, the orphan sweep and the
+//! benchmark report.
+//!
+//! Exit codes: 0 success; 2 bad usage; 3 a descriptor or file that breaks a SPEC rule or the
+//! trust policy (the message names the rule); 1 any other failure.
 
 mod bench;
+mod demo;
+mod files;
+mod wire;
+mod worker;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Share numeric arrays between processes with zero copies.
 #[derive(Parser, Debug)]
-#[command(name = "stridemap", version, about)]
+#[command(name = "stridemap", version, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Segment kinds for the demo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// A sealed memfd passed as an fd.
+    Memfd,
+    /// A named file in a private folder.
+    File,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Share a large array with worker processes, hand them views, check their answers.
+    Demo {
+        /// Array size in bytes (suffixes K, M, G allowed).
+        #[arg(long, default_value = "1G", value_parser = files::parse_size)]
+        size: u64,
+        /// Number of worker processes.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        workers: u32,
+        /// Segment kind.
+        #[arg(long, value_enum, default_value_t = Kind::Memfd)]
+        kind: Kind,
+    },
+    /// Write the fixed record describing a view of an existing file.
+    Describe(files::DescribeArgs),
+    /// Decode, validate and print a descriptor (fixed or compact, detected).
+    Inspect {
+        /// The descriptor file.
+        desc: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open a descriptor under the trust policy and write its view as a C-order .npy.
+    Export {
+        /// The descriptor file.
+        desc: PathBuf,
+        /// The .npy to write (must not exist).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Also allow files below this folder (repeatable).
+        #[arg(long = "allow-root")]
+        allow_root: Vec<PathBuf>,
+    },
+    /// Describe the data of an existing .npy file, in place.
+    Npy {
+        /// The .npy file.
+        file: PathBuf,
+        /// Where to write the fixed record.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Remove pool folders whose producer died and whose files no process holds.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Sweep this folder instead of the default temp roots (repeatable).
+        #[arg(long)]
+        root: Vec<PathBuf>,
+    },
     /// The benchmark report: ratios measured in one run on this machine.
     Bench {
-        /// Fewer, shorter rounds (for a quick look or CI).
+        /// Fewer, shorter rounds and smaller sizes.
         #[arg(long)]
         quick: bool,
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// (internal) A demo or benchmark worker.
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        /// The producer's socket.
+        #[arg(long)]
+        connect: PathBuf,
+    },
 }
 
-fn main() {
+/// A failure and the exit code it deserves.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    /// Exit 1: an operational failure.
+    pub(crate) fn other(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Exit 3: input that breaks a SPEC rule or the trust policy.
+    pub(crate) fn rule(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 3,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<stridemap::Error> for Failure {
+    fn from(e: stridemap::Error) -> Failure {
+        match (&e, e.rule()) {
+            (_, Some(_)) | (stridemap::Error::Npy { .. }, _) => Failure::rule(e.to_string()),
+            _ => Failure::other(e.to_string()),
+        }
+    }
+}
+
+impl From<stridemap_core::Error> for Failure {
+    fn from(e: stridemap_core::Error) -> Failure {
+        stridemap::Error::from(e).into()
+    }
+}
+
+impl From<stridemap_shm::Error> for Failure {
+    fn from(e: stridemap_shm::Error) -> Failure {
+        match e {
+            stridemap_shm::Error::Stridemap(e) => e.into(),
+            e => Failure::other(e.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure::other(e.to_string())
+    }
+}
+
+pub(crate) type CliResult<T = ()> = Result<T, Failure>;
+
+fn run(cli: Cli) -> CliResult {
+    match cli.command {
+        Command::Demo {
+            size,
+            workers,
+            kind,
+        } => demo::run(size, workers, kind == Kind::Memfd),
+        Command::Describe(args) => files::describe(&args),
+        Command::Inspect { desc, json } => files::inspect(&desc, json),
+        Command::Export {
+            desc,
+            output,
+            allow_root,
+        } => files::export(&desc, &output, &allow_root),
+        Command::Npy { file, output } => files::npy(&file, &output),
+        Command::Gc { dry_run, root } => files::gc(dry_run, &root),
+        Command::Bench { quick, json } => bench::command(quick, json),
+        Command::Worker { connect } => worker::run(&connect),
+    }
+}
+
+fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Bench { quick, json } => {
-            let budget = bench::Budget::new(quick);
-            match bench::run(budget, &|stage| eprintln!("measuring {stage} …")) {
-                Ok(rows) => {
-                    if json {
-                        let all: Vec<_> = rows.iter().map(bench::Row::json).collect();
-                        println!("{}", serde_json::Value::Array(all));
-                    } else {
-                        bench::print_table(&rows);
-                    }
-                    0
-                }
-                Err(e) => {
-                    eprintln!("stridemap bench: {e}");
-                    1
-                }
-            }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("stridemap: {}", f.message);
+            ExitCode::from(f.code)
         }
-    };
-    std::process::exit(code);
+    }
 }

@@ -123,6 +123,7 @@ impl SharedArrayMut {
     pub fn freeze(mut self) -> Result<SharedArray> {
         let seg = self.lease.seg_mut()?;
         seg.freeze()?;
+        seg.refill_spare();
         let desc = seg.describe(self.dtype, &self.layout, Mode::ReadOnly)?;
         Ok(SharedArray {
             desc,
@@ -172,13 +173,43 @@ impl SharedArray {
 
     /// Sends the descriptor (and, for a memfd, a read-only fd of its own) over `stream`.
     pub fn send(&self, stream: &UnixStream) -> Result<()> {
-        send(self.lease.seg()?, &self.desc, false, stream)
+        self.send_view(stream, &self.desc)
+    }
+
+    /// Sends `desc`, a descriptor of a view of this array (e.g. from
+    /// [`View::describe`](stridemap::View::describe) or a layout of
+    /// [`SharedArray::descriptor`]), with the segment's fd for a memfd.
+    ///
+    /// ```no_run
+    /// # let (a, stream): (stridemap_shm::SharedArray, std::os::unix::net::UnixStream) = unimplemented!();
+    /// let rows = a.descriptor().layout().slice_axis(0, stridemap_core::Slice::step(-3))?;
+    /// a.send_view(&stream, &a.descriptor().to_builder().layout(&rows).build()?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_view(&self, stream: &UnixStream, desc: &ValidDescriptor) -> Result<()> {
+        let seg = self.lease.seg()?;
+        let same = desc.segment_id() == self.desc.segment_id()
+            && desc.generation() == self.desc.generation()
+            && desc.mode() == Mode::ReadOnly;
+        if !same {
+            return Err(Error::NotThisSegment);
+        }
+        match seg.backing {
+            Backing::Memfd => {
+                let fd = seg.take_peer_fd()?;
+                let sent = fdpass::send(stream, desc, Some(std::os::fd::AsFd::as_fd(&fd)));
+                // The next receiver's fd, made while this one maps.
+                seg.refill_spare();
+                sent
+            }
+            Backing::File(_) => fdpass::send(stream, desc, None),
+        }
     }
 
     /// A read-only fd of the segment for a peer (a new open file description, SPEC.md §7):
     /// for passing it some other way than [`SharedArray::send`].
     pub fn fd_for_peer(&self) -> Result<std::os::fd::OwnedFd> {
-        self.lease.seg()?.fd_for_peer(false)
+        self.lease.seg()?.take_peer_fd()
     }
 }
 

@@ -44,8 +44,9 @@ pub enum Error {
         /// The system's error.
         source: io::Error,
     },
-    /// Only the process that created a segment may delete it.
-    NotOwner,
+    /// A descriptor sent with a segment's fd is not a read-only view of that segment's
+    /// current use.
+    NotThisSegment,
     /// The pool was dropped.
     PoolClosed,
     /// A descriptor, view or open error from the layers below.
@@ -155,10 +156,9 @@ impl fmt::Display for Error {
                 "the kernel or filesystem does not support {feature} ({source}); use named \
                  file segments (SegmentKind::File) or a newer kernel"
             ),
-            Error::NotOwner => write!(
+            Error::NotThisSegment => write!(
                 f,
-                "only the process that created a segment may delete it; consumers just drop \
-                 their mapping"
+                "the descriptor is not a read-only view of this segment (same id and generation)"
             ),
             Error::PoolClosed => write!(f, "the pool was dropped"),
             Error::Stridemap(e) => write!(f, "{e}"),

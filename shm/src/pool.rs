@@ -523,6 +523,7 @@ impl PoolInner {
             && st.free.len() < self.config.recycle_max_segments
             && free_bytes + seg.capacity <= self.config.recycle_max_bytes;
         if keep {
+            seg.clear_spare();
             seg.next_generation();
             seg.unlock();
             seg.populated = false;

@@ -56,6 +56,10 @@ pub(crate) struct Segment {
     pub(crate) sealed: bool,
     /// Whether the producer map is prefaulted up to `used`.
     pub(crate) populated: bool,
+    /// memfd only: a read-only open file description made ahead for the next receiver, so
+    /// that re-opening `/proc/self/fd/N` (the slowest step of a handoff) happens after a send
+    /// rather than on its path.
+    spare: std::sync::Mutex<Option<OwnedFd>>,
 }
 
 fn io_err<'p>(what: &str, path: &'p Path) -> impl Fn(std::io::Error) -> Error + 'p {
@@ -179,6 +183,7 @@ impl Segment {
             used,
             sealed: false,
             populated: populate,
+            spare: std::sync::Mutex::new(None),
         };
         seg.lock_shared()?;
         log::debug!(
@@ -354,6 +359,41 @@ impl Segment {
             Backing::Memfd => b.fd(),
         };
         Ok(b.build()?)
+    }
+
+    /// A read-only open file description for the next receiver: the spare if one is ready.
+    pub(crate) fn take_peer_fd(&self) -> Result<OwnedFd> {
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match spare {
+            Some(fd) => Ok(fd),
+            None => self.fd_for_peer(false),
+        }
+    }
+
+    /// Makes the spare read-only fd ready (memfds only; a failure just leaves none).
+    pub(crate) fn refill_spare(&self) {
+        if self.backing != Backing::Memfd {
+            return;
+        }
+        let mut spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spare.is_none() {
+            *spare = self.fd_for_peer(false).ok();
+        }
+    }
+
+    /// Drops the spare (a recycled segment's next use gets fresh ones).
+    pub(crate) fn clear_spare(&self) {
+        self.spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 
     /// A new open file description of this segment for a peer (SPEC.md §7: each receiver

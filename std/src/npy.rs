@@ -106,16 +106,16 @@ impl Header {
 
     /// Reads and parses the header from the start of `reader`.
     pub fn read(reader: &mut impl Read) -> Result<Header> {
+        let io = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof => bad("truncated header"),
+            _ => Error::io("reading the .npy header", e),
+        };
         let mut head = [0u8; 12];
-        reader
-            .read_exact(&mut head[..10])
-            .map_err(|e| Error::io("reading the .npy header", e))?;
+        reader.read_exact(&mut head[..10]).map_err(io)?;
         let (prefix, len) = match head[6] {
             1 => (10, usize::from(u16::from_le_bytes([head[8], head[9]]))),
             2 | 3 => {
-                reader
-                    .read_exact(&mut head[10..12])
-                    .map_err(|e| Error::io("reading the .npy header", e))?;
+                reader.read_exact(&mut head[10..12]).map_err(io)?;
                 (
                     12,
                     u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
@@ -128,9 +128,7 @@ impl Header {
         }
         let mut all = head[..prefix].to_vec();
         all.resize(prefix + len, 0);
-        reader
-            .read_exact(&mut all[prefix..])
-            .map_err(|e| Error::io("reading the .npy header", e))?;
+        reader.read_exact(&mut all[prefix..]).map_err(io)?;
         Header::parse(&all)
     }
 }

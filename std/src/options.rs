@@ -1,7 +1,11 @@
 //! What a consumer allows: the folders descriptors may point into, the mode it wants, and
 //! whether unsealed fds are acceptable.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustix::fs::OFlags;
 
 use stridemap_core::Mode;
 
@@ -31,13 +35,16 @@ pub fn segment_bases() -> Vec<PathBuf> {
 }
 
 /// A folder descriptors may point into.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Root {
     /// Canonical (symlink-free) absolute path.
     pub(crate) dir: PathBuf,
     /// When set, the first component below `dir` must start with it (stridemap's own
     /// segment folders inside a shared temp folder).
     pub(crate) prefix: Option<&'static str>,
+    /// The folder opened once (`O_PATH`), shared by clones of the options: opening it again
+    /// for every descriptor would double the cost of an open.
+    handle: Arc<Mutex<Option<Arc<OwnedFd>>>>,
 }
 
 impl Root {
@@ -46,7 +53,27 @@ impl Root {
         // resolving their symlinks (e.g. /tmp → /private/tmp) here lets paths below them be
         // checked without following any link.
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        Root { dir, prefix }
+        Root {
+            dir,
+            prefix,
+            handle: Arc::default(),
+        }
+    }
+
+    /// The folder's fd: the cached one, or (when `fresh`, or none is cached) a new one that
+    /// replaces it — for a root folder that was removed and made again.
+    pub(crate) fn handle(&self, fresh: bool) -> rustix::io::Result<(Arc<OwnedFd>, bool)> {
+        let mut cached = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(fd), false) = (cached.as_ref(), fresh) {
+            return Ok((fd.clone(), true));
+        }
+        let fd = Arc::new(rustix::fs::open(
+            &self.dir,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?);
+        *cached = Some(fd.clone());
+        Ok((fd, false))
     }
 
     /// The path below this root, if `path` is inside it (lexically; `path` is normalized).

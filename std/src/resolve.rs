@@ -1,7 +1,7 @@
 //! Turning a descriptor's path into an open file under the trust policy (SPEC.md §6, O1–O4):
 //! absolute and normalized, below an allowed root, no symbolic link anywhere below it.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -61,23 +61,40 @@ pub(crate) fn open_beneath(
     use_openat2: bool,
     path: &Path,
 ) -> Result<OwnedFd> {
-    let open_err = |e: Errno| Error::Open {
+    let (dir, cached) = root.handle(false).map_err(open_err(path))?;
+    match open_from(dir.as_fd(), rel, write, use_openat2, path) {
+        // The cached root folder may have been removed and made again: retry from a fresh one.
+        Err(Error::Open { source, .. })
+            if cached && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            let (dir, _) = root.handle(true).map_err(open_err(path))?;
+            open_from(dir.as_fd(), rel, write, use_openat2, path)
+        }
+        other => other,
+    }
+}
+
+fn open_err(path: &Path) -> impl Fn(Errno) -> Error + '_ {
+    move |e| Error::Open {
         path: path.to_path_buf(),
         source: e.into(),
-    };
-    let dir = rustix::fs::open(
-        &root.dir,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        FsMode::empty(),
-    )
-    .map_err(open_err)?;
+    }
+}
+
+fn open_from(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    write: bool,
+    use_openat2: bool,
+    path: &Path,
+) -> Result<OwnedFd> {
     let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
     // O_NONBLOCK: opening a FIFO must not block before O6 refuses it.
     let flags = access | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
     if use_openat2 {
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        match openat2(&dir, rel, flags, FsMode::empty(), resolve) {
+        match openat2(dir, rel, flags, FsMode::empty(), resolve) {
             Ok(fd) => return Ok(fd),
             Err(Errno::LOOP | Errno::XDEV) => {
                 return Err(Error::Symlink {
@@ -86,14 +103,15 @@ pub(crate) fn open_beneath(
             }
             // Kernels before 5.6 (or seccomp filters) lack openat2: walk instead.
             Err(Errno::NOSYS | Errno::PERM) => {}
-            Err(e) => return Err(open_err(e)),
+            Err(e) => return Err(open_err(path)(e)),
         }
     }
     walk(dir, rel, flags, path)
 }
 
 /// The portable walk: each directory opened with `O_NOFOLLOW | O_DIRECTORY` from the last.
-fn walk(mut dir: OwnedFd, rel: &Path, flags: OFlags, path: &Path) -> Result<OwnedFd> {
+fn walk(root: BorrowedFd<'_>, rel: &Path, flags: OFlags, path: &Path) -> Result<OwnedFd> {
+    let mut below: Option<OwnedFd> = None;
     let symlink = || Error::Symlink {
         path: path.to_path_buf(),
     };
@@ -109,17 +127,18 @@ fn walk(mut dir: OwnedFd, rel: &Path, flags: OFlags, path: &Path) -> Result<Owne
         });
     };
     for comp in dirs {
+        let dir = below.as_ref().map_or(root, |fd| fd.as_fd());
         let next = openat(
-            &dir,
+            dir,
             *comp,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             FsMode::empty(),
         );
-        dir = match next {
-            Ok(fd) => fd,
+        below = match next {
+            Ok(fd) => Some(fd),
             Err(Errno::NOTDIR | Errno::LOOP) => {
                 // Either a symlink (O_NOFOLLOW) or a plain file in the middle of the path.
-                return match statat(&dir, *comp, AtFlags::SYMLINK_NOFOLLOW) {
+                return match statat(dir, *comp, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
                         Err(symlink())
                     }
@@ -129,7 +148,8 @@ fn walk(mut dir: OwnedFd, rel: &Path, flags: OFlags, path: &Path) -> Result<Owne
             Err(e) => return Err(open_err(e)),
         };
     }
-    match openat(&dir, *last, flags, FsMode::empty()) {
+    let dir = below.as_ref().map_or(root, |fd| fd.as_fd());
+    match openat(dir, *last, flags, FsMode::empty()) {
         Ok(fd) => Ok(fd),
         Err(Errno::LOOP) => Err(symlink()),
         Err(e) => Err(open_err(e)),

@@ -454,3 +454,27 @@ fn ndarray_views_and_descriptors() {
         &7.0
     );
 }
+
+#[test]
+fn a_root_folder_made_again_is_found_again() {
+    let fx = Fixture::new();
+    let root = fx.root.join("r");
+    fs::create_dir(&root).unwrap();
+    let opts = OpenOptions::new().allow_root(&root);
+    let write = |n: usize| {
+        let p = root.join("a.bin");
+        let data: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        File::create(&p)
+            .unwrap()
+            .write_all(bytemuck::cast_slice(&data))
+            .unwrap();
+        describe(&p, &[n as u64], 0)
+    };
+    let d = write(4);
+    assert_eq!(open(&d, &opts).unwrap().view::<f64>().unwrap().len(), 4);
+    // The root (whose fd the options cached) is removed and made again.
+    fs::remove_dir_all(&root).unwrap();
+    fs::create_dir(&root).unwrap();
+    let d = write(6);
+    assert_eq!(open(&d, &opts).unwrap().view::<f64>().unwrap().len(), 6);
+}

@@ -2,6 +2,8 @@
 //! the alternative on the same machine, with the target it is held to.
 
 mod decode;
+mod joblib;
+mod shm;
 mod timing;
 mod views;
 
@@ -90,6 +92,21 @@ impl Drop for Scratch {
     }
 }
 
+/// `stridemap bench`.
+pub(crate) fn command(quick: bool, json: bool) -> crate::CliResult {
+    let rows = run(Budget::new(quick), &|stage| {
+        eprintln!("measuring {stage} …")
+    })
+    .map_err(crate::Failure::other)?;
+    if json {
+        let all: Vec<_> = rows.iter().map(Row::json).collect();
+        crate::files::out(&format!("{}\n", serde_json::Value::Array(all)))
+    } else {
+        print_table(&rows);
+        Ok(())
+    }
+}
+
 /// Runs every benchmark group and returns the rows.
 pub(crate) fn run(budget: Budget, progress: &dyn Fn(&str)) -> anyhow_free::Result<Vec<Row>> {
     let scratch = Scratch::new().map_err(|e| format!("scratch folder: {e}"))?;
@@ -100,6 +117,14 @@ pub(crate) fn run(budget: Budget, progress: &dyn Fn(&str)) -> anyhow_free::Resul
     rows.extend(views::open_rows(budget, &scratch)?);
     progress("view iteration");
     rows.extend(views::sum_rows(budget, &scratch)?);
+    progress("handoff latency");
+    rows.extend(shm::handoff_rows(budget, &scratch)?);
+    progress("share bandwidth");
+    rows.extend(shm::share_rows(budget, &scratch)?);
+    progress("end to end");
+    rows.extend(shm::end_to_end_rows(budget, &scratch)?);
+    progress("joblib");
+    rows.extend(joblib::rows(budget, &scratch)?);
     Ok(rows)
 }
 

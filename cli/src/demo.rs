@@ -1,0 +1,248 @@
+//! `stridemap demo`: the producer allocates a large f64 array in a shared segment and fills it
+//! in place, hands worker processes descriptors of different views (a row block, a reversed
+//! axis with a step, a transpose), the workers sum their views into a shared `r+` output
+//! array, and the producer checks every answer. Then the same bytes go through a Unix socket,
+//! for comparison.
+
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use stridemap_core::{Layout, Order, Slice};
+use stridemap_shm::{Pool, PoolConfig, SegmentKind, SharedArray};
+
+use crate::bench::fmt_secs;
+use crate::files::out;
+use crate::wire;
+use crate::worker::{Crew, hand};
+use crate::{CliResult, Failure};
+
+const COLS: u64 = 1024;
+
+/// The value at (i, j): integers below 1000, so every sum is exact in any order.
+fn value(i: u64, j: u64) -> f64 {
+    ((i * COLS + j) % 1000) as f64
+}
+
+/// One task: a view of the data and what its sum must be.
+struct Task {
+    name: String,
+    layout: Layout,
+    expect: f64,
+}
+
+pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
+    let rows = (size / 8 / COLS).max(u64::from(workers) * 3);
+    let nbytes = rows * COLS * 8;
+    let kind = if memfd {
+        SegmentKind::Memfd
+    } else {
+        SegmentKind::File
+    };
+    let pool = Pool::with_config(PoolConfig::default().kind(kind))?;
+
+    // Allocate and fill in place: the producer writes the segment itself, no copy.
+    let start = Instant::now();
+    let mut a = pool.alloc::<f64>(&[rows, COLS], Order::C)?;
+    let bar = ProgressBar::new(nbytes).with_style(
+        ProgressStyle::with_template("  filling {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let (mut row_sums, mut col_sums) = (vec![0f64; rows as usize], vec![0f64; COLS as usize]);
+    {
+        let mut v = a.view_mut::<f64>()?;
+        let data = v
+            .as_slice_mut()
+            .ok_or_else(|| Failure::other("array not contiguous"))?;
+        for (i, row) in data.chunks_mut(COLS as usize).enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = value(i as u64, j as u64);
+                row_sums[i] += *x;
+                col_sums[j] += *x;
+            }
+            if i % 4096 == 0 {
+                bar.set_position(i as u64 * COLS * 8);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let fill_time = start.elapsed();
+    let a = a.freeze()?;
+
+    let tasks = tasks(&a, rows, workers, &row_sums, &col_sums)?;
+    let output = pool.alloc::<f64>(&[tasks.len() as u64], Order::C)?;
+    let crew = Crew::spawn(workers)?;
+    for c in &crew.conns {
+        wire::put(c, &[wire::OUTPUT])?;
+        output.send_rw(c)?;
+        wire::ack(c)?;
+    }
+
+    // Phase 1: hand every view to its worker (workers idle, so each handoff is timed alone).
+    let mut latencies = Vec::new();
+    for (id, t) in tasks.iter().enumerate() {
+        let desc = a.descriptor().to_builder().layout(&t.layout).build()?;
+        let c = &crew.conns[id % crew.conns.len()];
+        let t0 = Instant::now();
+        hand(c, id as u32, &desc, &a)?;
+        latencies.push(t0.elapsed());
+    }
+    // The floor: a bare descriptor-sized message and its answer.
+    let mut pings = Vec::new();
+    for _ in 0..50 {
+        let t0 = Instant::now();
+        wire::put(&crew.conns[0], &[wire::PING])?;
+        wire::put(&crew.conns[0], &[0u8; stridemap_core::RECORD_LEN])?;
+        wire::ack(&crew.conns[0])?;
+        pings.push(t0.elapsed());
+    }
+    // Phase 2: every worker sums its views into the output array, all at once.
+    let t0 = Instant::now();
+    for (id, _) in tasks.iter().enumerate() {
+        let c = &crew.conns[id % crew.conns.len()];
+        wire::put(c, &[wire::TASK])?;
+        wire::put_u32(c, id as u32)?;
+        wire::put_u64(c, id as u64)?;
+    }
+    for id in 0..tasks.len() {
+        wire::ack(&crew.conns[id % crew.conns.len()])?;
+    }
+    let compute = t0.elapsed();
+
+    // The same bytes through the socket, for comparison.
+    let bytes = a.byte_view()?.buffer();
+    let t0 = Instant::now();
+    wire::put(&crew.conns[0], &[wire::BULK])?;
+    wire::put_u64(&crew.conns[0], bytes.len() as u64)?;
+    wire::put(&crew.conns[0], bytes)?;
+    wire::ack(&crew.conns[0])?;
+    let copy = t0.elapsed();
+    crew.finish()?;
+
+    // Check every answer against the producer's own computation.
+    let answers = output.view::<f64>()?.to_vec();
+    let mut failed = Vec::new();
+    for (t, got) in tasks.iter().zip(&answers) {
+        if *got != t.expect {
+            failed.push(format!(
+                "{}: worker says {got}, expected {}",
+                t.name, t.expect
+            ));
+        }
+    }
+
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (lat, ping) = (median(&mut latencies), median(&mut pings));
+    let gib = nbytes as f64 / (1u64 << 30) as f64;
+    let mut text = format!(
+        "stridemap demo: {gib:.2} GiB of f64 ({rows} x {COLS}) in a {} segment, {workers} worker processes\n",
+        if memfd { "memfd" } else { "named-file" }
+    );
+    let rows_out = [
+        (
+            "filled in place",
+            format!(
+                "{} ({:.2} GB/s)",
+                fmt_secs(fill_time.as_secs_f64()),
+                nbytes as f64 / fill_time.as_secs_f64() / 1e9
+            ),
+        ),
+        (
+            "handoffs",
+            format!(
+                "{} views: a row block, rows reversed with step 3, a column block of the transpose, per worker",
+                tasks.len()
+            ),
+        ),
+        (
+            "handoff latency (median)",
+            format!(
+                "{} (descriptor sent → worker holds a mapped, validated view)",
+                fmt_secs(lat.as_secs_f64())
+            ),
+        ),
+        (
+            "bare 1 KiB message",
+            format!(
+                "{} round trip (the socket's own latency)",
+                fmt_secs(ping.as_secs_f64())
+            ),
+        ),
+        (
+            "same bytes via the socket",
+            format!(
+                "{} for {gib:.2} GiB (measured)",
+                fmt_secs(copy.as_secs_f64())
+            ),
+        ),
+        (
+            "socket copy / handoff",
+            format!("{:.0}x", copy.as_secs_f64() / lat.as_secs_f64()),
+        ),
+        (
+            "workers summing their views",
+            fmt_secs(compute.as_secs_f64()),
+        ),
+        (
+            "answers verified",
+            format!("{}/{}", tasks.len() - failed.len(), tasks.len()),
+        ),
+    ];
+    for (k, v) in rows_out {
+        text.push_str(&format!("  {k:<28} {v}\n"));
+    }
+    for f in &failed {
+        text.push_str(&format!("  WRONG: {f}\n"));
+    }
+    out(&text)?;
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::other(format!(
+            "{} answer(s) were wrong",
+            failed.len()
+        )))
+    }
+}
+
+/// Three views per worker, and the sums they must have.
+fn tasks(
+    a: &SharedArray,
+    rows: u64,
+    workers: u32,
+    row_sums: &[f64],
+    col_sums: &[f64],
+) -> CliResult<Vec<Task>> {
+    let whole = a.descriptor().layout();
+    let n = u64::from(workers);
+    let mut out = Vec::new();
+    for k in 0..n {
+        let (r0, r1) = (k * rows / n, (k + 1) * rows / n);
+        out.push(Task {
+            name: format!("rows {r0}..{r1}"),
+            layout: whole.slice_axis(0, Slice::range(r0 as i64, r1 as i64))?,
+            expect: row_sums[r0 as usize..r1 as usize].iter().sum(),
+        });
+        let first = rows - 1 - k;
+        out.push(Task {
+            name: format!("rows {first}::-3"),
+            layout: whole.slice_axis(0, Slice::new(Some(first as i64), None, -3))?,
+            expect: (0..=first)
+                .rev()
+                .step_by(3)
+                .map(|i| row_sums[i as usize])
+                .sum(),
+        });
+        let (c0, c1) = (k * COLS / n, (k + 1) * COLS / n);
+        out.push(Task {
+            name: format!("transpose, columns {c0}..{c1}"),
+            layout: whole
+                .transpose()
+                .slice_axis(0, Slice::range(c0 as i64, c1 as i64))?,
+            expect: col_sums[c0 as usize..c1 as usize].iter().sum(),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,174 @@
+//! A worker process of the demo and the benchmarks: maps the views it is handed, sums them
+//! into the shared output array, answers.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use stridemap::{Mapping, OpenOptions};
+use stridemap_core::Mode;
+
+use crate::wire::{self, ACK};
+use crate::{CliResult, Failure};
+
+/// Serves the producer at `socket` until it says quit; a failure is answered, then ends the
+/// worker with its exit code.
+pub(crate) fn run(socket: &Path) -> CliResult {
+    let s = UnixStream::connect(socket)
+        .map_err(|e| Failure::other(format!("connecting to {}: {e}", socket.display())))?;
+    let opts = OpenOptions::new();
+    let mut views: HashMap<u32, Mapping> = HashMap::new();
+    let mut output: Option<Mapping> = None;
+    loop {
+        let tag = wire::get_u8(&s)?;
+        let done = step(&s, tag, &opts, &mut views, &mut output);
+        match done {
+            Ok(true) => return Ok(()),
+            Ok(false) => wire::put(&s, &[ACK])?,
+            Err(f) => {
+                wire::nak(&s, &f.message);
+                return Err(f);
+            }
+        }
+    }
+}
+
+/// One request; `Ok(true)` means quit.
+fn step(
+    s: &UnixStream,
+    tag: u8,
+    opts: &OpenOptions,
+    views: &mut HashMap<u32, Mapping>,
+    output: &mut Option<Mapping>,
+) -> CliResult<bool> {
+    match tag {
+        wire::VIEW => {
+            let id = wire::get_u32(s)?;
+            let m = stridemap_shm::receive(s, opts)?;
+            // Hold a mapped, validated, typed view before answering.
+            m.view::<f64>()?;
+            views.insert(id, m);
+        }
+        wire::OUTPUT => {
+            *output = Some(stridemap_shm::receive(
+                s,
+                &opts.clone().mode(Mode::ReadWrite),
+            )?);
+        }
+        wire::TASK => {
+            let id = wire::get_u32(s)?;
+            let slot = wire::get_u64(s)?;
+            let view = views
+                .get(&id)
+                .ok_or_else(|| Failure::other(format!("no view {id}")))?;
+            let sum: f64 = view.view::<f64>()?.iter().sum();
+            let out = output
+                .as_mut()
+                .ok_or_else(|| Failure::other("no output array"))?;
+            *out.view_mut::<f64>()?.get_mut(&[slot])? = sum;
+        }
+        wire::DROP => {
+            let id = wire::get_u32(s)?;
+            views.remove(&id);
+        }
+        wire::BULK => {
+            let mut left = wire::get_u64(s)?;
+            let mut buf = vec![0u8; 1 << 20];
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                let got = (&*s)
+                    .read(&mut buf[..n])
+                    .map_err(|e| Failure::other(format!("bulk: {e}")))?;
+                if got == 0 {
+                    return Err(Failure::other("bulk: connection closed"));
+                }
+                left -= got as u64;
+            }
+        }
+        wire::PING => {
+            let mut buf = [0u8; stridemap_core::RECORD_LEN];
+            wire::get(s, &mut buf)?;
+        }
+        wire::QUIT => return Ok(true),
+        other => return Err(Failure::other(format!("unknown request {other:#x}"))),
+    }
+    Ok(false)
+}
+
+/// Worker processes started from this binary, each connected by its own socket.
+pub(crate) struct Crew {
+    dir: std::path::PathBuf,
+    pub(crate) conns: Vec<UnixStream>,
+    children: Vec<std::process::Child>,
+}
+
+impl Crew {
+    /// Starts `n` workers and waits for each to connect.
+    pub(crate) fn spawn(n: u32) -> CliResult<Crew> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("stridemap-ctl-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| Failure::other(format!("{}: {e}", dir.display())))?;
+        let mut crew = Crew {
+            dir,
+            conns: Vec::new(),
+            children: Vec::new(),
+        };
+        let sock = crew.dir.join("ctl.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock)?;
+        let exe = std::env::current_exe()?;
+        for _ in 0..n {
+            let child = std::process::Command::new(&exe)
+                .arg("__worker")
+                .arg("--connect")
+                .arg(&sock)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| Failure::other(format!("starting a worker: {e}")))?;
+            crew.children.push(child);
+            let (conn, _) = listener.accept()?;
+            crew.conns.push(conn);
+        }
+        Ok(crew)
+    }
+
+    /// Asks every worker to exit and checks that they did, cleanly.
+    pub(crate) fn finish(mut self) -> CliResult {
+        for c in &self.conns {
+            wire::put(c, &[wire::QUIT])?;
+        }
+        for mut child in std::mem::take(&mut self.children) {
+            let status = child.wait()?;
+            if !status.success() {
+                return Err(Failure::other(format!("a worker exited with {status}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Crew {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Hands view `id` to the worker at `s`: the descriptor, and for a memfd an fd of its own.
+pub(crate) fn hand(
+    s: &UnixStream,
+    id: u32,
+    desc: &stridemap_core::ValidDescriptor,
+    shared: &stridemap_shm::SharedArray,
+) -> CliResult {
+    wire::put(s, &[wire::VIEW])?;
+    wire::put_u32(s, id)?;
+    shared.send_view(s, desc)?;
+    wire::ack(s)
+}
