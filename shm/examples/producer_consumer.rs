@@ -10,15 +10,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = std::env::args().nth(1) {
         let stream = UnixStream::connect(path)?;
         let m = stridemap_shm::receive(&stream, &OpenOptions::new())?; // checked, mapped
-        let col = m.view::<f64>()?.index_axis(1, 1)?.slice_axis(0, Slice::REVERSED)?;
-        println!("consumer: column 1 reversed starts {:?}", &col.to_vec()[..3]);
+        let col = m
+            .view::<f64>()?
+            .index_axis(1, 1)?
+            .slice_axis(0, Slice::REVERSED)?;
+        println!(
+            "consumer: column 1 reversed starts {:?}",
+            &col.to_vec()[..3]
+        );
         return Ok(());
     }
     // Producer: a 1000x3 array in a sealed memfd, filled in place, frozen, handed over.
     let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C)?;
     let mut view = a.view_mut::<f64>()?;
-    for (i, x) in view.as_slice_mut().ok_or("contiguous")?.iter_mut().enumerate() {
+    for (i, x) in view
+        .as_slice_mut()
+        .ok_or("contiguous")?
+        .iter_mut()
+        .enumerate()
+    {
         *x = i as f64;
     }
     let a = a.freeze()?;

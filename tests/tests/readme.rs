@@ -11,15 +11,31 @@ fn root() -> &'static Path {
 #[test]
 fn the_rust_example_is_the_compiled_one() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let example = std::fs::read_to_string(root().join("shm/examples/producer_consumer.rs")).unwrap();
+    let example =
+        std::fs::read_to_string(root().join("shm/examples/producer_consumer.rs")).unwrap();
     let block = format!("```rust\n{}```", example);
-    assert!(readme.contains(&block), "README.md's Rust example differs from shm/examples/producer_consumer.rs");
+    assert!(
+        readme.contains(&block),
+        "README.md's Rust example differs from shm/examples/producer_consumer.rs"
+    );
     // The first two commands of the README are the demo and the test suite.
-    let commands: Vec<&str> = readme.lines().filter(|l| l.starts_with("cargo run") || l.starts_with("bash ")).collect();
-    assert!(commands[0].starts_with("cargo run --release --bin stridemap demo"), "{commands:?}");
-    assert!(commands[1].starts_with("bash scripts/test.sh"), "{commands:?}");
+    let commands: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("cargo run") || l.starts_with("bash "))
+        .collect();
+    assert!(
+        commands[0].starts_with("cargo run --release --bin stridemap demo"),
+        "{commands:?}"
+    );
+    assert!(
+        commands[1].starts_with("bash scripts/test.sh"),
+        "{commands:?}"
+    );
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    assert!(ci.contains("scripts/test.sh"), ".ci/run must call the README's test command");
+    assert!(
+        ci.contains("scripts/test.sh"),
+        ".ci/run must call the README's test command"
+    );
 }
 
 #[test]
@@ -32,12 +48,26 @@ fn the_rust_example_runs() {
     let out = match built {
         Some(exe) => Command::new(exe).output(),
         None => Command::new(env!("CARGO"))
-            .args(["run", "-q", "-p", "stridemap-shm", "--example", "producer_consumer"])
+            .args([
+                "run",
+                "-q",
+                "-p",
+                "stridemap-shm",
+                "--example",
+                "producer_consumer",
+            ])
             .current_dir(root())
             .output(),
     }
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("column 1 reversed starts [2998.0, 2995.0, 2992.0]"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("column 1 reversed starts [2998.0, 2995.0, 2992.0]"),
+        "{text}"
+    );
 }
