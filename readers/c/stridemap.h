@@ -10,7 +10,13 @@
  * - No allocation, no global state; every function is `static inline`.
  * - Functions that check return 0 or the id of the first rule broken (enum stridemap_rule:
  *   STRIDEMAP_R4, STRIDEMAP_O7, ...; stridemap_rule_name() spells it "R4", "O7"), or a
- *   negative value for a call that makes no sense (STRIDEMAP_EINVAL).
+ *   negative value that is not a rule: a call that makes no sense (STRIDEMAP_EINVAL), a
+ *   segment its producer kept locked (STRIDEMAP_EBUSY, SPEC §7), a failed system call outside
+ *   any check (STRIDEMAP_ESYS).
+ * - Segments (descriptors with generation != 0, SPEC §7, §8): stridemap_open() locks the file
+ *   shared (flock), checks its segment header (rule O10), and the lock then lasts as long as
+ *   the mapping, until stridemap_close(); the producer cannot delete or recycle the segment
+ *   meanwhile.
  *
  * Usage:
  *
@@ -70,8 +76,11 @@
 /* Modes (SPEC §2.1): the descriptor's grant and what a consumer asks for. */
 enum stridemap_mode { STRIDEMAP_MODE_R = 0, STRIDEMAP_MODE_RW = 1, STRIDEMAP_MODE_COW = 2 };
 
-/* Rule ids: R1-R22 are 1-22, C1-C4 are 101-104, O1-O11 are 201-211. */
+/* Rule ids: R1-R22 are 1-22, C1-C4 are 101-104, O1-O11 are 201-211. Negative values are not
+ * rules. */
 enum stridemap_rule {
+    STRIDEMAP_ESYS = -3,   /* a system call failed outside any check (sys_errno says which) */
+    STRIDEMAP_EBUSY = -2,  /* the segment stayed locked by its producer (SPEC §7): ask again */
     STRIDEMAP_EINVAL = -1, /* not a rule: the call itself is wrong (e.g. a missing fd) */
     STRIDEMAP_OK = 0,
     STRIDEMAP_R1 = 1, STRIDEMAP_R2, STRIDEMAP_R3, STRIDEMAP_R4, STRIDEMAP_R5, STRIDEMAP_R6,
@@ -83,7 +92,7 @@ enum stridemap_rule {
     STRIDEMAP_O7, STRIDEMAP_O8, STRIDEMAP_O9, STRIDEMAP_O10, STRIDEMAP_O11
 };
 
-/* "R1".."R22", "C1".."C4", "O1".."O11", "OK", or "EINVAL". */
+/* "R1".."R22", "C1".."C4", "O1".."O11", "OK", "EBUSY", "ESYS" or "EINVAL". */
 static inline const char *stridemap_rule_name(int rule) {
     static const char *const names[] = {
         "OK", "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11", "R12",
@@ -94,6 +103,8 @@ static inline const char *stridemap_rule_name(int rule) {
     if (rule >= 0 && rule <= STRIDEMAP_R22) return names[rule];
     if (rule >= STRIDEMAP_C1 && rule <= STRIDEMAP_C4) return names[23 + rule - STRIDEMAP_C1];
     if (rule >= STRIDEMAP_O1 && rule <= STRIDEMAP_O11) return names[27 + rule - STRIDEMAP_O1];
+    if (rule == STRIDEMAP_EBUSY) return "EBUSY";
+    if (rule == STRIDEMAP_ESYS) return "ESYS";
     return "EINVAL";
 }
 
@@ -555,14 +566,68 @@ static inline int stridemap_decode_compact(const void *buf, size_t len, struct s
     return STRIDEMAP_OK;
 }
 
+/* ---- the segment header (SPEC §8) -------------------------------------------------------- */
+
+#define STRIDEMAP_SEGMENT_HEADER_SIZE 64u
+#define STRIDEMAP_SEGMENT_DATA_OFFSET 4096u /* where stridemap's producers put the data */
+
+/* A segment header, decoded (host byte order). */
+struct stridemap_segment_header {
+    uint16_t version_major, version_minor;
+    uint32_t data_offset;
+    uint8_t segment_id[16];
+    uint64_t generation;
+    uint64_t capacity;
+    uint32_t owner_pid;
+};
+
+/* Decodes the first 64 of the len bytes at buf. Returns whether they are a valid header: the
+ * magic, major version 1, the CRC-32C of bytes 0-59, data_offset >= 64 and generation >= 1. */
+static inline bool stridemap_segment_header_decode(const void *buf, size_t len,
+                                                   struct stridemap_segment_header *h) {
+    const uint8_t *b = (const uint8_t *)buf;
+    memset(h, 0, sizeof *h);
+    if (len < STRIDEMAP_SEGMENT_HEADER_SIZE || memcmp(b, "\x89SMS\r\n\x1a\n", 8) != 0)
+        return false;
+    h->version_major = (uint16_t)stridemap__le(b + 8, 2);
+    h->version_minor = (uint16_t)stridemap__le(b + 10, 2);
+    h->data_offset = (uint32_t)stridemap__le(b + 12, 4);
+    memcpy(h->segment_id, b + 16, 16);
+    h->generation = stridemap__le(b + 32, 8);
+    h->capacity = stridemap__le(b + 40, 8);
+    h->owner_pid = (uint32_t)stridemap__le(b + 48, 4);
+    return h->version_major == 1 && (uint32_t)stridemap__le(b + 60, 4) == stridemap_crc32c(b, 60) &&
+           h->data_offset >= STRIDEMAP_SEGMENT_HEADER_SIZE && h->generation >= 1;
+}
+
+/* Whether a valid header h is the one the descriptor d was made for (SPEC §8): the same
+ * segment_id, not all zero, the same generation, and the buffer inside the data area. */
+static inline bool stridemap_segment_header_matches(const struct stridemap_segment_header *h,
+                                                    const struct stridemap_desc *d) {
+    static const uint8_t none[16] = {0};
+    const struct stridemap_record *r = &d->rec;
+    /* buffer_offset + buffer_len < 2^63 (R18); data_offset + capacity may not fit: compare
+     * the buffer's end with the capacity instead. */
+    return memcmp(r->segment_id, h->segment_id, 16) == 0 && memcmp(r->segment_id, none, 16) != 0 &&
+           r->generation == h->generation && r->buffer_offset >= h->data_offset &&
+           r->buffer_offset + r->buffer_len - h->data_offset <= h->capacity;
+}
+
 /* ---- opening (SPEC §6) -------------------------------------------------------------------- */
 #ifndef STRIDEMAP_NO_OPEN
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h> /* flock: not POSIX, but on every system stridemap's producers run on */
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* How long a reader retries LOCK_SH | LOCK_NB on a segment (SPEC §7), in milliseconds. */
+#ifndef STRIDEMAP_LOCK_PATIENCE_MS
+#define STRIDEMAP_LOCK_PATIENCE_MS 2000
+#endif
 
 #ifdef O_PATH /* folders on the walk need only be searchable */
 #define STRIDEMAP__DIR_FLAGS (O_PATH | O_DIRECTORY)
@@ -706,11 +771,58 @@ static inline int stridemap__check_file(int fd, const struct stridemap_record *r
     return STRIDEMAP_O9;
 }
 
-/* The hook for SPEC §7 (hold the segment's lock while mapped) and §8 (check the segment
- * header, O10). Neither is specified yet: a descriptor that names a segment is refused. */
-static inline int stridemap__enter_segment(int fd, const struct stridemap_record *r) {
-    (void)fd;
-    return r->generation != 0 ? STRIDEMAP_O10 : STRIDEMAP_OK;
+static inline int64_t stridemap__now_ns(void) {
+    struct timespec t;
+    if (clock_gettime(CLOCK_MONOTONIC, &t) != 0) return 0;
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* flock(LOCK_SH) on fd's open file description (SPEC §7.1). Without wait: one try, and never
+ * an error (a file that is not a segment is locked if it can be at once). With wait: retries
+ * LOCK_SH | LOCK_NB for STRIDEMAP_LOCK_PATIENCE_MS, then STRIDEMAP_EBUSY. */
+static inline int stridemap__lock_shared(int fd, bool wait, int *err) {
+    int64_t deadline = stridemap__now_ns() + (int64_t)STRIDEMAP_LOCK_PATIENCE_MS * 1000000;
+    long pause_ns = 50000;
+    for (;;) {
+        if (flock(fd, LOCK_SH | LOCK_NB) == 0) return STRIDEMAP_OK;
+        int e = errno;
+        if (e == EINTR) continue;
+        if (!wait) return STRIDEMAP_OK;
+        if (e != EWOULDBLOCK && e != EAGAIN) {
+            *err = e;
+            return STRIDEMAP_ESYS;
+        }
+        if (stridemap__now_ns() >= deadline) {
+            *err = EWOULDBLOCK;
+            return STRIDEMAP_EBUSY;
+        }
+        struct timespec pause = {0, pause_ns};
+        nanosleep(&pause, NULL);
+        pause_ns = pause_ns * 2 < 20000000 ? pause_ns * 2 : 20000000;
+    }
+}
+
+/* SPEC §7 and O10: lock the file shared, then (for a segment) read its header, which must be
+ * valid and match the descriptor. The lock stays on fd's open file description, which the
+ * mapping made next keeps alive. */
+static inline int stridemap__enter_segment(int fd, const struct stridemap_desc *d, int *err) {
+    if (d->rec.generation == 0) return stridemap__lock_shared(fd, false, err);
+    int rule = stridemap__lock_shared(fd, true, err);
+    if (rule) return rule;
+    uint8_t buf[STRIDEMAP_SEGMENT_HEADER_SIZE];
+    size_t got = 0;
+    while (got < sizeof buf) {
+        ssize_t n = pread(fd, buf + got, sizeof buf - got, (off_t)got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) *err = errno;
+        if (n <= 0) return STRIDEMAP_O10;
+        got += (size_t)n;
+    }
+    struct stridemap_segment_header h;
+    if (!stridemap_segment_header_decode(buf, sizeof buf, &h) ||
+        !stridemap_segment_header_matches(&h, d))
+        return STRIDEMAP_O10;
+    return STRIDEMAP_OK;
 }
 
 /* O11: map exactly the buffer, its start rounded down to the page size. */
@@ -740,9 +852,15 @@ static inline int stridemap__map(int fd, const struct stridemap_record *r, int m
 
 /* Opens a descriptor that stridemap_decode or stridemap_decode_compact validated (SPEC §6) and
  * maps its buffer into *v. Checks, in order: O5, then for a path O1, O2, O3/O4, then O6, O7,
- * O8, O9 (fd), O10, O11. Returns 0 or the rule; v->sys_errno tells which system call error, if
- * any, lies behind it. A path source's file is closed before returning; an fd source's fd is
- * left open (close it: the mapping does not need it). */
+ * O8, O9 (fd), O10, O11. Returns 0 or the rule (or STRIDEMAP_EBUSY: a segment stayed locked
+ * by its producer for STRIDEMAP_LOCK_PATIENCE_MS); v->sys_errno tells which system call
+ * error, if any, lies behind it. A path source's file is closed before returning; an fd
+ * source's fd is left open (close it: the mapping does not need it).
+ *
+ * The file is locked shared (flock) before O10 (SPEC §7): waited for if it is a segment
+ * (generation != 0), else only if free at once. The lock belongs to the file's open file
+ * description, which the mapping holds: it lasts until stridemap_close(), and for an fd
+ * source also while the fd stays open (so a refused fd stays locked until it is closed). */
 static inline int stridemap_open(const struct stridemap_desc *d,
                                  const struct stridemap_open_options *o,
                                  struct stridemap_view *v) {
@@ -761,7 +879,7 @@ static inline int stridemap_open(const struct stridemap_desc *d,
         if (rule) return rule;
     }
     rule = stridemap__check_file(fd, r, from_fd, o->allow_unsealed, &v->sys_errno);
-    if (!rule) rule = stridemap__enter_segment(fd, r);
+    if (!rule) rule = stridemap__enter_segment(fd, d, &v->sys_errno);
     if (!rule) rule = stridemap__map(fd, r, o->mode, v);
     if (!from_fd) close(fd);
     return rule;

@@ -1,11 +1,14 @@
 /* smopen: opens a descriptor with stridemap.h and prints the elements it sees.
  *
- *   smopen [--root DIR]... [--fd N] [--mode r|r+|c] [--allow-unsealed] [--fill BYTE] < HEX
+ *   smopen [--root DIR]... [--fd N] [--mode r|r+|c] [--allow-unsealed] [--fill BYTE] [--hold]
+ *          < HEX
  *
  * Each stdin line holds a fixed record in hex. For each, prints {"ok": true, "bytes": "HEX"} with
  * every element's bytes in C order (read through stridemap_element), or
  * {"ok": false, "rule": "O7", "errno": N}.
- * With --fill, every byte of every element is then set to BYTE (for r+ and c mappings). */
+ * With --fill, every byte of every element is then set to BYTE (for r+ and c mappings).
+ * With --hold, the --fd is closed once a record was opened, and each view stays open until one
+ * more stdin line is read (to look at the segment lock a view holds by itself, SPEC §7). */
 #define _GNU_SOURCE
 #include "../stridemap.h"
 
@@ -37,8 +40,11 @@ static void fill_element(unsigned char *e, const struct stridemap_desc *d, int b
     memset(e, byte, d->itemsize);
 }
 
-static void open_one(const uint8_t *rec, size_t n, const struct stridemap_open_options *o,
-                     int fill) {
+static char *line = NULL;
+static size_t cap = 0;
+
+static void open_one(const uint8_t *rec, size_t n, struct stridemap_open_options *o, int fill,
+                     bool hold) {
     struct stridemap_desc d;
     int rule = stridemap_decode(rec, n, &d);
     if (rule) {
@@ -47,6 +53,10 @@ static void open_one(const uint8_t *rec, size_t n, const struct stridemap_open_o
     }
     struct stridemap_view v;
     rule = stridemap_open(&d, o, &v);
+    if (hold && o->fd >= 0) {
+        close(o->fd);
+        o->fd = -2; /* any later record is a usage error */
+    }
     if (rule) {
         printf("{\"ok\": false, \"rule\": \"%s\", \"errno\": %d}\n", stridemap_rule_name(rule),
                v.sys_errno);
@@ -56,6 +66,10 @@ static void open_one(const uint8_t *rec, size_t n, const struct stridemap_open_o
     for_each(&d, &v, print_element, 0);
     printf("\"}\n");
     if (fill >= 0) for_each(&d, &v, fill_element, fill);
+    if (hold) {
+        fflush(stdout);
+        if (getline(&line, &cap, stdin) < 0) clearerr(stdin); /* EOF also lets go */
+    }
     stridemap_close(&v);
 }
 
@@ -63,10 +77,15 @@ int main(int argc, char **argv) {
     const char *roots[MAX_ROOTS];
     struct stridemap_open_options o = {.roots = roots, .fd = -1, .mode = STRIDEMAP_MODE_R};
     int fill = -1;
+    bool hold = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--allow-unsealed") == 0) {
             o.allow_unsealed = true;
+            continue;
+        }
+        if (strcmp(a, "--hold") == 0) {
+            hold = true;
             continue;
         }
         if (next == NULL) {
@@ -90,15 +109,13 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    char *line = NULL;
-    size_t cap = 0;
     while (getline(&line, &cap, stdin) > 0) {
         uint8_t rec[STRIDEMAP_RECORD_SIZE];
         size_t n = 0;
         unsigned byte;
         for (const char *p = line; n < sizeof rec && sscanf(p, "%2x", &byte) == 1; p += 2)
             rec[n++] = (uint8_t)byte;
-        open_one(rec, n, &o, fill);
+        open_one(rec, n, &o, fill, hold);
     }
     free(line);
     return 0;

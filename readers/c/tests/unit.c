@@ -44,6 +44,49 @@ int main(void) {
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_C4), "C4") == 0);
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_O11), "O11") == 0);
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_EINVAL), "EINVAL") == 0);
+    CHECK(strcmp(stridemap_rule_name(STRIDEMAP_EBUSY), "EBUSY") == 0);
+    CHECK(strcmp(stridemap_rule_name(STRIDEMAP_ESYS), "ESYS") == 0);
+
+    /* a segment header (SPEC §8): valid, then each condition broken */
+    uint8_t h[64] = {0};
+    memcpy(h, "\x89SMS\r\n\x1a\n", 8);
+    h[8] = 1;      /* version_major */
+    h[13] = 0x10;  /* data_offset = 4096 */
+    h[16] = 7;     /* segment_id[0] */
+    h[32] = 5;     /* generation */
+    h[42] = 1;     /* capacity = 65536 */
+    uint32_t hcrc = stridemap_crc32c(h, 60);
+    for (int i = 0; i < 4; i++) h[60 + i] = (uint8_t)(hcrc >> (8 * i));
+    struct stridemap_segment_header sh;
+    CHECK(stridemap_segment_header_decode(h, sizeof h, &sh));
+    CHECK(sh.data_offset == 4096 && sh.generation == 5 && sh.capacity == 65536);
+    CHECK(sh.segment_id[0] == 7 && sh.version_major == 1);
+    CHECK(!stridemap_segment_header_decode(h, 63, &sh));
+    for (unsigned at = 0; at < 64; at += 7) {
+        h[at] ^= 0x20;
+        CHECK(!stridemap_segment_header_decode(h, sizeof h, &sh));
+        h[at] ^= 0x20;
+    }
+    struct stridemap_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.rec.segment_id[0] = 7;
+    sd.rec.generation = 5;
+    sd.rec.buffer_offset = 4096;
+    sd.rec.buffer_len = 65536;
+    CHECK(stridemap_segment_header_decode(h, sizeof h, &sh) &&
+          stridemap_segment_header_matches(&sh, &sd));
+    sd.rec.buffer_len = 65537; /* past the data area */
+    CHECK(!stridemap_segment_header_matches(&sh, &sd));
+    sd.rec.buffer_len = 1;
+    sd.rec.buffer_offset = 4095; /* over the header */
+    CHECK(!stridemap_segment_header_matches(&sh, &sd));
+    sd.rec.buffer_offset = 4096;
+    sd.rec.generation = 4; /* stale */
+    CHECK(!stridemap_segment_header_matches(&sh, &sd));
+    sd.rec.generation = 5;
+    sd.rec.segment_id[0] = 0; /* no id matches no header, not even one with no id */
+    sh.segment_id[0] = 0;
+    CHECK(!stridemap_segment_header_matches(&sh, &sd));
 
     /* a record at every alignment inside a larger buffer, with bytes after it */
     static uint8_t big[STRIDEMAP_RECORD_SIZE + 16];

@@ -2,7 +2,8 @@
 
 Decoding errors (SPEC §3 R1–R22 and §4 C1–C4) derive from :class:`DescriptorError`, a
 ``ValueError``. Open-time errors (SPEC §6 O1–O11) derive from :class:`OpenError`, an
-``OSError``; ``.errno`` is set when a system call failed.
+``OSError``; ``.errno`` is set when a system call failed. One open-time error is not a rule:
+:class:`SegmentBusy` (SPEC §7: a segment stayed locked by its producer), whose ``rule`` is "".
 
 >>> from stridemap import decode, BadMagic
 >>> try:
@@ -241,10 +242,25 @@ class NotSealed(OpenError):
     rule = "O9"
 
 
-class SegmentUnsupported(OpenError):
-    """O10: the descriptor names a segment (generation != 0); §7/§8 are not implemented yet."""
+class StaleSegment(OpenError):
+    """O10: the file's segment header is not valid, or does not match the descriptor (another
+    segment, another generation: the segment was recycled, or the buffer is outside its data
+    area). ``found`` is the header read (a :class:`~stridemap.segment.SegmentHeader`), or
+    ``None`` when there is no valid one."""
 
     rule = "O10"
+
+    def __init__(self, message, errno=None, found=None):
+        super().__init__(message, errno)
+        self.found = found
+
+
+class SegmentBusy(OpenError):
+    """The segment stayed locked exclusively by its producer (recycling or deleting it) for
+    longer than the reader waits (SPEC §7). Not a verdict on the descriptor, so no rule id
+    (``rule`` is ""): ask the producer for a fresh descriptor. ``errno`` is ``EWOULDBLOCK``."""
+
+    rule = ""
 
 
 class MapFailed(OpenError):

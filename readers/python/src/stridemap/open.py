@@ -2,7 +2,7 @@
 
 The checks run in the order of SPEC §6: O5 first (the open flags depend on the granted mode),
 then O1, O2, O3/O4 for a path (a symbolic link met on the walk is O3, any other failure to open
-is O4), O6, O7, O8, O9 for an fd, O10 and O11.
+is O4), O6, O7, O8, O9 for an fd, O10 (after taking the segment's lock, SPEC §7) and O11.
 
 >>> import os, tempfile, numpy as np
 >>> from stridemap import Descriptor, encode, open as sm_open
@@ -21,7 +21,7 @@ import stat
 
 import numpy as np
 
-from . import errors
+from . import errors, segment
 from .codec import decode
 from .descriptor import Descriptor
 from .record import encode
@@ -41,6 +41,14 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False):
     it). For a path source, the path must lie below one of ``allowed_roots`` (absolute folder
     names; their own components are trusted, every component below them is opened with
     ``O_NOFOLLOW``); there are none by default.
+
+    A descriptor of a segment (``generation`` != 0) is locked shared (SPEC §7: waiting up to
+    two seconds for its producer, then :class:`~stridemap.errors.SegmentBusy`) and its header
+    checked (O10). The lock lives as long as the returned array (and every view of it): the
+    producer cannot delete or recycle the segment under it. It is held by the open file
+    description of the file, so for an fd source it also lasts while ``fd`` stays open, and a
+    refused open leaves it on ``fd`` until you close it. Files that are not segments are
+    locked only if that is possible at once.
 
     ``mode`` is what the caller asks for: ``None`` or ``"r"`` (read-only), ``"c"`` (private
     copy-on-write) or ``"r+"`` (shared writes, only when the descriptor is ``r+``). An fd that
@@ -66,7 +74,7 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False):
         _check_file(file_fd, desc)
         if desc.source == "fd":
             _check_seals(file_fd, allow_unsealed)
-        _enter_segment(file_fd, desc)
+        segment.enter(file_fd, desc)  # SPEC §7 lock, O10
         return _map(file_fd, desc, granted)
     finally:
         if owned:
@@ -194,16 +202,6 @@ def _check_seals(fd, allow_unsealed):
         ) from None
     if not seals & fcntl.F_SEAL_SHRINK:
         raise errors.NotSealed("O9: the fd is sealable but F_SEAL_SHRINK is not set")
-
-
-def _enter_segment(fd, desc):
-    """The hook for SPEC §7 (hold the segment's lock while mapped) and §8 (check the segment
-    header, O10). Neither is specified yet, so a descriptor that names a segment is refused."""
-    if desc.generation != 0:
-        raise errors.SegmentUnsupported(
-            f"O10 not supported yet: the descriptor names segment generation {desc.generation}, "
-            "and segment headers (SPEC §8) are not specified yet"
-        )
 
 
 def _map(fd, desc, granted):

@@ -1,0 +1,553 @@
+//! Live interop with the Python reader (`readers/python`), driven through the small scripts
+//! in `tests/python/` (JSON lines on their stdout, a socket path in argv):
+//!
+//! - a Rust producer (`stridemap_shm::Pool`) and a Python consumer, by path (named file) and
+//!   by fd (memfd over SCM_RIGHTS, received with the Python `recv`);
+//! - a Python producer (`describe` of numpy memmap views, joblib's failure cases) and a Rust
+//!   consumer, then a Rust sub-view described again and opened by Python;
+//! - segment lifetime across the languages (SPEC.md §7): a Python reader's lock keeps a
+//!   released segment pending; once Python unmaps or exits, the pool deletes or recycles it;
+//!   a stale descriptor gets O10 in Python;
+//! - the README's Python example, run verbatim against a Rust producer.
+//!
+//! The tests need the Python reader's venv: `STRIDEMAP_PYTHON` names its python (relative
+//! paths are taken from the workspace root). They are `#[ignore]`d so that a plain `cargo
+//! test` (which has no venv) passes; `bash scripts/test.sh interop` runs them with
+//! `--ignored`, and then a missing `STRIDEMAP_PYTHON` fails them, it never skips them.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stridemap::{ByteView, OpenOptions};
+use stridemap_core::{DType, Layout, Order, Slice, ValidDescriptor};
+use stridemap_shm::{Pool, PoolConfig, SegmentKind, SharedArray};
+use stridemap_tests::child::{hex, unhex};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is in the workspace")
+        .to_path_buf()
+}
+
+/// The python of the Python reader's venv, from `STRIDEMAP_PYTHON` (required).
+fn python() -> PathBuf {
+    let Some(p) = std::env::var_os("STRIDEMAP_PYTHON") else {
+        panic!(
+            "STRIDEMAP_PYTHON is not set: it must name the python of the Python reader's venv \
+             (e.g. STRIDEMAP_PYTHON=.venv/bin/python); bash scripts/test.sh interop sets it"
+        );
+    };
+    let p = workspace().join(p);
+    assert!(
+        p.exists(),
+        "STRIDEMAP_PYTHON={} does not exist",
+        p.display()
+    );
+    p
+}
+
+/// A running Python script: commands go to its stdin, JSON lines come from its stdout.
+struct Py {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    what: String,
+}
+
+impl Py {
+    fn spawn(script: &Path, args: &[&Path]) -> Py {
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", script.display()));
+        Py {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(child.stdout.take().expect("piped stdout")),
+            child,
+            what: script.display().to_string(),
+        }
+    }
+
+    fn script(name: &str, args: &[&Path]) -> Py {
+        Py::spawn(&workspace().join("tests/python").join(name), args)
+    }
+
+    /// The next line of output, raw.
+    fn raw_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("reading python's stdout");
+        if line.is_empty() {
+            let status = self.child.wait().expect("wait for python");
+            panic!("{} ended ({status}) without the expected output", self.what);
+        }
+        line.trim_end().to_string()
+    }
+
+    /// The next JSON line.
+    fn json(&mut self) -> Value {
+        let line = self.raw_line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        writeln!(stdin, "{line}").expect("writing to python");
+        stdin.flush().expect("flushing to python");
+    }
+
+    /// Closes stdin (the scripts exit at EOF) and waits for a clean exit.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait for python");
+        assert!(status.success(), "{} failed: {status}", self.what);
+    }
+}
+
+/// A folder in /dev/shm for one test: the pool's temp folder, the root Python allows, and
+/// the socket Python connects to.
+struct Harness {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    sock: PathBuf,
+    listener: UnixListener,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir_in("/dev/shm").expect("a folder in /dev/shm");
+        let root = dir.path().canonicalize().unwrap();
+        let sock = root.join("ctl.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Harness {
+            _dir: dir,
+            root,
+            sock,
+            listener,
+        }
+    }
+
+    fn pool(&self, kind: SegmentKind, recycle: bool) -> Pool {
+        let mut cfg = PoolConfig::default().temp_folder(&self.root).kind(kind);
+        if !recycle {
+            cfg = cfg.recycle_bytes(0);
+        }
+        Pool::with_config(cfg).unwrap()
+    }
+
+    /// Starts `consume.py` and accepts its connection.
+    fn consumer(&self, hold: bool) -> (Py, UnixStream) {
+        let mut args = vec![self.sock.as_path(), self.root.as_path()];
+        if hold {
+            args.push(Path::new("--hold"));
+        }
+        let mut py = Py::script("consume.py", &args);
+        let stream = self.accept(&mut py);
+        (py, stream)
+    }
+
+    /// The connection of `py`, which must come within 60 s.
+    fn accept(&self, py: &mut Py) -> UnixStream {
+        let start = Instant::now();
+        loop {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    return s;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(status) = py.child.try_wait().unwrap() {
+                        panic!("{} exited ({status}) before connecting", py.what);
+                    }
+                    assert!(start.elapsed() < Duration::from_secs(60), "no connection");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    }
+
+    /// The segment files of the pools below the root.
+    fn segment_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.root).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(
+                    std::fs::read_dir(e.path())
+                        .unwrap()
+                        .flatten()
+                        .map(|f| f.path()),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A frozen 1000×3 f64 array whose element (i, j) is i * 3 + j.
+fn matrix(pool: &Pool) -> SharedArray {
+    let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
+    let mut data = a.view_mut::<f64>().unwrap();
+    for (i, x) in data.as_slice_mut().unwrap().iter_mut().enumerate() {
+        *x = i as f64;
+    }
+    a.freeze().unwrap()
+}
+
+/// The same matrix, written once into a segment by `Pool::share` (which, unlike `alloc`, may
+/// reuse a frozen memfd segment: a sealed memfd never serves a writable array again).
+fn shared_matrix(pool: &Pool) -> SharedArray {
+    let data: Vec<f64> = (0..3000).map(f64::from).collect();
+    let layout = Layout::contiguous(8, &[1000, 3], Order::C).unwrap();
+    let view = ByteView::new(
+        bytemuck::cast_slice(&data),
+        layout,
+        DType::parse("<f8").unwrap(),
+    );
+    pool.share(&view.unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap_or_else(|| panic!("not a number: {x}")))
+        .collect()
+}
+
+fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_i64().unwrap_or_else(|| panic!("not an integer: {x}")))
+        .collect()
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How a consumer gets segments of `kind`: "path" (named files) or "fd" (memfds).
+fn source_of(kind: SegmentKind) -> &'static str {
+    match kind {
+        SegmentKind::Memfd => "fd",
+        _ => "path",
+    }
+}
+
+/// Checks what consume.py reported for the whole matrix.
+fn check_mapped_matrix(got: &Value, source: &str) {
+    assert_eq!(got["event"], "mapped", "{got}");
+    assert_eq!(got["source"], source);
+    assert_eq!(got["dtype"], "<f8");
+    assert_eq!(ints(&got["shape"]), [1000, 3]);
+    assert_eq!(ints(&got["strides"]), [24, 8]);
+    assert_eq!(got["writeable"], false);
+    assert_eq!(got["mapped"], "mmap", "a view of the mapping, not a copy");
+    let want: Vec<f64> = (0..3000).map(f64::from).collect();
+    assert_eq!(floats(&got["values"]), want);
+}
+
+#[test]
+#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
+fn rust_producer_python_consumer_by_path_and_by_fd() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind, true);
+        let a = matrix(&pool);
+        let (mut py, stream) = h.consumer(false);
+        a.send(&stream).unwrap();
+        let got = py.json();
+        check_mapped_matrix(&got, source_of(kind));
+        assert_eq!(got["generation"], 1);
+        py.finish();
+    }
+}
+
+#[test]
+#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
+fn rust_sub_view_of_a_memfd_segment_to_python() {
+    // A reversed column of the matrix (negative stride, offset inside the buffer) of a memfd
+    // segment, sent with a separate open file description of its own (SPEC.md §7.4).
+    let h = Harness::new();
+    let pool = h.pool(SegmentKind::Memfd, true);
+    let a = matrix(&pool);
+    let layout = a
+        .descriptor()
+        .layout()
+        .slice_axis(0, Slice::new(Some(900), Some(10), -7))
+        .unwrap()
+        .index_axis(1, 2)
+        .unwrap();
+    let desc = a.descriptor().to_builder().layout(&layout).build().unwrap();
+    let (mut py, stream) = h.consumer(false);
+    let fd = a.fd_for_peer().unwrap();
+    stridemap_shm::send(&stream, &desc, Some(fd.as_fd())).unwrap();
+    drop(fd);
+    let got = py.json();
+    assert_eq!(got["event"], "mapped", "{got}");
+    assert_eq!(ints(&got["strides"]), [-7 * 24]);
+    let want: Vec<f64> = (0..)
+        .map(|k| 900 - 7 * k)
+        .take_while(|&i| i > 10)
+        .map(|i| f64::from(i * 3 + 2))
+        .collect();
+    assert_eq!(floats(&got["values"]), want);
+    py.finish();
+}
+
+/// A Python-made descriptor of one of joblib's failure cases, how Rust checks it, and the
+/// further sub-view Rust describes back.
+struct Case {
+    name: &'static str,
+    /// Expected shape and values (C order) of the Python view.
+    shape: Vec<u64>,
+    values: Vec<f64>,
+    /// A sub-view of it, as slices per axis, and its expected shape and values.
+    sub: Vec<Slice>,
+    sub_shape: Vec<u64>,
+    sub_values: Vec<f64>,
+}
+
+fn joblib_cases() -> Vec<Case> {
+    let f = |v: Vec<i64>| v.into_iter().map(|x| x as f64).collect::<Vec<_>>();
+    // mat[i, j] = 10 i + j, 6×4; its transpose t[j, i].
+    let t = |js: &[i64], is: &[i64]| {
+        let mut out = Vec::new();
+        for &j in js {
+            for &i in is {
+                out.push((10 * i + j) as f64);
+            }
+        }
+        out
+    };
+    vec![
+        Case {
+            name: "rev",
+            shape: vec![1000],
+            values: f((0..1000).rev().collect()),
+            // m[::-1][10:900:7] = 989, 982, …
+            sub: vec![Slice::new(Some(10), Some(900), 7)],
+            sub_shape: vec![128],
+            sub_values: f((0..128).map(|k| 989 - 7 * k).collect()),
+        },
+        Case {
+            name: "rev3",
+            shape: vec![334],
+            values: f((0..1000).rev().step_by(3).collect()),
+            // m[::-3][::-1] = 0, 3, …, 999
+            sub: vec![Slice::REVERSED],
+            sub_shape: vec![334],
+            sub_values: f((0..334).map(|k| 3 * k).collect()),
+        },
+        Case {
+            name: "slice",
+            shape: vec![10],
+            values: f((491..=500).rev().collect()),
+            // m[500:490:-1][::-2] = 491, 493, …, 499
+            sub: vec![Slice::step(-2)],
+            sub_shape: vec![5],
+            sub_values: f(vec![491, 493, 495, 497, 499]),
+        },
+        Case {
+            name: "transpose",
+            shape: vec![4, 6],
+            values: t(&[0, 1, 2, 3], &[0, 1, 2, 3, 4, 5]),
+            // mat.T[::-1, 4:0:-2]
+            sub: vec![Slice::REVERSED, Slice::new(Some(4), Some(0), -2)],
+            sub_shape: vec![4, 2],
+            sub_values: t(&[3, 2, 1, 0], &[4, 2]),
+        },
+    ]
+}
+
+/// The elements of `m`'s view as f64 (the vector is `<f8`, the matrix `<i4`), and a sub-view
+/// of it described again.
+fn read_and_describe_sub(m: &stridemap::Mapping, sub: &[Slice]) -> (Vec<f64>, ValidDescriptor) {
+    if m.descriptor().dtype().to_string() == "<f8" {
+        let v = m.view::<f64>().unwrap();
+        let values = v.to_vec();
+        (values, v.slice(sub).unwrap().describe().unwrap())
+    } else {
+        let v = m.view::<i32>().unwrap();
+        let values = v.to_vec().into_iter().map(f64::from).collect();
+        (values, v.slice(sub).unwrap().describe().unwrap())
+    }
+}
+
+#[test]
+#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
+fn joblib_failure_cases_round_trip_python_rust_python() {
+    let h = Harness::new();
+    let mut py = Py::script("produce.py", &[h.root.as_path()]);
+    let described = py.json();
+    assert_eq!(described["event"], "described", "{described}");
+    let opts = OpenOptions::new().allow_root(&h.root);
+    for case in joblib_cases() {
+        let c = &described["cases"][case.name];
+        // Python's own view of the case, as numpy sees it.
+        assert_eq!(floats(&c["values"]), case.values, "{}", case.name);
+        let desc = stridemap_core::decode(&unhex(c["record"].as_str().unwrap())).unwrap();
+        assert_eq!(desc.generation(), 0);
+        assert_eq!(desc.shape(), case.shape, "{}", case.name);
+        let py_strides = ints(&c["strides"]);
+        assert_eq!(desc.strides(), py_strides, "{}", case.name);
+        // Rust opens the Python descriptor: the same elements, where joblib gets garbage.
+        let m = stridemap::open(&desc, &opts).unwrap();
+        let (values, sub) = read_and_describe_sub(&m, &case.sub);
+        assert_eq!(
+            values, case.values,
+            "{}: Rust reading Python's descriptor",
+            case.name
+        );
+        // Rust describes a further sub-view; Python opens it.
+        py.send(&format!("{} {}", case.name, hex(&sub.to_bytes())));
+        let got = py.json();
+        assert_eq!(got["event"], "opened", "{}: {got}", case.name);
+        assert_eq!(got["name"], case.name);
+        let shape: Vec<u64> = ints(&got["shape"]).iter().map(|&n| n as u64).collect();
+        assert_eq!(shape, case.sub_shape, "{}", case.name);
+        assert_eq!(ints(&got["strides"]), sub.strides(), "{}", case.name);
+        assert_eq!(
+            floats(&got["values"]),
+            case.sub_values,
+            "{}: Python reading Rust's descriptor",
+            case.name
+        );
+    }
+    // What joblib gets wrong, spelled out: m[::-1] is element 999 first with stride -8.
+    let rev = stridemap_core::decode(&unhex(
+        described["cases"]["rev"]["record"].as_str().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!((rev.offset(), rev.strides()), (999 * 8, &[-8i64][..]));
+    py.finish();
+}
+
+#[test]
+#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
+fn a_python_reader_keeps_a_released_segment_until_it_unmaps() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind, false); // no recycling: a segment nobody maps is deleted
+        let a = matrix(&pool);
+        let (mut py, stream) = h.consumer(true);
+        a.send(&stream).unwrap();
+        check_mapped_matrix(&py.json(), source_of(kind));
+        let files = h.segment_files();
+        assert_eq!(
+            files.len(),
+            usize::from(kind == SegmentKind::File),
+            "{kind:?}"
+        );
+        // The producer is done; Python's lock keeps the segment (SPEC.md §7).
+        drop(a);
+        std::thread::sleep(Duration::from_millis(100));
+        pool.collect();
+        assert_eq!(pool.stats(), (0, 1), "{kind:?}: released but still mapped");
+        assert!(
+            files.iter().all(|f| f.exists()),
+            "deleted under a Python reader"
+        );
+        py.send("read");
+        let again = py.json();
+        assert_eq!(again["event"], "values");
+        assert_eq!(floats(&again["values"]).iter().sum::<f64>(), 4_498_500.0);
+        // Python drops the array (the process lives on): the pool deletes the segment.
+        py.send("unmap");
+        assert_eq!(py.json()["event"], "unmapped");
+        wait_until("the pool deletes the segment", || pool.stats() == (0, 0));
+        assert!(
+            files.iter().all(|f| !f.exists()),
+            "{kind:?}: file left behind"
+        );
+        py.finish();
+    }
+}
+
+#[test]
+#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
+fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind, true);
+        let a = matrix(&pool);
+        let old = a.descriptor().clone();
+        let (mut py, stream) = h.consumer(true);
+        a.send(&stream).unwrap();
+        assert_eq!(py.json()["event"], "mapped");
+        drop(a);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(pool.stats(), (0, 1), "{kind:?}: released but still mapped");
+        // Python exits without unmapping: the kernel drops its lock; the pool recycles.
+        py.finish();
+        wait_until("the pool recycles the segment", || pool.stats() == (1, 0));
+        // The next array of the same size reuses it as generation 2.
+        let b = shared_matrix(&pool);
+        assert_eq!(b.descriptor().segment_id(), old.segment_id());
+        assert_eq!(b.descriptor().generation(), 2);
+        // A Python reader given the old descriptor gets O10 ...
+        let (mut py, stream) = h.consumer(false);
+        let fd = b.fd_for_peer().unwrap();
+        let fd = (kind == SegmentKind::Memfd).then_some(fd.as_fd());
+        stridemap_shm::send(&stream, &old, fd).unwrap();
+        let got = py.json();
+        assert_eq!(got["event"], "error", "{kind:?}: {got}");
+        assert_eq!(got["rule"], "O10");
+        assert_eq!(got["error"], "StaleSegment");
+        let message = got["message"].as_str().unwrap();
+        assert!(message.contains("generation 2"), "{message}");
+        py.finish();
+        // ... and the new one maps the new contents.
+        let (mut py, stream) = h.consumer(false);
+        b.send(&stream).unwrap();
+        let got = py.json();
+        check_mapped_matrix(&got, source_of(kind));
+        assert_eq!(got["generation"], 2);
+        py.finish();
+    }
+}
+
+#[test]
+#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
+fn readme_example() {
+    // The Python block that follows the marker in readers/python/README.md, run verbatim.
+    let readme = std::fs::read_to_string(workspace().join("readers/python/README.md")).unwrap();
+    let marker = "<!-- run verbatim by tests/tests/python_interop.rs (readme_example)";
+    let after = &readme[readme.find(marker).expect("the README marks its example")..];
+    let start = after
+        .find("```python\n")
+        .expect("a python block after the marker")
+        + 10;
+    let code = &after[start..start + after[start..].find("```").expect("the block's end")];
+    assert!(code.lines().count() <= 10, "the example grew: {code}");
+    let h = Harness::new();
+    let script = h.root.join("readme_example.py");
+    std::fs::write(&script, code).unwrap();
+    let pool = h.pool(SegmentKind::Memfd, true);
+    let a = matrix(&pool);
+    let mut py = Py::spawn(&script, &[h.sock.as_path()]);
+    let stream = h.accept(&mut py);
+    a.send(&stream).unwrap();
+    assert_eq!(py.raw_line(), "float64 (1000, 3) 1499500.0");
+    py.finish();
+}
