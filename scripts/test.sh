@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-steps=(fmt clippy test nostd miri doc python interop c)
+steps=(fmt clippy test nostd miri doc python c)
 [ $# -gt 0 ] && steps=("$@")
 
 step_fmt() {
@@ -25,7 +25,8 @@ step_clippy() {
 }
 
 step_test() {
-    # The CLI's tests compare its .npy exports with numpy: they use the repo's .venv.
+    # Some tests talk to Python (the CLI's .npy exports against numpy, live Rust <-> Python
+    # interop in tests/tests/python_interop.rs, the readers' edge cases): the repo's .venv.
     ensure_venv
     STRIDEMAP_PYTHON="$PWD/.venv/bin/python" cargo test --workspace --all-features --locked
 }
@@ -60,16 +61,6 @@ step_python() {
     (cd readers/python && ../../.venv/bin/python -m pytest -q -p no:cacheprovider)
 }
 
-step_interop() {
-    # Live Rust <-> Python tests (tests/tests/python_interop.rs, scripts in tests/python): a
-    # Rust producer and a Python consumer by path and by fd, Python descriptors opened by Rust
-    # and back, segment lifetime across the two, the Python README's example. They are
-    # #[ignore]d in a plain `cargo test` (no venv there) and run here with --ignored; without
-    # STRIDEMAP_PYTHON they fail. (--workspace --all-features: the test step's build, reused.)
-    ensure_venv
-    STRIDEMAP_PYTHON="$PWD/.venv/bin/python" \
-        cargo test --workspace --all-features --locked --test python_interop -- --ignored
-}
 
 step_c() {
     # The C reader (readers/c): built with ASan and UBSan; its unit checks, then, driven from

@@ -11,9 +11,9 @@
 //! - the README's Python example, run verbatim against a Rust producer.
 //!
 //! The tests need the Python reader's venv: `STRIDEMAP_PYTHON` names its python (relative
-//! paths are taken from the workspace root). They are `#[ignore]`d so that a plain `cargo
-//! test` (which has no venv) passes; `bash scripts/test.sh interop` runs them with
-//! `--ignored`, and then a missing `STRIDEMAP_PYTHON` fails them, it never skips them.
+//! paths are taken from the workspace root), else the workspace's `.venv` (which `bash
+//! scripts/test.sh` makes before it runs the tests). Without either they fail, saying so;
+//! they never skip.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -35,18 +35,16 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The python of the Python reader's venv, from `STRIDEMAP_PYTHON` (required).
+/// The python of the Python reader's venv: `STRIDEMAP_PYTHON`, else the workspace's `.venv`.
 fn python() -> PathBuf {
-    let Some(p) = std::env::var_os("STRIDEMAP_PYTHON") else {
-        panic!(
-            "STRIDEMAP_PYTHON is not set: it must name the python of the Python reader's venv \
-             (e.g. STRIDEMAP_PYTHON=.venv/bin/python); bash scripts/test.sh interop sets it"
-        );
+    let p = match std::env::var_os("STRIDEMAP_PYTHON") {
+        Some(p) => workspace().join(p),
+        None => workspace().join(".venv/bin/python"),
     };
-    let p = workspace().join(p);
     assert!(
         p.exists(),
-        "STRIDEMAP_PYTHON={} does not exist",
+        "no Python reader venv at {}: run `bash scripts/test.sh python` (which makes .venv) or \
+         set STRIDEMAP_PYTHON",
         p.display()
     );
     p
@@ -268,7 +266,6 @@ fn check_mapped_matrix(got: &Value, source: &str) {
 }
 
 #[test]
-#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
 fn rust_producer_python_consumer_by_path_and_by_fd() {
     for kind in [SegmentKind::File, SegmentKind::Memfd] {
         let h = Harness::new();
@@ -284,7 +281,6 @@ fn rust_producer_python_consumer_by_path_and_by_fd() {
 }
 
 #[test]
-#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
 fn rust_sub_view_of_a_memfd_segment_to_python() {
     // A reversed column of the matrix (negative stride, offset inside the buffer) of a memfd
     // segment, sent with a separate open file description of its own (SPEC.md §7.4).
@@ -395,7 +391,6 @@ fn read_and_describe_sub(m: &stridemap::Mapping, sub: &[Slice]) -> (Vec<f64>, Va
 }
 
 #[test]
-#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
 fn joblib_failure_cases_round_trip_python_rust_python() {
     let h = Harness::new();
     let mut py = Py::script("produce.py", &[h.root.as_path()]);
@@ -444,7 +439,6 @@ fn joblib_failure_cases_round_trip_python_rust_python() {
 }
 
 #[test]
-#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
 fn a_python_reader_keeps_a_released_segment_until_it_unmaps() {
     for kind in [SegmentKind::File, SegmentKind::Memfd] {
         let h = Harness::new();
@@ -485,7 +479,6 @@ fn a_python_reader_keeps_a_released_segment_until_it_unmaps() {
 }
 
 #[test]
-#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
 fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
     for kind in [SegmentKind::File, SegmentKind::Memfd] {
         let h = Harness::new();
@@ -528,7 +521,6 @@ fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
 }
 
 #[test]
-#[ignore = "needs the Python reader's venv: bash scripts/test.sh interop"]
 fn readme_example() {
     // The Python block that follows the marker in readers/python/README.md, run verbatim.
     let readme = std::fs::read_to_string(workspace().join("readers/python/README.md")).unwrap();
