@@ -5,17 +5,25 @@ use stridemap_core::{
     RECORD_LEN, Source, VERSION_MAJOR, VERSION_MINOR, ValidDescriptor, decode, decode_compact,
 };
 
+use crate::model::Geometry;
 use crate::spec;
 
-/// Every error names its SPEC.md rule and displays without panicking.
-pub fn check_error(e: &Error) {
+/// Every error names its SPEC.md rule and displays without panicking; when it is one of the
+/// layout rules (R20, R21, R22), the naive model finds the same on the descriptor's
+/// `geometry` (which, every earlier rule holding, is well defined).
+pub fn check_error(e: &Error, geometry: impl FnOnce() -> Geometry) {
     assert!(e.rule().is_some(), "{e:?} names no rule");
     assert!(!e.to_string().is_empty());
+    if matches!(e.rule(), Some("R20" | "R21" | "R22")) {
+        let g = geometry();
+        assert_eq!(g.verdict().as_ref(), Err(e), "the model disagrees on {g:?}");
+    }
 }
 
 /// Round trips of a valid descriptor: its record bytes decode to it from any alignment, its
-/// builder rebuilds it, its compact form (encoded, and as the serde type) decodes to it, and
-/// its layout is the one [`Layout::new`] makes of its fields.
+/// builder rebuilds it, its compact form (encoded, and as the serde type) decodes to it, its
+/// layout is the one [`Layout::new`] makes of its fields, and the naive model finds that
+/// layout valid with the same span.
 ///
 /// A descriptor of a newer minor version keeps the flag bits and reserved bytes this crate
 /// does not know in its record, but re-encoding writes version 1.0 with them zeroed (SPEC.md
@@ -57,6 +65,11 @@ pub fn check_valid(d: &ValidDescriptor) {
     );
     assert_eq!(fresh, Ok(l));
     assert_eq!(
+        Geometry::of(&l).verdict(),
+        Ok(d.span()),
+        "the model disagrees"
+    );
+    assert_eq!(
         (l.span(), l.len(), l.nbytes()),
         (d.span(), d.len(), d.nbytes())
     );
@@ -89,6 +102,19 @@ pub fn owned_decode(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
         return Err(Error::CompactMalformed);
     }
     c.validate()
+}
+
+/// The layout a compact form describes, from the serde type decoded whole; `None` when it
+/// does not decode or its typestr does not parse.
+pub fn compact_geometry(bytes: &[u8]) -> Option<Geometry> {
+    let (c, _) = postcard::take_from_bytes::<CompactDescriptor>(bytes).ok()?;
+    Some(Geometry {
+        itemsize: DType::parse(&c.dtype).ok()?.itemsize(),
+        shape: c.shape.to_vec(),
+        strides: c.strides.iter().map(|&s| i128::from(s)).collect(),
+        offset: i128::from(c.offset),
+        buffer_len: c.buffer_len,
+    })
 }
 
 /// `got` is `want`, exactly when `want` is version 1.0, otherwise as a 1.0 reader sees it.
