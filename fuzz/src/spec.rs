@@ -2,8 +2,6 @@
 //! CRC-32C of §2.3 and the postcard primitives of §4. The decoders under test are compared
 //! with this, so it shares no code with `stridemap-core`.
 
-use crate::model::Geometry;
-
 /// Everything a descriptor says, as SPEC.md names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fields {
@@ -90,22 +88,6 @@ pub fn fixed(f: &Fields) -> [u8; 1024] {
     let crc = crc32c(&r[..1020]);
     r[1020..].copy_from_slice(&crc.to_le_bytes());
     r
-}
-
-/// The layout a fixed record describes (itemsize, `ndim` axes, offset, buffer length), read
-/// at the offsets of §2's table; `ndim` must be at most 32.
-pub fn record_geometry(r: &[u8; 1024]) -> Geometry {
-    let u64_at = |at: usize| u64::from_le_bytes(r[at..at + 8].try_into().expect("8 bytes"));
-    let ndim = usize::from(r[18]);
-    Geometry {
-        itemsize: u32::from_le_bytes(r[20..24].try_into().expect("4 bytes")),
-        shape: (0..ndim).map(|k| u64_at(128 + 8 * k)).collect(),
-        strides: (0..ndim)
-            .map(|k| i128::from(u64_at(384 + 8 * k) as i64))
-            .collect(),
-        offset: i128::from(u64_at(48)),
-        buffer_len: u64_at(40),
-    }
 }
 
 /// The compact form of §4.
