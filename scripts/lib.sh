@@ -16,6 +16,22 @@ ensure_target() {
     fi
 }
 
+# ensure_toolchain TOOLCHAIN: rustup toolchain install (minimal profile), only when missing.
+ensure_toolchain() {
+    if ! rustup toolchain list 2>/dev/null | grep -q "^$1"; then
+        echo "installing rustup toolchain $1"
+        rustup toolchain install "$1" --profile minimal
+    fi
+}
+
+# ensure_cargo_fuzz: cargo install cargo-fuzz, only when missing.
+ensure_cargo_fuzz() {
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "installing cargo-fuzz"
+        cargo install cargo-fuzz --locked
+    fi
+}
+
 # run_steps NAME...: runs step_NAME for each, timing it; stops at the first failure.
 run_steps() {
     local total_start=$SECONDS

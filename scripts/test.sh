@@ -11,12 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-steps=(fmt clippy test nostd miri doc python c)
+steps=(fmt clippy test nostd miri doc python c fuzz)
 [ $# -gt 0 ] && steps=("$@")
 
 step_fmt() {
     ensure_component stable rustfmt
     cargo fmt --all -- --check
+    # The fuzz crate is its own workspace.
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 }
 
 step_clippy() {
@@ -40,15 +42,24 @@ step_nostd() {
 
 step_miri() {
     # Isolation is off so that proptest can read the clock and the working directory.
+    ensure_toolchain nightly
     ensure_component nightly miri
     ensure_component nightly rust-src
+    export MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-isolation"
     cargo +nightly miri setup >/dev/null
-    MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-isolation" \
-        cargo +nightly miri test -p stridemap-core --features serde --locked
+    cargo +nightly miri test -p stridemap-core --features serde --locked
+    # Again on a big-endian machine (s390x), where the record's little-endian fields are
+    # swapped and ValidDescriptor keeps native copies of its axes. Miri builds the target's
+    # sysroot itself (no rustup target needed). A dev-dependency (criterion's alloca) compiles
+    # C for the target with cc; Miri never runs that code, so the host compiler stands in for
+    # a cross compiler.
+    cargo +nightly miri setup --target s390x-unknown-linux-gnu >/dev/null
+    CC_s390x_unknown_linux_gnu=cc AR_s390x_unknown_linux_gnu=ar \
+        cargo +nightly miri test -p stridemap-core --features serde --locked \
+        --target s390x-unknown-linux-gnu
     # The views and sub-views of the std crate over heap buffers (the maps themselves are
     # outside Miri).
-    MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-isolation" \
-        cargo +nightly miri test -p stridemap --test views --locked
+    cargo +nightly miri test -p stridemap --test views --locked
 }
 
 step_doc() {
@@ -70,6 +81,35 @@ step_c() {
     bash readers/c/build.sh
     readers/c/build/unit
     STRIDEMAP_C_BUILT=1 .venv/bin/python -m pytest -q -p no:cacheprovider readers/c/tests
+}
+
+step_fuzz() {
+    # Every cargo-fuzz target (fuzz/, its own workspace) for STRIDEMAP_FUZZ_SECONDS each
+    # (default 30), one process at a time, seeded from the conformance vectors. Builds are
+    # release with debug assertions, overflow checks and AddressSanitizer. Any crash, panic,
+    # timeout or out-of-memory fails the step and names the input: minimize it with
+    # `cargo +nightly fuzz tmin TARGET INPUT` and keep it as a test (core/tests/fuzz_regressions.rs).
+    local seconds=${STRIDEMAP_FUZZ_SECONDS:-30}
+    ensure_toolchain nightly
+    ensure_cargo_fuzz
+    cargo +nightly fuzz build
+    bash fuzz/seed-corpora.sh
+    mkdir -p fuzz/artifacts
+    local target log
+    for target in $(cargo +nightly fuzz list); do
+        log=fuzz/artifacts/$target.log
+        echo "--- $target: ${seconds} s (log: $log)"
+        if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 \
+            -dict=fuzz/dict/stridemap.dict -print_final_stats=1 >"$log" 2>&1; then
+            grep -E -A8 "panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer" "$log" | head -40 >&2
+            echo "fuzz target $target failed; the input is:" >&2
+            sed -n 's/.*Test unit written to /    /p' "$log" >&2
+            echo "    replay: cargo +nightly fuzz run $target INPUT" >&2
+            return 1
+        fi
+        grep -E "^Done [0-9]+ runs|^stat::number_of_executed_units|^stat::average_exec_per_sec" "$log" |
+            sed 's/^/    /'
+    done
 }
 
 run_steps "${steps[@]}"
