@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
                 .expect("COMPACT_MAX_LEN suffices");
             // Minimal varints, no trailing fields: never longer than what was decoded.
             assert!(again.len() <= data.len(), "{again:?} from {data:?}");
-            assert_eq!(decode_compact(again).as_ref(), Ok(&d));
+            // The same descriptor; one of a newer minor version comes back as 1.0 sees it.
+            let back = decode_compact(again).expect("a re-encoded descriptor decodes");
+            roundtrip::assert_same(&back, &d);
             roundtrip::check_valid(&d);
         }
         Err(e) => roundtrip::check_error(&e),

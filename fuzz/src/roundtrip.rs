@@ -112,7 +112,7 @@ pub fn owned_compact(bytes: &[u8]) -> Result<CompactDescriptor, Error> {
 }
 
 /// `got` is `want`, exactly when `want` is version 1.0, otherwise as a 1.0 reader sees it.
-fn assert_same(got: &ValidDescriptor, want: &ValidDescriptor) {
+pub fn assert_same(got: &ValidDescriptor, want: &ValidDescriptor) {
     if want.version() == (VERSION_MAJOR, VERSION_MINOR) {
         assert_eq!(got, want);
     } else {
