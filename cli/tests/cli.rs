@@ -347,74 +347,61 @@ fn exit_codes() {
         assert_eq!(code(&o), 3, "export {name}: {}", text(&o));
     }
     // A valid descriptor outside the allowed roots, and one whose file changed.
-    let o = run(&["export", &good, "-o", &d.s("x.npy")]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
-    assert!(text(&o).contains("O2"), "{}", text(&o));
-    std::fs::OpenOptions::new()
+    let root = d.p.to_str().unwrap();
+    let (x, y) = (d.s("x.npy"), d.s("y.npy"));
+    fails(&["export", &good, "-o", &x], 3, "O2");
+    let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&data)
-        .unwrap()
-        .write_all(b"more")
         .unwrap();
-    let o = run(&[
-        "export",
-        &good,
-        "-o",
-        &d.s("y.npy"),
-        "--allow-root",
-        d.p.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
-    assert!(text(&o).contains("O7"), "{}", text(&o));
-    // describe of a view that does not fit the file.
-    let o = run(&[
-        "describe",
-        data.to_str().unwrap(),
-        "--dtype",
-        "<f8",
-        "--shape",
-        "30",
-        "-o",
-        &d.s("big.smd"),
-    ]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
-    assert!(text(&o).contains("R22"), "{}", text(&o));
-    let o = run(&[
-        "describe",
-        data.to_str().unwrap(),
-        "--dtype",
-        "<q8",
-        "--shape",
-        "1",
-        "-o",
-        &d.s("q.smd"),
-    ]);
-    assert_eq!(code(&o), 3, "{}", text(&o));
+    f.write_all(b"more").unwrap();
+    fails(&["export", &good, "-o", &y, "--allow-root", root], 3, "O7");
+    // describe of a view that does not fit the file, and of an unknown dtype.
+    let file = data.to_str().unwrap();
+    let (big, q) = (d.s("big.smd"), d.s("q.smd"));
+    fails(
+        &[
+            "describe", file, "--dtype", "<f8", "--shape", "30", "-o", &big,
+        ],
+        3,
+        "R22",
+    );
+    fails(
+        &["describe", file, "--dtype", "<q8", "--shape", "1", "-o", &q],
+        3,
+        "R8",
+    );
     // A broken .npy.
     std::fs::write(
         d.path("bad.npy"),
         b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8'",
     )
     .unwrap();
-    assert_eq!(
-        code(&run(&["npy", &d.s("bad.npy"), "-o", &d.s("bad.smd2")])),
-        3
+    fails(
+        &["npy", &d.s("bad.npy"), "-o", &d.s("bad.smd2")],
+        3,
+        "truncated",
     );
 
     // 1: other failures (a missing file; an output that exists).
-    assert_eq!(code(&run(&["inspect", &d.s("missing.smd")])), 1);
-    assert_eq!(
-        code(&run(&[
-            "describe",
-            data.to_str().unwrap(),
-            "--dtype",
-            "<f8",
-            "--shape",
-            "2",
-            "-o",
-            &good
-        ])),
-        1
+    fails(&["inspect", &d.s("missing.smd")], 1, "missing.smd");
+    fails(
+        &[
+            "describe", file, "--dtype", "<f8", "--shape", "2", "-o", &good,
+        ],
+        1,
+        "good.smd",
+    );
+}
+
+/// Runs `args`, which must exit with `want` and say `needle`.
+fn fails(args: &[&str], want: i32, needle: &str) {
+    let o = run(args);
+    assert_eq!(code(&o), want, "{args:?}: {}", text(&o));
+    assert!(
+        text(&o).contains(needle),
+        "{args:?} should say {needle:?}: {}",
+        text(&o)
     );
 }
 

@@ -16,5 +16,8 @@ fn compact_of_a_newer_minor_reencodes_as_1_0() {
     let again = decode_compact(d.encode_compact(&mut buf).unwrap()).unwrap();
     assert_eq!(again.version(), (1, 0));
     assert_eq!(again.to_builder().build(), d.to_builder().build());
-    assert_eq!((again.shape(), again.strides(), again.path()), (d.shape(), d.strides(), d.path()));
+    assert_eq!(
+        (again.shape(), again.strides(), again.path()),
+        (d.shape(), d.strides(), d.path())
+    );
 }
