@@ -180,11 +180,15 @@ impl SharedArray {
     /// [`View::describe`](stridemap::View::describe) or a layout of
     /// [`SharedArray::descriptor`]), with the segment's fd for a memfd.
     ///
-    /// ```no_run
-    /// # let (a, stream): (stridemap_shm::SharedArray, std::os::unix::net::UnixStream) = unimplemented!();
-    /// let rows = a.descriptor().layout().slice_axis(0, stridemap_core::Slice::step(-3))?;
-    /// a.send_view(&stream, &a.descriptor().to_builder().layout(&rows).build()?)?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use stridemap_shm::SharedArray;
+    ///
+    /// fn send_every_third_row(a: &SharedArray, to: &UnixStream) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let rows = a.descriptor().layout().slice_axis(0, stridemap_core::Slice::step(-3))?;
+    ///     a.send_view(to, &a.descriptor().to_builder().layout(&rows).build()?)?;
+    ///     Ok(())
+    /// }
     /// ```
     pub fn send_view(&self, stream: &UnixStream, desc: &ValidDescriptor) -> Result<()> {
         let seg = self.lease.seg()?;

@@ -24,11 +24,16 @@ fn io(context: &str, e: impl Into<std::io::Error>) -> Error {
 
 /// Sends `desc` (its fixed record) and, if given, `fd` over `stream`.
 ///
-/// ```no_run
-/// # fn get() -> (stridemap_core::ValidDescriptor, std::os::unix::net::UnixStream) { unimplemented!() }
-/// let (desc, stream) = get();
-/// stridemap_shm::send(&stream, &desc, None)?;
-/// # Ok::<(), stridemap_shm::Error>(())
+/// ```
+/// use std::os::unix::net::UnixStream;
+/// use stridemap_core::{Builder, DType};
+///
+/// let (tx, rx) = UnixStream::pair()?;
+/// let desc = Builder::new(DType::parse("<f8")?, &[4]).path("/dev/shm/stridemap-x/a").build()?;
+/// stridemap_shm::send(&tx, &desc, None)?;
+/// let (got, fd) = stridemap_shm::recv(&rx)?;
+/// assert_eq!((got, fd.is_none()), (desc, true));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn send(stream: &UnixStream, desc: &ValidDescriptor, fd: Option<BorrowedFd<'_>>) -> Result<()> {
     let bytes = desc.to_bytes();
@@ -105,11 +110,11 @@ pub fn recv(stream: &UnixStream) -> Result<(ValidDescriptor, Option<OwnedFd>)> {
 /// Receives a descriptor and opens it under `opts`: by its fd if it came with one (closed once
 /// mapped), else by its path.
 ///
-/// ```no_run
-/// # let stream: std::os::unix::net::UnixStream = unimplemented!();
-/// let m = stridemap_shm::receive(&stream, &stridemap::OpenOptions::new())?;
-/// let total: f64 = m.view::<f64>()?.iter().sum();
-/// # Ok::<(), stridemap_shm::Error>(())
+/// ```
+/// fn total(stream: &std::os::unix::net::UnixStream) -> Result<f64, stridemap_shm::Error> {
+///     let m = stridemap_shm::receive(stream, &stridemap::OpenOptions::new())?;
+///     Ok(m.view::<f64>()?.iter().sum())
+/// }
 /// ```
 pub fn receive(stream: &UnixStream, opts: &OpenOptions) -> Result<Mapping> {
     let (desc, fd) = recv(stream)?;

@@ -13,16 +13,18 @@ use crate::{ByteView, Element, Error, Result, View, ViewMut};
 /// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
 ///
 /// Views borrow the mapping, so none can outlive it. A read-only mapping may share its
-/// memory with other `Mapping`s of the same file region (see [`OpenOptions::reuse_mappings`]
-/// (crate::OpenOptions::reuse_mappings)); a writable or copy-on-write one never does.
+/// memory with other `Mapping`s of the same file region (see
+/// [`OpenOptions::reuse_mappings`](crate::OpenOptions::reuse_mappings)); a writable or
+/// copy-on-write one never does.
 ///
-/// ```no_run
+/// ```
 /// use stridemap::{OpenOptions, open};
-/// # fn get() -> stridemap_core::ValidDescriptor { unimplemented!() }
-/// let desc = get(); // received from a producer
-/// let m = open(&desc, &OpenOptions::new())?;
-/// let total: f64 = m.view::<f64>()?.iter().sum();
-/// # Ok::<(), stridemap::Error>(())
+/// use stridemap_core::ValidDescriptor;
+///
+/// fn total(desc: &ValidDescriptor) -> Result<f64, stridemap::Error> {
+///     let m = open(desc, &OpenOptions::new())?; // checked and mapped
+///     Ok(m.view::<f64>()?.iter().sum())
+/// }
 /// ```
 #[derive(Debug)]
 pub struct Mapping {
