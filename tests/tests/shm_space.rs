@@ -118,3 +118,59 @@ fn a_quota_gives_the_clear_error_and_leaves_no_file() {
         drop(first);
     }
 }
+
+/// Not a test of its own: the entry point children run (see `stridemap_tests::child`).
+#[test]
+fn child_process_entry() {
+    let Some(role) = stridemap_tests::child::role() else {
+        return;
+    };
+    assert_eq!(role, "few-fds");
+    let root = stridemap_tests::child::arg("ROOT");
+    let kind = match stridemap_tests::child::arg("KIND").as_str() {
+        "memfd" => SegmentKind::Memfd,
+        _ => SegmentKind::File,
+    };
+    let pool = Pool::with_config(
+        PoolConfig::default()
+            .temp_folder(&root)
+            .kind(kind)
+            .sweep_on_start(false),
+    )
+    .unwrap();
+    // Allow only a few more descriptors than are open now.
+    let open_now = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let limit = rustix::process::Rlimit {
+        current: Some(open_now + 4),
+        maximum: Some(open_now + 4),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        match pool.alloc::<u8>(&[4096], Order::C).and_then(|a| a.freeze()) {
+            Ok(a) => held.push(a),
+            Err(e) => {
+                println!("stopped after {}: {e:?}", held.len());
+                assert!(matches!(e, Error::TooManyFiles { .. }), "{e:?}");
+                println!("TooManyFiles");
+                return;
+            }
+        }
+    }
+    panic!("never ran out of descriptors");
+}
+
+#[test]
+fn running_out_of_descriptors_is_its_own_error() {
+    for kind in ["file", "memfd"] {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let root = dir.path().canonicalize().unwrap().display().to_string();
+        let out = stridemap_tests::child::run(
+            "child_process_entry",
+            "few-fds",
+            &[("ROOT", root), ("KIND", kind.to_string())],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("TooManyFiles"), "{kind}: {text}");
+    }
+}
