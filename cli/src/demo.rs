@@ -69,7 +69,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let a = a.freeze()?;
 
     let tasks = tasks(&a, rows, workers, &row_sums, &col_sums)?;
-    let output = pool.alloc::<f64>(&[tasks.len() as u64], Order::C)?;
+    let output = pool.alloc_output::<f64>(&[tasks.len() as u64], Order::C)?;
     let crew = Crew::spawn(workers)?;
     for c in &crew.conns {
         wire::put(c, &[wire::OUTPUT])?;

@@ -92,6 +92,9 @@ enum Command {
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
+        /// Only these groups (decode, open, views, handoff, share, end-to-end, joblib).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// (internal) A demo or benchmark worker.
     #[command(name = "__worker", hide = true)]
@@ -175,7 +178,7 @@ fn run(cli: Cli) -> CliResult {
         } => files::export(&desc, &output, &allow_root),
         Command::Npy { file, output } => files::npy(&file, &output),
         Command::Gc { dry_run, root } => files::gc(dry_run, &root),
-        Command::Bench { quick, json } => bench::command(quick, json),
+        Command::Bench { quick, json, only } => bench::command(quick, json, &only),
         Command::Worker { connect } => worker::run(&connect),
     }
 }

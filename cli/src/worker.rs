@@ -167,8 +167,10 @@ pub(crate) fn hand(
     desc: &stridemap_core::ValidDescriptor,
     shared: &stridemap_shm::SharedArray,
 ) -> CliResult {
-    wire::put(s, &[wire::VIEW])?;
-    wire::put_u32(s, id)?;
+    // The request in one write, then the descriptor (and fd) in one sendmsg: two writes, as
+    // for the bare message it is compared with.
+    let [a, b, c, d] = id.to_le_bytes();
+    wire::put(s, &[wire::VIEW, a, b, c, d])?;
     shared.send_view(s, desc)?;
     wire::ack(s)
 }

@@ -43,14 +43,17 @@ impl Drop for Lease {
     }
 }
 
-/// A shared array the producer can still write (in place, no copy). Consumers get an `r+`
-/// descriptor of it with [`SharedArrayMut::descriptor_rw`] (workers filling an output array),
-/// or a read-only one after [`SharedArrayMut::freeze`].
+/// A shared array the producer can still write (in place, no copy): from
+/// [`Pool::alloc`](crate::Pool::alloc), shared read-only after [`SharedArrayMut::freeze`];
+/// from [`Pool::alloc_output`](crate::Pool::alloc_output), also shared `r+` with
+/// [`SharedArrayMut::descriptor_rw`] (workers filling an output array).
 #[derive(Debug)]
 pub struct SharedArrayMut {
     lease: Lease,
     dtype: DType,
     layout: Layout,
+    /// Made by `alloc_output`: consumers may map it `r+`.
+    for_consumers: bool,
 }
 
 /// A frozen (read-only) shared array: cheap to clone; the segment is released when the last
@@ -64,11 +67,17 @@ pub struct SharedArray {
 }
 
 impl SharedArrayMut {
-    pub(crate) fn new(lease: Lease, dtype: DType, layout: Layout) -> SharedArrayMut {
+    pub(crate) fn new(
+        lease: Lease,
+        dtype: DType,
+        layout: Layout,
+        for_consumers: bool,
+    ) -> SharedArrayMut {
         SharedArrayMut {
             lease,
             dtype,
             layout,
+            for_consumers,
         }
     }
 
@@ -106,8 +115,13 @@ impl SharedArrayMut {
             .ok_or(Error::PoolClosed)
     }
 
-    /// A descriptor with mode `r+`: consumers that open it `r+` write into this array.
+    /// A descriptor with mode `r+`: consumers that open it `r+` write into this array. Only
+    /// for arrays from [`Pool::alloc_output`](crate::Pool::alloc_output)
+    /// ([`Error::NotForConsumers`] otherwise).
     pub fn descriptor_rw(&self) -> Result<ValidDescriptor> {
+        if !self.for_consumers {
+            return Err(Error::NotForConsumers);
+        }
         self.lease
             .seg()?
             .describe(self.dtype, &self.layout, Mode::ReadWrite)

@@ -47,6 +47,8 @@ pub enum Error {
     /// A descriptor sent with a segment's fd is not a read-only view of that segment's
     /// current use.
     NotThisSegment,
+    /// Only arrays made by `Pool::alloc_output` may be shared for consumers to write.
+    NotForConsumers,
     /// The pool was dropped.
     PoolClosed,
     /// A descriptor, view or open error from the layers below.
@@ -159,6 +161,11 @@ impl fmt::Display for Error {
             Error::NotThisSegment => write!(
                 f,
                 "the descriptor is not a read-only view of this segment (same id and generation)"
+            ),
+            Error::NotForConsumers => write!(
+                f,
+                "this array is for the producer to fill and freeze; allocate arrays consumers \
+                 write (r+) with Pool::alloc_output"
             ),
             Error::PoolClosed => write!(f, "the pool was dropped"),
             Error::Stridemap(e) => write!(f, "{e}"),

@@ -262,22 +262,35 @@ impl Pool {
             .collect()
     }
 
-    /// A writable shared array of `T`s, zeroed (or a recycled segment's old bytes), for the
-    /// producer to fill in place; [`SharedArrayMut::freeze`] then makes it read-only.
+    /// A shared array of `T`s for the producer to fill in place (no copy), zeroed or holding a
+    /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it read-only.
+    /// Consumers never write it (use [`Pool::alloc_output`] for that), so a recycled memfd
+    /// that was frozen before (sealed against writes for good) can serve it.
     pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
-        self.alloc_dtype(T::dtype()?, shape, order)
+        self.alloc_dtype(T::dtype()?, shape, order, false)
     }
 
-    /// [`Pool::alloc`] for any dtype (big-endian, `V` records, …).
-    pub fn alloc_dtype(&self, dtype: DType, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+    /// A shared array that consumers write in place (`r+`: workers filling an output array),
+    /// through [`SharedArrayMut::descriptor_rw`] or [`SharedArrayMut::send_rw`]. It is never a
+    /// sealed segment.
+    pub fn alloc_output<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+        self.alloc_dtype(T::dtype()?, shape, order, true)
+    }
+
+    /// [`Pool::alloc`] (or, with `for_consumers`, [`Pool::alloc_output`]) for any dtype
+    /// (big-endian, `V` records, …).
+    pub fn alloc_dtype(
+        &self,
+        dtype: DType,
+        shape: &[u64],
+        order: Order,
+        for_consumers: bool,
+    ) -> Result<SharedArrayMut> {
         let layout = Layout::contiguous(dtype.itemsize(), shape, order)?;
         let n = layout.nbytes();
-        let (seg, _) = self.inner.obtain(n, true, Fill::Reserve(n))?;
-        Ok(SharedArrayMut::new(
-            Lease::new(seg, Arc::downgrade(&self.inner)),
-            dtype,
-            layout,
-        ))
+        let (seg, _) = self.inner.obtain(n, for_consumers, Fill::Reserve(n))?;
+        let lease = Lease::new(seg, Arc::downgrade(&self.inner));
+        Ok(SharedArrayMut::new(lease, dtype, layout, for_consumers))
     }
 
     /// Writes the elements of `view` once into a new (or recycled) segment, packed in C order,
@@ -300,7 +313,7 @@ impl Pool {
         }
         let layout = Layout::contiguous(view.dtype().itemsize(), view.shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        SharedArrayMut::new(lease, view.dtype(), layout).freeze()
+        SharedArrayMut::new(lease, view.dtype(), layout, false).freeze()
     }
 
     /// Shares the array behind `source`, reusing the segment of an earlier call for the same

@@ -343,7 +343,14 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
     for kind in [SegmentKind::File, SegmentKind::Memfd] {
         let h = Harness::new();
         let pool = h.pool(kind);
-        let out = pool.alloc::<f64>(&[4], Order::C).unwrap();
+        // Only arrays allocated for consumers can be shared r+.
+        let (tx, _rx) = UnixStream::pair().unwrap();
+        let plain = pool.alloc::<f64>(&[4], Order::C).unwrap();
+        assert!(matches!(
+            plain.send_rw(&tx),
+            Err(stridemap_shm::Error::NotForConsumers)
+        ));
+        let out = pool.alloc_output::<f64>(&[4], Order::C).unwrap();
         let (tx, rx) = UnixStream::pair().unwrap();
         out.send_rw(&tx).unwrap();
         let mut m = stridemap_shm::receive(
@@ -355,4 +362,29 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
         drop(m);
         assert_eq!(out.view::<f64>().unwrap().to_vec(), [2.5; 4], "{kind:?}");
     }
+}
+
+#[test]
+fn frozen_memfds_are_recycled_for_the_producer_to_fill_again() {
+    let h = Harness::new();
+    let pool = h.pool(SegmentKind::Memfd);
+    let a = matrix(&pool);
+    let id = a.descriptor().segment_id();
+    drop(a);
+    wait_until("the segment is on the free list", || pool.stats().0 == 1);
+    // The sealed memfd serves the next alloc (the producer writes through its own map) …
+    let b = matrix(&pool);
+    assert_eq!(
+        (b.descriptor().segment_id(), b.descriptor().generation()),
+        (id, 2)
+    );
+    let (tx, rx) = UnixStream::pair().unwrap();
+    b.send(&tx).unwrap();
+    let m = stridemap_shm::receive(&rx, &OpenOptions::new()).unwrap();
+    assert_eq!(column_sum(&m), COLUMN_SUM);
+    // … but not an output array consumers write: that one is a fresh, unsealed segment.
+    drop((m, b));
+    wait_until("the segment is on the free list", || pool.stats().0 == 1);
+    let out = pool.alloc_output::<f64>(&[1000, 3], Order::C).unwrap();
+    assert_ne!(out.descriptor_rw().unwrap().segment_id(), id);
 }

@@ -93,8 +93,8 @@ impl Drop for Scratch {
 }
 
 /// `stridemap bench`.
-pub(crate) fn command(quick: bool, json: bool) -> crate::CliResult {
-    let rows = run(Budget::new(quick), &|stage| {
+pub(crate) fn command(quick: bool, json: bool, only: &[String]) -> crate::CliResult {
+    let rows = run(Budget::new(quick), only, &|stage| {
         eprintln!("measuring {stage} …")
     })
     .map_err(crate::Failure::other)?;
@@ -107,24 +107,46 @@ pub(crate) fn command(quick: bool, json: bool) -> crate::CliResult {
     }
 }
 
-/// Runs every benchmark group and returns the rows.
-pub(crate) fn run(budget: Budget, progress: &dyn Fn(&str)) -> anyhow_free::Result<Vec<Row>> {
+/// The groups of the report, in order.
+const GROUPS: [&str; 7] = [
+    "decode",
+    "open",
+    "views",
+    "handoff",
+    "share",
+    "end-to-end",
+    "joblib",
+];
+
+/// Runs the benchmark groups (all, or those in `only`) and returns the rows.
+pub(crate) fn run(
+    budget: Budget,
+    only: &[String],
+    progress: &dyn Fn(&str),
+) -> anyhow_free::Result<Vec<Row>> {
+    if let Some(bad) = only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+        return Err(format!(
+            "no benchmark group {bad:?} (groups: {})",
+            GROUPS.join(", ")
+        ));
+    }
     let scratch = Scratch::new().map_err(|e| format!("scratch folder: {e}"))?;
     let mut rows = Vec::new();
-    progress("decode + validate");
-    rows.extend(decode::rows(budget)?);
-    progress("open + map + first view");
-    rows.extend(views::open_rows(budget, &scratch)?);
-    progress("view iteration");
-    rows.extend(views::sum_rows(budget, &scratch)?);
-    progress("handoff latency");
-    rows.extend(shm::handoff_rows(budget, &scratch)?);
-    progress("share bandwidth");
-    rows.extend(shm::share_rows(budget, &scratch)?);
-    progress("end to end");
-    rows.extend(shm::end_to_end_rows(budget, &scratch)?);
-    progress("joblib");
-    rows.extend(joblib::rows(budget, &scratch)?);
+    for group in GROUPS {
+        if !only.is_empty() && !only.iter().any(|g| g == group) {
+            continue;
+        }
+        progress(group);
+        rows.extend(match group {
+            "decode" => decode::rows(budget)?,
+            "open" => views::open_rows(budget, &scratch)?,
+            "views" => views::sum_rows(budget, &scratch)?,
+            "handoff" => shm::handoff_rows(budget, &scratch)?,
+            "share" => shm::share_rows(budget, &scratch)?,
+            "end-to-end" => shm::end_to_end_rows(budget, &scratch)?,
+            _ => joblib::rows(budget, &scratch)?,
+        });
+    }
     Ok(rows)
 }
 
