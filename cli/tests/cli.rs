@@ -197,23 +197,19 @@ fn npy_describes_in_place_and_round_trips() {
     let d = Dir::new();
     let data = data_file(&d);
     let desc = d.s("t.smd");
-    assert_eq!(
-        code(&run(&[
-            "describe",
-            data.to_str().unwrap(),
-            "--dtype",
-            "<f8",
-            "--shape",
-            "6,4",
-            "--strides",
-            "8,48",
-            "--offset",
-            "16",
-            "-o",
-            &desc
-        ])),
-        0
-    );
+    let transposed = [
+        data.to_str().unwrap(),
+        "--dtype",
+        "<f8",
+        "--shape",
+        "6,4",
+        "--strides",
+        "8,48",
+        "--offset",
+        "16",
+    ];
+    let describe = |extra: &[&str]| code(&run(&[&["describe"][..], &transposed, extra].concat()));
+    assert_eq!(describe(&["-o", &desc]), 0);
     let npy = d.s("t.npy");
     assert_eq!(
         code(&run(&[
@@ -250,24 +246,7 @@ fn npy_describes_in_place_and_round_trips() {
     assert_eq!(std::fs::read(&npy).unwrap(), std::fs::read(&npy2).unwrap());
     // The compact form inspects the same.
     let cdesc = d.s("t.smc");
-    assert_eq!(
-        code(&run(&[
-            "describe",
-            data.to_str().unwrap(),
-            "--dtype",
-            "<f8",
-            "--shape",
-            "6,4",
-            "--strides",
-            "8,48",
-            "--offset",
-            "16",
-            "--compact",
-            "-o",
-            &cdesc
-        ])),
-        0
-    );
+    assert_eq!(describe(&["--compact", "-o", &cdesc]), 0);
     assert_eq!(
         json(&run(&["inspect", &cdesc, "--json"]))["strides"],
         serde_json::json!([8, 48])
