@@ -56,20 +56,20 @@ run_steps() {
 }
 
 # ensure_venv: the repo's .venv with the pinned test tools and the Python reader (editable).
-# Made once; made again when readers/python's requirements or pyproject change, or when it
+# Made once; made again when python's requirements or pyproject change, or when it
 # does not import them from this work tree.
 ensure_venv() {
     local stamp
-    stamp="$(cat readers/python/requirements-dev.txt readers/python/pyproject.toml | sha256sum | cut -c1-16)"
+    stamp="$(cat python/requirements-dev.txt python/pyproject.toml | sha256sum | cut -c1-16)"
     if [ "$(cat .venv/stridemap-stamp 2>/dev/null)" = "$stamp" ] &&
         .venv/bin/python -c "import numpy, pytest, stridemap, sys
-sys.exit(not stridemap.__file__.startswith('$PWD/readers/python/src/'))" 2>/dev/null; then
+sys.exit(not stridemap.__file__.startswith('$PWD/python/src/'))" 2>/dev/null; then
         return 0
     fi
-    echo "setting up .venv (readers/python/requirements-dev.txt, readers/python)"
+    echo "setting up .venv (python/requirements-dev.txt, python)"
     rm -rf .venv
     python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check -r readers/python/requirements-dev.txt
-    .venv/bin/pip install --quiet --disable-pip-version-check -e readers/python
+    .venv/bin/pip install --quiet --disable-pip-version-check -r python/requirements-dev.txt
+    .venv/bin/pip install --quiet --disable-pip-version-check -e python
     echo "$stamp" >.venv/stridemap-stamp
 }

@@ -67,9 +67,9 @@ step_doc() {
 }
 
 step_python() {
-    # The Python reader (readers/python): doctests and tests, in the repo's .venv.
+    # The Python package (python/): reader and producer, doctests and tests, in the repo's .venv.
     ensure_venv
-    (cd readers/python && ../../.venv/bin/python -m pytest -q -p no:cacheprovider)
+    (cd python && ../.venv/bin/python -m pytest -q -p no:cacheprovider)
 }
 
 

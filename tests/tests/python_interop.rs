@@ -1,4 +1,4 @@
-//! Live interop with the Python reader (`readers/python`), driven through the small scripts
+//! Live interop with the Python reader (`python`), driven through the small scripts
 //! in `tests/python/` (JSON lines on their stdout, a socket path in argv):
 //!
 //! - a Rust producer (`stridemap_shm::Pool`) and a Python consumer, by path (named file) and
@@ -522,8 +522,8 @@ fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
 
 #[test]
 fn readme_example() {
-    // The Python block that follows the marker in readers/python/README.md, run verbatim.
-    let readme = std::fs::read_to_string(workspace().join("readers/python/README.md")).unwrap();
+    // The Python block that follows the marker in python/README.md, run verbatim.
+    let readme = std::fs::read_to_string(workspace().join("python/README.md")).unwrap();
     let marker = "<!-- run verbatim by tests/tests/python_interop.rs (readme_example)";
     let after = &readme[readme.find(marker).expect("the README marks its example")..];
     let start = after

@@ -1,4 +1,4 @@
-//! The Python and C readers' edge cases (`readers/python/tests/edges.py`: varint limits, UTF-8
+//! The Python and C readers' edge cases (`python/tests/edges.py`: varint limits, UTF-8
 //! corner cases, the 2^63 boundaries, …) decoded by the Rust core: all three readers agree on
 //! each, beyond what the vectors pin. Needs the repository's venv (`$STRIDEMAP_PYTHON`).
 
@@ -19,7 +19,7 @@ fn rust_agrees_with_the_readers_edge_cases() {
     );
     let out = Command::new(&python)
         .args(["-c", "import json, edges; print(json.dumps([(n, f, d.hex(), e) for n, f, d, e in edges.all_edges()]))"])
-        .current_dir(root.join("readers/python/tests"))
+        .current_dir(root.join("python/tests"))
         .output()
         .unwrap();
     assert!(

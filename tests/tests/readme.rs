@@ -75,13 +75,13 @@ fn the_rust_example_runs() {
 #[test]
 fn the_python_example_is_the_one_the_interop_tests_run() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let reader = std::fs::read_to_string(root().join("readers/python/README.md")).unwrap();
+    let reader = std::fs::read_to_string(root().join("python/README.md")).unwrap();
     let marker = "<!-- run verbatim by tests/tests/python_interop.rs (readme_example)";
     let after = &reader[reader.find(marker).expect("marker")..];
     let start = after.find("```python\n").expect("python block") + "```python\n".len();
     let block = &after[start..start + after[start..].find("```").expect("block end")];
     assert!(
         readme.contains(block),
-        "README.md's Python example differs from readers/python/README.md's"
+        "README.md's Python example differs from python/README.md's"
     );
 }

@@ -1,6 +1,6 @@
 """Fixtures for the C reader's tests: the test programs, built once with the sanitizers.
 
-The Python reader's test helpers (vectors, random layouts) are shared from readers/python/tests.
+The Python reader's test helpers (vectors, random layouts) are shared from python/tests.
 """
 
 import json
@@ -12,7 +12,7 @@ import sys
 import pytest
 
 C_DIR = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(C_DIR.parent / "python" / "tests"))
+sys.path.insert(0, str(C_DIR.parent.parent / "python" / "tests"))
 
 
 @pytest.fixture(scope="session")
