@@ -1,0 +1,108 @@
+"""Functions the Dask tests run in worker processes (importable there: the workers inherit the
+test process's sys.path)."""
+
+import os
+
+import numpy as np
+
+
+def make(seed, n):
+    """A deterministic int64 array of ``n`` elements."""
+    return np.random.default_rng(seed).integers(0, 1_000_000, n)
+
+
+def make_shared(seed, n):
+    """The same array, allocated in a stridemap segment by the task itself."""
+    import stridemap
+
+    out = stridemap.empty(n, np.int64, kind="file")
+    out[:] = make(seed, n)
+    return out.freeze()
+
+
+def square_shared(seed, n):
+    """A 2-d array allocated in a segment (rows = columns = n)."""
+    import stridemap
+
+    out = stridemap.empty((n, n), np.int64, kind="file")
+    out[:] = make(seed, n * n).reshape(n, n)
+    return out.freeze()
+
+
+def transposed_reversed(a):
+    """A view (not a copy) of ``a``."""
+    return a.T[::-1]
+
+
+def part_sum(a, i, k):
+    """The sum of every k-th element from i: a task that reads the whole chunk."""
+    return int(a[i::k].sum())
+
+
+def checksum(a):
+    return int(a.sum()), a.shape, str(a.dtype)
+
+
+def is_mapped_from_peer(a):
+    """Whether ``a`` maps a segment another process made (what the receiver got)."""
+    import stridemap
+
+    seg = stridemap.segment_of(a)
+    return seg is not None and type(seg).__name__ == "_Opened"
+
+
+def sizes_of_held(dask_worker):
+    """``{key: (dask sizeof, nbytes)}`` of the arrays this worker holds in memory."""
+    from dask.sizeof import sizeof
+
+    data = dask_worker.data
+    fast = getattr(data, "fast", data)
+    return {str(k): (sizeof(v), v.nbytes) for k, v in dict(fast).items()
+            if isinstance(v, np.ndarray)}
+
+
+def spilled(dask_worker):
+    """``(keys on disk, bytes on disk)`` of this worker's spill buffer."""
+    data = dask_worker.data
+    total = data.spilled_total
+    return len(data.slow), total.disk
+
+
+def evict_all(dask_worker):
+    """Spill everything this worker holds in memory to disk; the number of keys spilled."""
+    data = dask_worker.data
+    n = 0
+    while len(data.fast) and data.evict() >= 0:
+        n += 1
+    return n
+
+
+def fault_next_open(how):
+    """Make this worker's next received stridemap descriptor find its segment gone
+    (``how="unlink"``) or recycled (``how="recycle"``: the header's generation bumped, O10),
+    as if the producer had let go of it meanwhile. Runs in the receiving worker."""
+    import stridemap
+    import stridemap.dask as sd
+    from stridemap.segment import read_header, encode_header
+
+    real = sd._open
+    state = {"done": False}
+
+    def faulty(record, folder):
+        if not state["done"]:
+            state["done"] = True
+            desc = stridemap.decode(record)
+            if how == "unlink":
+                os.unlink(desc.path)
+            else:
+                fd = os.open(desc.path, os.O_RDWR)
+                try:
+                    h = read_header(fd)
+                    os.pwrite(fd, encode_header(h.segment_id, h.generation + 1, h.capacity,
+                                                h.owner_pid, h.data_offset), 0)
+                finally:
+                    os.close(fd)
+        return real(record, folder)
+
+    sd._open = faulty
+    return True
