@@ -106,3 +106,48 @@ def fault_next_open(how):
 
     sd._open = faulty
     return True
+
+
+def client_main():
+    """A client process (``python -c 'import dask_tasks; dask_tasks.client_main()' ADDRESS W0
+    W1 MIN``) that activates stridemap, gathers an array from W0 and scatters one to W1, both
+    directly; prints its counters and what it saw as JSON."""
+    import json
+    import sys
+
+    from distributed import Client
+
+    import stridemap.dask as sd
+
+    address, w0, w1, min_bytes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    n = 1 << 18
+    sd.activate(min_bytes=min_bytes)
+    seen = {}
+    with Client(address, direct_to_workers=True) as c:
+        got = c.gather(c.submit(make, 7, n, workers=[w0], pure=False))
+        seen["gathered_equal"] = bool(np.array_equal(got, make(7, n)))
+        seen["gathered_mapped"] = is_mapped_from_peer(got)
+        seen["gathered_writeable"] = bool(got.flags.writeable)
+        del got
+        arr = make(8, n)
+        [s] = c.scatter([arr], workers=[w1], direct=True)
+        seen["scattered_sum_ok"] = c.submit(checksum, s, workers=[w1]).result()[0] == int(arr.sum())
+        seen["scattered_mapped"] = c.submit(is_mapped_from_peer, s, workers=[w1]).result()
+        del s
+    seen["stats"] = sd.stats()
+    print(json.dumps(seen))
+
+
+def segment_backed(dask_worker):
+    """How many arrays this worker holds in memory are backed by a stridemap segment."""
+    import stridemap
+
+    data = dask_worker.data
+    fast = getattr(data, "fast", data)
+    return sum(1 for v in dict(fast).values()
+               if isinstance(v, np.ndarray) and stridemap.segment_of(v) is not None)
+
+
+def every_other(a):
+    """A view (not a copy) of ``a``."""
+    return a[::2]
