@@ -1,0 +1,228 @@
+"""Benchmark: default Dask against Dask with :mod:`stridemap.dask`, on one machine.
+
+``python -m stridemap.dask_bench`` runs two workloads on a fresh ``LocalCluster`` of worker
+processes per run, alternating the two modes run by run, and prints a table of medians and
+ratios:
+
+- **broadcast**: one chunk (256 MiB) made on one worker feeds tasks on every worker (each task
+  reads the whole chunk);
+- **transpose**: ``(x + x.T).sum(axis=0)`` of a random square array (2 GiB), chunked so that
+  most chunks meet a partner held by another worker.
+
+Measured per run: the wall time of the workload (for broadcast, the fan-out after the chunk
+exists; for transpose, the whole computation, random numbers included) and the peak of the
+total PSS of the worker processes (sampled every 20 ms with psutil), also net of the idle
+cluster's PSS. Results of the two modes are checked equal. ``--smoke`` runs tiny sizes once
+(what the test suite does); the sizes and the number of workers are options.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+MIB = 1 << 20
+
+
+def _make_chunk(nbytes, seed):
+    return np.random.default_rng(seed).random(nbytes // 8)
+
+
+def _part_sum(a, i, k):
+    return float(a[i::k].sum())
+
+
+class _PssSampler:
+    """The peak of the summed PSS of some processes, sampled in a thread."""
+
+    def __init__(self, pids, period=0.02):
+        import psutil
+
+        self.procs = [psutil.Process(p) for p in pids]
+        self.period = period
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self):
+        total = 0
+        for p in self.procs:
+            try:
+                total += p.memory_full_info().pss
+            except Exception:  # a process that just exited
+                pass
+        return total
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.sample())
+
+
+def _cluster(n_workers, mode, min_bytes):
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+    client = Client(cluster)
+    if mode == "stridemap":
+        import stridemap.dask as sd
+
+        sd.install(client, min_bytes=min_bytes)
+    return cluster, client
+
+
+def _idle_pss(client, pids):
+    import gc
+
+    client.run(gc.collect)
+    time.sleep(0.3)
+    return _PssSampler(pids).sample()
+
+
+def run_broadcast(n_workers, nbytes, mode, tasks_per_worker=4, min_bytes=1 << 20):
+    """One chunk of ``nbytes`` on worker 0 feeds ``tasks_per_worker`` tasks on every worker."""
+    cluster, client = _cluster(n_workers, mode, min_bytes)
+    try:
+        ws = sorted(client.scheduler_info()["workers"])
+        pids = list(client.run(os.getpid).values())
+        idle = _idle_pss(client, pids)
+        with _PssSampler(pids) as pss:
+            big = client.submit(_make_chunk, nbytes, 1, workers=[ws[0]])
+            big.result()
+            t0 = time.perf_counter()
+            parts = [client.submit(_part_sum, big, i, tasks_per_worker, workers=[w],
+                                   pure=False)
+                     for w in ws for i in range(tasks_per_worker)]
+            result = client.gather(parts)
+            wall = time.perf_counter() - t0
+        stats = _stridemap_stats(client, mode)
+        return {"wall": wall, "peak": pss.peak, "net": pss.peak - idle, "result": result,
+                "stats": stats}
+    finally:
+        client.close()
+        cluster.close()
+
+
+def run_transpose(n_workers, nbytes, mode, min_bytes=1 << 20):
+    """``(x + x.T).sum(axis=0)`` of a random square float64 array of about ``nbytes``."""
+    import dask.array as da
+
+    n = int((nbytes // 8) ** 0.5)
+    chunk = max(n // 4, 1)
+    cluster, client = _cluster(n_workers, mode, min_bytes)
+    try:
+        pids = list(client.run(os.getpid).values())
+        idle = _idle_pss(client, pids)
+        x = da.random.RandomState(7).random_sample((n, n), chunks=chunk)
+        with _PssSampler(pids) as pss:
+            t0 = time.perf_counter()
+            result = (x + x.T).sum(axis=0).compute()
+            wall = time.perf_counter() - t0
+        stats = _stridemap_stats(client, mode)
+        return {"wall": wall, "peak": pss.peak, "net": pss.peak - idle, "result": result,
+                "stats": stats, "shape": (n, n), "chunk": chunk}
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _stridemap_stats(client, mode):
+    if mode != "stridemap":
+        return None
+    import stridemap.dask as sd
+
+    per = client.run(sd.stats)
+    out = {k: sum(s[k] for s in per.values()) for k in ("sent", "received", "copied")}
+    fb = {}
+    for s in per.values():
+        for k, v in s["fallbacks"].items():
+            fb[k] = fb.get(k, 0) + v
+    out["fallbacks"] = fb
+    return out
+
+
+def _same(a, b):
+    return np.allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=0)
+
+
+def bench(workload, args, out=sys.stdout):
+    runs = {"default": [], "stridemap": []}
+    order = ["default", "stridemap"]
+    for r in range(args.repeat):
+        for mode in (order if r % 2 == 0 else order[::-1]):
+            if workload == "broadcast":
+                res = run_broadcast(args.workers, args.broadcast_mib * MIB, mode,
+                                    min_bytes=args.min_bytes)
+            else:
+                res = run_transpose(args.workers, args.transpose_mib * MIB, mode,
+                                    min_bytes=args.min_bytes)
+            runs[mode].append(res)
+            print(f"  {workload:9} {mode:9} run {r + 1}: wall {res['wall']:.3f} s, peak PSS "
+                  f"{res['peak'] / MIB:.0f} MiB (net {res['net'] / MIB:.0f} MiB)"
+                  + (f", stridemap {res['stats']}" if res["stats"] else ""),
+                  file=out, flush=True)
+    ref = runs["default"][0]["result"]
+    for mode in runs:
+        for res in runs[mode]:
+            if not _same(res["result"], ref):
+                raise AssertionError(f"{workload}: {mode} computed another result")
+    return {mode: {k: statistics.median(r[k] for r in rs) for k in ("wall", "peak", "net")}
+            for mode, rs in runs.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m stridemap.dask_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--broadcast-mib", type=int, default=256)
+    p.add_argument("--transpose-mib", type=int, default=2048)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--min-bytes", type=int, default=1 << 20)
+    p.add_argument("--only", choices=("broadcast", "transpose"))
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, 2 workers, one run each (for the test suite)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.workers, args.broadcast_mib, args.transpose_mib, args.repeat = 2, 8, 32, 1
+        args.min_bytes = 1 << 16
+    print(f"stridemap.dask benchmark: {args.workers} workers, {os.cpu_count()} CPUs, "
+          f"{args.repeat} run(s) per mode, alternating", flush=True)
+    table = []
+    for workload in ("broadcast", "transpose"):
+        if args.only and workload != args.only:
+            continue
+        size = args.broadcast_mib if workload == "broadcast" else args.transpose_mib
+        med = bench(workload, args)
+        d, s = med["default"], med["stridemap"]
+        table.append((f"{workload} ({size} MiB)", d, s))
+    print()
+    print("| workload | mode | wall (s) | peak worker PSS (MiB) | net of idle (MiB) |")
+    print("|---|---|---:|---:|---:|")
+    for name, d, s in table:
+        print(f"| {name} | default Dask | {d['wall']:.2f} | {d['peak'] / MIB:.0f} | "
+              f"{d['net'] / MIB:.0f} |")
+        print(f"| {name} | stridemap.dask | {s['wall']:.2f} | {s['peak'] / MIB:.0f} | "
+              f"{s['net'] / MIB:.0f} |")
+        print(f"| {name} | **ratio default/stridemap** | **{d['wall'] / s['wall']:.2f}x** | "
+              f"**{d['peak'] / s['peak']:.2f}x** | **{d['net'] / max(s['net'], 1):.2f}x** |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
