@@ -151,3 +151,11 @@ def segment_backed(dask_worker):
 def every_other(a):
     """A view (not a copy) of ``a``."""
     return a[::2]
+
+
+def process_memory(dask_worker):
+    """``(RSS, what the worker's memory monitor reports)``, read back to back."""
+    import psutil
+
+    rss = psutil.Process().memory_info().rss
+    return rss, dask_worker.monitor.get_process_memory()

@@ -177,7 +177,12 @@ def test_one_chunk_feeds_tasks_on_every_worker(client, counters):
     held = {w: [v for k, v in s.items() if big.key in k] for w, s in sizes.items()}
     assert held[ws[0]] == [(n * 8, n * 8)], held
     for w in ws[1:]:
-        assert held[w] in ([], [(0, n * 8)]), held
+        assert held[w] == [(0, n * 8)], held
+    # And the memory monitor (spill and pause thresholds) leaves the mapped pages out.
+    mem = client.run(t.process_memory)
+    assert abs(mem[ws[0]][0] - mem[ws[0]][1]) < 2 << 20, mem
+    for w in ws[1:]:
+        assert mem[w][0] - mem[w][1] >= n * 8 - (1 << 20), mem
     assert_no_sharing_failures(stats)
 
 

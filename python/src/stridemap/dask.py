@@ -35,7 +35,9 @@ peer is made without the token, so that fetch takes the normal path. No task fai
 **Memory accounting.** :func:`dask.sizeof.sizeof` of an array that maps another process's
 segment is 0: the pages are counted once per host, by the worker that holds the segment (its
 producer, which counts the array in full), so Dask's memory manager does not count them once
-more in every reader and spill or pause because of it.
+more in every reader and spill because of it. The worker's process memory (RSS, what its spill
+and pause thresholds and the scheduler see) leaves out the peers' pages it maps, likewise. The
+nanny's terminate threshold reads RSS itself and still counts them (see the README's limits).
 
 **Counters.** :func:`stats` (``client.run(stridemap.dask.stats)``) returns this process's
 counters: arrays and bytes sent and received as descriptors, plain arrays copied into
@@ -50,6 +52,7 @@ True
 
 import errno
 import logging
+import mmap
 import os
 import tempfile
 import threading
@@ -437,6 +440,7 @@ def _open_received(header, frames):
             f"stridemap: the segment from {peer} could not be opened ({reason}: {e}); Dask "
             "fetches the key again by its normal path",
         ) from e
+    _track_peer_mapping(view)
     STATS.add(received=1, received_bytes=view.nbytes)
     log.debug("stridemap.dask: received %s array %s (%d bytes) from %s by mapping", view.dtype,
               view.shape, view.nbytes, peer)
@@ -489,6 +493,72 @@ def _is_peer_segment(seg):
         return False
     parsed = parse_folder_name(os.path.basename(os.path.dirname(path)))
     return parsed is not None and parsed[0] != os.getpid()
+
+
+# ---------------------------------------------------------------------------------------------
+# Process memory: Dask's monitor reads RSS, which counts a peer's pages in every reader
+# ---------------------------------------------------------------------------------------------
+
+_peer_lock = threading.Lock()
+_peer_mapped = [0]  # bytes of peers' segments this process maps now
+
+
+def _track_peer_mapping(view):
+    """Count the mapping behind a received view until it is unmapped."""
+    obj = view
+    while obj is not None and not isinstance(obj, mmap.mmap):
+        obj = getattr(obj, "base", None)
+    if obj is None:
+        return
+    size = len(obj)
+    with _peer_lock:
+        _peer_mapped[0] += size
+    weakref.finalize(obj, _untrack_peer_mapping, size).atexit = False
+
+
+def _untrack_peer_mapping(size):
+    with _peer_lock:
+        _peer_mapped[0] -= size
+
+
+def _rss_shmem():
+    """Resident shared memory (tmpfs, /dev/shm) mapped by this process, from
+    ``/proc/self/status``; 0 where that is not available."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"RssShmem:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def peer_resident_bytes():
+    """What this process's RSS counts of other workers' segments, at most: the size of the
+    peer mappings it holds, bounded by its resident shared memory."""
+    peer = _peer_mapped[0]
+    return min(peer, _rss_shmem()) if peer > 0 else 0
+
+
+def _patch_monitor(worker):
+    """Make the worker's process memory (what its spill and pause thresholds, and the
+    scheduler, see) leave out the pages of peers' segments it maps: their owner counts them."""
+    monitor = getattr(worker, "monitor", None)
+    if monitor is None or "get_process_memory" in vars(monitor):
+        return
+    plain = monitor.get_process_memory
+
+    def get_process_memory():
+        return max(plain() - peer_resident_bytes(), 0)
+
+    monitor.get_process_memory = get_process_memory
+
+
+def _unpatch_monitor(worker):
+    monitor = getattr(worker, "monitor", None)
+    if monitor is not None and "get_process_memory" in vars(monitor):
+        del monitor.get_process_memory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,6 +620,7 @@ def activate(worker=None, *, min_bytes=None, temp_folder=None):
         log.debug("stridemap.dask: active in %s, root %s, token %s, min %d bytes",
                   getattr(worker, "address", "a client"), root, state.token, state.min_bytes)
     if worker is not None:
+        _patch_monitor(worker)
         # Idle connections were made before the token existed: let new ones carry it.
         try:
             worker.rpc.collect()
@@ -564,6 +635,8 @@ def deactivate(worker=None):
     global _STATE
     with _STATE_LOCK:
         st, _STATE = _STATE, None
+    if worker is not None:
+        _unpatch_monitor(worker)
     if st is not None:
         log.debug("stridemap.dask: inactive; counters %s", STATS.snapshot())
 
