@@ -11,8 +11,10 @@ ratios:
 
 Measured per run: the wall time of the workload (for broadcast, the fan-out after the chunk
 exists; for transpose, the whole computation, random numbers included) and the peak of the
-total PSS of the worker processes (sampled every 20 ms with psutil), also net of the idle
-cluster's PSS. Results of the two modes are checked equal. ``--smoke`` runs tiny sizes once
+total PSS of the worker processes (sampled every 20 ms from ``/proc/PID/smaps_rollup``), and
+of the host memory they cost: their PSS without shared-memory mappings plus the bytes of their
+segment files, counted once (PSS misses tmpfs pages that no process has mapped and touched,
+e.g. a segment while it is being written); both also net of the idle cluster's. Results of the two modes are checked equal. ``--smoke`` runs tiny sizes once
 (what the test suite does); the sizes and the number of workers are options.
 """
 
@@ -36,31 +38,70 @@ def _part_sum(a, i, k):
     return float(a[i::k].sum())
 
 
-class _PssSampler:
-    """The peak of the summed PSS of some processes, sampled in a thread."""
+def _rollup(pid):
+    """``(Pss, Pss_Shmem)`` bytes of a process (``/proc/PID/smaps_rollup``)."""
+    pss = shmem = 0
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+        for line in f:
+            if line.startswith(b"Pss:"):
+                pss = int(line.split()[1]) * 1024
+            elif line.startswith(b"Pss_Shmem:"):
+                shmem = int(line.split()[1]) * 1024
+    return pss, shmem
 
-    def __init__(self, pids, period=0.02):
-        import psutil
 
-        self.procs = [psutil.Process(p) for p in pids]
+def _segment_bytes(root, pids):
+    """Bytes allocated by the files in these processes' pool folders below ``root``."""
+    total = 0
+    prefixes = tuple(f"stridemap-{p}-" for p in pids)
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(prefixes)]
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            for e in os.scandir(os.path.join(root, name)):
+                try:
+                    total += e.stat(follow_symlinks=False).st_blocks * 512
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return total
+
+
+class _Sampler:
+    """Peaks of the worker processes' memory, sampled in a thread: ``pss`` (the sum of their
+    PSS) and ``host`` (their PSS without shared-memory mappings, plus the bytes of their
+    segment files counted once: tmpfs pages count whether or not anyone has mapped them)."""
+
+    def __init__(self, pids, root, period=0.02):
+        self.pids = pids
+        self.root = root
         self.period = period
-        self.peak = 0
+        self.pss = self.host = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self):
-        total = 0
-        for p in self.procs:
+        pss = host = 0
+        for p in self.pids:
             try:
-                total += p.memory_full_info().pss
-            except Exception:  # a process that just exited
-                pass
-        return total
+                a, b = _rollup(p)
+            except (OSError, ValueError):  # a process that just exited
+                continue
+            pss += a
+            host += a - b
+        return pss, host + _segment_bytes(self.root, self.pids)
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.sample())
+            self._take()
             self._stop.wait(self.period)
+
+    def _take(self):
+        pss, host = self.sample()
+        self.pss, self.host = max(self.pss, pss), max(self.host, host)
 
     def __enter__(self):
         self._thread.start()
@@ -69,7 +110,7 @@ class _PssSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.sample())
+        self._take()
 
 
 def _cluster(n_workers, mode, min_bytes):
@@ -78,7 +119,7 @@ def _cluster(n_workers, mode, min_bytes):
 
     with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address=None, silence_logs=50)
     client = Client(cluster)
     if mode == "stridemap":
         import stridemap.dask as sd
@@ -87,12 +128,24 @@ def _cluster(n_workers, mode, min_bytes):
     return cluster, client
 
 
-def _idle_pss(client, pids):
+def _idle(client, pids, root):
     import gc
 
     client.run(gc.collect)
     time.sleep(0.3)
-    return _PssSampler(pids).sample()
+    return _Sampler(pids, root).sample()
+
+
+def _root(client):
+    import stridemap.dask as sd
+
+    return list(client.run(sd.default_root).values())[0]
+
+
+def _measured(wall, m, idle, result, client, mode, **extra):
+    return {"wall": wall, "pss": m.pss, "host": m.host, "pss_net": m.pss - idle[0],
+            "host_net": m.host - idle[1], "result": result,
+            "stats": _stridemap_stats(client, mode), **extra}
 
 
 def run_broadcast(n_workers, nbytes, mode, tasks_per_worker=4, min_bytes=1 << 20):
@@ -101,8 +154,9 @@ def run_broadcast(n_workers, nbytes, mode, tasks_per_worker=4, min_bytes=1 << 20
     try:
         ws = sorted(client.scheduler_info()["workers"])
         pids = list(client.run(os.getpid).values())
-        idle = _idle_pss(client, pids)
-        with _PssSampler(pids) as pss:
+        root = _root(client)
+        idle = _idle(client, pids, root)
+        with _Sampler(pids, root) as m:
             big = client.submit(_make_chunk, nbytes, 1, workers=[ws[0]])
             big.result()
             t0 = time.perf_counter()
@@ -111,9 +165,7 @@ def run_broadcast(n_workers, nbytes, mode, tasks_per_worker=4, min_bytes=1 << 20
                      for w in ws for i in range(tasks_per_worker)]
             result = client.gather(parts)
             wall = time.perf_counter() - t0
-        stats = _stridemap_stats(client, mode)
-        return {"wall": wall, "peak": pss.peak, "net": pss.peak - idle, "result": result,
-                "stats": stats}
+        return _measured(wall, m, idle, result, client, mode)
     finally:
         client.close()
         cluster.close()
@@ -128,15 +180,14 @@ def run_transpose(n_workers, nbytes, mode, min_bytes=1 << 20):
     cluster, client = _cluster(n_workers, mode, min_bytes)
     try:
         pids = list(client.run(os.getpid).values())
-        idle = _idle_pss(client, pids)
+        root = _root(client)
+        idle = _idle(client, pids, root)
         x = da.random.RandomState(7).random_sample((n, n), chunks=chunk)
-        with _PssSampler(pids) as pss:
+        with _Sampler(pids, root) as m:
             t0 = time.perf_counter()
             result = (x + x.T).sum(axis=0).compute()
             wall = time.perf_counter() - t0
-        stats = _stridemap_stats(client, mode)
-        return {"wall": wall, "peak": pss.peak, "net": pss.peak - idle, "result": result,
-                "stats": stats, "shape": (n, n), "chunk": chunk}
+        return _measured(wall, m, idle, result, client, mode, shape=(n, n), chunk=chunk)
     finally:
         client.close()
         cluster.close()
@@ -174,7 +225,8 @@ def bench(workload, args, out=sys.stdout):
                                     min_bytes=args.min_bytes)
             runs[mode].append(res)
             print(f"  {workload:9} {mode:9} run {r + 1}: wall {res['wall']:.3f} s, peak PSS "
-                  f"{res['peak'] / MIB:.0f} MiB (net {res['net'] / MIB:.0f} MiB)"
+                  f"{res['pss'] / MIB:.0f} MiB (net {res['pss_net'] / MIB:.0f}), host "
+                  f"{res['host'] / MIB:.0f} MiB (net {res['host_net'] / MIB:.0f})"
                   + (f", stridemap {res['stats']}" if res["stats"] else ""),
                   file=out, flush=True)
     ref = runs["default"][0]["result"]
@@ -182,8 +234,13 @@ def bench(workload, args, out=sys.stdout):
         for res in runs[mode]:
             if not _same(res["result"], ref):
                 raise AssertionError(f"{workload}: {mode} computed another result")
-    return {mode: {k: statistics.median(r[k] for r in rs) for k in ("wall", "peak", "net")}
+    keys = ("wall", "pss", "pss_net", "host", "host_net")
+    return {mode: {k: statistics.median(r[k] for r in rs) for k in keys}
             for mode, rs in runs.items()}
+
+
+def _ratio(a, b):
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
 
 
 def main(argv=None):
@@ -212,15 +269,17 @@ def main(argv=None):
         d, s = med["default"], med["stridemap"]
         table.append((f"{workload} ({size} MiB)", d, s))
     print()
-    print("| workload | mode | wall (s) | peak worker PSS (MiB) | net of idle (MiB) |")
-    print("|---|---|---:|---:|---:|")
+    print("| workload | mode | wall (s) | peak worker PSS (MiB) | net of idle | "
+          "peak host memory (MiB) | net of idle |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for name, d, s in table:
-        print(f"| {name} | default Dask | {d['wall']:.2f} | {d['peak'] / MIB:.0f} | "
-              f"{d['net'] / MIB:.0f} |")
-        print(f"| {name} | stridemap.dask | {s['wall']:.2f} | {s['peak'] / MIB:.0f} | "
-              f"{s['net'] / MIB:.0f} |")
-        print(f"| {name} | **ratio default/stridemap** | **{d['wall'] / s['wall']:.2f}x** | "
-              f"**{d['peak'] / s['peak']:.2f}x** | **{d['net'] / max(s['net'], 1):.2f}x** |")
+        for label, r in (("default Dask", d), ("stridemap.dask", s)):
+            print(f"| {name} | {label} | {r['wall']:.2f} | {r['pss'] / MIB:.0f} | "
+                  f"{r['pss_net'] / MIB:.0f} | {r['host'] / MIB:.0f} | "
+                  f"{r['host_net'] / MIB:.0f} |")
+        print(f"| {name} | **default / stridemap** | **{d['wall'] / s['wall']:.2f}x** | "
+              f"**{d['pss'] / s['pss']:.2f}x** | **{_ratio(d['pss_net'], s['pss_net'])}** | "
+              f"**{d['host'] / s['host']:.2f}x** | **{_ratio(d['host_net'], s['host_net'])}** |")
     return 0
 
 
