@@ -450,3 +450,20 @@ def test_kill9_of_a_worker_then_the_sweep_leaves_nothing(fresh_root):
     report = stridemap.sweep(fresh_root)
     print(f"\nafter shutdown: {left}; the sweep removed {report.removed}")
     assert leftovers(fresh_root) == [], (report, leftovers(fresh_root))
+
+
+def test_benchmark_smoke_run(fresh_root):
+    """`python -m stridemap.dask_bench --smoke`: tiny sizes, both workloads, both modes; it
+    checks that the two modes compute the same results, and shares in the stridemap runs."""
+    import re
+
+    r = subprocess.run([sys.executable, "-m", "stridemap.dask_bench", "--smoke"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    for row in ("| broadcast (8 MiB) | stridemap.dask |", "| transpose (32 MiB) | default Dask |",
+                "| transpose (32 MiB) | **default / stridemap.dask** |"):
+        assert row in out, out
+    received = [int(n) for n in re.findall(r"'received': (\d+)", out)]
+    assert len(received) == 3 and min(received) >= 1, out
+    assert leftovers(fresh_root) == []

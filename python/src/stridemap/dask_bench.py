@@ -1,11 +1,11 @@
 """Benchmark: default Dask against Dask with :mod:`stridemap.dask`, on one machine.
 
 ``python -m stridemap.dask_bench`` runs two workloads on a fresh ``LocalCluster`` of worker
-processes per run, alternating the two modes run by run, and prints a table of medians and
-ratios:
+processes per run, alternating the modes run by run, and prints a table of medians and ratios:
 
 - **broadcast**: one chunk (256 MiB) made on one worker feeds tasks on every worker (each task
-  reads the whole chunk);
+  reads the whole chunk). A third mode has the task allocate the chunk in a segment
+  (``stridemap.empty``): then even the sender's one copy is gone;
 - **transpose**: ``(x + x.T).sum(axis=0)`` of a random square array (2 GiB), chunked so that
   most chunks meet a partner held by another worker.
 
@@ -14,8 +14,9 @@ exists; for transpose, the whole computation, random numbers included) and the p
 total PSS of the worker processes (sampled every 20 ms from ``/proc/PID/smaps_rollup``), and
 of the host memory they cost: their PSS without shared-memory mappings plus the bytes of their
 segment files, counted once (PSS misses tmpfs pages that no process has mapped and touched,
-e.g. a segment while it is being written); both also net of the idle cluster's. Results of the two modes are checked equal. ``--smoke`` runs tiny sizes once
-(what the test suite does); the sizes and the number of workers are options.
+e.g. a segment while it is being written); both also net of the idle cluster's. Results of
+the modes are checked equal. ``--smoke`` runs tiny sizes once (what the test suite does); the
+sizes and the number of workers are options.
 """
 
 import argparse
@@ -32,6 +33,14 @@ MIB = 1 << 20
 
 def _make_chunk(nbytes, seed):
     return np.random.default_rng(seed).random(nbytes // 8)
+
+
+def _make_chunk_in_segment(nbytes, seed):
+    import stridemap
+
+    out = stridemap.empty(nbytes // 8, np.float64, kind="file")
+    np.random.default_rng(seed).random(out=out)
+    return out.freeze()
 
 
 def _part_sum(a, i, k):
@@ -121,7 +130,7 @@ def _cluster(n_workers, mode, min_bytes):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=50)
     client = Client(cluster)
-    if mode == "stridemap":
+    if mode.startswith("stridemap"):
         import stridemap.dask as sd
 
         sd.install(client, min_bytes=min_bytes)
@@ -157,7 +166,8 @@ def run_broadcast(n_workers, nbytes, mode, tasks_per_worker=4, min_bytes=1 << 20
         root = _root(client)
         idle = _idle(client, pids, root)
         with _Sampler(pids, root) as m:
-            big = client.submit(_make_chunk, nbytes, 1, workers=[ws[0]])
+            make = _make_chunk_in_segment if mode == "stridemap-alloc" else _make_chunk
+            big = client.submit(make, nbytes, 1, workers=[ws[0]])
             big.result()
             t0 = time.perf_counter()
             parts = [client.submit(_part_sum, big, i, tasks_per_worker, workers=[w],
@@ -194,7 +204,7 @@ def run_transpose(n_workers, nbytes, mode, min_bytes=1 << 20):
 
 
 def _stridemap_stats(client, mode):
-    if mode != "stridemap":
+    if not mode.startswith("stridemap"):
         return None
     import stridemap.dask as sd
 
@@ -213,8 +223,8 @@ def _same(a, b):
 
 
 def bench(workload, args, out=sys.stdout):
-    runs = {"default": [], "stridemap": []}
-    order = ["default", "stridemap"]
+    order = ["default", "stridemap"] + (["stridemap-alloc"] if workload == "broadcast" else [])
+    runs = {mode: [] for mode in order}
     for r in range(args.repeat):
         for mode in (order if r % 2 == 0 else order[::-1]):
             if workload == "broadcast":
@@ -224,7 +234,7 @@ def bench(workload, args, out=sys.stdout):
                 res = run_transpose(args.workers, args.transpose_mib * MIB, mode,
                                     min_bytes=args.min_bytes)
             runs[mode].append(res)
-            print(f"  {workload:9} {mode:9} run {r + 1}: wall {res['wall']:.3f} s, peak PSS "
+            print(f"  {workload:9} {mode:15} run {r + 1}: wall {res['wall']:.3f} s, peak PSS "
                   f"{res['pss'] / MIB:.0f} MiB (net {res['pss_net'] / MIB:.0f}), host "
                   f"{res['host'] / MIB:.0f} MiB (net {res['host_net'] / MIB:.0f})"
                   + (f", stridemap {res['stats']}" if res["stats"] else ""),
@@ -265,21 +275,26 @@ def main(argv=None):
         if args.only and workload != args.only:
             continue
         size = args.broadcast_mib if workload == "broadcast" else args.transpose_mib
-        med = bench(workload, args)
-        d, s = med["default"], med["stridemap"]
-        table.append((f"{workload} ({size} MiB)", d, s))
+        table.append((f"{workload} ({size} MiB)", bench(workload, args)))
     print()
     print("| workload | mode | wall (s) | peak worker PSS (MiB) | net of idle | "
           "peak host memory (MiB) | net of idle |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for name, d, s in table:
-        for label, r in (("default Dask", d), ("stridemap.dask", s)):
-            print(f"| {name} | {label} | {r['wall']:.2f} | {r['pss'] / MIB:.0f} | "
+    labels = {"default": "default Dask", "stridemap": "stridemap.dask",
+              "stridemap-alloc": "stridemap.dask, chunk made in a segment"}
+    for name, med in table:
+        d = med["default"]
+        for mode, r in med.items():
+            print(f"| {name} | {labels[mode]} | {r['wall']:.2f} | {r['pss'] / MIB:.0f} | "
                   f"{r['pss_net'] / MIB:.0f} | {r['host'] / MIB:.0f} | "
                   f"{r['host_net'] / MIB:.0f} |")
-        print(f"| {name} | **default / stridemap** | **{d['wall'] / s['wall']:.2f}x** | "
-              f"**{d['pss'] / s['pss']:.2f}x** | **{_ratio(d['pss_net'], s['pss_net'])}** | "
-              f"**{d['host'] / s['host']:.2f}x** | **{_ratio(d['host_net'], s['host_net'])}** |")
+        for mode, s in med.items():
+            if mode == "default":
+                continue
+            print(f"| {name} | **default / {labels[mode]}** | "
+                  f"**{d['wall'] / s['wall']:.2f}x** | **{d['pss'] / s['pss']:.2f}x** | "
+                  f"**{_ratio(d['pss_net'], s['pss_net'])}** | **{d['host'] / s['host']:.2f}x** "
+                  f"| **{_ratio(d['host_net'], s['host_net'])}** |")
     return 0
 
 
