@@ -126,7 +126,7 @@ def default_root(temp_folder=None):
         if chosen:
             return os.path.realpath(os.fspath(chosen))
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
-        return "/dev/shm"
+        return os.path.realpath("/dev/shm")
     return os.path.realpath(tempfile.gettempdir())
 
 
@@ -375,18 +375,21 @@ def _intact(seg):
             and header.generation == seg.generation)
 
 
-def _pool_folder(path, root):
-    """The pool folder holding ``path`` when it is ``<root>/stridemap-<pid>-<start>-<uuid>/FILE``,
-    else None."""
+def _is_pool_folder(folder, root):
+    """Whether ``folder`` is ``<root>/stridemap-<pid>-<start>-<uuid>``."""
     from .temp import parse_folder_name
 
+    parent, name = os.path.split(folder)
+    return parent == root and parse_folder_name(name) is not None
+
+
+def _pool_folder(path, root):
+    """The pool folder holding the file ``path`` when it is a pool folder of ``root``, else
+    None."""
     if not path:
         return None
-    folder, _ = os.path.split(path)
-    parent, name = os.path.split(folder)
-    if parent != root or parse_folder_name(name) is None:
-        return None
-    return folder
+    folder = os.path.dirname(path)
+    return folder if _is_pool_folder(folder, root) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +404,7 @@ _numpy_sizeof = _sizeof_dispatch.dispatch(np.ndarray)
 @dask_serialize.register(np.ndarray)
 def _serialize(x, context=None):
     st = _STATE
-    if st is not None and type(x) is not np.matrix:
+    if st is not None:
         try:
             out = st.dumps(x, context)
         except Exception as e:  # never let sharing break a transfer
@@ -450,7 +453,7 @@ def _open_received(header, frames):
 def _checked_folder(folder, root):
     """The sender's pool folder, when it is one directly below this process's temp root (the
     only root a descriptor is opened from; O2 then keeps the file inside it)."""
-    if not isinstance(folder, str) or _pool_folder(os.path.join(folder, "x"), root) != folder:
+    if not isinstance(folder, str) or not _is_pool_folder(folder, root):
         raise stridemap.PathNotAllowed(
             f"O2: the segment's folder {folder!r} is not a pool folder below {root}")
     return folder
@@ -603,6 +606,14 @@ def activate(worker=None, *, min_bytes=None, temp_folder=None):
     if min_bytes is None:
         min_bytes = dask.config.get("stridemap.dask.min-bytes", None) or DEFAULT_MIN_BYTES
     root = default_root(temp_folder)
+    with _STATE_LOCK:
+        st = _STATE
+        if st is not None and st.root == root:  # activated twice (plugin and preload)
+            st.min_bytes = int(min_bytes)
+            if worker is not None:
+                st.worker = weakref.ref(worker)
+                _patch_monitor(worker)
+            return st.token
     try:
         report = stridemap.sweep(root)
         if report.removed:
