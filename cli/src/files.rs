@@ -243,34 +243,56 @@ pub(crate) fn npy(file: &Path, output: &Path) -> CliResult {
     write_new(output, &d.to_bytes())
 }
 
-pub(crate) fn gc(dry_run: bool, roots: &[PathBuf]) -> CliResult {
+pub(crate) fn gc(dry_run: bool, all_users: bool, roots: &[PathBuf]) -> CliResult {
     let roots = if roots.is_empty() {
         stridemap::segment_bases()
     } else {
         roots.to_vec()
     };
-    let report = stridemap_shm::sweep(&roots, dry_run)?;
+    let opts = stridemap_shm::SweepOptions::default()
+        .dry_run(dry_run)
+        .all_users(all_users);
+    let report = stridemap_shm::sweep_with(&roots, &opts)?;
     let verb = if dry_run { "would remove" } else { "removed" };
     let mut text = String::new();
     for f in &report.removed {
         text.push_str(&format!("{verb} {}\n", f.display()));
     }
-    for f in &report.in_use {
+    for (f, why) in &report.kept {
+        text.push_str(&format!("kept {} ({why})\n", f.display()));
+    }
+    for f in &report.owner_alive {
         text.push_str(&format!(
-            "kept {} (owner dead, files still mapped)\n",
+            "kept {} (owner alive: it holds the folder's lock)\n",
             f.display()
         ));
     }
-    for f in &report.owner_alive {
-        text.push_str(&format!("kept {} (owner alive)\n", f.display()));
+    for f in &report.other_users {
+        text.push_str(&format!(
+            "skipped {} (another user's; --all-users sweeps it)\n",
+            f.display()
+        ));
+    }
+    for (f, why) in &report.failed {
+        text.push_str(&format!("failed {}: {why}\n", f.display()));
     }
     text.push_str(&format!(
-        "{} folder(s) {verb}, {} in use, {} live\n",
+        "{} folder(s) {verb}, {} kept, {} live, {} other users', {} failed\n",
         report.removed.len(),
-        report.in_use.len(),
-        report.owner_alive.len()
+        report.kept.len(),
+        report.owner_alive.len(),
+        report.other_users.len(),
+        report.failed.len(),
     ));
-    out(&text)
+    out(&text)?;
+    if report.succeeded() {
+        Ok(())
+    } else {
+        Err(Failure::other(format!(
+            "{} of the sweep's items failed (listed above); the rest was swept",
+            report.failed.len()
+        )))
+    }
 }
 
 #[cfg(test)]

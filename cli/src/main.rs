@@ -75,11 +75,15 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Remove pool folders whose producer died and whose files no process holds.
+    /// Remove pool folders whose producer died (nobody holds the folder's lock) and whose
+    /// files no process maps. Exit 1 if anything could not be handled (the rest is swept).
     Gc {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Also sweep folders owned by other users (default: only the caller's own).
+        #[arg(long)]
+        all_users: bool,
         /// Sweep this folder instead of the default temp roots (repeatable).
         #[arg(long)]
         root: Vec<PathBuf>,
@@ -177,7 +181,11 @@ fn run(cli: Cli) -> CliResult {
             allow_root,
         } => files::export(&desc, &output, &allow_root),
         Command::Npy { file, output } => files::npy(&file, &output),
-        Command::Gc { dry_run, root } => files::gc(dry_run, &root),
+        Command::Gc {
+            dry_run,
+            all_users,
+            root,
+        } => files::gc(dry_run, all_users, &root),
         Command::Bench { quick, json, only } => bench::command(quick, json, &only),
         Command::Worker { connect } => worker::run(&connect),
     }

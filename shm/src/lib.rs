@@ -55,4 +55,4 @@ pub use fdpass::{receive, recv, send};
 pub use message::{ArrayMessage, Outgoing, Received};
 pub use pool::{Pool, PoolConfig, SegmentKind};
 pub use source::ShareSource;
-pub use sweep::{SweepReport, sweep};
+pub use sweep::{Kept, SweepOptions, SweepReport, sweep, sweep_with};
