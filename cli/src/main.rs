@@ -136,6 +136,14 @@ impl Failure {
 
 impl From<stridemap::Error> for Failure {
     fn from(e: stridemap::Error) -> Failure {
+        // The library's O2 hint names the Rust option; here the user types a flag.
+        if let stridemap::Error::OutsideRoots { .. } | stridemap::Error::UntrustedFolder { .. } = e
+        {
+            return Failure::rule(
+                e.to_string()
+                    .replace("OpenOptions::allow_root", "--allow-root FOLDER"),
+            );
+        }
         match (&e, e.rule()) {
             (_, Some(_)) | (stridemap::Error::Npy { .. }, _) => Failure::rule(e.to_string()),
             _ => Failure::other(e.to_string()),
