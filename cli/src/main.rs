@@ -60,18 +60,22 @@ enum Command {
     Export {
         /// The descriptor file.
         desc: PathBuf,
-        /// The .npy to write (must not exist).
+        /// The .npy to write (replaced atomically if it exists).
         #[arg(short, long)]
         output: PathBuf,
         /// Also allow files below this folder (repeatable).
         #[arg(long = "allow-root")]
         allow_root: Vec<PathBuf>,
+        /// Refuse views holding more bytes of elements than this (suffixes K, M, G); default:
+        /// the free space of the output's filesystem, at most 16 GiB.
+        #[arg(long, value_parser = files::parse_size)]
+        max_bytes: Option<u64>,
     },
     /// Describe the data of an existing .npy file, in place.
     Npy {
         /// The .npy file.
         file: PathBuf,
-        /// Where to write the fixed record.
+        /// Where to write the fixed record (replaced atomically if it exists).
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -96,7 +100,8 @@ enum Command {
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
-        /// Only these groups (decode, open, views, handoff, share, end-to-end, joblib).
+        /// Only these groups, as the report prints them (decode, open, views, handoff, share,
+        /// "end to end" or end-to-end, joblib).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -187,7 +192,8 @@ fn run(cli: Cli) -> CliResult {
             desc,
             output,
             allow_root,
-        } => files::export(&desc, &output, &allow_root),
+            max_bytes,
+        } => files::export(&desc, &output, &allow_root, max_bytes),
         Command::Npy { file, output } => files::npy(&file, &output),
         Command::Gc {
             dry_run,

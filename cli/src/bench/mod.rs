@@ -71,7 +71,10 @@ impl Scratch {
             .find(|b: &PathBuf| b.is_dir())
             .unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("stridemap-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // Private (0700), and new: a stridemap-* folder is a default root only when it is
+        // this user's and private (SPEC.md §6).
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)?;
         Ok(Scratch {
             dir: dir.canonicalize()?,
         })
@@ -124,7 +127,10 @@ pub(crate) fn run(
     only: &[String],
     progress: &dyn Fn(&str),
 ) -> anyhow_free::Result<Vec<Row>> {
-    if let Some(bad) = only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+    // Groups print as "end to end"; "end-to-end" and "end_to_end" name it too.
+    let norm = |g: &str| g.trim().to_ascii_lowercase().replace(['-', '_'], " ");
+    let only: Vec<String> = only.iter().map(|g| norm(g)).collect();
+    if let Some(bad) = only.iter().find(|g| !GROUPS.iter().any(|k| norm(k) == **g)) {
         return Err(format!(
             "no benchmark group {bad:?} (groups: {})",
             GROUPS.join(", ")
@@ -133,7 +139,7 @@ pub(crate) fn run(
     let scratch = Scratch::new().map_err(|e| format!("scratch folder: {e}"))?;
     let mut rows = Vec::new();
     for group in GROUPS {
-        if !only.is_empty() && !only.iter().any(|g| g == group) {
+        if !only.is_empty() && !only.iter().any(|g| *g == norm(group)) {
             continue;
         }
         progress(group);
