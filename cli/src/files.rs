@@ -423,8 +423,9 @@ pub(crate) fn gc(dry_run: bool, all_users: bool, roots: &[PathBuf]) -> CliResult
         Ok(())
     } else {
         Err(Failure::other(format!(
-            "{} of the sweep's items failed (listed above); the rest was swept",
-            report.failed.len()
+            "{} of the sweep's items failed (listed above); the rest {}",
+            report.failed.len(),
+            if dry_run { "would be swept" } else { "was swept" }
         )))
     }
 }
