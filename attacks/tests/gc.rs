@@ -28,26 +28,40 @@ fn the_gc_symlink_swap_never_deletes_outside_the_root() {
     let victim = outside.join("seg-0");
     std::fs::write(&victim, b"victim").unwrap();
     let name = root.join(ORPHAN);
-    let real = root.join("real");
     let link = root.join("link");
+    std::fs::create_dir(&name).unwrap();
     std::os::unix::fs::symlink(&outside.p, &link).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
-        let (stop, name, real, link) = (stop.clone(), name.clone(), real.clone(), link.clone());
+        let (stop, root, name) = (stop.clone(), root.p.clone(), name.clone());
         std::thread::spawn(move || {
+            let dir = rustix::fs::open(
+                &root,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap();
             let mut swaps = 0u64;
+            let exchange = || {
+                rustix::fs::renameat_with(
+                    &dir,
+                    ORPHAN,
+                    &dir,
+                    "link",
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .is_ok()
+            };
             while !stop.load(Ordering::Relaxed) {
-                // The real folder (remade with its file if a sweep removed it) …
-                let _ = std::fs::create_dir(&real);
-                let _ = std::fs::write(real.join("seg-0"), b"segment");
-                if std::fs::rename(&real, &name).is_ok() {
-                    std::thread::yield_now();
-                    let _ = std::fs::rename(&name, &real);
-                }
-                // … then the link to the victim's folder, under the same name.
-                if std::fs::rename(&link, &name).is_ok() {
-                    std::thread::yield_now();
-                    let _ = std::fs::rename(&name, &link);
+                // Here the real folder has the name: give it its file back if a sweep
+                // removed them (never through the link).
+                let _ = std::fs::create_dir(&name);
+                let _ = std::fs::write(name.join("seg-0"), b"segment");
+                std::thread::sleep(Duration::from_micros(swaps % 50));
+                // Now the link has it, for a while (renameat2 RENAME_EXCHANGE: atomic).
+                if exchange() {
+                    std::thread::sleep(Duration::from_micros(swaps % 70));
+                    while !exchange() {}
                 }
                 swaps += 1;
             }
