@@ -35,7 +35,12 @@ fn export_default(base: &Path, desc: &Path) -> std::process::Output {
     let out = base.join("out.npy");
     let _ = std::fs::remove_file(&out);
     cli()
-        .args(["export", desc.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args([
+            "export",
+            desc.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .env("STRIDEMAP_TEMP_FOLDER", base)
         .output()
         .unwrap()
@@ -72,7 +77,12 @@ fn planted_default_root_entries_are_refused() {
         let o = export_default(&base.p, &desc);
         let t = text(&o);
         println!("{}: {t}", entry.display());
-        assert_eq!(o.status.code(), Some(3), "{} was accepted: {t}", entry.display());
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{} was accepted: {t}",
+            entry.display()
+        );
         assert!(t.contains("O2") && t.contains("--allow-root"), "{t}");
         assert!(!base.join("out.npy").exists());
     }
@@ -144,7 +154,13 @@ fn the_broadcast_export_is_refused_and_leaves_no_file() {
 fn dev_zero_and_fifo_inputs_are_refused_quickly() {
     let dir = Scratch::new();
     let fifo = dir.join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = dir.join("out");
     let f = fifo.to_str().unwrap();
     let o = out.to_str().unwrap();
@@ -226,7 +242,14 @@ fn outputs_replace_the_target_and_never_follow_a_link() {
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     for target in [&out, &link] {
         let o = cli()
-            .args(["describe", data.to_str().unwrap(), "--dtype", "|u1", "--shape", "16"])
+            .args([
+                "describe",
+                data.to_str().unwrap(),
+                "--dtype",
+                "|u1",
+                "--shape",
+                "16",
+            ])
             .arg("-o")
             .arg(target)
             .output()
@@ -253,5 +276,8 @@ fn the_o2_message_names_allow_root() {
         .unwrap();
     let t = text(&o);
     assert_eq!(o.status.code(), Some(3), "{t}");
-    assert!(t.contains("--allow-root") && !t.contains("OpenOptions"), "{t}");
+    assert!(
+        t.contains("--allow-root") && !t.contains("OpenOptions"),
+        "{t}"
+    );
 }

@@ -134,7 +134,10 @@ fn a_producer_in_another_pid_namespace_is_not_swept() {
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut out, &mut rest);
     child.wait().unwrap();
-    assert!(survived, "the live producer's folder or recycled segment was swept");
+    assert!(
+        survived,
+        "the live producer's folder or recycled segment was swept"
+    );
     assert!(rest.contains("reused ok"), "the producer says: {rest}");
     assert!(text(&o).contains("owner alive"), "{}", text(&o));
 }
@@ -198,7 +201,11 @@ fn an_undeletable_folder_is_reported_and_the_sweep_goes_on() {
         assert!(!f.exists(), "{} was left: the sweep stopped", f.display());
     }
     assert_ne!(o.status.code(), Some(0), "the exit code hides the failure");
-    assert!(text(&o).contains(&stuck.display().to_string()), "{}", text(&o));
+    assert!(
+        text(&o).contains(&stuck.display().to_string()),
+        "{}",
+        text(&o)
+    );
 }
 
 /// Issue 10 item 8: a dead producer's folder kept because it holds something stridemap never

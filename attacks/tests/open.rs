@@ -75,8 +75,12 @@ fn an_o_path_fd_is_o9() {
     )
     .unwrap();
     let st = fstat(&fd).unwrap();
-    let e = stridemap::open_fd(&fd_desc(10, (st.st_dev, st.st_ino)), fd, &OpenOptions::new())
-        .unwrap_err();
+    let e = stridemap::open_fd(
+        &fd_desc(10, (st.st_dev, st.st_ino)),
+        fd,
+        &OpenOptions::new(),
+    )
+    .unwrap_err();
     assert_eq!(e.rule(), Some("O9"), "{e}");
 }
 

@@ -425,7 +425,11 @@ pub(crate) fn gc(dry_run: bool, all_users: bool, roots: &[PathBuf]) -> CliResult
         Err(Failure::other(format!(
             "{} of the sweep's items failed (listed above); the rest {}",
             report.failed.len(),
-            if dry_run { "would be swept" } else { "was swept" }
+            if dry_run {
+                "would be swept"
+            } else {
+                "was swept"
+            }
         )))
     }
 }

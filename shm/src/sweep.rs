@@ -12,8 +12,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use rustix::fs::{
-    AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, StatxFlags, flock, fstat, openat, statat,
-    statx, unlinkat,
+    Access, AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, StatxFlags, accessat, flock,
+    fstat, openat, statat, statx, unlinkat,
 };
 use rustix::io::Errno;
 
@@ -245,7 +245,23 @@ fn sweep_folder(
             return;
         }
     }
-    // The owner is gone. Every entry must be a segment file nobody maps.
+    // The owner is gone. Removing needs write access to the folder and to the root (a dry
+    // run says so too, rather than promising a removal that would fail).
+    for (dir, what) in [(&fd, "the folder"), (root, "the root")] {
+        if let Err(e) = accessat(
+            dir,
+            ".",
+            Access::WRITE_OK | Access::EXEC_OK,
+            AtFlags::EACCESS,
+        ) {
+            report.failed.push((
+                folder,
+                format!("cannot remove: {what} is not writable ({e})"),
+            ));
+            return;
+        }
+    }
+    // Every entry must be a segment file nobody maps.
     let names = match list(&fd) {
         Ok(n) => n,
         Err(e) => {

@@ -9,7 +9,9 @@ use stridemap_core::Order;
 use stridemap_shm::{Pool, PoolConfig, SegmentKind};
 
 fn main() {
-    let root = std::env::args().nth(1).expect("usage: attack-producer ROOT");
+    let root = std::env::args()
+        .nth(1)
+        .expect("usage: attack-producer ROOT");
     let pool = Pool::with_config(
         PoolConfig::default()
             .temp_folder(&root)
