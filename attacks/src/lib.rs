@@ -90,6 +90,14 @@ impl Default for Scratch {
     }
 }
 
+/// Whether the machine lets this test use `what` ("mount", "unshare"): `probe` says if it
+/// works, and `$STRIDEMAP_ATTACKS_WITHOUT` (a comma-separated list) pretends it does not, to
+/// run the fallback variants on a machine that has everything.
+pub fn can(what: &str, probe: impl FnOnce() -> bool) -> bool {
+    let without = std::env::var("STRIDEMAP_ATTACKS_WITHOUT").unwrap_or_default();
+    !without.split(',').any(|w| w == what) && probe()
+}
+
 /// Whether this process runs as root (some plants need it: chown, mounts).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use stridemap_attacks::{Scratch, cli, describe_bytes, is_root, run_for, text};
+use stridemap_attacks::{Scratch, can, cli, describe_bytes, is_root, run_for, text};
 
 /// A `stridemap-*` entry of `base` holding a file `x` (or, for `None`, a plain file named
 /// like a folder), and a descriptor of that file.
@@ -108,11 +108,13 @@ fn the_broadcast_export_is_refused_and_leaves_no_file() {
     let small = dir.join("small");
     std::fs::create_dir(&small).unwrap();
     let mounted = is_root()
-        && Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-            .arg(&small)
-            .status()
-            .is_ok_and(|s| s.success());
+        && can("mount", || {
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+                .arg(&small)
+                .status()
+                .is_ok_and(|s| s.success())
+        });
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {

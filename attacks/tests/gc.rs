@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use stridemap_attacks::{ORPHAN, Scratch, cli, is_root, text};
+use stridemap_attacks::{ORPHAN, Scratch, can, cli, is_root, text};
 
 /// A planted orphan: `root/name` holding `seg-0`.
 fn orphan(root: &Path, name: &str) -> PathBuf {
@@ -94,10 +94,12 @@ fn the_gc_symlink_swap_never_deletes_outside_the_root() {
 fn a_producer_in_another_pid_namespace_is_not_swept() {
     let root = Scratch::new();
     let producer = env!("CARGO_BIN_EXE_attack-producer");
-    let unshared = Command::new("unshare")
-        .args(["-p", "-f", "--mount-proc", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let unshared = can("unshare", || {
+        Command::new("unshare")
+            .args(["-p", "-f", "--mount-proc", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
     let mut cmd = if unshared {
         println!("variant: producer under unshare -p -f --mount-proc");
         let mut c = Command::new("unshare");
@@ -160,12 +162,14 @@ fn an_undeletable_folder_is_reported_and_the_sweep_goes_on() {
     let source = elsewhere.join("file");
     std::fs::write(&source, b"a regular file").unwrap();
     let mounted = is_root()
-        && Command::new("mount")
-            .arg("--bind")
-            .arg(&source)
-            .arg(&target)
-            .status()
-            .is_ok_and(|s| s.success());
+        && can("mount", || {
+            Command::new("mount")
+                .arg("--bind")
+                .arg(&source)
+                .arg(&target)
+                .status()
+                .is_ok_and(|s| s.success())
+        });
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -173,29 +177,49 @@ fn an_undeletable_folder_is_reported_and_the_sweep_goes_on() {
         }
     }
     let _guard = mounted.then(|| Unmount(target.clone()));
-    if !mounted {
-        // Without mounts, make it undeletable the other way: a read-only folder, swept by a
-        // user who is not its owner's root (only works unprivileged).
-        println!("variant: cannot bind-mount here; the stuck folder is read-only instead");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o500)).unwrap();
-    } else {
+    // Without mounts the stuck folder is read-only (0500), which stops anyone but root; so
+    // root runs the sweep as nobody (uid 65534), whose folders these then are.
+    let mut as_nobody = false;
+    if mounted {
         println!("variant: a bind mount inside the stuck folder");
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        if is_root() {
+            println!("variant: no mounts; a read-only folder, swept by uid 65534 (setpriv)");
+            as_nobody = true;
+            std::fs::set_permissions(&root.p, std::fs::Permissions::from_mode(0o777)).unwrap();
+            for f in std::iter::once(&stuck).chain(&others) {
+                for p in [f.join("seg-0"), f.clone()] {
+                    std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+                }
+            }
+        } else {
+            println!("variant: no mounts; a read-only folder");
+        }
+        std::fs::set_permissions(&stuck, std::fs::Permissions::from_mode(0o500)).unwrap();
     }
-    let dry = cli()
-        .args(["gc", "--dry-run", "--root", root.p.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let gc = |extra: &[&str]| {
+        let mut c = cli();
+        if as_nobody {
+            let bin = c.get_program().to_owned();
+            c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(bin)
+                .env("RUST_LOG", "warn");
+        }
+        c.arg("gc")
+            .args(extra)
+            .args(["--root", root.p.to_str().unwrap()]);
+        c.output().unwrap()
+    };
+    let dry = gc(&["--dry-run"]);
     let dry_text = text(&dry);
     println!("{dry_text}");
     assert!(
         !dry_text.contains(&format!("would remove {}", stuck.display())),
         "the dry run promises to remove a folder it cannot remove"
     );
-    let o = cli()
-        .args(["gc", "--root", root.p.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = gc(&[]);
     println!("{}", text(&o));
     for f in &others {
         assert!(!f.exists(), "{} was left: the sweep stopped", f.display());
