@@ -29,8 +29,8 @@
  *         fprintf(stderr, "bad descriptor: %s\n", stridemap_rule_name(rule));
  *         return 1;
  *     }
- *     const char *roots[] = {"/dev/shm/myapp"};
- *     struct stridemap_open_options opt = {
+ *     const char *roots[] = {"/dev/shm/myapp"};  // besides this user's own private
+ *     struct stridemap_open_options opt = {      // stridemap-* folders (SPEC §6 default roots)
  *         .roots = roots, .nroots = 1, .fd = -1, .mode = STRIDEMAP_MODE_R,
  *     };
  *     struct stridemap_view v;
