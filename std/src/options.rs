@@ -17,19 +17,21 @@ pub const TEMP_FOLDER_ENV: &str = "STRIDEMAP_TEMP_FOLDER";
 pub const SEGMENT_FOLDER_PREFIX: &str = "stridemap-";
 
 /// The folders under which stridemap segment folders are created, in order of preference:
-/// `$STRIDEMAP_TEMP_FOLDER` if set, `/dev/shm`, the system temp dir.
+/// `$STRIDEMAP_TEMP_FOLDER` if set, `/dev/shm`, `$TMPDIR` if set (else `/tmp`); only
+/// absolute ones. These are the *bases* of the default roots (SPEC.md §6).
 ///
 /// ```
 /// let bases = stridemap::segment_bases();
 /// assert!(bases.iter().all(|b| b.is_absolute()));
 /// ```
 pub fn segment_bases() -> Vec<PathBuf> {
+    let set = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     let mut bases = Vec::new();
-    if let Some(dir) = std::env::var_os(TEMP_FOLDER_ENV) {
+    if let Some(dir) = set(TEMP_FOLDER_ENV) {
         bases.push(PathBuf::from(dir));
     }
     bases.push(PathBuf::from("/dev/shm"));
-    bases.push(std::env::temp_dir());
+    bases.push(set("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from));
     bases.retain(|b| b.is_absolute());
     bases
 }
