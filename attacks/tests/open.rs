@@ -151,3 +151,35 @@ fn a_root_given_through_a_symbolic_link() {
         Err(Error::Symlink { .. })
     ));
 }
+
+/// Issue 10 item 4: a reused mapping must not let a descriptor skip the path walk: a path
+/// through a symbolic link, with the identity of a file this process already maps by its real
+/// path, is still O3.
+#[test]
+fn mapping_reuse_does_not_skip_the_symlink_check() {
+    use std::os::unix::fs::MetadataExt;
+    let root = Scratch::new();
+    std::fs::create_dir(root.join("real")).unwrap();
+    let file = root.join("real/x");
+    std::fs::write(&file, b"mapped by its real path").unwrap();
+    std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    let desc = |p: &std::path::Path| {
+        Builder::new(DType::parse("|u1").unwrap(), &[meta.len()])
+            .buffer(0, meta.len())
+            .file_len(meta.len())
+            .identity(meta.dev(), meta.ino())
+            .path(p.to_str().unwrap())
+            .build()
+            .unwrap()
+    };
+    let opts = OpenOptions::new().allow_root(&root.p);
+    let held = stridemap::open(&desc(&file), &opts).unwrap();
+    let e = stridemap::open(&desc(&root.join("link/x")), &opts);
+    assert!(
+        matches!(e, Err(Error::Symlink { .. })),
+        "{:?}",
+        e.map(|m| m.bytes().len())
+    );
+    drop(held);
+}
