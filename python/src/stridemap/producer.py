@@ -38,6 +38,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 import uuid
 import weakref
 
@@ -183,6 +184,7 @@ class _State:
         self.swept = set()  # roots swept by this process
         self.pending = []  # _FileState of named segments a consumer still maps
         self.reaper = None
+        self.wake = threading.Event()
         self.reused = {}  # (id(source), kind) -> (weakref(source), SharedArray)
 
 
@@ -271,18 +273,30 @@ def reap():
 
 
 def _start_reaper():
-    if _state.reaper is not None and _state.reaper.is_alive():
-        return
-    t = threading.Thread(target=_reaper_loop, name="stridemap-reaper", daemon=True)
-    _state.reaper = t
-    t.start()
+    """Wakes the reaper thread (one per process, started the first time it is needed).
+    Called with ``_state.lock`` held."""
+    st = _state
+    if st.reaper is None:
+        st.reaper = threading.Thread(target=_reaper_loop, args=(st,), name="stridemap-reaper",
+                                     daemon=True)
+        st.reaper.start()
+    st.wake.set()
 
 
-def _reaper_loop():
-    pause = 0.01
-    while reap():
-        threading.Event().wait(pause)
-        pause = min(pause * 2, 0.5)
+def _reaper_loop(st):
+    while True:
+        st.wake.wait()
+        pause = 0.02  # a consumer usually unmaps soon after the producer lets go
+        while True:
+            time.sleep(pause)
+            if st is not _state:  # a forked child's copy of the parent's state
+                return
+            if reap() == 0:
+                break
+            pause = min(pause * 2, 0.5)
+        with st.lock:
+            if not st.pending:
+                st.wake.clear()
 
 
 class _Produced(Segment):

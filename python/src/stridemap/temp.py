@@ -9,7 +9,8 @@ Liveness is a lock, not a pid: for its whole life the producer holds ``flock(LOC
 fd of the folder itself. A sweep takes ``LOCK_EX | LOCK_NB`` on the folder; if that fails the
 owner is alive. If it succeeds the owner is dead, and the sweep removes each file it can lock
 exclusively (readers hold ``LOCK_SH`` while they map one, SPEC §7), then the folder if it is
-empty. Every step is relative to a directory fd (``O_NOFOLLOW``, ``unlinkat``), and only
+empty. (A folder whose lock is free but whose named owner, pid and start time, still runs is
+kept too: an older producer that does not lock its folder.) Every step is relative to a directory fd (``O_NOFOLLOW``, ``unlinkat``), and only
 folders of the caller's own uid are touched. Rust's ``stridemap gc`` follows the same rules, so
 each cleans up the other's orphans.
 
@@ -117,6 +118,19 @@ def start_time(pid):
         return None
 
 
+def owner_alive(pid, start):
+    """Whether the process a folder's name records (pid and start time) still runs (a zombie
+    does not). Never decides that an owner is dead: only used to keep the folders of older
+    producers that do not lock their folder."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 1:].split()
+        return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def folder_name(pid, start):
     """``stridemap-<pid>-<start>-<uuid>``, the name Rust's producer gives its folders too."""
     return f"{FOLDER_PREFIX}{pid}-{start}-{uuid.uuid4().hex}"
@@ -206,6 +220,8 @@ class PoolFolder:
             finally:
                 os.close(root_fd)
             log.debug("stridemap: removed pool folder %s", self.path)
+        except FileNotFoundError:
+            log.debug("stridemap: pool folder %s was already gone", self.path)
         except OSError as e:
             log.warning("stridemap: cannot remove pool folder %s: %s", self.path, e)
         finally:
@@ -287,6 +303,8 @@ def _sweep_folder(root_fd, name, path, uid, all_users, dry_run, report):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return "alive"
+        if owner_alive(*parse_folder_name(name)):
+            return "alive"  # a producer that does not lock its folder, and still runs
         held = False
         with os.scandir(fd) as it:
             names = [e.name for e in it]
