@@ -18,7 +18,7 @@ import stat
 
 import numpy as np
 
-from . import producer
+from . import errors, producer
 from .descriptor import Descriptor
 from .record import encode
 from .rules import KINDS
@@ -43,7 +43,10 @@ def describe(array, *, fd=None, mode="r"):
             return seg.describe(array, mode)
     mm, owner = _backing_mmap(array)
     if not isinstance(owner, np.memmap) or owner.offset is None:
-        raise ValueError("the array is not a view of an np.memmap")
+        raise errors.NotShareable(
+            "the array is not a view of an np.memmap or of an array from stridemap.share(), "
+            "empty() or open(): share it first"
+        )
     if owner.mode == "c":
         raise ValueError(
             "a copy-on-write memmap's changes are private to this process: consumers would "
@@ -100,7 +103,10 @@ def _backing_mmap(array):
         if isinstance(base, mmap.mmap):
             return base, obj
         obj = base
-    raise ValueError("the array is not a view of a memory-mapped file")
+    raise errors.NotShareable(
+        "the array is not a view of a memory-mapped file or of an array from stridemap.share(), "
+        "empty() or open(): share it first"
+    )
 
 
 def _address(a):

@@ -115,7 +115,7 @@ def _reopen(fd, mode):
 def _system_error(what, e):
     if e.errno in (errno.EMFILE, errno.ENFILE):
         return errors.ProducerError(
-            f"{what}: too many open files ({os.strerror(e.errno)}); raise the limit "
+            f"{what}: too many open files ({errno.errorcode[e.errno]}); raise the limit "
             "(`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE)) or let go of shared arrays",
             e.errno,
         )
@@ -688,11 +688,15 @@ def share(array, *, kind="memfd", temp_folder=None, reuse=True):
             return hit[1]
     strides, offset, capacity = _layout(array.shape, array.strides, array.itemsize)
     seg = _new_segment(kind, capacity, temp_folder)
-    if capacity:
-        _fill(seg, array, strides, offset)
-    seg.freeze()
-    mm = _map(seg, writable=False)
-    shared = _wrap(seg, mm, array.shape, array.dtype, strides, offset)
+    try:
+        if capacity:
+            _fill(seg, array, strides, offset)
+        seg.freeze()
+        mm = _map(seg, writable=False)
+        shared = _wrap(seg, mm, array.shape, array.dtype, strides, offset)
+    except BaseException:
+        seg._finalizer()  # now, not when the traceback lets go of it: nothing left behind
+        raise
     if reuse and source is not None:
         try:
             ref = weakref.ref(source)
@@ -764,8 +768,12 @@ def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None):
             acc *= shape[k]
         strides = tuple(strides)
     seg = _new_segment(kind, capacity, temp_folder)
-    mm = _map(seg, writable=True)
-    return _wrap(seg, mm, shape, dt, strides, 0)
+    try:
+        mm = _map(seg, writable=True)
+        return _wrap(seg, mm, shape, dt, strides, 0)
+    except BaseException:
+        seg._finalizer()
+        raise
 
 
 # --------------------------------------------------------------------------------------------
