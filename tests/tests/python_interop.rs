@@ -5,6 +5,7 @@
 //!   by fd (memfd over SCM_RIGHTS, received with the Python `recv`);
 //! - a Python producer (`describe` of numpy memmap views, joblib's failure cases) and a Rust
 //!   consumer, then a Rust sub-view described again and opened by Python;
+//! - Python segments (`stridemap.share`, memfd and named file) opened by Rust;
 //! - segment lifetime across the languages (SPEC.md §7): a Python reader's lock keeps a
 //!   released segment pending; once Python unmaps or exits, the pool deletes or recycles it;
 //!   a stale descriptor gets O10 in Python;
@@ -436,6 +437,60 @@ fn joblib_failure_cases_round_trip_python_rust_python() {
     .unwrap();
     assert_eq!((rev.offset(), rev.strides()), (999 * 8, &[-8i64][..]));
     py.finish();
+}
+
+/// The values (C order) of a `<f8` or `<i4` mapping, as f64.
+fn values_of(m: &stridemap::Mapping) -> Vec<f64> {
+    if m.descriptor().dtype().to_string() == "<f8" {
+        m.view::<f64>().unwrap().to_vec()
+    } else {
+        let v = m.view::<i32>().unwrap().to_vec();
+        v.into_iter().map(f64::from).collect()
+    }
+}
+
+#[test]
+fn python_share_opened_by_rust_by_fd_and_by_path() {
+    // Python as a segment producer (`stridemap.share`): sealed memfds passed with a new fd per
+    // receiver, and named segments in its pool folder, each with a SPEC.md §8 header that Rust
+    // checks (O10) under its shared lock.
+    let h = Harness::new();
+    let mut py = Py::script("share.py", &[h.sock.as_path(), h.root.as_path()]);
+    let shared = py.json();
+    assert_eq!(shared["event"], "shared", "{shared}");
+    let folder = PathBuf::from(shared["folder"].as_str().unwrap());
+    assert!(folder.starts_with(&h.root) && folder.is_dir(), "{folder:?}");
+    let stream = h.accept(&mut py);
+    let opts = OpenOptions::new().allow_root(&folder);
+    let mut held = Vec::new();
+    for c in shared["cases"].as_array().unwrap() {
+        let (desc, fd) = stridemap_shm::recv(&stream).unwrap();
+        let what = format!("{} ({})", c["name"], c["kind"]);
+        assert_eq!(desc.generation(), 1, "{what}");
+        assert!(desc.segment_id().is_some(), "{what}");
+        assert_eq!(
+            ints(&c["shape"]),
+            desc.shape().iter().map(|&n| n as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(ints(&c["strides"]), desc.strides(), "{what}: strides kept");
+        let m = match (c["kind"].as_str().unwrap(), fd) {
+            ("memfd", Some(fd)) => stridemap::open_fd(&desc, fd, &opts).unwrap(),
+            ("file", None) => stridemap::open(&desc, &opts).unwrap(),
+            (kind, fd) => panic!("{what}: a {kind} segment with fd {fd:?}"),
+        };
+        let want = floats(&c["values"]);
+        assert_eq!(values_of(&m), want, "{what}: Rust reading Python's segment");
+        held.push((what, m, want));
+    }
+    // Python exits normally: its pool folder goes; Rust's mappings keep reading (SPEC.md §7).
+    py.finish();
+    assert!(
+        !folder.exists(),
+        "the Python producer left {folder:?} behind"
+    );
+    for (what, m, want) in &held {
+        assert_eq!(&values_of(m), want, "{what} after the producer exited");
+    }
 }
 
 #[test]
