@@ -544,7 +544,11 @@ fn rust_and_python_sweeps_clean_up_each_others_orphans() {
     py.child.kill().unwrap();
     py.child.wait().unwrap();
     let report = stridemap_shm::sweep(root, false).unwrap();
-    assert_eq!(report.removed, [py_folder.clone()], "{report:?}");
+    assert_eq!(
+        report.removed,
+        std::slice::from_ref(&py_folder),
+        "{report:?}"
+    );
     assert!(!py_folder.exists());
 
     // A Rust producer with outstanding named segments, then killed: the Python sweep leaves
