@@ -327,3 +327,17 @@ def test_bad_kind_and_mode():
     s = stridemap.share(np.arange(3))
     with pytest.raises(ValueError):
         stridemap.export(s, mode="w+")
+
+
+def test_the_readme_producer_example_runs():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    after = readme[readme.index("## Sharing an array (Python as a producer)"):]
+    code = after[after.index("```python\n") + 10:]
+    code = code[:code.index("```")]
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    s, e, out = scope["s"], scope["e"], scope["out"]
+    got = stridemap.open(e.record, fd=e.fd)
+    e.close()
+    assert np.array_equal(got, scope["a"].T[::-1][:, ::2])
+    assert s.strides == (-8, 8000) and out.segment.frozen and not out.flags.writeable
