@@ -303,7 +303,8 @@ def test_describe_still_describes_memmaps(tmp_path):
     assert stridemap.open(e.record, allowed_roots=[tmp_path]).tolist() == list(range(9, -1, -1))
 
 
-@pytest.mark.parametrize("dtype", [object, [("a", "<i4"), ("b", "<f8")], "U3", "M8[s]", "S2"])
+@pytest.mark.parametrize("dtype", [object, [("a", "<i4"), ("b", "<f8")], "U3", "M8[s]", "S2",
+                                   "V0"])
 def test_not_shareable_dtypes_say_why_and_log_it(dtype, caplog):
     a = np.zeros(4, dtype=dtype)
     with caplog.at_level(logging.DEBUG, logger="stridemap"):
@@ -341,3 +342,14 @@ def test_the_readme_producer_example_runs():
     e.close()
     assert np.array_equal(got, scope["a"].T[::-1][:, ::2])
     assert s.strides == (-8, 8000) and out.segment.frozen and not out.flags.writeable
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_copy_on_write_receiver_writes_privately(kind):
+    s = stridemap.share(np.arange(10.0), kind=kind, reuse=False)
+    e = stridemap.export(s[::-1], mode="c")
+    roots = [s.segment.folder] if s.segment.folder else []
+    v = stridemap.open(e.record, fd=e.fd, mode="c", allowed_roots=roots)
+    e.close()
+    v[0] = 42.0
+    assert v[0] == 42.0 and s[-1] == 9.0

@@ -141,7 +141,8 @@ def _view_span(view):
 
 
 def _check_dtype(dt, what="the array"):
-    if dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS:
+    if (dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS
+            or dt.itemsize == 0):
         raise errors.NotShareable(
             f"{what} has dtype {dt}, which has no stridemap typestr (object, structured, "
             "string and datetime dtypes travel pickled); view it as plain numbers or bytes first"
