@@ -353,3 +353,13 @@ def test_a_copy_on_write_receiver_writes_privately(kind):
     e.close()
     v[0] = 42.0
     assert v[0] == 42.0 and s[-1] == 9.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_views_with_gaps_are_packed_slab_by_slab(kind, monkeypatch):
+    monkeypatch.setattr(producer, "_STAGE", 64)  # many slabs, some of one row
+    a = np.arange(3000, dtype="<i4").reshape(30, 100)
+    for v in [a[::2], a[::-3, 1::7], a.T[::-2, ::4], a[5, ::-3], a[::2, 3], a[2:3, ::5]]:
+        s = stridemap.share(v, kind=kind, reuse=False)
+        assert same_bytes(s, v) and s.segment.capacity == v.nbytes
+        assert same_bytes(open_export(stridemap.export(s)), v)

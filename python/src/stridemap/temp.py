@@ -5,14 +5,14 @@ A producer's named segments (``kind="file"``) live in a private folder
 chooses it: an explicit folder, else ``$STRIDEMAP_TEMP_FOLDER``, else ``/dev/shm`` when it is
 writable and has room for the segment plus a margin, else ``tempfile.gettempdir()``.
 
-Liveness is a lock, not a pid: for its whole life the producer holds ``flock(LOCK_SH)`` on an
-fd of the folder itself. A sweep takes ``LOCK_EX | LOCK_NB`` on the folder; if that fails the
-owner is alive. If it succeeds the owner is dead, and the sweep removes each file it can lock
+Liveness is a lock, not a pid: for its whole life the producer holds ``flock(LOCK_SH)`` on an fd
+of the folder itself. A sweep takes ``LOCK_EX | LOCK_NB`` on the folder; if that fails the owner
+is alive. If it succeeds the owner is dead, and the sweep removes each file it can lock
 exclusively (readers hold ``LOCK_SH`` while they map one, SPEC §7), then the folder if it is
 empty. (A folder whose lock is free but whose named owner, pid and start time, still runs is
-kept too: an older producer that does not lock its folder.) Every step is relative to a directory fd (``O_NOFOLLOW``, ``unlinkat``), and only
-folders of the caller's own uid are touched. Rust's ``stridemap gc`` follows the same rules, so
-each cleans up the other's orphans.
+kept too: an older producer that does not lock its folder.) Every step is relative to a
+directory fd (``O_NOFOLLOW``, ``unlinkat``), and only folders of the caller's own uid are
+touched. Rust's ``stridemap gc`` follows the same rules, so each cleans up the other's orphans.
 
 >>> import tempfile
 >>> root = tempfile.mkdtemp()
