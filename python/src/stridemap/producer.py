@@ -472,7 +472,10 @@ class SharedArray(np.ndarray):
     """
 
     def __array_wrap__(self, arr, context=None, return_scalar=False):
-        arr = super().__array_wrap__(arr, context, return_scalar)
+        if return_scalar:  # numpy >= 2 only passes it
+            arr = super().__array_wrap__(arr, context, return_scalar)
+        else:
+            arr = super().__array_wrap__(arr, context)
         if self is arr or type(self) is not SharedArray:
             return arr
         if return_scalar:
