@@ -303,6 +303,8 @@ def _reaper_loop(st):
 class _Produced(Segment):
     """A segment this process made (memfd or named file)."""
 
+    data_offset = DATA_OFFSET  # where the data starts in the file (SPEC §8)
+
     def __init__(self, kind, fd, capacity, seg_id, folder=None, name=None):
         self.kind = kind
         self.capacity = capacity
@@ -327,7 +329,7 @@ class _Produced(Segment):
     def describe(self, view, mode="r"):
         self._grant(view, mode)
         return _descriptor(
-            view, buf_addr=self._buf_addr, buffer_offset=DATA_OFFSET,
+            view, buf_addr=self._buf_addr, buffer_offset=self.data_offset,
             buffer_len=self.capacity, file_len=self.file_len, device=self.identity[0],
             inode=self.identity[1], generation=self.generation, segment_id=self.segment_id,
             source="fd" if self.kind == "memfd" else "path", path=self.path, mode=mode,
@@ -635,9 +637,9 @@ def _map(seg, writable, populate=False):
 
 def _wrap(seg, mm, shape, dtype, strides, offset):
     """The SharedArray over ``mm``, registered so views of it find ``seg``."""
-    seg._buf_addr = _address(np.frombuffer(mm, dtype=np.uint8)) + DATA_OFFSET
-    arr = np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm, offset=DATA_OFFSET + offset,
-                             strides=strides)
+    seg._buf_addr = _address(np.frombuffer(mm, dtype=np.uint8)) + seg.data_offset
+    arr = np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm,
+                             offset=seg.data_offset + offset, strides=strides)
     _register(mm, seg)
     return arr
 
@@ -751,7 +753,7 @@ def _fill(seg, src, strides, offset):
     lo_addr, hi_addr = _view_span(src)
     if strides == src.strides and hi_addr - lo_addr == src.nbytes:
         raw = np.asarray(_Span(lo_addr, src.nbytes, src))
-        _pwrite_all(seg.fd, raw, DATA_OFFSET + offset - (_address(src) - lo_addr))
+        _pwrite_all(seg.fd, raw, seg.data_offset + offset - (_address(src) - lo_addr))
         return
     dense = seg.capacity == src.nbytes
     if dense and all(st != 0 or n <= 1 for n, st in zip(src.shape, strides)):
@@ -759,7 +761,7 @@ def _fill(seg, src, strides, offset):
         return
     mm = _map(seg, writable=True)
     try:
-        dst = np.ndarray(src.shape, src.dtype, buffer=mm, offset=DATA_OFFSET + offset,
+        dst = np.ndarray(src.shape, src.dtype, buffer=mm, offset=seg.data_offset + offset,
                          strides=strides)
         # Broadcast axes are copied once: index 0 of them, on both sides.
         once = tuple(slice(0, 1) if n > 1 and s == 0 else slice(None)
@@ -793,7 +795,7 @@ def _fill_packed(seg, src, strides, offset):
         stage = np.ndarray(part.shape, src.dtype, buffer=buf, offset=first - lo,
                            strides=strides)
         np.copyto(stage, part, casting="no")
-        _pwrite_all(seg.fd, buf, DATA_OFFSET + lo)
+        _pwrite_all(seg.fd, buf, seg.data_offset + lo)
 
 
 def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None):
