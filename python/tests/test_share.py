@@ -363,3 +363,51 @@ def test_views_with_gaps_are_packed_slab_by_slab(kind, monkeypatch):
         s = stridemap.share(v, kind=kind, reuse=False)
         assert same_bytes(s, v) and s.segment.capacity == v.nbytes
         assert same_bytes(open_export(stridemap.export(s)), v)
+
+
+CONSUMER = """
+import socket, sys
+import numpy as np
+import stridemap
+sys.path.insert(0, sys.argv[2])
+from producer_util import is_stridemap_mapping, mapping_name
+sock = socket.socket(fileno=int(sys.argv[1]))
+out = []
+while True:
+    try:
+        record, fd = stridemap.recv(sock)
+    except EOFError:
+        break
+    roots = [sys.argv[3]] if sys.argv[3] != "-" else []
+    a = stridemap.open(record, fd=fd, allowed_roots=roots)
+    if fd is not None:
+        import os
+        os.close(fd)
+    assert is_stridemap_mapping(a), mapping_name(a)
+    out.append(a.tobytes().hex())
+print(" ".join(out))
+"""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_another_process_maps_the_same_pages(kind):
+    import socket
+    import subprocess
+    import sys
+
+    views = [np.arange(1000.0)[::-3], np.arange(24, dtype=">i4").reshape(4, 6).T,
+             np.broadcast_to(np.arange(5, dtype="<c8"), (3, 5))]
+    shared = [stridemap.share(v, kind=kind, reuse=False) for v in views]
+    root = shared[0].segment.folder or "-"
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    p = subprocess.Popen([sys.executable, "-c", CONSUMER, str(b.fileno()),
+                          os.path.dirname(__file__), root],
+                         pass_fds=[b.fileno()], stdout=subprocess.PIPE, text=True)
+    b.close()
+    for s in shared:
+        with stridemap.export(s[::-1]) as e:
+            stridemap.send(a, e.record, e.fd)
+    a.close()
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0
+    assert out.split() == [v[::-1].tobytes().hex() for v in views]
