@@ -213,3 +213,20 @@ def test_export_of_an_array_without_a_segment():
         stridemap.export(np.arange(10.0))
     with pytest.raises(stridemap.NotShareable):
         stridemap.describe(np.arange(10.0) + stridemap.share(np.arange(10.0)))
+
+
+def test_a_received_memfd_opened_at_the_fd_limit_still_maps_but_cannot_be_handed_on(
+        monkeypatch):
+    s = stridemap.share(np.arange(10.0), reuse=False)
+    e = stridemap.export(s)
+
+    def no_fd(fd):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(os, "dup", no_fd)
+    v = stridemap.open(e.record, fd=e.fd)
+    monkeypatch.undo()
+    e.close()
+    assert v.tolist() == list(map(float, range(10)))
+    with pytest.raises(stridemap.ProducerError, match="ulimit"):
+        stridemap.export(v[::2])
+    assert stridemap.decode(stridemap.describe(v[::2])).shape == (5,)  # the record alone

@@ -395,8 +395,14 @@ class _Opened(Segment):
         )
 
     def new_fd(self, mode="r"):
-        if self._fd is None:
+        if self.kind != "memfd":
             return None
+        if self._fd is None:
+            raise errors.ProducerError(
+                "cannot hand on a view of this received memfd: no fd of it was kept (the fd "
+                "limit was reached when it was opened); raise the limit (`ulimit -n`)",
+                errno.EMFILE,
+            )
         return _reopen(self._fd, mode)
 
 
@@ -422,7 +428,10 @@ def register_opened(mm, desc, granted, fd):
     shares the lock (same open file description)."""
     kept = None
     if fd is not None:
-        kept = os.dup(fd)  # not inheritable, like every fd Python makes
+        try:
+            kept = os.dup(fd)  # not inheritable, like every fd Python makes
+        except OSError as e:  # the view is fine; only exporting views of it will fail
+            log.debug("stridemap: no fd kept for re-exporting a received memfd: %s", e)
     start = _address(np.frombuffer(mm, dtype=np.uint8))
     delta = desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
     _register(mm, _Opened(desc, granted, kept, start + delta))
