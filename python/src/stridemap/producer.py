@@ -243,6 +243,8 @@ def _close(fs):
 def _try_unlink(fs):
     """SPEC §7.3: ``LOCK_EX | LOCK_NB`` (converting this process's shared lock), then unlink
     and close. Whether the file is gone (or the folder already was)."""
+    if fs.fd is None:
+        return True
     try:
         fcntl.flock(fs.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -250,14 +252,15 @@ def _try_unlink(fs):
     except OSError:
         pass
     folder = fs.folder
-    if folder.fd is not None:
-        try:
-            os.unlink(fs.name, dir_fd=folder.fd)
-            log.debug("stridemap: unlinked segment %s/%s", folder.path, fs.name)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("stridemap: cannot unlink %s/%s: %s", folder.path, fs.name, e)
+    with folder.lock:  # the folder's fd stays open meanwhile (remove() takes it too)
+        if folder.fd is not None:
+            try:
+                os.unlink(fs.name, dir_fd=folder.fd)
+                log.debug("stridemap: unlinked segment %s/%s", folder.path, fs.name)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("stridemap: cannot unlink %s/%s: %s", folder.path, fs.name, e)
     _close(fs)
     return True
 
@@ -934,6 +937,7 @@ def _after_fork_in_child():
     _state = _State()
     _mappings_lock = threading.Lock()  # another thread may have held it at the fork
     for folder in old.folders.values():
+        folder.lock = threading.Lock()  # another thread may have held it at the fork
         folder.close()  # a duplicate: the parent's lock stays
 
 

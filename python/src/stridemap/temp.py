@@ -31,6 +31,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -155,6 +156,7 @@ class PoolFolder:
         self.name = os.path.basename(path)
         self.fd = fd
         self.pid = os.getpid()
+        self.lock = threading.Lock()  # held while fd is used to unlink, and to close it
 
     @classmethod
     def create(cls, root):
@@ -201,10 +203,14 @@ class PoolFolder:
     def remove(self):
         """Deletes the folder and everything in it (at exit: readers that map a segment keep
         reading it; nobody can open one any more), then drops the lock. Idempotent."""
+        with self.lock:
+            self._remove()
+
+    def _remove(self):
         if self.fd is None:
             return
         if self.pid != os.getpid():  # a forked child: the parent's folder is not ours
-            self.close()
+            self._close()
             return
         try:
             with os.scandir(self.fd) as it:
@@ -225,10 +231,14 @@ class PoolFolder:
         except OSError as e:
             log.warning("stridemap: cannot remove pool folder %s: %s", self.path, e)
         finally:
-            self.close()
+            self._close()
 
     def close(self):
         """Closes the folder's fd (its lock goes with the last fd of it)."""
+        with self.lock:
+            self._close()
+
+    def _close(self):
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
