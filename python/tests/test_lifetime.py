@@ -171,7 +171,11 @@ def test_temp_root_policy(tmp_path, monkeypatch):
     monkeypatch.delenv(temp.TEMP_FOLDER_ENV)
     import tempfile
 
-    assert temp.choose_root(None, 10, shm="/nonexistent/shm") == tempfile.gettempdir()
+    assert temp.choose_root(None, 10, shm="/nonexistent/shm") == temp.temp_dir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # SPEC §6's bases, as Rust takes them
+    assert temp.temp_dir() == str(tmp_path) and temp.segment_bases()[-1] == str(tmp_path)
+    monkeypatch.setenv("TMPDIR", "")
+    assert temp.temp_dir() == "/tmp"
 
 
 def settle():

@@ -3,7 +3,7 @@
 A producer's named segments (``kind="file"``) live in a private folder
 ``stridemap-<pid>-<start>-<uuid>`` (mode 0700) below a temp root chosen as the Rust producer
 chooses it: an explicit folder, else ``$STRIDEMAP_TEMP_FOLDER``, else ``/dev/shm`` when it is
-writable and has room for the segment plus a margin, else ``tempfile.gettempdir()``.
+writable and has room for the segment plus a margin, else ``$TMPDIR`` (or ``/tmp``).
 
 Liveness is a lock, not a pid (SPEC §7.5): for its whole life the producer holds
 ``flock(LOCK_SH)`` on an fd of the folder itself, taken before it creates anything in it. A
@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -58,14 +57,20 @@ def _margin(total):
     return (4 << 20) + total // 100
 
 
+def temp_dir():
+    """The system temp dir as Rust and SPEC §6 take it: ``$TMPDIR`` if set, else ``/tmp``."""
+    return os.environ.get("TMPDIR") or "/tmp"
+
+
 def segment_bases():
-    """The temp roots a producer may use, hence the ones a sweep looks in by default:
-    ``$STRIDEMAP_TEMP_FOLDER`` (when set), ``/dev/shm`` and the system temp dir."""
+    """The bases of SPEC §6, where producers put their folders and sweeps look by default:
+    ``$STRIDEMAP_TEMP_FOLDER`` (when set), ``/dev/shm`` and :func:`temp_dir`; only absolute
+    ones."""
     bases = []
     env = os.environ.get(TEMP_FOLDER_ENV)
     if env:
         bases.append(env)
-    bases += [SHM, tempfile.gettempdir()]
+    bases += [SHM, temp_dir()]
     out = []
     for b in bases:
         if os.path.isabs(b) and b not in out:
@@ -101,7 +106,7 @@ def choose_root(explicit, needed, *, shm=SHM):
                 why = f"has {free >> 20} MiB free, {(needed + _margin(total)) >> 20} MiB needed"
     if why is None:
         return shm
-    tmp = tempfile.gettempdir()
+    tmp = temp_dir()
     free, _ = space(tmp)
     if free < needed:
         raise NoSpace.make(tmp, needed, free)
