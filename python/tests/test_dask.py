@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -281,15 +282,19 @@ def other_root():
     """A temp root on another filesystem: a small tmpfs mounted for the test (we run as root
     in CI), else a folder on the disk if that is another device than /dev/shm."""
     path = tempfile.mkdtemp(prefix="stridemap-test-dask-other-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", path],
-                       capture_output=True, text=True)
-    mounted = r.returncode == 0
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", path],
+                           capture_output=True, text=True)
+        mounted, why = r.returncode == 0, r.stderr.strip() or f"exit status {r.returncode}"
+    except OSError as e:
+        mounted, why = False, str(e)
     if not mounted:
         shm = os.stat("/dev/shm").st_dev if os.path.isdir("/dev/shm") else None
         where = "another device" if os.stat(path).st_dev != shm else "THE SAME device"
-        print(f"\nNOTE: cannot mount a tmpfs ({r.stderr.strip() or r.returncode}): the odd "
-              f"worker's temp root is {path}, a plain folder on {where} than /dev/shm. The "
-              "tokens still differ (another folder), so this tests the same decision.")
+        warnings.warn(f"cannot mount a tmpfs ({why}): the odd "
+                      f"worker's temp root is {path}, a plain folder on {where} than "
+                      "/dev/shm. The tokens still differ (another folder), so this tests the "
+                      "same decision, not a second tmpfs.")
     try:
         yield path
     finally:
