@@ -360,6 +360,40 @@ def test_worker_on_another_tmpfs_takes_the_normal_path(fresh_root, other_root):
     assert leftovers(fresh_root) == []
 
 
+def test_full_temp_root_takes_the_normal_path(fresh_root):
+    """A temp root without room for the segment (a 2 MiB tmpfs, 4 MiB arrays): NoSpace, and the
+    array goes by the normal path."""
+    small = tempfile.mkdtemp(prefix="stridemap-test-dask-small-")
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", small],
+                           capture_output=True, text=True)
+    except OSError as e:
+        r = None
+        why = str(e)
+    if r is None or r.returncode != 0:
+        os.rmdir(small)
+        why = why if r is None else (r.stderr.strip() or f"exit status {r.returncode}")
+        pytest.skip(f"cannot mount a small tmpfs ({why}): the full-temp-root case is not "
+                    "tested here")
+    try:
+        os.environ["STRIDEMAP_TEMP_FOLDER"] = small
+        with cluster(2) as c, Client(c) as cl:
+            sd.install(cl, min_bytes=MIN)
+            ws = workers(cl)
+            n = 1 << 19  # 4 MiB
+            f = cl.submit(t.make, 50, n, workers=[ws[0]], pure=False)
+            got = cl.submit(t.checksum, f, workers=[ws[1]], pure=False).result(timeout=60)
+            assert got == (int(t.make(50, n).sum()), (n,), "int64")
+            stats = cl.run(sd.stats)
+            assert stats[ws[0]]["fallbacks"].get("no-space") == 1, stats[ws[0]]
+            assert total(stats, "sent") == 0
+        assert leftovers(small) == []
+    finally:
+        os.environ["STRIDEMAP_TEMP_FOLDER"] = fresh_root
+        subprocess.run(["umount", "-l", small], capture_output=True)
+        shutil.rmtree(small, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Spilling: no recipient, so segment-backed arrays are pickled by value
 
