@@ -159,3 +159,21 @@ def process_memory(dask_worker):
 
     rss = psutil.Process().memory_info().rss
     return rss, dask_worker.monitor.get_process_memory()
+
+
+def layouts(n):
+    """A tuple of arrays of awkward layouts, each of at least 64 KiB."""
+    base = make(60, n * 64).reshape(n, 64)
+    return (
+        np.asfortranarray(base),
+        base.astype(">f8")[::-1, ::2],
+        (base + 1j * base).astype("<c16").T,
+        base.astype("<f2")[n // 4:, ::-1],
+        np.broadcast_to(base[0], (n * 4, 64)),
+    )
+
+
+def same_layouts(got, n):
+    want = layouts(n)
+    return [bool(np.array_equal(g, w)) and g.dtype == w.dtype and g.shape == w.shape
+            for g, w in zip(got, want)]

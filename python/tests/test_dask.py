@@ -208,6 +208,16 @@ def test_allocated_in_a_segment_and_views_travel_without_a_copy(client, counters
     assert_no_sharing_failures(stats)
 
 
+def test_awkward_layouts_in_a_tuple(client, counters):
+    ws = workers(client)
+    n = 1024
+    tup = client.submit(t.layouts, n, workers=[ws[0]], pure=False)
+    assert client.submit(t.same_layouts, tup, n, workers=[ws[1]]).result() == [True] * 5
+    stats = counters()
+    assert stats[ws[1]]["received"] == 5, stats[ws[1]]
+    assert_no_sharing_failures(stats)
+
+
 def test_small_and_unshareable_arrays_take_the_normal_path(client, counters):
     ws = workers(client)
     small = client.submit(t.make, 5, 100, workers=[ws[0]])
