@@ -64,7 +64,7 @@ def cluster(n, **kw):
     drop replicas every few seconds, and the tests count who holds what."""
     kw.setdefault("threads_per_worker", 1)
     with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
-        return LocalCluster(n_workers=n, processes=True, dashboard_address=None,
+        return LocalCluster(n_workers=n, processes=True, dashboard_address=":0",
                             silence_logs=40, **kw)
 
 

@@ -128,7 +128,7 @@ def _cluster(n_workers, mode, min_bytes):
 
     with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=50)
+                               dashboard_address=":0", silence_logs=50)
     client = Client(cluster)
     if mode.startswith("stridemap"):
         import stridemap.dask as sd
