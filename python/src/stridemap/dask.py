@@ -16,7 +16,14 @@ and its uid. Dask passes that handshake to serializers as ``context["recipient"]
 equals its own: same boot, same folder (not a container's separate ``/dev/shm``), same user.
 Everything else declines and takes Dask's normal path, unchanged: another host or temp root,
 a peer without stridemap, spilling to disk (no recipient), arrays below ``min-bytes``, dtypes
-without a stridemap typestr (objects, strings, datetimes, records), broadcast views.
+without a stridemap typestr (objects, strings, datetimes, records).
+
+**Where it hooks.** The module wraps the ``dask`` serialization family's entry for numpy
+arrays (``dask_serialize``/``dask_deserialize`` of ``np.ndarray``); declining hands the array to
+numpy's own entry, which is Dask's normal path. (A family of its own would have to be named in
+the ``serializers`` list of every connection, a list the requesting peer sends with each
+request; the ``dask`` family is in every default list, and a peer without stridemap never
+gets a descriptor because it publishes no token.)
 
 **Zero copies where the data already is.** An array backed by a stridemap segment (received
 through stridemap, or made with :func:`stridemap.empty`/:func:`stridemap.share`) is described
