@@ -520,6 +520,13 @@ pub(crate) fn page_size_for(mode: HugePages, n: u64) -> Option<u64> {
     }
 }
 
+/// The page size of the hugetlbfs holding `dir`, when it is one (`statfs`).
+pub(crate) fn hugetlbfs_page(dir: &Path) -> Option<u64> {
+    const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
+    let st = rustix::fs::statfs(dir).ok()?;
+    ((st.f_type as u64) & 0xffff_ffff == HUGETLBFS_MAGIC).then_some(st.f_bsize as u64)
+}
+
 /// `n` rounded up to whole huge pages of `size` bytes.
 pub(crate) fn round_up(n: u64, size: u64) -> Option<u64> {
     n.checked_next_multiple_of(size)

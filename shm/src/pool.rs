@@ -451,7 +451,10 @@ impl PoolInner {
     /// consumers may still write), else a new one filled as `fill` says.
     fn obtain(&self, n: u64, writable: bool, fill: Fill<'_>) -> Result<(Segment, bool)> {
         let recycling = self.config.recycle_max_bytes > 0;
-        let huge = crate::huge::page_size_for(self.config.huge_pages, n);
+        // A hugetlbfs temp root holds huge pages only, whatever the mode.
+        let huge = self
+            .hugetlbfs_root()
+            .or_else(|| crate::huge::page_size_for(self.config.huge_pages, n));
         let capacity = capacity_for(n, recycling, huge)?;
         if recycling {
             let found = {
@@ -541,8 +544,33 @@ impl PoolInner {
                 why,
             });
         }
+        if let Some(f) = &folder
+            && crate::huge::hugetlbfs_page(f).is_some()
+        {
+            // Base pages do not exist there.
+            log::debug!("stridemap: no room in hugetlbfs {}: {why}", f.display());
+            return Err(Error::NoSpace {
+                folder: f.clone(),
+                needed,
+                available: 0,
+            });
+        }
         log::debug!("stridemap: a {n}-byte segment gets base pages: {why}");
         make(Plan::BASE)
+    }
+
+    /// The page size of the pool's explicit temp root (configured, or
+    /// `$STRIDEMAP_TEMP_FOLDER`) when it is a hugetlbfs mount and the pool makes named files.
+    fn hugetlbfs_root(&self) -> Option<u64> {
+        if self.config.kind != SegmentKind::File {
+            return None;
+        }
+        let root = self
+            .config
+            .temp_folder
+            .clone()
+            .or_else(|| std::env::var_os(stridemap::TEMP_FOLDER_ENV).map(PathBuf::from))?;
+        crate::huge::hugetlbfs_page(&root)
     }
 
     /// This pool's folder under the temp root chosen for a segment of `needed` bytes.

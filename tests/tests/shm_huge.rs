@@ -326,6 +326,48 @@ fn reserved_hugetlb_pages_back_memfd_segments() {
 }
 
 #[test]
+fn a_hugetlbfs_temp_root_holds_named_segments_in_hugetlb_pages() {
+    let _s = serial();
+    if !is_root() {
+        eprintln!("note: not root: no hugetlbfs mounted; hugetlbfs segments not exercised");
+        return;
+    }
+    let Some(_r) = reserve_hugetlb(8) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "none"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("note: cannot mount hugetlbfs here; not exercised");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(dir.path());
+    let free = meminfo("HugePages_Free:");
+    // Even Never: a hugetlbfs root has no base pages.
+    let p = pool(SegmentKind::File, HugePages::Never, Some(dir.path()));
+    let a = filled(&p, 4 * MIB);
+    assert_eq!(free - meminfo("HugePages_Free:"), 3);
+    assert_huge(&a, PageBacking::HugetlbFile, 4 * MIB, Some(dir.path()));
+    let small = filled(&p, 64 << 10);
+    assert_eq!(small.page_backing().unwrap(), PageBacking::HugetlbFile);
+    drop(consume(&small, Some(dir.path())));
+    drop((a, small, p));
+    assert_eq!(
+        meminfo("HugePages_Free:"),
+        free,
+        "pages back, files removed"
+    );
+}
+
+#[test]
 fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
     let _s = serial();
     if !is_root() {
