@@ -92,7 +92,7 @@ enum Command {
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
-        /// Only these groups (decode, open, views, handoff, share, end-to-end, joblib).
+        /// Only these groups (decode, open, views, handoff, share, huge, end-to-end, joblib).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

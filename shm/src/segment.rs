@@ -277,21 +277,35 @@ impl Segment {
             Fill::Reserve(n) => *n,
             Fill::Write(bytes) => bytes.len() as u64,
         };
-        if plan.backing.is_hugetlb() {
-            // hugetlb pages are reserved whole; running out is ENOSPC here, not a SIGBUS.
-            let end = (off + n).next_multiple_of(plan.page_size).min(len as u64);
-            fallocate(&*file, FallocateFlags::empty(), 0, end).map_err(nospace(where_, end))?;
-        } else if !plan.advise_only {
+        // Space is reserved without writing a page where that is possible, so that the fill
+        // is the only pass over the memory (the kernel zeroes each huge page as the fill
+        // faults it in, while it is still in the cache):
+        // - hugetlb: the shared map reserves the pages of the whole file (mmap fails with
+        //   ENOMEM when there are too few), so no later fault can fail;
+        // - a THP memfd lives in the kernel's internal tmpfs, which has no size limit;
+        // - a named file in a tmpfs of limited size gets its pages now (fallocate, or faults
+        //   through the advised map), so a full tmpfs is an error here and not a SIGBUS.
+        if plan.backing == PageBacking::ThpFile && !plan.advise_only {
             fallocate(&*file, FallocateFlags::empty(), off, n.max(1))
                 .map_err(nospace(where_, off + n))?;
         }
-        let mut map = sys::map_segment(file, len, populate).map_err(io_err("mapping", where_))?;
+        let mut map = sys::map_segment(file, len, populate).map_err(|e| {
+            if plan.backing.is_hugetlb() && e.raw_os_error() == Some(Errno::NOMEM.raw_os_error()) {
+                Error::NoSpace {
+                    folder: where_.to_path_buf(),
+                    needed: len as u64,
+                    available: 0,
+                }
+            } else {
+                io_err("mapping", where_)(e)
+            }
+        })?;
         if plan.is_thp()
             && let Err(e) = sys::advise_huge(&mut map)
         {
             log::debug!("stridemap: MADV_HUGEPAGE on {}: {e}", where_.display());
         }
-        if plan.advise_only {
+        if plan.advise_only && plan.backing == PageBacking::ThpFile {
             // Only a fault through the advised map allocates huge pages: reserve by
             // prefaulting it (a full tmpfs fails here rather than with a SIGBUS later).
             sys::populate_range(&mut map, off as usize, n as usize)
@@ -376,7 +390,10 @@ impl Segment {
                 .path()
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| "memfd".into());
-            if self.plan.advise_only {
+            let backing = self.plan.backing;
+            if backing.is_hugetlb() || backing == PageBacking::ThpMemfd {
+                // Reserved by the map, or no limit (see `fill_huge`).
+            } else if self.plan.advise_only {
                 // As when it was made: only the advised map allocates huge pages.
                 let (off, n) = (self.data_offset as usize, n as usize);
                 sys::populate_range(&mut self.map, off, n)

@@ -2,6 +2,7 @@
 //! the alternative on the same machine, with the target it is held to.
 
 mod decode;
+mod huge;
 mod joblib;
 mod shm;
 mod timing;
@@ -108,12 +109,13 @@ pub(crate) fn command(quick: bool, json: bool, only: &[String]) -> crate::CliRes
 }
 
 /// The groups of the report, in order.
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "decode",
     "open",
     "views",
     "handoff",
     "share",
+    "huge",
     "end-to-end",
     "joblib",
 ];
@@ -143,6 +145,7 @@ pub(crate) fn run(
             "views" => views::sum_rows(budget, &scratch)?,
             "handoff" => shm::handoff_rows(budget, &scratch)?,
             "share" => shm::share_rows(budget, &scratch)?,
+            "huge" => huge::rows(budget)?,
             "end-to-end" => shm::end_to_end_rows(budget, &scratch)?,
             _ => joblib::rows(budget, &scratch)?,
         });
