@@ -512,11 +512,24 @@ pub fn huge_probe(kind: SegmentKind, folder: Option<&Path>, capacity: u64) -> Hu
 
 /// The huge page size a new segment of `n` data bytes asks for under `mode`: none for
 /// `Never`, every segment for `Require`, segments of at least one huge page for `Auto`.
-pub(crate) fn page_size_for(mode: HugePages, n: u64) -> Option<u64> {
+///
+/// Under `Auto` the answer is yes only when a mechanism is available now for `kind` (named
+/// files: in `root`, else the policy's first choice), so that without one a segment is laid
+/// out exactly as without huge pages.
+pub(crate) fn page_size_for(
+    mode: HugePages,
+    n: u64,
+    kind: SegmentKind,
+    root: Option<&Path>,
+) -> Option<u64> {
     match mode {
         HugePages::Never => None,
         HugePages::Require => Some(huge_page_size()),
-        HugePages::Auto => Some(huge_page_size()).filter(|&h| n >= h),
+        HugePages::Auto => {
+            let h = huge_page_size();
+            let capacity = round_up(n, h)?;
+            (n >= h && huge_probe(kind, root, capacity).chosen().is_some()).then_some(h)
+        }
     }
 }
 

@@ -452,9 +452,14 @@ impl PoolInner {
     fn obtain(&self, n: u64, writable: bool, fill: Fill<'_>) -> Result<(Segment, bool)> {
         let recycling = self.config.recycle_max_bytes > 0;
         // A hugetlbfs temp root holds huge pages only, whatever the mode.
-        let huge = self
-            .hugetlbfs_root()
-            .or_else(|| crate::huge::page_size_for(self.config.huge_pages, n));
+        let huge = self.hugetlbfs_root().or_else(|| {
+            crate::huge::page_size_for(
+                self.config.huge_pages,
+                n,
+                self.config.kind,
+                self.config.temp_folder.as_deref(),
+            )
+        });
         let capacity = capacity_for(n, recycling, huge)?;
         if recycling {
             let found = {
