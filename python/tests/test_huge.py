@@ -170,6 +170,50 @@ def test_reserved_hugetlb_pages_back_memfd_segments():
         del big
 
 
+def test_a_lost_race_for_hugetlb_pages_falls_back_under_auto(monkeypatch):
+    """The probe sees free pages, but another process took them before the segment was made:
+    the kernel refuses the mapping (ENOMEM), auto makes the segment in base pages, require
+    says there is no space."""
+    if not ROOT:
+        return note("not root: no hugetlb pages reserved; not exercised")
+    before = meminfo("HugePages_Total:")
+    with setting(NR_HUGEPAGES, str(before + 2)) as ok:
+        if not ok or meminfo("HugePages_Total:") < before + 2:
+            return note("the kernel did not reserve 2 hugetlb pages; not exercised")
+        monkeypatch.setattr(huge, "hugetlb_available", lambda size: 1 << 20)
+        a = stridemap.empty((16 * MIB // 8,), "f8")
+        assert huge.page_backing(a) == "base"
+        a[:] = 1.0
+        with pytest.raises(stridemap.NoSpace):
+            stridemap.empty((16 * MIB // 8,), "f8", huge_pages="require")
+        del a
+
+
+def test_a_hugetlbfs_temp_root_holds_named_segments():
+    if not ROOT:
+        return note("not root: no hugetlbfs mounted; not exercised")
+    before = meminfo("HugePages_Total:")
+    with setting(NR_HUGEPAGES, str(before + 8)) as ok:
+        if not ok or meminfo("HugePages_Total:") < before + 8:
+            return note("the kernel did not reserve 8 hugetlb pages; not exercised")
+        mnt = tempfile.mkdtemp()
+        if subprocess.run(["mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "none", mnt]).returncode:
+            os.rmdir(mnt)
+            return note("cannot mount hugetlbfs here; not exercised")
+        try:
+            # Even "never" and a small array: a hugetlbfs has no base pages.
+            s = stridemap.share(np.arange(100.0), kind="file", temp_folder=mnt, huge_pages="never")
+            assert huge.page_backing(s) == "hugetlb-file"
+            b = stridemap.share(np.arange(MIB // 2, dtype="f8"), kind="file", temp_folder=mnt)
+            check_huge(b, "hugetlb-file", 4 * MIB)
+            del s, b
+            stridemap.reap()
+            gc.collect()
+        finally:
+            subprocess.run(["umount", "-l", mnt])
+            os.rmdir(mnt)
+
+
 def test_shmem_enabled_advise_gives_thp_memfds_and_never_gives_base_pages():
     if not ROOT:
         return note("not root: shmem_enabled not changed; not exercised")

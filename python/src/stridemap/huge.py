@@ -358,6 +358,21 @@ def prepare(fd, plan, header, file_len, where):
         raise
 
 
+def with_fallback(new_segment, kind, capacity, temp_folder, mode):
+    """``new_segment(kind, capacity, temp_folder, mode)``; under "auto", a huge segment that
+    cannot be made after all (another process took the free hugetlb pages, a huge tmpfs is
+    full) is made again in base pages, as the Rust pool does."""
+    try:
+        return new_segment(kind, capacity, temp_folder, mode)
+    except errors.NoSpace as e:
+        if mode != "auto" or page_size_for(mode, kind, capacity, temp_folder) is None:
+            raise
+        import logging
+
+        logging.getLogger("stridemap").debug("stridemap: huge pages failed (%s); base pages", e)
+        return new_segment(kind, capacity, temp_folder, "never")
+
+
 def advise(mm, plan):
     """``MADV_HUGEPAGE`` on a mapping of a THP segment (what makes ``advise`` mode allocate
     huge pages when this mapping faults them in)."""

@@ -715,7 +715,7 @@ def share(array, *, kind="memfd", temp_folder=None, reuse=True, huge_pages="auto
         if hit is not None and hit[0]() is source:
             return hit[1]
     strides, offset, capacity = _layout(array.shape, array.strides, array.itemsize)
-    seg = _new_segment(kind, capacity, temp_folder, huge_pages)
+    seg = huge.with_fallback(_new_segment, kind, capacity, temp_folder, huge_pages)
     try:
         if capacity:
             _fill(seg, array, strides, offset)
@@ -800,7 +800,7 @@ def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None, huge_pages
             strides[k] = acc
             acc *= shape[k]
         strides = tuple(strides)
-    seg = _new_segment(kind, capacity, temp_folder, huge_pages)
+    seg = huge.with_fallback(_new_segment, kind, capacity, temp_folder, huge_pages)
     try:
         mm = _map(seg, writable=True)
         return _wrap(seg, mm, shape, dt, strides, 0)
