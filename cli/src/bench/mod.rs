@@ -145,7 +145,7 @@ pub(crate) fn run(
             "views" => views::sum_rows(budget, &scratch)?,
             "handoff" => shm::handoff_rows(budget, &scratch)?,
             "share" => shm::share_rows(budget, &scratch)?,
-            "huge" => huge::rows(budget)?,
+            "huge" => huge::rows(budget, &scratch)?,
             "end-to-end" => shm::end_to_end_rows(budget, &scratch)?,
             _ => joblib::rows(budget, &scratch)?,
         });
