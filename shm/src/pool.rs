@@ -15,7 +15,7 @@ use crate::array::{Lease, SharedArray, SharedArrayMut};
 use crate::huge::{HugePages, Plan};
 use crate::segment::{Fill, Segment};
 use crate::source::ShareSource;
-use crate::temp::{choose_root, create_pool_folder};
+use crate::temp::{PoolFolder, choose_root, create_pool_folder};
 use crate::{Error, Result, sweep};
 
 /// Which kind of segment a pool makes.
@@ -163,8 +163,8 @@ pub(crate) struct PoolInner {
 
 #[derive(Debug, Default)]
 struct State {
-    /// (temp root, this pool's folder under it).
-    folders: Vec<(PathBuf, PathBuf)>,
+    /// This pool's folder under each temp root it used, open and locked (SPEC.md §7).
+    folders: Vec<Arc<PoolFolder>>,
     /// Segments nobody maps, kept for reuse, generation already advanced.
     free: Vec<Segment>,
     /// Segments released by the producer but still mapped by a reader.
@@ -254,10 +254,14 @@ impl Pool {
                 None => stridemap::segment_bases(),
             };
             match sweep::sweep(&roots, false) {
-                Ok(r) if !r.removed.is_empty() => {
-                    log::info!("stridemap: swept {} orphaned folder(s)", r.removed.len())
+                Ok(r) => {
+                    if !r.removed.is_empty() {
+                        log::info!("stridemap: swept {} orphaned folder(s)", r.removed.len());
+                    }
+                    for (path, why) in &r.failed {
+                        log::warn!("stridemap: orphan sweep: {}: {why}", path.display());
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => log::warn!("stridemap: orphan sweep failed: {e}"),
             }
         }
@@ -290,7 +294,7 @@ impl Pool {
         lock(&self.inner.state)
             .folders
             .iter()
-            .map(|(_, f)| f.clone())
+            .map(|f| f.path.clone())
             .collect()
     }
 
@@ -414,12 +418,8 @@ impl Drop for PoolInner {
         for seg in st.free.drain(..).chain(st.pending.drain(..)) {
             seg.unlink();
         }
-        for (_, folder) in st.folders.drain(..) {
-            match std::fs::remove_dir_all(&folder) {
-                Ok(()) => log::debug!("stridemap: removed pool folder {}", folder.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!("stridemap: cannot remove {}: {e}", folder.display()),
-            }
+        for folder in st.folders.drain(..) {
+            folder.remove();
         }
     }
 }
@@ -516,7 +516,9 @@ impl PoolInner {
             SegmentKind::File => Some(self.folder_for(needed)?),
             SegmentKind::Memfd => None,
         };
-        let at = folder.clone().unwrap_or_else(|| PathBuf::from("memfd"));
+        let at = folder
+            .as_ref()
+            .map_or_else(|| PathBuf::from("memfd"), |f| f.path.clone());
         self.check_quota(&at, needed)?;
         let make = |plan: Plan| match &folder {
             Some(f) => Segment::create_file(f, capacity, fill, self.config.prewarm, plan),
@@ -525,7 +527,11 @@ impl PoolInner {
         let Some(_) = huge else {
             return make(Plan::BASE);
         };
-        let probe = crate::huge_probe(self.config.kind, folder.as_deref(), capacity);
+        let probe = crate::huge_probe(
+            self.config.kind,
+            folder.as_ref().map(|f| f.path.as_path()),
+            capacity,
+        );
         let mut failures = Vec::new();
         for c in probe.candidates.iter().filter(|c| c.available) {
             match make(Plan::of(c, &probe)) {
@@ -550,12 +556,15 @@ impl PoolInner {
             });
         }
         if let Some(f) = &folder
-            && crate::huge::hugetlbfs_page(f).is_some()
+            && crate::huge::hugetlbfs_page(&f.path).is_some()
         {
             // Base pages do not exist there.
-            log::debug!("stridemap: no room in hugetlbfs {}: {why}", f.display());
+            log::debug!(
+                "stridemap: no room in hugetlbfs {}: {why}",
+                f.path.display()
+            );
             return Err(Error::NoSpace {
-                folder: f.clone(),
+                folder: f.path.clone(),
                 needed,
                 available: 0,
             });
@@ -579,17 +588,17 @@ impl PoolInner {
     }
 
     /// This pool's folder under the temp root chosen for a segment of `needed` bytes.
-    fn folder_for(&self, needed: u64) -> Result<PathBuf> {
+    fn folder_for(&self, needed: u64) -> Result<Arc<PoolFolder>> {
         let root = choose_root(self.config.temp_folder.as_deref(), needed)?;
         let mut st = lock(&self.state);
         if st.closed {
             return Err(Error::PoolClosed);
         }
-        if let Some((_, f)) = st.folders.iter().find(|(r, _)| *r == root) {
+        if let Some(f) = st.folders.iter().find(|f| f.root == root) {
             return Ok(f.clone());
         }
-        let folder = create_pool_folder(&root)?;
-        st.folders.push((root, folder.clone()));
+        let folder = Arc::new(create_pool_folder(&root)?);
+        st.folders.push(folder.clone());
         Ok(folder)
     }
 
