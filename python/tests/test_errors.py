@@ -85,8 +85,8 @@ def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatc
     assert small.segment.path.startswith(os.path.realpath(root))
     # A small /dev/shm is not an error: segments go to the temp dir.
     monkeypatch.delenv("STRIDEMAP_TEMP_FOLDER")
-    assert temp.choose_root(None, 3 << 20, shm=root) == tempfile.gettempdir()
-    assert temp.choose_root(None, 1 << 10, shm=root) == tempfile.gettempdir()  # the margin
+    assert temp.choose_root(None, 3 << 20, shm=root) == temp.temp_dir()
+    assert temp.choose_root(None, 1 << 10, shm=root) == temp.temp_dir()  # the margin
     del small
 
 
@@ -179,7 +179,8 @@ def test_hostile_stale_and_wrong_kind_descriptors_leave_nothing(tmp_path):
          stridemap.StaleSegment),
         (dataclasses.replace(fd_, buffer_offset=0), {"allowed_roots": [folder]},
          stridemap.StaleSegment),
-        (fd_, {"allowed_roots": [str(tmp_path)]}, stridemap.PathNotAllowed),
+        (dataclasses.replace(fd_, path=str(tmp_path / "plain.bin")), {"allowed_roots": [folder]},
+         stridemap.PathNotAllowed),
         (dataclasses.replace(fd_, path=fd_.path + "x"), {"allowed_roots": [folder]},
          stridemap.OpenFailed),
         (dataclasses.replace(fd_, file_len=fd_.file_len + 8), {"allowed_roots": [folder]},
@@ -212,3 +213,20 @@ def test_export_of_an_array_without_a_segment():
         stridemap.export(np.arange(10.0))
     with pytest.raises(stridemap.NotShareable):
         stridemap.describe(np.arange(10.0) + stridemap.share(np.arange(10.0)))
+
+
+def test_a_received_memfd_opened_at_the_fd_limit_still_maps_but_cannot_be_handed_on(
+        monkeypatch):
+    s = stridemap.share(np.arange(10.0), reuse=False)
+    e = stridemap.export(s)
+
+    def no_fd(fd):
+        raise OSError(errno.EMFILE, "Too many open files")
+    monkeypatch.setattr(os, "dup", no_fd)
+    v = stridemap.open(e.record, fd=e.fd)
+    monkeypatch.undo()
+    e.close()
+    assert v.tolist() == list(map(float, range(10)))
+    with pytest.raises(stridemap.ProducerError, match="ulimit"):
+        stridemap.export(v[::2])
+    assert stridemap.decode(stridemap.describe(v[::2])).shape == (5,)  # the record alone

@@ -141,7 +141,8 @@ def _view_span(view):
 
 
 def _check_dtype(dt, what="the array"):
-    if dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS:
+    if (dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS
+            or dt.itemsize == 0):
         raise errors.NotShareable(
             f"{what} has dtype {dt}, which has no stridemap typestr (object, structured, "
             "string and datetime dtypes travel pickled); view it as plain numbers or bytes first"
@@ -242,6 +243,8 @@ def _close(fs):
 def _try_unlink(fs):
     """SPEC §7.3: ``LOCK_EX | LOCK_NB`` (converting this process's shared lock), then unlink
     and close. Whether the file is gone (or the folder already was)."""
+    if fs.fd is None:
+        return True
     try:
         fcntl.flock(fs.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -249,14 +252,15 @@ def _try_unlink(fs):
     except OSError:
         pass
     folder = fs.folder
-    if folder.fd is not None:
-        try:
-            os.unlink(fs.name, dir_fd=folder.fd)
-            log.debug("stridemap: unlinked segment %s/%s", folder.path, fs.name)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("stridemap: cannot unlink %s/%s: %s", folder.path, fs.name, e)
+    with folder.lock:  # the folder's fd stays open meanwhile (remove() takes it too)
+        if folder.fd is not None:
+            try:
+                os.unlink(fs.name, dir_fd=folder.fd)
+                log.debug("stridemap: unlinked segment %s/%s", folder.path, fs.name)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("stridemap: cannot unlink %s/%s: %s", folder.path, fs.name, e)
     _close(fs)
     return True
 
@@ -302,9 +306,8 @@ def _reaper_loop(st):
 class _Produced(Segment):
     """A segment this process made (memfd or named file)."""
 
-    # Huge pages (stridemap.huge): the mechanism, and where the data starts.
-    huge_plan = huge.BASE_PLAN
-    data_offset = DATA_OFFSET
+    data_offset = DATA_OFFSET  # where the data starts in the file (SPEC §8)
+    huge_plan = huge.BASE_PLAN  # the huge pages mechanism (stridemap.huge)
 
     def __init__(self, kind, fd, capacity, seg_id, folder=None, name=None):
         self.kind = kind
@@ -396,8 +399,14 @@ class _Opened(Segment):
         )
 
     def new_fd(self, mode="r"):
-        if self._fd is None:
+        if self.kind != "memfd":
             return None
+        if self._fd is None:
+            raise errors.ProducerError(
+                "cannot hand on a view of this received memfd: no fd of it was kept (the fd "
+                "limit was reached when it was opened); raise the limit (`ulimit -n`)",
+                errno.EMFILE,
+            )
         return _reopen(self._fd, mode)
 
 
@@ -423,7 +432,10 @@ def register_opened(mm, desc, granted, fd):
     shares the lock (same open file description)."""
     kept = None
     if fd is not None:
-        kept = os.dup(fd)  # not inheritable, like every fd Python makes
+        try:
+            kept = os.dup(fd)  # not inheritable, like every fd Python makes
+        except OSError as e:  # the view is fine; only exporting views of it will fail
+            log.debug("stridemap: no fd kept for re-exporting a received memfd: %s", e)
     start = _address(np.frombuffer(mm, dtype=np.uint8))
     delta = desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
     _register(mm, _Opened(desc, granted, kept, start + delta))
@@ -475,7 +487,10 @@ class SharedArray(np.ndarray):
     """
 
     def __array_wrap__(self, arr, context=None, return_scalar=False):
-        arr = super().__array_wrap__(arr, context, return_scalar)
+        if return_scalar:  # numpy >= 2 only passes it
+            arr = super().__array_wrap__(arr, context, return_scalar)
+        else:
+            arr = super().__array_wrap__(arr, context)
         if self is arr or type(self) is not SharedArray:
             return arr
         if return_scalar:
@@ -743,25 +758,85 @@ def _forget(key, ref):
             del _state.reused[key]
 
 
+_STAGE = 32 << 20  # bytes staged per pwrite when packing a view with gaps
+
+
+def _fill_packed(seg, src, strides, offset):
+    """Copies ``src`` into a dense layout (every byte of ``[0, capacity)`` is one of its
+    elements): numpy packs a slab of the outermost axis into a buffer, ``pwrite`` stores it."""
+    real = [k for k, n in enumerate(src.shape) if n > 1]
+    if not real:  # one element
+        k, row = 0, src.itemsize
+    else:
+        k = max(real, key=lambda i: abs(strides[i]))
+        row = abs(strides[k])
+    n = src.shape[k] if src.ndim else 1
+    step = max(1, _STAGE // row)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        part = src[(slice(None),) * k + (slice(i, j),)] if src.ndim else src
+        lo = i * row if strides[k] >= 0 or not src.ndim else (n - j) * row
+        buf = np.empty((j - i) * row, dtype=np.uint8)
+        first = offset + (i * strides[k] if src.ndim else 0)  # element (.., i, ..) in dst
+        stage = np.ndarray(part.shape, src.dtype, buffer=buf, offset=first - lo,
+                           strides=strides)
+        np.copyto(stage, part, casting="no")
+        _pwrite_all(seg.fd, buf, seg.data_offset + lo)
+
+
+class _Span:
+    """``n`` raw bytes at address ``addr`` as a numpy array (keeping ``owner`` alive)."""
+
+    def __init__(self, addr, n, owner):
+        self.__array_interface__ = {"data": (addr, True), "shape": (n,), "typestr": "|u1",
+                                    "version": 3}
+        self.owner = owner
+
+
+def _pwrite_all(fd, raw, pos):
+    """Writes the uint8 array ``raw`` at ``pos`` (pwrite moves at most ~2 GiB per call)."""
+    try:
+        for start in range(0, raw.size, _WRITE_CHUNK):
+            chunk = raw[start:start + _WRITE_CHUNK]
+            done = 0
+            while done < chunk.size:
+                done += os.pwrite(fd, chunk[done:], pos + start + done)
+    except OSError as e:
+        raise _system_error("writing a segment", e) from None
+
+
 def _fill(seg, src, strides, offset):
-    """Copies ``src`` into the segment with the given layout."""
-    plan = seg.huge_plan
-    if (strides == src.strides and (src.flags.c_contiguous or src.flags.f_contiguous)
-            and not plan.huge):
-        raw = (src if src.flags.c_contiguous else src.T).reshape(-1).view(np.uint8)
-        pos = seg.data_offset + offset
-        try:
-            for start in range(0, raw.size, _WRITE_CHUNK):
-                chunk = raw[start:start + _WRITE_CHUNK]
-                done = 0
-                while done < chunk.size:
-                    done += os.pwrite(seg.fd, chunk[done:], pos + start + done)
-        except OSError as e:
-            raise _system_error("writing a segment", e) from None
+    """Copies ``src`` into the segment with the given layout.
+
+    When the layout is the source's own and its span holds exactly its elements (contiguous
+    in any axis order and direction), the span's bytes are written as they are, with
+    ``pwrite`` (no page tables to fill, the fastest way into a tmpfs). Otherwise (broadcast,
+    gaps) numpy copies element by element through a writable map.
+    """
+    if seg.huge_plan.huge:
+        _fill_huge(seg, src, strides, offset)
         return
-    # Huge segments: through the (advised) map, faulting each huge page in once (hugetlb files
-    # cannot be written with write(2); write(2) into a THP memfd would get base pages).
-    mm = _map(seg, writable=True, populate=not plan.huge)
+    lo_addr, hi_addr = _view_span(src)
+    if strides == src.strides and hi_addr - lo_addr == src.nbytes:
+        raw = np.asarray(_Span(lo_addr, src.nbytes, src))
+        _pwrite_all(seg.fd, raw, seg.data_offset + offset - (_address(src) - lo_addr))
+        return
+    dense = seg.capacity == src.nbytes
+    if dense and all(st != 0 or n <= 1 for n, st in zip(src.shape, strides)):
+        _fill_packed(seg, src, strides, offset)
+        return
+    _fill_mapped(seg, src, strides, offset, populate=False)
+
+
+def _fill_huge(seg, src, strides, offset):
+    """Huge segments are filled through the (advised) map, each huge page faulted in once:
+    hugetlb files cannot be written with write(2), and write(2) into a THP memfd with
+    ``shmem_enabled=advise`` would get base pages."""
+    _fill_mapped(seg, src, strides, offset, populate=False)
+
+
+def _fill_mapped(seg, src, strides, offset, populate):
+    mm = _map(seg, writable=True, populate=populate)
     try:
         dst = np.ndarray(src.shape, src.dtype, buffer=mm, offset=seg.data_offset + offset,
                          strides=strides)
@@ -902,6 +977,7 @@ def _after_fork_in_child():
     _state = _State()
     _mappings_lock = threading.Lock()  # another thread may have held it at the fork
     for folder in old.folders.values():
+        folder.lock = threading.Lock()  # another thread may have held it at the fork
         folder.close()  # a duplicate: the parent's lock stays
 
 

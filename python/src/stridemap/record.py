@@ -38,45 +38,12 @@ def _crc32c_table():
 _CRC_TABLE = _crc32c_table()
 
 
-_POSITION_TABLES = {}
-
-
-def _position_table(length):
-    """For messages of ``length`` bytes: ``(crc of all zeros, T)`` with ``T[i, b]`` what byte
-    ``b`` at position ``i`` adds (XOR) to it. The CRC is affine over GF(2), so a message's CRC
-    is the zeros' CRC XOR the ``T[i, m[i]]`` of its bytes: one numpy gather instead of a Python
-    loop per byte (the records and segment headers are checksummed on every handoff)."""
-    import numpy as np
-
-    table = np.array(_CRC_TABLE, dtype=np.uint32)
-    out = np.empty((length, 256), dtype=np.uint32)
-    row = table.copy()
-    for i in range(length - 1, -1, -1):
-        out[i] = row
-        row = table[row & 0xFF] ^ (row >> 8)  # one zero byte more after it
-    zeros = _crc32c_bytewise(bytes(length))
-    return zeros, out, np.arange(length)
-
-
 def crc32c(data):
     """CRC-32C (Castagnoli) of ``data`` (SPEC §2.3).
 
     >>> hex(crc32c(b"123456789"))
     '0xe3069283'
     """
-    if len(data) in (1020, 60):  # a record's and a segment header's checksummed bytes
-        import numpy as np
-
-        tables = _POSITION_TABLES.get(len(data))
-        if tables is None:
-            tables = _POSITION_TABLES[len(data)] = _position_table(len(data))
-        zeros, t, idx = tables
-        m = np.frombuffer(bytes(data), dtype=np.uint8)
-        return zeros ^ int(np.bitwise_xor.reduce(t[idx, m]))
-    return _crc32c_bytewise(data)
-
-
-def _crc32c_bytewise(data):
     crc = 0xFFFFFFFF
     table = _CRC_TABLE
     for b in data:
