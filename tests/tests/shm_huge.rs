@@ -176,6 +176,16 @@ fn consume(a: &SharedArray, root: Option<&Path>) -> Mapping {
     m
 }
 
+/// A consumer's map of a memfd segment nobody wrote, every page read once (all zeros).
+fn consume_zeros(a: &SharedArray) -> Mapping {
+    let (tx, rx) = UnixStream::pair().unwrap();
+    a.send(&tx).unwrap();
+    let m = stridemap_shm::receive(&rx, &OpenOptions::new()).unwrap();
+    let zeros = m.bytes().iter().step_by(4096).filter(|&&b| b == 0).count();
+    assert_eq!(zeros, m.bytes().len().div_ceil(4096));
+    m
+}
+
 /// The checks every huge segment passes: the mechanism, capacities in whole huge pages with
 /// the data at the huge page size, and the producer's and a consumer's maps really huge.
 fn assert_huge(a: &SharedArray, want: PageBacking, bytes: u64, root: Option<&Path>) {
@@ -395,6 +405,21 @@ fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
     .unwrap();
     let s = p.share(&view).unwrap();
     assert_huge(&s, PageBacking::ThpMemfd, 4 * MIB, None);
+    // Pages nobody wrote yet (alloc() of a THP memfd reserves nothing) come in when a consumer
+    // reads them: huge too, since the consumer's map asks for them (MADV_HUGEPAGE).
+    let holes = p
+        .alloc::<f64>(&[8 * MIB / 8], Order::C)
+        .unwrap()
+        .freeze()
+        .unwrap();
+    assert_eq!(holes.page_backing().unwrap(), PageBacking::ThpMemfd);
+    let m = consume_zeros(&holes);
+    let read = huge_page_bytes(m.bytes()).unwrap();
+    assert!(
+        read >= 8 * MIB,
+        "holes read by a consumer: {read} bytes huge"
+    );
+    drop((m, holes));
     // Never: the same system, base pages, the usual layout, nothing huge-mapped.
     let n = pool(SegmentKind::Memfd, HugePages::Never, None);
     let b = filled(&n, 16 * MIB);
