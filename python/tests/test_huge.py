@@ -227,6 +227,13 @@ def test_shmem_enabled_advise_gives_thp_memfds_and_never_gives_base_pages():
         e = stridemap.empty((2 * MIB,), "f8")
         e[:] = 1.0
         assert huge.page_backing(e) == "thp-memfd" and huge.huge_page_bytes(e) >= 16 * MIB
+        # Pages nobody wrote come in when a consumer reads them: huge too, since the consumer's
+        # map asks for them (MADV_HUGEPAGE).
+        holes = stridemap.empty((MIB,), "f8")
+        holes.freeze()
+        v = consume(stridemap.export(holes))
+        assert huge.huge_page_bytes(v) >= 8 * MIB, "holes read by a consumer"
+        del holes, v
         n = stridemap.share(np.arange(2 * MIB, dtype="f8"), huge_pages="never")
         assert huge.page_backing(n) == "base"
         assert record_of(n).buffer_offset == 4096

@@ -383,6 +383,29 @@ def advise(mm, plan):
             pass
 
 
+def advise_consumer(mm, fd):
+    """A consumer's shared map of 2 MiB or more of a tmpfs or memfd file asks for transparent
+    huge pages, so that pages it faults in itself may be huge under ``shmem_enabled=advise``
+    (pages the producer made huge are mapped whole without it). A hint: failures are ignored."""
+    if len(mm) < (2 << 20):
+        return
+    try:
+        if _is_tmpfs(fd):
+            mm.madvise(MADV_HUGEPAGE)
+    except (OSError, ValueError):
+        pass
+
+
+def _is_tmpfs(fd):
+    """Whether ``fd`` is on a tmpfs (memfds are): its mount in /proc/self/mountinfo, through
+    the fd's link in /proc/self/fd (a memfd's is ``/memfd:… (deleted)``)."""
+    target = os.readlink(f"/proc/self/fd/{fd}")
+    if target.startswith("/memfd:"):
+        return True  # (a hugetlb memfd refuses the advice, which changes nothing)
+    m = mount_of(target.removesuffix(" (deleted)"))
+    return m is not None and m[1] == "tmpfs"
+
+
 def page_backing(array):
     """What backs the segment of ``array`` (a SharedArray or any view of one): "base",
     "hugetlb-memfd", "hugetlb-file", "thp-memfd" or "thp-file"; None without a segment this
