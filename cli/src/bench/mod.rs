@@ -223,7 +223,8 @@ mod tests {
             s(&["end-to-end", "decode"]),
             Ok(vec!["decode", "end-to-end"])
         );
-        assert_eq!(s(&[]).unwrap().len(), 7);
+        assert_eq!(s(&[]).unwrap().len(), 8);
+        assert_eq!(s(&["huge pages"]), Ok(vec!["huge-pages"]));
         let e = s(&["nonsense"]).unwrap_err();
         assert!(e.contains("end to end"), "{e}");
     }
