@@ -377,6 +377,103 @@ fn a_hugetlbfs_temp_root_holds_named_segments_in_hugetlb_pages() {
     );
 }
 
+/// The Python of the repository's venv (`STRIDEMAP_PYTHON`, else `.venv`), as the interop
+/// tests find it.
+fn python() -> PathBuf {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let p = match std::env::var_os("STRIDEMAP_PYTHON") {
+        Some(p) => ws.join(p),
+        None => ws.join(".venv/bin/python"),
+    };
+    assert!(
+        p.exists(),
+        "no venv at {}: run `bash scripts/test.sh python`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn hugetlb_segments_cross_between_rust_and_python() {
+    let _s = serial();
+    if !is_root() {
+        eprintln!("note: not root: no hugetlbfs mounted; cross-language hugetlb not exercised");
+        return;
+    }
+    let Some(_r) = reserve_hugetlb(16) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "none"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("note: cannot mount hugetlbfs here; not exercised");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _u = Unmount(dir.path());
+    // Rust makes it (data at 2 MiB, the buffer whole pages), Python reads m[::-3].
+    let p = pool(SegmentKind::File, HugePages::Auto, Some(dir.path()));
+    let a = filled(&p, 4 * MIB);
+    assert_eq!(a.page_backing().unwrap(), PageBacking::HugetlbFile);
+    // (Records go elsewhere: hugetlbfs files cannot be written with write(2).)
+    let recs = tempfile::tempdir().unwrap();
+    let rec = recs.path().join("rust.rec");
+    std::fs::write(&rec, a.descriptor().to_bytes()).unwrap();
+    let script = r#"
+import sys, numpy as np, stridemap
+rec, root, out = sys.argv[1:4]
+v = stridemap.open(open(rec, "rb").read(), allowed_roots=[root])
+print(float(v[::-3].sum()))
+a = np.arange(1 << 19, dtype="f8")  # 4 MiB
+s = stridemap.share(a, kind="file", temp_folder=root)
+assert stridemap.huge.page_backing(s) == "hugetlb-file", stridemap.huge.page_backing(s)
+e = stridemap.export(s[::-3])
+open(out, "wb").write(e.record)
+print(e.segment.folder)
+sys.stdout.flush()
+sys.stdin.read()  # keep the segment until Rust has read it
+"#;
+    let out = recs.path().join("py.rec");
+    let mut child = Command::new(python())
+        .args(["-c", script])
+        .arg(&rec)
+        .arg(dir.path())
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let sum: f64 = lines.next().unwrap().unwrap().parse().unwrap();
+    let n = 4 * MIB / 8;
+    let want: f64 = (0..n).rev().step_by(3).map(|i| i as f64).sum();
+    assert_eq!(sum, want, "Python read the Rust hugetlb segment");
+    // Python makes one, Rust reads it.
+    let folder = lines.next().unwrap().unwrap();
+    let desc = stridemap_core::decode(&std::fs::read(&out).unwrap()).unwrap();
+    let m = stridemap::open(&desc, &OpenOptions::new().allow_root(&folder)).unwrap();
+    let got: f64 = m.view::<f64>().unwrap().iter().sum();
+    let want: f64 = (0..(1u64 << 19)).rev().step_by(3).map(|i| i as f64).sum();
+    assert_eq!(got, want, "Rust read the Python hugetlb segment");
+    assert!(huge_page_bytes(m.bytes()).unwrap() >= 4 * MIB - 2 * MIB);
+    drop(m);
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+    drop((a, p));
+}
+
 #[test]
 fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
     let _s = serial();
