@@ -30,9 +30,12 @@ ROOT = os.geteuid() == 0
 def serial():
     """One test at a time across processes (the Rust tests change the same settings)."""
     path = os.path.join(tempfile.gettempdir(), "stridemap-huge-pages-tests.lock")
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)  # flock needs no more
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)
 
 
 def note(text):

@@ -32,11 +32,15 @@ struct Serial {
 fn serial() -> Serial {
     static LOCK: Mutex<()> = Mutex::new(());
     let guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let file = File::options()
-        .create(true)
-        .append(true)
-        .open(std::env::temp_dir().join("stridemap-huge-pages-tests.lock"))
-        .unwrap();
+    // Read-only is enough for flock, and works when another user made the file.
+    let file = File::from(
+        rustix::fs::open(
+            std::env::temp_dir().join("stridemap-huge-pages-tests.lock"),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap(),
+    );
     rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).unwrap();
     Serial {
         _in_process: guard,
@@ -245,7 +249,7 @@ fn a_tmpfs_mounted_huge_always_gives_huge_file_segments_and_recycles_them() {
 fn auto_falls_back_to_base_pages_on_a_plain_folder() {
     // A folder on the disk (not tmpfs): no huge pages for named files; Auto gives base pages
     // and says why.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let probe = huge_probe(SegmentKind::File, Some(dir.path()), 8 * MIB);
     eprintln!(
         "named files in {}: {}",
@@ -531,7 +535,7 @@ fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
 fn require_without_any_mechanism_is_the_clear_error() {
     let _s = serial();
     // Named files in a folder on disk: no huge= tmpfs, and the error says how to get one.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let probe = huge_probe(SegmentKind::File, Some(dir.path()), 8 * MIB);
     if probe.chosen().is_none() {
         let p = pool(SegmentKind::File, HugePages::Require, Some(dir.path()));
