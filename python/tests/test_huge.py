@@ -168,6 +168,8 @@ def test_reserved_hugetlb_pages_back_memfd_segments():
         gc.collect()
         assert meminfo("HugePages_Free:") == free, "the pages come back"
         # More than is free: auto falls back, never fails.
+        if free > 16:
+            return note(f"{free} hugetlb pages free here; the fallback is not exercised")
         big = stridemap.empty((32 * MIB // 8,), "f8")
         assert huge.page_backing(big) != "hugetlb-memfd"
         del big
@@ -179,6 +181,8 @@ def test_a_lost_race_for_hugetlb_pages_falls_back_under_auto(monkeypatch):
     says there is no space."""
     if not ROOT:
         return note("not root: no hugetlb pages reserved; not exercised")
+    if meminfo("HugePages_Free:") > 0:
+        return note("hugetlb pages are free here already; the lost race is not exercised")
     before = meminfo("HugePages_Total:")
     with setting(NR_HUGEPAGES, str(before + 2)) as ok:
         if not ok or meminfo("HugePages_Total:") < before + 2:

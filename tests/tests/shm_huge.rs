@@ -333,6 +333,10 @@ fn reserved_hugetlb_pages_back_memfd_segments() {
         "all pages back when the pool is gone"
     );
     // Asking for more than is free: Auto falls back (here to base pages or THP), never fails.
+    if free > 16 {
+        eprintln!("note: {free} hugetlb pages free here; the fallback is not exercised");
+        return;
+    }
     let p = pool(SegmentKind::Memfd, HugePages::Auto, None);
     let big = filled(&p, 32 * MIB);
     assert_ne!(big.page_backing().unwrap(), PageBacking::HugetlbMemfd);
