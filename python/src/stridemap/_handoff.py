@@ -4,7 +4,7 @@ This module is what a pool worker imports when it unpickles its first descriptor
 dependency on joblib, so a ``multiprocessing`` worker stays light. :mod:`stridemap.pools` is the
 public face (``install()``, the joblib backend).
 
-What travels in the pickle is ``(_rebuild, (record, handle, policy))``: the 1024-byte fixed
+What travels in the pickle is ``(_rebuild, (record, handle, named, policy))``: the 1024-byte fixed
 record (SPEC §1), with ``source`` "fd" and no path, and a handle of ``multiprocessing``'s own fd
 passing (``multiprocessing.reduction.DupFd``): while a process is being started, the fd is
 inherited by the child (spawn, forkserver); at any other time the sender's ``resource_sharer``
@@ -108,15 +108,18 @@ def register_with_loky():
 
     Only the ``SharedArray`` type: joblib's own reducers keep plain ndarrays and memmaps (loky
     copies its global table into each pickler, then joblib's per-executor reducers override).
-    Done only when loky is already loaded, so that a ``multiprocessing`` worker never imports it.
+    Both joblib's vendored loky and a standalone loky, each only when already loaded, so that a
+    ``multiprocessing`` worker never imports them.
     """
     import sys
 
-    if "loky.backend.reduction" not in sys.modules:
-        return
     shared = getattr(_producer(), "SharedArray", None)
-    if shared is not None:
-        sys.modules["loky.backend.reduction"].register(shared, Reducer(Policy()))
+    if shared is None:
+        return
+    for name in ("joblib.externals.loky.backend.reduction", "loky.backend.reduction"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.register(shared, Reducer(Policy()))
 
 
 class Reducer:
@@ -191,8 +194,10 @@ def _is_memmap(seg):
 
 
 def export_for_receiver(view):
-    """``(record, handle)``: ``view``'s descriptor with ``source`` "fd", and a DupFd handle of
-    an open file description made for one receiver, locked shared (SPEC §7)."""
+    """``(record, handle, named)``: ``view``'s descriptor with ``source`` "fd", a DupFd handle
+    of an open file description made for one receiver, locked shared (SPEC §7), and whether
+    the file is a named one (a regular file cannot be sealed: the receiver accepts it unsealed,
+    as it would when opening the path, which is what SPEC §6 O9 leaves to it)."""
     sm = _producer()
     mode = "r+" if view.flags.writeable else "r"
     try:
@@ -203,6 +208,7 @@ def export_for_receiver(view):
         ex = sm.export(view, mode="r")  # a writable view of a read-only segment
     desc = decode(ex.record)
     fd = ex.fd
+    named = fd is None
     try:
         if fd is None:  # a named segment or a memmap's file: open it once more, for this receiver
             fd = _open_again(desc)
@@ -212,7 +218,7 @@ def export_for_receiver(view):
     finally:
         if fd is not None:
             os.close(fd)
-    return encode(desc), handle
+    return encode(desc), handle, named
 
 
 def _open_again(desc):
@@ -282,7 +288,7 @@ def _recv_fd_cloexec(conn_fd):
 _LE = np.little_endian
 
 
-def _rebuild(record, handle, policy):
+def _rebuild(record, handle, named, policy):
     """The receiving end: map the descriptor's fd (then close it) and return the array."""
     if _installed is None:
         install(policy)  # results and onward tasks go back the same way
@@ -294,7 +300,8 @@ def _rebuild(record, handle, policy):
                 "a pool's descriptor must travel with its fd; one naming a path is refused "
                 "(a pool worker opens no paths)"
             )
-        array = _open(desc, fd=fd, mode="r+" if desc.mode == "r+" else "r")
+        array = _open(desc, fd=fd, mode="r+" if desc.mode == "r+" else "r",
+                      allow_unsealed=named)
     finally:
         os.close(fd)
     return _as_shared(array)

@@ -68,6 +68,7 @@ def uninstall():
 
 try:
     import joblib
+    import joblib.externals.loky.backend.reduction  # noqa: F401 - registered with below
     from joblib._parallel_backends import FallbackToBackend, LokyBackend, SequentialBackend
 except ImportError:  # joblib is optional: the backend exists only where joblib does
     joblib = None
@@ -85,14 +86,14 @@ def _nbytes(value):
     return memstr_to_bytes(value)
 
 
-def _get_executor(n_jobs, context, timeout, env, initializer, initargs, policy):
+def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, policy):
     """The backend's loky executor for these settings: the running one when they match and it
     is healthy, else a new one (the old is shut down without killing running tasks)."""
     global _executor
-    from loky import ProcessPoolExecutor
-    from loky.backend.context import get_context
+    from joblib.externals.loky import ProcessPoolExecutor
+    from joblib.externals.loky.backend.context import get_context
 
-    key = (n_jobs, context, timeout, tuple(sorted((env or {}).items())), initializer,
+    key = (n_jobs, start_method, timeout, tuple(sorted((env or {}).items())), initializer,
            tuple(initargs), policy)
     with _executors_lock:
         if _executor is not None:
@@ -109,13 +110,23 @@ def _get_executor(n_jobs, context, timeout, env, initializer, initargs, policy):
             job_reducers=reducers,
             result_reducers=reducers,
             timeout=timeout,
-            context=get_context(context) if context else None,
+            context=get_context(start_method) if start_method else None,
             initializer=initializer,
             initargs=initargs,
-            env=env if context in (None, "loky", "loky_init_main") else None,
+            env=env if start_method in (None, "loky", "loky_init_main") else None,
         )
+        # joblib tells a LokyBackend's executor which Parallel call pickles (for its temporary
+        # folders); stridemap has none.
+        ex._temp_folder_manager = _NoTemporaryFolders()
         _executor = (key, ex)
         return ex
+
+
+class _NoTemporaryFolders:
+    """What joblib's Parallel calls on a LokyBackend's executor, for its memmapping folders."""
+
+    def set_current_context(self, context_id):
+        pass
 
 
 def shutdown_backend(*, kill_workers=False):
@@ -133,8 +144,8 @@ if joblib is not None:
         """joblib's loky backend with stridemap instead of joblib's memmapping reducers.
 
         Backend parameters (``joblib.parallel_config(backend="stridemap", ...)``):
-        ``context``, the start method of the workers ("loky", the default, "spawn",
-        "forkserver" or "fork"); ``idle_worker_timeout`` (seconds, default 300);
+        ``start_method`` of the workers ("loky", the default, "spawn", "forkserver" or
+        "fork"); ``idle_worker_timeout`` (seconds, default 300);
         ``initializer``/``initargs``. ``max_nbytes`` (joblib's, default "1M") is the size from
         which plain ndarrays are shared; ``None`` shares only stridemap arrays and memmap views.
         """
@@ -152,7 +163,7 @@ if joblib is not None:
                             else sys.maxsize)
             self._workers = _get_executor(
                 n_jobs,
-                kwargs.get("context"),
+                kwargs.get("start_method"),
                 idle_worker_timeout,
                 self._prepare_worker_env(n_jobs=n_jobs),
                 kwargs.get("initializer"),
