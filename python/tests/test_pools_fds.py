@@ -1,0 +1,153 @@
+"""stridemap.pools with multiprocessing: the policy (what is shared, what is pickled and why), the
+fds a receiver is left with, and descriptors a pool refuses.
+"""
+
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+from multiprocessing import reduction
+
+import numpy as np
+import pytest
+
+import poolwork
+import stridemap
+import stridemap.pools
+from stridemap import _handoff
+
+
+@pytest.fixture(scope="module")
+def pool():
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        yield ex
+
+
+@pytest.fixture
+def policy():
+    """Restore the policy a test changed."""
+    before = stridemap.pools.installed()
+    yield
+    if before is None:
+        stridemap.pools.uninstall()
+    else:
+        stridemap.pools.install(numpy=before.numpy, max_nbytes=before.max_nbytes)
+
+
+def fd_report(array):
+    """In a worker: the fds open on the file that backs ``array`` (the mapping's inode in
+    ``/proc/self/maps``) and whether each is inheritable."""
+    addr = array.__array_interface__["data"][0]
+    inode = None
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= addr < hi:
+                inode = int(fields[4])
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_ino == inode and "memfd:" in os.readlink(f"/proc/self/fd/{fd}"):
+            found.append(os.get_inheritable(fd))
+    return found
+
+
+def test_received_fds_are_close_on_exec_and_closed_once_mapped(pool, policy):
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(10_000.0))
+    # What stays is the mmap's own duplicate of the received fd (Python's mmap keeps one).
+    found = pool.submit(fd_report, a[::-3]).result()
+    assert found == [False], f"fds open on the received memfd (inheritable?): {found}"
+
+
+def test_install_numpy_shares_large_plain_arrays_only(pool, policy, caplog):
+    stridemap.pools.install(numpy=True, max_nbytes=4096)
+    big, small = np.arange(2000.0), np.arange(100.0)
+    with caplog.at_level(logging.DEBUG, logger="stridemap.pools"):
+        got_big = pool.submit(poolwork.probe, big[::-2]).result()
+        got_small = pool.submit(poolwork.probe, small).result()
+        objects = np.array([1, "two", None], dtype=object)
+        assert pool.submit(np.ndarray.tolist, objects).result() == [1, "two", None]
+        record = np.zeros(600, dtype=[("x", "<f8"), ("y", "<i4")])
+        assert pool.submit(np.array_equal, record, record).result()
+    assert got_big["bytes"] == big[::-2].tobytes() and poolwork.zero_copy(got_big["mapping"])
+    assert got_small["bytes"] == small.tobytes()
+    assert not poolwork.zero_copy(got_small["mapping"])
+    log = caplog.text
+    assert "below max_nbytes=4096" in log
+    assert "holds Python objects" in log
+    assert "is structured" in log
+
+
+def test_without_numpy_plain_arrays_are_pickled(pool, policy):
+    stridemap.pools.install()
+    big = np.arange(1 << 18, dtype="<f8")
+    got = pool.submit(poolwork.probe, big).result()
+    assert got["bytes"] == big.tobytes() and not poolwork.zero_copy(got["mapping"])
+
+
+def test_uninstall_restores_pickling(pool, policy):
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(5000.0))
+    stridemap.pools.uninstall()
+    assert np.ndarray not in reduction.ForkingPickler._extra_reducers
+    got = pool.submit(poolwork.probe, a).result()
+    assert got["bytes"] == a.tobytes() and not poolwork.zero_copy(got["mapping"])
+
+
+def test_install_checks_its_arguments():
+    with pytest.raises(ValueError, match="max_nbytes must be >= 0"):
+        stridemap.pools.install(max_nbytes=-1)
+    with pytest.raises(TypeError, match="max_nbytes must be an int"):
+        stridemap.pools.install(max_nbytes="1M")
+
+
+def _handle(fd):
+    """An fd handle as a pool sends it (here to this same process)."""
+    return reduction.DupFd(fd)
+
+
+def _fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_descriptor_naming_a_path_is_refused_and_nothing_leaks(tmp_path):
+    """A pool worker opens no path: a record with source "path" is refused, its fd closed."""
+    a = stridemap.share(np.arange(64.0))
+    record, handle, named = _handoff.export_for_receiver(a)
+    assert _handoff._rebuild(record, handle, named, _handoff.Policy())[3] == 3.0  # warm up
+    before = _fd_count()
+    record, handle, named = _handoff.export_for_receiver(a)
+    desc = stridemap.decode(record)
+    path_path = tmp_path / "x.bin"
+    np.arange(64.0).tofile(path_path)
+    import dataclasses
+
+    hostile = stridemap.encode(dataclasses.replace(
+        desc, source="path", path=str(path_path), generation=0, segment_id=bytes(16),
+        device=0, inode=0))
+    with pytest.raises(stridemap.SourceMismatch, match="opens no paths"):
+        _handoff._rebuild(hostile, handle, named, _handoff.Policy())
+    assert _fd_count() == before
+
+
+def test_a_descriptor_for_another_file_is_refused(tmp_path):
+    """The fd is checked against the record (SPEC §6 O7/O8): a record made for one segment
+    and the fd of another are refused, and the fd closed."""
+    a = stridemap.share(np.arange(64.0))
+    b = stridemap.share(np.arange(64.0) + 1)
+    record_a, handle_a, named = _handoff.export_for_receiver(a)
+    record_b, handle_b, _ = _handoff.export_for_receiver(b)
+    assert _handoff._rebuild(record_b, handle_b, named, _handoff.Policy())[3] == 4.0
+    before = _fd_count()
+    _, handle_b2, _ = _handoff.export_for_receiver(b)
+    with pytest.raises(stridemap.OpenError):
+        _handoff._rebuild(record_a, handle_b2, named, _handoff.Policy())
+    assert _fd_count() == before
+    assert _handoff._rebuild(record_a, handle_a, named, _handoff.Policy())[3] == 3.0
