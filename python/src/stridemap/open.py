@@ -21,7 +21,7 @@ import stat
 
 import numpy as np
 
-from . import errors, segment
+from . import errors, producer, segment
 from .codec import decode
 from .descriptor import Descriptor
 from .record import encode
@@ -218,7 +218,10 @@ def _map(fd, desc, granted):
                 f"O11: cannot map {desc.buffer_len} bytes at {desc.buffer_offset}: {e}",
                 getattr(e, "errno", None),
             ) from None
-    return np.ndarray(
+    view = np.ndarray(
         desc.shape, np.dtype(desc.dtype), buffer=buf, offset=delta + desc.offset,
         strides=desc.strides,
     )
+    if desc.buffer_len:  # views of it can be described again (stridemap.describe, export)
+        producer.register_opened(buf, desc, granted, fd if desc.source == "fd" else None)
+    return view
