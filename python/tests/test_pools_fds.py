@@ -58,12 +58,27 @@ def fd_report(array):
     return found
 
 
+def memfd_count(_=None):
+    """In a worker: how many of its fds are stridemap memfds."""
+    n = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            n += "memfd:stridemap" in os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass
+    return n
+
+
 def test_received_fds_are_close_on_exec_and_closed_once_mapped(pool, policy):
     stridemap.pools.install()
     a = stridemap.share(np.arange(10_000.0))
-    # What stays is the mmap's own duplicate of the received fd (Python's mmap keeps one).
+    # While the worker holds the array: the mmap's own duplicate of the received fd (Python's
+    # mmap keeps one) and the one stridemap.open keeps to export views again; the received fd
+    # itself is closed. All close-on-exec.
     found = pool.submit(fd_report, a[::-3]).result()
-    assert found == [False], f"fds open on the received memfd (inheritable?): {found}"
+    assert found == [False, False], f"fds open on the received memfd (inheritable?): {found}"
+    # Once the task is done (the worker dropped its argument), none.
+    assert pool.submit(memfd_count).result() == 0
 
 
 def test_install_numpy_shares_large_plain_arrays_only(pool, policy, caplog):
@@ -113,8 +128,35 @@ def _handle(fd):
     return reduction.DupFd(fd)
 
 
-def _fd_count():
-    return len(os.listdir("/proc/self/fd"))
+def _fd_count(array=None):
+    """This process's fds: all of them, or those open on the file behind ``array``."""
+    import gc
+
+    gc.collect()
+    if array is None:
+        return len(os.listdir("/proc/self/fd"))
+    desc = stridemap.decode(stridemap.export(array).record)  # its own fd closes with the Export
+    n = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.stat(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        n += (st.st_dev, st.st_ino) == (desc.device, desc.inode)
+    return n
+
+
+def _settles_at(array, count):
+    """Whether the fds on ``array``'s file come back to ``count`` (the sender's resource_sharer
+    thread closes its duplicate just after the receiver has it: wait for it, up to 2 s)."""
+    import time
+
+    deadline = time.monotonic() + 2
+    while _fd_count(array) != count:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_a_descriptor_naming_a_path_is_refused_and_nothing_leaks(tmp_path):
@@ -122,7 +164,7 @@ def test_a_descriptor_naming_a_path_is_refused_and_nothing_leaks(tmp_path):
     a = stridemap.share(np.arange(64.0))
     record, handle, named = _handoff.export_for_receiver(a)
     assert _handoff._rebuild(record, handle, named, _handoff.Policy())[3] == 3.0  # warm up
-    before = _fd_count()
+    before = _fd_count(a)
     record, handle, named = _handoff.export_for_receiver(a)
     desc = stridemap.decode(record)
     path_path = tmp_path / "x.bin"
@@ -134,7 +176,7 @@ def test_a_descriptor_naming_a_path_is_refused_and_nothing_leaks(tmp_path):
         device=0, inode=0))
     with pytest.raises(stridemap.SourceMismatch, match="opens no paths"):
         _handoff._rebuild(hostile, handle, named, _handoff.Policy())
-    assert _fd_count() == before
+    assert _settles_at(a, before), f"{_fd_count(a)} fds on the segment, {before} before"
 
 
 def test_a_descriptor_for_another_file_is_refused(tmp_path):
@@ -145,9 +187,9 @@ def test_a_descriptor_for_another_file_is_refused(tmp_path):
     record_a, handle_a, named = _handoff.export_for_receiver(a)
     record_b, handle_b, _ = _handoff.export_for_receiver(b)
     assert _handoff._rebuild(record_b, handle_b, named, _handoff.Policy())[3] == 4.0
-    before = _fd_count()
+    before = _fd_count(b)
     _, handle_b2, _ = _handoff.export_for_receiver(b)
     with pytest.raises(stridemap.OpenError):
         _handoff._rebuild(record_a, handle_b2, named, _handoff.Policy())
-    assert _fd_count() == before
+    assert _settles_at(b, before), f"{_fd_count(b)} fds on the segment, {before} before"
     assert _handoff._rebuild(record_a, handle_a, named, _handoff.Policy())[3] == 3.0

@@ -18,6 +18,7 @@ check the fd against the record: size, identity, seals, the segment header).
 """
 
 import dataclasses
+import fcntl
 import logging
 import os
 import socket
@@ -208,17 +209,27 @@ def export_for_receiver(view):
         ex = sm.export(view, mode="r")  # a writable view of a read-only segment
     desc = decode(ex.record)
     fd = ex.fd
-    named = fd is None
     try:
         if fd is None:  # a named segment or a memmap's file: open it once more, for this receiver
             fd = _open_again(desc)
             desc = dataclasses.replace(desc, source="fd", path="")
+        # A memfd is sealed; a named file (also one a worker received as an fd and hands on)
+        # cannot be.
+        named = not _sealable(fd)
         segment.lock_shared(fd, wait=desc.generation != 0)
         handle = _dup_for_receiver(fd)
     finally:
         if fd is not None:
             os.close(fd)
     return encode(desc), handle, named
+
+
+def _sealable(fd):
+    try:
+        fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        return True
+    except OSError:
+        return False
 
 
 def _open_again(desc):
