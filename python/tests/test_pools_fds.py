@@ -135,7 +135,9 @@ def _fd_count(array=None):
     gc.collect()
     if array is None:
         return len(os.listdir("/proc/self/fd"))
-    desc = stridemap.decode(stridemap.export(array).record)  # its own fd closes with the Export
+    ex = stridemap.export(array)
+    os.close(ex.fd)  # an Export's fd is the caller's
+    desc = stridemap.decode(ex.record)
     n = 0
     for name in os.listdir("/proc/self/fd"):
         try:
