@@ -164,10 +164,10 @@ def _settles_at(array, count):
 def test_a_descriptor_naming_a_path_is_refused_and_nothing_leaks(tmp_path):
     """A pool worker opens no path: a record with source "path" is refused, its fd closed."""
     a = stridemap.share(np.arange(64.0))
-    record, handle, named = _handoff.export_for_receiver(a)
-    assert _handoff._rebuild(record, handle, named, _handoff.Policy())[3] == 3.0  # warm up
+    args = _handoff.export_for_receiver(a)
+    assert _handoff._rebuild(*args, _handoff.Policy())[3] == 3.0  # warm up
     before = _fd_count(a)
-    record, handle, named = _handoff.export_for_receiver(a)
+    record, *rest = _handoff.export_for_receiver(a)
     desc = stridemap.decode(record)
     path_path = tmp_path / "x.bin"
     np.arange(64.0).tofile(path_path)
@@ -177,7 +177,7 @@ def test_a_descriptor_naming_a_path_is_refused_and_nothing_leaks(tmp_path):
         desc, source="path", path=str(path_path), generation=0, segment_id=bytes(16),
         device=0, inode=0))
     with pytest.raises(stridemap.SourceMismatch, match="opens no paths"):
-        _handoff._rebuild(hostile, handle, named, _handoff.Policy())
+        _handoff._rebuild(hostile, *rest, _handoff.Policy())
     assert _settles_at(a, before), f"{_fd_count(a)} fds on the segment, {before} before"
 
 
@@ -186,12 +186,12 @@ def test_a_descriptor_for_another_file_is_refused(tmp_path):
     and the fd of another are refused, and the fd closed."""
     a = stridemap.share(np.arange(64.0))
     b = stridemap.share(np.arange(64.0) + 1)
-    record_a, handle_a, named = _handoff.export_for_receiver(a)
-    record_b, handle_b, _ = _handoff.export_for_receiver(b)
-    assert _handoff._rebuild(record_b, handle_b, named, _handoff.Policy())[3] == 4.0
+    record_a, *rest_a = _handoff.export_for_receiver(a)
+    args_b = _handoff.export_for_receiver(b)
+    assert _handoff._rebuild(*args_b, _handoff.Policy())[3] == 4.0
     before = _fd_count(b)
-    _, handle_b2, _ = _handoff.export_for_receiver(b)
+    _, *rest_b = _handoff.export_for_receiver(b)
     with pytest.raises(stridemap.OpenError):
-        _handoff._rebuild(record_a, handle_b2, named, _handoff.Policy())
+        _handoff._rebuild(record_a, *rest_b, _handoff.Policy())
     assert _settles_at(b, before), f"{_fd_count(b)} fds on the segment, {before} before"
-    assert _handoff._rebuild(record_a, handle_a, named, _handoff.Policy())[3] == 3.0
+    assert _handoff._rebuild(record_a, *rest_a, _handoff.Policy())[3] == 3.0

@@ -4,7 +4,7 @@ This module is what a pool worker imports when it unpickles its first descriptor
 dependency on joblib, so a ``multiprocessing`` worker stays light. :mod:`stridemap.pools` is the
 public face (``install()``, the joblib backend).
 
-What travels in the pickle is ``(_rebuild, (record, handle, named, policy))``: the 1024-byte fixed
+What travels in the pickle is ``(_rebuild, (record, handle, named, mode, policy))``: the 1024-byte fixed
 record (SPEC §1), with ``source`` "fd" and no path, and a handle of ``multiprocessing``'s own fd
 passing (``multiprocessing.reduction.DupFd``): while a process is being started, the fd is
 inherited by the child (spawn, forkserver); at any other time the sender's ``resource_sharer``
@@ -195,10 +195,11 @@ def _is_memmap(seg):
 
 
 def export_for_receiver(view):
-    """``(record, handle, named)``: ``view``'s descriptor with ``source`` "fd", a DupFd handle
-    of an open file description made for one receiver, locked shared (SPEC §7), and whether
-    the file is a named one (a regular file cannot be sealed: the receiver accepts it unsealed,
-    as it would when opening the path, which is what SPEC §6 O9 leaves to it)."""
+    """``(record, handle, named, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
+    ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
+    locked shared (SPEC §7); whether the file is a named one (a regular file cannot be sealed:
+    the receiver accepts it unsealed, as it would when opening its path, which is what SPEC §6
+    O9 leaves to it); and the mode the receiver maps with."""
     sm = _producer()
     mode = "r+" if view.flags.writeable else "r"
     try:
@@ -206,22 +207,27 @@ def export_for_receiver(view):
     except (ValueError, errors.StridemapError):
         if mode == "r":
             raise
-        ex = sm.export(view, mode="r")  # a writable view of a read-only segment
-    desc = decode(ex.record)
-    fd = ex.fd
+        mode = "r"
+        ex = sm.export(view, mode=mode)  # a writable view of a read-only segment
+    record, fd = ex.record, ex.fd
+    generation = getattr(ex.segment, "generation", None)
     try:
         if fd is None:  # a named segment or a memmap's file: open it once more, for this receiver
+            desc = decode(record)
             fd = _open_again(desc)
-            desc = dataclasses.replace(desc, source="fd", path="")
+            record = encode(dataclasses.replace(desc, source="fd", path=""))
+            generation = desc.generation
+        elif generation is None:
+            generation = decode(record).generation
         # A memfd is sealed; a named file (also one a worker received as an fd and hands on)
         # cannot be.
         named = not _sealable(fd)
-        segment.lock_shared(fd, wait=desc.generation != 0)
+        segment.lock_shared(fd, wait=generation != 0)
         handle = _dup_for_receiver(fd)
     finally:
         if fd is not None:
             os.close(fd)
-    return encode(desc), handle, named
+    return record, handle, named, mode
 
 
 def _sealable(fd):
@@ -299,20 +305,21 @@ def _recv_fd_cloexec(conn_fd):
 _LE = np.little_endian
 
 
-def _rebuild(record, handle, named, policy):
+def _rebuild(record, handle, named, mode, policy):
     """The receiving end: map the descriptor's fd (then close it) and return the array."""
     if _installed is None:
         install(policy)  # results and onward tasks go back the same way
     fd = _detach(handle)
     try:
-        desc = decode(record)
-        if desc.source != "fd":
+        try:
+            array = _open(record, fd=fd, mode=mode, allow_unsealed=named)
+        except TypeError:  # open() refuses an fd beside a descriptor that names a path
+            if decode(record).source == "fd":
+                raise
             raise errors.SourceMismatch(
                 "a pool's descriptor must travel with its fd; one naming a path is refused "
                 "(a pool worker opens no paths)"
-            )
-        array = _open(desc, fd=fd, mode="r+" if desc.mode == "r+" else "r",
-                      allow_unsealed=named)
+            ) from None
     finally:
         os.close(fd)
     return _as_shared(array)
