@@ -101,7 +101,10 @@ fn a_rust_memfd_in_a_python_pool_worker_and_back_to_its_parent() {
     assert!(status.success(), "pool_consumer.py failed: {status}");
     let got: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
 
-    assert_ne!(got["worker"], got["parent"], "the worker is another process");
+    assert_ne!(
+        got["worker"], got["parent"],
+        "the worker is another process"
+    );
     assert_eq!(numbers(&got["shape"]), [1000.0, 3.0]);
     assert_eq!(numbers(&got["strides"]), [-24.0, 8.0]);
     let want: Vec<f64> = (0..1000)
@@ -111,6 +114,9 @@ fn a_rust_memfd_in_a_python_pool_worker_and_back_to_its_parent() {
     assert_eq!(numbers(&got["values"]), want);
     for side in ["worker_mapping", "parent_mapping"] {
         let m = got[side].as_str().unwrap_or_default();
-        assert!(m.contains("memfd:"), "{side}: the data lies in {m:?}, not the memfd");
+        assert!(
+            m.contains("memfd:"),
+            "{side}: the data lies in {m:?}, not the memfd"
+        );
     }
 }
