@@ -32,7 +32,7 @@ strides. Arrays from ``stridemap.share`` also go zero-copy through joblib's defa
 >>> a = stridemap.share(np.arange(6.0).reshape(2, 3))
 >>> ctx = multiprocessing.get_context("spawn")
 >>> with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-...     pool.submit(np.sum, a.T[::-1]).result()
+...     float(pool.submit(np.sum, a.T[::-1]).result())
 15.0
 """
 
