@@ -87,6 +87,7 @@ def install(policy):
             _mp_reduction.ForkingPickler.register(t, reducer)
         _installed = policy
     register_with_loky()
+    _ensure_exit_wait()
 
 
 def uninstall():
@@ -266,7 +267,72 @@ def _dup_for_receiver(fd):
         dup = os.dup(fd)
         weakref.finalize(popen, os.close, dup)
         return popen.DupFd(popen.duplicate_for_child(dup))
-    return _mp_reduction.DupFd(fd)
+    handle = _mp_reduction.DupFd(fd)
+    _track(handle)
+    return handle
+
+
+# A handle's fd waits in this process's resource_sharer thread until its receiver asks for it:
+# a process that exits before then (a Process whose last act is to put a result in a Queue, a
+# pool worker retired by maxtasksperchild) would leave the receiver nothing to fetch. So at exit
+# (multiprocessing's exit function, which its children run too) the process waits until its
+# handles have been fetched, for up to EXIT_WAIT seconds.
+EXIT_WAIT = float(os.environ.get("STRIDEMAP_POOLS_EXIT_WAIT", "10"))
+_pending = {"pid": None, "ids": set(), "finalizer": None}
+_pending_lock = threading.Lock()
+
+
+def _ensure_exit_wait():
+    """Register the wait at exit, once per process. Early (at install, at the first receipt):
+    multiprocessing's exit function lists its finalizers before it flushes the queues, whose
+    feeder threads pickle, and so make handles, while it runs."""
+    with _pending_lock:
+        if _pending["pid"] != os.getpid():  # a fork starts with no handles of its own
+            _pending["pid"] = os.getpid()
+            _pending["ids"] = set()
+            _pending["finalizer"] = None
+        # A child clears the finalizers it inherited, or registered while it unpickled the
+        # Process object, when it starts running: register again then.
+        fin = _pending.get("finalizer")
+        if fin is None or not fin.still_active():
+            from multiprocessing import util
+
+            # After the queues' feeder threads are flushed (exitpriority -5).
+            _pending["finalizer"] = util.Finalize(None, _wait_for_receivers, exitpriority=-10)
+
+
+def _track(handle):
+    ident = getattr(handle, "_id", None)
+    if ident is None:
+        return
+    _ensure_exit_wait()
+    with _pending_lock:
+        _pending["ids"].add(ident[1])
+
+
+def _unfetched():
+    cache = getattr(getattr(_resource_sharer, "_resource_sharer", None), "_cache", None)
+    if cache is None:
+        return set()
+    with _pending_lock:
+        if _pending["pid"] != os.getpid():
+            return set()
+        _pending["ids"] &= set(cache)
+        return set(_pending["ids"])
+
+
+def _wait_for_receivers():
+    import time
+
+    deadline = time.monotonic() + EXIT_WAIT
+    while _unfetched():
+        if time.monotonic() >= deadline:
+            log.warning(
+                "stridemap.pools: exiting with %d shared array(s) never received (their "
+                "receivers did not unpickle them within %g s); set STRIDEMAP_POOLS_EXIT_WAIT "
+                "to wait longer", len(_unfetched()), EXIT_WAIT)
+            return
+        time.sleep(0.01)
 
 
 def _detach(handle):
@@ -309,6 +375,7 @@ def _rebuild(record, handle, named, mode, policy):
     """The receiving end: map the descriptor's fd (then close it) and return the array."""
     if _installed is None:
         install(policy)  # results and onward tasks go back the same way
+    _ensure_exit_wait()
     fd = _detach(handle)
     try:
         try:

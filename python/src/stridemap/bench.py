@@ -58,8 +58,6 @@ def touch(a):
 
 def touch_block(name, n):
     """The same task on a ``shared_memory`` block sent by name."""
-    from multiprocessing import shared_memory
-
     shm = _attach(name)
     try:
         a = np.ndarray((n,), dtype="<f8", buffer=shm.buf)
@@ -183,8 +181,10 @@ class Bench:
         elif way == "joblib":
             [(a, t_ret)] = joblib.Parallel(n_jobs=2)([joblib.delayed(make_plain)(n)])
         elif way == "shared_memory":
+            from multiprocessing import shared_memory
+
             name, t_ret = self.pool.submit(make_block, n).result()
-            shm = _attach(name)
+            shm = shared_memory.SharedMemory(name)  # tracked here: unlink() untracks it
             a = np.ndarray((n,), dtype="<f8", buffer=shm.buf)
         else:
             a, t_ret = self.pool.submit(make_shared, n).result()
