@@ -195,3 +195,45 @@ def test_a_descriptor_for_another_file_is_refused(tmp_path):
         _handoff._rebuild(record_a, *rest_b, _handoff.Policy())
     assert _settles_at(b, before), f"{_fd_count(b)} fds on the segment, {before} before"
     assert _handoff._rebuild(record_a, *rest_a, _handoff.Policy())[3] == 3.0
+
+
+def receive_without_fds(conn):
+    """In a child: receive pickled arrays with no fd to spare; report what happened."""
+    import gc
+    import hmac  # noqa: F401 - the connection's authentication imports it: not with no fds
+    import pickle as _pickle
+    import resource
+
+    payload = conn.recv_bytes()
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The limit is on fd numbers: leave exactly one free number below it, for the connection
+    # to the sender's resource_sharer, none for the array's fd.
+    first, second = os.dup(0), os.dup(0)
+    os.close(first), os.close(second)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (second, hard))
+    try:
+        _pickle.loads(payload)
+        out = ("received", "")
+    except Exception as e:
+        out = (type(e).__name__, str(e))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    gc.collect()
+    conn.send((*out, before, len(os.listdir("/proc/self/fd"))))
+
+
+def test_out_of_fds_in_the_receiver_is_a_clear_error_and_leaks_nothing(policy):
+    stridemap.pools.install()
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    p = ctx.Process(target=receive_without_fds, args=(theirs,))
+    p.start()
+    a = stridemap.share(np.arange(1000.0))
+    mine.send_bytes(reduction.ForkingPickler.dumps(a[::-1]))
+    kind, message, before, after = mine.recv()
+    p.join(30)
+    assert kind == "OpenFailed", (kind, message)
+    assert "out of file descriptors" in message and "ulimit -n" in message, message
+    assert after == before, f"the child's fds went from {before} to {after}"

@@ -18,6 +18,7 @@ check the fd against the record: size, identity, seals, the segment header).
 """
 
 import dataclasses
+import errno
 import fcntl
 import logging
 import os
@@ -224,11 +225,24 @@ def export_for_receiver(view):
         # cannot be.
         named = not _sealable(fd)
         segment.lock_shared(fd, wait=generation != 0)
-        handle = _dup_for_receiver(fd)
+        try:
+            handle = _dup_for_receiver(fd)
+        except OSError as e:
+            raise _fd_error("handing a shared array's fd to a pool process", e) from None
     finally:
         if fd is not None:
             os.close(fd)
     return record, handle, named, mode
+
+
+def _fd_error(what, e):
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return errors.ProducerError(
+            f"{what}: too many open files ({os.strerror(e.errno)}); raise the limit "
+            "(`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE)) or let go of shared arrays",
+            e.errno,
+        )
+    return errors.ProducerError(f"{what}: {e.strerror or e}", e.errno)
 
 
 def _sealable(fd):
@@ -244,6 +258,8 @@ def _open_again(desc):
     try:
         fd = os.open(desc.path, flags | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise _fd_error(f"opening {desc.path!r} for a pool process", e) from None
         raise errors.OpenFailed(
             f"cannot open {desc.path!r} again to hand it to a pool worker: {e.strerror}",
             e.errno,
@@ -350,15 +366,32 @@ def _detach(handle):
 
 def _recv_fd_cloexec(conn_fd):
     """multiprocessing.reduction.recvfds for one fd, with MSG_CMSG_CLOEXEC: never inheritable."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(conn_fd)) as s:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn_fd)  # no dup: no new fd
+    try:
         msg, ancillary, flags, _ = s.recvmsg(
             1, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC
         )
+    finally:
+        s.detach()  # the connection closes its fd
     fds = []
     for level, kind, data in ancillary:
         if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
             fds.extend(int.from_bytes(data[i:i + 4], "little" if _LE else "big", signed=True)
                        for i in range(0, len(data) - len(data) % 4, 4))
+    if flags & socket.MSG_CTRUNC and not fds:
+        for fd in fds:
+            os.close(fd)
+        raise errors.OpenFailed(
+            "the fd of a shared array was dropped on receipt: this process is out of file "
+            "descriptors (each received array holds two while it lives); raise the limit "
+            "(ulimit -n, resource.setrlimit(RLIMIT_NOFILE)) or let go of received arrays",
+            errno.EMFILE,
+        )
+    if not msg and not fds:
+        raise errors.OpenFailed(
+            "the process that sent this array could not hand over its fd (it may be out of "
+            "file descriptors itself: see its log) or is gone"
+        )
     if len(fds) != 1 or msg != b"\x01" or flags & socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
