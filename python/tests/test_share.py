@@ -303,7 +303,8 @@ def test_describe_still_describes_memmaps(tmp_path):
     assert stridemap.open(e.record, allowed_roots=[tmp_path]).tolist() == list(range(9, -1, -1))
 
 
-@pytest.mark.parametrize("dtype", [object, [("a", "<i4"), ("b", "<f8")], "U3", "M8[s]", "S2"])
+@pytest.mark.parametrize("dtype", [object, [("a", "<i4"), ("b", "<f8")], "U3", "M8[s]", "S2",
+                                   "V0"])
 def test_not_shareable_dtypes_say_why_and_log_it(dtype, caplog):
     a = np.zeros(4, dtype=dtype)
     with caplog.at_level(logging.DEBUG, logger="stridemap"):
@@ -327,3 +328,86 @@ def test_bad_kind_and_mode():
     s = stridemap.share(np.arange(3))
     with pytest.raises(ValueError):
         stridemap.export(s, mode="w+")
+
+
+def test_the_readme_producer_example_runs():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    after = readme[readme.index("## Sharing an array (Python as a producer)"):]
+    code = after[after.index("```python\n") + 10:]
+    code = code[:code.index("```")]
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    s, e, out = scope["s"], scope["e"], scope["out"]
+    got = stridemap.open(e.record, fd=e.fd)
+    e.close()
+    assert np.array_equal(got, scope["a"].T[::-1][:, ::2])
+    assert s.strides == (-8, 8000) and out.segment.frozen and not out.flags.writeable
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_copy_on_write_receiver_writes_privately(kind):
+    s = stridemap.share(np.arange(10.0), kind=kind, reuse=False)
+    e = stridemap.export(s[::-1], mode="c")
+    roots = [s.segment.folder] if s.segment.folder else []
+    v = stridemap.open(e.record, fd=e.fd, mode="c", allowed_roots=roots)
+    e.close()
+    v[0] = 42.0
+    assert v[0] == 42.0 and s[-1] == 9.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_views_with_gaps_are_packed_slab_by_slab(kind, monkeypatch):
+    monkeypatch.setattr(producer, "_STAGE", 64)  # many slabs, some of one row
+    a = np.arange(3000, dtype="<i4").reshape(30, 100)
+    for v in [a[::2], a[::-3, 1::7], a.T[::-2, ::4], a[5, ::-3], a[::2, 3], a[2:3, ::5]]:
+        s = stridemap.share(v, kind=kind, reuse=False)
+        assert same_bytes(s, v) and s.segment.capacity == v.nbytes
+        assert same_bytes(open_export(stridemap.export(s)), v)
+
+
+CONSUMER = """
+import socket, sys
+import numpy as np
+import stridemap
+sys.path.insert(0, sys.argv[2])
+from producer_util import is_stridemap_mapping, mapping_name
+sock = socket.socket(fileno=int(sys.argv[1]))
+out = []
+while True:
+    try:
+        record, fd = stridemap.recv(sock)
+    except EOFError:
+        break
+    roots = [sys.argv[3]] if sys.argv[3] != "-" else []
+    a = stridemap.open(record, fd=fd, allowed_roots=roots)
+    if fd is not None:
+        import os
+        os.close(fd)
+    assert is_stridemap_mapping(a), mapping_name(a)
+    out.append(a.tobytes().hex())
+print(" ".join(out))
+"""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_another_process_maps_the_same_pages(kind):
+    import socket
+    import subprocess
+    import sys
+
+    views = [np.arange(1000.0)[::-3], np.arange(24, dtype=">i4").reshape(4, 6).T,
+             np.broadcast_to(np.arange(5, dtype="<c8"), (3, 5))]
+    shared = [stridemap.share(v, kind=kind, reuse=False) for v in views]
+    root = shared[0].segment.folder or "-"
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    p = subprocess.Popen([sys.executable, "-c", CONSUMER, str(b.fileno()),
+                          os.path.dirname(__file__), root],
+                         pass_fds=[b.fileno()], stdout=subprocess.PIPE, text=True)
+    b.close()
+    for s in shared:
+        with stridemap.export(s[::-1]) as e:
+            stridemap.send(a, e.record, e.fd)
+    a.close()
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 0
+    assert out.split() == [v[::-1].tobytes().hex() for v in views]

@@ -38,6 +38,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 import uuid
 import weakref
 
@@ -114,7 +115,7 @@ def _reopen(fd, mode):
 def _system_error(what, e):
     if e.errno in (errno.EMFILE, errno.ENFILE):
         return errors.ProducerError(
-            f"{what}: too many open files ({os.strerror(e.errno)}); raise the limit "
+            f"{what}: too many open files ({errno.errorcode[e.errno]}); raise the limit "
             "(`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE)) or let go of shared arrays",
             e.errno,
         )
@@ -140,7 +141,8 @@ def _view_span(view):
 
 
 def _check_dtype(dt, what="the array"):
-    if dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS:
+    if (dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS
+            or dt.itemsize == 0):
         raise errors.NotShareable(
             f"{what} has dtype {dt}, which has no stridemap typestr (object, structured, "
             "string and datetime dtypes travel pickled); view it as plain numbers or bytes first"
@@ -183,6 +185,7 @@ class _State:
         self.swept = set()  # roots swept by this process
         self.pending = []  # _FileState of named segments a consumer still maps
         self.reaper = None
+        self.wake = threading.Event()
         self.reused = {}  # (id(source), kind) -> (weakref(source), SharedArray)
 
 
@@ -240,6 +243,8 @@ def _close(fs):
 def _try_unlink(fs):
     """SPEC §7.3: ``LOCK_EX | LOCK_NB`` (converting this process's shared lock), then unlink
     and close. Whether the file is gone (or the folder already was)."""
+    if fs.fd is None:
+        return True
     try:
         fcntl.flock(fs.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -247,14 +252,15 @@ def _try_unlink(fs):
     except OSError:
         pass
     folder = fs.folder
-    if folder.fd is not None:
-        try:
-            os.unlink(fs.name, dir_fd=folder.fd)
-            log.debug("stridemap: unlinked segment %s/%s", folder.path, fs.name)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("stridemap: cannot unlink %s/%s: %s", folder.path, fs.name, e)
+    with folder.lock:  # the folder's fd stays open meanwhile (remove() takes it too)
+        if folder.fd is not None:
+            try:
+                os.unlink(fs.name, dir_fd=folder.fd)
+                log.debug("stridemap: unlinked segment %s/%s", folder.path, fs.name)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.warning("stridemap: cannot unlink %s/%s: %s", folder.path, fs.name, e)
     _close(fs)
     return True
 
@@ -271,22 +277,36 @@ def reap():
 
 
 def _start_reaper():
-    if _state.reaper is not None and _state.reaper.is_alive():
-        return
-    t = threading.Thread(target=_reaper_loop, name="stridemap-reaper", daemon=True)
-    _state.reaper = t
-    t.start()
+    """Wakes the reaper thread (one per process, started the first time it is needed).
+    Called with ``_state.lock`` held."""
+    st = _state
+    if st.reaper is None:
+        st.reaper = threading.Thread(target=_reaper_loop, args=(st,), name="stridemap-reaper",
+                                     daemon=True)
+        st.reaper.start()
+    st.wake.set()
 
 
-def _reaper_loop():
-    pause = 0.01
-    while reap():
-        threading.Event().wait(pause)
-        pause = min(pause * 2, 0.5)
+def _reaper_loop(st):
+    while True:
+        st.wake.wait()
+        pause = 0.02  # a consumer usually unmaps soon after the producer lets go
+        while True:
+            time.sleep(pause)
+            if st is not _state:  # a forked child's copy of the parent's state
+                return
+            if reap() == 0:
+                break
+            pause = min(pause * 2, 0.5)
+        with st.lock:
+            if not st.pending:
+                st.wake.clear()
 
 
 class _Produced(Segment):
     """A segment this process made (memfd or named file)."""
+
+    data_offset = DATA_OFFSET  # where the data starts in the file (SPEC §8)
 
     def __init__(self, kind, fd, capacity, seg_id, folder=None, name=None):
         self.kind = kind
@@ -312,7 +332,7 @@ class _Produced(Segment):
     def describe(self, view, mode="r"):
         self._grant(view, mode)
         return _descriptor(
-            view, buf_addr=self._buf_addr, buffer_offset=DATA_OFFSET,
+            view, buf_addr=self._buf_addr, buffer_offset=self.data_offset,
             buffer_len=self.capacity, file_len=self.file_len, device=self.identity[0],
             inode=self.identity[1], generation=self.generation, segment_id=self.segment_id,
             source="fd" if self.kind == "memfd" else "path", path=self.path, mode=mode,
@@ -378,8 +398,14 @@ class _Opened(Segment):
         )
 
     def new_fd(self, mode="r"):
-        if self._fd is None:
+        if self.kind != "memfd":
             return None
+        if self._fd is None:
+            raise errors.ProducerError(
+                "cannot hand on a view of this received memfd: no fd of it was kept (the fd "
+                "limit was reached when it was opened); raise the limit (`ulimit -n`)",
+                errno.EMFILE,
+            )
         return _reopen(self._fd, mode)
 
 
@@ -405,7 +431,10 @@ def register_opened(mm, desc, granted, fd):
     shares the lock (same open file description)."""
     kept = None
     if fd is not None:
-        kept = os.dup(fd)  # not inheritable, like every fd Python makes
+        try:
+            kept = os.dup(fd)  # not inheritable, like every fd Python makes
+        except OSError as e:  # the view is fine; only exporting views of it will fail
+            log.debug("stridemap: no fd kept for re-exporting a received memfd: %s", e)
     start = _address(np.frombuffer(mm, dtype=np.uint8))
     delta = desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
     _register(mm, _Opened(desc, granted, kept, start + delta))
@@ -457,7 +486,10 @@ class SharedArray(np.ndarray):
     """
 
     def __array_wrap__(self, arr, context=None, return_scalar=False):
-        arr = super().__array_wrap__(arr, context, return_scalar)
+        if return_scalar:  # numpy >= 2 only passes it
+            arr = super().__array_wrap__(arr, context, return_scalar)
+        else:
+            arr = super().__array_wrap__(arr, context)
         if self is arr or type(self) is not SharedArray:
             return arr
         if return_scalar:
@@ -617,9 +649,9 @@ def _map(seg, writable, populate=False):
 
 def _wrap(seg, mm, shape, dtype, strides, offset):
     """The SharedArray over ``mm``, registered so views of it find ``seg``."""
-    seg._buf_addr = _address(np.frombuffer(mm, dtype=np.uint8)) + DATA_OFFSET
-    arr = np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm, offset=DATA_OFFSET + offset,
-                             strides=strides)
+    seg._buf_addr = _address(np.frombuffer(mm, dtype=np.uint8)) + seg.data_offset
+    arr = np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm,
+                             offset=seg.data_offset + offset, strides=strides)
     _register(mm, seg)
     return arr
 
@@ -674,11 +706,15 @@ def share(array, *, kind="memfd", temp_folder=None, reuse=True):
             return hit[1]
     strides, offset, capacity = _layout(array.shape, array.strides, array.itemsize)
     seg = _new_segment(kind, capacity, temp_folder)
-    if capacity:
-        _fill(seg, array, strides, offset)
-    seg.freeze()
-    mm = _map(seg, writable=False)
-    shared = _wrap(seg, mm, array.shape, array.dtype, strides, offset)
+    try:
+        if capacity:
+            _fill(seg, array, strides, offset)
+        seg.freeze()
+        mm = _map(seg, writable=False)
+        shared = _wrap(seg, mm, array.shape, array.dtype, strides, offset)
+    except BaseException:
+        seg._finalizer()  # now, not when the traceback lets go of it: nothing left behind
+        raise
     if reuse and source is not None:
         try:
             ref = weakref.ref(source)
@@ -697,23 +733,47 @@ def _forget(key, ref):
             del _state.reused[key]
 
 
-def _fill(seg, src, strides, offset):
-    """Copies ``src`` into the segment with the given layout."""
-    if strides == src.strides and (src.flags.c_contiguous or src.flags.f_contiguous):
-        raw = (src if src.flags.c_contiguous else src.T).reshape(-1).view(np.uint8)
-        pos = DATA_OFFSET + offset
-        try:
-            for start in range(0, raw.size, _WRITE_CHUNK):
-                chunk = raw[start:start + _WRITE_CHUNK]
-                done = 0
-                while done < chunk.size:
-                    done += os.pwrite(seg.fd, chunk[done:], pos + start + done)
-        except OSError as e:
-            raise _system_error("writing a segment", e) from None
-        return
-    mm = _map(seg, writable=True, populate=True)
+class _Span:
+    """``n`` raw bytes at address ``addr`` as a numpy array (keeping ``owner`` alive)."""
+
+    def __init__(self, addr, n, owner):
+        self.__array_interface__ = {"data": (addr, True), "shape": (n,), "typestr": "|u1",
+                                    "version": 3}
+        self.owner = owner
+
+
+def _pwrite_all(fd, raw, pos):
+    """Writes the uint8 array ``raw`` at ``pos`` (pwrite moves at most ~2 GiB per call)."""
     try:
-        dst = np.ndarray(src.shape, src.dtype, buffer=mm, offset=DATA_OFFSET + offset,
+        for start in range(0, raw.size, _WRITE_CHUNK):
+            chunk = raw[start:start + _WRITE_CHUNK]
+            done = 0
+            while done < chunk.size:
+                done += os.pwrite(fd, chunk[done:], pos + start + done)
+    except OSError as e:
+        raise _system_error("writing a segment", e) from None
+
+
+def _fill(seg, src, strides, offset):
+    """Copies ``src`` into the segment with the given layout.
+
+    When the layout is the source's own and its span holds exactly its elements (contiguous
+    in any axis order and direction), the span's bytes are written as they are, with
+    ``pwrite`` (no page tables to fill, the fastest way into a tmpfs). Otherwise (broadcast,
+    gaps) numpy copies element by element through a writable map.
+    """
+    lo_addr, hi_addr = _view_span(src)
+    if strides == src.strides and hi_addr - lo_addr == src.nbytes:
+        raw = np.asarray(_Span(lo_addr, src.nbytes, src))
+        _pwrite_all(seg.fd, raw, seg.data_offset + offset - (_address(src) - lo_addr))
+        return
+    dense = seg.capacity == src.nbytes
+    if dense and all(st != 0 or n <= 1 for n, st in zip(src.shape, strides)):
+        _fill_packed(seg, src, strides, offset)
+        return
+    mm = _map(seg, writable=True)
+    try:
+        dst = np.ndarray(src.shape, src.dtype, buffer=mm, offset=seg.data_offset + offset,
                          strides=strides)
         # Broadcast axes are copied once: index 0 of them, on both sides.
         once = tuple(slice(0, 1) if n > 1 and s == 0 else slice(None)
@@ -722,6 +782,32 @@ def _fill(seg, src, strides, offset):
         del dst
     finally:
         mm.close()
+
+
+_STAGE = 32 << 20  # bytes staged per pwrite when packing a view with gaps
+
+
+def _fill_packed(seg, src, strides, offset):
+    """Copies ``src`` into a dense layout (every byte of ``[0, capacity)`` is one of its
+    elements): numpy packs a slab of the outermost axis into a buffer, ``pwrite`` stores it."""
+    real = [k for k, n in enumerate(src.shape) if n > 1]
+    if not real:  # one element
+        k, row = 0, src.itemsize
+    else:
+        k = max(real, key=lambda i: abs(strides[i]))
+        row = abs(strides[k])
+    n = src.shape[k] if src.ndim else 1
+    step = max(1, _STAGE // row)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        part = src[(slice(None),) * k + (slice(i, j),)] if src.ndim else src
+        lo = i * row if strides[k] >= 0 or not src.ndim else (n - j) * row
+        buf = np.empty((j - i) * row, dtype=np.uint8)
+        first = offset + (i * strides[k] if src.ndim else 0)  # element (.., i, ..) in dst
+        stage = np.ndarray(part.shape, src.dtype, buffer=buf, offset=first - lo,
+                           strides=strides)
+        np.copyto(stage, part, casting="no")
+        _pwrite_all(seg.fd, buf, seg.data_offset + lo)
 
 
 def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None):
@@ -750,8 +836,12 @@ def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None):
             acc *= shape[k]
         strides = tuple(strides)
     seg = _new_segment(kind, capacity, temp_folder)
-    mm = _map(seg, writable=True)
-    return _wrap(seg, mm, shape, dt, strides, 0)
+    try:
+        mm = _map(seg, writable=True)
+        return _wrap(seg, mm, shape, dt, strides, 0)
+    except BaseException:
+        seg._finalizer()
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -847,6 +937,7 @@ def _after_fork_in_child():
     _state = _State()
     _mappings_lock = threading.Lock()  # another thread may have held it at the fork
     for folder in old.folders.values():
+        folder.lock = threading.Lock()  # another thread may have held it at the fork
         folder.close()  # a duplicate: the parent's lock stays
 
 

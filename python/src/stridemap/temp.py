@@ -5,13 +5,14 @@ A producer's named segments (``kind="file"``) live in a private folder
 chooses it: an explicit folder, else ``$STRIDEMAP_TEMP_FOLDER``, else ``/dev/shm`` when it is
 writable and has room for the segment plus a margin, else ``tempfile.gettempdir()``.
 
-Liveness is a lock, not a pid: for its whole life the producer holds ``flock(LOCK_SH)`` on an
-fd of the folder itself. A sweep takes ``LOCK_EX | LOCK_NB`` on the folder; if that fails the
-owner is alive. If it succeeds the owner is dead, and the sweep removes each file it can lock
+Liveness is a lock, not a pid: for its whole life the producer holds ``flock(LOCK_SH)`` on an fd
+of the folder itself. A sweep takes ``LOCK_EX | LOCK_NB`` on the folder; if that fails the owner
+is alive. If it succeeds the owner is dead, and the sweep removes each file it can lock
 exclusively (readers hold ``LOCK_SH`` while they map one, SPEC §7), then the folder if it is
-empty. Every step is relative to a directory fd (``O_NOFOLLOW``, ``unlinkat``), and only
-folders of the caller's own uid are touched. Rust's ``stridemap gc`` follows the same rules, so
-each cleans up the other's orphans.
+empty. (A folder whose lock is free but whose named owner, pid and start time, still runs is
+kept too: an older producer that does not lock its folder.) Every step is relative to a
+directory fd (``O_NOFOLLOW``, ``unlinkat``), and only folders of the caller's own uid are
+touched. Rust's ``stridemap gc`` follows the same rules, so each cleans up the other's orphans.
 
 >>> import tempfile
 >>> root = tempfile.mkdtemp()
@@ -30,6 +31,7 @@ import os
 import re
 import stat
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -117,6 +119,19 @@ def start_time(pid):
         return None
 
 
+def owner_alive(pid, start):
+    """Whether the process a folder's name records (pid and start time) still runs (a zombie
+    does not). Never decides that an owner is dead: only used to keep the folders of older
+    producers that do not lock their folder."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 1:].split()
+        return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def folder_name(pid, start):
     """``stridemap-<pid>-<start>-<uuid>``, the name Rust's producer gives its folders too."""
     return f"{FOLDER_PREFIX}{pid}-{start}-{uuid.uuid4().hex}"
@@ -141,6 +156,7 @@ class PoolFolder:
         self.name = os.path.basename(path)
         self.fd = fd
         self.pid = os.getpid()
+        self.lock = threading.Lock()  # held while fd is used to unlink, and to close it
 
     @classmethod
     def create(cls, root):
@@ -187,10 +203,14 @@ class PoolFolder:
     def remove(self):
         """Deletes the folder and everything in it (at exit: readers that map a segment keep
         reading it; nobody can open one any more), then drops the lock. Idempotent."""
+        with self.lock:
+            self._remove()
+
+    def _remove(self):
         if self.fd is None:
             return
         if self.pid != os.getpid():  # a forked child: the parent's folder is not ours
-            self.close()
+            self._close()
             return
         try:
             with os.scandir(self.fd) as it:
@@ -206,13 +226,19 @@ class PoolFolder:
             finally:
                 os.close(root_fd)
             log.debug("stridemap: removed pool folder %s", self.path)
+        except FileNotFoundError:
+            log.debug("stridemap: pool folder %s was already gone", self.path)
         except OSError as e:
             log.warning("stridemap: cannot remove pool folder %s: %s", self.path, e)
         finally:
-            self.close()
+            self._close()
 
     def close(self):
         """Closes the folder's fd (its lock goes with the last fd of it)."""
+        with self.lock:
+            self._close()
+
+    def _close(self):
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -287,6 +313,8 @@ def _sweep_folder(root_fd, name, path, uid, all_users, dry_run, report):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return "alive"
+        if owner_alive(*parse_folder_name(name)):
+            return "alive"  # a producer that does not lock its folder, and still runs
         held = False
         with os.scandir(fd) as it:
             names = [e.name for e in it]
