@@ -4,17 +4,26 @@ This module is what a pool worker imports when it unpickles its first descriptor
 dependency on joblib, so a ``multiprocessing`` worker stays light. :mod:`stridemap.pools` is the
 public face (``install()``, the joblib backend).
 
-What travels in the pickle is ``(_rebuild, (record, handle, named, mode, policy))``: the 1024-byte fixed
-record (SPEC §1), with ``source`` "fd" and no path, and a handle of ``multiprocessing``'s own fd
-passing (``multiprocessing.reduction.DupFd``): while a process is being started, the fd is
-inherited by the child (spawn, forkserver); at any other time the sender's ``resource_sharer``
-thread hands it over an authenticated Unix socket (the pool's ``authkey``) to the one process
-that asks for it, once. Each receiver gets an open file description made for it alone
-(``stridemap.export`` reopens the memfd; a named segment or memmap file is opened again here), on
-which the sender already holds ``flock(LOCK_SH)`` (SPEC §7): the producer cannot recycle or delete
-the segment between the send and the receiver's mapping. The receiver never opens a path: it
-trusts the fd its pool gave it, and the descriptor only says how to view it (rules O6-O11 still
-check the fd against the record: size, identity, seals, the segment header).
+What travels in the pickle is ``(_rebuild, (record, handle, named, mode, policy))``: the
+1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, and a handle of
+``multiprocessing``'s own fd passing (``multiprocessing.reduction.DupFd``): while a process is
+being started, the fd is inherited by the child (spawn, forkserver); at any other time the
+sender's ``resource_sharer`` thread hands it over an authenticated Unix socket (the pool's
+``authkey``) to the one process that asks for it, once. Each receiver gets an open file
+description made for it alone (``stridemap.export`` reopens the memfd; a named segment or memmap
+file is opened again here), on which the sender already holds ``flock(LOCK_SH)`` (SPEC §7): the
+producer cannot recycle or delete the segment between the send and the receiver's mapping.
+The receiver never opens a path: it trusts the fd its pool gave it, and the descriptor only
+says how to view it (rules O6-O11 still check the fd against the record: size, identity, seals,
+the segment header).
+
+Why this transport and not reopening ``/proc/<sender>/fd/<n>`` in the receiver: the handle holds
+a duplicate of the fd from the moment of pickling, so the sender may drop the array at once (a
+worker returning a result does exactly that); it needs no ptrace access to the sender (hidepid,
+non-dumpable processes); and only processes with the pool's authkey can fetch it. The same
+handle works in loky's pickler (joblib), which does not use ``ForkingPickler`` but pickles the
+handle object all the same. The price: a connection per array, and the sender must live until
+the receiver has fetched it (hence the wait at exit below).
 """
 
 import dataclasses

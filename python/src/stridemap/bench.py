@@ -348,7 +348,8 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m stridemap.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stridemap.bench",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="1M,64M,1G", help="array sizes (default 1M,64M,1G)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
     p.add_argument("--quick", action="store_true", help="1 MiB, one repeat (a smoke run)")
