@@ -87,14 +87,17 @@ def test_loky_reusable_executor_is_left_alone():
     first = set(joblib.Parallel(n_jobs=2)(joblib.delayed(poolwork.pid)() for _ in range(8)))
     shared_executor = reusable_executor._executor
     assert shared_executor is not None
+    workers = set(shared_executor._processes)  # loky starts all of them at once
+    assert first <= workers
     with joblib.parallel_config(backend="stridemap", n_jobs=2):
         ours = set(joblib.Parallel()(joblib.delayed(poolwork.pid)() for _ in range(8)))
-    assert not ours & first, "the stridemap backend ran on loky's reusable executor"
+    assert not ours & workers, "the stridemap backend ran on loky's reusable executor"
     assert stridemap.pools._executor[1] is not shared_executor
     again = set(joblib.Parallel(n_jobs=2)(joblib.delayed(poolwork.pid)() for _ in range(8)))
     assert reusable_executor._executor is shared_executor
     assert shared_executor._flags.broken is None and not shared_executor._flags.shutdown
-    assert again <= first, "loky's reusable executor was restarted"
+    assert again <= workers, "loky's reusable executor was restarted"
+    assert set(shared_executor._processes) == workers
 
 
 def _fail(x):
