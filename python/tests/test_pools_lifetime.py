@@ -169,8 +169,8 @@ def test_kill_9_of_a_worker_mid_task_leaves_no_files(tmp_path):
     assert proc.returncode == 0, err
     assert "broken" in out and "done" in out, (out, err)
     _wait_dead(workers)
-    stridemap.sweep(root)
-    assert _files(root) == [], _files(root)
+    report = _sweep_until_empty(root)
+    assert _files(root) == [], (report, _files(root), _holders(root))
 
 
 def test_kill_9_of_the_parent_leaves_no_files_after_the_sweep(tmp_path):
@@ -185,5 +185,37 @@ def test_kill_9_of_the_parent_leaves_no_files_after_the_sweep(tmp_path):
     for pid in workers:  # the workers of a killed pool do not outlive their task by design
         os.kill(pid, signal.SIGKILL)
     _wait_dead(workers)
-    report = stridemap.sweep(root)
-    assert _files(root) == [], (report, _files(root))
+    report = _sweep_until_empty(root)
+    assert _files(root) == [], (report, _files(root), _holders(root))
+
+
+def _sweep_until_empty(root, seconds=10):
+    """Sweep ``root`` until nothing is left, for a while: the kernel drops a dead process's
+    locks when it releases its files, which may finish a moment after the process is gone
+    (a deferred fput). Returns the last sweep's report."""
+    deadline = time.monotonic() + seconds
+    while True:
+        report = stridemap.sweep(root)
+        if not _files(root) or time.monotonic() > deadline:
+            return report
+        time.sleep(0.05)
+
+
+def _holders(root):
+    """Which processes have a file below ``root`` open or mapped (for a failure's message)."""
+    root = str(root)
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith(root):
+                    found.append((int(pid), "fd", target))
+            with open(f"/proc/{pid}/maps") as f:
+                found += [(int(pid), "map", line.split()[-1]) for line in f if root in line]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")[:80]
+            found = [h + (cmd,) if h[0] == int(pid) and len(h) == 3 else h for h in found]
+        except OSError:
+            continue
+    return found
