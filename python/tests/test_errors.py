@@ -85,8 +85,8 @@ def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatc
     assert small.segment.path.startswith(os.path.realpath(root))
     # A small /dev/shm is not an error: segments go to the temp dir.
     monkeypatch.delenv("STRIDEMAP_TEMP_FOLDER")
-    assert temp.choose_root(None, 3 << 20, shm=root) == tempfile.gettempdir()
-    assert temp.choose_root(None, 1 << 10, shm=root) == tempfile.gettempdir()  # the margin
+    assert temp.choose_root(None, 3 << 20, shm=root) == temp.temp_dir()
+    assert temp.choose_root(None, 1 << 10, shm=root) == temp.temp_dir()  # the margin
     del small
 
 

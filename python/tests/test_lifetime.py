@@ -55,16 +55,18 @@ def test_kill_9_then_sweep_leaves_nothing(tmp_path):
     assert entries(tmp_path) == []
 
 
-def test_a_sweep_keeps_files_a_reader_maps_until_it_unmaps(tmp_path):
+def test_a_sweep_keeps_a_folder_whose_file_a_reader_maps_until_it_unmaps(tmp_path):
     p, info = run_child(tmp_path, "sleep")
     folder = info["folder"]
     held = stridemap.open(bytes.fromhex(info["records"][0]), allowed_roots=[folder])
     p.kill()
     p.wait(timeout=30)
+    before = entries(tmp_path)
     report = temp.sweep(tmp_path)
     assert report.in_use == [folder] and report.removed == []
-    left = entries(tmp_path)
-    assert left == [folder, info["paths"][0]], left  # only the mapped file stays
+    assert report.kept == [(folder, f"owner dead, {os.path.basename(info['paths'][0])} still "
+                                    "mapped by a reader")]
+    assert entries(tmp_path) == before  # all or nothing: every file stays
     assert held[0] == 999.0  # still readable
     del held
     assert temp.sweep(tmp_path).removed == [folder]
@@ -115,21 +117,38 @@ def test_the_sweep_touches_only_dead_folders_of_its_own_user(tmp_path):
         print("note: not root: the other-user folder is this user's; its case is not exercised")
     report = temp.sweep(tmp_path)
     assert report.removed == [str(dead)]
-    assert str(weird) in report.in_use and not (weird / "seg-z").exists()
+    assert [k for k, _ in report.kept] == [str(weird)] and "remove it by hand" in report.kept[0][1]
+    assert (weird / "seg-z").exists()  # all or nothing
     assert (weird / "sub").is_dir() and (weird / "ln").is_symlink()
     assert (target / "keep").exists() and link.is_symlink() and plain.exists() and odd.is_dir()
     if chowned:
+        assert report.other_users == [str(other)]
         assert (other / "seg-y").exists()
         assert temp.sweep(tmp_path, all_users=True).removed == [str(other)]
 
 
-def test_a_live_owner_that_does_not_lock_its_folder_is_left_alone(tmp_path):
-    """Older producers (before folder locks) are recognised by pid and start time."""
+def test_liveness_is_the_folder_lock_not_the_pid(tmp_path):
+    """A folder named after this very process, but not locked, belongs to nobody (SPEC §7.5:
+    pids mean nothing across PID namespaces)."""
     me = os.getpid()
     name = f"stridemap-{me}-{temp.start_time(me)}-{'ab' * 16}"
     (tmp_path / name).mkdir()
-    assert temp.sweep(tmp_path).alive == [str(tmp_path / name)]
-    os.rmdir(tmp_path / name)
+    assert temp.sweep(tmp_path).removed == [str(tmp_path / name)]
+
+
+def test_a_sweep_needs_write_access_and_says_so(tmp_path):
+    if os.geteuid() == 0:
+        print("note: root may write anywhere: the unwritable-folder case is not exercised")
+        return
+    dead = tmp_path / "stridemap-999999-1-0123456789abcdef0123456789abcdef"
+    dead.mkdir()
+    (dead / "seg-x").write_bytes(b"x")
+    dead.chmod(0o500)
+    try:
+        report = temp.sweep(tmp_path, dry_run=True)
+        assert report.removed == [] and "not writable" in report.failed[0][1]
+    finally:
+        dead.chmod(0o700)
 
 
 def test_folder_names_round_trip():
@@ -152,7 +171,11 @@ def test_temp_root_policy(tmp_path, monkeypatch):
     monkeypatch.delenv(temp.TEMP_FOLDER_ENV)
     import tempfile
 
-    assert temp.choose_root(None, 10, shm="/nonexistent/shm") == tempfile.gettempdir()
+    assert temp.choose_root(None, 10, shm="/nonexistent/shm") == temp.temp_dir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # SPEC §6's bases, as Rust takes them
+    assert temp.temp_dir() == str(tmp_path) and temp.segment_bases()[-1] == str(tmp_path)
+    monkeypatch.setenv("TMPDIR", "")
+    assert temp.temp_dir() == "/tmp"
 
 
 def settle():

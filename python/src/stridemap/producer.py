@@ -650,8 +650,8 @@ def _map(seg, writable, populate=False):
 def _wrap(seg, mm, shape, dtype, strides, offset):
     """The SharedArray over ``mm``, registered so views of it find ``seg``."""
     seg._buf_addr = _address(np.frombuffer(mm, dtype=np.uint8)) + seg.data_offset
-    arr = np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm,
-                             offset=seg.data_offset + offset, strides=strides)
+    arr = np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm, offset=seg.data_offset + offset,
+                             strides=strides)
     _register(mm, seg)
     return arr
 
@@ -733,6 +733,32 @@ def _forget(key, ref):
             del _state.reused[key]
 
 
+_STAGE = 32 << 20  # bytes staged per pwrite when packing a view with gaps
+
+
+def _fill_packed(seg, src, strides, offset):
+    """Copies ``src`` into a dense layout (every byte of ``[0, capacity)`` is one of its
+    elements): numpy packs a slab of the outermost axis into a buffer, ``pwrite`` stores it."""
+    real = [k for k, n in enumerate(src.shape) if n > 1]
+    if not real:  # one element
+        k, row = 0, src.itemsize
+    else:
+        k = max(real, key=lambda i: abs(strides[i]))
+        row = abs(strides[k])
+    n = src.shape[k] if src.ndim else 1
+    step = max(1, _STAGE // row)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        part = src[(slice(None),) * k + (slice(i, j),)] if src.ndim else src
+        lo = i * row if strides[k] >= 0 or not src.ndim else (n - j) * row
+        buf = np.empty((j - i) * row, dtype=np.uint8)
+        first = offset + (i * strides[k] if src.ndim else 0)  # element (.., i, ..) in dst
+        stage = np.ndarray(part.shape, src.dtype, buffer=buf, offset=first - lo,
+                           strides=strides)
+        np.copyto(stage, part, casting="no")
+        _pwrite_all(seg.fd, buf, seg.data_offset + lo)
+
+
 class _Span:
     """``n`` raw bytes at address ``addr`` as a numpy array (keeping ``owner`` alive)."""
 
@@ -782,32 +808,6 @@ def _fill(seg, src, strides, offset):
         del dst
     finally:
         mm.close()
-
-
-_STAGE = 32 << 20  # bytes staged per pwrite when packing a view with gaps
-
-
-def _fill_packed(seg, src, strides, offset):
-    """Copies ``src`` into a dense layout (every byte of ``[0, capacity)`` is one of its
-    elements): numpy packs a slab of the outermost axis into a buffer, ``pwrite`` stores it."""
-    real = [k for k, n in enumerate(src.shape) if n > 1]
-    if not real:  # one element
-        k, row = 0, src.itemsize
-    else:
-        k = max(real, key=lambda i: abs(strides[i]))
-        row = abs(strides[k])
-    n = src.shape[k] if src.ndim else 1
-    step = max(1, _STAGE // row)
-    for i in range(0, n, step):
-        j = min(n, i + step)
-        part = src[(slice(None),) * k + (slice(i, j),)] if src.ndim else src
-        lo = i * row if strides[k] >= 0 or not src.ndim else (n - j) * row
-        buf = np.empty((j - i) * row, dtype=np.uint8)
-        first = offset + (i * strides[k] if src.ndim else 0)  # element (.., i, ..) in dst
-        stage = np.ndarray(part.shape, src.dtype, buffer=buf, offset=first - lo,
-                           strides=strides)
-        np.copyto(stage, part, casting="no")
-        _pwrite_all(seg.fd, buf, seg.data_offset + lo)
 
 
 def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None):

@@ -3,16 +3,17 @@
 A producer's named segments (``kind="file"``) live in a private folder
 ``stridemap-<pid>-<start>-<uuid>`` (mode 0700) below a temp root chosen as the Rust producer
 chooses it: an explicit folder, else ``$STRIDEMAP_TEMP_FOLDER``, else ``/dev/shm`` when it is
-writable and has room for the segment plus a margin, else ``tempfile.gettempdir()``.
+writable and has room for the segment plus a margin, else ``$TMPDIR`` (or ``/tmp``).
 
-Liveness is a lock, not a pid: for its whole life the producer holds ``flock(LOCK_SH)`` on an fd
-of the folder itself. A sweep takes ``LOCK_EX | LOCK_NB`` on the folder; if that fails the owner
-is alive. If it succeeds the owner is dead, and the sweep removes each file it can lock
-exclusively (readers hold ``LOCK_SH`` while they map one, SPEC §7), then the folder if it is
-empty. (A folder whose lock is free but whose named owner, pid and start time, still runs is
-kept too: an older producer that does not lock its folder.) Every step is relative to a
-directory fd (``O_NOFOLLOW``, ``unlinkat``), and only folders of the caller's own uid are
-touched. Rust's ``stridemap gc`` follows the same rules, so each cleans up the other's orphans.
+Liveness is a lock, not a pid (SPEC §7.5): for its whole life the producer holds
+``flock(LOCK_SH)`` on an fd of the folder itself, taken before it creates anything in it. A
+sweep takes ``LOCK_EX | LOCK_NB`` on the folder; if that fails the owner is alive. If it
+succeeds the owner is gone; then if every entry is a regular file (not a mount point) that can
+be locked exclusively (readers hold ``LOCK_SH`` while they map one, SPEC §7), the files are
+unlinked under those locks and the folder removed; otherwise the folder is kept, with the
+reason. Every step is relative to a directory fd (``O_NOFOLLOW``, ``fstatat``, ``unlinkat``),
+and only folders of the caller's effective uid are touched. Rust's ``stridemap gc`` follows the
+same rules, so each cleans up the other's orphans.
 
 >>> import tempfile
 >>> root = tempfile.mkdtemp()
@@ -30,7 +31,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -57,14 +57,20 @@ def _margin(total):
     return (4 << 20) + total // 100
 
 
+def temp_dir():
+    """The system temp dir as Rust and SPEC §6 take it: ``$TMPDIR`` if set, else ``/tmp``."""
+    return os.environ.get("TMPDIR") or "/tmp"
+
+
 def segment_bases():
-    """The temp roots a producer may use, hence the ones a sweep looks in by default:
-    ``$STRIDEMAP_TEMP_FOLDER`` (when set), ``/dev/shm`` and the system temp dir."""
+    """The bases of SPEC §6, where producers put their folders and sweeps look by default:
+    ``$STRIDEMAP_TEMP_FOLDER`` (when set), ``/dev/shm`` and :func:`temp_dir`; only absolute
+    ones."""
     bases = []
     env = os.environ.get(TEMP_FOLDER_ENV)
     if env:
         bases.append(env)
-    bases += [SHM, tempfile.gettempdir()]
+    bases += [SHM, temp_dir()]
     out = []
     for b in bases:
         if os.path.isabs(b) and b not in out:
@@ -100,7 +106,7 @@ def choose_root(explicit, needed, *, shm=SHM):
                 why = f"has {free >> 20} MiB free, {(needed + _margin(total)) >> 20} MiB needed"
     if why is None:
         return shm
-    tmp = tempfile.gettempdir()
+    tmp = temp_dir()
     free, _ = space(tmp)
     if free < needed:
         raise NoSpace.make(tmp, needed, free)
@@ -117,19 +123,6 @@ def start_time(pid):
         return int(data[data.rindex(b")") + 1:].split()[19])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def owner_alive(pid, start):
-    """Whether the process a folder's name records (pid and start time) still runs (a zombie
-    does not). Never decides that an owner is dead: only used to keep the folders of older
-    producers that do not lock their folder."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        fields = data[data.rindex(b")") + 1:].split()
-        return fields[0] not in (b"Z", b"X") and int(fields[19]) == start
-    except (OSError, ValueError, IndexError):
-        return False
 
 
 def folder_name(pid, start):
@@ -253,42 +246,52 @@ def _rmdir_quietly(name, dir_fd):
 
 @dataclass
 class SweepReport:
-    """What a sweep found: folders removed (or, with ``dry_run``, that would be), folders whose
-    owner is alive (locked), folders of a dead owner that still hold files some process maps
-    (or entries that are not files), and failures (``(path, message)``; the sweep goes on)."""
+    """What a sweep found, as Rust's ``stridemap gc`` reports it: folders ``removed`` (or, with
+    ``dry_run``, that would be); folders whose owner is ``alive`` (it holds the folder's lock);
+    folders of a dead owner ``in_use`` (a reader maps one of its files); folders of a dead
+    owner ``kept`` for another reason, as ``(path, reason)`` (an entry stridemap never makes);
+    folders of ``other_users``; and ``failed`` roots, folders or files, as ``(path, message)``
+    (the sweep goes on after each)."""
 
     removed: list = field(default_factory=list)
     alive: list = field(default_factory=list)
     in_use: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
+    other_users: list = field(default_factory=list)
     failed: list = field(default_factory=list)
+
+    def succeeded(self):
+        """Whether every folder looked at was handled (nothing ``failed``)."""
+        return not self.failed
 
 
 def sweep(root=None, *, dry_run=False, all_users=False):
-    """Removes the pool folders of dead producers below ``root`` (default: every temp root of
-    :func:`segment_bases`), by the rules of the module docstring. Returns a
-    :class:`SweepReport`. Folders of other users are left alone unless ``all_users`` (root
-    only can remove them anyway)."""
+    """Removes the pool folders of dead producers directly below ``root`` (default: every
+    base of :func:`segment_bases`) by SPEC §7.5, the rules of the module docstring: a folder
+    nobody holds locked whose entries are all segment files nobody maps is removed with them;
+    anything else is left and reported. Only folders of this process's effective uid, unless
+    ``all_users``. Returns a :class:`SweepReport`; never raises for one folder's failure."""
     roots = segment_bases() if root is None else [os.fspath(root)]
     report = SweepReport()
-    uid = os.getuid()
+    me = os.geteuid()
     for r in roots:
-        try:
+        try:  # the root is the caller's configuration: it may be reached through a link
             root_fd = os.open(r, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            report.failed.append((r, f"cannot open: {e.strerror or e}"))
             continue
         try:
-            with os.scandir(root_fd) as it:
-                names = sorted(e.name for e in it if parse_folder_name(e.name) is not None)
+            try:
+                with os.scandir(root_fd) as it:
+                    names = sorted(e.name for e in it if parse_folder_name(e.name) is not None)
+            except OSError as e:
+                report.failed.append((r, f"cannot list: {e.strerror or e}"))
+                continue
             for name in names:
-                path = os.path.join(r, name)
-                try:
-                    verdict = _sweep_folder(root_fd, name, path, uid, all_users, dry_run, report)
-                except OSError as e:
-                    report.failed.append((path, f"{e.strerror or e}"))
-                    log.warning("stridemap: sweep: %s: %s", path, e)
-                    continue
-                if verdict is not None:
-                    getattr(report, verdict).append(path)
+                _sweep_folder(root_fd, name, os.path.join(r, name), me, all_users, dry_run,
+                              report)
         finally:
             os.close(root_fd)
     if report.removed:
@@ -296,76 +299,89 @@ def sweep(root=None, *, dry_run=False, all_users=False):
     return report
 
 
-def _sweep_folder(root_fd, name, path, uid, all_users, dry_run, report):
-    """One folder: 'removed', 'alive', 'in_use' or None (not ours to judge: a link, a file,
-    another user's)."""
+_KINDS = {stat.S_IFDIR: "folder", stat.S_IFLNK: "symbolic link", stat.S_IFIFO: "FIFO",
+          stat.S_IFSOCK: "socket", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
+
+
+def _sweep_folder(root_fd, name, path, me, all_users, dry_run, report):
+    """One candidate folder: opened relative to the root without following a link, checked,
+    locked, emptied and removed, or the reason it was not in ``report``."""
     try:
-        fd = os.open(name, _DIR, dir_fd=root_fd)
+        fd = os.open(name, _DIR | os.O_NONBLOCK, dir_fd=root_fd)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
-            return None  # a symlink or a file named like a folder, or already gone
-        raise
+            return  # a symlink or a file named like a folder (not ours to follow), or gone
+        report.failed.append((path, f"cannot open: {e.strerror or e}"))
+        return
+    locked = []
     try:
         st = os.fstat(fd)
-        if not stat.S_ISDIR(st.st_mode) or (st.st_uid != uid and not all_users):
-            return None
+        if st.st_uid != me and not all_users:
+            report.other_users.append(path)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return "alive"
-        if owner_alive(*parse_folder_name(name)):
-            return "alive"  # a producer that does not lock its folder, and still runs
-        held = False
+            report.alive.append(path)
+            return
+        # The owner is gone. Removing needs write access to the folder and to the root (a dry
+        # run says so too, rather than promising a removal that would fail).
+        for dfd, what in ((fd, "the folder"), (root_fd, "the root")):
+            if not os.access(".", os.W_OK | os.X_OK, dir_fd=dfd, effective_ids=True):
+                report.failed.append((path, f"cannot remove: {what} is not writable"))
+                return
         with os.scandir(fd) as it:
-            names = [e.name for e in it]
-        for entry in names:
+            entries = [e.name for e in it]
+        for entry in entries:  # every entry must be a segment file nobody maps
             try:
-                if not _sweep_file(fd, entry, dry_run):
-                    held = True
-            except OSError as e:
-                held = True
-                report.failed.append((os.path.join(path, entry), f"{e.strerror or e}"))
-        if held:
-            return "in_use"
+                est = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            kind = stat.S_IFMT(est.st_mode)
+            if kind != stat.S_IFREG:
+                what = _KINDS.get(kind, "file of unknown type")
+                report.kept.append((path, f"owner dead, holds a {what} ({entry}) stridemap "
+                                          "did not make; remove it by hand"))
+                return
+            if est.st_dev != st.st_dev:
+                report.failed.append((os.path.join(path, entry),
+                                      "a mount point: cannot be removed (unmount it first)"))
+                return
+            try:
+                efd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                              | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            locked.append(efd)
+            now = os.fstat(efd)
+            if (now.st_dev, now.st_ino) != (est.st_dev, est.st_ino):
+                report.failed.append((os.path.join(path, entry),
+                                      "replaced while being checked"))
+                return
+            try:
+                fcntl.flock(efd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                report.in_use.append(path)
+                report.kept.append((path, f"owner dead, {entry} still mapped by a reader"))
+                return
         if not dry_run:
-            try:
-                os.rmdir(name, dir_fd=root_fd)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    return "in_use"  # something appeared meanwhile
-                raise
+            # Unlinked while the locks are held: no reader can start on a file being removed.
+            for entry in entries:
+                try:
+                    os.unlink(entry, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+            now = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                report.failed.append((path, "replaced while being swept"))
+                return
+            os.rmdir(name, dir_fd=root_fd)
             log.debug("stridemap: swept orphaned folder %s", path)
-        return "removed"
-    finally:
-        os.close(fd)
-
-
-def _sweep_file(dir_fd, name, dry_run):
-    """Unlinks one entry of a dead owner's folder if it is a regular file nobody maps (it can
-    be locked exclusively); whether it is (or, in a dry run, would be) gone."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-                     | os.O_NOCTTY, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return True
+        report.removed.append(path)
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
-            return False  # not something a producer made: left to a human
-        raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        if not dry_run:  # unlinked under the lock: no reader can start on it meanwhile
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
-        return True
+        report.failed.append((path, f"{e.strerror or e}"))
+        log.warning("stridemap: sweep: %s: %s", path, e)
     finally:
+        for efd in locked:
+            os.close(efd)
         os.close(fd)
