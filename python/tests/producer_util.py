@@ -71,3 +71,18 @@ def is_stridemap_mapping(a):
 
 def open_fds():
     return sorted(int(x) for x in os.listdir("/proc/self/fd"))
+
+
+def quiet():
+    """Lets earlier tests' garbage go and waits for pending named segments, so that a snapshot
+    of fds and mappings is not changed by a finalizer or the reaper thread meanwhile."""
+    import gc
+    import time
+
+    import stridemap
+
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while stridemap.reap() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    gc.collect()

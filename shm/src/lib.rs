@@ -43,6 +43,7 @@
 mod array;
 mod error;
 mod fdpass;
+mod huge;
 mod message;
 mod pool;
 mod segment;
@@ -54,6 +55,7 @@ mod temp;
 pub use array::{SharedArray, SharedArrayMut};
 pub use error::{Error, Result};
 pub use fdpass::{receive, recv, send};
+pub use huge::{Candidate, HugePages, HugeProbe, PageBacking, huge_page_bytes, huge_probe};
 pub use message::{ArrayMessage, Outgoing, Received};
 pub use pool::{Pool, PoolConfig, SegmentKind};
 pub use source::ShareSource;

@@ -303,6 +303,10 @@ def _map(fd, desc, granted):
                 f"O11: cannot map {desc.buffer_len} bytes at {desc.buffer_offset}: {e}",
                 getattr(e, "errno", None),
             ) from None
+        if granted != "c":
+            from .huge import advise_consumer
+
+            advise_consumer(buf, fd)
     view = np.ndarray(
         desc.shape, np.dtype(desc.dtype), buffer=buf, offset=delta + desc.offset,
         strides=desc.strides,

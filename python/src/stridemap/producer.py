@@ -44,7 +44,7 @@ import weakref
 
 import numpy as np
 
-from . import errors, temp
+from . import errors, huge, temp
 from .descriptor import Descriptor
 from .record import encode
 from .rules import KINDS
@@ -307,6 +307,7 @@ class _Produced(Segment):
     """A segment this process made (memfd or named file)."""
 
     data_offset = DATA_OFFSET  # where the data starts in the file (SPEC §8)
+    huge_plan = huge.BASE_PLAN  # the huge pages mechanism (stridemap.huge)
 
     def __init__(self, kind, fd, capacity, seg_id, folder=None, name=None):
         self.kind = kind
@@ -580,7 +581,7 @@ def _folder_for(needed, temp_folder):
         return folder
 
 
-def _new_segment(kind, capacity, temp_folder):
+def _new_segment(kind, capacity, temp_folder, huge_pages="auto"):
     """A new segment of ``capacity`` data bytes, header written, space reserved, producer's
     shared lock taken. On any error nothing is left behind."""
     if kind not in KINDS_OF_SEGMENT:
@@ -589,17 +590,27 @@ def _new_segment(kind, capacity, temp_folder):
     if _state.pending:
         reap()
     seg_id = uuid.uuid4().bytes
-    file_len = DATA_OFFSET + capacity
+    # Huge pages (stridemap.huge): whole huge pages, the data at the huge page size.
+    page = huge.page_size_for(huge_pages, kind, capacity, temp_folder)
+    if page:
+        capacity = -(-max(capacity, 1) // page) * page
+    plan = huge.BASE_PLAN
+    data_offset = page or DATA_OFFSET
+    file_len = data_offset + capacity
     folder = name = None
     if kind == "memfd":
         where = "memfd"
+        if page:
+            plan = huge.choose(huge_pages, kind, capacity, None)
         try:
             fd = os.memfd_create(f"stridemap-{seg_id.hex()}",
-                                 os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+                                 os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING | plan.memfd_flags)
         except OSError as e:
             raise _system_error("creating a memfd", e) from None
     else:
         folder = _folder_for(file_len, temp_folder)
+        if page:
+            plan = huge.choose(huge_pages, kind, capacity, folder.path)
         where = folder.path
         name = f"seg-{seg_id.hex()}"
         try:
@@ -608,11 +619,15 @@ def _new_segment(kind, capacity, temp_folder):
         except OSError as e:
             raise _system_error(f"creating a segment in {where}", e) from None
     try:
-        header = encode_header(seg_id, generation=1, capacity=capacity, owner_pid=os.getpid())
-        if os.pwrite(fd, header, 0) != len(header):
+        header = encode_header(seg_id, generation=1, capacity=capacity, owner_pid=os.getpid(),
+                               data_offset=data_offset)
+        if plan.huge:
+            huge.prepare(fd, plan, header, file_len, where)
+        elif os.pwrite(fd, header, 0) != len(header):
             raise OSError(errno.EIO, "short write of the segment header")
         try:
-            os.posix_fallocate(fd, 0, file_len)  # a full tmpfs fails here, not with a SIGBUS
+            if not plan.huge:
+                os.posix_fallocate(fd, 0, file_len)  # a full tmpfs fails here, not a SIGBUS
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
                 try:
@@ -624,7 +639,11 @@ def _new_segment(kind, capacity, temp_folder):
         if kind == "memfd":
             fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW)
         fcntl.flock(fd, fcntl.LOCK_SH)  # SPEC §7.2, while this process uses it
-        return _Produced(kind, fd, capacity, seg_id, folder, name)
+        seg = _Produced(kind, fd, capacity, seg_id, folder, name)
+        seg.huge_plan, seg.data_offset, seg.file_len = plan, data_offset, file_len
+        log.debug("stridemap: new %s segment %s (%d bytes) in %s", kind, seg_id.hex(), capacity,
+                  huge._NAMES[plan.backing])
+        return seg
     except BaseException as e:
         os.close(fd)
         if kind == "file":
@@ -642,9 +661,11 @@ def _map(seg, writable, populate=False):
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
     try:
-        return mmap.mmap(seg.fd, seg.file_len, flags=flags, prot=prot)
+        mm = mmap.mmap(seg.fd, seg.file_len, flags=flags, prot=prot)
     except OSError as e:
         raise _system_error(f"mapping a {seg.file_len}-byte segment", e) from None
+    huge.advise(mm, seg.huge_plan)
+    return mm
 
 
 def _wrap(seg, mm, shape, dtype, strides, offset):
@@ -662,7 +683,7 @@ def _check_array(a):
         raise errors.NotShareable(f"the array has {a.ndim} axes; a descriptor holds {MAX_NDIM}")
 
 
-def share(array, *, kind="memfd", temp_folder=None, reuse=True):
+def share(array, *, kind="memfd", temp_folder=None, reuse=True, huge_pages="auto"):
     """A read-only copy of ``array`` in a frozen stridemap segment: a :class:`SharedArray`
     equal to it, with the same shape, dtype and (where possible) strides.
 
@@ -681,6 +702,10 @@ def share(array, *, kind="memfd", temp_folder=None, reuse=True):
     (object, structured, strings, datetimes), :class:`~stridemap.errors.NoSpace` when the
     space cannot be reserved, :class:`~stridemap.errors.ProducerError` for other system
     failures (e.g. out of file descriptors); nothing is left behind.
+
+    ``huge_pages`` ("auto", "never" or "require") chooses huge pages for the segment as
+    :mod:`stridemap.huge` says; "require" raises
+    :class:`~stridemap.huge.HugePagesUnavailable` when the system offers none.
     """
     if kind not in KINDS_OF_SEGMENT:
         raise ValueError(f"kind must be one of {KINDS_OF_SEGMENT}, not {kind!r}")
@@ -705,7 +730,7 @@ def share(array, *, kind="memfd", temp_folder=None, reuse=True):
         if hit is not None and hit[0]() is source:
             return hit[1]
     strides, offset, capacity = _layout(array.shape, array.strides, array.itemsize)
-    seg = _new_segment(kind, capacity, temp_folder)
+    seg = huge.with_fallback(_new_segment, kind, capacity, temp_folder, huge_pages)
     try:
         if capacity:
             _fill(seg, array, strides, offset)
@@ -788,6 +813,9 @@ def _fill(seg, src, strides, offset):
     ``pwrite`` (no page tables to fill, the fastest way into a tmpfs). Otherwise (broadcast,
     gaps) numpy copies element by element through a writable map.
     """
+    if seg.huge_plan.huge:
+        _fill_huge(seg, src, strides, offset)
+        return
     lo_addr, hi_addr = _view_span(src)
     if strides == src.strides and hi_addr - lo_addr == src.nbytes:
         raw = np.asarray(_Span(lo_addr, src.nbytes, src))
@@ -797,7 +825,18 @@ def _fill(seg, src, strides, offset):
     if dense and all(st != 0 or n <= 1 for n, st in zip(src.shape, strides)):
         _fill_packed(seg, src, strides, offset)
         return
-    mm = _map(seg, writable=True)
+    _fill_mapped(seg, src, strides, offset, populate=False)
+
+
+def _fill_huge(seg, src, strides, offset):
+    """Huge segments are filled through the (advised) map, each huge page faulted in once:
+    hugetlb files cannot be written with write(2), and write(2) into a THP memfd with
+    ``shmem_enabled=advise`` would get base pages."""
+    _fill_mapped(seg, src, strides, offset, populate=False)
+
+
+def _fill_mapped(seg, src, strides, offset, populate):
+    mm = _map(seg, writable=True, populate=populate)
     try:
         dst = np.ndarray(src.shape, src.dtype, buffer=mm, offset=seg.data_offset + offset,
                          strides=strides)
@@ -810,10 +849,11 @@ def _fill(seg, src, strides, offset):
         mm.close()
 
 
-def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None):
+def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None, huge_pages="auto"):
     """A writable :class:`SharedArray` (zeroed) in a new segment, to fill in place; then
     :meth:`~SharedArray.freeze` it, or :func:`export` views of it with ``mode="r+"`` for
-    consumers that write their results into it. Errors as for :func:`share`."""
+    consumers that write their results into it. Errors and ``huge_pages`` as for
+    :func:`share`."""
     dt = np.dtype(dtype)
     _check_dtype(dt)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
@@ -835,7 +875,7 @@ def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None):
             strides[k] = acc
             acc *= shape[k]
         strides = tuple(strides)
-    seg = _new_segment(kind, capacity, temp_folder)
+    seg = huge.with_fallback(_new_segment, kind, capacity, temp_folder, huge_pages)
     try:
         mm = _map(seg, writable=True)
         return _wrap(seg, mm, shape, dt, strides, 0)

@@ -49,6 +49,8 @@ def space(folder):
     process may use)."""
     st = os.statvfs(folder)
     unit = max(st.f_frsize, 1)
+    if st.f_blocks == 0:  # no limit reported (hugetlbfs without size=): the kernel decides
+        return 1 << 62, 1 << 62
     return st.f_bavail * unit, st.f_blocks * unit
 
 
