@@ -237,3 +237,26 @@ def test_out_of_fds_in_the_receiver_is_a_clear_error_and_leaks_nothing(policy):
     assert kind == "OpenFailed", (kind, message)
     assert "out of file descriptors" in message and "ulimit -n" in message, message
     assert after == before, f"the child's fds went from {before} to {after}"
+
+
+def test_the_sender_holds_the_array_until_the_receiver_has_its_fd():
+    """A worker returning an array drops it at once: the handle keeps it (and its mapping)
+    until the fd is fetched, then lets go."""
+    import gc
+    import time
+    import weakref
+
+    a = stridemap.share(np.arange(1000.0))
+    view = a[::-1]
+    ref = weakref.ref(view)
+    args = _handoff.export_for_receiver(view)
+    del view
+    gc.collect()
+    assert ref() is not None, "the view went before its receiver had the fd"
+    got = _handoff._rebuild(*args, _handoff.Policy())
+    assert got[0] == 999.0
+    deadline = time.monotonic() + 2
+    while ref() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+        gc.collect()
+    assert ref() is None, "the sender still holds the view after the fd was fetched"

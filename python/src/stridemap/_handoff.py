@@ -235,7 +235,7 @@ def export_for_receiver(view):
         named = not _sealable(fd)
         segment.lock_shared(fd, wait=generation != 0)
         try:
-            handle = _dup_for_receiver(fd)
+            handle = _dup_for_receiver(fd, view)
         except OSError as e:
             raise _fd_error("handing a shared array's fd to a pool process", e) from None
     finally:
@@ -283,8 +283,11 @@ def _open_again(desc):
     return fd
 
 
-def _dup_for_receiver(fd):
-    """multiprocessing's fd handle; the caller closes ``fd`` right after."""
+def _dup_for_receiver(fd, keep):
+    """multiprocessing's fd handle; the caller closes ``fd`` right after. ``keep`` (the array)
+    is held until the receiver has fetched the fd: a worker that returns an array and drops it
+    at once would otherwise unmap it (page tables to tear down) while its receiver waits for
+    the fd."""
     popen = _mp_context.get_spawning_popen()
     if popen is not None:
         # Process.start() of spawn/forkserver: the fd is inherited, not duplicated; keep a
@@ -294,7 +297,33 @@ def _dup_for_receiver(fd):
         return popen.DupFd(popen.duplicate_for_child(dup))
     handle = _mp_reduction.DupFd(fd)
     _track(handle)
+    _hold_until_fetched(handle, keep)
     return handle
+
+
+def _hold_until_fetched(handle, keep):
+    """Make the resource_sharer's close of ``handle`` (once sent) also let go of ``keep``."""
+    sharer = getattr(_resource_sharer, "_resource_sharer", None)
+    ident = getattr(handle, "_id", None)
+    cache, lock = getattr(sharer, "_cache", None), getattr(sharer, "_lock", None)
+    if ident is None or cache is None or lock is None:
+        return  # another multiprocessing: the array is simply not held
+    holder = [keep]
+    # No receiver can ask for this key before the pickle that carries it has been sent, which
+    # is after this returns: the entry cannot be popped under us.
+    with lock:
+        entry = cache.get(ident[1])
+        if entry is None:
+            return
+        send, close = entry
+
+        def release(close=close, holder=holder):
+            try:
+                close()
+            finally:
+                holder.clear()
+
+        cache[ident[1]] = (send, release)
 
 
 # A handle's fd waits in this process's resource_sharer thread until its receiver asks for it:
