@@ -40,7 +40,7 @@ from multiprocessing import resource_sharer as _resource_sharer
 
 import numpy as np
 
-from . import errors, segment
+from . import _channel, errors, segment
 from .codec import decode
 from .open import open as _open
 from .record import encode
@@ -295,6 +295,15 @@ def _dup_for_receiver(fd, keep):
         dup = os.dup(fd)
         weakref.finalize(popen, os.close, dup)
         return popen.DupFd(popen.duplicate_for_child(dup))
+    dup = os.dup(fd)
+    try:
+        handle = _channel.offer(dup, keep)
+    except OSError as e:  # this process cannot listen: one resource_sharer connection per fd
+        os.close(dup)
+        log.debug("stridemap.pools: no fd channel (%s); using multiprocessing's DupFd", e)
+    else:
+        _ensure_exit_wait()
+        return handle
     handle = _mp_reduction.DupFd(fd)
     _track(handle)
     _hold_until_fetched(handle, keep)
@@ -379,18 +388,20 @@ def _wait_for_receivers():
     import time
 
     deadline = time.monotonic() + EXIT_WAIT
-    while _unfetched():
+    while _unfetched() or _channel.pending():
         if time.monotonic() >= deadline:
             log.warning(
                 "stridemap.pools: exiting with %d shared array(s) never received (their "
                 "receivers did not unpickle them within %g s); set STRIDEMAP_POOLS_EXIT_WAIT "
-                "to wait longer", len(_unfetched()), EXIT_WAIT)
+                "to wait longer", len(_unfetched()) + _channel.pending(), EXIT_WAIT)
             return
         time.sleep(0.01)
 
 
 def _detach(handle):
     """The fd a handle carries, close-on-exec, owned by the caller."""
+    if type(handle) is _channel.ChannelFd:
+        return handle.detach()
     if isinstance(handle, _resource_sharer.DupFd):
         get_connection = getattr(_resource_sharer._ResourceSharer, "get_connection", None)
         ident = getattr(handle, "_id", None)
