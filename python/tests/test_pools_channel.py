@@ -1,0 +1,145 @@
+"""The pools' fd channel: one authenticated connection per pair of processes, reused for every
+array handed over; only processes with the pool's authkey get fds; each fd is fetched once;
+a fork starts with nothing of its parent's; DupFd when no channel can be made.
+"""
+
+import concurrent.futures
+import fcntl
+import multiprocessing
+import os
+import pickle
+import stat
+from multiprocessing import reduction, resource_sharer
+
+import numpy as np
+import pytest
+
+import stridemap
+import stridemap.pools
+from stridemap import _channel, _handoff
+
+
+def _sockets():
+    """How many sockets this process has open."""
+    return len(_socket_fds())
+
+
+def receive(array):
+    """In a worker: what it received, its sockets, and whether they (the channel's connection
+    among them) are close-on-exec."""
+    cloexec = all(
+        fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC for fd in _socket_fds())
+    return float(array.sum()), _sockets(), cloexec
+
+
+def _socket_fds():
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if stat.S_ISSOCK(os.stat(f"/proc/self/fd/{name}").st_mode):
+                out.append(int(name))
+        except OSError:
+            pass
+    return out
+
+
+def test_handoffs_reuse_one_connection_per_pair_of_processes():
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(1000.0))
+    args = _handoff.export_for_receiver(a[::-1])
+    assert type(args[1]) is _channel.ChannelFd
+    _handoff._rebuild(*args, _handoff.Policy())  # fetch what we made
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        first = pool.submit(receive, a[::-1]).result()
+        parent_sockets = _sockets()
+        later = [pool.submit(receive, a[::-2]).result() for _ in range(50)]
+        assert _sockets() == parent_sockets, "the parent opened sockets per handoff"
+    assert first[0] == a.sum()
+    assert all(total == a[::-2].sum() for total, _, _ in later)
+    assert {sockets for _, sockets, _ in later} == {first[1]}, "the worker opened sockets per task"
+    assert first[2] and all(cloexec for _, _, cloexec in later)
+    assert _channel.pending() == 0
+
+
+def fetch_with_another_key(payload, conn):
+    """In a child: unpickle ``payload`` with a different authkey; report what happened."""
+    multiprocessing.current_process().authkey = b"not the pool's key" * 2
+    try:
+        pickle.loads(payload)
+        conn.send(("received", ""))
+    except Exception as e:
+        conn.send((type(e).__name__, str(e)))
+
+
+def test_a_process_without_the_pools_authkey_gets_no_fd():
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(100.0))
+    payload = bytes(reduction.ForkingPickler.dumps(a[::-1]))
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    p = ctx.Process(target=fetch_with_another_key, args=(payload, theirs))
+    p.start()
+    kind, message = mine.recv()
+    p.join(30)
+    assert kind == "OpenFailed" and "same authkey" in message, (kind, message)
+    # The fd is still held for a process that has the key.
+    assert np.array_equal(pickle.loads(payload), a[::-1])
+    assert _channel.pending() == 0
+
+
+def test_each_pickle_is_received_once():
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(100.0))
+    payload = reduction.ForkingPickler.dumps(a)
+    assert np.array_equal(pickle.loads(payload), a)
+    with pytest.raises(stridemap.OpenError, match="can be received once"):
+        pickle.loads(payload)
+    # The connection was dropped after the error; the next handoff makes a new one.
+    assert np.array_equal(pickle.loads(reduction.ForkingPickler.dumps(a.T)), a.T)
+
+
+def test_records_of_a_frozen_segment_are_remembered_per_view():
+    a = stridemap.share(np.arange(100.0).reshape(10, 10))
+    views = [a, a[::-1], a.T, a.T[::-1], a[3:5, ::-2], a[::-1], a.T, a[0]]
+    for v in views:
+        got = pickle.loads(reduction.ForkingPickler.dumps(v))
+        assert np.array_equal(got, v) and got.strides == v.strides
+    assert len(_handoff._records[stridemap.segment_of(a)]) == 6
+    w = stridemap.empty((4,), "<f8")  # not frozen: described every time
+    w[...] = 3.0
+    got = pickle.loads(reduction.ForkingPickler.dumps(w))
+    assert got.tolist() == [3.0] * 4 and stridemap.segment_of(w) not in _handoff._records
+
+
+def test_a_forked_child_starts_with_no_channel_of_its_own():
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(100.0))
+    payload = bytes(reduction.ForkingPickler.dumps(a[::-1]))
+    assert _channel.pending() == 1
+    pid = os.fork()
+    if pid == 0:  # the child: no offered fds, no listener; it can fetch from its parent
+        code = 1
+        try:
+            ok = (_channel.pending() == 0 and _channel._state["address"] is None
+                  and not _channel._conns)
+            got = pickle.loads(payload)
+            code = 0 if ok and np.array_equal(got, a[::-1]) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _channel.pending() == 0
+
+
+def test_without_a_channel_dupfd_carries_the_fd(monkeypatch):
+    def refuse():
+        raise OSError(98, "no listener here")
+
+    monkeypatch.setattr(_channel, "_listening", refuse)
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(100.0))
+    record, handle, named, mode = _handoff.export_for_receiver(a[::-1])
+    assert type(handle) is resource_sharer.DupFd
+    got = _handoff._rebuild(record, handle, named, mode, _handoff.Policy())
+    assert np.array_equal(got, a[::-1])
