@@ -115,14 +115,20 @@ def test_records_of_a_frozen_segment_are_remembered_per_view():
 def test_a_forked_child_starts_with_no_channel_of_its_own():
     stridemap.pools.install()
     a = stridemap.share(np.arange(100.0))
+    pickle.loads(reduction.ForkingPickler.dumps(a))  # this process serves and uses a connection
+    assert _channel._served and _channel._conns
+    theirs = {os.fstat(c.fileno()).st_ino for c in _channel._served}
+    theirs |= {os.fstat(c.sock.fileno()).st_ino for c in _channel._conns.values()}
+    theirs.add(os.fstat(_channel._state["listener"].fileno()).st_ino)
     payload = bytes(reduction.ForkingPickler.dumps(a[::-1]))
     assert _channel.pending() == 1
     pid = os.fork()
-    if pid == 0:  # the child: no offered fds, no listener; it can fetch from its parent
-        code = 1
+    if pid == 0:  # the child: no offered fds, no listener, no connections; it can fetch from
+        code = 1  # its parent
         try:
+            mine = {os.fstat(fd).st_ino for fd in _socket_fds()}
             ok = (_channel.pending() == 0 and _channel._state["address"] is None
-                  and not _channel._conns)
+                  and not _channel._conns and not _channel._served and not mine & theirs)
             got = pickle.loads(payload)
             code = 0 if ok and np.array_equal(got, a[::-1]) else 2
         finally:

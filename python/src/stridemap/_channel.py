@@ -17,9 +17,10 @@ is waiting, for the wait at exit.
 Receiver side: :meth:`ChannelFd.detach` returns the fd, received with ``MSG_CMSG_CLOEXEC``.
 After any error the connection is closed (the next request makes a new one).
 
-After a fork the child starts with no listener, no offered fds (it closes its copies) and no
-connections (it closes its copies: the parent's stay open): it never speaks on a socket the
-parent uses.
+After a fork the child starts with no listener, no offered fds and no connections, served or
+made (it closes its copies; the parent's stay open): it never speaks on a socket the parent
+uses, and a receiver sees the connection close when the parent goes, whatever its forked
+children do.
 """
 
 import errno
@@ -41,6 +42,7 @@ _FOUND, _MISSING = b"\x01", b"\x00"
 _lock = threading.Lock()
 _state = {"pid": None, "address": None, "listener": None, "next": 0}
 _offered = {}  # id -> (fd, keep)
+_served = set()  # the receivers' connections this process serves (closed in a forked child)
 
 
 def _authkey():
@@ -94,11 +96,15 @@ def _accept_loop(listener):
 def _serve(sock):
     """One receiver's connection: authenticate it, then answer its requests until it closes."""
     conn = _mp_connection.Connection(sock.detach())
+    with _lock:
+        _served.add(conn)
     try:
         key = _authkey()
         _mp_connection.deliver_challenge(conn, key)
         _mp_connection.answer_challenge(conn, key)
     except Exception:  # a wrong key, a process that went: drop it
+        with _lock:
+            _served.discard(conn)
         conn.close()
         return
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn.fileno())
@@ -121,6 +127,8 @@ def _serve(sock):
         pass
     finally:
         s.detach()
+        with _lock:
+            _served.discard(conn)
         conn.close()
 
 
@@ -281,6 +289,12 @@ def _after_fork_in_child():
         except OSError:
             pass
     _offered.clear()
+    for conn in _served:  # a copy: the parent's thread still serves it; EOF must reach the
+        try:              # receiver when the parent goes, whatever this child does
+            conn.close()
+        except OSError:
+            pass
+    _served.clear()
     listener = _state["listener"]
     if listener is not None:
         listener.close()  # this process's copy; the file and the parent's socket stay

@@ -5,25 +5,28 @@ dependency on joblib, so a ``multiprocessing`` worker stays light. :mod:`stridem
 public face (``install()``, the joblib backend).
 
 What travels in the pickle is ``(_rebuild, (record, handle, named, mode, policy))``: the
-1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, and a handle of
-``multiprocessing``'s own fd passing (``multiprocessing.reduction.DupFd``): while a process is
-being started, the fd is inherited by the child (spawn, forkserver); at any other time the
-sender's ``resource_sharer`` thread hands it over an authenticated Unix socket (the pool's
-``authkey``) to the one process that asks for it, once. Each receiver gets an open file
-description made for it alone (``stridemap.export`` reopens the memfd; a named segment or memmap
-file is opened again here), on which the sender already holds ``flock(LOCK_SH)`` (SPEC §7): the
-producer cannot recycle or delete the segment between the send and the receiver's mapping.
-The receiver never opens a path: it trusts the fd its pool gave it, and the descriptor only
-says how to view it (rules O6-O11 still check the fd against the record: size, identity, seals,
-the segment header).
+1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, and a handle of the fd.
+While a process is being started (spawn, forkserver) the handle is ``multiprocessing``'s own
+and the fd is inherited by the child. At any other time it is a :class:`~._channel.ChannelFd`:
+the sender keeps the fd, and the one process that asks for it gets it, once, over a Unix socket
+connection to the sender's listener that it made the first time it received from this sender,
+authenticated both ways with the pool's ``authkey``, and then reuses for every array (see
+:mod:`stridemap._channel`). When the sender cannot listen, ``multiprocessing.reduction.DupFd``
+carries the fd instead (a ``resource_sharer`` connection and handshake per array). Each receiver
+gets an open file description made for it alone (``stridemap.export`` reopens the memfd; a named
+segment or memmap file is opened again here), on which the sender already holds
+``flock(LOCK_SH)`` (SPEC §7): the producer cannot recycle or delete the segment between the send
+and the receiver's mapping. The receiver never opens a path: it trusts the fd its pool gave it,
+and the descriptor only says how to view it (rules O6-O11 still check the fd against the
+record: size, identity, seals, the segment header).
 
 Why this transport and not reopening ``/proc/<sender>/fd/<n>`` in the receiver: the handle holds
-a duplicate of the fd from the moment of pickling, so the sender may drop the array at once (a
-worker returning a result does exactly that); it needs no ptrace access to the sender (hidepid,
+the fd from the moment of pickling, so the sender may drop the array at once (a worker
+returning a result does exactly that); it needs no ptrace access to the sender (hidepid,
 non-dumpable processes); and only processes with the pool's authkey can fetch it. The same
 handle works in loky's pickler (joblib), which does not use ``ForkingPickler`` but pickles the
-handle object all the same. The price: a connection per array, and the sender must live until
-the receiver has fetched it (hence the wait at exit below).
+handle object all the same. The price: one request and reply per array, and the sender must
+live until the receiver has fetched it (hence the wait at exit below).
 """
 
 import dataclasses
@@ -375,7 +378,8 @@ def _hold_until_fetched(handle, keep):
         cache[ident[1]] = (send, release)
 
 
-# A handle's fd waits in this process's resource_sharer thread until its receiver asks for it:
+# A handle's fd waits in this process (its channel listener, or its resource_sharer thread)
+# until its receiver asks for it:
 # a process that exits before then (a Process whose last act is to put a result in a Queue, a
 # pool worker retired by maxtasksperchild) would leave the receiver nothing to fetch. So at exit
 # (multiprocessing's exit function, which its children run too) the process waits until its
