@@ -37,6 +37,21 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Linux only: memfd seals, openat2, /proc/self/fd and flock on shared files have no portable
+// equivalent here. `stridemap-core` (the descriptor alone) builds everywhere, no_std included.
+#[cfg(target_os = "macos")]
+compile_error!(
+    "stridemap supports Linux only, and this target is macOS; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(windows)]
+compile_error!(
+    "stridemap supports Linux only, and this target is Windows; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+compile_error!(
+    "stridemap supports Linux only, and this target's OS is not Linux; stridemap-core (the descriptor alone) builds here"
+);
+
 mod element;
 mod error;
 mod mapping;
