@@ -35,7 +35,7 @@ pub enum CompactSource {
     Fd,
 }
 
-/// The descriptor as a serde type; field order is the postcard wire order (SPEC.md §6).
+/// The descriptor as a serde type; field order is the postcard wire order (SPEC.md §4).
 ///
 /// ```
 /// use stridemap_core::{Builder, DType, decode_compact};
