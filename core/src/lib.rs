@@ -7,7 +7,8 @@
 //! [`Record`] (1024 little-endian bytes, readable in place with zerocopy), the [`DType`],
 //! the [`Layout`] arithmetic with numpy's `as_strided` semantics, validation into a
 //! [`ValidDescriptor`], a [`Builder`], and, with the `serde` feature, the compact form.
-//! It is `no_std`, needs no allocator, has no `unsafe`, and never panics on any input.
+//! It is `no_std`, needs no allocator, has no `unsafe`, never panics on any input (clippy's
+//! `arithmetic_side_effects` and `indexing_slicing` are denied), and builds on any target.
 //! SPEC.md in the repository is the contract; every rule there is one [`Error`] variant.
 //!
 //! ```
@@ -66,3 +67,8 @@ pub use record::{
 pub use segment::{SEGMENT_DATA_OFFSET, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use slice::Slice;
 pub use validate::{ValidDescriptor, decode};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -34,6 +34,15 @@
 //! assert_eq!(col.to_vec(), [11.0, 8.0, 5.0, 2.0]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Platform
+//!
+//! Linux only (a `compile_error!` elsewhere). Memfd segments need `memfd_create` with sealing
+//! (Linux 3.17) and, to freeze them, `F_SEAL_FUTURE_WRITE` (Linux 5.1): without it, sharing
+//! into or freezing a memfd segment fails with [`Error::Unsupported`], while named-file
+//! segments ([`SegmentKind::File`], the default) need neither. Recycled segments are
+//! prefaulted with `MADV_POPULATE_WRITE` (Linux 5.14); older kernels ignore it and the pages
+//! fault in on first write instead.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -71,3 +80,8 @@ pub use message::{ArrayMessage, Outgoing, Received};
 pub use pool::{Pool, PoolConfig, SegmentKind};
 pub use source::ShareSource;
 pub use sweep::{SweepReport, sweep};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

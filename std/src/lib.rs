@@ -33,6 +33,14 @@
 //! assert_eq!(again.view::<f64>()?.to_vec(), (499..509).map(f64::from).collect::<Vec<_>>());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Platform
+//!
+//! Linux only (a `compile_error!` elsewhere; the descriptor alone, `stridemap-core`, builds
+//! anywhere). Paths are resolved with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
+//! (Linux 5.6); on older kernels, or where a seccomp filter refuses `openat2`, with a walk of
+//! `O_NOFOLLOW` opens that makes the same checks. Seals are read with `F_GET_SEALS` (memfds,
+//! Linux 3.17).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -72,3 +80,8 @@ pub use options::{OpenOptions, SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV, segment_b
 pub use view::{ByteView, Iter, View, ViewMut};
 
 pub use stridemap_core as core;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
