@@ -1,9 +1,8 @@
 //! `.npy` files: read the header (format 1.0, 2.0, 3.0) without evaluating anything and
 //! describe the data where it lies; write any view as a contiguous C-order `.npy`.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use stridemap_core::{Builder, DType, Layout, Order, ValidDescriptor};
@@ -145,13 +144,23 @@ pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
     let path = path.as_ref();
     let path = std::fs::canonicalize(path)
         .map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
-    let mut file = File::open(&path).map_err(|e| Error::Open {
-        path: path.clone(),
-        source: e,
-    })?;
+    // O_NONBLOCK: a FIFO must not block the open before the type check refuses it.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(&path)
+        .map_err(|e| Error::Open {
+            path: path.clone(),
+            source: e,
+        })?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::NotRegularFile {
+            file_type: meta.mode() & 0o170000,
+        });
+    }
     let header = Header::read(&mut file)?;
     let order = if header.fortran_order {
         Order::F
