@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use stridemap::{ByteView, Element, View, ViewMut};
 use stridemap_core::{DType, Layout, Mode, ValidDescriptor};
 
+use crate::huge::PageBacking;
 use crate::pool::{PoolInner, release};
 use crate::segment::{Backing, Segment};
 use crate::{Error, Result, fdpass};
@@ -89,6 +90,11 @@ impl SharedArrayMut {
     /// The array's layout in the segment's data area.
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// What backs the segment's pages (see [`SharedArray::page_backing`]).
+    pub fn page_backing(&self) -> Result<PageBacking> {
+        Ok(self.lease.seg()?.page_backing())
     }
 
     /// A writable typed view of the array (the dtype must be `T`'s).
@@ -178,6 +184,21 @@ impl SharedArray {
             self.layout,
             self.dtype,
         )?)
+    }
+
+    /// What backs the segment's pages: base pages or one of the huge page mechanisms
+    /// ([`PoolConfig::huge_pages`](crate::PoolConfig::huge_pages)).
+    pub fn page_backing(&self) -> Result<PageBacking> {
+        Ok(self.lease.seg()?.page_backing())
+    }
+
+    /// Bytes of the producer's map of the segment that the kernel maps with huge pages now
+    /// (from `/proc/self/smaps`; see [`huge_page_bytes`](crate::huge_page_bytes)).
+    pub fn huge_page_bytes(&self) -> Result<u64> {
+        self.lease.seg()?.huge_mapped().map_err(|e| Error::Io {
+            context: "reading /proc/self/smaps".into(),
+            source: e,
+        })
     }
 
     /// Whether the segment is a memfd (consumers need the fd) rather than a named file.

@@ -67,6 +67,7 @@ compile_error!(
 mod array;
 mod error;
 mod fdpass;
+mod huge;
 mod message;
 mod pool;
 mod segment;
@@ -78,6 +79,7 @@ mod temp;
 pub use array::{SharedArray, SharedArrayMut};
 pub use error::{Error, Result};
 pub use fdpass::{receive, recv, send};
+pub use huge::{Candidate, HugePages, HugeProbe, PageBacking, huge_page_bytes, huge_probe};
 pub use message::{ArrayMessage, Outgoing, Received};
 pub use pool::{Pool, PoolConfig, SegmentKind};
 pub use source::ShareSource;
