@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use stridemap_core::{Layout, Order, Slice};
-use stridemap_shm::{Pool, PoolConfig, SegmentKind, SharedArray};
+use stridemap_shm::{Layout, Order, Pool, PoolConfig, SegmentKind, SharedArray, Slice};
 
 use crate::bench::fmt_secs;
 use crate::files::out;
@@ -49,11 +48,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     );
     let (mut row_sums, mut col_sums) = (vec![0f64; rows as usize], vec![0f64; COLS as usize]);
     {
-        let mut v = a.view_mut::<f64>()?;
-        let data = v
-            .as_slice_mut()
-            .ok_or_else(|| Failure::other("array not contiguous"))?;
-        for (i, row) in data.chunks_mut(COLS as usize).enumerate() {
+        for (i, row) in a.as_mut_slice().chunks_mut(COLS as usize).enumerate() {
             for (j, x) in row.iter_mut().enumerate() {
                 *x = value(i as u64, j as u64);
                 row_sums[i] += *x;
@@ -73,7 +68,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let crew = Crew::spawn(workers)?;
     for c in &crew.conns {
         wire::put(c, &[wire::OUTPUT])?;
-        output.send_rw(c)?;
+        output.send(c)?;
         wire::ack(c)?;
     }
 
@@ -119,7 +114,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     crew.finish()?;
 
     // Check every answer against the producer's own computation.
-    let answers = output.view::<f64>()?.to_vec();
+    let answers = output.to_vec()?;
     let mut failed = Vec::new();
     for (t, got) in tasks.iter().zip(&answers) {
         if *got != t.expect {
@@ -209,7 +204,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
 
 /// Three views per worker, and the sums they must have.
 fn tasks(
-    a: &SharedArray,
+    a: &SharedArray<f64>,
     rows: u64,
     workers: u32,
     row_sums: &[f64],

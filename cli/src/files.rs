@@ -233,8 +233,9 @@ pub(crate) fn export(desc: &Path, output: &Path, roots: &[PathBuf]) -> CliResult
         opts = opts.allow_root(r);
     }
     let m = stridemap::open(&d, &opts)?;
-    let view = m.byte_view()?;
-    npyfile::write_file(&view, output)?;
+    // A private copy: the file may be rewritten by others while it is read.
+    let array = m.copy_array()?;
+    npyfile::write_file(&array.byte_view()?, output)?;
     Ok(())
 }
 

@@ -267,6 +267,12 @@ impl Layout {
         crate::Offsets::new(self)
     }
 
+    /// [`Layout::offsets`] that owns a copy of the layout, so it can outlive `self` (e.g. the
+    /// iterator of a temporary view).
+    pub fn into_offsets(self) -> crate::Offsets<'static> {
+        crate::Offsets::new(&self)
+    }
+
     /// The sub-array with `axis` fixed at `index` (the axis is removed), numpy's `a[..., i, ...]`.
     pub fn index_axis(&self, axis: usize, index: u64) -> Result<Layout, Error> {
         let (d, s) = self.axis(axis)?;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use stridemap::{ByteView, Element};
-use stridemap_core::{DType, Layout, Order, SEGMENT_DATA_OFFSET};
+use stridemap::{ByteView, DType, Element, Layout, Order};
+use stridemap_core::SEGMENT_DATA_OFFSET;
 
-use crate::array::{Lease, SharedArray, SharedArrayMut};
+use crate::array::{Lease, OutputArray, SharedArray, SharedArrayMut};
 use crate::segment::{Fill, Segment};
 use crate::source::ShareSource;
 use crate::temp::{choose_root, create_pool_folder};
@@ -30,10 +30,12 @@ pub enum SegmentKind {
 
 /// How a [`Pool`] behaves. The defaults follow joblib where it has one.
 ///
+/// Every field has a setter of the same name.
+///
 /// ```
 /// use stridemap_shm::{PoolConfig, SegmentKind};
-/// let cfg = PoolConfig::default().kind(SegmentKind::Memfd).max_nbytes(4 << 20).recycle_bytes(0);
-/// assert_eq!(cfg.max_nbytes, 4 << 20);
+/// let cfg = PoolConfig::default().kind(SegmentKind::Memfd).max_nbytes(4 << 20).recycle_max_bytes(0);
+/// assert_eq!((cfg.max_nbytes, cfg.recycle_max_bytes), (4 << 20, 0));
 /// ```
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
@@ -92,14 +94,20 @@ impl PoolConfig {
     }
 
     /// The recycling cap in bytes (0: off).
-    pub fn recycle_bytes(mut self, n: u64) -> Self {
+    pub fn recycle_max_bytes(mut self, n: u64) -> Self {
         self.recycle_max_bytes = n;
         self
     }
 
-    /// A quota on the bytes this pool's segments hold.
-    pub fn quota(mut self, bytes: u64) -> Self {
-        self.quota = Some(bytes);
+    /// The most segments kept for reuse.
+    pub fn recycle_max_segments(mut self, n: usize) -> Self {
+        self.recycle_max_segments = n;
+        self
+    }
+
+    /// A quota on the bytes this pool's segments hold (`None`: none).
+    pub fn quota(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.quota = bytes.into();
         self
     }
 
@@ -116,17 +124,28 @@ impl PoolConfig {
     }
 }
 
+/// What a [`Pool`] holds ([`Pool::stats`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Segments nobody maps, kept for reuse.
+    pub free: usize,
+    /// Segments the producer released that a reader still maps.
+    pub pending: usize,
+    /// Bytes of every segment the pool holds (in use, pending, free): what the quota counts.
+    pub held_bytes: u64,
+}
+
 /// A producer's segments and their lifecycle.
 ///
 /// Dropping the pool removes its folders (readers that already map a segment keep reading: an
 /// unlinked file stays readable through an existing map).
 ///
 /// ```no_run
-/// use stridemap_shm::Pool;
-/// use stridemap_core::Order;
+/// use stridemap_shm::{Order, Pool};
 /// let pool = Pool::new()?;
 /// let mut out = pool.alloc::<f64>(&[1000, 1000], Order::C)?;
-/// out.view_mut::<f64>()?.fill(1.0);          // filled in place: no copy
+/// out.as_mut_slice().fill(1.0);              // filled in place: no copy
 /// let frozen = out.freeze()?;                 // read-only from now on
 /// let wire = frozen.descriptor().to_bytes();  // send this; consumers map the same pages
 /// # Ok::<(), stridemap_shm::Error>(())
@@ -266,31 +285,58 @@ impl Pool {
     /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it read-only.
     /// Consumers never write it (use [`Pool::alloc_output`] for that), so a recycled memfd
     /// that was frozen before (sealed against writes for good) can serve it.
-    pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
-        self.alloc_dtype(T::dtype()?, shape, order, false)
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] (checked before anything is written), [`Error::TooManyFiles`],
+    /// [`Error::PoolClosed`], and a shape error for a shape that does not fit.
+    pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut<T>> {
+        self.alloc_dtype(T::dtype()?, shape, order)?.typed()
     }
 
     /// A shared array that consumers write in place (`r+`: workers filling an output array),
-    /// through [`SharedArrayMut::descriptor_rw`] or [`SharedArrayMut::send_rw`]. It is never a
-    /// sealed segment.
-    pub fn alloc_output<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
-        self.alloc_dtype(T::dtype()?, shape, order, true)
+    /// through [`OutputArray::descriptor`] or [`OutputArray::send`]. It is never a sealed
+    /// segment.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn alloc_output<T: Element>(&self, shape: &[u64], order: Order) -> Result<OutputArray<T>> {
+        self.alloc_output_dtype(T::dtype()?, shape, order)?.typed()
     }
 
-    /// [`Pool::alloc`] (or, with `for_consumers`, [`Pool::alloc_output`]) for any dtype
-    /// (big-endian, `V` records, …).
-    pub fn alloc_dtype(
+    /// [`Pool::alloc`] for any dtype (big-endian, `V` records, …).
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn alloc_dtype(&self, dtype: DType, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+        let (lease, layout) = self.lease(dtype, shape, order, false)?;
+        Ok(SharedArrayMut::new(lease, dtype, layout))
+    }
+
+    /// [`Pool::alloc_output`] for any dtype.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn alloc_output_dtype(
+        &self,
+        dtype: DType,
+        shape: &[u64],
+        order: Order,
+    ) -> Result<OutputArray> {
+        let (lease, layout) = self.lease(dtype, shape, order, true)?;
+        Ok(OutputArray::new(lease, dtype, layout))
+    }
+
+    fn lease(
         &self,
         dtype: DType,
         shape: &[u64],
         order: Order,
         for_consumers: bool,
-    ) -> Result<SharedArrayMut> {
+    ) -> Result<(Lease, Layout)> {
         let layout = Layout::contiguous(dtype.itemsize(), shape, order)?;
         let n = layout.nbytes();
         let (seg, _) = self.inner.obtain(n, for_consumers, Fill::Reserve(n))?;
-        let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        Ok(SharedArrayMut::new(lease, dtype, layout, for_consumers))
+        Ok((Lease::new(seg, Arc::downgrade(&self.inner)), layout))
     }
 
     /// Writes the elements of `view` once into a new (or recycled) segment, packed in C order,
@@ -313,7 +359,7 @@ impl Pool {
         }
         let layout = Layout::contiguous(view.dtype().itemsize(), view.shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        SharedArrayMut::new(lease, view.dtype(), layout, false).freeze()
+        SharedArrayMut::<crate::Untyped>::new(lease, view.dtype(), layout).freeze()
     }
 
     /// Shares the array behind `source`, reusing the segment of an earlier call for the same
@@ -356,10 +402,14 @@ impl Pool {
         self.inner.collect_pending();
     }
 
-    /// Counts of (free, pending) segments: for tests and monitoring.
-    pub fn stats(&self) -> (usize, usize) {
+    /// What the pool holds now: for tests and monitoring.
+    pub fn stats(&self) -> PoolStats {
         let st = lock(&self.inner.state);
-        (st.free.len(), st.pending.len())
+        PoolStats {
+            free: st.free.len(),
+            pending: st.pending.len(),
+            held_bytes: st.held,
+        }
     }
 }
 

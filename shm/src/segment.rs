@@ -148,10 +148,10 @@ impl Segment {
                 // SIGBUS when the map is written.
                 fallocate(&file, FallocateFlags::empty(), 0, SEGMENT_DATA_OFFSET + n).map_err(
                     |e| match e {
-                        Errno::NOSPC => Error::NoSpace {
+                        Errno::NOSPC => Error::RanOutOfSpace {
                             folder: where_.clone(),
-                            needed: SEGMENT_DATA_OFFSET + n,
-                            available: 0,
+                            needed: Some(SEGMENT_DATA_OFFSET + n),
+                            source: e.into(),
                         },
                         e => errno("fallocate", &where_)(e),
                     },
@@ -165,11 +165,7 @@ impl Segment {
             }
         };
         file.set_len(file_len).map_err(io_err("sizing", &where_))?;
-        let len = usize::try_from(file_len).map_err(|_| Error::NoSpace {
-            folder: where_.clone(),
-            needed: file_len,
-            available: 0,
-        })?;
+        let len = usize::try_from(file_len).map_err(|_| Error::TooLarge { bytes: file_len })?;
         let map = sys::map_segment(&file, len, populate).map_err(io_err("mapping", &where_))?;
         let st = fstat(&file).map_err(errno("fstat", &where_))?;
         let seg = Segment {
@@ -204,18 +200,35 @@ impl Segment {
         SEGMENT_DATA_OFFSET + self.capacity
     }
 
-    /// The data area, read-only.
+    /// The data area, read-only. Only for uses nobody else writes (see `sys`); output arrays
+    /// use [`Segment::output_view`].
     pub(crate) fn data(&self) -> &[u8] {
         self.map
             .get(SEGMENT_DATA_OFFSET as usize..)
             .unwrap_or_default()
     }
 
-    /// The data area, writable.
+    /// The data area, writable. Only for uses nobody else writes (see `sys`).
     pub(crate) fn data_mut(&mut self) -> &mut [u8] {
         self.map
             .get_mut(SEGMENT_DATA_OFFSET as usize..)
             .unwrap_or_default()
+    }
+
+    /// `layout` over the data area of an array consumers write: raw reads only.
+    pub(crate) fn output_view<T: stridemap::Element>(
+        &self,
+        layout: Layout,
+    ) -> stridemap::Result<stridemap::SharedView<'_, T>> {
+        sys::output_view(&self.map, SEGMENT_DATA_OFFSET as usize, layout)
+    }
+
+    /// `layout` over the data area of an array consumers write: raw reads and writes only.
+    pub(crate) fn output_view_mut<T: stridemap::Element>(
+        &mut self,
+        layout: Layout,
+    ) -> stridemap::Result<stridemap::SharedViewMut<'_, T>> {
+        sys::output_view_mut(&mut self.map, SEGMENT_DATA_OFFSET as usize, layout)
     }
 
     /// The producer's shared lock (SPEC.md §7).
@@ -267,10 +280,10 @@ impl Segment {
                 n,
             )
             .map_err(|e| match e {
-                Errno::NOSPC => Error::NoSpace {
+                Errno::NOSPC => Error::RanOutOfSpace {
                     folder: where_.clone(),
-                    needed: n,
-                    available: 0,
+                    needed: Some(n),
+                    source: e.into(),
                 },
                 e => errno("fallocate", &where_)(e),
             })?;

@@ -78,8 +78,12 @@ pub enum Error {
         /// The file's (device, inode).
         actual: (u64, u64),
     },
-    /// A descriptor whose source is an fd was opened without one, or vice versa.
+    /// A descriptor whose source is an fd was opened without one (a path descriptor with
+    /// [`open_fd`](crate::open_fd) or `open_source(…, None, …)`).
     MissingFd,
+    /// A descriptor whose source is a path came with an fd (the pair of [`Error::MissingFd`]):
+    /// the peer sent an fd the descriptor does not account for; it was closed.
+    UnexpectedFd,
     /// O9: an fd-passed file is not sealed against shrinking.
     NotSealed {
         /// The seals found (`F_GET_SEALS`), or `None` if the file cannot be sealed.
@@ -93,7 +97,8 @@ pub enum Error {
         /// What the descriptor expects.
         expected: ([u8; 16], u64),
     },
-    /// A segment stayed locked exclusively (being recycled or deleted) for too long.
+    /// A segment stayed locked exclusively (being recycled or deleted) for too long; asking
+    /// again may succeed ([`Error::is_retryable`]).
     SegmentBusy,
     /// O11: mapping the buffer failed.
     Map {
@@ -116,19 +121,50 @@ pub enum Error {
     },
     /// A typed view whose elements are not all aligned for the Rust type.
     Misaligned {
-        /// Byte address (or offset) that is not aligned.
-        at: u64,
-        /// The alignment the type needs.
+        /// What is not aligned: the buffer's address, the first element's offset, or a stride.
+        what: Unaligned,
+        /// The alignment the type needs (for offsets and strides: its size, so that every
+        /// element is a whole slot).
         align: usize,
     },
+    /// A buffer too short for the layout put over it.
+    BufferTooShort {
+        /// Bytes the layout's elements reach.
+        needed: u64,
+        /// Bytes in the buffer.
+        len: u64,
+    },
+    /// A slice given to copy into or out of a view does not have one element per element.
+    SliceLength {
+        /// The view's number of elements.
+        expected: usize,
+        /// The slice's.
+        actual: usize,
+    },
+    /// Chunks of zero indices were asked for.
+    ZeroChunk,
+    /// A reference (`&[u8]`, a [`View`](crate::View)) to bytes that another process may
+    /// change: the mapping is not a sealed (frozen) memfd, and its owner has not promised
+    /// otherwise with [`Mapping::assume_no_outside_writes`](crate::Mapping::assume_no_outside_writes).
+    NotFrozen,
     /// The mapping or view is read-only.
     ReadOnly,
     /// A mutable operation over a layout whose elements overlap (zero or short strides).
     Overlapping,
     /// The view is not backed by a described file, so it cannot be described.
     NotDescribable,
-    /// A pointer or view does not lie inside the mapping.
+    /// An `ndarray` view given to [`Mapping::describe_array`](crate::Mapping::describe_array)
+    /// does not point into the mapping's buffer.
     NotInMapping,
+    /// A size, stride or offset does not fit this platform's `usize`/`isize`.
+    TooLarge,
+    /// An inline array whose bytes are not exactly its shape's (a malformed message).
+    InlineLength {
+        /// Bytes the dtype and shape need.
+        expected: u64,
+        /// Bytes in the message.
+        actual: u64,
+    },
     /// A `.npy` file that cannot be read (details in `reason`).
     Npy {
         /// What is wrong.
@@ -161,6 +197,26 @@ impl Error {
             Error::Map { .. } => "O11",
             _ => return None,
         })
+    }
+
+    /// Whether trying the same thing again may succeed: the segment was busy (being
+    /// recycled), or an I/O call was interrupted or would block.
+    ///
+    /// ```
+    /// assert!(stridemap::Error::SegmentBusy.is_retryable());
+    /// assert!(!stridemap::Error::ReadOnly.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::SegmentBusy => true,
+            Error::Open { source, .. } | Error::Map { source } | Error::Io { source, .. } => {
+                matches!(
+                    source.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                )
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
@@ -227,8 +283,13 @@ impl fmt::Display for Error {
             ),
             Error::MissingFd => write!(
                 f,
-                "the descriptor's source does not match: pass the received fd for an fd \
-                 descriptor (and none for a path descriptor)"
+                "the descriptor's source is an fd but none came with it: the producer must \
+                 send the segment's fd with the descriptor (stridemap::socket::send)"
+            ),
+            Error::UnexpectedFd => write!(
+                f,
+                "the descriptor names a path but an fd came with it (closed): the producer \
+                 must send path descriptors without an fd"
             ),
             Error::NotSealed { seals } => match seals {
                 Some(s) => write!(
@@ -269,10 +330,27 @@ impl fmt::Display for Error {
                 f,
                 "elements are {itemsize} bytes but the Rust type is {type_size}; use a byte view"
             ),
-            Error::Misaligned { at, align } => write!(
+            Error::Misaligned { what, align } => write!(
                 f,
-                "element at {at:#x} is not {align}-byte aligned for a typed view; use a byte \
-                 view (ByteView::read) for unaligned data"
+                "{what} is not a multiple of {align}, as a typed view needs; use a byte view \
+                 (ByteView::read) for unaligned data"
+            ),
+            Error::BufferTooShort { needed, len } => write!(
+                f,
+                "the layout reaches byte {needed} but the buffer has {len}; describe a layout \
+                 inside the buffer"
+            ),
+            Error::SliceLength { expected, actual } => write!(
+                f,
+                "the slice has {actual} elements but the view {expected}; pass one per element"
+            ),
+            Error::ZeroChunk => write!(f, "chunks must hold at least one index"),
+            Error::NotFrozen => write!(
+                f,
+                "another process may change these bytes (not a sealed memfd), so no reference \
+                 to them is lent: read with Mapping::shared_view (element copies) or \
+                 Mapping::copy_array, or promise that nobody writes them with unsafe \
+                 Mapping::assume_no_outside_writes"
             ),
             Error::ReadOnly => write!(f, "the mapping is read-only; open it with mode r+ or c"),
             Error::Overlapping => write!(
@@ -284,7 +362,16 @@ impl fmt::Display for Error {
                 f,
                 "the view is not backed by a described file; share it through a pool first"
             ),
-            Error::NotInMapping => write!(f, "the array does not lie inside the mapping"),
+            Error::NotInMapping => write!(
+                f,
+                "the array does not point into this mapping's buffer; describe arrays made \
+                 from this mapping's views"
+            ),
+            Error::TooLarge => write!(f, "a size or offset does not fit this platform's usize"),
+            Error::InlineLength { expected, actual } => write!(
+                f,
+                "the inline array has {actual} bytes but its dtype and shape need {expected}"
+            ),
             Error::Npy { reason } => write!(f, "cannot read .npy: {reason}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
@@ -299,6 +386,39 @@ impl std::error::Error for Error {
                 Some(source)
             }
             _ => None,
+        }
+    }
+}
+
+/// What a [`Error::Misaligned`] view got wrong.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unaligned {
+    /// The buffer's address is not aligned for the type.
+    Buffer {
+        /// The address.
+        addr: usize,
+    },
+    /// The first element's byte offset is not a multiple of the type's size.
+    Offset {
+        /// The offset.
+        offset: u64,
+    },
+    /// A stride (of an axis longer than 1) is not a multiple of the type's size.
+    Stride {
+        /// The axis.
+        axis: usize,
+        /// Its stride in bytes.
+        stride: i64,
+    },
+}
+
+impl fmt::Display for Unaligned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unaligned::Buffer { addr } => write!(f, "the buffer's address {addr:#x}"),
+            Unaligned::Offset { offset } => write!(f, "the first element's offset {offset}"),
+            Unaligned::Stride { axis, stride } => write!(f, "the stride {stride} of axis {axis}"),
         }
     }
 }

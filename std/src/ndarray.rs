@@ -1,10 +1,27 @@
 //! `ndarray` interop: views as `ArrayViewD` / `ArrayViewMutD` (negative strides included),
 //! and descriptors of ndarray views that live inside a mapping.
 
-use ndarray::{ArrayViewD, ArrayViewMutD};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use stridemap_core::{Layout, ValidDescriptor};
 
-use crate::{Element, Error, Mapping, Result, View, ViewMut, sys};
+use crate::{Element, Error, Mapping, Result, SharedView, View, ViewMut, sys};
+
+impl<T: Element> SharedView<'_, T> {
+    /// A C-ordered copy of the elements as an owned `ndarray` array: how to compute with
+    /// ndarray on bytes other processes may write (a [`View`] lends an `ndarray` view
+    /// without copying where references are sound).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] if an axis length does not fit `usize`.
+    pub fn to_ndarray(&self) -> Result<ArrayD<T>> {
+        let shape = self
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| Error::TooLarge))
+            .collect::<Result<Vec<usize>>>()?;
+        ArrayD::from_shape_vec(IxDyn(&shape), self.to_vec()).map_err(|_| Error::TooLarge)
+    }
+}
 
 impl<'a, T: Element> View<'a, T> {
     /// The same elements as an `ndarray` view, borrowing the same buffer.
@@ -20,7 +37,7 @@ impl<'a, T: Element> View<'a, T> {
     /// # Ok::<(), stridemap::Error>(())
     /// ```
     pub fn to_ndarray(&self) -> Result<ArrayViewD<'a, T>> {
-        sys::array_view(self.elems(), self.layout()).ok_or(Error::NotInMapping)
+        sys::array_view(self.elems(), self.layout()).ok_or(Error::TooLarge)
     }
 }
 
@@ -32,7 +49,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
         if layout.may_overlap() {
             return Err(Error::Overlapping);
         }
-        sys::array_view_mut(elems, &layout).ok_or(Error::NotInMapping)
+        sys::array_view_mut(elems, &layout).ok_or(Error::TooLarge)
     }
 }
 
@@ -44,7 +61,7 @@ impl Mapping {
     /// with a descriptor error if any element would fall outside it.
     pub fn describe_array<T: Element>(&self, array: &ArrayViewD<'_, T>) -> Result<ValidDescriptor> {
         let size = core::mem::size_of::<T>() as i64;
-        let base = self.bytes().as_ptr() as usize;
+        let base = self.base_addr();
         let offset = (array.as_ptr() as usize)
             .checked_sub(base)
             .ok_or(Error::NotInMapping)? as u64;

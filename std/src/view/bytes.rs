@@ -39,7 +39,12 @@ impl<'a> ByteView<'a> {
         dtype: DType,
         source: Option<&'a ValidDescriptor>,
     ) -> Result<ByteView<'a>> {
-        super::typed::covers(bytes, &layout)?;
+        if (bytes.len() as u64) < layout.span().end {
+            return Err(Error::BufferTooShort {
+                needed: layout.span().end,
+                len: bytes.len() as u64,
+            });
+        }
         if layout.itemsize() != dtype.itemsize() {
             return Err(Error::ItemsizeMismatch {
                 itemsize: layout.itemsize(),
@@ -66,7 +71,10 @@ impl<'a> ByteView<'a> {
     /// The bytes of the element at `index`.
     pub fn element(&self, index: &[u64]) -> Result<&'a [u8]> {
         let off = self.layout.element_offset(index)?;
-        self.at(off).ok_or(Error::NotInMapping)
+        self.at(off).ok_or(Error::BufferTooShort {
+            needed: off.saturating_add(u64::from(self.dtype.itemsize())),
+            len: self.bytes.len() as u64,
+        })
     }
 
     /// The element at `index` as a Rust value, converting the byte order when it differs

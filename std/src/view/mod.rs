@@ -8,11 +8,13 @@
 
 mod bytes;
 mod iter;
+mod shared;
 mod typed;
 
 pub use bytes::ByteView;
 pub use iter::Iter;
-pub use typed::{View, ViewMut};
+pub use shared::{SharedIter, SharedView, SharedViewMut};
+pub use typed::{IterMut, View, ViewMut};
 
 use stridemap_core::{Layout, ValidDescriptor};
 
@@ -49,9 +51,9 @@ macro_rules! subviews {
                 self.layout.ndim()
             }
 
-            /// Number of elements.
-            pub fn len(&self) -> u64 {
-                self.layout.len()
+            /// Number of elements (every element of a view is in memory, so it fits).
+            pub fn len(&self) -> usize {
+                usize::try_from(self.layout.len()).unwrap_or(usize::MAX)
             }
 
             /// Whether there are no elements.

@@ -4,8 +4,9 @@ use core::mem::{align_of, size_of};
 
 use stridemap_core::{Layout, ValidDescriptor};
 
-use super::{ByteView, Iter, describe, subviews};
-use crate::{Element, Error, Result};
+use super::{ByteView, Iter, SharedView, describe, subviews};
+use crate::sys::SharedBytes;
+use crate::{Element, Error, Result, Unaligned};
 
 /// A read-only strided view whose elements are `T`.
 ///
@@ -54,16 +55,15 @@ pub struct ViewMut<'a, T> {
     source: Option<&'a ValidDescriptor>,
 }
 
-/// `bytes` holds every byte the layout's elements touch (and so every sub-view's).
-pub(super) fn covers(bytes: &[u8], layout: &Layout) -> Result<()> {
-    if (bytes.len() as u64) < layout.span().end {
-        return Err(Error::NotInMapping);
+/// A buffer of `len` bytes at address `addr` holds every element of `layout` (and so of
+/// every sub-view), each a whole, aligned `T` (element offsets are multiples of the size).
+pub(crate) fn check<T: Element>(addr: usize, len: usize, layout: &Layout) -> Result<()> {
+    if (len as u64) < layout.span().end {
+        return Err(Error::BufferTooShort {
+            needed: layout.span().end,
+            len: len as u64,
+        });
     }
-    Ok(())
-}
-
-/// The buffer as `T`s, after checking that every element of `layout` is a whole, aligned `T`.
-fn check<T: Element>(bytes: &[u8], layout: &Layout) -> Result<()> {
     let size = size_of::<T>();
     if layout.itemsize() as usize != size {
         return Err(Error::ItemsizeMismatch {
@@ -71,25 +71,25 @@ fn check<T: Element>(bytes: &[u8], layout: &Layout) -> Result<()> {
             type_size: size,
         });
     }
-    let base = bytes.as_ptr() as usize;
-    if !base.is_multiple_of(align_of::<T>()) {
+    if !addr.is_multiple_of(align_of::<T>()) {
         return Err(Error::Misaligned {
-            at: base as u64,
+            what: Unaligned::Buffer { addr },
             align: align_of::<T>(),
         });
     }
-    // Element offsets are multiples of the size, so each element is one slot of the cast.
     let size = size as u64;
     if !layout.offset().is_multiple_of(size) {
         return Err(Error::Misaligned {
-            at: base as u64 + layout.offset(),
+            what: Unaligned::Offset {
+                offset: layout.offset(),
+            },
             align: size as usize,
         });
     }
-    for (&d, &s) in layout.shape().iter().zip(layout.strides()) {
+    for (axis, (&d, &s)) in layout.shape().iter().zip(layout.strides()).enumerate() {
         if d > 1 && !s.unsigned_abs().is_multiple_of(size) {
             return Err(Error::Misaligned {
-                at: s.unsigned_abs(),
+                what: Unaligned::Stride { axis, stride: s },
                 align: size as usize,
             });
         }
@@ -102,18 +102,20 @@ fn cast<T: Element>(bytes: &[u8]) -> Result<&[T]> {
     let whole = bytes.len() / size_of::<T>() * size_of::<T>();
     bytemuck::try_cast_slice(bytes.get(..whole).unwrap_or_default()).map_err(|_| {
         Error::Misaligned {
-            at: bytes.as_ptr() as u64,
+            what: Unaligned::Buffer {
+                addr: bytes.as_ptr() as usize,
+            },
             align: align_of::<T>(),
         }
     })
 }
 
 fn cast_mut<T: Element>(bytes: &mut [u8]) -> Result<&mut [T]> {
-    let at = bytes.as_ptr() as u64;
+    let addr = bytes.as_ptr() as usize;
     let whole = bytes.len() / size_of::<T>() * size_of::<T>();
     bytemuck::try_cast_slice_mut(bytes.get_mut(..whole).unwrap_or_default()).map_err(|_| {
         Error::Misaligned {
-            at,
+            what: Unaligned::Buffer { addr },
             align: align_of::<T>(),
         }
     })
@@ -147,8 +149,7 @@ impl<'a, T: Element> View<'a, T> {
         layout: Layout,
         source: Option<&'a ValidDescriptor>,
     ) -> Result<View<'a, T>> {
-        covers(bytes, &layout)?;
-        check::<T>(bytes, &layout)?;
+        check::<T>(bytes.as_ptr() as usize, bytes.len(), &layout)?;
         Ok(View {
             bytes,
             elems: cast(bytes)?,
@@ -158,7 +159,7 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     fn with_layout(self, layout: Layout) -> Result<Self> {
-        check::<T>(self.bytes, &layout)?;
+        check::<T>(self.bytes.as_ptr() as usize, self.bytes.len(), &layout)?;
         Ok(View { layout, ..self })
     }
 
@@ -171,11 +172,37 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     /// The elements in logical C order (last index fastest).
-    pub fn iter(&self) -> Iter<'_, 'a, T> {
+    pub fn iter(&self) -> Iter<'a, T> {
         match self.as_slice() {
             Some(s) => Iter::contiguous(s),
             None => Iter::strided(self.elems, &self.layout),
         }
+    }
+
+    /// The views of each index along `axis` (numpy's iteration over `a` for axis 0).
+    ///
+    /// # Errors
+    /// A [`Error::Descriptor`] error if `axis` is out of range.
+    pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
+        let this = *self;
+        let n = *self
+            .layout
+            .shape()
+            .get(axis)
+            .ok_or(stridemap_core::Error::NoSuchAxis {
+                axis,
+                ndim: self.ndim(),
+            })?;
+        Ok((0..n).filter_map(move |i| this.index_axis(axis, i).ok()))
+    }
+
+    /// The same elements as a [`SharedView`] (for code written against shared views).
+    pub fn as_shared(&self) -> SharedView<'a, T> {
+        SharedView::checked(
+            SharedBytes::from_slice(self.bytes),
+            self.layout,
+            self.source,
+        )
     }
 
     /// The elements as one slice, when they are C-contiguous.
@@ -214,9 +241,9 @@ impl<'a, T: Element> View<'a, T> {
 
 subviews!(impl<'a, T: Element> View<'a, T>);
 
-impl<'v, 'a, T: Element> IntoIterator for &'v View<'a, T> {
+impl<'a, T: Element> IntoIterator for &View<'a, T> {
     type Item = &'a T;
-    type IntoIter = Iter<'v, 'a, T>;
+    type IntoIter = Iter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
@@ -234,8 +261,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
         layout: Layout,
         source: Option<&'a ValidDescriptor>,
     ) -> Result<ViewMut<'a, T>> {
-        covers(bytes, &layout)?;
-        check::<T>(bytes, &layout)?;
+        check::<T>(bytes.as_ptr() as usize, bytes.len(), &layout)?;
         Ok(ViewMut {
             elems: cast_mut(bytes)?,
             layout,
@@ -244,7 +270,11 @@ impl<'a, T: Element> ViewMut<'a, T> {
     }
 
     fn with_layout(self, layout: Layout) -> Result<Self> {
-        check::<T>(bytemuck::cast_slice(self.elems), &layout)?;
+        check::<T>(
+            self.elems.as_ptr() as usize,
+            core::mem::size_of_val(self.elems),
+            &layout,
+        )?;
         Ok(ViewMut { layout, ..self })
     }
 
@@ -296,6 +326,35 @@ impl<'a, T: Element> ViewMut<'a, T> {
         });
     }
 
+    /// The elements in logical C order, writable. `None` when elements share memory (zero
+    /// or short strides), where `&mut`s would alias: use [`ViewMut::for_each_mut`] then.
+    pub fn iter_mut(&mut self) -> Option<IterMut<'_, T>> {
+        crate::sys::iter_mut(self.elems, &self.layout).map(|inner| IterMut { inner })
+    }
+
+    /// The views of each index along `axis`, writable, one after the other.
+    ///
+    /// # Errors
+    /// A [`Error::Descriptor`] error if `axis` is out of range.
+    pub fn for_each_axis(
+        &mut self,
+        axis: usize,
+        mut f: impl FnMut(ViewMut<'_, T>) -> Result<()>,
+    ) -> Result<()> {
+        let n = *self
+            .layout
+            .shape()
+            .get(axis)
+            .ok_or(stridemap_core::Error::NoSuchAxis {
+                axis,
+                ndim: self.ndim(),
+            })?;
+        for i in 0..n {
+            f(self.reborrow().index_axis(axis, i)?)?;
+        }
+        Ok(())
+    }
+
     /// Sets every element to `value`.
     pub fn fill(&mut self, value: T) {
         match self.as_slice_mut() {
@@ -339,3 +398,41 @@ impl<T: Element + core::fmt::Debug> core::fmt::Debug for ViewMut<'_, T> {
             .finish_non_exhaustive()
     }
 }
+
+/// The writable elements of a [`ViewMut`] in logical C order ([`ViewMut::iter_mut`]).
+#[derive(Debug)]
+pub struct IterMut<'v, T> {
+    inner: crate::sys::IterMut<'v, T>,
+}
+
+impl<'v, T> Iterator for IterMut<'v, T> {
+    type Item = &'v mut T;
+    fn next(&mut self) -> Option<&'v mut T> {
+        self.inner.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+macro_rules! index_impls {
+    ($($name:ident),*) => {$(
+        impl<T: Element, const N: usize> core::ops::Index<[usize; N]> for $name<'_, T> {
+            type Output = T;
+
+            /// The element at a fixed-size index, `v[[i, j]]`.
+            ///
+            /// # Panics
+            /// If the index has the wrong number of axes or is out of range, as slice
+            /// indexing does; [`get`](Self::get) returns an error instead.
+            fn index(&self, index: [usize; N]) -> &T {
+                let index = index.map(|i| i as u64);
+                match self.get(&index) {
+                    Ok(e) => e,
+                    Err(e) => panic!("index {index:?} of a view of shape {:?}: {e}", self.shape()),
+                }
+            }
+        }
+    )*};
+}
+index_impls!(View, ViewMut);
