@@ -231,6 +231,36 @@ impl<'a> SharedBytes<'a> {
         Some(read_at::<T>(p))
     }
 
+    /// Folds `f` over the `n` consecutive `T`s from byte `off` (one volatile read each, the
+    /// bounds checked once); `Err(init)` untouched if they are not all inside or not aligned.
+    #[inline]
+    pub(crate) fn fold_run<T: Pod, B>(
+        &self,
+        off: usize,
+        n: usize,
+        init: B,
+        mut f: impl FnMut(B, T) -> B,
+    ) -> Result<B, B> {
+        let end = n
+            .checked_mul(size_of::<T>())
+            .and_then(|b| b.checked_add(off));
+        if !end.is_some_and(|e| e <= self.len && size_of::<T>() > 0) {
+            return Err(init);
+        }
+        // SAFETY: `off ≤ end ≤ len`: inside the readable range (type invariant).
+        let p = unsafe { self.ptr.as_ptr().add(off) }.cast::<T>();
+        if !(p as usize).is_multiple_of(align_of::<T>()) {
+            return Err(init);
+        }
+        let mut acc = init;
+        for i in 0..n {
+            // SAFETY: element `i < n` lies in `off .. end`, inside the readable range; `p` is
+            // aligned (checked) and so is every `p + i`; every bit pattern is a `T` (`Pod`).
+            acc = f(acc, unsafe { p.add(i).read_volatile() });
+        }
+        Ok(acc)
+    }
+
     /// Copies `dst.len()` bytes from byte `off` into `dst`; `None` if they are not all inside.
     pub(crate) fn copy_to(&self, off: usize, dst: &mut [u8]) -> Option<()> {
         let end = off.checked_add(dst.len())?;
@@ -318,6 +348,56 @@ impl<'a> SharedBytesMut<'a> {
             for (i, b) in bytemuck::bytes_of(&v).iter().enumerate() {
                 // SAFETY: byte `i` of the writable range checked above.
                 unsafe { p.add(i).write_volatile(*b) };
+            }
+        }
+        Some(())
+    }
+
+    /// The aligned start of `n` consecutive `T`s from byte `off`, if all are inside.
+    fn run<T: Pod>(&mut self, off: usize, n: usize) -> Option<*mut T> {
+        let end = n.checked_mul(size_of::<T>())?.checked_add(off)?;
+        if end > self.len || size_of::<T>() == 0 {
+            return None;
+        }
+        // SAFETY: `off ≤ end ≤ len`: inside the writable range (type invariant).
+        let p = unsafe { self.ptr.as_ptr().add(off) }.cast::<T>();
+        (p as usize).is_multiple_of(align_of::<T>()).then_some(p)
+    }
+
+    /// Writes `f()` to the `n` consecutive `T`s from byte `off` (one volatile store each, the
+    /// bounds checked once); `None` (and nothing written) if they are not all inside or not
+    /// aligned.
+    #[inline]
+    pub(crate) fn fill_run<T: Pod>(
+        &mut self,
+        off: usize,
+        n: usize,
+        mut f: impl FnMut() -> T,
+    ) -> Option<()> {
+        let p = self.run::<T>(off, n)?;
+        for i in 0..n {
+            // SAFETY: element `i < n` lies inside the range `run` checked, which this handle
+            // alone accesses in this process (type invariant); `p + i` is aligned.
+            unsafe { p.add(i).write_volatile(f()) };
+        }
+        Some(())
+    }
+
+    /// Replaces each of the `n` consecutive `T`s from byte `off` by `f` of it (a volatile
+    /// read and store each); `None` (and nothing touched) as for [`fill_run`](Self::fill_run).
+    #[inline]
+    pub(crate) fn update_run<T: Pod>(
+        &mut self,
+        off: usize,
+        n: usize,
+        mut f: impl FnMut(T) -> T,
+    ) -> Option<()> {
+        let p = self.run::<T>(off, n)?;
+        for i in 0..n {
+            // SAFETY: as in `fill_run`; every bit pattern read is a valid `T` (`Pod`).
+            unsafe {
+                let e = p.add(i);
+                e.write_volatile(f(e.read_volatile()));
             }
         }
         Some(())

@@ -309,12 +309,29 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
 
     /// Calls `f` on a copy of every element in logical C order and writes the result back.
     pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
+        self.update(|mut v| {
+            f(&mut v);
+            v
+        });
+    }
+
+    /// Replaces every element `x` by `f(x)`, in logical C order: one loop of volatile
+    /// accesses for a contiguous view, an offset walk otherwise.
+    fn update(&mut self, mut f: impl FnMut(T) -> T) {
         let SharedViewMut { bytes, layout, .. } = self;
+        if layout.is_c_contiguous() {
+            let n = usize::try_from(layout.len()).unwrap_or(0);
+            if bytes
+                .update_run(usize_off(layout.offset()), n, &mut f)
+                .is_some()
+            {
+                return;
+            }
+        }
         layout.offsets().for_each(|off| {
             let off = usize_off(off);
-            if let Some(mut v) = bytes.read::<T>(off) {
-                f(&mut v);
-                let _ = bytes.write(off, v);
+            if let Some(v) = bytes.read::<T>(off) {
+                let _ = bytes.write(off, f(v));
             }
         });
     }
@@ -322,6 +339,15 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// Writes `f()` to every element in logical C order.
     pub fn fill_with(&mut self, mut f: impl FnMut() -> T) {
         let SharedViewMut { bytes, layout, .. } = self;
+        if layout.is_c_contiguous() {
+            let n = usize::try_from(layout.len()).unwrap_or(0);
+            if bytes
+                .fill_run(usize_off(layout.offset()), n, &mut f)
+                .is_some()
+            {
+                return;
+            }
+        }
         layout.offsets().for_each(|off| {
             let _ = bytes.write(usize_off(off), f());
         });
@@ -503,6 +529,13 @@ impl<T: Element> Iterator for SharedIter<'_, T> {
         let bytes = self.bytes;
         match self.inner {
             Inner::Contiguous { next, end } => {
+                let n = end.saturating_sub(next) / size_of::<T>().max(1);
+                // The run is inside and aligned (the view was checked), so `fold_run` takes
+                // it; the element-wise walk is the fallback that cannot fail.
+                let init = match bytes.fold_run(next, n, init, &mut f) {
+                    Ok(acc) => return acc,
+                    Err(init) => init,
+                };
                 (next..end)
                     .step_by(size_of::<T>().max(1))
                     .fold(init, |acc, off| match bytes.read(off) {
