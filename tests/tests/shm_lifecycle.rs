@@ -403,3 +403,71 @@ fn frozen_memfds_are_recycled_for_the_producer_to_fill_again() {
     let out = pool.alloc_output::<f64>(&[1000, 3], Order::C).unwrap();
     assert_ne!(out.descriptor().unwrap().segment_id(), id);
 }
+
+#[test]
+fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
+    use stridemap::message::{ArrayMessage, Received};
+    use stridemap_shm::ByteView;
+    let data: Vec<f64> = (0..4096).map(f64::from).collect();
+    let layout = stridemap::Layout::contiguous(8, &[64, 64], Order::C).unwrap();
+    let big = ByteView::new(
+        bytemuck::cast_slice(&data),
+        layout,
+        stridemap::DType::parse("<f8").unwrap(),
+    )
+    .unwrap();
+    let small = big.slice_axis(0, Slice::range(0, 1)).unwrap();
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = Pool::with_config(
+            PoolConfig::default()
+                .temp_folder(&h.root)
+                .kind(kind)
+                .max_nbytes(1024),
+        )
+        .unwrap();
+        let opts = OpenOptions::new().allow_root(&h.root);
+        // Small: the bytes themselves, a copy the receiver owns.
+        let out = pool.message(&small).unwrap();
+        assert!(out.keep.is_none());
+        let wire = postcard::to_allocvec(&out.message).unwrap();
+        let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
+        let got = back.open(None, &opts).unwrap();
+        assert!(matches!(got, Received::Owned(_)));
+        assert_eq!(got.view::<f64>().unwrap().to_vec(), data[..64]);
+        // Large: the segment's compact descriptor (and, for a memfd, its fd beside it).
+        let out = pool.message(&big).unwrap();
+        let keep = out.keep.as_ref().unwrap();
+        let wire = postcard::to_allocvec(&out.message).unwrap();
+        assert!(wire.len() < 256, "{} bytes", wire.len());
+        let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
+        assert!(matches!(back, ArrayMessage::Shared(_)));
+        let fd = (kind == SegmentKind::Memfd).then(|| keep.fd_for_peer().unwrap());
+        let got = back.open(fd, &opts).unwrap();
+        let Received::Mapped(m) = &got else {
+            panic!("{kind:?}: not mapped")
+        };
+        assert_eq!(m.is_frozen(), kind == SegmentKind::Memfd, "{kind:?}");
+        assert_eq!(got.shared_view::<f64>().unwrap().to_vec(), data, "{kind:?}");
+        assert_eq!(
+            got.into_owned().unwrap().view::<f64>().unwrap()[[63, 63]],
+            4095.0
+        );
+        // The source must match what came with it: a memfd descriptor without its fd, or a
+        // path descriptor with one, is refused.
+        let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
+        let err = match kind {
+            SegmentKind::Memfd => back.open(None, &opts).unwrap_err(),
+            _ => back
+                .open(
+                    Some(std::fs::File::open("/dev/null").unwrap().into()),
+                    &opts,
+                )
+                .unwrap_err(),
+        };
+        assert!(
+            matches!(err, StdError::MissingFd | StdError::UnexpectedFd),
+            "{kind:?}: {err}"
+        );
+    }
+}
