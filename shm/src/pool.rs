@@ -37,6 +37,7 @@ pub enum SegmentKind {
 /// let cfg = PoolConfig::default().kind(SegmentKind::Memfd).max_nbytes(4 << 20).recycle_max_bytes(0);
 /// assert_eq!((cfg.max_nbytes, cfg.recycle_max_bytes), (4 << 20, 0));
 /// ```
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     /// Where segment folders go; `None` follows the temp-root policy
@@ -477,10 +478,17 @@ impl PoolInner {
                     if st.closed {
                         return Err(Error::PoolClosed);
                     }
-                    let at = st
-                        .free
-                        .iter()
-                        .position(|s| s.capacity == capacity && !(writable && s.sealed));
+                    let at = st.free.iter().position(|s| {
+                        // A sealed memfd cannot be written by consumers; a segment once
+                        // written by consumers may still be (a kept map or fd), so it
+                        // serves only output arrays again.
+                        s.capacity == capacity
+                            && if writable {
+                                !s.sealed
+                            } else {
+                                !s.lent_writable
+                            }
+                    });
                     if let Some(i) = at {
                         break Some(st.free.swap_remove(i));
                     }
@@ -501,6 +509,7 @@ impl PoolInner {
                 seg.lock_shared()?;
                 if writable {
                     seg.thaw()?;
+                    seg.lent_writable = true;
                 }
                 log::debug!(
                     "stridemap: reusing segment {} (generation {})",
@@ -523,6 +532,8 @@ impl PoolInner {
             }
         };
         lock(&self.state).held += seg.file_len();
+        let mut seg = seg;
+        seg.lent_writable |= writable;
         Ok((seg, false))
     }
 

@@ -54,6 +54,10 @@ pub(crate) struct Segment {
     pub(crate) used: u64,
     /// memfd only: sealed against future writes (frozen); cannot serve writable arrays again.
     pub(crate) sealed: bool,
+    /// Once served an output array: consumers held writable fds (and may still hold a
+    /// writable map, or write(2) through an fd, whatever the lock says), so it never again
+    /// serves an array the producer lends references into.
+    pub(crate) lent_writable: bool,
     /// Whether the producer map is prefaulted up to `used`.
     pub(crate) populated: bool,
     /// memfd only: a read-only open file description made ahead for the next receiver, so
@@ -178,6 +182,7 @@ impl Segment {
             identity: (st.st_dev, st.st_ino),
             used,
             sealed: false,
+            lent_writable: false,
             populated: populate,
             spare: std::sync::Mutex::new(None),
         };

@@ -471,3 +471,28 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
         );
     }
 }
+
+#[test]
+fn segments_consumers_wrote_never_serve_the_producers_arrays() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind);
+        let out = pool.alloc_output::<f64>(&[1000], Order::C).unwrap();
+        let id = out.descriptor().unwrap().segment_id();
+        drop(out);
+        wait_until("the segment is on the free list", || pool.stats().free == 1);
+        // A consumer may have kept a writable fd or map of it: the producer's own arrays,
+        // which lend references, get a fresh segment …
+        let a = pool
+            .alloc::<f64>(&[1000], Order::C)
+            .unwrap()
+            .freeze()
+            .unwrap();
+        assert_ne!(a.descriptor().segment_id(), id, "{kind:?}");
+        let shared = pool.share(&a.byte_view().unwrap()).unwrap();
+        assert_ne!(shared.descriptor().segment_id(), id, "{kind:?}");
+        // … while the next output array reuses it.
+        let again = pool.alloc_output::<f64>(&[1000], Order::C).unwrap();
+        assert_eq!(again.descriptor().unwrap().segment_id(), id, "{kind:?}");
+    }
+}
