@@ -246,7 +246,7 @@ pub(crate) fn npy(file: &Path, output: &Path) -> CliResult {
 
 pub(crate) fn gc(dry_run: bool, roots: &[PathBuf]) -> CliResult {
     let roots = if roots.is_empty() {
-        stridemap::segment_bases()
+        stridemap_shm::segment_bases()
     } else {
         roots.to_vec()
     };

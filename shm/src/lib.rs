@@ -68,6 +68,7 @@ pub use error::{Error, Result};
 pub use message::Outgoing;
 pub use pool::{Pool, PoolConfig, PoolStats, SegmentKind};
 pub use source::ShareSource;
+pub use stridemap::__producer_policy::segment_bases;
 pub use sweep::{SweepReport, sweep};
 
 pub use stridemap::message::{ArrayMessage, Received};

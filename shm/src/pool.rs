@@ -239,7 +239,7 @@ impl Pool {
         if config.sweep_on_start {
             let roots: Vec<PathBuf> = match &config.temp_folder {
                 Some(d) => vec![d.clone()],
-                None => stridemap::segment_bases(),
+                None => crate::segment_bases(),
             };
             match sweep::sweep(&roots, false) {
                 Ok(r) if !r.removed.is_empty() => {

@@ -25,7 +25,7 @@ pub struct SweepReport {
 /// locked exclusively) is removed with its files. With `dry_run`, nothing is removed.
 ///
 /// ```no_run
-/// let report = stridemap_shm::sweep(&stridemap::segment_bases(), true)?;
+/// let report = stridemap_shm::sweep(&stridemap_shm::segment_bases(), true)?;
 /// for f in &report.removed { println!("would remove {}", f.display()); }
 /// # Ok::<(), stridemap_shm::Error>(())
 /// ```

@@ -6,7 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Access, access, statvfs};
-use stridemap::{SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV};
+use stridemap::__producer_policy::{SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV};
 
 use crate::{Error, Result};
 

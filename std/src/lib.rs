@@ -98,7 +98,8 @@ mod error;
 mod mapping;
 pub mod message;
 #[cfg(feature = "ndarray")]
-mod ndarray;
+#[path = "ndarray.rs"]
+mod ndarray_interop;
 pub mod npy;
 mod open;
 mod options;
@@ -113,7 +114,7 @@ pub use element::Element;
 pub use error::{Error, Result, Unaligned};
 pub use mapping::Mapping;
 pub use open::{open, open_fd, open_source};
-pub use options::{OpenOptions, SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV, segment_bases};
+pub use options::OpenOptions;
 pub use owned::OwnedArray;
 pub use view::{ByteView, Iter, IterMut, SharedIter, SharedView, SharedViewMut, View, ViewMut};
 
@@ -121,3 +122,16 @@ pub use stridemap_core::{
     Builder, ByteOrder, CompactDescriptor, DType, Kind, Layout, Mode, Order, Slice, Source,
     ValidDescriptor,
 };
+
+/// `ndarray`, whose types appear in this crate's signatures with the `ndarray` feature.
+#[cfg(feature = "ndarray")]
+pub use ::ndarray;
+
+/// Where stridemap-shm producers put their segment folders (`$STRIDEMAP_TEMP_FOLDER`,
+/// `/dev/shm`, the system temp dir) and how they name them (`stridemap-<pid>-<start>-<uuid>`):
+/// the producer's policy, which the consumer's default roots follow. Shared with
+/// stridemap-shm; not part of this crate's API.
+#[doc(hidden)]
+pub mod __producer_policy {
+    pub use crate::options::{SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV, segment_bases};
+}

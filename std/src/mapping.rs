@@ -261,6 +261,7 @@ impl Mapping {
     }
 
     /// The enclosing buffer's address (for [`Mapping::describe_array`]).
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
     pub(crate) fn base_addr(&self) -> usize {
         self.shared_bytes().addr()
     }
@@ -269,7 +270,7 @@ impl Mapping {
     /// share memory, or for FFI (reading through it is the caller's `unsafe`, under the
     /// contract of [`assume_no_outside_writes`](Mapping::assume_no_outside_writes)).
     pub fn as_ptr(&self) -> *const u8 {
-        self.base_addr() as *const u8
+        self.shared_bytes().as_ptr()
     }
 
     /// The enclosing buffer's bytes.

@@ -20,7 +20,7 @@ pub const SEGMENT_FOLDER_PREFIX: &str = "stridemap-";
 /// `$STRIDEMAP_TEMP_FOLDER` if set, `/dev/shm`, the system temp dir.
 ///
 /// ```
-/// let bases = stridemap::segment_bases();
+/// let bases = stridemap::__producer_policy::segment_bases();
 /// assert!(bases.iter().all(|b| b.is_absolute()));
 /// ```
 pub fn segment_bases() -> Vec<PathBuf> {
@@ -99,7 +99,7 @@ impl Root {
 /// what it accepts from fd-passing peers.
 ///
 /// The default allows only stridemap's own segment folders (`stridemap-*` under
-/// [`segment_bases`]), read-only, and requires fd-passed files to be sealed against shrinking.
+/// `$STRIDEMAP_TEMP_FOLDER`, `/dev/shm` and the system temp dir), read-only, and requires fd-passed files to be sealed against shrinking.
 ///
 /// ```
 /// use stridemap::OpenOptions;

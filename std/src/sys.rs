@@ -218,6 +218,11 @@ impl<'a> SharedBytes<'a> {
         self.ptr.as_ptr() as usize
     }
 
+    /// The first byte, as a raw pointer (never dereferenced outside this module).
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
     /// The `T` at byte `off`, if `off .. off + size_of::<T>()` is inside.
     #[inline(always)]
     pub(crate) fn read<T: Pod>(&self, off: usize) -> Option<T> {
