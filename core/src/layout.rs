@@ -61,10 +61,7 @@ impl Layout {
             return Err(Error::TooManyAxes { ndim: shape.len() });
         }
         if itemsize == 0 {
-            return Err(Error::BadItemsize {
-                kind: 0,
-                itemsize: 0,
-            });
+            return Err(Error::ZeroItemsize);
         }
         if buffer_len > MAX_BYTES {
             return Err(Error::BufferOverflow {

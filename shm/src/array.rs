@@ -11,6 +11,15 @@
 //! let v = out.view_mut()?; // no such method: use shared_view_mut
 //! # Ok(()) }
 //! ```
+//!
+//! And an array the producer fills cannot reach a consumer before it is frozen:
+//!
+//! ```compile_fail
+//! # fn f(pool: &stridemap_shm::Pool, s: &std::os::unix::net::UnixStream) -> stridemap_shm::Result<()> {
+//! let a = pool.alloc::<f64>(&[4], stridemap::Order::C)?;
+//! a.send(s)?; // no such method: freeze() first
+//! # Ok(()) }
+//! ```
 
 use std::marker::PhantomData;
 use std::os::fd::AsFd;

@@ -76,6 +76,14 @@ pub struct SharedView<'a, T> {
 /// let w = v.clone();
 /// # Ok::<(), stridemap::Error>(())
 /// ```
+///
+/// Nor shared between threads by reference (it is `Send`, not `Sync`): threads get disjoint
+/// parts instead.
+///
+/// ```compile_fail
+/// fn sync<S: Sync>() {}
+/// sync::<stridemap::SharedViewMut<'static, f64>>();
+/// ```
 pub struct SharedViewMut<'a, T> {
     bytes: SharedBytesMut<'a>,
     layout: Layout,
