@@ -230,11 +230,17 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Pool {
     /// A pool with the default configuration (and an orphan sweep).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the reaper thread cannot start (the orphan sweep only logs its failures).
     pub fn new() -> Result<Pool> {
         Pool::with_config(PoolConfig::default())
     }
 
     /// A pool with `config`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the reaper thread cannot start (the orphan sweep only logs its failures).
     pub fn with_config(config: PoolConfig) -> Result<Pool> {
         if config.sweep_on_start {
             let roots: Vec<PathBuf> = match &config.temp_folder {
@@ -343,6 +349,9 @@ impl Pool {
     /// Writes the elements of `view` once into a new (or recycled) segment, packed in C order,
     /// and returns it frozen (read-only). Use [`Pool::share_arc`] to share the same data again
     /// without writing it again.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
     pub fn share(&self, view: &ByteView<'_>) -> Result<SharedArray> {
         let n = view.layout().nbytes();
         let contiguous = view.layout().is_c_contiguous();
@@ -367,6 +376,9 @@ impl Pool {
     /// `Arc` (the same allocation, still alive) instead of writing it again. The key is the
     /// `Arc`'s identity and liveness, never its content, so two equal arrays are two segments
     /// and a new array at a recycled address is not mistaken for the old one.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`], and those of [`ShareSource::byte_view`].
     pub fn share_arc<A: ShareSource + ?Sized>(&self, source: &Arc<A>) -> Result<SharedArray> {
         let key = Arc::as_ptr(source).cast::<()>() as usize;
         let dead = {
@@ -394,6 +406,9 @@ impl Pool {
     }
 
     /// The message for `view`: inline below [`PoolConfig::max_nbytes`], else shared.
+    ///
+    /// # Errors
+    /// As [`Pool::share`], for arrays above the threshold.
     pub fn message(&self, view: &ByteView<'_>) -> Result<crate::Outgoing> {
         crate::message::outgoing(self, view)
     }

@@ -44,6 +44,9 @@ impl<'a, T: Element> View<'a, T> {
 impl<'a, T: Element> ViewMut<'a, T> {
     /// The same elements as a mutable `ndarray` view. Fails with [`Error::Overlapping`] when
     /// elements share memory (zero or short strides), which ndarray cannot represent.
+    ///
+    /// # Errors
+    /// [`Error::Overlapping`]; [`Error::TooLarge`] if a length does not fit `usize`.
     pub fn into_ndarray(self) -> Result<ArrayViewMutD<'a, T>> {
         let (elems, layout) = self.into_parts();
         if layout.may_overlap() {
@@ -59,6 +62,9 @@ impl Mapping {
     ///
     /// Fails with [`Error::NotInMapping`] if the array does not point into the buffer, or
     /// with a descriptor error if any element would fall outside it.
+    ///
+    /// # Errors
+    /// [`Error::NotInMapping`], [`Error::TooLarge`], or a descriptor error if an element falls outside the buffer.
     pub fn describe_array<T: Element>(&self, array: &ArrayViewD<'_, T>) -> Result<ValidDescriptor> {
         let size = core::mem::size_of::<T>() as i64;
         let base = self.base_addr();

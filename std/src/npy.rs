@@ -51,11 +51,17 @@ fn bad(reason: impl Into<String>) -> Error {
 
 impl Header {
     /// Parses the header at the start of `bytes` (which must hold at least the whole header).
+    ///
+    /// # Errors
+    /// [`Error::Npy`] saying what is wrong with the header.
     pub fn parse(bytes: &[u8]) -> Result<Header> {
         Header::parse_with_limit(bytes, MAX_HEADER_LEN)
     }
 
     /// As [`Header::parse`], accepting headers up to `max_len` bytes.
+    ///
+    /// # Errors
+    /// [`Error::Npy`] saying what is wrong with the header.
     pub fn parse_with_limit(bytes: &[u8], max_len: usize) -> Result<Header> {
         let rest = bytes
             .strip_prefix(NPY_MAGIC)
@@ -105,6 +111,9 @@ impl Header {
     }
 
     /// Reads and parses the header from the start of `reader`.
+    ///
+    /// # Errors
+    /// [`Error::Npy`], or [`Error::Io`] if reading fails.
     pub fn read(reader: &mut impl Read) -> Result<Header> {
         let io = |e: io::Error| match e.kind() {
             io::ErrorKind::UnexpectedEof => bad("truncated header"),
@@ -141,6 +150,9 @@ impl Header {
 /// println!("{} {:?}", d.dtype(), d.shape());
 /// # Ok::<(), stridemap::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::Npy`], [`Error::Io`], or a descriptor error.
 pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
     let path = path.as_ref();
     let path = std::fs::canonicalize(path)
@@ -194,6 +206,9 @@ pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
 /// assert_eq!(&out[h.data_offset as usize..], &[0, 3, 1, 4, 2, 5]);
 /// # Ok::<(), stridemap::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::Io`] if writing fails.
 pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
     let io_err = |e: io::Error| Error::io("writing .npy", e);
     out.write_all(&header_bytes(view.dtype(), view.shape()))
@@ -214,6 +229,9 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
 }
 
 /// Writes `view` to a new file at `path` (fails if it exists).
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be created or written.
 pub fn write_file(view: &ByteView<'_>, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let mut file = std::fs::OpenOptions::new()

@@ -77,6 +77,45 @@ impl Stable {
     }
 }
 
+impl crate::Mapping {
+    /// Promises that the bytes will not change behind this mapping's back, so that
+    /// [`view`](crate::Mapping::view), [`view_mut`](crate::Mapping::view_mut), [`bytes`](crate::Mapping::bytes)
+    /// and the other reference-lending methods work on a mapping that is not frozen.
+    ///
+    /// # Safety
+    /// From now until this `Mapping` is dropped, no other process, and no other mapping or
+    /// file handle in this one, writes or truncates the mapped bytes of the file. This is
+    /// memmap2's contract for `Mmap`: the views lend `&T`/`&mut T`, and the compiler may
+    /// assume that what they point to does not change (or, for `&mut`, that nothing else
+    /// reads it). A writer elsewhere while views exist is undefined behaviour. For an `r+`
+    /// output that workers write, use [`shared_view_mut`](crate::Mapping::shared_view_mut) instead.
+    ///
+    /// ```
+    /// # fn f(mut m: stridemap::Mapping) -> stridemap::Result<()> {
+    /// // SAFETY: this process made the file and nobody else writes it while we read.
+    /// unsafe { m.assume_no_outside_writes() };
+    /// let v = m.view::<f64>()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The promise is an `unsafe` call; it cannot be made by accident:
+    ///
+    /// ```compile_fail
+    /// # fn f(mut m: stridemap::Mapping) {
+    /// m.assume_no_outside_writes();
+    /// # }
+    /// ```
+    #[allow(
+        unsafe_code,
+        reason = "the crate's one public opt-in; its proof is in sys::Stable"
+    )]
+    pub unsafe fn assume_no_outside_writes(&mut self) {
+        // SAFETY: the caller's promise is `Stable::assume`'s contract, for this mapping's
+        // life (the proof is stored in it and dies with it).
+        self.set_stable(unsafe { Stable::assume() });
+    }
+}
+
 /// A read-only shared map (`MAP_SHARED`, `PROT_READ`) of a checked file range.
 #[derive(Debug)]
 pub(crate) struct ReadMap(Mmap);

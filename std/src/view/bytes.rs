@@ -29,6 +29,9 @@ pub struct ByteView<'a> {
 impl<'a> ByteView<'a> {
     /// A byte view of `layout` over `bytes` (its buffer, at least the bytes its elements
     /// touch) with elements of `dtype`.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooShort`], [`Error::ItemsizeMismatch`].
     pub fn new(bytes: &'a [u8], layout: Layout, dtype: DType) -> Result<ByteView<'a>> {
         ByteView::with_source(bytes, layout, dtype, None)
     }
@@ -69,6 +72,9 @@ impl<'a> ByteView<'a> {
     }
 
     /// The bytes of the element at `index`.
+    ///
+    /// # Errors
+    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
     pub fn element(&self, index: &[u64]) -> Result<&'a [u8]> {
         let off = self.layout.element_offset(index)?;
         self.at(off).ok_or(Error::BufferTooShort {
@@ -79,6 +85,9 @@ impl<'a> ByteView<'a> {
 
     /// The element at `index` as a Rust value, converting the byte order when it differs
     /// from the machine's. The dtype must have `T`'s kind and size (e.g. `>f8` as `f64`).
+    ///
+    /// # Errors
+    /// [`Error::DtypeMismatch`]; index errors as for [`ByteView::element`].
     pub fn read<T: Element>(&self, index: &[u64]) -> Result<T> {
         let want = T::dtype()?;
         if want.kind() != self.dtype.kind() || want.itemsize() != self.dtype.itemsize() {
@@ -115,6 +124,9 @@ impl<'a> ByteView<'a> {
     }
 
     /// A typed view of the same elements (dtype must match `T` exactly, elements aligned).
+    ///
+    /// # Errors
+    /// [`Error::DtypeMismatch`]; alignment errors as for [`View::new`](crate::View::new).
     pub fn typed<T: Element>(&self) -> Result<View<'a, T>> {
         let want = T::dtype()?;
         if want != self.dtype {

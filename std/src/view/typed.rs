@@ -140,6 +140,9 @@ fn outside(layout: &Layout) -> Error {
 impl<'a, T: Element> View<'a, T> {
     /// A typed view of `layout` over `bytes`, its buffer (at least the bytes its elements
     /// touch). The caller vouches that the bytes are `T`s.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooShort`], [`Error::ItemsizeMismatch`], [`Error::Misaligned`].
     pub fn new(bytes: &'a [u8], layout: Layout) -> Result<View<'a, T>> {
         View::with_source(bytes, layout, None)
     }
@@ -164,6 +167,9 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     /// The element at `index` (one entry per axis).
+    ///
+    /// # Errors
+    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get(&self, index: &[u64]) -> Result<&'a T> {
         let off = self.layout.element_offset(index)?;
         self.elems
@@ -229,6 +235,9 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     /// The same elements as a byte view.
+    ///
+    /// # Errors
+    /// Only if `T`'s dtype is invalid (an `Element` impl whose size its kind does not allow).
     pub fn as_bytes(&self) -> Result<ByteView<'a>> {
         ByteView::with_source(self.bytes, self.layout, T::dtype()?, self.source)
     }
@@ -252,6 +261,9 @@ impl<'a, T: Element> IntoIterator for &View<'a, T> {
 impl<'a, T: Element> ViewMut<'a, T> {
     /// A writable typed view of `layout` over `bytes`, its buffer (at least the bytes its
     /// elements touch).
+    ///
+    /// # Errors
+    /// [`Error::BufferTooShort`], [`Error::ItemsizeMismatch`], [`Error::Misaligned`].
     pub fn new(bytes: &'a mut [u8], layout: Layout) -> Result<ViewMut<'a, T>> {
         ViewMut::with_source(bytes, layout, None)
     }
@@ -299,6 +311,9 @@ impl<'a, T: Element> ViewMut<'a, T> {
     }
 
     /// The element at `index`.
+    ///
+    /// # Errors
+    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get(&self, index: &[u64]) -> Result<&T> {
         let off = self.layout.element_offset(index)?;
         self.elems
@@ -307,6 +322,9 @@ impl<'a, T: Element> ViewMut<'a, T> {
     }
 
     /// The element at `index`, writable.
+    ///
+    /// # Errors
+    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get_mut(&mut self, index: &[u64]) -> Result<&mut T> {
         let off = self.layout.element_offset(index)?;
         let layout = self.layout;
