@@ -47,8 +47,10 @@
 //!   `F_GET_SEALS` on the fd it holds, never taken from the descriptor's word) is sealed
 //!   against shrinking, growing and writes (`F_SEAL_SHRINK | F_SEAL_GROW` and `F_SEAL_WRITE`
 //!   or `F_SEAL_FUTURE_WRITE`), as stridemap-shm's frozen memfds are. With
-//!   `F_SEAL_FUTURE_WRITE` the producer's own map from before the seal stays writable;
-//!   stridemap-shm writes it again only once no reader maps the segment (SPEC.md §7). Arrays
+//!   `F_SEAL_FUTURE_WRITE` the producer's own map from before the seal stays writable (the
+//!   kernel only refuses new writers): stridemap-shm writes it again only once no reader maps
+//!   the segment (SPEC.md §7), so this is the one promise a reader still takes from a
+//!   producer; `F_SEAL_WRITE` leaves none. Arrays
 //!   this process owns ([`OwnedArray`]: [`Mapping::copy_array`], inline messages) and views
 //!   of the caller's own buffers ([`View::new`]) lend references too. A copy-on-write (`c`)
 //!   mapping is not a private copy: pages not yet written still show the file's later writes,

@@ -309,6 +309,12 @@ fn ergonomics_iterate_temporaries_index_and_walk_axes() {
     assert_eq!((v[[2, 1]], v.len()), (9.0, 12));
     let rows: Vec<f64> = v.axis_iter(0).unwrap().map(|r| r.iter().sum()).collect();
     assert_eq!(rows, [6.0, 22.0, 38.0]);
+    let blocks: Vec<Vec<f64>> = v.axis_chunks(0, 2).unwrap().map(|b| b.to_vec()).collect();
+    assert_eq!(blocks, [data[..8].to_vec(), data[8..].to_vec()]);
+    assert!(matches!(
+        v.axis_chunks(0, 0),
+        Err(stridemap::Error::ZeroChunk)
+    ));
     let cols: Vec<f64> = v
         .as_shared()
         .axis_iter(1)

@@ -202,6 +202,37 @@ impl<'a, T: Element> View<'a, T> {
         Ok((0..n).filter_map(move |i| this.index_axis(axis, i).ok()))
     }
 
+    /// Views of `size` consecutive indices of `axis` each (the last may be shorter), e.g.
+    /// row blocks to hand to threads.
+    ///
+    /// # Errors
+    /// A [`Error::Descriptor`] error if `axis` is out of range; [`Error::ZeroChunk`] if
+    /// `size` is 0.
+    pub fn axis_chunks(
+        &self,
+        axis: usize,
+        size: u64,
+    ) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
+        if size == 0 {
+            return Err(Error::ZeroChunk);
+        }
+        let this = *self;
+        let n = *self
+            .layout
+            .shape()
+            .get(axis)
+            .ok_or(stridemap_core::Error::NoSuchAxis {
+                axis,
+                ndim: self.ndim(),
+            })?;
+        Ok((0..n.div_ceil(size)).filter_map(move |k| {
+            let start = i64::try_from(k * size).ok()?;
+            let stop = i64::try_from((k * size).saturating_add(size).min(n)).ok()?;
+            this.slice_axis(axis, stridemap_core::Slice::range(start, stop))
+                .ok()
+        }))
+    }
+
     /// The same elements as a [`SharedView`] (for code written against shared views).
     pub fn as_shared(&self) -> SharedView<'a, T> {
         SharedView::checked(
