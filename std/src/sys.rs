@@ -105,10 +105,6 @@ impl crate::Mapping {
     /// m.assume_no_outside_writes();
     /// # }
     /// ```
-    #[allow(
-        unsafe_code,
-        reason = "the crate's one public opt-in; its proof is in sys::Stable"
-    )]
     pub unsafe fn assume_no_outside_writes(&mut self) {
         // SAFETY: the caller's promise is `Stable::assume`'s contract, for this mapping's
         // life (the proof is stored in it and dies with it).
