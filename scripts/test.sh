@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-steps=(fmt clippy test nostd miri doc python c fuzz)
+steps=(fmt clippy test attacks nostd miri doc python c fuzz)
 [ $# -gt 0 ] && steps=("$@")
 
 step_fmt() {
@@ -30,7 +30,22 @@ step_test() {
     # Some tests talk to Python (the CLI's .npy exports against numpy, live Rust <-> Python
     # interop in tests/tests/python_interop.rs, the readers' edge cases): the repo's .venv.
     ensure_venv
-    STRIDEMAP_PYTHON="$PWD/.venv/bin/python" cargo test --workspace --all-features --locked
+    # The attacks run in their own step (next).
+    STRIDEMAP_PYTHON="$PWD/.venv/bin/python" cargo test --workspace --all-features --locked \
+        --exclude stridemap-attacks
+}
+
+step_attacks() {
+    # The trust model under attack (attacks/, README "Trust model"): one regression test per
+    # refused attack, against the stridemap binary, the crates, and the Python and C readers.
+    # Output is shown: where the machine decides (namespaces, mounts, root) a test says which
+    # variant it ran.
+    ensure_venv
+    cargo build -p stridemap-cli --locked
+    STRIDEMAP_PYTHON="$PWD/.venv/bin/python" cargo test -p stridemap-attacks --locked \
+        -- --nocapture
+    bash readers/c/build.sh
+    .venv/bin/python -m pytest -q -p no:cacheprovider -s attacks/readers
 }
 
 step_nostd() {

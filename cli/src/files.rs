@@ -1,14 +1,15 @@
 //! The descriptor tools: describe, inspect, export, npy, gc.
 
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
 use stridemap::{OpenOptions, npy as npyfile};
 use stridemap_core::{
-    Builder, COMPACT_MAGIC, DType, Mode, Order, Source, ValidDescriptor, decode, decode_compact,
+    Builder, COMPACT_MAGIC, COMPACT_MAX_LEN, DType, Mode, Order, RECORD_LEN, Source,
+    ValidDescriptor, decode, decode_compact,
 };
 
 use crate::{CliResult, Failure};
@@ -22,13 +23,15 @@ pub(crate) struct DescribeArgs {
     #[arg(long)]
     dtype: String,
     /// Axis lengths, comma-separated (empty for a 0-d array).
-    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    #[arg(long, value_delimiter = ',', num_args = 0.., allow_negative_numbers = true)]
     shape: Vec<u64>,
-    /// Strides in bytes, comma-separated (any sign); default: contiguous in --order.
+    /// Strides in bytes, comma-separated (any sign: `--strides -16` and `--strides 8,-16`
+    /// work); default: contiguous in --order. A length-0 or length-1 axis whose stride does
+    /// not fit the buffer gets stride 0 (SPEC.md §9: the same array).
     #[arg(
         long,
         value_delimiter = ',',
-        allow_negative_numbers = true,
+        allow_hyphen_values = true,
         conflicts_with = "order"
     )]
     strides: Option<Vec<i64>>,
@@ -36,7 +39,7 @@ pub(crate) struct DescribeArgs {
     #[arg(long, value_parser = ["C", "F"])]
     order: Option<String>,
     /// Byte offset of element (0, …, 0) from the start of the file.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     offset: u64,
     /// Byte offset of the enclosing buffer in the file (default 0).
     #[arg(long, requires = "buffer_len")]
@@ -83,15 +86,69 @@ pub(crate) fn out(text: &str) -> CliResult {
         .map_err(|e| Failure::other(format!("writing to stdout: {e}")))
 }
 
-fn write_new(path: &Path, bytes: &[u8]) -> CliResult {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| Failure::other(format!("creating {}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(|e| Failure::other(format!("writing {}: {e}", path.display())))
+/// Writes an output atomically: a temporary file in the target's folder, filled by `fill`,
+/// then renamed over the target. An existing output is replaced; a symbolic link at the
+/// target is replaced, never followed; a failure leaves no partial file. The file gets mode
+/// 0644.
+pub(crate) fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> CliResult,
+) -> CliResult {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Failure::other(format!("{} names no file", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Failure::other(format!("creating a file in {}: {e}", dir.display())))?;
+    fill(tmp.as_file_mut())?;
+    let f = tmp.as_file();
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Failure::other(format!("writing {}: {e}", path.display())))?;
+    tmp.persist(path)
+        .map_err(|e| Failure::other(format!("replacing {}: {}", path.display(), e.error)))?;
+    Ok(())
 }
+
+fn write_new(path: &Path, bytes: &[u8]) -> CliResult {
+    write_atomic(path, |f| {
+        f.write_all(bytes)
+            .map_err(|e| Failure::other(format!("writing {}: {e}", path.display())))
+    })
+}
+
+/// Opens an input file without blocking (a FIFO must not hang the open) and refuses anything
+/// but a regular file (a FIFO, a device such as /dev/zero, a folder).
+fn open_input(path: &Path) -> CliResult<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)
+        .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(Failure::other(format!(
+            "{} is not a regular file (a FIFO, device or folder); give a file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// The longest descriptor file there is: a fixed record, or the longest compact form.
+const DESCRIPTOR_MAX: usize = if RECORD_LEN > COMPACT_MAX_LEN {
+    RECORD_LEN
+} else {
+    COMPACT_MAX_LEN
+};
 
 pub(crate) fn describe(a: &DescribeArgs) -> CliResult {
     let path = std::fs::canonicalize(&a.file)
@@ -122,18 +179,38 @@ pub(crate) fn describe(a: &DescribeArgs) -> CliResult {
             a.offset
         ))
     })?;
-    let mut b = Builder::new(dtype, &a.shape)
-        .order(order)
-        .offset(offset)
-        .buffer(buffer_offset, buffer_len)
-        .file_len(meta.len())
-        .identity(meta.dev(), meta.ino())
-        .mode(mode)
-        .path(path_str);
-    if let Some(s) = &a.strides {
-        b = b.strides(s);
-    }
-    let d = b.build()?;
+    let build = |strides: Option<&[i64]>| {
+        let mut b = Builder::new(dtype, &a.shape)
+            .order(order)
+            .offset(offset)
+            .buffer(buffer_offset, buffer_len)
+            .file_len(meta.len())
+            .identity(meta.dev(), meta.ino())
+            .mode(mode)
+            .path(path_str);
+        if let Some(s) = strides {
+            b = b.strides(s);
+        }
+        b.build()
+    };
+    let d = match (build(a.strides.as_deref()), &a.strides) {
+        (Ok(d), _) => d,
+        // SPEC.md §9: an axis of length 0 or 1 never moves the pointer; numpy may give it a
+        // stride that points past the buffer (`a[::2]` of a 2-element array). Stride 0 there
+        // describes the same array.
+        (Err(e), Some(given)) => {
+            let canonical: Vec<i64> = given
+                .iter()
+                .zip(a.shape.iter().chain(std::iter::repeat(&2)))
+                .map(|(&s, &n)| if n <= 1 { 0 } else { s })
+                .collect();
+            if canonical == *given {
+                return Err(e.into());
+            }
+            build(Some(&canonical)).map_err(|_| e)?
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
     if a.compact {
         let mut buf = [0u8; stridemap_core::COMPACT_MAX_LEN];
         write_new(&a.output, d.encode_compact(&mut buf)?)
@@ -145,8 +222,13 @@ pub(crate) fn describe(a: &DescribeArgs) -> CliResult {
 /// Reads and validates a descriptor file: compact if it starts with the compact magic, else
 /// a fixed record.
 fn read_descriptor(path: &Path) -> CliResult<ValidDescriptor> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+    // At most one byte more than the longest descriptor: enough for the decoder to refuse
+    // a longer file by its length, without reading all of it.
+    let mut bytes = Vec::with_capacity(DESCRIPTOR_MAX + 1);
+    open_input(path)?
+        .take(DESCRIPTOR_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
     let d = if bytes.starts_with(&COMPACT_MAGIC) {
         decode_compact(&bytes)
     } else {
@@ -221,8 +303,56 @@ pub(crate) fn inspect(path: &Path, as_json: bool) -> CliResult {
     out(&text)
 }
 
-pub(crate) fn export(desc: &Path, output: &Path, roots: &[PathBuf]) -> CliResult {
+/// What `export` writes at most unless `--max-bytes` says otherwise (and never more than the
+/// free space of the output's filesystem).
+const EXPORT_CAP: u64 = 16 << 30;
+
+/// `--max-bytes` when not given: the output filesystem's free space, at most [`EXPORT_CAP`].
+fn default_max_bytes(output: &Path) -> (u64, String) {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            let free = st.f_bavail.saturating_mul(st.f_frsize.max(1));
+            if free < EXPORT_CAP {
+                (
+                    free,
+                    format!("the default: the free space of {}", dir.display()),
+                )
+            } else {
+                (EXPORT_CAP, "the default cap, 16 GiB".into())
+            }
+        }
+        Err(_) => (EXPORT_CAP, "the default cap, 16 GiB".into()),
+    }
+}
+
+pub(crate) fn export(
+    desc: &Path,
+    output: &Path,
+    roots: &[PathBuf],
+    max_bytes: Option<u64>,
+) -> CliResult {
     let d = read_descriptor(desc)?;
+    // The .npy holds every logical element, packed: a broadcast view (stride 0) of a tiny
+    // buffer can be terabytes. Checked before anything is opened or written.
+    let (limit, why) = match max_bytes {
+        Some(n) => (n, "--max-bytes".to_string()),
+        None => default_max_bytes(output),
+    };
+    if d.nbytes() > limit {
+        return Err(Failure::other(format!(
+            "the view holds {} bytes of elements ({} elements of {} bytes: it repeats its \
+             {}-byte buffer), more than the limit of {limit} bytes ({why}); pass \
+             --max-bytes SIZE to export it anyway",
+            d.nbytes(),
+            d.len(),
+            d.itemsize(),
+            d.buffer_len()
+        )));
+    }
     if d.source() == Source::Fd {
         return Err(Failure::other(
             "this descriptor names a passed fd, which only the process that received it can open",
@@ -233,10 +363,13 @@ pub(crate) fn export(desc: &Path, output: &Path, roots: &[PathBuf]) -> CliResult
         opts = opts.allow_root(r);
     }
     let m = stridemap::open(&d, &opts)?;
-    // A private copy: the file may be rewritten by others while it is read.
-    let array = m.copy_array()?;
-    npyfile::write_file(&array.byte_view()?, output)?;
-    Ok(())
+    // Copied out a chunk at a time: the file may be rewritten by others while it is read.
+    write_atomic(output, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        npyfile::write_mapping(&m, &mut w)?;
+        w.flush()
+            .map_err(|e| Failure::other(format!("writing {}: {e}", output.display())))
+    })
 }
 
 pub(crate) fn npy(file: &Path, output: &Path) -> CliResult {
@@ -244,34 +377,61 @@ pub(crate) fn npy(file: &Path, output: &Path) -> CliResult {
     write_new(output, &d.to_bytes())
 }
 
-pub(crate) fn gc(dry_run: bool, roots: &[PathBuf]) -> CliResult {
+pub(crate) fn gc(dry_run: bool, all_users: bool, roots: &[PathBuf]) -> CliResult {
     let roots = if roots.is_empty() {
         stridemap_shm::segment_bases()
     } else {
         roots.to_vec()
     };
-    let report = stridemap_shm::sweep(&roots, dry_run)?;
+    let opts = stridemap_shm::SweepOptions::default()
+        .dry_run(dry_run)
+        .all_users(all_users);
+    let report = stridemap_shm::sweep_with(&roots, &opts)?;
     let verb = if dry_run { "would remove" } else { "removed" };
     let mut text = String::new();
     for f in &report.removed {
         text.push_str(&format!("{verb} {}\n", f.display()));
     }
-    for f in &report.in_use {
+    for (f, why) in &report.kept {
+        text.push_str(&format!("kept {} ({why})\n", f.display()));
+    }
+    for f in &report.owner_alive {
         text.push_str(&format!(
-            "kept {} (owner dead, files still mapped)\n",
+            "kept {} (owner alive: it holds the folder's lock)\n",
             f.display()
         ));
     }
-    for f in &report.owner_alive {
-        text.push_str(&format!("kept {} (owner alive)\n", f.display()));
+    for f in &report.other_users {
+        text.push_str(&format!(
+            "skipped {} (another user's; --all-users sweeps it)\n",
+            f.display()
+        ));
+    }
+    for (f, why) in &report.failed {
+        text.push_str(&format!("failed {}: {why}\n", f.display()));
     }
     text.push_str(&format!(
-        "{} folder(s) {verb}, {} in use, {} live\n",
+        "{} folder(s) {verb}, {} kept, {} live, {} other users', {} failed\n",
         report.removed.len(),
-        report.in_use.len(),
-        report.owner_alive.len()
+        report.kept.len(),
+        report.owner_alive.len(),
+        report.other_users.len(),
+        report.failed.len(),
     ));
-    out(&text)
+    out(&text)?;
+    if report.succeeded() {
+        Ok(())
+    } else {
+        Err(Failure::other(format!(
+            "{} of the sweep's items failed (listed above); the rest {}",
+            report.failed.len(),
+            if dry_run {
+                "would be swept"
+            } else {
+                "was swept"
+            }
+        )))
+    }
 }
 
 #[cfg(test)]

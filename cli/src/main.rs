@@ -60,26 +60,34 @@ enum Command {
     Export {
         /// The descriptor file.
         desc: PathBuf,
-        /// The .npy to write (must not exist).
+        /// The .npy to write (replaced atomically if it exists).
         #[arg(short, long)]
         output: PathBuf,
         /// Also allow files below this folder (repeatable).
         #[arg(long = "allow-root")]
         allow_root: Vec<PathBuf>,
+        /// Refuse views holding more bytes of elements than this (suffixes K, M, G); default:
+        /// the free space of the output's filesystem, at most 16 GiB.
+        #[arg(long, value_parser = files::parse_size)]
+        max_bytes: Option<u64>,
     },
     /// Describe the data of an existing .npy file, in place.
     Npy {
         /// The .npy file.
         file: PathBuf,
-        /// Where to write the fixed record.
+        /// Where to write the fixed record (replaced atomically if it exists).
         #[arg(short, long)]
         output: PathBuf,
     },
-    /// Remove pool folders whose producer died and whose files no process holds.
+    /// Remove pool folders whose producer died (nobody holds the folder's lock) and whose
+    /// files no process maps. Exit 1 if anything could not be handled (the rest is swept).
     Gc {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Also sweep folders owned by other users (default: only the caller's own).
+        #[arg(long)]
+        all_users: bool,
         /// Sweep this folder instead of the default temp roots (repeatable).
         #[arg(long)]
         root: Vec<PathBuf>,
@@ -92,7 +100,8 @@ enum Command {
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
-        /// Only these groups (decode, open, views, handoff, share, end-to-end, joblib).
+        /// Only these groups, as the report prints them (decode, open, views, handoff, share,
+        /// "end to end" or end-to-end, joblib).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -132,6 +141,14 @@ impl Failure {
 
 impl From<stridemap::Error> for Failure {
     fn from(e: stridemap::Error) -> Failure {
+        // The library's O2 hint names the Rust option; here the user types a flag.
+        if let stridemap::Error::OutsideRoots { .. } | stridemap::Error::UntrustedFolder { .. } = e
+        {
+            return Failure::rule(
+                e.to_string()
+                    .replace("OpenOptions::allow_root", "--allow-root FOLDER"),
+            );
+        }
         match (&e, e.rule()) {
             (_, Some(_)) | (stridemap::Error::Npy { .. }, _) => Failure::rule(e.to_string()),
             _ => Failure::other(e.to_string()),
@@ -175,9 +192,14 @@ fn run(cli: Cli) -> CliResult {
             desc,
             output,
             allow_root,
-        } => files::export(&desc, &output, &allow_root),
+            max_bytes,
+        } => files::export(&desc, &output, &allow_root, max_bytes),
         Command::Npy { file, output } => files::npy(&file, &output),
-        Command::Gc { dry_run, root } => files::gc(dry_run, &root),
+        Command::Gc {
+            dry_run,
+            all_users,
+            root,
+        } => files::gc(dry_run, all_users, &root),
         Command::Bench { quick, json, only } => bench::command(quick, json, &only),
         Command::Worker { connect } => worker::run(&connect),
     }

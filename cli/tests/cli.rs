@@ -362,15 +362,16 @@ fn exit_codes() {
         "truncated",
     );
 
-    // 1: other failures (a missing file; an output that exists).
+    // 1: other failures (a missing file; a FIFO or device given as input).
     fails(&["inspect", &d.s("missing.smd")], 1, "missing.smd");
-    fails(
-        &[
-            "describe", file, "--dtype", "<f8", "--shape", "2", "-o", &good,
-        ],
-        1,
-        "good.smd",
-    );
+    fails(&["inspect", "/dev/zero"], 1, "not a regular file");
+    // An output that exists is replaced (atomically).
+    let before = std::fs::read(&good).unwrap();
+    let o = run(&[
+        "describe", file, "--dtype", "<f8", "--shape", "3", "-o", &good,
+    ]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_ne!(std::fs::read(&good).unwrap(), before, "replaced");
 }
 
 /// Runs `args`, which must exit with `want` and say `needle`.

@@ -126,8 +126,9 @@ def test_o2_outside_the_roots(arr_file, tmp_path_factory):
     assert isinstance(e, errors.PathNotAllowed) and e.rule == "O2"
 
 
-def test_o2_no_roots_by_default_and_prefix_is_not_below(arr_file):
+def test_o2_only_default_roots_by_default_and_prefix_is_not_below(arr_file):
     root, _, desc = arr_file
+    # The default roots (SPEC §6) are stridemap-* folders in the temp bases: not this file's.
     assert isinstance(open_error(desc), errors.PathNotAllowed)
     assert isinstance(open_error(desc, allowed_roots=[str(root)[:-1]]), errors.PathNotAllowed)
     assert isinstance(open_error(desc, allowed_roots=[desc.path]), errors.PathNotAllowed)

@@ -29,8 +29,8 @@
  *         fprintf(stderr, "bad descriptor: %s\n", stridemap_rule_name(rule));
  *         return 1;
  *     }
- *     const char *roots[] = {"/dev/shm/myapp"};
- *     struct stridemap_open_options opt = {
+ *     const char *roots[] = {"/dev/shm/myapp"};  // besides this user's own private
+ *     struct stridemap_open_options opt = {      // stridemap-* folders (SPEC §6 default roots)
  *         .roots = roots, .nroots = 1, .fd = -1, .mode = STRIDEMAP_MODE_R,
  *     };
  *     struct stridemap_view v;
@@ -618,6 +618,7 @@ static inline bool stridemap_segment_header_matches(const struct stridemap_segme
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h> /* realpath, getenv */
 #include <sys/file.h> /* flock: not POSIX, but on every system stridemap's producers run on */
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -643,8 +644,14 @@ static inline bool stridemap_segment_header_matches(const struct stridemap_segme
 #endif
 
 struct stridemap_open_options {
-    const char *const *roots; /* allowed root folders (absolute); their components are trusted */
+    const char *const *roots; /* allowed root folders (absolute); their components are trusted
+                               * (they may be symbolic links: a path below the root as given
+                               * or as resolved by realpath() is below it) */
     size_t nroots;
+    /* Unless set, the default roots of SPEC §6 are allowed too: a "stridemap-*" folder directly
+     * in $STRIDEMAP_TEMP_FOLDER, /dev/shm or $TMPDIR (else /tmp) that belongs to this process's
+     * effective uid with mode 0700 (checked on the opened folder; otherwise O2). */
+    bool no_default_roots;
     int fd;              /* source fd: the received fd (not closed); source path: -1 */
     int mode;            /* asked for: STRIDEMAP_MODE_R (0), _COW, or _RW (descriptor r+ only) */
     bool allow_unsealed; /* accept an fd that cannot be sealed (SPEC §6 O9) */
@@ -707,28 +714,105 @@ static inline int stridemap__open_below(int dir_fd, const char *name, int flags,
     return STRIDEMAP_OK;
 }
 
+#define STRIDEMAP__FOLDER_PREFIX "stridemap-"
+
+/* The deepest root so far: 1 + its number of components (0: none), its spelling, whether it
+ * is a default root. */
+struct stridemap__holder {
+    int depth;
+    const char *dir;
+    bool is_default;
+};
+
+/* Considers root (as given, then as resolved by realpath) for the path's components. Returns
+ * -1 if the root is malformed, else 0. A default root holds the path only when the component
+ * right below it starts with "stridemap-". The spelling kept is copied to spare (a buffer the
+ * caller owns, STRIDEMAP__ROOT_MAX bytes) when it is the resolved one. */
+#define STRIDEMAP__ROOT_MAX 4096
+static inline int stridemap__consider(const char *root, bool is_default, char *const *comp,
+                                      unsigned ncomp, struct stridemap__holder *h, char *spare) {
+    if (root == NULL || root[0] != '/') return is_default ? 0 : -1;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *dir = root;
+        char *resolved = NULL;
+        if (pass == 1) {
+            resolved = realpath(root, NULL);
+            if (resolved == NULL) return 0;
+            dir = resolved;
+        }
+        int k = stridemap__below(dir, comp, ncomp);
+        if (k < 0) {
+            free(resolved);
+            return is_default ? 0 : -1;
+        }
+        bool fits = k > 0 && (!is_default || strncmp(comp[k - 1], STRIDEMAP__FOLDER_PREFIX,
+                                                    sizeof STRIDEMAP__FOLDER_PREFIX - 1) == 0);
+        if (fits && k > h->depth) {
+            if (resolved != NULL) {
+                size_t n = strlen(resolved);
+                if (n >= STRIDEMAP__ROOT_MAX) {
+                    free(resolved);
+                    return 0;
+                }
+                memcpy(spare, resolved, n + 1);
+                dir = spare;
+            }
+            h->depth = k;
+            h->dir = dir;
+            h->is_default = is_default;
+        }
+        free(resolved);
+        if (fits) return 0; /* the given spelling holds it: no need to resolve */
+    }
+    return 0;
+}
+
+/* O2 for a default root: the "stridemap-*" entry is a folder of this process's effective uid
+ * with mode 0700, checked on the opened fd. */
+static inline int stridemap__private_folder(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return STRIDEMAP_O2;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 07777) != 0700)
+        return STRIDEMAP_O2;
+    return STRIDEMAP_OK;
+}
+
 /* O1-O4 for a path source. */
 static inline int stridemap__open_path(const struct stridemap_record *r,
                                        const struct stridemap_open_options *o, int access,
                                        int *fd, int *err) {
     char path[STRIDEMAP_MAX_PATH + 1];
     char *comp[STRIDEMAP_MAX_PATH / 2];
+    char resolved[2][STRIDEMAP__ROOT_MAX]; /* resolved spellings: the holder's and the next */
     memcpy(path, r->path, r->path_len);
     path[r->path_len] = '\0';
     unsigned ncomp = stridemap__components(path, comp);
     if (ncomp == 0) return STRIDEMAP_O1;
-    int best = 0; /* the deepest root that holds the path: 1 + its number of components */
-    const char *root = NULL;
+    struct stridemap__holder h = {0, NULL, false};
+    int which = 0; /* the resolved-spelling buffer the next candidate may use */
     for (size_t i = 0; i < o->nroots; i++) {
-        int k = stridemap__below(o->roots[i], comp, ncomp);
-        if (k < 0) return STRIDEMAP_EINVAL;
-        if (k > best) {
-            best = k;
-            root = o->roots[i];
+        const char *before = h.dir;
+        if (stridemap__consider(o->roots[i], false, comp, ncomp, &h, resolved[which]) < 0)
+            return STRIDEMAP_EINVAL;
+        if (h.dir != before && h.dir == resolved[which]) which ^= 1;
+    }
+    if (!o->no_default_roots) {
+        const char *env = getenv("STRIDEMAP_TEMP_FOLDER");
+        const char *tmp = getenv("TMPDIR");
+        const char *bases[3] = {env && env[0] ? env : NULL, "/dev/shm",
+                                tmp && tmp[0] ? tmp : "/tmp"};
+        for (int i = 0; i < 3; i++) {
+            const char *before = h.dir;
+            if (bases[i] == NULL) continue;
+            stridemap__consider(bases[i], true, comp, ncomp, &h, resolved[which]);
+            if (h.dir != before && h.dir == resolved[which]) which ^= 1;
         }
     }
-    if (root == NULL) return STRIDEMAP_O2;
-    int dir_fd = open(root, STRIDEMAP__DIR_FLAGS | O_CLOEXEC);
+    if (h.dir == NULL) return STRIDEMAP_O2;
+    int best = h.depth;
+    /* A default root holds files in its stridemap-* folders, not the folders themselves. */
+    if (h.is_default && (unsigned)best >= ncomp) return STRIDEMAP_O2;
+    int dir_fd = open(h.dir, STRIDEMAP__DIR_FLAGS | O_CLOEXEC);
     if (dir_fd < 0) {
         *err = errno;
         return STRIDEMAP_O4;
@@ -739,6 +823,15 @@ static inline int stridemap__open_path(const struct stridemap_record *r,
         int flags = last ? access | O_NOCTTY | O_NONBLOCK : STRIDEMAP__DIR_FLAGS;
         int next, rule = stridemap__open_below(dir_fd, comp[k], flags, &next, err);
         close(dir_fd);
+        if (h.is_default && k == (unsigned)best - 1) {
+            /* The stridemap-* folder: a link or plain file there is not a folder of ours. */
+            if (rule == STRIDEMAP_O3 || (rule == STRIDEMAP_O4 && (*err == ENOTDIR || *err == ELOOP)))
+                return STRIDEMAP_O2;
+            if (!rule && stridemap__private_folder(next)) {
+                close(next);
+                return STRIDEMAP_O2;
+            }
+        }
         if (rule) return rule;
         dir_fd = next;
     }

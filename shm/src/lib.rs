@@ -12,8 +12,10 @@
 //! Lifetime follows SPEC.md §7: every process that maps a segment holds a shared `flock` on
 //! it; the producer deletes or recycles a segment only when it can lock it exclusively, so a
 //! reader is never cut off, and a descriptor of a recycled segment is refused (the segment
-//! header's generation moved on). Pool folders are removed when the pool is dropped; folders
-//! of producers that died are swept ([`sweep`]) when the next pool starts. Space is checked
+//! header's generation moved on). A pool holds a shared lock on its folder for its whole life and
+//! removes the folder when it is dropped; folders nobody holds locked (their producer died)
+//! are swept ([`sweep`], through directory fds, only the caller's own) when the next pool
+//! starts. Space is checked
 //! against each request before anything is written, with an error that says what to do.
 //!
 //! ```
@@ -69,7 +71,7 @@ pub use message::Outgoing;
 pub use pool::{Pool, PoolConfig, PoolStats, SegmentKind};
 pub use source::ShareSource;
 pub use stridemap::__producer_policy::segment_bases;
-pub use sweep::{SweepReport, sweep};
+pub use sweep::{Kept, SweepOptions, SweepReport, sweep, sweep_with};
 
 pub use stridemap::message::{ArrayMessage, Received};
 pub use stridemap::{

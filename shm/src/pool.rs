@@ -14,7 +14,7 @@ use stridemap_core::SEGMENT_DATA_OFFSET;
 use crate::array::{Lease, OutputArray, SharedArray, SharedArrayMut};
 use crate::segment::{Fill, Segment};
 use crate::source::ShareSource;
-use crate::temp::{choose_root, create_pool_folder};
+use crate::temp::{PoolFolder, choose_root, create_pool_folder};
 use crate::{Error, Result, sweep};
 
 /// Which kind of segment a pool makes.
@@ -166,8 +166,8 @@ pub(crate) struct PoolInner {
 
 #[derive(Debug, Default)]
 struct State {
-    /// (temp root, this pool's folder under it).
-    folders: Vec<(PathBuf, PathBuf)>,
+    /// This pool's folder under each temp root it used, open and locked (SPEC.md §7).
+    folders: Vec<Arc<PoolFolder>>,
     /// Segments nobody maps, kept for reuse, generation already advanced.
     free: Vec<Segment>,
     /// Segments released by the producer but still mapped by a reader.
@@ -248,10 +248,14 @@ impl Pool {
                 None => crate::segment_bases(),
             };
             match sweep::sweep(&roots, false) {
-                Ok(r) if !r.removed.is_empty() => {
-                    log::info!("stridemap: swept {} orphaned folder(s)", r.removed.len())
+                Ok(r) => {
+                    if !r.removed.is_empty() {
+                        log::info!("stridemap: swept {} orphaned folder(s)", r.removed.len());
+                    }
+                    for (path, why) in &r.failed {
+                        log::warn!("stridemap: orphan sweep: {}: {why}", path.display());
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => log::warn!("stridemap: orphan sweep failed: {e}"),
             }
         }
@@ -284,7 +288,7 @@ impl Pool {
         lock(&self.inner.state)
             .folders
             .iter()
-            .map(|(_, f)| f.clone())
+            .map(|f| f.path.clone())
             .collect()
     }
 
@@ -448,12 +452,8 @@ impl Drop for PoolInner {
         for seg in st.free.drain(..).chain(st.pending.drain(..)) {
             seg.unlink();
         }
-        for (_, folder) in st.folders.drain(..) {
-            match std::fs::remove_dir_all(&folder) {
-                Ok(()) => log::debug!("stridemap: removed pool folder {}", folder.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!("stridemap: cannot remove {}: {e}", folder.display()),
-            }
+        for folder in st.folders.drain(..) {
+            folder.remove();
         }
     }
 }
@@ -538,7 +538,7 @@ impl PoolInner {
         let seg = match self.config.kind {
             SegmentKind::File => {
                 let folder = self.folder_for(needed)?;
-                self.check_quota(&folder, needed)?;
+                self.check_quota(&folder.path, needed)?;
                 Segment::create_file(&folder, capacity, fill, self.config.prewarm)?
             }
             SegmentKind::Memfd => {
@@ -553,17 +553,17 @@ impl PoolInner {
     }
 
     /// This pool's folder under the temp root chosen for a segment of `needed` bytes.
-    fn folder_for(&self, needed: u64) -> Result<PathBuf> {
+    fn folder_for(&self, needed: u64) -> Result<Arc<PoolFolder>> {
         let root = choose_root(self.config.temp_folder.as_deref(), needed)?;
         let mut st = lock(&self.state);
         if st.closed {
             return Err(Error::PoolClosed);
         }
-        if let Some((_, f)) = st.folders.iter().find(|(r, _)| *r == root) {
+        if let Some(f) = st.folders.iter().find(|f| f.root == root) {
             return Ok(f.clone());
         }
-        let folder = create_pool_folder(&root)?;
-        st.folders.push((root, folder.clone()));
+        let folder = Arc::new(create_pool_folder(&root)?);
+        st.folders.push(folder.clone());
         Ok(folder)
     }
 

@@ -1,16 +1,17 @@
 //! One segment, producer side: a named file in the pool's folder or a sealed memfd, its
 //! header, its lock, and the producer's writable map of it.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::MmapMut;
 use rustix::fs::{
-    FallocateFlags, FlockOperation, MemfdFlags, SealFlags, fallocate, fcntl_add_seals, flock,
-    fstat, memfd_create,
+    AtFlags, FallocateFlags, FlockOperation, MemfdFlags, OFlags, SealFlags, fallocate,
+    fcntl_add_seals, flock, fstat, memfd_create, openat, unlinkat,
 };
 use rustix::io::Errno;
 use stridemap_core::{
@@ -18,6 +19,7 @@ use stridemap_core::{
 };
 use zerocopy::IntoBytes;
 
+use crate::temp::PoolFolder;
 use crate::{Error, Result, sys};
 
 /// What holds a segment's bytes.
@@ -64,6 +66,9 @@ pub(crate) struct Segment {
     /// that re-opening `/proc/self/fd/N` (the slowest step of a handoff) happens after a send
     /// rather than on its path.
     spare: std::sync::Mutex<Option<OwnedFd>>,
+    /// Files only: the pool folder the file is in (its fd, for unlinking; holding it keeps
+    /// the folder's liveness lock while the segment exists).
+    folder: Option<Arc<PoolFolder>>,
 }
 
 fn io_err<'p>(what: &str, path: &'p Path) -> impl Fn(std::io::Error) -> Error + 'p {
@@ -85,36 +90,41 @@ impl Segment {
     /// Creates `seg-<uuid>` in `folder` (O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode 0600) with
     /// room for `capacity` data bytes, filled as `fill` says. On error the file is removed.
     pub(crate) fn create_file(
-        folder: &Path,
+        folder: &Arc<PoolFolder>,
         capacity: u64,
         fill: Fill<'_>,
         populate: bool,
     ) -> Result<Segment> {
         let id = *uuid::Uuid::new_v4().as_bytes();
-        let path = folder.join(format!("seg-{}", uuid::Uuid::from_bytes(id).simple()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(
-                rustix::fs::OFlags::NOFOLLOW.bits() as i32
-                    | rustix::fs::OFlags::CLOEXEC.bits() as i32,
-            )
-            .open(&path)
-            .map_err(io_err("creating", &path))?;
+        let name = format!("seg-{}", uuid::Uuid::from_bytes(id).simple());
+        let path = folder.path.join(&name);
+        // Relative to the folder's fd: whatever happens to the path of the folder meanwhile,
+        // the file is made in the folder this pool created and locked.
+        let fd = openat(
+            &folder.fd,
+            name.as_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .map_err(|e| Error::from_io("creating", &path, e.into()))?;
         let made = Segment::init(
             id,
-            Backing::File(path.clone()),
-            file,
+            Backing::File(path),
+            File::from(fd),
             capacity,
             fill,
             populate,
         );
-        if made.is_err() {
-            let _ = std::fs::remove_file(&path);
+        match made {
+            Ok(mut seg) => {
+                seg.folder = Some(folder.clone());
+                Ok(seg)
+            }
+            Err(e) => {
+                let _ = unlinkat(&folder.fd, name.as_str(), AtFlags::empty());
+                Err(e)
+            }
         }
-        made
     }
 
     /// Creates a memfd (MFD_ALLOW_SEALING | MFD_CLOEXEC) with room for `capacity` data
@@ -185,6 +195,7 @@ impl Segment {
             lent_writable: false,
             populated: populate,
             spare: std::sync::Mutex::new(None),
+            folder: None,
         };
         seg.lock_shared()?;
         log::debug!(
@@ -443,8 +454,9 @@ impl Segment {
     /// Deletes the file (files only; a memfd goes away with its last fd and map). Idempotent:
     /// a file already gone is fine.
     pub(crate) fn unlink(&self) {
-        if let Backing::File(p) = &self.backing {
-            match std::fs::remove_file(p) {
+        if let (Backing::File(p), Some(folder)) = (&self.backing, &self.folder) {
+            let name = p.file_name().unwrap_or_default();
+            match unlinkat(&folder.fd, name, AtFlags::empty()).map_err(std::io::Error::from) {
                 Ok(()) => log::debug!("stridemap: unlinked segment {}", p.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => log::warn!("stridemap: cannot unlink {}: {e}", p.display()),

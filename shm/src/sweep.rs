@@ -1,28 +1,113 @@
 //! The orphan sweep: pool folders whose producer died (`kill -9`) are removed once no live
 //! process holds any of their files.
+//!
+//! Liveness is a lock, not a pid (SPEC.md §7): a live pool holds `LOCK_SH` on its folder's
+//! own fd, so a sweep that can lock the folder exclusively knows the pool is gone, in any PID
+//! namespace. The sweep works only through directory fds — `openat(O_DIRECTORY |
+//! O_NOFOLLOW)`, `fstatat`, `unlinkat` relative to the folder's fd — so a folder swapped for
+//! a symbolic link mid-sweep cannot make it delete anything outside the root.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::ffi::{CStr, CString};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
-use rustix::fs::{FlockOperation, flock};
+use rustix::fs::{
+    Access, AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, StatxFlags, accessat, flock,
+    fstat, openat, statat, statx, unlinkat,
+};
+use rustix::io::Errno;
 
-use crate::temp::{owner_alive, parse_folder_name};
-use crate::{Error, Result};
+use crate::Result;
+use crate::temp::parse_folder_name;
+
+/// What a sweep may touch.
+///
+/// ```
+/// let opts = stridemap_shm::SweepOptions::default().dry_run(true);
+/// assert!(opts.dry_run && !opts.all_users);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepOptions {
+    /// Only report what would be removed.
+    pub dry_run: bool,
+    /// Also sweep folders owned by other users (root only, in practice). Off by default: a
+    /// sweep removes only folders owned by the caller's effective uid.
+    pub all_users: bool,
+}
+
+impl SweepOptions {
+    /// Report only.
+    pub fn dry_run(mut self, on: bool) -> SweepOptions {
+        self.dry_run = on;
+        self
+    }
+
+    /// Sweep every user's folders, not only the caller's.
+    pub fn all_users(mut self, on: bool) -> SweepOptions {
+        self.all_users = on;
+        self
+    }
+}
+
+/// Why a dead producer's folder was kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kept {
+    /// A live process still maps (holds `LOCK_SH` on) this segment file.
+    Mapped(String),
+    /// It holds an entry stridemap never makes (a folder, FIFO, symbolic link, socket or
+    /// device): left for a human.
+    Foreign {
+        /// The entry's name.
+        name: String,
+        /// What it is ("folder", "symbolic link", …).
+        kind: &'static str,
+    },
+}
+
+impl std::fmt::Display for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kept::Mapped(name) => write!(f, "owner dead, {name} still mapped by a reader"),
+            Kept::Foreign { name, kind } => write!(
+                f,
+                "owner dead, holds a {kind} ({name}) stridemap did not make; remove it by hand"
+            ),
+        }
+    }
+}
 
 /// What a sweep found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SweepReport {
     /// Folders removed (or, in a dry run, that would be).
     pub removed: Vec<PathBuf>,
-    /// Folders whose owner is alive.
+    /// Folders whose owner is alive (it holds the folder's lock).
     pub owner_alive: Vec<PathBuf>,
     /// Folders of a dead owner whose files some live process still maps.
     pub in_use: Vec<PathBuf>,
+    /// Folders of a dead owner kept for another reason, and the reason.
+    pub kept: Vec<(PathBuf, Kept)>,
+    /// Folders owned by another user (swept only with [`SweepOptions::all_users`]).
+    pub other_users: Vec<PathBuf>,
+    /// Roots, folders or files the sweep could not handle, and why. The sweep goes on after
+    /// each; a caller reports them and fails.
+    pub failed: Vec<(PathBuf, String)>,
 }
 
-/// Sweeps `stridemap-<pid>-<start>-<uuid>` folders directly below each of `roots`: a folder
-/// whose owner (pid and start time) is not alive and whose files are all free (each can be
-/// locked exclusively) is removed with its files. With `dry_run`, nothing is removed.
+impl SweepReport {
+    /// Whether every folder the sweep looked at was handled (nothing in `failed`).
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Sweeps `stridemap-<pid>-<start>-<uuid>` folders directly below each of `roots`, owned by
+/// the calling user: a folder nobody holds locked (its pool is gone) whose files are all
+/// free (each can be locked exclusively) is removed with its files. With `dry_run`,
+/// nothing is removed. See [`sweep_with`].
 ///
 /// ```no_run
 /// let report = stridemap_shm::sweep(&stridemap_shm::segment_bases(), true)?;
@@ -30,69 +115,340 @@ pub struct SweepReport {
 /// # Ok::<(), stridemap_shm::Error>(())
 /// ```
 pub fn sweep(roots: &[PathBuf], dry_run: bool) -> Result<SweepReport> {
+    sweep_with(roots, &SweepOptions::default().dry_run(dry_run))
+}
+
+/// [`sweep`] with options. Never stops at the first failure: every failure is in
+/// [`SweepReport::failed`], and a root that does not exist is skipped.
+///
+/// ```no_run
+/// use stridemap_shm::{SweepOptions, sweep_with};
+/// let report = sweep_with(&["/dev/shm".into()], &SweepOptions::default().all_users(true))?;
+/// assert!(report.succeeded());
+/// # Ok::<(), stridemap_shm::Error>(())
+/// ```
+pub fn sweep_with(roots: &[PathBuf], opts: &SweepOptions) -> Result<SweepReport> {
     let mut report = SweepReport::default();
+    let me = rustix::process::geteuid().as_raw();
     for root in roots {
-        let Ok(entries) = std::fs::read_dir(root) else {
-            continue;
+        // The root is the caller's configuration: it may be reached through a link.
+        let root_fd = match rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => continue,
+            Err(e) => {
+                report
+                    .failed
+                    .push((root.clone(), format!("cannot open: {e}")));
+                continue;
+            }
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some((pid, start)) = name.to_str().and_then(parse_folder_name) else {
-                continue;
-            };
-            let folder = entry.path();
-            // Only real folders: a symlink named like a pool folder is not ours to follow.
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let names = match list(&root_fd) {
+            Ok(n) => n,
+            Err(e) => {
+                report
+                    .failed
+                    .push((root.clone(), format!("cannot list: {e}")));
                 continue;
             }
-            if owner_alive(pid, start) {
-                report.owner_alive.push(folder);
+        };
+        for name in names {
+            if !name.to_str().is_ok_and(|n| parse_folder_name(n).is_some()) {
                 continue;
             }
-            match sweep_folder(&folder, dry_run)? {
-                true => report.removed.push(folder),
-                false => report.in_use.push(folder),
-            }
+            let folder = root.join(name.to_string_lossy().as_ref());
+            sweep_folder(&root_fd, &name, folder, me, opts, &mut report);
         }
     }
     Ok(report)
 }
 
-/// Removes a dead owner's folder if none of its files is held; whether it was (or would be).
-fn sweep_folder(folder: &Path, dry_run: bool) -> Result<bool> {
-    let mut locked = Vec::new();
-    let entries = std::fs::read_dir(folder).map_err(|e| Error::from_io("reading", folder, e))?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
-            // Something we did not make (a folder, a link): leave the folder to a human.
-            return Ok(false);
+/// The names in a directory (not `.` and `..`).
+fn list(dir: &OwnedFd) -> rustix::io::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    let mut d = Dir::read_from(dir)?;
+    while let Some(entry) = d.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !matches!(name.to_bytes(), b"." | b"..") {
+            names.push(name.to_owned());
         }
-        let Ok(file) = File::open(&path) else {
-            return Ok(false);
-        };
-        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-            return Ok(false);
-        }
-        locked.push((path, file));
     }
-    if dry_run {
-        return Ok(true);
+    Ok(names)
+}
+
+fn kind_name(t: FileType) -> &'static str {
+    match t {
+        FileType::Directory => "folder",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "device",
+        _ => "file of unknown type",
+    }
+}
+
+/// The mount a file is on (`statx` `STATX_MNT_ID`), where the kernel says.
+fn mount_id(dir: &OwnedFd, name: &CStr) -> Option<u64> {
+    let st = statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID).ok()?;
+    (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id)
+}
+
+/// One candidate folder: opened relative to the root without following a link, checked,
+/// locked, emptied and removed — or the reason it was not, in `report`.
+fn sweep_folder(
+    root: &OwnedFd,
+    name: &CStr,
+    folder: PathBuf,
+    me: u32,
+    opts: &SweepOptions,
+    report: &mut SweepReport,
+) {
+    let fd = match openat(
+        root,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // A plain file or a symbolic link named like a pool folder: not ours to follow.
+        Err(Errno::NOTDIR | Errno::LOOP) => return,
+        // Gone meanwhile (its owner or another sweep removed it).
+        Err(Errno::NOENT) => return,
+        Err(e) => {
+            report.failed.push((folder, format!("cannot open: {e}")));
+            return;
+        }
+    };
+    let st = match fstat(&fd) {
+        Ok(st) => st,
+        Err(e) => {
+            report.failed.push((folder, format!("fstat: {e}")));
+            return;
+        }
+    };
+    if st.st_uid != me && !opts.all_users {
+        report.other_users.push(folder);
+        return;
+    }
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => {
+            report.owner_alive.push(folder);
+            return;
+        }
+        Err(e) => {
+            report.failed.push((folder, format!("flock(LOCK_EX): {e}")));
+            return;
+        }
+    }
+    // The owner is gone. Removing needs write access to the folder and to the root (a dry
+    // run says so too, rather than promising a removal that would fail).
+    for (dir, what) in [(&fd, "the folder"), (root, "the root")] {
+        if let Err(e) = accessat(
+            dir,
+            ".",
+            Access::WRITE_OK | Access::EXEC_OK,
+            AtFlags::EACCESS,
+        ) {
+            report.failed.push((
+                folder,
+                format!("cannot remove: {what} is not writable ({e})"),
+            ));
+            return;
+        }
+    }
+    // Every entry must be a segment file nobody maps.
+    let names = match list(&fd) {
+        Ok(n) => n,
+        Err(e) => {
+            report.failed.push((folder, format!("cannot list: {e}")));
+            return;
+        }
+    };
+    let folder_mount = mount_id(root, name);
+    let mut locked: Vec<(CString, OwnedFd)> = Vec::new();
+    for entry in names {
+        let shown = entry.to_string_lossy().into_owned();
+        let est = match statat(&fd, entry.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => continue,
+            Err(e) => {
+                report
+                    .failed
+                    .push((folder.join(&shown), format!("fstatat: {e}")));
+                return;
+            }
+        };
+        let t = FileType::from_raw_mode(est.st_mode);
+        if t != FileType::RegularFile {
+            let kind = kind_name(t);
+            report
+                .kept
+                .push((folder, Kept::Foreign { name: shown, kind }));
+            return;
+        }
+        if folder_mount.is_some() && mount_id(&fd, entry.as_c_str()) != folder_mount {
+            report.failed.push((
+                folder.join(&shown),
+                "a mount point: cannot be removed (unmount it first)".into(),
+            ));
+            return;
+        }
+        let file = match openat(
+            &fd,
+            entry.as_c_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(f) => f,
+            Err(Errno::NOENT) => continue,
+            Err(e) => {
+                report
+                    .failed
+                    .push((folder.join(&shown), format!("cannot open: {e}")));
+                return;
+            }
+        };
+        // The entry may have been replaced between fstatat and open: lock what was checked.
+        match fstat(&file) {
+            Ok(fs) if (fs.st_dev, fs.st_ino) == (est.st_dev, est.st_ino) => {}
+            _ => {
+                report
+                    .failed
+                    .push((folder.join(&shown), "replaced while being checked".into()));
+                return;
+            }
+        }
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => locked.push((entry, file)),
+            Err(Errno::WOULDBLOCK) => {
+                report.in_use.push(folder.clone());
+                report.kept.push((folder, Kept::Mapped(shown)));
+                return;
+            }
+            Err(e) => {
+                report
+                    .failed
+                    .push((folder.join(&shown), format!("flock(LOCK_EX): {e}")));
+                return;
+            }
+        }
+    }
+    if opts.dry_run {
+        report.removed.push(folder);
+        return;
     }
     // Unlink while holding the locks, so no reader can start on a file being removed.
-    for (path, _file) in &locked {
-        if let Err(e) = std::fs::remove_file(path)
-            && e.kind() != std::io::ErrorKind::NotFound
+    for (entry, _file) in &locked {
+        if let Err(e) = unlinkat(&fd, entry.as_c_str(), AtFlags::empty())
+            && e != Errno::NOENT
         {
-            return Err(Error::from_io("removing", path, e));
+            let shown = entry.to_string_lossy().into_owned();
+            report
+                .failed
+                .push((folder.join(shown), format!("cannot remove: {e}")));
+            return;
         }
     }
-    match std::fs::remove_dir(folder) {
-        Ok(()) => {
-            log::debug!("stridemap: swept orphaned folder {}", folder.display());
-            Ok(true)
+    drop(locked);
+    // Remove the name only if it still is the folder just emptied.
+    match statat(root, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => {}
+        _ => {
+            report.removed.push(folder);
+            return;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(Error::from_io("removing", folder, e)),
+    }
+    match unlinkat(root, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => {
+            log::debug!("stridemap: swept orphaned folder {}", folder.display());
+            report.removed.push(folder);
+        }
+        Err(e) => report.failed.push((folder, format!("cannot remove: {e}"))),
+    }
+}
+
+/// Whether `fd` is a directory fd (for tests).
+#[cfg(test)]
+fn is_dir(fd: impl std::os::fd::AsFd) -> bool {
+    fstat(fd).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::temp::create_pool_folder;
+    use std::path::Path;
+
+    fn orphan(root: &Path, name: &str) -> PathBuf {
+        let p = root.join(name);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::write(p.join("seg-0"), b"x").unwrap();
+        p
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_locked_folder_is_alive_whatever_its_pid_and_an_unlocked_one_is_swept() {
+        let root = tempfile::tempdir().unwrap();
+        let live = create_pool_folder(root.path()).unwrap();
+        std::fs::write(live.path.join("seg-1"), b"x").unwrap();
+        // pid 1 with start time 0: the old pid test called this one dead.
+        let dead = orphan(root.path(), &format!("stridemap-1-0-{ID}"));
+        let r = sweep(&[root.path().to_path_buf()], false).unwrap();
+        assert_eq!(r.owner_alive, std::slice::from_ref(&live.path));
+        assert_eq!(r.removed, std::slice::from_ref(&dead));
+        assert!(live.path.join("seg-1").exists() && !dead.exists());
+        assert!(is_dir(&live.fd));
+    }
+
+    #[test]
+    fn foreign_entries_keep_the_folder_with_their_kind_and_the_sweep_goes_on() {
+        let root = tempfile::tempdir().unwrap();
+        let a = orphan(root.path(), &format!("stridemap-2-0-{ID}"));
+        std::fs::create_dir(a.join("sub")).unwrap();
+        let b = orphan(root.path(), &format!("stridemap-3-0-{ID}"));
+        std::os::unix::fs::symlink("/etc/passwd", b.join("link")).unwrap();
+        let c = orphan(root.path(), &format!("stridemap-4-0-{ID}"));
+        let r = sweep(&[root.path().to_path_buf()], true).unwrap();
+        assert_eq!(r.removed, std::slice::from_ref(&c), "{r:?}");
+        assert!(r.kept.contains(&(
+            a.clone(),
+            Kept::Foreign {
+                name: "sub".into(),
+                kind: "folder"
+            }
+        )));
+        assert!(r.kept.contains(&(
+            b.clone(),
+            Kept::Foreign {
+                name: "link".into(),
+                kind: "symbolic link"
+            }
+        )));
+        assert!(c.exists(), "a dry run removes nothing");
+        let r = sweep(&[root.path().to_path_buf()], false).unwrap();
+        assert_eq!(r.removed, std::slice::from_ref(&c));
+        assert!(!c.exists() && a.exists() && b.exists());
+        assert!(r.succeeded());
+    }
+
+    #[test]
+    fn a_mapped_segment_keeps_its_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let a = orphan(root.path(), &format!("stridemap-5-0-{ID}"));
+        let reader = std::fs::File::open(a.join("seg-0")).unwrap();
+        flock(&reader, FlockOperation::LockShared).unwrap();
+        let r = sweep(&[root.path().to_path_buf()], false).unwrap();
+        assert_eq!(r.in_use, std::slice::from_ref(&a));
+        assert_eq!(r.kept, [(a.clone(), Kept::Mapped("seg-0".into()))]);
+        drop(reader);
+        let r = sweep(&[root.path().to_path_buf()], false).unwrap();
+        assert_eq!(r.removed, std::slice::from_ref(&a));
     }
 }

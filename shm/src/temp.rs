@@ -1,11 +1,15 @@
-//! Where segments live: the temp-root policy, pool folder names, and telling a live owner
-//! from a dead one (pid plus process start time, so a reused pid is not mistaken for it).
+//! Where segments live: the temp-root policy, pool folder names, and the pool folder itself,
+//! created, locked (the lock is what says the pool is alive, SPEC.md §7) and removed through
+//! directory fds.
 
-use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Access, access, statvfs};
+use rustix::fs::{
+    Access, AtFlags, FileType, FlockOperation, Mode, OFlags, access, fchmod, flock, fstat, mkdirat,
+    openat, statat, statvfs, unlinkat,
+};
+use rustix::io::Errno;
 use stridemap::__producer_policy::{SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV};
 
 use crate::{Error, Result};
@@ -92,11 +96,6 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the process that created a folder is still the same live process.
-pub(crate) fn owner_alive(pid: u32, start: u64) -> bool {
-    start_time(pid) == Some(start)
-}
-
 /// `stridemap-<pid>-<start time>-<uuid>`.
 pub(crate) fn folder_name(pid: u32, start: u64) -> String {
     format!(
@@ -115,20 +114,153 @@ pub(crate) fn parse_folder_name(name: &str) -> Option<(u32, u64)> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some((pid, start))
 }
 
-/// Creates this pool's folder under `root`: mode 0700, failing if it exists.
-pub(crate) fn create_pool_folder(root: &Path) -> Result<PathBuf> {
+/// A pool's folder, open and locked: the producer holds `LOCK_SH` on the folder's own fd for
+/// as long as this value lives, which is how a sweep (in any PID namespace) tells a live pool
+/// from a dead one (SPEC.md §7). Segment files are created and removed relative to `fd`.
+#[derive(Debug)]
+pub(crate) struct PoolFolder {
+    /// The temp root the folder is in, as the policy chose it.
+    pub(crate) root: PathBuf,
+    /// `root/name`, for descriptors and messages.
+    pub(crate) path: PathBuf,
+    /// `stridemap-<pid>-<start>-<uuid>`.
+    pub(crate) name: String,
+    /// The root, opened once (never a path below it is followed after creation).
+    pub(crate) root_fd: OwnedFd,
+    /// The folder itself, `O_DIRECTORY | O_NOFOLLOW`, holding `LOCK_SH`.
+    pub(crate) fd: OwnedFd,
+}
+
+/// How many times a folder swept away between its creation and its lock is made again.
+const CREATE_ATTEMPTS: u32 = 4;
+
+/// Creates this pool's folder under `root` (mode 0700, failing if the name exists), opens it
+/// and takes the shared lock that marks it alive. A sweep may remove the fresh (empty, not
+/// yet locked) folder in the instant between `mkdir` and `flock`: the lock is then checked
+/// to be on the folder that still has the name, and the folder made again otherwise.
+pub(crate) fn create_pool_folder(root: &Path) -> Result<PoolFolder> {
     let pid = std::process::id();
     let start = start_time(pid).unwrap_or(0);
+    let given = root.to_path_buf();
     let root = root
         .canonicalize()
         .map_err(|e| Error::from_io(format!("resolving {}", root.display()), root, e))?;
-    let dir = root.join(folder_name(pid, start));
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| Error::from_io(format!("creating {}", dir.display()), &dir, e))?;
-    log::debug!("stridemap: created pool folder {}", dir.display());
-    Ok(dir)
+    let root_fd = rustix::fs::open(
+        &root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::from_io(format!("opening {}", root.display()), &root, e.into()))?;
+    let mut last = None;
+    for _ in 0..CREATE_ATTEMPTS {
+        let name = folder_name(pid, start);
+        let path = root.join(&name);
+        let ctx = |what: &str| format!("{what} {}", path.display());
+        mkdirat(&root_fd, name.as_str(), Mode::RWXU)
+            .map_err(|e| Error::from_io(ctx("creating"), &path, e.into()))?;
+        let fd = match openat(
+            &root_fd,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // Swept (or replaced) before it could be opened: make another.
+            Err(e @ (Errno::NOENT | Errno::NOTDIR | Errno::LOOP)) => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(Error::from_io(ctx("opening"), &path, e.into())),
+        };
+        // Blocking: a sweep holds its exclusive lock only while it empties a folder.
+        flock(&fd, FlockOperation::LockShared)
+            .map_err(|e| Error::from_io(ctx("locking"), &path, e.into()))?;
+        let mine = fstat(&fd).map_err(|e| Error::from_io(ctx("fstat"), &path, e.into()))?;
+        let named = statat(&root_fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW);
+        match named {
+            Ok(st) if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino) && mine.st_nlink > 0 => {
+                // The umask may have taken bits away; the folder is private whatever it is.
+                fchmod(&fd, Mode::RWXU)
+                    .map_err(|e| Error::from_io(ctx("chmod 0700"), &path, e.into()))?;
+                log::debug!("stridemap: created pool folder {}", path.display());
+                return Ok(PoolFolder {
+                    root: given,
+                    path,
+                    name,
+                    root_fd,
+                    fd,
+                });
+            }
+            Ok(_) | Err(Errno::NOENT) => last = Some(Errno::NOENT),
+            Err(e) => return Err(Error::from_io(ctx("fstatat"), &path, e.into())),
+        }
+    }
+    let e = last.unwrap_or(Errno::NOENT);
+    Err(Error::Io {
+        context: format!(
+            "creating a pool folder in {}: it was removed before it could be locked, \
+             {CREATE_ATTEMPTS} times; is another process sweeping this folder in a loop?",
+            root.display()
+        ),
+        source: e.into(),
+    })
+}
+
+impl PoolFolder {
+    /// Removes the folder and every regular file in it, relative to its fd (a file is
+    /// unlinked from this folder even if the folder was renamed). Entries of other types
+    /// (nothing stridemap makes) are left, and so is the folder, with a warning.
+    pub(crate) fn remove(&self) {
+        let mut left = Vec::new();
+        match rustix::fs::Dir::read_from(&self.fd) {
+            Ok(mut dir) => {
+                while let Some(entry) = dir.read() {
+                    let Ok(entry) = entry else { break };
+                    let name = entry.file_name().to_owned();
+                    if matches!(name.to_bytes(), b"." | b"..") {
+                        continue;
+                    }
+                    let regular = statat(&self.fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode).is_file());
+                    if !regular {
+                        left.push(name.to_string_lossy().into_owned());
+                        continue;
+                    }
+                    if let Err(e) = unlinkat(&self.fd, name.as_c_str(), AtFlags::empty())
+                        && e != Errno::NOENT
+                    {
+                        left.push(format!("{} ({e})", name.to_string_lossy()));
+                    }
+                }
+            }
+            Err(e) => left.push(format!("(cannot list: {e})")),
+        }
+        if !left.is_empty() {
+            log::warn!(
+                "stridemap: leaving pool folder {}: it holds {} that stridemap did not make \
+                 or cannot remove; remove it by hand",
+                self.path.display(),
+                left.join(", ")
+            );
+            return;
+        }
+        // Only the folder this pool made: the name may have been swapped meanwhile.
+        let ours = match (
+            fstat(&self.fd),
+            statat(&self.root_fd, self.name.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+        ) {
+            (Ok(a), Ok(b)) => (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino),
+            _ => false,
+        };
+        if !ours {
+            return;
+        }
+        match unlinkat(&self.root_fd, self.name.as_str(), AtFlags::REMOVEDIR) {
+            Ok(()) => log::debug!("stridemap: removed pool folder {}", self.path.display()),
+            Err(Errno::NOENT) => {}
+            Err(e) => log::warn!("stridemap: cannot remove {}: {e}", self.path.display()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -199,11 +331,21 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_alive_and_a_reused_pid_is_not() {
-        let pid = std::process::id();
-        let start = start_time(pid).unwrap();
-        assert!(owner_alive(pid, start));
-        assert!(!owner_alive(pid, start + 1));
-        assert!(!owner_alive(u32::MAX - 1, start));
+    fn a_pool_folder_is_private_locked_and_removed_through_its_fd() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = create_pool_folder(dir.path()).unwrap();
+        let st = fstat(&f.fd).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o700);
+        assert!(parse_folder_name(&f.name).is_some());
+        // Another open file description cannot lock it exclusively while the pool lives.
+        let other =
+            rustix::fs::open(&f.path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        assert_eq!(
+            flock(&other, FlockOperation::NonBlockingLockExclusive),
+            Err(Errno::WOULDBLOCK)
+        );
+        std::fs::write(f.path.join("seg-x"), b"x").unwrap();
+        f.remove();
+        assert!(!f.path.exists());
     }
 }

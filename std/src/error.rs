@@ -40,6 +40,17 @@ pub enum Error {
         /// The allowed roots.
         roots: Vec<PathBuf>,
     },
+    /// O2: the path is below a default root, but the `stridemap-*` folder it names there is
+    /// not a private folder of this user (a folder owned by this process's effective uid with
+    /// mode 0700): anyone could have planted it.
+    UntrustedFolder {
+        /// The path.
+        path: PathBuf,
+        /// The `stridemap-*` entry.
+        folder: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// O3: a component of the path is a symbolic link.
     Symlink {
         /// The path.
@@ -185,7 +196,7 @@ impl Error {
         Some(match self {
             Error::Descriptor(e) => return e.rule(),
             Error::BadPath { .. } => "O1",
-            Error::OutsideRoots { .. } => "O2",
+            Error::OutsideRoots { .. } | Error::UntrustedFolder { .. } => "O2",
             Error::Symlink { .. } => "O3",
             Error::Open { .. } => "O4",
             Error::ModeNotAllowed { .. } => "O5",
@@ -256,6 +267,18 @@ impl fmt::Display for Error {
                 }
                 write!(f, "); allow its folder with OpenOptions::allow_root")
             }
+            Error::UntrustedFolder {
+                path,
+                folder,
+                reason,
+            } => write!(
+                f,
+                "refusing {}: {} is not a private stridemap folder of this user ({reason}); \
+                 to accept another user's producer, allow its folder with \
+                 OpenOptions::allow_root",
+                path.display(),
+                folder.display()
+            ),
             Error::Symlink { path } => write!(
                 f,
                 "refusing {}: a component is a symbolic link (or it escapes its root)",
@@ -299,16 +322,32 @@ impl fmt::Display for Error {
                 ),
                 None => write!(
                     f,
-                    "the passed fd cannot be sealed (not a memfd); allow unsealed fds \
-                     explicitly if the producer is trusted"
+                    "the passed fd cannot be sealed (F_GET_SEALS fails: not a memfd, or an \
+                     O_PATH fd); allow unsealed fds explicitly if the producer is trusted"
                 ),
             },
             Error::StaleSegment { found, expected } => match found {
-                Some((_, g)) => write!(
+                Some((id, _)) if *id != expected.0 || *id == [0; 16] => write!(
+                    f,
+                    "the file is segment {} but the descriptor names segment {}{}: it was made \
+                     for another file",
+                    hex(id),
+                    hex(&expected.0),
+                    if expected.0 == [0; 16] {
+                        " (all zero, which names no segment)"
+                    } else {
+                        ""
+                    }
+                ),
+                Some((_, g)) if *g != expected.1 => write!(
                     f,
                     "stale descriptor: the segment now holds generation {g}, the descriptor \
                      was made for generation {}; ask the producer again",
                     expected.1
+                ),
+                Some(_) => write!(
+                    f,
+                    "the descriptor's buffer is not inside the segment's data area"
                 ),
                 None => write!(f, "the file has no valid segment header"),
             },
@@ -376,6 +415,10 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
+}
+
+fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl std::error::Error for Error {

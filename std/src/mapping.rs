@@ -65,15 +65,29 @@ enum Region {
     },
 }
 
+/// How a shared region's file was reached: what a later open must match to reuse it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Opened by this path under a policy with these roots (see `OpenOptions::policy`).
+    Path {
+        path: std::path::PathBuf,
+        policy: Vec<(std::path::PathBuf, std::path::PathBuf, Option<&'static str>)>,
+    },
+    /// Received as an fd.
+    Fd,
+}
+
 /// A read-only map of `[offset, offset + map.len())` of one file (device, inode).
 #[derive(Debug)]
 pub(crate) struct SharedRegion {
     map: ReadMap,
     /// The file mapped was sealed against every change (checked when mapped).
     stable: Option<Stable>,
-    /// The path-opened file, kept to re-check it with fstat on reuse. (The segment lock lives
-    /// as long as the map, which holds the open file description.)
-    file: Option<File>,
+    /// The file, kept (whether opened by path or received as an fd) to re-check it with
+    /// fstat on reuse. (The segment lock lives as long as the map, which holds the open file
+    /// description.)
+    file: File,
+    origin: Origin,
     key: (u64, u64),
     offset: u64,
     /// The segment id and generation whose header was checked, for segments.
@@ -89,7 +103,8 @@ impl SharedRegion {
     pub(crate) fn new(
         map: ReadMap,
         stable: Option<Stable>,
-        file: Option<File>,
+        file: File,
+        origin: Origin,
         key: (u64, u64),
         offset: u64,
         segment: Option<([u8; 16], u64)>,
@@ -98,14 +113,19 @@ impl SharedRegion {
             map,
             stable,
             file,
+            origin,
             key,
             offset,
             segment,
         })
     }
 
-    pub(crate) fn file(&self) -> Option<&File> {
-        self.file.as_ref()
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     pub(crate) fn segment(&self) -> Option<([u8; 16], u64)> {
@@ -120,17 +140,21 @@ impl SharedRegion {
         list.push(Arc::downgrade(self));
     }
 
-    /// A live region of file `key` that covers `[offset, offset + len)`, and where that
-    /// range starts inside it.
+    /// A live region of file `key` that `accept`s and covers `[offset, offset + len)`, and
+    /// where that range starts inside it.
     pub(crate) fn find(
         key: (u64, u64),
         offset: u64,
         len: u64,
+        accept: impl Fn(&SharedRegion) -> bool,
     ) -> Option<(Arc<SharedRegion>, usize)> {
         let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
         let list = regions.get_mut(&key)?;
         list.retain(|w| w.strong_count() > 0);
         list.iter().filter_map(Weak::upgrade).find_map(|r| {
+            if !accept(&r) {
+                return None;
+            }
             let start = offset.checked_sub(r.offset)?;
             let end = start.checked_add(len)?;
             (end <= r.map.len() as u64).then_some((r.clone(), start as usize))
@@ -216,7 +240,7 @@ impl Mapping {
     }
 
     /// The bytes, for raw access (always allowed).
-    fn shared_bytes(&self) -> SharedBytes<'_> {
+    pub(crate) fn shared_bytes(&self) -> SharedBytes<'_> {
         match &self.region {
             Region::Empty => SharedBytes::from_slice(&[]),
             Region::Shared { region, start } => {

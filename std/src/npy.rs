@@ -1,9 +1,8 @@
 //! `.npy` files: read the header (format 1.0, 2.0, 3.0) without evaluating anything and
 //! describe the data where it lies; write any view as a contiguous C-order `.npy`.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use stridemap_core::{Builder, DType, Layout, Order, ValidDescriptor};
@@ -157,13 +156,23 @@ pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
     let path = path.as_ref();
     let path = std::fs::canonicalize(path)
         .map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
-    let mut file = File::open(&path).map_err(|e| Error::Open {
-        path: path.clone(),
-        source: e,
-    })?;
+    // O_NONBLOCK: a FIFO must not block the open before the type check refuses it.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(&path)
+        .map_err(|e| Error::Open {
+            path: path.clone(),
+            source: e,
+        })?;
     let meta = file
         .metadata()
         .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::NotRegularFile {
+            file_type: meta.mode() & 0o170000,
+        });
+    }
     let header = Header::read(&mut file)?;
     let order = if header.fortran_order {
         Order::F
@@ -218,7 +227,10 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
         let data = view
             .buffer()
             .get(span.start as usize..span.end as usize)
-            .ok_or(Error::NotInMapping)?;
+            .ok_or(Error::BufferTooShort {
+                needed: span.end,
+                len: view.buffer().len() as u64,
+            })?;
         return out.write_all(data).map_err(io_err);
     }
     let mut buf = io::BufWriter::with_capacity(1 << 20, out);
@@ -226,6 +238,55 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
         buf.write_all(e).map_err(io_err)?;
     }
     buf.flush().map_err(io_err)
+}
+
+/// Writes the array `m` describes as a `.npy`, like [`write`], for any mapping: the elements
+/// are copied out of the map a chunk at a time (never lent as references, so another process
+/// writing the file meanwhile changes values, not soundness), without holding the whole array
+/// in memory.
+///
+/// # Errors
+/// [`Error::Io`] if writing fails.
+pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
+    let io_err = |e: io::Error| Error::io("writing .npy", e);
+    let desc = m.descriptor();
+    let layout = desc.layout();
+    let src = m.shared_bytes();
+    let short = || Error::BufferTooShort {
+        needed: layout.span().end,
+        len: src.len() as u64,
+    };
+    out.write_all(&header_bytes(desc.dtype(), desc.shape()))
+        .map_err(io_err)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    if layout.is_c_contiguous() {
+        let mut at = usize::try_from(layout.span().start).map_err(|_| Error::TooLarge)?;
+        let end = usize::try_from(layout.span().end).map_err(|_| Error::TooLarge)?;
+        while at < end {
+            let n = (end - at).min(chunk.len());
+            let part = chunk.get_mut(..n).ok_or_else(short)?;
+            src.copy_to(at, part).ok_or_else(short)?;
+            out.write_all(part).map_err(io_err)?;
+            at += n;
+        }
+        return Ok(());
+    }
+    let size = desc.dtype().itemsize() as usize;
+    let per_chunk = (chunk.len() / size.max(1)).max(1);
+    let mut filled = 0;
+    for off in layout.offsets() {
+        if filled + size > chunk.len() || filled / size.max(1) >= per_chunk {
+            out.write_all(chunk.get(..filled).unwrap_or_default())
+                .map_err(io_err)?;
+            filled = 0;
+        }
+        let off = usize::try_from(off).map_err(|_| Error::TooLarge)?;
+        let dst = chunk.get_mut(filled..filled + size).ok_or_else(short)?;
+        src.copy_to(off, dst).ok_or_else(short)?;
+        filled += size;
+    }
+    out.write_all(chunk.get(..filled).unwrap_or_default())
+        .map_err(io_err)
 }
 
 /// Writes `view` to a new file at `path` (fails if it exists).

@@ -10,7 +10,7 @@ use rustix::fs::{FileType, FlockOperation, SealFlags, Stat, fcntl_get_seals, flo
 use rustix::io::Errno;
 use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescriptor};
 
-use crate::mapping::SharedRegion;
+use crate::mapping::{Origin, SharedRegion};
 use crate::resolve::{check_form, find_root, open_beneath};
 use crate::sys::Stable;
 use crate::{Error, Mapping, OpenOptions, Result, sys};
@@ -24,8 +24,8 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// regular file (O6) exactly as long as described (O7) with the described identity (O8); a
 /// segment (generation ≠ 0) is locked shared for as long as it is mapped (SPEC.md §7) and its
 /// header must name the descriptor's segment and generation (O10); then the buffer is mapped
-/// (O11). A read-only mapping of a region already mapped in this
-/// process reuses that map after re-checking the file with `fstat`.
+/// (O11). A read-only mapping of a region this process already mapped from the same path
+/// under an equal policy reuses that map after re-checking the file with `fstat` (O6–O8).
 ///
 /// ```no_run
 /// use stridemap::{OpenOptions, open};
@@ -44,8 +44,15 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     let path = Path::new(path);
     check_form(path)?;
     let (root, rel) = find_root(path, opts)?;
-    if let Some(m) = reuse(desc, mode, opts)? {
-        return Ok(m);
+    if let Some(key) = desc.identity() {
+        // Only a region this process opened by the same path under an equal policy.
+        let accept = |r: &SharedRegion| match r.origin() {
+            Origin::Path { path: p, policy } => p == path && opts.same_policy(policy),
+            Origin::Fd => false,
+        };
+        if let Some(m) = reuse_region(desc, mode, opts, key, accept)? {
+            return Ok(m);
+        }
     }
     let fd = open_beneath(root, rel, mode == Mode::ReadWrite, opts.use_openat2, path)?;
     let file = File::from(fd);
@@ -59,7 +66,9 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
 /// closed once a read-only map no longer does.
 ///
 /// Checks, in order: mode (O5), regular file (O6), length (O7), identity (O8), and — unless
-/// [`OpenOptions::allow_unsealed_fds`] — that the file is sealed against shrinking (O9).
+/// [`OpenOptions::allow_unsealed_fds`] — that the file is sealed against shrinking (O9). A
+/// read-only mapping of the received file (same device and inode) already in this process is
+/// reused.
 pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Result<Mapping> {
     let mode = grant(desc, opts)?;
     if desc.source() != Source::Fd {
@@ -68,7 +77,9 @@ pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Resul
     let file = File::from(fd);
     let st = check_file(&file, desc)?;
     check_seals(&file, opts)?;
-    if let Some(m) = reuse_region(desc, mode, opts, (st.st_dev, st.st_ino))? {
+    // The received fd passed O6–O9 as the file (device, inode): any region of that very
+    // file serves it.
+    if let Some(m) = reuse_region(desc, mode, opts, (st.st_dev, st.st_ino), |_| true)? {
         return Ok(m);
     }
     let segment = lock_and_check_header(&file, desc)?;
@@ -181,30 +192,26 @@ fn check_seals(file: &File, opts: &OpenOptions) -> Result<()> {
         Ok(seals) => Err(Error::NotSealed {
             seals: Some(seals.bits()),
         }),
-        Err(Errno::INVAL) => Err(Error::NotSealed { seals: None }),
-        Err(e) => Err(Error::io("F_GET_SEALS", e.into())),
+        // Not sealable (EINVAL), or not a file at all for fcntl (EBADF: an O_PATH fd): O9 in
+        // every reader (SPEC.md §6).
+        Err(_) => Err(Error::NotSealed { seals: None }),
     }
 }
 
-/// A mapping that reuses a live read-only region of the described file, found by the
-/// identity the descriptor records, after re-checking the file.
-fn reuse(desc: &ValidDescriptor, mode: Mode, opts: &OpenOptions) -> Result<Option<Mapping>> {
-    match desc.identity() {
-        Some(key) => reuse_region(desc, mode, opts, key),
-        None => Ok(None),
-    }
-}
-
+/// A mapping that reuses a live read-only region of file `key` that `accept`s, after
+/// re-checking O6–O8 against the descriptor on the file the region holds.
 fn reuse_region(
     desc: &ValidDescriptor,
     mode: Mode,
     opts: &OpenOptions,
     key: (u64, u64),
+    accept: impl Fn(&SharedRegion) -> bool,
 ) -> Result<Option<Mapping>> {
     if !opts.reuse || mode != Mode::ReadOnly || desc.buffer_len() == 0 {
         return Ok(None);
     }
-    let Some((region, start)) = SharedRegion::find(key, desc.buffer_offset(), desc.buffer_len())
+    let Some((region, start)) =
+        SharedRegion::find(key, desc.buffer_offset(), desc.buffer_len(), accept)
     else {
         return Ok(None);
     };
@@ -215,9 +222,7 @@ fn reuse_region(
     if desc.generation() != 0 && region.segment() != Some(wanted) {
         return Ok(None);
     }
-    if let Some(file) = region.file() {
-        check_file(file, desc)?;
-    }
+    check_file(region.file(), desc)?;
     Ok(Some(Mapping::shared(desc.clone(), region, start)))
 }
 
@@ -242,11 +247,17 @@ fn map(
         Mode::ReadOnly => {
             let map = sys::map_read(&file, offset, len).map_err(map_err)?;
             let stable = Stable::of_sealed(&file);
-            // A passed fd is closed once mapped (the map keeps the file and its lock); a
-            // path-opened file stays open to re-check it with fstat when the region is reused.
-            let file = (desc.source() == Source::Path).then_some(file);
+            // The file stays open (path-opened or received) to re-check it with fstat when
+            // the region is reused.
+            let origin = match desc.path().filter(|_| desc.source() == Source::Path) {
+                Some(p) => Origin::Path {
+                    path: Path::new(p).to_path_buf(),
+                    policy: opts.policy(),
+                },
+                None => Origin::Fd,
+            };
             let key = (st.st_dev, st.st_ino);
-            let region = SharedRegion::new(map, stable, file, key, offset, segment);
+            let region = SharedRegion::new(map, stable, file, origin, key, offset, segment);
             if opts.reuse {
                 region.publish();
             }

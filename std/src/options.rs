@@ -17,19 +17,21 @@ pub const TEMP_FOLDER_ENV: &str = "STRIDEMAP_TEMP_FOLDER";
 pub const SEGMENT_FOLDER_PREFIX: &str = "stridemap-";
 
 /// The folders under which stridemap segment folders are created, in order of preference:
-/// `$STRIDEMAP_TEMP_FOLDER` if set, `/dev/shm`, the system temp dir.
+/// `$STRIDEMAP_TEMP_FOLDER` if set, `/dev/shm`, `$TMPDIR` if set (else `/tmp`); only
+/// absolute ones. These are the *bases* of the default roots (SPEC.md §6).
 ///
 /// ```
 /// let bases = stridemap::__producer_policy::segment_bases();
 /// assert!(bases.iter().all(|b| b.is_absolute()));
 /// ```
 pub fn segment_bases() -> Vec<PathBuf> {
+    let set = |name| std::env::var_os(name).filter(|v| !v.is_empty());
     let mut bases = Vec::new();
-    if let Some(dir) = std::env::var_os(TEMP_FOLDER_ENV) {
+    if let Some(dir) = set(TEMP_FOLDER_ENV) {
         bases.push(PathBuf::from(dir));
     }
     bases.push(PathBuf::from("/dev/shm"));
-    bases.push(std::env::temp_dir());
+    bases.push(set("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from));
     bases.retain(|b| b.is_absolute());
     bases
 }
@@ -39,8 +41,12 @@ pub fn segment_bases() -> Vec<PathBuf> {
 pub(crate) struct Root {
     /// Canonical (symlink-free) absolute path.
     pub(crate) dir: PathBuf,
-    /// When set, the first component below `dir` must start with it (stridemap's own
-    /// segment folders inside a shared temp folder).
+    /// The path as the consumer gave it (its components may be symbolic links: a root's own
+    /// components are trusted, SPEC.md §6 O2/O3). Paths below either spelling are below it.
+    pub(crate) given: PathBuf,
+    /// When set, this is a *default root* (SPEC.md §6): the first component below `dir` must
+    /// start with it and be a folder owned by this process's effective uid with mode 0700
+    /// (stridemap's own segment folders inside a shared temp folder).
     pub(crate) prefix: Option<&'static str>,
     /// The folder opened once (`O_PATH`), shared by clones of the options: opening it again
     /// for every descriptor would double the cost of an open.
@@ -48,13 +54,15 @@ pub(crate) struct Root {
 }
 
 impl Root {
-    fn new(dir: &Path, prefix: Option<&'static str>) -> Root {
+    pub(crate) fn new(dir: &Path, prefix: Option<&'static str>) -> Root {
         // Canonicalize once: the roots are the consumer's own trusted configuration, and
         // resolving their symlinks (e.g. /tmp → /private/tmp) here lets paths below them be
         // checked without following any link.
+        let given = dir.to_path_buf();
         let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         Root {
             dir,
+            given,
             prefix,
             handle: Arc::default(),
         }
@@ -76,9 +84,13 @@ impl Root {
         Ok((fd, false))
     }
 
-    /// The path below this root, if `path` is inside it (lexically; `path` is normalized).
+    /// The path below this root, if `path` is inside it (lexically, below the root as given
+    /// or as resolved; `path` is normalized).
     pub(crate) fn relative<'p>(&self, path: &'p Path) -> Option<&'p Path> {
-        let rel = path.strip_prefix(&self.dir).ok()?;
+        let rel = path
+            .strip_prefix(&self.dir)
+            .or_else(|_| path.strip_prefix(&self.given))
+            .ok()?;
         let first = rel.components().next()?;
         match self.prefix {
             Some(p) if !first.as_os_str().to_string_lossy().starts_with(p) => None,
@@ -98,8 +110,12 @@ impl Root {
 /// How a consumer opens descriptors: which folders they may name, which mode it wants, and
 /// what it accepts from fd-passing peers.
 ///
-/// The default allows only stridemap's own segment folders (`stridemap-*` under
-/// `$STRIDEMAP_TEMP_FOLDER`, `/dev/shm` and the system temp dir), read-only, and requires fd-passed files to be sealed against shrinking.
+/// The default allows only this user's own stridemap segment folders — the *default roots*
+/// of SPEC.md §6: an entry `stridemap-*` directly under one of the temp bases
+/// (`$STRIDEMAP_TEMP_FOLDER`, `/dev/shm`, `$TMPDIR` or `/tmp`) that is a folder owned by this
+/// process's effective uid with mode 0700, checked on the opened folder — read-only, and
+/// requires fd-passed files to be sealed against shrinking. A consumer that expects another
+/// user's producer adds that producer's folder with [`OpenOptions::allow_root`].
 ///
 /// ```
 /// use stridemap::OpenOptions;
@@ -179,6 +195,20 @@ impl OpenOptions {
     /// The allowed roots, as they read in error messages.
     pub fn roots(&self) -> Vec<PathBuf> {
         self.roots.iter().map(Root::display).collect()
+    }
+
+    /// Whether `other` allows exactly the same paths (same roots, same kinds): a mapping
+    /// opened by path under one may serve the same path under the other (SPEC.md §6).
+    pub(crate) fn same_policy(&self, other: &[(PathBuf, PathBuf, Option<&'static str>)]) -> bool {
+        self.policy() == other
+    }
+
+    /// The roots as plain data, for [`OpenOptions::same_policy`].
+    pub(crate) fn policy(&self) -> Vec<(PathBuf, PathBuf, Option<&'static str>)> {
+        self.roots
+            .iter()
+            .map(|r| (r.dir.clone(), r.given.clone(), r.prefix))
+            .collect()
     }
 
     /// Resolve paths with a walk of `O_NOFOLLOW` opens instead of `openat2` (what happens

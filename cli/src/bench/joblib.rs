@@ -14,7 +14,9 @@ use crate::worker::{Crew, hand};
 const SCRIPT: &str = include_str!("joblib_handoff.py");
 
 fn python() -> Option<String> {
-    let py = std::env::var("STRIDEMAP_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
+    // The workspace's .venv (where `bash scripts/test.sh` makes it), wherever this runs from.
+    let py = std::env::var("STRIDEMAP_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").into());
     let ok = Command::new(&py)
         .args(["-c", "import numpy, joblib"])
         .output()

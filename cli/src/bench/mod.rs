@@ -71,7 +71,10 @@ impl Scratch {
             .find(|b: &PathBuf| b.is_dir())
             .unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("stridemap-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        // Private (0700), and new: a stridemap-* folder is a default root only when it is
+        // this user's and private (SPEC.md §6).
+        std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+            .create(&dir)?;
         Ok(Scratch {
             dir: dir.canonicalize()?,
         })
@@ -118,24 +121,41 @@ const GROUPS: [&str; 7] = [
     "joblib",
 ];
 
+/// A group's name as the report prints it ("end to end"), and as `--only` matches it
+/// ("end-to-end" and "end_to_end" name it too).
+fn printed(g: &str) -> String {
+    g.trim().to_ascii_lowercase().replace(['-', '_'], " ")
+}
+
+/// The groups `only` names (all when empty), in report order.
+fn select(only: &[String]) -> Result<Vec<&'static str>, String> {
+    let only: Vec<String> = only.iter().map(|g| printed(g)).collect();
+    if let Some(bad) = only
+        .iter()
+        .find(|g| !GROUPS.iter().any(|k| printed(k) == **g))
+    {
+        let names: Vec<String> = GROUPS.iter().map(|g| printed(g)).collect();
+        return Err(format!(
+            "no benchmark group {bad:?} (groups: {})",
+            names.join(", ")
+        ));
+    }
+    Ok(GROUPS
+        .into_iter()
+        .filter(|g| only.is_empty() || only.contains(&printed(g)))
+        .collect())
+}
+
 /// Runs the benchmark groups (all, or those in `only`) and returns the rows.
 pub(crate) fn run(
     budget: Budget,
     only: &[String],
     progress: &dyn Fn(&str),
 ) -> anyhow_free::Result<Vec<Row>> {
-    if let Some(bad) = only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
-        return Err(format!(
-            "no benchmark group {bad:?} (groups: {})",
-            GROUPS.join(", ")
-        ));
-    }
+    let groups = select(only)?;
     let scratch = Scratch::new().map_err(|e| format!("scratch folder: {e}"))?;
     let mut rows = Vec::new();
-    for group in GROUPS {
-        if !only.is_empty() && !only.iter().any(|g| g == group) {
-            continue;
-        }
+    for group in groups {
         progress(group);
         rows.extend(match group {
             "decode" => decode::rows(budget)?,
@@ -186,4 +206,22 @@ pub(crate) fn print_table(rows: &[Row]) {
 pub(crate) mod anyhow_free {
     /// A benchmark result.
     pub(crate) type Result<T> = std::result::Result<T, String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select;
+
+    #[test]
+    fn only_takes_the_printed_group_names() {
+        let s = |v: &[&str]| select(&v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&["end to end"]), Ok(vec!["end-to-end"]));
+        assert_eq!(
+            s(&["end-to-end", "decode"]),
+            Ok(vec!["decode", "end-to-end"])
+        );
+        assert_eq!(s(&[]).unwrap().len(), 7);
+        let e = s(&["nonsense"]).unwrap_err();
+        assert!(e.contains("end to end"), "{e}");
+    }
 }

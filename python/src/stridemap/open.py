@@ -14,6 +14,7 @@ is O4), O6, O7, O8, O9 for an fd, O10 (after taking the segment's lock, SPEC §7
 [8.0, 9.0, 10.0, 11.0]
 """
 
+import errno
 import fcntl
 import mmap
 import os
@@ -33,14 +34,19 @@ _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
 _FILE_FLAGS = os.O_NOCTTY | os.O_NONBLOCK
 
 
-def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False):
+def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
+         default_roots=True):
     """Map a descriptor's buffer and return the array it describes, without copying.
 
     ``desc`` is a :class:`Descriptor` or the bytes of either form. For an fd source pass the
     received ``fd`` (it is not closed: close it once this returns, the mapping does not need
     it). For a path source, the path must lie below one of ``allowed_roots`` (absolute folder
-    names; their own components are trusted, every component below them is opened with
-    ``O_NOFOLLOW``); there are none by default.
+    names; their own components are trusted, may be symbolic links, and a path below the
+    root as given or as resolved is below it; every component below them is opened with
+    ``O_NOFOLLOW``) or, unless ``default_roots`` is false, below a *default root* (SPEC §6):
+    a ``stridemap-*`` folder directly in ``$STRIDEMAP_TEMP_FOLDER``, ``/dev/shm`` or
+    ``$TMPDIR`` (else ``/tmp``) that is owned by this process's effective uid with mode 0700,
+    checked on the opened folder. Another user's producer's folder must be allowed explicitly.
 
     A descriptor of a segment (``generation`` != 0) is locked shared (SPEC §7: waiting up to
     two seconds for its producer, then :class:`~stridemap.errors.SegmentBusy`) and its header
@@ -69,7 +75,7 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False):
     else:
         if fd is not None:
             raise TypeError("the descriptor names a path: do not pass fd=")
-        file_fd, owned = _open_path(desc.path, allowed_roots, granted), True
+        file_fd, owned = _open_path(desc.path, allowed_roots, granted, default_roots), True
     try:
         _check_file(file_fd, desc)
         if desc.source == "fd":
@@ -111,16 +117,69 @@ def _root_components(root):
     return parts
 
 
-def _open_path(path, allowed_roots, granted):
+#: A default root's folders are named so (SPEC §6).
+FOLDER_PREFIX = "stridemap-"
+
+
+def default_bases():
+    """The folders whose ``stridemap-*`` entries are default roots (SPEC §6), in order:
+    ``$STRIDEMAP_TEMP_FOLDER`` (if set), ``/dev/shm``, ``$TMPDIR`` (if set, else ``/tmp``);
+    only absolute ones."""
+    bases = []
+    env = os.environ.get("STRIDEMAP_TEMP_FOLDER")
+    if env:
+        bases.append(env)
+    bases.append("/dev/shm")
+    bases.append(os.environ.get("TMPDIR") or "/tmp")
+    return [b for b in bases if b.startswith("/")]
+
+
+def _spellings(root):
+    """A root's components as given and as resolved (its own symbolic links followed)."""
+    given = _root_components(root)
+    resolved = _root_components(os.path.realpath(os.fsdecode(root)))
+    return [given] if resolved == given else [given, resolved]
+
+
+def _check_private_folder(fd, folder, path):
+    """O2 for a default root: the ``stridemap-*`` entry is this user's folder, mode 0700."""
+    st = os.fstat(fd)
+    why = None
+    if not stat.S_ISDIR(st.st_mode):
+        why = "it is not a folder"
+    elif st.st_uid != os.geteuid():
+        why = f"it belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})"
+    elif stat.S_IMODE(st.st_mode) != 0o700:
+        why = f"its mode is {stat.S_IMODE(st.st_mode):04o}, not 0700"
+    if why:
+        raise errors.PathNotAllowed(
+            f"O2: refusing {path!r}: {folder!r} is not a private stridemap folder of this "
+            f"user ({why}); to accept another user's producer, pass its folder in allowed_roots"
+        )
+
+
+def _open_path(path, allowed_roots, granted, default_roots=True):
     """O1–O4: walk from the deepest allowed root that holds ``path``, one component at a time."""
     parts = _path_components(path)
     if isinstance(allowed_roots, (str, bytes, os.PathLike)):
         allowed_roots = [allowed_roots]
-    roots = [_root_components(r) for r in allowed_roots]
-    holders = [r for r in roots if len(r) < len(parts) and parts[:len(r)] == r]
+    # (components, is a default root): a default root holds a path whose first component
+    # below it is a stridemap-* folder, with at least a file below that.
+    roots = [(sp, False) for r in allowed_roots for sp in _spellings(r)]
+    if default_roots:
+        roots += [(sp, True) for b in default_bases() for sp in _spellings(b)]
+    holders = [
+        (r, d) for r, d in roots
+        if len(r) < len(parts) and parts[:len(r)] == r
+        and (not d or parts[len(r)].startswith(FOLDER_PREFIX))
+    ]
     if not holders:
         raise errors.PathNotAllowed(f"O2: path {path!r} is not below an allowed root")
-    root = max(holders, key=len)
+    root, default = max(holders, key=lambda h: len(h[0]))
+    if default and len(parts) < len(root) + 2:
+        raise errors.PathNotAllowed(
+            f"O2: refusing {path!r}: it names a stridemap folder itself, not a file in it"
+        )
     root_path = "/" + "/".join(root)
     try:
         fd = os.open(root_path, _DIR_FLAGS | os.O_CLOEXEC)
@@ -129,14 +188,40 @@ def _open_path(path, allowed_roots, granted):
             f"O4: cannot open the allowed root {root_path!r}: {e.strerror}", e.errno
         ) from None
     try:
-        for name in parts[len(root):-1]:
-            below = _open_below(fd, name, _DIR_FLAGS, path)
+        for i, name in enumerate(parts[len(root):-1]):
+            if default and i == 0:
+                below = _open_private_folder(fd, name, path)
+            else:
+                below = _open_below(fd, name, _DIR_FLAGS, path)
             os.close(fd)
             fd = below
         access = os.O_RDWR if granted == "r+" else os.O_RDONLY
         return _open_below(fd, parts[-1], access | _FILE_FLAGS, path)
     finally:
         os.close(fd)
+
+
+def _open_private_folder(dir_fd, name, path):
+    """A default root's ``stridemap-*`` entry: opened without following a link, then checked
+    on the opened fd (O2)."""
+    folder = name
+    try:
+        fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise errors.PathNotAllowed(
+                f"O2: refusing {path!r}: {name!r} is not a private stridemap folder of this "
+                "user (it is not a folder: a plain file or a symbolic link)"
+            ) from None
+        raise errors.OpenFailed(
+            f"O4: cannot open component {name!r} of {path!r}: {e.strerror}", e.errno
+        ) from None
+    try:
+        _check_private_folder(fd, folder, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _open_below(dir_fd, name, flags, path):
