@@ -240,7 +240,7 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
     buf.flush().map_err(io_err)
 }
 
-/// Writes the array `m` describes as a `.npy`, like [`write`], for any mapping: the elements
+/// Writes the array `m` describes as a `.npy`, like [`write()`], for any mapping: the elements
 /// are copied out of the map a chunk at a time (never lent as references, so another process
 /// writing the file meanwhile changes values, not soundness), without holding the whole array
 /// in memory.
