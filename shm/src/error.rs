@@ -64,6 +64,11 @@ pub enum Error {
     NotThisSegment,
     /// The pool was dropped.
     PoolClosed,
+    /// An array [`Pool::share_arc`](crate::Pool::share_arc) cannot lend as one buffer.
+    NotShareable {
+        /// Why, and what to do.
+        reason: &'static str,
+    },
     /// A descriptor, view or open error from the layers below.
     Stridemap(stridemap::Error),
     /// Another I/O error.
@@ -209,6 +214,7 @@ impl fmt::Display for Error {
                 "the descriptor is not a read-only view of this segment (same id and generation)"
             ),
             Error::PoolClosed => write!(f, "the pool was dropped"),
+            Error::NotShareable { reason } => write!(f, "cannot share this array: {reason}"),
             Error::Stridemap(e) => write!(f, "{e}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
