@@ -14,7 +14,7 @@ use stridemap_core::{DType, Mode};
 ///
 /// ```
 /// use stridemap::{Error, OpenOptions};
-/// use stridemap_core::{Builder, DType};
+/// use stridemap::{Builder, DType};
 /// let d = Builder::new(DType::parse("<f8")?, &[4]).path("relative/x").build()?;
 /// let err = stridemap::open(&d, &OpenOptions::new()).unwrap_err();
 /// assert!(matches!(err, Error::BadPath { .. }));

@@ -120,9 +120,13 @@ pub use options::OpenOptions;
 pub use owned::OwnedArray;
 pub use view::{ByteView, Iter, IterMut, SharedIter, SharedView, SharedViewMut, View, ViewMut};
 
+/// The descriptor layer's error (inside [`Error::Descriptor`]): a broken SPEC rule
+/// ([`rule`](stridemap_core::Error::rule)) or an impossible layout operation.
+pub use stridemap_core::Error as DescriptorError;
+/// The descriptor layer's types, so that a consumer names this one crate.
 pub use stridemap_core::{
-    Builder, ByteOrder, CompactDescriptor, DType, Kind, Layout, Mode, Order, Slice, Source,
-    ValidDescriptor,
+    Builder, ByteOrder, CompactDescriptor, DType, Kind, Layout, Mode, Offsets, Order, RECORD_LEN,
+    Slice, Source, TypeStr, ValidDescriptor,
 };
 
 /// `ndarray`, whose types appear in this crate's signatures with the `ndarray` feature.

@@ -28,7 +28,7 @@ impl<'a, T: Element> View<'a, T> {
     ///
     /// ```
     /// use stridemap::View;
-    /// use stridemap_core::{Layout, Order, Slice};
+    /// use stridemap::{Layout, Order, Slice};
     /// let data: Vec<f32> = (0..6).map(|x| x as f32).collect();
     /// let v = View::<f32>::new(bytemuck::cast_slice(&data), Layout::contiguous(4, &[2, 3], Order::C)?)?;
     /// let a = v.slice_axis(1, Slice::REVERSED)?.to_ndarray()?;

@@ -205,7 +205,7 @@ pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
 ///
 /// ```
 /// use stridemap::{ByteView, npy};
-/// use stridemap_core::{DType, Layout, Order};
+/// use stridemap::{DType, Layout, Order};
 /// let data: Vec<u8> = (0..6).collect();
 /// let v = ByteView::new(&data, Layout::contiguous(1, &[2, 3], Order::C)?, DType::parse("|u1")?)?;
 /// let mut out = Vec::new();

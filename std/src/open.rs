@@ -28,12 +28,11 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// under an equal policy reuses that map after re-checking the file with `fstat` (O6–O8).
 ///
 /// ```no_run
-/// use stridemap::{OpenOptions, open};
-/// use stridemap_core::decode;
+/// use stridemap::{OpenOptions, decode_any, open};
 /// # let bytes = [0u8; 1024];
-/// let desc = decode(&bytes)?;
+/// let desc = decode_any(&bytes)?;
 /// let m = open(&desc, &OpenOptions::new().allow_root("/data"))?;
-/// println!("{} elements", m.view::<f32>()?.len());
+/// println!("{} elements", m.shared_view::<f32>()?.len());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {

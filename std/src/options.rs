@@ -119,7 +119,7 @@ impl Root {
 ///
 /// ```
 /// use stridemap::OpenOptions;
-/// use stridemap_core::Mode;
+/// use stridemap::Mode;
 /// let opts = OpenOptions::new().allow_root("/data/arrays").mode(Mode::ReadWrite);
 /// assert_eq!(opts.wanted_mode(), Mode::ReadWrite);
 /// ```

@@ -9,7 +9,7 @@ use crate::{Element, Error, Result};
 ///
 /// ```
 /// use stridemap::ByteView;
-/// use stridemap_core::{DType, Layout, Order};
+/// use stridemap::{DType, Layout, Order};
 /// // Two big-endian i32 at an odd offset: no typed view could read them in place.
 /// let buf = [0u8, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xfe];
 /// let v = ByteView::new(&buf, Layout::new(4, &[2], &[4], 1, 9)?, DType::parse(">i4")?)?;

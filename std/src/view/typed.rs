@@ -16,7 +16,7 @@ use crate::{Element, Error, Result, Unaligned};
 ///
 /// ```
 /// use stridemap::View;
-/// use stridemap_core::{Layout, Order, Slice};
+/// use stridemap::{Layout, Order, Slice};
 /// let data: Vec<f64> = (0..12).map(f64::from).collect();
 /// let bytes: &[u8] = bytemuck::cast_slice(&data);
 /// let v = View::<f64>::new(bytes, Layout::contiguous(8, &[3, 4], Order::C)?)?;
@@ -40,7 +40,7 @@ pub struct View<'a, T> {
 ///
 /// ```
 /// use stridemap::ViewMut;
-/// use stridemap_core::{Layout, Order, Slice};
+/// use stridemap::{Layout, Order, Slice};
 /// let mut data = vec![0i32; 6];
 /// let mut v = ViewMut::<i32>::new(bytemuck::cast_slice_mut(&mut data), Layout::contiguous(4, &[2, 3], Order::C)?)?;
 /// v.reborrow().slice_axis(1, Slice::step(2))?.fill(7);
