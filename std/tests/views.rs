@@ -334,6 +334,10 @@ fn ergonomics_iterate_temporaries_index_and_walk_axes() {
     })
     .unwrap();
     assert_eq!(words[..5], [1.0, 1.0, 1.0, 1.0, 2.0]);
+    let mut w = ViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut words), layout).unwrap();
+    w[[2, 3]] = -1.0;
+    assert_eq!(w[[2, 3]], -1.0);
+    assert_eq!(words[11], -1.0);
 }
 
 #[test]

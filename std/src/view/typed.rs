@@ -485,3 +485,20 @@ macro_rules! index_impls {
     )*};
 }
 index_impls!(View, ViewMut);
+
+impl<T: Element, const N: usize> core::ops::IndexMut<[usize; N]> for ViewMut<'_, T> {
+    /// The element at a fixed-size index, writable: `v[[i, j]] = x`.
+    ///
+    /// # Panics
+    /// As [`Index`](core::ops::Index); [`get_mut`](ViewMut::get_mut) returns an error instead.
+    fn index_mut(&mut self, index: [usize; N]) -> &mut T {
+        let index = index.map(|i| i as u64);
+        if let Err(e) = self.layout.element_offset(&index) {
+            panic!("index {index:?} of a view of shape {:?}: {e}", self.shape());
+        }
+        match self.get_mut(&index) {
+            Ok(e) => e,
+            Err(e) => panic!("index {index:?}: {e}"),
+        }
+    }
+}
