@@ -540,8 +540,9 @@ fn add_scaled(base: u64, index: u64, stride: i64) -> Option<u64> {
 }
 
 /// Fills `strides` with the contiguous strides of `shape` in `order` and returns the size in
-/// bytes; all strides are zero when the array is empty.
-pub fn contiguous_strides(
+/// bytes; all strides are zero when the array is empty. (Public callers have
+/// [`Layout::contiguous`] and its `strides()`.)
+pub(crate) fn contiguous_strides(
     itemsize: u32,
     shape: &[u64],
     order: Order,
