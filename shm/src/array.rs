@@ -140,7 +140,7 @@ impl<T> Clone for SharedArray<T> {
 fn check_dtype<U: Element>(have: DType) -> Result<()> {
     let want = U::dtype()?;
     if want != have {
-        return Err(stridemap::Error::DtypeMismatch { have, want }.into());
+        return Err(stridemap::ViewError::DtypeMismatch { have, want }.into());
     }
     Ok(())
 }
@@ -197,7 +197,7 @@ impl<T> SharedArrayMut<T> {
     /// The same array with its element type named (the dtype must be `U`'s).
     ///
     /// # Errors
-    /// [`stridemap::Error::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
     pub fn typed<U: Element>(mut self) -> Result<SharedArrayMut<U>> {
         check_dtype::<U>(self.dtype)?;
         Ok(SharedArrayMut::new(
@@ -281,7 +281,7 @@ impl<T> OutputArray<T> {
     /// The same array with its element type named (the dtype must be `U`'s).
     ///
     /// # Errors
-    /// [`stridemap::Error::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
     pub fn typed<U: Element>(mut self) -> Result<OutputArray<U>> {
         check_dtype::<U>(self.dtype)?;
         Ok(OutputArray::new(self.lease.take(), self.dtype, self.layout))
@@ -329,7 +329,7 @@ impl<T> SharedArray<T> {
     /// A typed view of another element type `U` (the dtype must be `U`'s).
     ///
     /// # Errors
-    /// [`stridemap::Error::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
     pub fn view_as<U: Element>(&self) -> Result<View<'_, U>> {
         check_dtype::<U>(self.dtype)?;
         Ok(View::new(self.lease.seg()?.data(), self.layout)?)
@@ -350,7 +350,7 @@ impl<T> SharedArray<T> {
     /// The same array with its element type named (the dtype must be `U`'s).
     ///
     /// # Errors
-    /// [`stridemap::Error::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
     pub fn typed<U: Element>(&self) -> Result<SharedArray<U>> {
         check_dtype::<U>(self.dtype)?;
         Ok(SharedArray {

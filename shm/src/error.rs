@@ -145,6 +145,12 @@ impl Error {
     }
 }
 
+impl From<stridemap::ViewError> for Error {
+    fn from(e: stridemap::ViewError) -> Error {
+        Error::Stridemap(e.into())
+    }
+}
+
 impl From<stridemap::Error> for Error {
     fn from(e: stridemap::Error) -> Error {
         Error::Stridemap(e)

@@ -235,7 +235,7 @@ impl Segment {
     pub(crate) fn output_view<T: stridemap::Element>(
         &self,
         layout: Layout,
-    ) -> stridemap::Result<stridemap::SharedView<'_, T>> {
+    ) -> stridemap::ViewResult<stridemap::SharedView<'_, T>> {
         sys::output_view(&self.map, SEGMENT_DATA_OFFSET as usize, layout)
     }
 
@@ -243,7 +243,7 @@ impl Segment {
     pub(crate) fn output_view_mut<T: stridemap::Element>(
         &mut self,
         layout: Layout,
-    ) -> stridemap::Result<stridemap::SharedViewMut<'_, T>> {
+    ) -> stridemap::ViewResult<stridemap::SharedViewMut<'_, T>> {
         sys::output_view_mut(&mut self.map, SEGMENT_DATA_OFFSET as usize, layout)
     }
 

@@ -72,7 +72,7 @@ pub(crate) fn output_view<'a, T: Element>(
     map: &'a MmapMut,
     start: usize,
     layout: Layout,
-) -> stridemap::Result<SharedView<'a, T>> {
+) -> stridemap::ViewResult<SharedView<'a, T>> {
     let len = map.len().saturating_sub(start);
     let start = start.min(map.len());
     // SAFETY: `start ≤ map.len()`, so the pointer stays inside (or one past) the map, and
@@ -87,7 +87,7 @@ pub(crate) fn output_view_mut<'a, T: Element>(
     map: &'a mut MmapMut,
     start: usize,
     layout: Layout,
-) -> stridemap::Result<SharedViewMut<'a, T>> {
+) -> stridemap::ViewResult<SharedViewMut<'a, T>> {
     let len = map.len().saturating_sub(start);
     let start = start.min(map.len());
     // SAFETY: as in `output_view`, the range is inside the live map for `'a`; the map is

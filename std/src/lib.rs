@@ -113,7 +113,7 @@ mod view;
 
 pub use decode::decode_any;
 pub use element::Element;
-pub use error::{Error, Result, Unaligned};
+pub use error::{Error, Result, Unaligned, ViewError, ViewResult};
 pub use mapping::Mapping;
 pub use open::{open, open_fd, open_source};
 pub use options::OpenOptions;

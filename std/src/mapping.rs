@@ -9,7 +9,8 @@ use stridemap_core::{Mode, ValidDescriptor};
 
 use crate::sys::{ReadMap, SharedBytes, Stable, WriteMap};
 use crate::{
-    ByteView, Element, Error, OwnedArray, Result, SharedView, SharedViewMut, View, ViewMut,
+    ByteView, Element, OwnedArray, SharedView, SharedViewMut, View, ViewError, ViewMut,
+    ViewResult as Result,
 };
 
 /// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
@@ -268,11 +269,11 @@ impl Mapping {
     /// The enclosing buffer's bytes.
     ///
     /// # Errors
-    /// [`Error::NotFrozen`] unless the mapping [`is_frozen`](Mapping::is_frozen) or its
+    /// [`ViewError::NotFrozen`] unless the mapping [`is_frozen`](Mapping::is_frozen) or its
     /// owner [promised](Mapping::assume_no_outside_writes): use [`copy_array`](Mapping::copy_array)
     /// or [`shared_view`](Mapping::shared_view) then.
     pub fn bytes(&self) -> Result<&[u8]> {
-        let stable = self.stable.ok_or(Error::NotFrozen)?;
+        let stable = self.stable.ok_or(ViewError::NotFrozen)?;
         Ok(match &self.region {
             Region::Empty => &[],
             Region::Shared { region, start } => {
@@ -290,19 +291,19 @@ impl Mapping {
     /// The enclosing buffer's bytes, writable (`r+` and `c` mappings).
     ///
     /// # Errors
-    /// [`Error::ReadOnly`] for an `r` mapping; [`Error::NotFrozen`] as for [`bytes`](Mapping::bytes).
+    /// [`ViewError::ReadOnly`] for an `r` mapping; [`ViewError::NotFrozen`] as for [`bytes`](Mapping::bytes).
     pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         match &mut self.region {
             Region::Empty => Ok(&mut []),
-            Region::Shared { .. } => Err(Error::ReadOnly),
-            Region::Own { map, .. } => Ok(map.bytes_mut(self.stable.ok_or(Error::NotFrozen)?)),
+            Region::Shared { .. } => Err(ViewError::ReadOnly),
+            Region::Own { map, .. } => Ok(map.bytes_mut(self.stable.ok_or(ViewError::NotFrozen)?)),
         }
     }
 
     /// A typed view of the described array lending `&T`s; the dtype must be `T`'s exactly.
     ///
     /// # Errors
-    /// [`Error::DtypeMismatch`]; [`Error::NotFrozen`] as for [`bytes`](Mapping::bytes) (use
+    /// [`ViewError::DtypeMismatch`]; [`ViewError::NotFrozen`] as for [`bytes`](Mapping::bytes) (use
     /// [`shared_view`](Mapping::shared_view) there); alignment errors as for [`View::new`].
     pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
         self.check_dtype::<T>()?;
@@ -313,15 +314,15 @@ impl Mapping {
     /// stay here).
     ///
     /// # Errors
-    /// As [`view`](Mapping::view), and [`Error::ReadOnly`] for an `r` mapping. For an `r+`
+    /// As [`view`](Mapping::view), and [`ViewError::ReadOnly`] for an `r` mapping. For an `r+`
     /// output other processes also write, use [`shared_view_mut`](Mapping::shared_view_mut).
     pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
         self.check_dtype::<T>()?;
         let layout = self.desc.layout();
         let bytes = match &mut self.region {
             Region::Empty => &mut [][..],
-            Region::Shared { .. } => return Err(Error::ReadOnly),
-            Region::Own { map, .. } => map.bytes_mut(self.stable.ok_or(Error::NotFrozen)?),
+            Region::Shared { .. } => return Err(ViewError::ReadOnly),
+            Region::Own { map, .. } => map.bytes_mut(self.stable.ok_or(ViewError::NotFrozen)?),
         };
         ViewMut::with_source(bytes, layout, Some(&self.desc))
     }
@@ -329,7 +330,7 @@ impl Mapping {
     /// A byte-level view of the described array, for any dtype and alignment.
     ///
     /// # Errors
-    /// [`Error::NotFrozen`] as for [`bytes`](Mapping::bytes): use
+    /// [`ViewError::NotFrozen`] as for [`bytes`](Mapping::bytes): use
     /// [`copy_array`](Mapping::copy_array) there.
     pub fn byte_view(&self) -> Result<ByteView<'_>> {
         let layout = self.desc.layout();
@@ -340,7 +341,7 @@ impl Mapping {
     /// reference: sound whoever writes the bytes meanwhile. Works on every mapping.
     ///
     /// # Errors
-    /// [`Error::DtypeMismatch`]; alignment errors as for [`View::new`].
+    /// [`ViewError::DtypeMismatch`]; alignment errors as for [`View::new`].
     pub fn shared_view<T: Element>(&self) -> Result<SharedView<'_, T>> {
         self.check_dtype::<T>()?;
         SharedView::with_source(self.shared_bytes(), self.desc.layout(), Some(&self.desc))
@@ -350,13 +351,13 @@ impl Mapping {
     /// worker writes its part of a shared `r+` output while others write theirs.
     ///
     /// # Errors
-    /// As [`shared_view`](Mapping::shared_view), and [`Error::ReadOnly`] for an `r` mapping.
+    /// As [`shared_view`](Mapping::shared_view), and [`ViewError::ReadOnly`] for an `r` mapping.
     pub fn shared_view_mut<T: Element>(&mut self) -> Result<SharedViewMut<'_, T>> {
         self.check_dtype::<T>()?;
         let layout = self.desc.layout();
         let bytes = match &mut self.region {
             Region::Empty => crate::sys::SharedBytesMut::from_slice(&mut []),
-            Region::Shared { .. } => return Err(Error::ReadOnly),
+            Region::Shared { .. } => return Err(ViewError::ReadOnly),
             Region::Own { map, .. } => map.shared_mut(),
         };
         SharedViewMut::with_source(bytes, layout, Some(&self.desc))
@@ -366,7 +367,7 @@ impl Mapping {
     /// process owns: typed and byte views of it lend references whoever writes the mapping.
     ///
     /// # Errors
-    /// [`Error::TooLarge`] if the elements do not fit in memory's address space.
+    /// [`ViewError::TooLarge`] if the elements do not fit in memory's address space.
     pub fn copy_array(&self) -> Result<OwnedArray> {
         OwnedArray::copy_from(self.shared_bytes(), self.desc.layout(), self.desc.dtype())
     }
@@ -374,7 +375,7 @@ impl Mapping {
     fn check_dtype<T: Element>(&self) -> Result<()> {
         let want = T::dtype()?;
         if want != self.desc.dtype() {
-            return Err(Error::DtypeMismatch {
+            return Err(ViewError::DtypeMismatch {
                 have: self.desc.dtype(),
                 want,
             });

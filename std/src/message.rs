@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use stridemap_core::{CompactDescriptor, DType};
 
 use crate::{
-    ByteView, Element, Mapping, OpenOptions, OwnedArray, Result, SharedView, View, open_source,
+    ByteView, Element, Mapping, OpenOptions, OwnedArray, Result, SharedView, View, ViewResult,
+    open_source,
 };
 
 /// An array as a message carries it: the bytes themselves when small, else the compact
@@ -82,7 +83,7 @@ impl Received {
     ///
     /// # Errors
     /// Those of [`OwnedArray::view`] or [`Mapping::view`].
-    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
+    pub fn view<T: Element>(&self) -> ViewResult<View<'_, T>> {
         match self {
             Received::Owned(a) => a.view(),
             Received::Mapped(m) => m.view(),
@@ -93,7 +94,7 @@ impl Received {
     ///
     /// # Errors
     /// Those of [`Mapping::shared_view`] (a dtype other than `T`'s).
-    pub fn shared_view<T: Element>(&self) -> Result<SharedView<'_, T>> {
+    pub fn shared_view<T: Element>(&self) -> ViewResult<SharedView<'_, T>> {
         match self {
             Received::Owned(a) => Ok(a.view()?.as_shared()),
             Received::Mapped(m) => m.shared_view(),
@@ -104,7 +105,7 @@ impl Received {
     ///
     /// # Errors
     /// Those of [`Mapping::byte_view`].
-    pub fn byte_view(&self) -> Result<ByteView<'_>> {
+    pub fn byte_view(&self) -> ViewResult<ByteView<'_>> {
         match self {
             Received::Owned(a) => a.byte_view(),
             Received::Mapped(m) => m.byte_view(),
@@ -115,7 +116,7 @@ impl Received {
     ///
     /// # Errors
     /// Those of [`Mapping::copy_array`].
-    pub fn into_owned(self) -> Result<OwnedArray> {
+    pub fn into_owned(self) -> ViewResult<OwnedArray> {
         match self {
             Received::Owned(a) => Ok(a),
             Received::Mapped(m) => m.copy_array(),

@@ -4,7 +4,7 @@
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use stridemap_core::{Layout, ValidDescriptor};
 
-use crate::{Element, Error, Mapping, Result, SharedView, View, ViewMut, sys};
+use crate::{Element, Mapping, SharedView, View, ViewError, ViewMut, ViewResult as Result, sys};
 
 impl<T: Element> SharedView<'_, T> {
     /// A C-ordered copy of the elements as an owned `ndarray` array: how to compute with
@@ -12,14 +12,14 @@ impl<T: Element> SharedView<'_, T> {
     /// without copying where references are sound).
     ///
     /// # Errors
-    /// [`Error::TooLarge`] if an axis length does not fit `usize`.
+    /// [`ViewError::TooLarge`] if an axis length does not fit `usize`.
     pub fn to_ndarray(&self) -> Result<ArrayD<T>> {
         let shape = self
             .shape()
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| Error::TooLarge))
+            .map(|&d| usize::try_from(d).map_err(|_| ViewError::TooLarge))
             .collect::<Result<Vec<usize>>>()?;
-        ArrayD::from_shape_vec(IxDyn(&shape), self.to_vec()).map_err(|_| Error::TooLarge)
+        ArrayD::from_shape_vec(IxDyn(&shape), self.to_vec()).map_err(|_| ViewError::TooLarge)
     }
 }
 
@@ -37,22 +37,22 @@ impl<'a, T: Element> View<'a, T> {
     /// # Ok::<(), stridemap::Error>(())
     /// ```
     pub fn to_ndarray(&self) -> Result<ArrayViewD<'a, T>> {
-        sys::array_view(self.elems(), self.layout()).ok_or(Error::TooLarge)
+        sys::array_view(self.elems(), self.layout()).ok_or(ViewError::TooLarge)
     }
 }
 
 impl<'a, T: Element> ViewMut<'a, T> {
-    /// The same elements as a mutable `ndarray` view. Fails with [`Error::Overlapping`] when
+    /// The same elements as a mutable `ndarray` view. Fails with [`ViewError::Overlapping`] when
     /// elements share memory (zero or short strides), which ndarray cannot represent.
     ///
     /// # Errors
-    /// [`Error::Overlapping`]; [`Error::TooLarge`] if a length does not fit `usize`.
+    /// [`ViewError::Overlapping`]; [`ViewError::TooLarge`] if a length does not fit `usize`.
     pub fn into_ndarray(self) -> Result<ArrayViewMutD<'a, T>> {
         let (elems, layout) = self.into_parts();
         if layout.may_overlap() {
-            return Err(Error::Overlapping);
+            return Err(ViewError::Overlapping);
         }
-        sys::array_view_mut(elems, &layout).ok_or(Error::TooLarge)
+        sys::array_view_mut(elems, &layout).ok_or(ViewError::TooLarge)
     }
 }
 
@@ -60,24 +60,24 @@ impl Mapping {
     /// The descriptor of an ndarray view whose elements lie inside this mapping's buffer
     /// (e.g. a slice of [`View::to_ndarray`]): same file, this view's shape and strides.
     ///
-    /// Fails with [`Error::NotInMapping`] if the array does not point into the buffer, or
+    /// Fails with [`ViewError::NotInMapping`] if the array does not point into the buffer, or
     /// with a descriptor error if any element would fall outside it.
     ///
     /// # Errors
-    /// [`Error::NotInMapping`], [`Error::TooLarge`], or a descriptor error if an element falls outside the buffer.
+    /// [`ViewError::NotInMapping`], [`ViewError::TooLarge`], or a descriptor error if an element falls outside the buffer.
     pub fn describe_array<T: Element>(&self, array: &ArrayViewD<'_, T>) -> Result<ValidDescriptor> {
         let size = core::mem::size_of::<T>() as i64;
         let base = self.base_addr();
         let offset = (array.as_ptr() as usize)
             .checked_sub(base)
-            .ok_or(Error::NotInMapping)? as u64;
+            .ok_or(ViewError::NotInMapping)? as u64;
         let shape: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
         let strides = array
             .strides()
             .iter()
             .map(|&s| (s as i64).checked_mul(size))
             .collect::<Option<Vec<i64>>>()
-            .ok_or(Error::NotInMapping)?;
+            .ok_or(ViewError::NotInMapping)?;
         let layout = Layout::new(
             size as u32,
             &shape,

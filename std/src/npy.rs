@@ -7,7 +7,7 @@ use std::path::Path;
 
 use stridemap_core::{Builder, DType, Layout, Order, ValidDescriptor};
 
-use crate::{ByteView, Error, Result};
+use crate::{ByteView, Error, Result, ViewError};
 
 /// numpy's magic string.
 pub const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -227,7 +227,7 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
         let data = view
             .buffer()
             .get(span.start as usize..span.end as usize)
-            .ok_or(Error::BufferTooShort {
+            .ok_or(ViewError::BufferTooShort {
                 needed: span.end,
                 len: view.buffer().len() as u64,
             })?;
@@ -252,7 +252,7 @@ pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
     let desc = m.descriptor();
     let layout = desc.layout();
     let src = m.shared_bytes();
-    let short = || Error::BufferTooShort {
+    let short = || ViewError::BufferTooShort {
         needed: layout.span().end,
         len: src.len() as u64,
     };
@@ -260,8 +260,8 @@ pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
         .map_err(io_err)?;
     let mut chunk = vec![0u8; 1 << 20];
     if layout.is_c_contiguous() {
-        let mut at = usize::try_from(layout.span().start).map_err(|_| Error::TooLarge)?;
-        let end = usize::try_from(layout.span().end).map_err(|_| Error::TooLarge)?;
+        let mut at = usize::try_from(layout.span().start).map_err(|_| ViewError::TooLarge)?;
+        let end = usize::try_from(layout.span().end).map_err(|_| ViewError::TooLarge)?;
         while at < end {
             let n = (end - at).min(chunk.len());
             let part = chunk.get_mut(..n).ok_or_else(short)?;
@@ -280,7 +280,7 @@ pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
                 .map_err(io_err)?;
             filled = 0;
         }
-        let off = usize::try_from(off).map_err(|_| Error::TooLarge)?;
+        let off = usize::try_from(off).map_err(|_| ViewError::TooLarge)?;
         let dst = chunk.get_mut(filled..filled + size).ok_or_else(short)?;
         src.copy_to(off, dst).ok_or_else(short)?;
         filled += size;

@@ -3,7 +3,7 @@
 use stridemap_core::{DType, Layout, Order};
 
 use crate::sys::SharedBytes;
-use crate::{ByteView, Element, Error, Result, View, ViewMut};
+use crate::{ByteView, Element, Error, Result, View, ViewError, ViewMut, ViewResult};
 
 /// An array whose bytes this process owns, packed in C order in an 8-byte-aligned buffer:
 /// nobody else can change them, so its views lend references.
@@ -26,8 +26,8 @@ pub struct OwnedArray {
     words: Vec<u64>,
 }
 
-fn words_for(n: u64) -> Result<Vec<u64>> {
-    let n = usize::try_from(n).map_err(|_| Error::TooLarge)?;
+fn words_for(n: u64) -> ViewResult<Vec<u64>> {
+    let n = usize::try_from(n).map_err(|_| ViewError::TooLarge)?;
     Ok(vec![0u64; n.div_ceil(8)])
 }
 
@@ -61,24 +61,24 @@ impl OwnedArray {
         src: SharedBytes<'_>,
         layout: Layout,
         dtype: DType,
-    ) -> Result<OwnedArray> {
+    ) -> ViewResult<OwnedArray> {
         let packed = Layout::contiguous(dtype.itemsize(), layout.shape(), Order::C)?;
         let mut words = words_for(packed.nbytes())?;
-        let n = usize::try_from(packed.nbytes()).map_err(|_| Error::TooLarge)?;
-        let short = || Error::BufferTooShort {
+        let n = usize::try_from(packed.nbytes()).map_err(|_| ViewError::TooLarge)?;
+        let short = || ViewError::BufferTooShort {
             needed: layout.span().end,
             len: src.len() as u64,
         };
         let dst = bytemuck::cast_slice_mut::<u64, u8>(&mut words)
             .get_mut(..n)
-            .ok_or(Error::TooLarge)?;
+            .ok_or(ViewError::TooLarge)?;
         if layout.is_c_contiguous() {
-            let start = usize::try_from(layout.offset()).map_err(|_| Error::TooLarge)?;
+            let start = usize::try_from(layout.offset()).map_err(|_| ViewError::TooLarge)?;
             src.copy_to(start, dst).ok_or_else(short)?;
         } else {
             let size = dtype.itemsize() as usize;
             for (chunk, off) in dst.chunks_exact_mut(size.max(1)).zip(layout.offsets()) {
-                let off = usize::try_from(off).map_err(|_| Error::TooLarge)?;
+                let off = usize::try_from(off).map_err(|_| ViewError::TooLarge)?;
                 src.copy_to(off, chunk).ok_or_else(short)?;
             }
         }
@@ -111,15 +111,15 @@ impl OwnedArray {
     ///
     /// # Errors
     /// None in practice (the layout was made for this buffer); reported rather than panicking.
-    pub fn byte_view(&self) -> Result<ByteView<'_>> {
+    pub fn byte_view(&self) -> ViewResult<ByteView<'_>> {
         ByteView::new(bytemuck::cast_slice(&self.words), self.layout, self.dtype)
     }
 
     /// A typed view; the dtype must be `T`'s exactly.
     ///
     /// # Errors
-    /// [`Error::DtypeMismatch`].
-    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
+    /// [`ViewError::DtypeMismatch`].
+    pub fn view<T: Element>(&self) -> ViewResult<View<'_, T>> {
         self.check::<T>()?;
         View::new(bytemuck::cast_slice(&self.words), self.layout)
     }
@@ -127,16 +127,16 @@ impl OwnedArray {
     /// A writable typed view; the dtype must be `T`'s exactly.
     ///
     /// # Errors
-    /// [`Error::DtypeMismatch`].
-    pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
+    /// [`ViewError::DtypeMismatch`].
+    pub fn view_mut<T: Element>(&mut self) -> ViewResult<ViewMut<'_, T>> {
         self.check::<T>()?;
         ViewMut::new(bytemuck::cast_slice_mut(&mut self.words), self.layout)
     }
 
-    fn check<T: Element>(&self) -> Result<()> {
+    fn check<T: Element>(&self) -> ViewResult<()> {
         let want = T::dtype()?;
         if want != self.dtype {
-            return Err(Error::DtypeMismatch {
+            return Err(ViewError::DtypeMismatch {
                 have: self.dtype,
                 want,
             });

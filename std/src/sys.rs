@@ -658,7 +658,7 @@ impl<'a, T: crate::Element> crate::SharedView<'a, T> {
         ptr: *const u8,
         len: usize,
         layout: Layout,
-    ) -> crate::Result<crate::SharedView<'a, T>> {
+    ) -> crate::ViewResult<crate::SharedView<'a, T>> {
         // The caller's promise is `SharedBytes`'s invariant.
         let bytes = SharedBytes::from_raw_parts(ptr, len, PhantomData);
         crate::SharedView::with_source(bytes, layout, None)
@@ -680,7 +680,7 @@ impl<'a, T: crate::Element> crate::SharedViewMut<'a, T> {
         ptr: *mut u8,
         len: usize,
         layout: Layout,
-    ) -> crate::Result<crate::SharedViewMut<'a, T>> {
+    ) -> crate::ViewResult<crate::SharedViewMut<'a, T>> {
         // The caller's promise is `SharedBytesMut`'s invariant.
         let bytes = SharedBytesMut {
             ptr: nonnull(ptr),

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, ftruncate, memfd_create};
-use stridemap::{Error, OpenOptions, npy, open, open_fd, open_source};
+use stridemap::{Error, OpenOptions, ViewError, npy, open, open_fd, open_source};
 use stridemap_core::{Builder, DType, Mode, Order, Slice, ValidDescriptor};
 
 struct Fixture {
@@ -261,13 +261,16 @@ fn modes_r_plus_and_copy_on_write() {
     let ro = describe(&path, &[16], 0);
     assert!(open(&ro, &fx.opts().mode(Mode::CopyOnWrite)).is_ok());
     let mut r = open(&ro, &fx.opts()).unwrap();
-    assert!(matches!(r.shared_view_mut::<f64>(), Err(Error::ReadOnly)));
-    assert!(matches!(r.bytes_mut(), Err(Error::ReadOnly)));
+    assert!(matches!(
+        r.shared_view_mut::<f64>(),
+        Err(ViewError::ReadOnly)
+    ));
+    assert!(matches!(r.bytes_mut(), Err(ViewError::ReadOnly)));
     // None of these is frozen (a path-named file), so none lends references …
     assert!(!c.is_frozen() && !r.is_frozen());
-    assert!(matches!(c.view::<f64>(), Err(Error::NotFrozen)));
-    assert!(matches!(r.bytes(), Err(Error::NotFrozen)));
-    assert!(matches!(r.byte_view(), Err(Error::NotFrozen)));
+    assert!(matches!(c.view::<f64>(), Err(ViewError::NotFrozen)));
+    assert!(matches!(r.bytes(), Err(ViewError::NotFrozen)));
+    assert!(matches!(r.byte_view(), Err(ViewError::NotFrozen)));
     // … until the owner promises, or it copies the elements out.
     assert_eq!(
         r.copy_array().unwrap().view::<f64>().unwrap().to_vec()[15],
@@ -411,7 +414,7 @@ fn only_frozen_memfds_lend_references() {
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW);
     let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
     assert!(!m.is_frozen());
-    assert!(matches!(m.view::<f64>(), Err(Error::NotFrozen)));
+    assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
     assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
     // Frozen: resizing and writes sealed (either write seal), checked on the fd itself.
     for write_seal in [SealFlags::WRITE, SealFlags::FUTURE_WRITE] {
@@ -501,7 +504,7 @@ fn ndarray_views_and_descriptors() {
     let heap = ndarray::Array2::<f64>::zeros((2, 2)).into_dyn();
     assert!(matches!(
         m.describe_array(&heap.view()),
-        Err(Error::NotInMapping) | Err(Error::Descriptor(_))
+        Err(ViewError::NotInMapping) | Err(ViewError::Descriptor(_))
     ));
     drop(m);
     // A mutable ndarray view writes through an r+ mapping; broadcast layouts are refused.

@@ -281,7 +281,7 @@ fn shared_writers_fill_disjoint_chunks_from_threads() {
     let v = SharedViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), broadcast).unwrap();
     assert!(matches!(
         v.split_axis(0, 1),
-        Err(stridemap::Error::Overlapping)
+        Err(stridemap::ViewError::Overlapping)
     ));
     let mut data = vec![0u32; 4];
     let v = SharedViewMut::<u32>::new(
@@ -291,7 +291,7 @@ fn shared_writers_fill_disjoint_chunks_from_threads() {
     .unwrap();
     assert!(matches!(
         v.axis_chunks(0, 0),
-        Err(stridemap::Error::ZeroChunk)
+        Err(stridemap::ViewError::ZeroChunk)
     ));
 }
 
@@ -313,7 +313,7 @@ fn ergonomics_iterate_temporaries_index_and_walk_axes() {
     assert_eq!(blocks, [data[..8].to_vec(), data[8..].to_vec()]);
     assert!(matches!(
         v.axis_chunks(0, 0),
-        Err(stridemap::Error::ZeroChunk)
+        Err(stridemap::ViewError::ZeroChunk)
     ));
     let cols: Vec<f64> = v
         .as_shared()

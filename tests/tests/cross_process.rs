@@ -63,7 +63,7 @@ fn r_plus_writes_reach_the_other_process() {
     // A path-named file another process writes: no reference-lending view without a promise.
     assert!(matches!(
         reader.view::<f64>(),
-        Err(stridemap::Error::NotFrozen)
+        Err(stridemap::ViewError::NotFrozen)
     ));
     let before = reader.shared_view::<f64>().unwrap().to_vec();
     child::run(

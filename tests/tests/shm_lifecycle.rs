@@ -358,7 +358,10 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
         let mut m = stridemap::socket::recv(&rx).unwrap().open(&opts).unwrap();
         // An r+ output is never frozen: it lends no references, only copies.
         assert!(!m.is_frozen());
-        assert!(matches!(m.view_mut::<f64>(), Err(StdError::NotFrozen)));
+        assert!(matches!(
+            m.view_mut::<f64>(),
+            Err(stridemap::ViewError::NotFrozen)
+        ));
         // Two writers at once (the consumer's map and the producer's), disjoint halves.
         let (mut left, _) = m
             .shared_view_mut::<f64>()

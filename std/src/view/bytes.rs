@@ -3,7 +3,7 @@
 use stridemap_core::{DType, Kind, Layout, ValidDescriptor};
 
 use super::{View, describe, subviews};
-use crate::{Element, Error, Result};
+use crate::{Element, ViewError, ViewResult as Result};
 
 /// A read-only strided view whose elements are read as bytes, for any dtype and alignment.
 ///
@@ -31,7 +31,7 @@ impl<'a> ByteView<'a> {
     /// touch) with elements of `dtype`.
     ///
     /// # Errors
-    /// [`Error::BufferTooShort`], [`Error::ItemsizeMismatch`].
+    /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`].
     pub fn new(bytes: &'a [u8], layout: Layout, dtype: DType) -> Result<ByteView<'a>> {
         ByteView::with_source(bytes, layout, dtype, None)
     }
@@ -43,13 +43,13 @@ impl<'a> ByteView<'a> {
         source: Option<&'a ValidDescriptor>,
     ) -> Result<ByteView<'a>> {
         if (bytes.len() as u64) < layout.span().end {
-            return Err(Error::BufferTooShort {
+            return Err(ViewError::BufferTooShort {
                 needed: layout.span().end,
                 len: bytes.len() as u64,
             });
         }
         if layout.itemsize() != dtype.itemsize() {
-            return Err(Error::ItemsizeMismatch {
+            return Err(ViewError::ItemsizeMismatch {
                 itemsize: layout.itemsize(),
                 type_size: dtype.itemsize() as usize,
             });
@@ -74,10 +74,10 @@ impl<'a> ByteView<'a> {
     /// The bytes of the element at `index`.
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn element(&self, index: &[u64]) -> Result<&'a [u8]> {
         let off = self.layout.element_offset(index)?;
-        self.at(off).ok_or(Error::BufferTooShort {
+        self.at(off).ok_or(ViewError::BufferTooShort {
             needed: off.saturating_add(u64::from(self.dtype.itemsize())),
             len: self.bytes.len() as u64,
         })
@@ -87,11 +87,11 @@ impl<'a> ByteView<'a> {
     /// from the machine's. The dtype must have `T`'s kind and size (e.g. `>f8` as `f64`).
     ///
     /// # Errors
-    /// [`Error::DtypeMismatch`]; index errors as for [`ByteView::element`].
+    /// [`ViewError::DtypeMismatch`]; index errors as for [`ByteView::element`].
     pub fn read<T: Element>(&self, index: &[u64]) -> Result<T> {
         let want = T::dtype()?;
         if want.kind() != self.dtype.kind() || want.itemsize() != self.dtype.itemsize() {
-            return Err(Error::DtypeMismatch {
+            return Err(ViewError::DtypeMismatch {
                 have: self.dtype,
                 want,
             });
@@ -126,11 +126,11 @@ impl<'a> ByteView<'a> {
     /// A typed view of the same elements (dtype must match `T` exactly, elements aligned).
     ///
     /// # Errors
-    /// [`Error::DtypeMismatch`]; alignment errors as for [`View::new`](crate::View::new).
+    /// [`ViewError::DtypeMismatch`]; alignment errors as for [`View::new`](crate::View::new).
     pub fn typed<T: Element>(&self) -> Result<View<'a, T>> {
         let want = T::dtype()?;
         if want != self.dtype {
-            return Err(Error::DtypeMismatch {
+            return Err(ViewError::DtypeMismatch {
                 have: self.dtype,
                 want,
             });

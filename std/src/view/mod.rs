@@ -18,11 +18,11 @@ pub use typed::{IterMut, View, ViewMut};
 
 use stridemap_core::{Layout, ValidDescriptor};
 
-use crate::{Error, Result};
+use crate::{ViewError, ViewResult as Result};
 
 /// The descriptor of `layout` inside the buffer `source` describes.
 fn describe(source: Option<&ValidDescriptor>, layout: &Layout) -> Result<ValidDescriptor> {
-    let source = source.ok_or(Error::NotDescribable)?;
+    let source = source.ok_or(ViewError::NotDescribable)?;
     Ok(source.to_builder().layout(layout).build()?)
 }
 
@@ -64,7 +64,7 @@ macro_rules! subviews {
             /// `self[..., start:stop:step, ...]` on `axis` (Python semantics, any step but 0).
             ///
             /// # Errors
-            /// A [`Error::Descriptor`] error for a bad axis or a zero step.
+            /// A [`ViewError::Descriptor`] error for a bad axis or a zero step.
             pub fn slice_axis(self, axis: usize, slice: impl Into<stridemap_core::Slice>) -> Result<Self> {
                 let l = self.layout.slice_axis(axis, slice.into())?;
                 self.with_layout(l)
@@ -85,7 +85,7 @@ macro_rules! subviews {
             /// `axis` fixed at `index`; the result has one axis fewer.
             ///
             /// # Errors
-            /// A [`Error::Descriptor`] error for a bad axis or an index out of range.
+            /// A [`ViewError::Descriptor`] error for a bad axis or an index out of range.
             pub fn index_axis(self, axis: usize, index: u64) -> Result<Self> {
                 let l = self.layout.index_axis(axis, index)?;
                 self.with_layout(l)
@@ -94,7 +94,7 @@ macro_rules! subviews {
             /// The axes reordered: axis `k` of the result is axis `axes[k]` of this view.
             ///
             /// # Errors
-            /// A [`Error::Descriptor`] error if `axes` is not a permutation.
+            /// A [`ViewError::Descriptor`] error if `axes` is not a permutation.
             pub fn permute(self, axes: &[usize]) -> Result<Self> {
                 let l = self.layout.permute(axes)?;
                 self.with_layout(l)
@@ -110,7 +110,7 @@ macro_rules! subviews {
             /// The same elements with a new shape, when the strides allow it without a copy.
             ///
             /// # Errors
-            /// A [`Error::Descriptor`] error if the size differs or the strides need a copy.
+            /// A [`ViewError::Descriptor`] error if the size differs or the strides need a copy.
             pub fn reshape(self, shape: &[u64], order: stridemap_core::Order) -> Result<Self> {
                 let l = self.layout.reshape(shape, order)?;
                 self.with_layout(l)
@@ -120,7 +120,7 @@ macro_rules! subviews {
             /// elements (negative strides and transposes included).
             ///
             /// # Errors
-            /// [`Error::NotDescribable`] for a view not made from a mapping.
+            /// [`ViewError::NotDescribable`] for a view not made from a mapping.
             pub fn describe(&self) -> Result<ValidDescriptor> {
                 describe(self.source, &self.layout)
             }

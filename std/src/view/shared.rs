@@ -9,7 +9,7 @@ use stridemap_core::{Layout, ValidDescriptor};
 use super::typed::check;
 use super::{describe, subviews};
 use crate::sys::{SharedBytes, SharedBytesMut, split_disjoint};
-use crate::{Element, Error, Result};
+use crate::{Element, ViewError, ViewError as Error, ViewResult as Result};
 
 /// A read-only strided view of `T`s that other processes may write while it lives (an `r+`
 /// output, a path-named file): every read copies one element, no `&T` is ever made.
@@ -110,7 +110,7 @@ impl<'a, T: Element> SharedView<'a, T> {
     /// touch), for code that takes shared views.
     ///
     /// # Errors
-    /// [`Error::BufferTooShort`], [`Error::ItemsizeMismatch`], [`Error::Misaligned`].
+    /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`], [`ViewError::Misaligned`].
     pub fn new(bytes: &'a [u8], layout: Layout) -> Result<SharedView<'a, T>> {
         SharedView::with_source(SharedBytes::from_slice(bytes), layout, None)
     }
@@ -151,7 +151,7 @@ impl<'a, T: Element> SharedView<'a, T> {
     /// The element at `index` (one entry per axis), copied.
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get(&self, index: &[u64]) -> Result<T> {
         let off = self.layout.element_offset(index)?;
         self.bytes
@@ -175,10 +175,10 @@ impl<'a, T: Element> SharedView<'a, T> {
     /// Copies the elements, in C order, into `dst` (one copy when they are contiguous).
     ///
     /// # Errors
-    /// [`Error::SliceLength`] if `dst` does not have [`len`](Self::len) elements.
+    /// [`ViewError::SliceLength`] if `dst` does not have [`len`](Self::len) elements.
     pub fn copy_to_slice(&self, dst: &mut [T]) -> Result<()> {
         if dst.len() != self.len() {
-            return Err(Error::SliceLength {
+            return Err(ViewError::SliceLength {
                 expected: self.len(),
                 actual: dst.len(),
             });
@@ -201,7 +201,7 @@ impl<'a, T: Element> SharedView<'a, T> {
     /// The views of each index along `axis` (numpy's iteration over `a` for axis 0).
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] error if `axis` is out of range.
+    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
     pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = SharedView<'a, T>> + 'a>
     where
         T: 'a,
@@ -369,10 +369,10 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// Writes `src` to the elements in C order: one copy when they are contiguous.
     ///
     /// # Errors
-    /// [`Error::SliceLength`] if `src` does not have [`len`](Self::len) elements.
+    /// [`ViewError::SliceLength`] if `src` does not have [`len`](Self::len) elements.
     pub fn copy_from_slice(&mut self, src: &[T]) -> Result<()> {
         if src.len() != self.len() {
-            return Err(Error::SliceLength {
+            return Err(ViewError::SliceLength {
                 expected: self.len(),
                 actual: src.len(),
             });
@@ -393,8 +393,8 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// be used at once (e.g. by two threads).
     ///
     /// # Errors
-    /// [`Error::Overlapping`] if elements of this view share bytes (zero or short strides),
-    /// a [`Error::Descriptor`] error if `axis` is out of range.
+    /// [`ViewError::Overlapping`] if elements of this view share bytes (zero or short strides),
+    /// a [`ViewError::Descriptor`] error if `axis` is out of range.
     pub fn split_axis(self, axis: usize, at: u64) -> Result<(Self, Self)> {
         if axis >= self.ndim() {
             return Err(stridemap_core::Error::NoSuchAxis {
@@ -409,7 +409,8 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
             source,
             ..
         } = self;
-        let (a, la, b, lb) = split_disjoint(bytes, &layout, axis, at).ok_or(Error::Overlapping)?;
+        let (a, la, b, lb) =
+            split_disjoint(bytes, &layout, axis, at).ok_or(ViewError::Overlapping)?;
         let part = |bytes, layout| SharedViewMut {
             bytes,
             layout,
@@ -423,10 +424,10 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// shorter): row blocks for a pool of workers.
     ///
     /// # Errors
-    /// As [`split_axis`](Self::split_axis); also [`Error::ZeroChunk`] if `size` is 0.
+    /// As [`split_axis`](Self::split_axis); also [`ViewError::ZeroChunk`] if `size` is 0.
     pub fn axis_chunks(self, axis: usize, size: u64) -> Result<Vec<Self>> {
         if size == 0 {
-            return Err(Error::ZeroChunk);
+            return Err(ViewError::ZeroChunk);
         }
         let mut out = Vec::new();
         let mut rest = self;

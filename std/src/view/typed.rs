@@ -6,7 +6,7 @@ use stridemap_core::{Layout, ValidDescriptor};
 
 use super::{ByteView, Iter, SharedView, describe, subviews};
 use crate::sys::SharedBytes;
-use crate::{Element, Error, Result, Unaligned};
+use crate::{Element, Unaligned, ViewError, ViewError as Error, ViewResult as Result};
 
 /// A read-only strided view whose elements are `T`.
 ///
@@ -59,27 +59,27 @@ pub struct ViewMut<'a, T> {
 /// every sub-view), each a whole, aligned `T` (element offsets are multiples of the size).
 pub(crate) fn check<T: Element>(addr: usize, len: usize, layout: &Layout) -> Result<()> {
     if (len as u64) < layout.span().end {
-        return Err(Error::BufferTooShort {
+        return Err(ViewError::BufferTooShort {
             needed: layout.span().end,
             len: len as u64,
         });
     }
     let size = size_of::<T>();
     if layout.itemsize() as usize != size {
-        return Err(Error::ItemsizeMismatch {
+        return Err(ViewError::ItemsizeMismatch {
             itemsize: layout.itemsize(),
             type_size: size,
         });
     }
     if !addr.is_multiple_of(align_of::<T>()) {
-        return Err(Error::Misaligned {
+        return Err(ViewError::Misaligned {
             what: Unaligned::Buffer { addr },
             align: align_of::<T>(),
         });
     }
     let size = size as u64;
     if !layout.offset().is_multiple_of(size) {
-        return Err(Error::Misaligned {
+        return Err(ViewError::Misaligned {
             what: Unaligned::Offset {
                 offset: layout.offset(),
             },
@@ -88,7 +88,7 @@ pub(crate) fn check<T: Element>(addr: usize, len: usize, layout: &Layout) -> Res
     }
     for (axis, (&d, &s)) in layout.shape().iter().zip(layout.strides()).enumerate() {
         if d > 1 && !s.unsigned_abs().is_multiple_of(size) {
-            return Err(Error::Misaligned {
+            return Err(ViewError::Misaligned {
                 what: Unaligned::Stride { axis, stride: s },
                 align: size as usize,
             });
@@ -101,7 +101,7 @@ pub(crate) fn check<T: Element>(addr: usize, len: usize, layout: &Layout) -> Res
 fn cast<T: Element>(bytes: &[u8]) -> Result<&[T]> {
     let whole = bytes.len() / size_of::<T>() * size_of::<T>();
     bytemuck::try_cast_slice(bytes.get(..whole).unwrap_or_default()).map_err(|_| {
-        Error::Misaligned {
+        ViewError::Misaligned {
             what: Unaligned::Buffer {
                 addr: bytes.as_ptr() as usize,
             },
@@ -114,7 +114,7 @@ fn cast_mut<T: Element>(bytes: &mut [u8]) -> Result<&mut [T]> {
     let addr = bytes.as_ptr() as usize;
     let whole = bytes.len() / size_of::<T>() * size_of::<T>();
     bytemuck::try_cast_slice_mut(bytes.get_mut(..whole).unwrap_or_default()).map_err(|_| {
-        Error::Misaligned {
+        ViewError::Misaligned {
             what: Unaligned::Buffer { addr },
             align: align_of::<T>(),
         }
@@ -142,7 +142,7 @@ impl<'a, T: Element> View<'a, T> {
     /// touch). The caller vouches that the bytes are `T`s.
     ///
     /// # Errors
-    /// [`Error::BufferTooShort`], [`Error::ItemsizeMismatch`], [`Error::Misaligned`].
+    /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`], [`ViewError::Misaligned`].
     pub fn new(bytes: &'a [u8], layout: Layout) -> Result<View<'a, T>> {
         View::with_source(bytes, layout, None)
     }
@@ -169,7 +169,7 @@ impl<'a, T: Element> View<'a, T> {
     /// The element at `index` (one entry per axis).
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get(&self, index: &[u64]) -> Result<&'a T> {
         let off = self.layout.element_offset(index)?;
         self.elems
@@ -188,7 +188,7 @@ impl<'a, T: Element> View<'a, T> {
     /// The views of each index along `axis` (numpy's iteration over `a` for axis 0).
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] error if `axis` is out of range.
+    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
     pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
         let this = *self;
         let n = *self
@@ -206,7 +206,7 @@ impl<'a, T: Element> View<'a, T> {
     /// row blocks to hand to threads.
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] error if `axis` is out of range; [`Error::ZeroChunk`] if
+    /// A [`ViewError::Descriptor`] error if `axis` is out of range; [`ViewError::ZeroChunk`] if
     /// `size` is 0.
     pub fn axis_chunks(
         &self,
@@ -214,7 +214,7 @@ impl<'a, T: Element> View<'a, T> {
         size: u64,
     ) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
         if size == 0 {
-            return Err(Error::ZeroChunk);
+            return Err(ViewError::ZeroChunk);
         }
         let this = *self;
         let n = *self
@@ -294,7 +294,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
     /// elements touch).
     ///
     /// # Errors
-    /// [`Error::BufferTooShort`], [`Error::ItemsizeMismatch`], [`Error::Misaligned`].
+    /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`], [`ViewError::Misaligned`].
     pub fn new(bytes: &'a mut [u8], layout: Layout) -> Result<ViewMut<'a, T>> {
         ViewMut::with_source(bytes, layout, None)
     }
@@ -344,7 +344,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
     /// The element at `index`.
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get(&self, index: &[u64]) -> Result<&T> {
         let off = self.layout.element_offset(index)?;
         self.elems
@@ -355,7 +355,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
     /// The element at `index`, writable.
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get_mut(&mut self, index: &[u64]) -> Result<&mut T> {
         let off = self.layout.element_offset(index)?;
         let layout = self.layout;
@@ -384,7 +384,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
     /// The views of each index along `axis`, writable, one after the other.
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] error if `axis` is out of range.
+    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
     pub fn for_each_axis(
         &mut self,
         axis: usize,
