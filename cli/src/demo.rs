@@ -7,7 +7,9 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use stridemap_shm::{Layout, Order, Pool, PoolConfig, SegmentKind, SharedArray, Slice};
+use stridemap_shm::{
+    Layout, Order, PageBacking, Pool, PoolConfig, SegmentKind, SharedArray, Slice,
+};
 
 use crate::bench::fmt_secs;
 use crate::files::out;
@@ -62,6 +64,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     bar.finish_and_clear();
     let fill_time = start.elapsed();
     let a = a.freeze()?;
+    let pages = huge_pages_line(&a, kind, nbytes);
 
     let tasks = tasks(&a, rows, workers, &row_sums, &col_sums)?;
     let output = pool.alloc_output::<f64>(&[tasks.len() as u64], Order::C)?;
@@ -144,6 +147,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
                 nbytes as f64 / fill_time.as_secs_f64() / 1e9
             ),
         ),
+        ("huge pages", pages),
         (
             "handoffs",
             format!(
@@ -199,6 +203,23 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
             "{} answer(s) were wrong",
             failed.len()
         )))
+    }
+}
+
+/// Whether the segment got huge pages: the mechanism, how much of the producer's map the
+/// kernel maps with them, or why there were none.
+fn huge_pages_line<T>(a: &SharedArray<T>, kind: SegmentKind, nbytes: u64) -> String {
+    let backing = a.page_backing().unwrap_or(PageBacking::Base);
+    let mapped = a.huge_page_bytes().unwrap_or(0);
+    if backing.is_huge() {
+        format!(
+            "yes: {backing}; {} MiB of the map in huge pages ({} MiB of data)",
+            mapped >> 20,
+            nbytes >> 20
+        )
+    } else {
+        let probe = stridemap_shm::huge_probe(kind, None, nbytes);
+        format!("no (4 KiB pages): {}", probe.summary())
     }
 }
 

@@ -101,7 +101,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Only these groups, as the report prints them (decode, open, views, handoff, share,
-        /// "end to end" or end-to-end, joblib).
+        /// "huge pages" or huge-pages, "end to end" or end-to-end, joblib).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -425,6 +425,11 @@ fn the_demo_runs_and_checks_every_answer() {
         let t = text(&o);
         assert!(t.contains("answers verified             6/6"), "{t}");
         assert!(t.contains("handoff latency"), "{t}");
+        assert!(
+            t.contains("huge pages                   yes: ")
+                || t.contains("huge pages                   no (4 KiB pages): "),
+            "{t}"
+        );
     }
 }
 
@@ -444,6 +449,7 @@ fn the_bench_report_runs() {
         "views",
         "handoff",
         "share",
+        "huge pages",
         "end to end",
         "joblib",
     ] {

@@ -35,7 +35,8 @@ pub struct SegmentHeader {
     pub version_major: U16,
     /// Offset 10: minor version, 0.
     pub version_minor: U16,
-    /// Offset 12: byte offset of the data area, 4096.
+    /// Offset 12: byte offset of the data area, 4096 (the huge page size for segments in huge
+    /// pages, see [`SegmentHeader::with_data_offset`]).
     pub data_offset: U32,
     /// Offset 16: the segment's UUID.
     pub segment_id: [u8; 16],
@@ -71,6 +72,24 @@ impl SegmentHeader {
         h.owner_pid = U32::new(owner_pid);
         h.crc32c = U32::new(h.compute_crc());
         h
+    }
+
+    /// The same header with the data area at `data_offset` and the checksum updated: segments
+    /// in huge pages put their data at the huge page size (2 MiB), so that every consumer maps
+    /// it aligned (hugetlb files can only be mapped at multiples of their page size).
+    ///
+    /// ```
+    /// use stridemap_core::SegmentHeader;
+    /// use zerocopy::IntoBytes;
+    /// let h = SegmentHeader::new([7; 16], 1, 4 << 20, 1).with_data_offset(2 << 20);
+    /// assert_eq!(SegmentHeader::decode(h.as_bytes())?.data_offset.get(), 2 << 20);
+    /// # Ok::<(), stridemap_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_data_offset(mut self, data_offset: u32) -> SegmentHeader {
+        self.data_offset = U32::new(data_offset);
+        self.crc32c = U32::new(self.compute_crc());
+        self
     }
 
     fn compute_crc(&self) -> u32 {

@@ -31,6 +31,7 @@ use stridemap::{
     ViewMut, socket,
 };
 
+use crate::huge::PageBacking;
 use crate::pool::{PoolInner, release};
 use crate::segment::{Backing, Segment};
 use crate::{Error, Result};
@@ -163,6 +164,14 @@ impl<T> SharedArrayMut<T> {
     /// The array's layout in the segment's data area.
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// What backs the segment's pages (see [`SharedArray::page_backing`]).
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
+    pub fn page_backing(&self) -> Result<PageBacking> {
+        Ok(self.lease.seg()?.page_backing())
     }
 
     /// The array's bytes (packed in its order), writable.
@@ -359,6 +368,27 @@ impl<T> SharedArray<T> {
             layout: self.layout,
             desc: self.desc.clone(),
             _t: PhantomData,
+        })
+    }
+
+    /// What backs the segment's pages: base pages or one of the huge page mechanisms
+    /// ([`PoolConfig::huge_pages`](crate::PoolConfig::huge_pages)).
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
+    pub fn page_backing(&self) -> Result<PageBacking> {
+        Ok(self.lease.seg()?.page_backing())
+    }
+
+    /// Bytes of the producer's map of the segment that the kernel maps with huge pages now
+    /// (from `/proc/self/smaps`; see [`huge_page_bytes`](crate::huge_page_bytes)).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `/proc/self/smaps` cannot be read.
+    pub fn huge_page_bytes(&self) -> Result<u64> {
+        self.lease.seg()?.huge_mapped().map_err(|e| Error::Io {
+            context: "reading /proc/self/smaps".into(),
+            source: e,
         })
     }
 

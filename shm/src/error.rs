@@ -69,6 +69,14 @@ pub enum Error {
         /// Why, and what to do.
         reason: &'static str,
     },
+    /// [`HugePages::Require`](crate::HugePages::Require) and no huge page mechanism is
+    /// available for the pool's kind of segment.
+    HugePagesUnavailable {
+        /// The pool's kind of segment.
+        kind: crate::SegmentKind,
+        /// Each mechanism considered and why it is not available (what to enable).
+        why: String,
+    },
     /// A descriptor, view or open error from the layers below.
     Stridemap(stridemap::Error),
     /// Another I/O error.
@@ -221,6 +229,15 @@ impl fmt::Display for Error {
             ),
             Error::PoolClosed => write!(f, "the pool was dropped"),
             Error::NotShareable { reason } => write!(f, "cannot share this array: {reason}"),
+            Error::HugePagesUnavailable { kind, why } => write!(
+                f,
+                "huge pages are required but none are available for a {} segment: {why}; \
+                 or use HugePages::Auto to fall back to base pages",
+                match kind {
+                    crate::SegmentKind::Memfd => "memfd",
+                    crate::SegmentKind::File => "named file",
+                }
+            ),
             Error::Stridemap(e) => write!(f, "{e}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }

@@ -57,6 +57,7 @@
 
 mod array;
 mod error;
+mod huge;
 mod message;
 mod pool;
 mod segment;
@@ -67,6 +68,10 @@ mod temp;
 
 pub use array::{OutputArray, SharedArray, SharedArrayMut, Untyped};
 pub use error::{Error, Result};
+pub use huge::{
+    Candidate, HugePages, HugeProbe, PageBacking, huge_page_bytes, huge_probe,
+    mapping_huge_page_bytes,
+};
 pub use message::Outgoing;
 pub use pool::{Pool, PoolConfig, PoolStats, SegmentKind};
 pub use source::ShareSource;

@@ -12,6 +12,7 @@ use stridemap::{ByteView, DType, Element, Layout, Order};
 use stridemap_core::SEGMENT_DATA_OFFSET;
 
 use crate::array::{Lease, OutputArray, SharedArray, SharedArrayMut};
+use crate::huge::{HugePages, Plan};
 use crate::segment::{Fill, Segment};
 use crate::source::ShareSource;
 use crate::temp::{PoolFolder, choose_root, create_pool_folder};
@@ -58,6 +59,9 @@ pub struct PoolConfig {
     pub prewarm: bool,
     /// Sweep orphaned folders of dead producers when the pool starts.
     pub sweep_on_start: bool,
+    /// Huge pages for new segments (see [`HugePages`] and the [`huge_probe`](crate::huge_probe)
+    /// table of mechanisms); [`HugePages::Auto`] by default.
+    pub huge_pages: HugePages,
 }
 
 impl Default for PoolConfig {
@@ -71,6 +75,7 @@ impl Default for PoolConfig {
             quota: None,
             prewarm: false,
             sweep_on_start: true,
+            huge_pages: HugePages::Auto,
         }
     }
 }
@@ -121,6 +126,18 @@ impl PoolConfig {
     /// Sweep orphans at start (default on).
     pub fn sweep_on_start(mut self, on: bool) -> Self {
         self.sweep_on_start = on;
+        self
+    }
+
+    /// Huge pages for new segments: [`HugePages::Auto`] (the default), `Never` or `Require`.
+    ///
+    /// ```
+    /// use stridemap_shm::{HugePages, PoolConfig};
+    /// let cfg = PoolConfig::default().huge_pages(HugePages::Never);
+    /// assert_eq!(cfg.huge_pages, HugePages::Never);
+    /// ```
+    pub fn huge_pages(mut self, mode: HugePages) -> Self {
+        self.huge_pages = mode;
         self
     }
 }
@@ -209,6 +226,17 @@ pub(crate) fn size_class(n: u64) -> u64 {
         }
     }
     base << 1
+}
+
+/// The capacity of a new segment for `n` data bytes: its size class when recycling, rounded
+/// up to whole huge pages when the segment will ask for them (so recycled segments of one
+/// class fit each other whatever backs them).
+fn capacity_for(n: u64, recycling: bool, huge: Option<u64>) -> Result<u64> {
+    let c = if recycling { size_class(n) } else { n };
+    match huge {
+        Some(h) => crate::huge::round_up(c.max(1), h).ok_or(Error::TooLarge { bytes: c }),
+        None => Ok(c),
+    }
 }
 
 /// Removes the entries whose `Arc` died; the caller drops them after unlocking (dropping a
@@ -485,7 +513,16 @@ impl PoolInner {
     /// consumers may still write), else a new one filled as `fill` says.
     fn obtain(&self, n: u64, writable: bool, fill: Fill<'_>) -> Result<(Segment, bool)> {
         let recycling = self.config.recycle_max_bytes > 0;
-        let capacity = if recycling { size_class(n) } else { n };
+        // A hugetlbfs temp root holds huge pages only, whatever the mode.
+        let huge = self.hugetlbfs_root().or_else(|| {
+            crate::huge::page_size_for(
+                self.config.huge_pages,
+                n,
+                self.config.kind,
+                self.config.temp_folder.as_deref(),
+            )
+        });
+        let capacity = capacity_for(n, recycling, huge)?;
         if recycling {
             let found = {
                 let mut st = lock(&self.state);
@@ -534,22 +571,94 @@ impl PoolInner {
                 return Ok((seg, true));
             }
         }
-        let needed = SEGMENT_DATA_OFFSET + n;
-        let seg = match self.config.kind {
-            SegmentKind::File => {
-                let folder = self.folder_for(needed)?;
-                self.check_quota(&folder.path, needed)?;
-                Segment::create_file(&folder, capacity, fill, self.config.prewarm)?
-            }
-            SegmentKind::Memfd => {
-                self.check_quota(Path::new("memfd"), needed)?;
-                Segment::create_memfd(capacity, fill, self.config.prewarm)?
-            }
-        };
+        let seg = self.create(n, capacity, fill, huge)?;
         lock(&self.state).held += seg.file_len();
         let mut seg = seg;
         seg.lent_writable |= writable;
         Ok((seg, false))
+    }
+
+    /// A new segment of `capacity` data bytes (`n` used), in huge pages of `huge` bytes when
+    /// asked for and available (the first mechanism of [`crate::huge_probe`] that works),
+    /// else in base pages, or for [`HugePages::Require`] an error naming what to enable.
+    fn create(&self, n: u64, capacity: u64, fill: Fill<'_>, huge: Option<u64>) -> Result<Segment> {
+        let offset = huge.unwrap_or(SEGMENT_DATA_OFFSET);
+        let needed = offset.saturating_add(n);
+        let folder = match self.config.kind {
+            SegmentKind::File => Some(self.folder_for(needed)?),
+            SegmentKind::Memfd => None,
+        };
+        let at = folder
+            .as_ref()
+            .map_or_else(|| PathBuf::from("memfd"), |f| f.path.clone());
+        self.check_quota(&at, needed)?;
+        let make = |plan: Plan| match &folder {
+            Some(f) => Segment::create_file(f, capacity, fill, self.config.prewarm, plan),
+            None => Segment::create_memfd(capacity, fill, self.config.prewarm, plan),
+        };
+        let Some(_) = huge else {
+            return make(Plan::BASE);
+        };
+        let probe = crate::huge_probe(
+            self.config.kind,
+            folder.as_ref().map(|f| f.path.as_path()),
+            capacity,
+        );
+        let mut failures = Vec::new();
+        for c in probe.candidates.iter().filter(|c| c.available) {
+            match make(Plan::of(c, &probe)) {
+                Ok(seg) => return Ok(seg),
+                // Another process took the free hugetlb pages, or a tmpfs is full: the next
+                // mechanism may still work.
+                Err(
+                    e @ (Error::NoSpace { .. }
+                    | Error::RanOutOfSpace { .. }
+                    | Error::Unsupported { .. }),
+                ) => {
+                    log::debug!("stridemap: {} failed: {e}; trying the next", c.backing);
+                    failures.push(format!("{} failed: {e}", c.backing));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let why = std::iter::once(probe.summary())
+            .chain(failures)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.config.huge_pages == HugePages::Require {
+            return Err(Error::HugePagesUnavailable {
+                kind: self.config.kind,
+                why,
+            });
+        }
+        if let Some(f) = &folder
+            && crate::huge::hugetlbfs_page(&f.path).is_some()
+        {
+            // Base pages do not exist there.
+            log::debug!(
+                "stridemap: no room in hugetlbfs {}: {why}",
+                f.path.display()
+            );
+            return Err(Error::NoSpace {
+                folder: f.path.clone(),
+                needed,
+                available: 0,
+            });
+        }
+        log::debug!("stridemap: a {n}-byte segment gets base pages: {why}");
+        make(Plan::BASE)
+    }
+
+    /// The page size of the pool's explicit temp root (configured, or
+    /// `$STRIDEMAP_TEMP_FOLDER`) when it is a hugetlbfs mount and the pool makes named files.
+    fn hugetlbfs_root(&self) -> Option<u64> {
+        if self.config.kind != SegmentKind::File {
+            return None;
+        }
+        let root = self.config.temp_folder.clone().or_else(|| {
+            std::env::var_os(stridemap::__producer_policy::TEMP_FOLDER_ENV).map(PathBuf::from)
+        })?;
+        crate::huge::hugetlbfs_page(&root)
     }
 
     /// This pool's folder under the temp root chosen for a segment of `needed` bytes.

@@ -19,6 +19,7 @@ use stridemap_core::{
 };
 use zerocopy::IntoBytes;
 
+use crate::huge::{PageBacking, Plan};
 use crate::temp::PoolFolder;
 use crate::{Error, Result, sys};
 
@@ -32,6 +33,7 @@ pub(crate) enum Backing {
 }
 
 /// How a new segment gets its bytes.
+#[derive(Clone, Copy)]
 pub(crate) enum Fill<'a> {
     /// Reserve the space (fallocate) and leave it zeroed, to be filled through the map.
     Reserve(u64),
@@ -50,6 +52,10 @@ pub(crate) struct Segment {
     map: MmapMut,
     /// Data bytes available after the header.
     pub(crate) capacity: u64,
+    /// Where the data starts in the file ([`SEGMENT_DATA_OFFSET`], or the huge page size).
+    pub(crate) data_offset: u64,
+    /// The mechanism backing the segment's pages.
+    pub(crate) plan: Plan,
     pub(crate) generation: u64,
     pub(crate) identity: (u64, u64),
     /// Data bytes used by the last array (what to prefault when recycling).
@@ -86,6 +92,33 @@ fn errno<'p>(what: &'static str, path: &'p Path) -> impl Fn(Errno) -> Error + 'p
     }
 }
 
+/// ENOSPC as [`Error::RanOutOfSpace`] for `needed` bytes; other errors as [`errno`] says.
+fn nospace<'p>(where_: &'p Path, needed: u64) -> impl Fn(Errno) -> Error + 'p {
+    move |e| match e {
+        Errno::NOSPC => Error::RanOutOfSpace {
+            folder: where_.to_path_buf(),
+            needed: Some(needed),
+            source: e.into(),
+        },
+        e => errno("fallocate", where_)(e),
+    }
+}
+
+/// A failed MADV_POPULATE_WRITE: out of memory or space (ENOMEM, or EFAULT for what would
+/// have been a SIGBUS) as [`Error::RanOutOfSpace`], anything else as it is.
+fn populate_err(where_: &Path, needed: u64, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(c) if c == Errno::NOMEM.raw_os_error() || c == Errno::FAULT.raw_os_error() => {
+            Error::RanOutOfSpace {
+                folder: where_.to_path_buf(),
+                needed: Some(needed),
+                source: e,
+            }
+        }
+        _ => Error::from_io("prefaulting a segment", where_, e),
+    }
+}
+
 impl Segment {
     /// Creates `seg-<uuid>` in `folder` (O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode 0600) with
     /// room for `capacity` data bytes, filled as `fill` says. On error the file is removed.
@@ -94,6 +127,7 @@ impl Segment {
         capacity: u64,
         fill: Fill<'_>,
         populate: bool,
+        plan: Plan,
     ) -> Result<Segment> {
         let id = *uuid::Uuid::new_v4().as_bytes();
         let name = format!("seg-{}", uuid::Uuid::from_bytes(id).simple());
@@ -114,6 +148,7 @@ impl Segment {
             capacity,
             fill,
             populate,
+            plan,
         );
         match made {
             Ok(mut seg) => {
@@ -127,14 +162,33 @@ impl Segment {
         }
     }
 
-    /// Creates a memfd (MFD_ALLOW_SEALING | MFD_CLOEXEC) with room for `capacity` data
-    /// bytes, sealed against shrinking and growing once sized.
-    pub(crate) fn create_memfd(capacity: u64, fill: Fill<'_>, populate: bool) -> Result<Segment> {
+    /// Creates a memfd (MFD_ALLOW_SEALING | MFD_CLOEXEC, plus MFD_HUGETLB for a hugetlb
+    /// plan) with room for `capacity` data bytes, sealed against shrinking and growing once
+    /// sized.
+    pub(crate) fn create_memfd(
+        capacity: u64,
+        fill: Fill<'_>,
+        populate: bool,
+        plan: Plan,
+    ) -> Result<Segment> {
         let id = *uuid::Uuid::new_v4().as_bytes();
         let name = format!("stridemap-{}", uuid::Uuid::from_bytes(id).simple());
-        let fd = memfd_create(&name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-            .map_err(errno("memfd_create", Path::new("memfd")))?;
-        let seg = Segment::init(id, Backing::Memfd, File::from(fd), capacity, fill, populate)?;
+        let mut flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+        if plan.backing == PageBacking::HugetlbMemfd {
+            // MFD_HUGE_SHIFT is 26: the page size's log2 in the flags' top bits.
+            flags |= MemfdFlags::HUGETLB
+                | MemfdFlags::from_bits_retain(plan.page_size.trailing_zeros() << 26);
+        }
+        let fd = memfd_create(&name, flags).map_err(errno("memfd_create", Path::new("memfd")))?;
+        let seg = Segment::init(
+            id,
+            Backing::Memfd,
+            File::from(fd),
+            capacity,
+            fill,
+            populate,
+            plan,
+        )?;
         fcntl_add_seals(&seg.file, SealFlags::SHRINK | SealFlags::GROW)
             .map_err(errno("memfd seals", Path::new("memfd")))?;
         Ok(seg)
@@ -147,40 +201,43 @@ impl Segment {
         capacity: u64,
         fill: Fill<'_>,
         populate: bool,
+        plan: Plan,
     ) -> Result<Segment> {
         let where_ = match &backing {
             Backing::File(p) => p.clone(),
             Backing::Memfd => PathBuf::from("memfd"),
         };
-        let file_len = SEGMENT_DATA_OFFSET + capacity;
-        let header = SegmentHeader::new(id, 1, capacity, std::process::id());
-        file.write_all(header.as_bytes())
-            .map_err(io_err("writing the header of", &where_))?;
-        let used = match fill {
-            Fill::Reserve(n) => {
-                // Reserve the space now, so a full filesystem is an error here and not a
-                // SIGBUS when the map is written.
-                fallocate(&file, FallocateFlags::empty(), 0, SEGMENT_DATA_OFFSET + n).map_err(
-                    |e| match e {
-                        Errno::NOSPC => Error::RanOutOfSpace {
-                            folder: where_.clone(),
-                            needed: Some(SEGMENT_DATA_OFFSET + n),
-                            source: e.into(),
-                        },
-                        e => errno("fallocate", &where_)(e),
-                    },
-                )?;
-                n
-            }
-            Fill::Write(bytes) => {
-                file.write_all_at(bytes, SEGMENT_DATA_OFFSET)
-                    .map_err(io_err("writing", &where_))?;
-                bytes.len() as u64
-            }
+        let data_offset = plan.data_offset();
+        let too_big = || Error::TooLarge {
+            bytes: data_offset.saturating_add(capacity),
         };
-        file.set_len(file_len).map_err(io_err("sizing", &where_))?;
-        let len = usize::try_from(file_len).map_err(|_| Error::TooLarge { bytes: file_len })?;
-        let map = sys::map_segment(&file, len, populate).map_err(io_err("mapping", &where_))?;
+        let file_len = data_offset.checked_add(capacity).ok_or_else(too_big)?;
+        let header = SegmentHeader::new(id, 1, capacity, std::process::id())
+            .with_data_offset(u32::try_from(data_offset).map_err(|_| too_big())?);
+        let len = usize::try_from(file_len).map_err(|_| too_big())?;
+        let (map, used) = if plan.backing.is_huge() {
+            Segment::fill_huge(&mut file, &where_, &header, fill, populate, plan, len)?
+        } else {
+            file.write_all(header.as_bytes())
+                .map_err(io_err("writing the header of", &where_))?;
+            let used = match fill {
+                Fill::Reserve(n) => {
+                    // Reserve the space now, so a full filesystem is an error here and not
+                    // a SIGBUS when the map is written.
+                    fallocate(&file, FallocateFlags::empty(), 0, SEGMENT_DATA_OFFSET + n)
+                        .map_err(nospace(&where_, SEGMENT_DATA_OFFSET + n))?;
+                    n
+                }
+                Fill::Write(bytes) => {
+                    file.write_all_at(bytes, SEGMENT_DATA_OFFSET)
+                        .map_err(io_err("writing", &where_))?;
+                    bytes.len() as u64
+                }
+            };
+            file.set_len(file_len).map_err(io_err("sizing", &where_))?;
+            let map = sys::map_segment(&file, len, populate).map_err(io_err("mapping", &where_))?;
+            (map, used)
+        };
         let st = fstat(&file).map_err(errno("fstat", &where_))?;
         let seg = Segment {
             id,
@@ -188,6 +245,8 @@ impl Segment {
             file,
             map,
             capacity,
+            data_offset,
+            plan,
             generation: 1,
             identity: (st.st_dev, st.st_ino),
             used,
@@ -199,12 +258,84 @@ impl Segment {
         };
         seg.lock_shared()?;
         log::debug!(
-            "stridemap: created segment {} ({} bytes) at {}",
+            "stridemap: created segment {} ({} bytes) at {} in {}",
             seg.name(),
             capacity,
-            where_.display()
+            where_.display(),
+            plan.backing
         );
         Ok(seg)
+    }
+
+    /// Sizes, reserves, maps and fills a segment in huge pages. The file is sized first, so
+    /// that the kernel sees the whole huge pages the data will use (tmpfs `huge=within_size`
+    /// allocates a huge page only inside the file's size); hugetlb files cannot be written
+    /// with write(2), so their header and data go through the map.
+    fn fill_huge(
+        file: &mut File,
+        where_: &Path,
+        header: &SegmentHeader,
+        fill: Fill<'_>,
+        populate: bool,
+        plan: Plan,
+        len: usize,
+    ) -> Result<(MmapMut, u64)> {
+        let off = plan.data_offset();
+        if plan.is_thp() {
+            // The header's page, written while the file is still small, stays a base page.
+            file.write_all(header.as_bytes())
+                .map_err(io_err("writing the header of", where_))?;
+        }
+        file.set_len(len as u64).map_err(io_err("sizing", where_))?;
+        let n = match &fill {
+            Fill::Reserve(n) => *n,
+            Fill::Write(bytes) => bytes.len() as u64,
+        };
+        // Space is reserved without writing a page where that is possible, so that the fill
+        // is the only pass over the memory (the kernel zeroes each huge page as the fill
+        // faults it in, while it is still in the cache):
+        // - hugetlb: the shared map reserves the pages of the whole file (mmap fails with
+        //   ENOMEM when there are too few), so no later fault can fail;
+        // - a THP memfd lives in the kernel's internal tmpfs, which has no size limit;
+        // - a named file in a tmpfs of limited size gets its pages now (fallocate, or faults
+        //   through the advised map), so a full tmpfs is an error here and not a SIGBUS.
+        if plan.backing == PageBacking::ThpFile && !plan.advise_only {
+            fallocate(&*file, FallocateFlags::empty(), off, n.max(1))
+                .map_err(nospace(where_, off + n))?;
+        }
+        let mut map = sys::map_segment(file, len, populate).map_err(|e| {
+            if plan.backing.is_hugetlb() && e.raw_os_error() == Some(Errno::NOMEM.raw_os_error()) {
+                Error::NoSpace {
+                    folder: where_.to_path_buf(),
+                    needed: len as u64,
+                    available: 0,
+                }
+            } else {
+                io_err("mapping", where_)(e)
+            }
+        })?;
+        if plan.is_thp()
+            && let Err(e) = sys::advise_huge(&mut map)
+        {
+            log::debug!("stridemap: MADV_HUGEPAGE on {}: {e}", where_.display());
+        }
+        if plan.advise_only && plan.backing == PageBacking::ThpFile {
+            // Only a fault through the advised map allocates huge pages: reserve by
+            // prefaulting it (a full tmpfs fails here rather than with a SIGBUS later).
+            sys::populate_range(&mut map, off as usize, n as usize)
+                .map_err(|e| populate_err(where_, off + n, e))?;
+        }
+        if plan.backing.is_hugetlb()
+            && let Some(h) = map.get_mut(..header.as_bytes().len())
+        {
+            h.copy_from_slice(header.as_bytes());
+        }
+        if let Fill::Write(bytes) = fill
+            && let Some(d) = map.get_mut(off as usize..off as usize + bytes.len())
+        {
+            d.copy_from_slice(bytes);
+        }
+        Ok((map, n))
     }
 
     /// A short name for logs.
@@ -213,21 +344,21 @@ impl Segment {
     }
 
     pub(crate) fn file_len(&self) -> u64 {
-        SEGMENT_DATA_OFFSET + self.capacity
+        self.data_offset + self.capacity
     }
 
     /// The data area, read-only. Only for uses nobody else writes (see `sys`); output arrays
     /// use [`Segment::output_view`].
     pub(crate) fn data(&self) -> &[u8] {
         self.map
-            .get(SEGMENT_DATA_OFFSET as usize..)
+            .get(self.data_offset as usize..)
             .unwrap_or_default()
     }
 
     /// The data area, writable. Only for uses nobody else writes (see `sys`).
     pub(crate) fn data_mut(&mut self) -> &mut [u8] {
         self.map
-            .get_mut(SEGMENT_DATA_OFFSET as usize..)
+            .get_mut(self.data_offset as usize..)
             .unwrap_or_default()
     }
 
@@ -276,7 +407,8 @@ impl Segment {
     pub(crate) fn next_generation(&mut self) {
         self.generation += 1;
         let header =
-            SegmentHeader::new(self.id, self.generation, self.capacity, std::process::id());
+            SegmentHeader::new(self.id, self.generation, self.capacity, std::process::id())
+                .with_data_offset(self.data_offset as u32);
         if let Some(h) = self.map.get_mut(..64) {
             h.copy_from_slice(header.as_bytes());
         }
@@ -289,20 +421,18 @@ impl Segment {
                 .path()
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| "memfd".into());
-            fallocate(
-                &self.file,
-                FallocateFlags::KEEP_SIZE,
-                SEGMENT_DATA_OFFSET,
-                n,
-            )
-            .map_err(|e| match e {
-                Errno::NOSPC => Error::RanOutOfSpace {
-                    folder: where_.clone(),
-                    needed: Some(n),
-                    source: e.into(),
-                },
-                e => errno("fallocate", &where_)(e),
-            })?;
+            let backing = self.plan.backing;
+            if backing.is_hugetlb() || backing == PageBacking::ThpMemfd {
+                // Reserved by the map, or no limit (see `fill_huge`).
+            } else if self.plan.advise_only {
+                // As when it was made: only the advised map allocates huge pages.
+                let (off, n) = (self.data_offset as usize, n as usize);
+                sys::populate_range(&mut self.map, off, n)
+                    .map_err(|e| populate_err(&where_, (off + n) as u64, e))?;
+            } else {
+                fallocate(&self.file, FallocateFlags::KEEP_SIZE, self.data_offset, n)
+                    .map_err(nospace(&where_, n))?;
+            }
         }
         self.used = self.used.max(n);
         Ok(())
@@ -311,7 +441,7 @@ impl Segment {
     /// Prefaults the producer map over the bytes last used.
     pub(crate) fn populate(&mut self) {
         if !self.populated {
-            let len = (SEGMENT_DATA_OFFSET + self.used) as usize;
+            let len = (self.data_offset + self.used) as usize;
             sys::populate_write(&mut self.map, len);
             self.populated = true;
         }
@@ -367,7 +497,7 @@ impl Segment {
         let mut b = Builder::new(dtype, layout.shape())
             .strides(layout.strides())
             .offset(layout.offset())
-            .buffer(SEGMENT_DATA_OFFSET, layout.buffer_len())
+            .buffer(self.data_offset, self.buffer_len(layout))
             .file_len(self.file_len())
             .mode(mode)
             .identity(self.identity.0, self.identity.1)
@@ -388,6 +518,27 @@ impl Segment {
             Backing::Memfd => b.fd(),
         };
         Ok(b.build()?)
+    }
+
+    /// The buffer a descriptor names: the array's bytes, or for hugetlb the whole data area,
+    /// whole huge pages (a hugetlb mapping whose length is not a multiple of its page size
+    /// cannot be unmapped: munmap fails with EINVAL and the mapping would leak).
+    fn buffer_len(&self, layout: &Layout) -> u64 {
+        if self.plan.backing.is_hugetlb() {
+            self.capacity
+        } else {
+            layout.buffer_len()
+        }
+    }
+
+    /// The mechanism backing the pages.
+    pub(crate) fn page_backing(&self) -> PageBacking {
+        self.plan.backing
+    }
+
+    /// Bytes of the producer's map the kernel maps with huge pages now.
+    pub(crate) fn huge_mapped(&self) -> std::io::Result<u64> {
+        crate::huge::huge_mapped(self.map.as_ptr() as usize, self.map.len())
     }
 
     /// A read-only open file description for the next receiver: the spare if one is ready.

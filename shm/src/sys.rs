@@ -67,6 +67,54 @@ pub(crate) fn populate_write(map: &mut MmapMut, len: usize) {
     };
 }
 
+/// Asks for transparent huge pages on the whole of `map` (`MADV_HUGEPAGE`): with
+/// `shmem_enabled` (or a tmpfs `huge=`) set to `advise` the kernel then allocates the
+/// segment's pages 2 MiB at a time when this map faults them; elsewhere it is a hint that
+/// changes nothing. Errors (no THP in this kernel) are returned for the caller to log.
+pub(crate) fn advise_huge(map: &mut MmapMut) -> io::Result<()> {
+    if map.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: the whole range is a live mapping this function borrows mutably, so it stays
+    // mapped for the call; MADV_HUGEPAGE only changes how future faults allocate pages,
+    // never the contents.
+    unsafe {
+        rustix::mm::madvise(
+            map.as_mut_ptr().cast(),
+            map.len(),
+            rustix::mm::Advice::LinuxHugepage,
+        )
+    }
+    .map_err(io::Error::from)
+}
+
+/// Prefaults `map[start..start + len]` for writing (MADV_POPULATE_WRITE), reporting failure:
+/// how a segment whose huge pages only an advised mapping gets reserves its space (a full
+/// tmpfs is then an error here, not a SIGBUS on a later write).
+pub(crate) fn populate_range(map: &mut MmapMut, start: usize, len: usize) -> io::Result<()> {
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= map.len())
+        .ok_or_else(|| io::Error::other("range outside the segment map"))?;
+    if start == end {
+        return Ok(());
+    }
+    // No `&mut [u8]` of the range: an output array's bytes may be written by consumers.
+    // SAFETY: `start ≤ end ≤ map.len()` (checked above), so `start` stays inside the map.
+    let at = unsafe { map.as_mut_ptr().add(start) };
+    // SAFETY: `at .. at + (end - start)` lies inside a live mapping borrowed mutably for the
+    // call; MADV_POPULATE_WRITE faults the pages in as a write would and never changes
+    // contents.
+    unsafe {
+        rustix::mm::madvise(
+            at.cast(),
+            end - start,
+            rustix::mm::Advice::LinuxPopulateWrite,
+        )
+    }
+    .map_err(io::Error::from)
+}
+
 /// `layout` over the data area `map[start..]`, read through raw accesses only.
 pub(crate) fn output_view<'a, T: Element>(
     map: &'a MmapMut,

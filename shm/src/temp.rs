@@ -18,6 +18,10 @@ use crate::{Error, Result};
 pub(crate) fn space(dir: &Path) -> Result<(u64, u64)> {
     let st = statvfs(dir).map_err(|e| Error::from_io("statvfs", dir, e.into()))?;
     let unit = st.f_frsize.max(1);
+    if st.f_blocks == 0 {
+        // No limit reported (hugetlbfs without size=): the kernel's own checks decide.
+        return Ok((u64::MAX, u64::MAX));
+    }
     Ok((
         st.f_bavail.saturating_mul(unit),
         st.f_blocks.saturating_mul(unit),

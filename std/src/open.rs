@@ -245,6 +245,7 @@ fn map(
     match mode {
         Mode::ReadOnly => {
             let map = sys::map_read(&file, offset, len).map_err(map_err)?;
+            advise_huge(&file, len, |a| map.advise(a));
             let stable = Stable::of_sealed(&file);
             // The file stays open (path-opened or received) to re-check it with fstat when
             // the region is reused.
@@ -264,6 +265,7 @@ fn map(
         }
         Mode::ReadWrite => {
             let map = sys::map_write(&file, offset, len).map_err(map_err)?;
+            advise_huge(&file, len, |a| map.advise(a));
             // Never frozen: a file sealed against writes cannot be mapped shared-writable.
             Ok(Mapping::own(desc.clone(), mode, map, None, file))
         }
@@ -274,5 +276,24 @@ fn map(
             let stable = Stable::of_sealed(&file);
             Ok(Mapping::own(desc.clone(), mode, map, stable, file))
         }
+    }
+}
+
+/// Transparent huge pages for a shared map of 2 MiB or more of a shared-memory file (tmpfs, a
+/// memfd): `MADV_HUGEPAGE`, so that pages this map faults in itself may be huge where the
+/// kernel allows them only on request (`shmem_enabled=advise`, `huge=advise`). Pages the
+/// producer already made huge are mapped whole (PMD) without it: the kernel aligns such maps
+/// to 2 MiB and segments in huge pages keep their data at a 2 MiB offset (SPEC §8). Other
+/// filesystems, and hugetlb files (always huge), are left alone; a failure changes nothing.
+fn advise_huge(
+    file: &File,
+    len: usize,
+    advise: impl FnOnce(memmap2::Advice) -> std::io::Result<()>,
+) {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    if len >= 2 << 20
+        && rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 & 0xffff_ffff == TMPFS_MAGIC)
+    {
+        let _ = advise(memmap2::Advice::HugePage);
     }
 }

@@ -150,6 +150,11 @@ impl ReadMap {
         self.0.len()
     }
 
+    /// `madvise` with a non-destructive advice (e.g. huge pages): contents are unchanged.
+    pub(crate) fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        self.0.advise(advice)
+    }
+
     /// The bytes, for raw access.
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
         SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len(), PhantomData)
@@ -162,6 +167,11 @@ impl ReadMap {
 }
 
 impl WriteMap {
+    /// `madvise` with a non-destructive advice (e.g. huge pages): contents are unchanged.
+    pub(crate) fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        self.0.advise(advice)
+    }
+
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
         SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len(), PhantomData)
     }

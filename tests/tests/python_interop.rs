@@ -5,6 +5,9 @@
 //!   by fd (memfd over SCM_RIGHTS, received with the Python `recv`);
 //! - a Python producer (`describe` of numpy memmap views, joblib's failure cases) and a Rust
 //!   consumer, then a Rust sub-view described again and opened by Python;
+//! - Python segments (`stridemap.share`, memfd and named file) opened by Rust;
+//! - the Rust sweep (`stridemap gc`) and the Python sweep (`stridemap.sweep`) each remove the
+//!   folder of a killed producer of the other language, and leave a live one alone;
 //! - segment lifetime across the languages (SPEC.md §7): a Python reader's lock keeps a
 //!   released segment pending; once Python unmaps or exits, the pool deletes or recycles it;
 //!   a stale descriptor gets O10 in Python;
@@ -435,6 +438,148 @@ fn joblib_failure_cases_round_trip_python_rust_python() {
     .unwrap();
     assert_eq!((rev.offset(), rev.strides()), (999 * 8, &[-8i64][..]));
     py.finish();
+}
+
+/// The values (C order) of a `<f8` or `<i4` mapping, as f64.
+fn values_of(m: &stridemap::Mapping) -> Vec<f64> {
+    if m.descriptor().dtype().to_string() == "<f8" {
+        m.shared_view::<f64>().unwrap().to_vec()
+    } else {
+        let v = m.shared_view::<i32>().unwrap().to_vec();
+        v.into_iter().map(f64::from).collect()
+    }
+}
+
+#[test]
+fn python_share_opened_by_rust_by_fd_and_by_path() {
+    // Python as a segment producer (`stridemap.share`): sealed memfds passed with a new fd per
+    // receiver, and named segments in its pool folder, each with a SPEC.md §8 header that Rust
+    // checks (O10) under its shared lock.
+    let h = Harness::new();
+    let mut py = Py::script("share.py", &[h.sock.as_path(), h.root.as_path()]);
+    let shared = py.json();
+    assert_eq!(shared["event"], "shared", "{shared}");
+    let folder = PathBuf::from(shared["folder"].as_str().unwrap());
+    assert!(folder.starts_with(&h.root) && folder.is_dir(), "{folder:?}");
+    let stream = h.accept(&mut py);
+    let opts = OpenOptions::new().allow_root(&folder);
+    let mut held = Vec::new();
+    for c in shared["cases"].as_array().unwrap() {
+        let stridemap::socket::Incoming {
+            descriptor: desc,
+            fd,
+        } = stridemap::socket::recv(&stream).unwrap();
+        let what = format!("{} ({})", c["name"], c["kind"]);
+        assert_eq!(desc.generation(), 1, "{what}");
+        assert!(desc.segment_id().is_some(), "{what}");
+        assert_eq!(
+            ints(&c["shape"]),
+            desc.shape().iter().map(|&n| n as i64).collect::<Vec<_>>()
+        );
+        assert_eq!(ints(&c["strides"]), desc.strides(), "{what}: strides kept");
+        let m = match (c["kind"].as_str().unwrap(), fd) {
+            ("memfd", Some(fd)) => stridemap::open_fd(&desc, fd, &opts).unwrap(),
+            ("file", None) => stridemap::open(&desc, &opts).unwrap(),
+            (kind, fd) => panic!("{what}: a {kind} segment with fd {fd:?}"),
+        };
+        let want = floats(&c["values"]);
+        assert_eq!(values_of(&m), want, "{what}: Rust reading Python's segment");
+        held.push((what, m, want));
+    }
+    // Python exits normally: its pool folder goes; Rust's mappings keep reading (SPEC.md §7).
+    py.finish();
+    assert!(
+        !folder.exists(),
+        "the Python producer left {folder:?} behind"
+    );
+    for (what, m, want) in &held {
+        assert_eq!(&values_of(m), want, "{what} after the producer exited");
+    }
+}
+
+/// Not a test of its own: the entry point of the Rust producer the sweep test kills (see
+/// `stridemap_tests::child`).
+#[test]
+fn child_process_entry() {
+    let Some(role) = stridemap_tests::child::role() else {
+        return;
+    };
+    assert_eq!(role, "producer");
+    let pool = Pool::with_config(
+        PoolConfig::default()
+            .temp_folder(stridemap_tests::child::arg("ROOT"))
+            .kind(SegmentKind::File)
+            .sweep_on_start(false),
+    )
+    .unwrap();
+    let held = [matrix(&pool), matrix(&pool)];
+    println!("folder {}", pool.folders()[0].display());
+    std::thread::sleep(Duration::from_secs(120)); // until killed, segments outstanding
+    drop(held);
+}
+
+/// The Python sweep's report of `root`.
+fn python_sweep(root: &Path) -> Value {
+    let mut py = Py::script("sweep.py", &[root]);
+    let report = py.json();
+    py.finish();
+    report
+}
+
+#[test]
+fn rust_and_python_sweeps_clean_up_each_others_orphans() {
+    let h = Harness::new();
+    let root = std::slice::from_ref(&h.root);
+    // A Python producer (named segments in its pool folder), then killed with SIGKILL: the
+    // Rust sweep (what `stridemap gc` runs) leaves it while it lives and removes it after.
+    let child = workspace().join("python/tests/producer_child.py");
+    let mut py = Py::spawn(&child, &[h.root.as_path(), Path::new("sleep")]);
+    let info = py.json();
+    let py_folder = PathBuf::from(info["folder"].as_str().unwrap());
+    assert!(py_folder.starts_with(&h.root) && py_folder.is_dir());
+    let report = stridemap_shm::sweep(root, false).unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert!(
+        py_folder.is_dir(),
+        "the Rust sweep removed a live Python producer's folder"
+    );
+    py.child.kill().unwrap();
+    py.child.wait().unwrap();
+    let report = stridemap_shm::sweep(root, false).unwrap();
+    assert_eq!(
+        report.removed,
+        std::slice::from_ref(&py_folder),
+        "{report:?}"
+    );
+    assert!(!py_folder.exists());
+
+    // A Rust producer with outstanding named segments, then killed: the Python sweep leaves
+    // it while it lives and removes it after.
+    let mut rust = stridemap_tests::child::spawn(
+        "child_process_entry",
+        "producer",
+        &[("ROOT", h.root.display().to_string())],
+    );
+    let out = BufReader::new(rust.stdout.take().unwrap());
+    let line = out
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("folder "))
+        .expect("the Rust producer names its folder");
+    let rust_folder = PathBuf::from(line.trim().strip_prefix("folder ").unwrap());
+    assert_eq!(std::fs::read_dir(&rust_folder).unwrap().count(), 2);
+    let report = python_sweep(&h.root);
+    assert_eq!(report["removed"], serde_json::json!([]), "{report}");
+    assert!(
+        rust_folder.is_dir(),
+        "the Python sweep removed a live Rust pool's folder"
+    );
+    rust.kill().unwrap();
+    rust.wait().unwrap();
+    let report = python_sweep(&h.root);
+    let want = rust_folder.display().to_string();
+    assert_eq!(report["removed"], serde_json::json!([want]), "{report}");
+    assert!(!rust_folder.exists());
 }
 
 #[test]

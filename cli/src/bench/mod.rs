@@ -2,6 +2,7 @@
 //! the alternative on the same machine, with the target it is held to.
 
 mod decode;
+mod huge;
 mod joblib;
 mod shm;
 mod timing;
@@ -111,12 +112,13 @@ pub(crate) fn command(quick: bool, json: bool, only: &[String]) -> crate::CliRes
 }
 
 /// The groups of the report, in order.
-const GROUPS: [&str; 7] = [
+const GROUPS: [&str; 8] = [
     "decode",
     "open",
     "views",
     "handoff",
     "share",
+    "huge-pages",
     "end-to-end",
     "joblib",
 ];
@@ -163,6 +165,7 @@ pub(crate) fn run(
             "views" => views::sum_rows(budget, &scratch)?,
             "handoff" => shm::handoff_rows(budget, &scratch)?,
             "share" => shm::share_rows(budget, &scratch)?,
+            "huge-pages" => huge::rows(budget, &scratch)?,
             "end-to-end" => shm::end_to_end_rows(budget, &scratch)?,
             _ => joblib::rows(budget, &scratch)?,
         });
@@ -220,7 +223,8 @@ mod tests {
             s(&["end-to-end", "decode"]),
             Ok(vec!["decode", "end-to-end"])
         );
-        assert_eq!(s(&[]).unwrap().len(), 7);
+        assert_eq!(s(&[]).unwrap().len(), 8);
+        assert_eq!(s(&["huge pages"]), Ok(vec!["huge-pages"]));
         let e = s(&["nonsense"]).unwrap_err();
         assert!(e.contains("end to end"), "{e}");
     }

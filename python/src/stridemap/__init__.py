@@ -1,8 +1,10 @@
 """stridemap: share numpy arrays between processes through a validated descriptor, zero copies.
 
-A reader of the stridemap descriptor written from SPEC.md alone: decode and validate the fixed
-record and the compact form, open a descriptor as a numpy view of the mapped file, describe a
-view of an ``np.memmap`` (Python as a producer), and pass descriptors and fds over Unix sockets.
+Written from SPEC.md alone, numpy its only dependency. A reader: decode and validate the fixed
+record and the compact form, open a descriptor as a numpy view of the mapped file. A producer:
+share any array through a sealed memfd or a named segment (``share``, ``empty``), describe and
+export any view of a shared, opened or memory-mapped array without copying it, clean up after
+dead producers (``sweep``). And pass descriptors and fds over Unix sockets.
 
 >>> import os, tempfile, numpy as np, stridemap
 >>> folder = tempfile.mkdtemp()
@@ -22,10 +24,35 @@ from .errors import *  # noqa: F401,F403 - every rule's exception class
 from .errors import __all__ as _error_names
 from .fdpass import recv, send
 from .open import open
+from .producer import (
+    Export,
+    Segment,
+    SharedArray,
+    empty,
+    export,
+    producer_folders,
+    producer_root,
+    reap,
+    segment_of,
+    share,
+)
+from .temp import SweepReport, sweep
 from .record import crc32c, decode_fixed, encode
 
 __all__ = [
     "Descriptor",
+    "Export",
+    "Segment",
+    "SharedArray",
+    "SweepReport",
+    "empty",
+    "export",
+    "producer_folders",
+    "producer_root",
+    "reap",
+    "segment_of",
+    "share",
+    "sweep",
     "crc32c",
     "decode",
     "decode_compact",

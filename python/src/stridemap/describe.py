@@ -18,22 +18,35 @@ import stat
 
 import numpy as np
 
+from . import errors, producer
 from .descriptor import Descriptor
 from .record import encode
 from .rules import KINDS
 
 
 def describe(array, *, fd=None, mode="r"):
-    """A fixed record (1024 bytes) describing ``array``, a view at any depth of an ``np.memmap``.
+    """A fixed record (1024 bytes) describing ``array``, without copying it: any view of an array
+    from :func:`stridemap.share`, :func:`stridemap.empty` or :func:`stridemap.open` (sub-views,
+    reversed, transposed, ``r+`` outputs), or a view at any depth of an ``np.memmap``.
 
-    The file is named by the memmap's path (made canonical with ``os.path.realpath``), or,
-    when ``fd`` is given, travels as that fd (e.g. a memfd the memmap was made from). The
-    identity (``file_len``, ``device``, ``inode``) is the file's ``fstat``. ``mode`` is what
-    consumers may map with: ``"r"``, ``"c"``, or ``"r+"`` when the memmap is writable.
+    A view of a stridemap segment is described from the segment (its header's id and generation;
+    a memfd's record says an fd travels beside it: :func:`stridemap.export` makes that fd). For
+    an ``np.memmap`` the file is named by the memmap's path (made canonical with
+    ``os.path.realpath``), or, when ``fd`` is given, travels as that fd (e.g. a memfd the memmap
+    was made from). The identity (``file_len``, ``device``, ``inode``) is the file's ``fstat``.
+    ``mode`` is what consumers may map with: ``"r"``, ``"c"``, or ``"r+"`` when the memmap is
+    writable.
     """
+    if fd is None:
+        seg = producer.segment_of(array)
+        if seg is not None and seg.kind != "memmap":
+            return seg.describe(array, mode)
     mm, owner = _backing_mmap(array)
     if not isinstance(owner, np.memmap) or owner.offset is None:
-        raise ValueError("the array is not a view of an np.memmap")
+        raise errors.NotShareable(
+            "the array is not a view of an np.memmap or of an array from stridemap.share(), "
+            "empty() or open(): share it first"
+        )
     if owner.mode == "c":
         raise ValueError(
             "a copy-on-write memmap's changes are private to this process: consumers would "
@@ -90,7 +103,10 @@ def _backing_mmap(array):
         if isinstance(base, mmap.mmap):
             return base, obj
         obj = base
-    raise ValueError("the array is not a view of a memory-mapped file")
+    raise errors.NotShareable(
+        "the array is not a view of a memory-mapped file or of an array from stridemap.share(), "
+        "empty() or open(): share it first"
+    )
 
 
 def _address(a):

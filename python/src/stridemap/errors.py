@@ -269,5 +269,50 @@ class MapFailed(OpenError):
     rule = "O11"
 
 
+class ProducerError(StridemapError, OSError):
+    """Sharing an array failed for a reason of the system (no file descriptor left, no memfd,
+    an I/O error); ``errno`` is set when a system call failed. Nothing is left behind."""
+
+    def __init__(self, message, errno=None):
+        super().__init__(message)
+        self.errno = errno
+
+
+class NoSpace(ProducerError):
+    """There is no room for a segment: ``folder`` (a path, or "memfd" for anonymous shared
+    memory), ``needed`` and ``available`` bytes. Nothing is left behind."""
+
+    def __init__(self, message, folder=None, needed=0, available=0):
+        import errno as _errno
+
+        super().__init__(message, _errno.ENOSPC)
+        self.folder = folder
+        self.needed = needed
+        self.available = available
+
+    @classmethod
+    def make(cls, folder, needed, available):
+        """The error with a message that says what to do."""
+        if folder == "memfd":
+            fix = ("free memory, or share with kind='file' and set STRIDEMAP_TEMP_FOLDER to a "
+                   "folder with room")
+            where = "anonymous shared memory (memfd)"
+        else:
+            fix = ("set STRIDEMAP_TEMP_FOLDER to a folder with room, or make the tmpfs bigger "
+                   f"(e.g. `mount -o remount,size=8G {folder}` for /dev/shm)")
+            where = folder
+        return cls(
+            f"no space for a {needed}-byte stridemap segment in {where}: {available} bytes "
+            f"available; {fix}",
+            folder, needed, available,
+        )
+
+
+class NotShareable(StridemapError, ValueError):
+    """The array cannot travel as a stridemap descriptor: its dtype has no stridemap typestr
+    (object, structured, strings, datetimes), it has more than 32 axes, or (for ``export``) no
+    stridemap segment or memory-mapped file backs it. Pools pickle such arrays instead."""
+
+
 __all__ = [name for name, value in list(globals().items())
            if isinstance(value, type) and issubclass(value, StridemapError)]

@@ -22,7 +22,7 @@ import stat
 
 import numpy as np
 
-from . import errors, segment
+from . import errors, producer, segment
 from .codec import decode
 from .descriptor import Descriptor
 from .record import encode
@@ -303,7 +303,14 @@ def _map(fd, desc, granted):
                 f"O11: cannot map {desc.buffer_len} bytes at {desc.buffer_offset}: {e}",
                 getattr(e, "errno", None),
             ) from None
-    return np.ndarray(
+        if granted != "c":
+            from .huge import advise_consumer
+
+            advise_consumer(buf, fd)
+    view = np.ndarray(
         desc.shape, np.dtype(desc.dtype), buffer=buf, offset=delta + desc.offset,
         strides=desc.strides,
     )
+    if desc.buffer_len:  # views of it can be described again (stridemap.describe, export)
+        producer.register_opened(buf, desc, granted, fd if desc.source == "fd" else None)
+    return view
