@@ -171,6 +171,12 @@ impl From<stridemap::Error> for Failure {
     }
 }
 
+impl From<stridemap::ViewError> for Failure {
+    fn from(e: stridemap::ViewError) -> Failure {
+        stridemap::Error::from(e).into()
+    }
+}
+
 impl From<stridemap_core::Error> for Failure {
     fn from(e: stridemap_core::Error) -> Failure {
         stridemap::Error::from(e).into()

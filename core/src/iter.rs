@@ -15,7 +15,9 @@ use crate::{Layout, MAX_NDIM};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Offsets<'a> {
-    layout: &'a Layout,
+    /// A copy (a layout is plain data), so an iterator can outlive the layout it came from.
+    layout: Layout,
+    _from: core::marker::PhantomData<&'a Layout>,
     index: [u64; MAX_NDIM],
     /// Offset of the element at `index`; every element's offset lies in
     /// `[0, buffer_len) ⊂ [0, i64::MAX]`, so the arithmetic below cannot overflow.
@@ -24,9 +26,10 @@ pub struct Offsets<'a> {
 }
 
 impl<'a> Offsets<'a> {
-    pub(crate) fn new(layout: &'a Layout) -> Offsets<'a> {
+    pub(crate) fn new(layout: &Layout) -> Offsets<'a> {
         Offsets {
-            layout,
+            layout: *layout,
+            _from: core::marker::PhantomData,
             index: [0; MAX_NDIM],
             next: layout.offset() as i64,
             remaining: layout.len(),

@@ -61,10 +61,7 @@ impl Layout {
             return Err(Error::TooManyAxes { ndim: shape.len() });
         }
         if itemsize == 0 {
-            return Err(Error::BadItemsize {
-                kind: 0,
-                itemsize: 0,
-            });
+            return Err(Error::ZeroItemsize);
         }
         if buffer_len > MAX_BYTES {
             return Err(Error::BufferOverflow {
@@ -271,6 +268,12 @@ impl Layout {
     /// Byte offsets of every element in logical C order (last index fastest).
     pub fn offsets(&self) -> crate::Offsets<'_> {
         crate::Offsets::new(self)
+    }
+
+    /// [`Layout::offsets`] that owns a copy of the layout, so it can outlive `self` (e.g. the
+    /// iterator of a temporary view).
+    pub fn into_offsets(self) -> crate::Offsets<'static> {
+        crate::Offsets::new(&self)
     }
 
     /// The sub-array with `axis` fixed at `index` (the axis is removed), numpy's `a[..., i, ...]`.
@@ -578,8 +581,9 @@ fn add_scaled(base: u64, index: u64, stride: i64) -> Option<u64> {
 }
 
 /// Fills `strides` with the contiguous strides of `shape` in `order` and returns the size in
-/// bytes; all strides are zero when the array is empty.
-pub fn contiguous_strides(
+/// bytes; all strides are zero when the array is empty. (Public callers have
+/// [`Layout::contiguous`] and its `strides()`.)
+pub(crate) fn contiguous_strides(
     itemsize: u32,
     shape: &[u64],
     order: Order,

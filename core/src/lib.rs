@@ -60,7 +60,7 @@ pub use dtype::{ByteOrder, DType, Kind, MAX_VOID_ITEMSIZE, TypeStr};
 pub use error::Error;
 pub use flags::{Mode, Order, Source};
 pub use iter::Offsets;
-pub use layout::{Layout, MAX_BYTES, contiguous_strides};
+pub use layout::{Layout, MAX_BYTES};
 pub use record::{
     MAGIC, MAX_NDIM, PATH_CAPACITY, RECORD_LEN, Record, VERSION_MAJOR, VERSION_MINOR, offsets,
 };

@@ -10,7 +10,7 @@ use rustix::fs::{
     openat, statat, statvfs, unlinkat,
 };
 use rustix::io::Errno;
-use stridemap::{SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV};
+use stridemap::__producer_policy::{SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV};
 
 use crate::{Error, Result};
 

@@ -136,8 +136,12 @@ fn a_tiny_tmpfs_gives_the_clear_error_and_leaves_no_file() {
     }
     let _guard = Mount(dir.path());
     let root = dir.path().canonicalize().unwrap();
-    let pool =
-        Pool::with_config(PoolConfig::default().temp_folder(&root).recycle_bytes(0)).unwrap();
+    let pool = Pool::with_config(
+        PoolConfig::default()
+            .temp_folder(&root)
+            .recycle_max_bytes(0),
+    )
+    .unwrap();
     assert_no_space(pool.alloc::<f64>(&[512 * 1024], Order::C), &root);
     let data = vec![0u8; 4 << 20];
     let view = ByteView::new(
@@ -150,7 +154,7 @@ fn a_tiny_tmpfs_gives_the_clear_error_and_leaves_no_file() {
     assert!(entries(&root).is_empty(), "{:?}", entries(&root));
     // What fits still works.
     let small = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    assert_eq!(small.view::<f64>().unwrap().len(), 1000);
+    assert_eq!(small.view().unwrap().len(), 1000);
 }
 
 #[test]

@@ -1,0 +1,468 @@
+"""Handing arrays to another process of a pool as a descriptor plus an fd (the pools' reducers).
+
+This module is what a pool worker imports when it unpickles its first descriptor: it has no
+dependency on joblib, so a ``multiprocessing`` worker stays light. :mod:`stridemap.pools` is the
+public face (``install()``, the joblib backend).
+
+What travels in the pickle is ``(_rebuild, (record, handle, named, mode, policy))``: the
+1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, and a handle of
+``multiprocessing``'s own fd passing (``multiprocessing.reduction.DupFd``): while a process is
+being started, the fd is inherited by the child (spawn, forkserver); at any other time the
+sender's ``resource_sharer`` thread hands it over an authenticated Unix socket (the pool's
+``authkey``) to the one process that asks for it, once. Each receiver gets an open file
+description made for it alone (``stridemap.export`` reopens the memfd; a named segment or memmap
+file is opened again here), on which the sender already holds ``flock(LOCK_SH)`` (SPEC §7): the
+producer cannot recycle or delete the segment between the send and the receiver's mapping.
+The receiver never opens a path: it trusts the fd its pool gave it, and the descriptor only
+says how to view it (rules O6-O11 still check the fd against the record: size, identity, seals,
+the segment header).
+
+Why this transport and not reopening ``/proc/<sender>/fd/<n>`` in the receiver: the handle holds
+a duplicate of the fd from the moment of pickling, so the sender may drop the array at once (a
+worker returning a result does exactly that); it needs no ptrace access to the sender (hidepid,
+non-dumpable processes); and only processes with the pool's authkey can fetch it. The same
+handle works in loky's pickler (joblib), which does not use ``ForkingPickler`` but pickles the
+handle object all the same. The price: a connection per array, and the sender must live until
+the receiver has fetched it (hence the wait at exit below).
+"""
+
+import dataclasses
+import errno
+import fcntl
+import logging
+import os
+import socket
+import threading
+import weakref
+from multiprocessing import context as _mp_context
+from multiprocessing import reduction as _mp_reduction
+from multiprocessing import resource_sharer as _resource_sharer
+
+import numpy as np
+
+from . import errors, segment
+from .codec import decode
+from .open import open as _open
+from .record import encode
+from .rules import KINDS
+
+log = logging.getLogger("stridemap.pools")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """What the reducers share.
+
+    ``numpy``: plain ndarrays of at least ``max_nbytes`` are copied once into a segment
+    (``stridemap.share``) and views of an ``np.memmap`` are described in place; without it only
+    arrays backed by a stridemap segment (``share``, ``empty``, ``open`` and their views) are.
+    """
+
+    numpy: bool = False
+    max_nbytes: int = 1 << 20
+
+    def __post_init__(self):
+        if isinstance(self.max_nbytes, bool) or not isinstance(self.max_nbytes, int):
+            raise TypeError(f"max_nbytes must be an int, not {type(self.max_nbytes).__name__}")
+        if self.max_nbytes < 0:
+            raise ValueError(f"max_nbytes must be >= 0, not {self.max_nbytes}")
+
+
+_lock = threading.Lock()
+_installed = None  # the Policy of install(), once called in this process
+
+
+def _producer():
+    """The producer API (``stridemap.share`` and friends), imported late: it imports us back."""
+    import stridemap
+
+    return stridemap
+
+
+def array_types():
+    """The array types the reducers are registered for (a dispatch table matches exact types)."""
+    types = [np.ndarray, np.memmap]
+    shared = getattr(_producer(), "SharedArray", None)
+    if shared is not None:
+        types.append(shared)
+    return types
+
+
+def install(policy):
+    """Register the reducers with ``ForkingPickler`` (and loky's pickler when loaded)."""
+    global _installed
+    reducer = Reducer(policy)
+    with _lock:
+        for t in array_types():
+            _mp_reduction.ForkingPickler.register(t, reducer)
+        _installed = policy
+    register_with_loky()
+    _ensure_exit_wait()
+
+
+def uninstall():
+    """Remove the reducers from ``ForkingPickler``: arrays are pickled as before."""
+    global _installed
+    with _lock:
+        for t in array_types():
+            if isinstance(_mp_reduction.ForkingPickler._extra_reducers.get(t), Reducer):
+                del _mp_reduction.ForkingPickler._extra_reducers[t]
+        _installed = None
+
+
+def installed():
+    """The :class:`Policy` installed in this process, or None."""
+    return _installed
+
+
+def register_with_loky():
+    """Make loky's pickler (joblib's default backend) pass ``SharedArray`` by descriptor.
+
+    Only the ``SharedArray`` type: joblib's own reducers keep plain ndarrays and memmaps (loky
+    copies its global table into each pickler, then joblib's per-executor reducers override).
+    Both joblib's vendored loky and a standalone loky, each only when already loaded, so that a
+    ``multiprocessing`` worker never imports them.
+    """
+    import sys
+
+    shared = getattr(_producer(), "SharedArray", None)
+    if shared is None:
+        return
+    for name in ("joblib.externals.loky.backend.reduction", "loky.backend.reduction"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.register(shared, Reducer(Policy()))
+
+
+class Reducer:
+    """A pickle reducer for arrays: a descriptor plus an fd when :func:`handoff` can share the
+    array under ``policy``, else numpy's own pickling (a copy)."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def __call__(self, array):
+        shared = handoff(array, self.policy)
+        if shared is None:
+            return np.ndarray.__reduce_ex__(array, 4)  # any pickler's protocol reads it
+        return shared
+
+    def __reduce__(self):  # loky pickles the reducers into its workers
+        return Reducer, (self.policy,)
+
+    def __eq__(self, other):
+        return isinstance(other, Reducer) and other.policy == self.policy
+
+    def __hash__(self):
+        return hash(self.policy)
+
+
+def _typestr_problem(dt):
+    if dt.hasobject:
+        return f"dtype {dt} holds Python objects"
+    if dt.fields is not None or dt.subdtype is not None:
+        return f"dtype {dt} is structured"
+    if dt.kind not in KINDS:
+        return f"dtype {dt} has no stridemap typestr"
+    return None
+
+
+def handoff(array, policy):
+    """``(_rebuild, args)`` passing ``array`` as a descriptor and an fd, or None to pickle it.
+
+    None (with a debug log line saying why) for a dtype stridemap cannot describe, and, unless
+    ``policy.numpy``, for an array no stridemap segment backs; with ``policy.numpy``, a plain
+    array smaller than ``policy.max_nbytes``. Errors of the producer (shared memory full, too
+    many open files) are raised: an array the policy says to share is never silently copied.
+    """
+    sm = _producer()
+    problem = _typestr_problem(array.dtype)
+    if problem is not None:
+        log.debug("stridemap.pools: pickling a %s array: %s", array.shape, problem)
+        return None
+    seg = sm.segment_of(array)
+    view = array
+    if seg is not None and _is_memmap(seg) and not policy.numpy:
+        log.debug("stridemap.pools: pickling an np.memmap view (install(numpy=True) shares "
+                  "them in place)")
+        return None
+    if seg is None:
+        if not policy.numpy:
+            log.debug("stridemap.pools: pickling a %s array: no stridemap segment backs it "
+                      "(share() it, or install(numpy=True))", array.shape)
+            return None
+        if array.nbytes < policy.max_nbytes:
+            log.debug("stridemap.pools: pickling a %d-byte array: below max_nbytes=%d",
+                      array.nbytes, policy.max_nbytes)
+            return None
+        view = sm.share(array)
+    return _rebuild, (*export_for_receiver(view), policy)
+
+
+def _is_memmap(seg):
+    return getattr(seg, "kind", None) == "memmap"
+
+
+def export_for_receiver(view):
+    """``(record, handle, named, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
+    ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
+    locked shared (SPEC §7); whether the file is a named one (a regular file cannot be sealed:
+    the receiver accepts it unsealed, as it would when opening its path, which is what SPEC §6
+    O9 leaves to it); and the mode the receiver maps with."""
+    sm = _producer()
+    mode = "r+" if view.flags.writeable else "r"
+    try:
+        ex = sm.export(view, mode=mode)
+    except (ValueError, errors.StridemapError):
+        if mode == "r":
+            raise
+        mode = "r"
+        ex = sm.export(view, mode=mode)  # a writable view of a read-only segment
+    record, fd = ex.record, ex.fd
+    generation = getattr(ex.segment, "generation", None)
+    try:
+        if fd is None:  # a named segment or a memmap's file: open it once more, for this receiver
+            desc = decode(record)
+            fd = _open_again(desc)
+            record = encode(dataclasses.replace(desc, source="fd", path=""))
+            generation = desc.generation
+        elif generation is None:
+            generation = decode(record).generation
+        # A memfd is sealed; a named file (also one a worker received as an fd and hands on)
+        # cannot be.
+        named = not _sealable(fd)
+        segment.lock_shared(fd, wait=generation != 0)
+        try:
+            handle = _dup_for_receiver(fd, view)
+        except OSError as e:
+            raise _fd_error("handing a shared array's fd to a pool process", e) from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return record, handle, named, mode
+
+
+def _fd_error(what, e):
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return errors.ProducerError(
+            f"{what}: too many open files ({os.strerror(e.errno)}); raise the limit "
+            "(`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE)) or let go of shared arrays",
+            e.errno,
+        )
+    return errors.ProducerError(f"{what}: {e.strerror or e}", e.errno)
+
+
+def _sealable(fd):
+    try:
+        fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        return True
+    except OSError:
+        return False
+
+
+def _open_again(desc):
+    flags = (os.O_RDWR if desc.mode == "r+" else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(desc.path, flags | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno in (errno.EMFILE, errno.ENFILE):
+            raise _fd_error(f"opening {desc.path!r} for a pool process", e) from None
+        raise errors.OpenFailed(
+            f"cannot open {desc.path!r} again to hand it to a pool worker: {e.strerror}",
+            e.errno,
+        ) from None
+    st = os.fstat(fd)
+    if desc.inode and (st.st_dev, st.st_ino) != (desc.device, desc.inode):
+        os.close(fd)
+        raise errors.IdentityMismatch(
+            f"{desc.path!r} was replaced after it was described (device {st.st_dev} inode "
+            f"{st.st_ino}, described as {desc.device} {desc.inode}); describe the array again"
+        )
+    return fd
+
+
+def _dup_for_receiver(fd, keep):
+    """multiprocessing's fd handle; the caller closes ``fd`` right after. ``keep`` (the array)
+    is held until the receiver has fetched the fd: a worker that returns an array and drops it
+    at once would otherwise unmap it (page tables to tear down) while its receiver waits for
+    the fd."""
+    popen = _mp_context.get_spawning_popen()
+    if popen is not None:
+        # Process.start() of spawn/forkserver: the fd is inherited, not duplicated; keep a
+        # duplicate until the Popen object (which launched the child) goes.
+        dup = os.dup(fd)
+        weakref.finalize(popen, os.close, dup)
+        return popen.DupFd(popen.duplicate_for_child(dup))
+    handle = _mp_reduction.DupFd(fd)
+    _track(handle)
+    _hold_until_fetched(handle, keep)
+    return handle
+
+
+def _hold_until_fetched(handle, keep):
+    """Make the resource_sharer's close of ``handle`` (once sent) also let go of ``keep``."""
+    sharer = getattr(_resource_sharer, "_resource_sharer", None)
+    ident = getattr(handle, "_id", None)
+    cache, lock = getattr(sharer, "_cache", None), getattr(sharer, "_lock", None)
+    if ident is None or cache is None or lock is None:
+        return  # another multiprocessing: the array is simply not held
+    holder = [keep]
+    # No receiver can ask for this key before the pickle that carries it has been sent, which
+    # is after this returns: the entry cannot be popped under us.
+    with lock:
+        entry = cache.get(ident[1])
+        if entry is None:
+            return
+        send, close = entry
+
+        def release(close=close, holder=holder):
+            try:
+                close()
+            finally:
+                holder.clear()
+
+        cache[ident[1]] = (send, release)
+
+
+# A handle's fd waits in this process's resource_sharer thread until its receiver asks for it:
+# a process that exits before then (a Process whose last act is to put a result in a Queue, a
+# pool worker retired by maxtasksperchild) would leave the receiver nothing to fetch. So at exit
+# (multiprocessing's exit function, which its children run too) the process waits until its
+# handles have been fetched, for up to EXIT_WAIT seconds.
+EXIT_WAIT = float(os.environ.get("STRIDEMAP_POOLS_EXIT_WAIT", "10"))
+_pending = {"pid": None, "ids": set(), "finalizer": None}
+_pending_lock = threading.Lock()
+
+
+def _ensure_exit_wait():
+    """Register the wait at exit, once per process. Early (at install, at the first receipt):
+    multiprocessing's exit function lists its finalizers before it flushes the queues, whose
+    feeder threads pickle, and so make handles, while it runs."""
+    with _pending_lock:
+        if _pending["pid"] != os.getpid():  # a fork starts with no handles of its own
+            _pending["pid"] = os.getpid()
+            _pending["ids"] = set()
+            _pending["finalizer"] = None
+        # A child clears the finalizers it inherited, or registered while it unpickled the
+        # Process object, when it starts running: register again then.
+        fin = _pending.get("finalizer")
+        if fin is None or not fin.still_active():
+            from multiprocessing import util
+
+            # After the queues' feeder threads are flushed (exitpriority -5).
+            _pending["finalizer"] = util.Finalize(None, _wait_for_receivers, exitpriority=-10)
+
+
+def _track(handle):
+    ident = getattr(handle, "_id", None)
+    if ident is None:
+        return
+    _ensure_exit_wait()
+    with _pending_lock:
+        _pending["ids"].add(ident[1])
+
+
+def _unfetched():
+    cache = getattr(getattr(_resource_sharer, "_resource_sharer", None), "_cache", None)
+    if cache is None:
+        return set()
+    with _pending_lock:
+        if _pending["pid"] != os.getpid():
+            return set()
+        _pending["ids"] &= set(cache)
+        return set(_pending["ids"])
+
+
+def _wait_for_receivers():
+    import time
+
+    deadline = time.monotonic() + EXIT_WAIT
+    while _unfetched():
+        if time.monotonic() >= deadline:
+            log.warning(
+                "stridemap.pools: exiting with %d shared array(s) never received (their "
+                "receivers did not unpickle them within %g s); set STRIDEMAP_POOLS_EXIT_WAIT "
+                "to wait longer", len(_unfetched()), EXIT_WAIT)
+            return
+        time.sleep(0.01)
+
+
+def _detach(handle):
+    """The fd a handle carries, close-on-exec, owned by the caller."""
+    if isinstance(handle, _resource_sharer.DupFd):
+        get_connection = getattr(_resource_sharer._ResourceSharer, "get_connection", None)
+        ident = getattr(handle, "_id", None)
+        if get_connection is not None and ident is not None:
+            with get_connection(ident) as conn:
+                return _recv_fd_cloexec(conn.fileno())
+    fd = handle.detach()  # inherited at start, or an older multiprocessing: then set it
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def _recv_fd_cloexec(conn_fd):
+    """multiprocessing.reduction.recvfds for one fd, with MSG_CMSG_CLOEXEC: never inheritable."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn_fd)  # no dup: no new fd
+    try:
+        msg, ancillary, flags, _ = s.recvmsg(
+            1, socket.CMSG_SPACE(4 * 4), socket.MSG_CMSG_CLOEXEC
+        )
+    finally:
+        s.detach()  # the connection closes its fd
+    fds = []
+    for level, kind, data in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS):
+            fds.extend(int.from_bytes(data[i:i + 4], "little" if _LE else "big", signed=True)
+                       for i in range(0, len(data) - len(data) % 4, 4))
+    if flags & socket.MSG_CTRUNC and not fds:
+        for fd in fds:
+            os.close(fd)
+        raise errors.OpenFailed(
+            "the fd of a shared array was dropped on receipt: this process is out of file "
+            "descriptors (each received array holds two while it lives); raise the limit "
+            "(ulimit -n, resource.setrlimit(RLIMIT_NOFILE)) or let go of received arrays",
+            errno.EMFILE,
+        )
+    if not msg and not fds:
+        raise errors.OpenFailed(
+            "the process that sent this array could not hand over its fd (it may be out of "
+            "file descriptors itself: see its log) or is gone"
+        )
+    if len(fds) != 1 or msg != b"\x01" or flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise errors.OpenFailed(
+            f"the pool's fd handoff sent {len(fds)} fds (message {msg!r}), expected exactly one"
+        )
+    return fds[0]
+
+
+_LE = np.little_endian
+
+
+def _rebuild(record, handle, named, mode, policy):
+    """The receiving end: map the descriptor's fd (then close it) and return the array."""
+    if _installed is None:
+        install(policy)  # results and onward tasks go back the same way
+    _ensure_exit_wait()
+    fd = _detach(handle)
+    try:
+        try:
+            array = _open(record, fd=fd, mode=mode, allow_unsealed=named)
+        except TypeError:  # open() refuses an fd beside a descriptor that names a path
+            if decode(record).source == "fd":
+                raise
+            raise errors.SourceMismatch(
+                "a pool's descriptor must travel with its fd; one naming a path is refused "
+                "(a pool worker opens no paths)"
+            ) from None
+    finally:
+        os.close(fd)
+    return _as_shared(array)
+
+
+def _as_shared(array):
+    shared = getattr(_producer(), "SharedArray", None)
+    return array if shared is None else array.view(shared)

@@ -1,0 +1,364 @@
+"""``python -m stridemap.bench``: handing float64 arrays to a 2-worker process pool.
+
+Four ways side by side, on the same machine in one run, repeats interleaved (each repeat runs
+every way once, in a rotating order), medians reported, ratios computed from the medians:
+
+- ``pickle``: ``concurrent.futures.ProcessPoolExecutor`` pickling the array (its default);
+- ``joblib``: ``joblib.Parallel(n_jobs=2)``, joblib's default backend, which dumps arrays of at
+  least 1 MB to a memory-mapped file per call;
+- ``shared_memory``: ``multiprocessing.shared_memory`` by hand: the caller copies the array into
+  a block, sends its name, the workers attach (the repeated pass reuses the block);
+- ``stridemap``: ``stridemap.pools.install()`` and ``stridemap.share`` (the repeated pass shares
+  the same array object again, which reuses its segment), the same ``ProcessPoolExecutor``.
+
+Measured, per size:
+
+- first pass: a fresh array (written once, not yet shared) handed to both workers; each task
+  reads two elements and replies a float. The time includes each way's own copy (pickling,
+  joblib's dump, the copy into the block, ``share``);
+- repeated: the same array handed again;
+- results: one worker makes an array (filling it is outside the clock) and returns it; the
+  clock runs from the worker's ``return`` to the parent holding the array (``perf_counter`` is
+  the system's monotonic clock, shared by the processes); ``stridemap`` fills a
+  ``stridemap.empty`` array and returns it (a descriptor goes back);
+- end to end, largest size: fill an array, hand it to both workers, each sums every other
+  element, reply; joblib's default backend against the ``"stridemap"`` joblib backend.
+
+And joblib's failing views (``m[::-1]``, ``m.T[::-1]`` of an ``np.memmap``): what each way
+returns, checked against numpy.
+
+Options: ``--sizes 1M,64M,1G``, ``--repeats N`` (default 5; 3 for sizes of 1 GiB and more),
+``--quick`` (1 MiB, one repeat: the smoke run of the tests).
+"""
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import stridemap
+import stridemap.pools
+
+MIB = 1 << 20
+WAYS = ("pickle", "joblib", "shared_memory", "stridemap")
+
+
+# --- in the workers -------------------------------------------------------------------------
+
+def touch(a):
+    """A task that reads two elements of its argument."""
+    return float(a[0]) + float(a[-1])
+
+
+def touch_block(name, n):
+    """The same task on a ``shared_memory`` block sent by name."""
+    shm = _attach(name)
+    try:
+        a = np.ndarray((n,), dtype="<f8", buffer=shm.buf)
+        out = float(a[0]) + float(a[-1])
+        del a
+    finally:
+        shm.close()
+    return out
+
+
+def _attach(name):
+    """Attach a block without this process's resource tracker claiming it (it would unlink the
+    block when this process exits: CPython gh-82300, fixed by ``track=False`` in 3.13)."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    shm = shared_memory.SharedMemory(name)
+    if sys.version_info < (3, 13):
+        resource_tracker.unregister(shm._name, "shared_memory")
+    return shm
+
+
+def make_plain(n):
+    """A new array, returned as is (pickled back, or joblib's way)."""
+    a = np.empty(n)
+    a.fill(1.0)
+    return a, time.perf_counter()
+
+
+def make_block(n):
+    """A new array in a ``shared_memory`` block; its name goes back."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    shm = shared_memory.SharedMemory(create=True, size=n * 8)
+    if sys.version_info < (3, 13):
+        resource_tracker.unregister(shm._name, "shared_memory")  # the parent unlinks it
+    a = np.ndarray((n,), dtype="<f8", buffer=shm.buf)
+    a.fill(1.0)
+    del a
+    shm.close()
+    return shm.name, time.perf_counter()
+
+
+def make_shared(n):
+    """A new array in a stridemap segment; its descriptor goes back."""
+    a = stridemap.empty((n,), "<f8")
+    a.fill(1.0)
+    a.freeze()
+    return a, time.perf_counter()
+
+
+def strided_sum(a, start):
+    """Every other element from ``start``: half the array."""
+    return float(a[start::2].sum())
+
+
+def checksum(a):
+    """What a worker received, reduced to one number (NaN-free test data)."""
+    return float(np.asarray(a, dtype="<f8").ravel().dot(np.arange(1, a.size + 1)))
+
+
+# --- in the parent -------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self):
+        ctx = multiprocessing.get_context("spawn")
+        stridemap.pools.install()
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            2, mp_context=ctx, initializer=stridemap.pools.install
+        )
+        self.blocks = {}
+
+    def close(self):
+        self.pool.shutdown()
+        for shm in self.blocks.values():
+            shm.close()
+            shm.unlink()
+        stridemap.pools.shutdown_backend()
+
+    def both(self, fn, *args):
+        futures = [self.pool.submit(fn, *args) for _ in range(2)]
+        return [f.result() for f in futures]
+
+    # Handing an array to both workers: seconds.
+    def hand(self, way, a, repeated):
+        import joblib
+
+        t0 = time.perf_counter()
+        if way == "pickle":
+            out = self.both(touch, a)
+        elif way == "joblib":
+            out = joblib.Parallel(n_jobs=2)(joblib.delayed(touch)(a) for _ in range(2))
+        elif way == "shared_memory":
+            shm = self.blocks.get(id(a)) if repeated else None
+            if shm is None:
+                from multiprocessing import shared_memory
+
+                shm = shared_memory.SharedMemory(create=True, size=a.nbytes)
+                np.ndarray(a.shape, a.dtype, buffer=shm.buf)[...] = a
+                self.blocks[id(a)] = shm
+            out = self.both(touch_block, shm.name, a.size)
+        else:
+            out = self.both(touch, stridemap.share(a))
+        t = time.perf_counter() - t0
+        if out != [touch(a)] * 2:
+            raise AssertionError(f"{way}: the workers read {out}, not {touch(a)}")
+        return t
+
+    def forget(self, a):
+        shm = self.blocks.pop(id(a), None)
+        if shm is not None:
+            shm.close()
+            shm.unlink()
+
+    # One worker returns an array of n float64: seconds from its return to the parent's hands.
+    def result(self, way, n):
+        import joblib
+
+        if way == "pickle":
+            a, t_ret = self.pool.submit(make_plain, n).result()
+        elif way == "joblib":
+            [(a, t_ret)] = joblib.Parallel(n_jobs=2)([joblib.delayed(make_plain)(n)])
+        elif way == "shared_memory":
+            from multiprocessing import shared_memory
+
+            name, t_ret = self.pool.submit(make_block, n).result()
+            shm = shared_memory.SharedMemory(name)  # tracked here: unlink() untracks it
+            a = np.ndarray((n,), dtype="<f8", buffer=shm.buf)
+        else:
+            a, t_ret = self.pool.submit(make_shared, n).result()
+        t = time.perf_counter() - t_ret
+        if a.shape != (n,) or a[0] != 1.0 or a[-1] != 1.0:
+            raise AssertionError(f"{way}: the result is wrong")
+        del a
+        if way == "shared_memory":
+            shm.close()
+            shm.unlink()
+        return t
+
+
+def end_to_end(n, way):
+    """Fill n float64, hand to 2 workers, each sums every other element, reply: seconds."""
+    import joblib
+
+    t0 = time.perf_counter()
+    if way == "joblib":
+        a = np.empty(n)
+        a.fill(1.0)
+        config = dict(n_jobs=2)
+    else:
+        a = stridemap.empty((n,), "<f8")
+        a.fill(1.0)
+        a.freeze()
+        config = dict(backend="stridemap", n_jobs=2)
+    with joblib.parallel_config(**config):
+        sums = joblib.Parallel()(joblib.delayed(strided_sum)(a, s) for s in (0, 1))
+    t = time.perf_counter() - t0
+    if sums != [n / 2, n / 2]:
+        raise AssertionError(f"{way}: sums {sums}, not {n / 2} each")
+    return t
+
+
+def failing_views(n):
+    """joblib's failing views of an n-float64 memmap through both backends: what came back."""
+    import joblib
+
+    folder = tempfile.mkdtemp(prefix="stridemap-bench-")
+    path = os.path.join(folder, "m.bin")
+    rows = 1024
+    m = np.memmap(path, dtype="<f8", mode="w+", shape=(rows, max(n // rows, 1)))
+    m[:] = np.arange(m.size).reshape(m.shape) % 1000
+    m.flush()
+    views = {"m[::-1]": lambda: m[::-1], "m.T[::-1]": lambda: m.T[::-1]}
+    out = {}
+    try:
+        for name, view in views.items():
+            want = checksum(view())
+            for backend in ("loky", "stridemap"):
+                try:
+                    with joblib.parallel_config(backend=backend, n_jobs=2):
+                        got = joblib.Parallel()(joblib.delayed(checksum)(view()) for _ in range(2))
+                    verdict = "exact" if got == [want, want] else "WRONG VALUES"
+                except Exception as e:  # what joblib raises when its worker dies
+                    verdict = f"crashed ({type(e).__name__})"
+                out[(name, backend)] = verdict
+    finally:
+        del m
+        os.unlink(path)
+        os.rmdir(folder)
+    return out
+
+
+def _size(text):
+    units = {"K": 1 << 10, "M": MIB, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _fmt_size(nbytes):
+    return f"{nbytes >> 30} GiB" if nbytes >= 1 << 30 else f"{nbytes >> 20} MiB"
+
+
+def _fmt_t(t):
+    return f"{t * 1e3:.2f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def _ratio(other, ours):
+    return f"{other / ours:.1f}x" if ours > 0 else "-"
+
+
+def run(sizes, repeats, out=sys.stdout, end_to_end_size=None):
+    """Run the benchmark; print markdown tables to ``out``; return the medians."""
+    import joblib
+
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, joblib {joblib.__version__}, "
+          f"{os.cpu_count()} cpus; medians of {repeats} interleaved repeats "
+          "(1 GiB: fewer, see --repeats)", file=out)
+    bench = Bench()
+    medians = {}
+    try:
+        # Warm up: start the workers of both pools and loky's.
+        warm = np.arange(MIB // 8, dtype="<f8")
+        for way in WAYS:
+            bench.hand(way, warm, repeated=False)
+        bench.forget(warm)
+        for nbytes in sizes:
+            n = nbytes // 8
+            reps = repeats if nbytes < 1 << 30 else min(repeats, 3)
+            times = {(p, w): [] for p in ("first", "repeated", "results") for w in WAYS}
+            base = np.arange(n, dtype="<f8")
+            for r in range(reps):
+                order = WAYS[r % len(WAYS):] + WAYS[:r % len(WAYS)]
+                for way in order:
+                    a = base.copy()  # a fresh object: nothing shared yet
+                    times["first", way].append(bench.hand(way, a, repeated=False))
+                    times["repeated", way].append(bench.hand(way, a, repeated=True))
+                    bench.forget(a)
+                    del a
+                for way in order:
+                    times["results", way].append(bench.result(way, n))
+            del base
+            for key, ts in times.items():
+                medians[(nbytes, *key)] = statistics.median(ts)
+        print("", file=out)
+        print("| size | pass | pickle | joblib | shared_memory | stridemap | vs pickle | "
+              "vs joblib | vs shared_memory |", file=out)
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|", file=out)
+        for nbytes in sizes:
+            for p in ("first", "repeated", "results"):
+                m = {w: medians[(nbytes, p, w)] for w in WAYS}
+                s = m["stridemap"]
+                print(f"| {_fmt_size(nbytes)} | {p} | " + " | ".join(_fmt_t(m[w]) for w in WAYS)
+                      + f" | {_ratio(m['pickle'], s)} | {_ratio(m['joblib'], s)} | "
+                      f"{_ratio(m['shared_memory'], s)} |", file=out)
+        e2e = end_to_end_size if end_to_end_size is not None else max(sizes)
+        ts = {"joblib": [], "stridemap": []}
+        for way in ts:  # start the backends' workers outside the clock
+            end_to_end(MIB // 8, way)
+        for r in range(min(repeats, 3)):
+            for way in (("joblib", "stridemap") if r % 2 == 0 else ("stridemap", "joblib")):
+                ts[way].append(end_to_end(e2e // 8, way))
+        ej, es = statistics.median(ts["joblib"]), statistics.median(ts["stridemap"])
+        medians[(e2e, "end to end", "joblib")] = ej
+        medians[(e2e, "end to end", "stridemap")] = es
+        print("", file=out)
+        print(f"End to end, {_fmt_size(e2e)} (fill, hand to 2 workers, each sums every other "
+              "element, reply):", file=out)
+        print("", file=out)
+        print("| joblib default backend | joblib \"stridemap\" backend | ratio |", file=out)
+        print("|---:|---:|---:|", file=out)
+        print(f"| {_fmt_t(ej)} | {_fmt_t(es)} | {_ratio(ej, es)} |", file=out)
+        verdicts = failing_views(min(sizes[-1], 64 * MIB) // 8)
+        print("", file=out)
+        print("joblib's failing views of an np.memmap "
+              f"({_fmt_size(min(sizes[-1], 64 * MIB))}), what the workers received:", file=out)
+        print("", file=out)
+        print("| view | joblib default backend | joblib \"stridemap\" backend |", file=out)
+        print("|---|---|---|", file=out)
+        for name in ("m[::-1]", "m.T[::-1]"):
+            print(f"| `{name}` | {verdicts[(name, 'loky')]} | {verdicts[(name, 'stridemap')]} |",
+                  file=out)
+        medians["failing views"] = verdicts
+    finally:
+        bench.close()
+    return medians
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m stridemap.bench",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="1M,64M,1G", help="array sizes (default 1M,64M,1G)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
+    p.add_argument("--quick", action="store_true", help="1 MiB, one repeat (a smoke run)")
+    args = p.parse_args(argv)
+    if args.quick:
+        run([MIB], 1)
+    else:
+        run([_size(s) for s in args.sizes.split(",")], max(args.repeats, 1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""The numpy CRC-32C (stridemap._crc, used by crc32c for 256 to 1024 bytes) against the byte
+loop, on random data of every length it serves and around its edges."""
+
+import random
+
+import pytest
+
+from stridemap import _crc, crc32c
+from stridemap.record import _CRC_TABLE
+
+
+def test_every_length_agrees_with_the_byte_loop():
+    rng = random.Random(11)
+    for n in list(range(0, 300)) + list(range(1000, 1025)) + [1500]:
+        data = bytes(rng.getrandbits(8) for _ in range(n))
+        want = _crc._slow(data, _CRC_TABLE)
+        assert crc32c(data) == want, n
+        if n <= _crc.MAX:
+            assert _crc.crc32c(data, _CRC_TABLE) == want, n
+            assert _crc.crc32c(bytearray(data), _CRC_TABLE) == want, n
+
+
+def test_known_value_and_limit():
+    assert crc32c(b"123456789" * 100) == _crc._slow(b"123456789" * 100, _CRC_TABLE)
+    with pytest.raises(ValueError, match="at most 1024"):
+        _crc.crc32c(bytes(1025), _CRC_TABLE)

@@ -1,0 +1,52 @@
+"""``multiprocessing.Process`` arguments and ``multiprocessing.Queue`` with stridemap.pools, under
+each start method: a shared array goes to a child as a Process argument (spawn and forkserver
+pickle it while they start the child: the fd is inherited) and through a Queue, and the child's
+result comes back through a Queue; byte for byte, and zero-copy on both sides. The child exits
+right after its last put: it waits at exit until the parent has fetched the fds."""
+
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+
+import poolwork
+import stridemap
+import stridemap.pools
+
+
+def child(arg, inbox, outbox):
+    """Probe the Process argument and what comes through the inbox; send back a new shared
+    array and a view of the received one."""
+    got = inbox.get(timeout=60)
+    outbox.put((poolwork.probe(arg), poolwork.probe(got)))
+    made = poolwork.shared("transposed")
+    outbox.put((made, got[::2]))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_process_arguments_and_queues(method):
+    stridemap.pools.install()
+    ctx = multiprocessing.get_context(method)
+    arg = poolwork.shared("reversed")
+    sent = poolwork.shared("big-endian")
+    inbox, outbox = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=child, args=(arg, inbox, outbox))
+    p.start()
+    inbox.put(sent)
+    got_arg, got_sent = outbox.get(timeout=60)
+    # Read the last message late: the child has reached its exit by then, and must wait there
+    # until the fds it sent are fetched (its resource_sharer thread holds them).
+    time.sleep(1)
+    made, back = outbox.get(timeout=60)
+    p.join(60)
+    assert p.exitcode == 0
+    assert got_arg["bytes"] == poolwork.expected("reversed").tobytes()
+    assert got_sent["bytes"] == poolwork.expected("big-endian").tobytes()
+    if method != "fork":  # a forked child inherits the parent's memory: nothing is pickled
+        assert poolwork.zero_copy(got_arg["mapping"]), got_arg["mapping"]
+    assert poolwork.zero_copy(got_sent["mapping"]), got_sent["mapping"]
+    assert np.array_equal(made, poolwork.expected("transposed"))
+    assert np.array_equal(back, poolwork.expected("big-endian")[::2])
+    for a in (made, back):
+        assert poolwork.zero_copy(poolwork.mapping_of(a)), poolwork.mapping_of(a)
