@@ -1,5 +1,16 @@
 # Shared helpers for the project's scripts: installing toolchain pieces once, timing steps.
 
+# The pinned toolchains and tools. NIGHTLY (Miri, fuzz, the docs.rs build) is a dated nightly
+# so that a new nightly cannot break the suite overnight: nightly-2026-05-20 is
+# rustc 1.97.0-nightly (e50aa6fba 2026-05-19). Move it on deliberately, in its own commit.
+NIGHTLY=nightly-2026-05-20
+CARGO_FUZZ_VERSION=0.13.2
+
+# msrv: the declared minimum Rust version, read from the workspace's Cargo.toml.
+msrv() {
+    sed -n 's/^rust-version = "\([0-9.]*\)"$/\1/p' Cargo.toml
+}
+
 # ensure_component TOOLCHAIN COMPONENT: rustup component add, only when missing.
 ensure_component() {
     if ! rustup +"$1" component list --installed 2>/dev/null | grep -q "^$2"; then
@@ -24,11 +35,12 @@ ensure_toolchain() {
     fi
 }
 
-# ensure_cargo_fuzz: cargo install cargo-fuzz, only when missing.
+# ensure_cargo_fuzz: cargo install cargo-fuzz at CARGO_FUZZ_VERSION, unless that version is
+# the one installed.
 ensure_cargo_fuzz() {
-    if ! cargo fuzz --version >/dev/null 2>&1; then
-        echo "installing cargo-fuzz"
-        cargo install cargo-fuzz --locked
+    if ! cargo fuzz --version 2>/dev/null | grep -Fqw "$CARGO_FUZZ_VERSION"; then
+        echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+        cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
     fi
 }
 
