@@ -85,3 +85,38 @@ sys.exit(not stridemap.__file__.startswith('$PWD/python/src/'))" 2>/dev/null; th
     .venv/bin/pip install --quiet --disable-pip-version-check -e python
     echo "$stamp" >.venv/stridemap-stamp
 }
+
+# find_python X.Y: prints the newest pyenv-installed CPython X.Y.Z interpreter (`pyenv root`
+# when pyenv is on PATH, else ~/.pyenv), or nothing when there is none.
+find_python() {
+    local root=${PYENV_ROOT:-$HOME/.pyenv}
+    if command -v pyenv >/dev/null 2>&1; then
+        root="$(pyenv root)"
+    fi
+    local v
+    v="$(ls "$root/versions" 2>/dev/null | grep -E "^${1//./\\.}\.[0-9]+$" | sort -V | tail -n 1)"
+    if [ -n "$v" ] && [ -x "$root/versions/$v/bin/python" ]; then
+        echo "$root/versions/$v/bin/python"
+    fi
+}
+
+# ensure_pyvenv DIR PYTHON REQUIREMENTS: like ensure_venv, a venv in DIR made with PYTHON, with
+# REQUIREMENTS and the package (editable). Made again when the requirements, pyproject or the
+# interpreter change, or when it does not import them from this work tree.
+ensure_pyvenv() {
+    local dir=$1 python=$2 reqs=$3 stamp
+    stamp="$( (cat "$reqs" python/pyproject.toml; echo "$python") | sha256sum | cut -c1-16)"
+    if [ "$(cat "$dir/stridemap-stamp" 2>/dev/null)" = "$stamp" ] &&
+        "$dir/bin/python" -c "import numpy, pytest, stridemap, sys
+sys.exit(not stridemap.__file__.startswith('$PWD/python/src/'))" 2>/dev/null; then
+        return 0
+    fi
+    echo "setting up $dir ($reqs, python; $python)"
+    # Explicit checks: run_steps calls a step inside `if`, where `set -e` does not apply.
+    rm -rf "$dir" &&
+        "$python" -m venv "$dir" &&
+        "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$reqs" &&
+        "$dir/bin/pip" install --quiet --disable-pip-version-check -e python &&
+        echo "$stamp" >"$dir/stridemap-stamp" ||
+        { echo "could not set up $dir with $reqs" >&2; return 1; }
+}

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-steps=(fmt clippy test attacks nostd msrv miri doc python c fuzz)
+steps=(fmt clippy test attacks nostd msrv miri doc python pyversions c fuzz)
 [ $# -gt 0 ] && steps=("$@")
 
 step_fmt() {
@@ -101,6 +101,31 @@ step_python() {
     (cd python && ../.venv/bin/python -m pytest -q -p no:cacheprovider)
 }
 
+step_pyversions() {
+    # The package's core tests (reader, producer, lifetime, errors, pools; not Dask, not the
+    # benchmark smoke runs) and its doctests on the other supported Pythons found under pyenv
+    # (3.11 is the `python` step's), each in its own cached venv with the pins of
+    # python/requirements-pyX.Y.txt. A missing Python is said, not failed; a failing test fails.
+    # Not here: Dask (dask and distributed are not installed), the benchmark's smoke run, and
+    # the 10,000-task leak test of the pools (36 s a version); the `python` step runs them.
+    local tests=(src/stridemap --ignore=src/stridemap/dask.py --ignore=src/stridemap/dask_bench.py
+        tests --ignore=tests/test_dask.py --ignore=tests/test_pools_bench.py
+        --deselect tests/test_pools_lifetime.py::test_ten_thousand_tasks_leave_no_growth)
+    local v python
+    for v in 3.10 3.12 3.13; do
+        python="$(find_python "$v")"
+        if [ -z "$python" ]; then
+            echo "--- Python $v: not run: Python $v not installed (no pyenv version $v.*)"
+            continue
+        fi
+        echo "--- Python $v: $python (not run here: test_dask.py, test_pools_bench.py," \
+            "test_ten_thousand_tasks_leave_no_growth)"
+        # Explicit returns: run_steps calls a step inside `if`, where `set -e` does not apply.
+        ensure_pyvenv ".venv-py$v" "$python" "python/requirements-py$v.txt" || return 1
+        (cd python && "../.venv-py$v/bin/python" -m pytest -q -p no:cacheprovider \
+            "${tests[@]}") || { echo "Python $v: tests failed" >&2; return 1; }
+    done
+}
 
 step_c() {
     # The C reader (readers/c): built with ASan and UBSan; its unit checks, then, driven from
