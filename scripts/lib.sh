@@ -1,5 +1,16 @@
 # Shared helpers for the project's scripts: installing toolchain pieces once, timing steps.
 
+# The pinned toolchains and tools. NIGHTLY (Miri, fuzz, the docs.rs build) is a dated nightly
+# so that a new nightly cannot break the suite overnight: nightly-2026-05-20 is
+# rustc 1.97.0-nightly (e50aa6fba 2026-05-19). Move it on deliberately, in its own commit.
+NIGHTLY=nightly-2026-05-20
+CARGO_FUZZ_VERSION=0.13.2
+
+# msrv: the declared minimum Rust version, read from the workspace's Cargo.toml.
+msrv() {
+    sed -n 's/^rust-version = "\([0-9.]*\)"$/\1/p' Cargo.toml
+}
+
 # ensure_component TOOLCHAIN COMPONENT: rustup component add, only when missing.
 ensure_component() {
     if ! rustup +"$1" component list --installed 2>/dev/null | grep -q "^$2"; then
@@ -24,11 +35,12 @@ ensure_toolchain() {
     fi
 }
 
-# ensure_cargo_fuzz: cargo install cargo-fuzz, only when missing.
+# ensure_cargo_fuzz: cargo install cargo-fuzz at CARGO_FUZZ_VERSION, unless that version is
+# the one installed.
 ensure_cargo_fuzz() {
-    if ! cargo fuzz --version >/dev/null 2>&1; then
-        echo "installing cargo-fuzz"
-        cargo install cargo-fuzz --locked
+    if ! cargo fuzz --version 2>/dev/null | grep -Fqw "$CARGO_FUZZ_VERSION"; then
+        echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+        cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
     fi
 }
 
@@ -72,4 +84,39 @@ sys.exit(not stridemap.__file__.startswith('$PWD/python/src/'))" 2>/dev/null; th
     .venv/bin/pip install --quiet --disable-pip-version-check -r python/requirements-dev.txt
     .venv/bin/pip install --quiet --disable-pip-version-check -e python
     echo "$stamp" >.venv/stridemap-stamp
+}
+
+# find_python X.Y: prints the newest pyenv-installed CPython X.Y.Z interpreter (`pyenv root`
+# when pyenv is on PATH, else ~/.pyenv), or nothing when there is none.
+find_python() {
+    local root=${PYENV_ROOT:-$HOME/.pyenv}
+    if command -v pyenv >/dev/null 2>&1; then
+        root="$(pyenv root)"
+    fi
+    local v
+    v="$(ls "$root/versions" 2>/dev/null | grep -E "^${1//./\\.}\.[0-9]+$" | sort -V | tail -n 1)"
+    if [ -n "$v" ] && [ -x "$root/versions/$v/bin/python" ]; then
+        echo "$root/versions/$v/bin/python"
+    fi
+}
+
+# ensure_pyvenv DIR PYTHON REQUIREMENTS: like ensure_venv, a venv in DIR made with PYTHON, with
+# REQUIREMENTS and the package (editable). Made again when the requirements, pyproject or the
+# interpreter change, or when it does not import them from this work tree.
+ensure_pyvenv() {
+    local dir=$1 python=$2 reqs=$3 stamp
+    stamp="$( (cat "$reqs" python/pyproject.toml; echo "$python") | sha256sum | cut -c1-16)"
+    if [ "$(cat "$dir/stridemap-stamp" 2>/dev/null)" = "$stamp" ] &&
+        "$dir/bin/python" -c "import numpy, pytest, stridemap, sys
+sys.exit(not stridemap.__file__.startswith('$PWD/python/src/'))" 2>/dev/null; then
+        return 0
+    fi
+    echo "setting up $dir ($reqs, python; $python)"
+    # Explicit checks: run_steps calls a step inside `if`, where `set -e` does not apply.
+    rm -rf "$dir" &&
+        "$python" -m venv "$dir" &&
+        "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$reqs" &&
+        "$dir/bin/pip" install --quiet --disable-pip-version-check -e python &&
+        echo "$stamp" >"$dir/stridemap-stamp" ||
+        { echo "could not set up $dir with $reqs" >&2; return 1; }
 }

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-steps=(fmt clippy test attacks nostd miri doc python c fuzz)
+steps=(fmt clippy test attacks nostd msrv miri doc python pyversions c fuzz)
 [ $# -gt 0 ] && steps=("$@")
 
 step_fmt() {
@@ -55,30 +55,44 @@ step_nostd() {
     cargo build -p stridemap-core --locked --target thumbv7em-none-eabihf --no-default-features --features serde
 }
 
+step_msrv() {
+    # The declared rust-version (Cargo.toml) builds everything in the workspace: libraries,
+    # the CLI, tests, examples and benches, with the locked dependencies.
+    local v
+    v="$(msrv)"
+    ensure_toolchain "$v"
+    cargo +"$v" check --workspace --all-targets --all-features --locked
+}
+
 step_miri() {
     # Isolation is off so that proptest can read the clock and the working directory.
-    ensure_toolchain nightly
-    ensure_component nightly miri
-    ensure_component nightly rust-src
+    ensure_toolchain "$NIGHTLY"
+    ensure_component "$NIGHTLY" miri
+    ensure_component "$NIGHTLY" rust-src
     export MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-disable-isolation"
-    cargo +nightly miri setup >/dev/null
-    cargo +nightly miri test -p stridemap-core --features serde --locked
+    cargo +"$NIGHTLY" miri setup >/dev/null
+    cargo +"$NIGHTLY" miri test -p stridemap-core --features serde --locked
     # Again on a big-endian machine (s390x), where the record's little-endian fields are
     # swapped and ValidDescriptor keeps native copies of its axes. Miri builds the target's
     # sysroot itself (no rustup target needed). A dev-dependency (criterion's alloca) compiles
     # C for the target with cc; Miri never runs that code, so the host compiler stands in for
     # a cross compiler.
-    cargo +nightly miri setup --target s390x-unknown-linux-gnu >/dev/null
+    cargo +"$NIGHTLY" miri setup --target s390x-unknown-linux-gnu >/dev/null
     CC_s390x_unknown_linux_gnu=cc AR_s390x_unknown_linux_gnu=ar \
-        cargo +nightly miri test -p stridemap-core --features serde --locked \
+        cargo +"$NIGHTLY" miri test -p stridemap-core --features serde --locked \
         --target s390x-unknown-linux-gnu
     # The views and sub-views of the std crate over heap buffers (the maps themselves are
     # outside Miri).
-    cargo +nightly miri test -p stridemap --test views --locked
+    cargo +"$NIGHTLY" miri test -p stridemap --test views --locked
 }
 
 step_doc() {
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked
+    # Again as docs.rs builds them: the pinned nightly with `--cfg docsrs` (doc_cfg badges),
+    # into its own folder so the stable docs above stay as they are.
+    ensure_toolchain "$NIGHTLY"
+    RUSTDOCFLAGS="--cfg docsrs -D warnings" cargo +"$NIGHTLY" doc --workspace --all-features \
+        --no-deps --locked --target-dir target/docsrs
 }
 
 step_python() {
@@ -87,6 +101,31 @@ step_python() {
     (cd python && ../.venv/bin/python -m pytest -q -p no:cacheprovider)
 }
 
+step_pyversions() {
+    # The package's core tests (reader, producer, lifetime, errors, pools; not Dask, not the
+    # benchmark smoke runs) and its doctests on the other supported Pythons found under pyenv
+    # (3.11 is the `python` step's), each in its own cached venv with the pins of
+    # python/requirements-pyX.Y.txt. A missing Python is said, not failed; a failing test fails.
+    # Not here: Dask (dask and distributed are not installed), the benchmark's smoke run, and
+    # the 10,000-task leak test of the pools (36 s a version); the `python` step runs them.
+    local tests=(src/stridemap --ignore=src/stridemap/dask.py --ignore=src/stridemap/dask_bench.py
+        tests --ignore=tests/test_dask.py --ignore=tests/test_pools_bench.py
+        --deselect tests/test_pools_lifetime.py::test_ten_thousand_tasks_leave_no_growth)
+    local v python
+    for v in 3.10 3.12 3.13; do
+        python="$(find_python "$v")"
+        if [ -z "$python" ]; then
+            echo "--- Python $v: not run: Python $v not installed (no pyenv version $v.*)"
+            continue
+        fi
+        echo "--- Python $v: $python (not run here: test_dask.py, test_pools_bench.py," \
+            "test_ten_thousand_tasks_leave_no_growth)"
+        # Explicit returns: run_steps calls a step inside `if`, where `set -e` does not apply.
+        ensure_pyvenv ".venv-py$v" "$python" "python/requirements-py$v.txt" || return 1
+        (cd python && "../.venv-py$v/bin/python" -m pytest -q -p no:cacheprovider \
+            "${tests[@]}") || { echo "Python $v: tests failed" >&2; return 1; }
+    done
+}
 
 step_c() {
     # The C reader (readers/c): built with ASan and UBSan; its unit checks, then, driven from
@@ -103,23 +142,24 @@ step_fuzz() {
     # (default 30), one process at a time, seeded from the conformance vectors. Builds are
     # release with debug assertions, overflow checks and AddressSanitizer. Any crash, panic,
     # timeout or out-of-memory fails the step and names the input: minimize it with
-    # `cargo +nightly fuzz tmin TARGET INPUT` and keep it as a test (core/tests/fuzz_regressions.rs).
+    # `cargo +$NIGHTLY fuzz tmin TARGET INPUT` (NIGHTLY: scripts/lib.sh) and keep it as a test
+    # (core/tests/fuzz_regressions.rs).
     local seconds=${STRIDEMAP_FUZZ_SECONDS:-30}
-    ensure_toolchain nightly
+    ensure_toolchain "$NIGHTLY"
     ensure_cargo_fuzz
-    cargo +nightly fuzz build
+    cargo +"$NIGHTLY" fuzz build
     bash fuzz/seed-corpora.sh
     mkdir -p fuzz/artifacts
     local target log
-    for target in $(cargo +nightly fuzz list); do
+    for target in $(cargo +"$NIGHTLY" fuzz list); do
         log=fuzz/artifacts/$target.log
         echo "--- $target: ${seconds} s (log: $log)"
-        if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 \
+        if ! cargo +"$NIGHTLY" fuzz run "$target" -- -max_total_time="$seconds" -timeout=10 \
             -dict=fuzz/dict/stridemap.dict -print_final_stats=1 >"$log" 2>&1; then
             grep -E -A8 "panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer" "$log" | head -40 >&2
             echo "fuzz target $target failed; the input is:" >&2
             sed -n 's/.*Test unit written to /    /p' "$log" >&2
-            echo "    replay: cargo +nightly fuzz run $target INPUT" >&2
+            echo "    replay: cargo +$NIGHTLY fuzz run $target INPUT" >&2
             return 1
         fi
         grep -E "^Done [0-9]+ runs|^stat::number_of_executed_units|^stat::average_exec_per_sec" "$log" |

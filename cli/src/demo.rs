@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use stridemap_core::{Layout, Order, Slice};
-use stridemap_shm::{PageBacking, Pool, PoolConfig, SegmentKind, SharedArray};
+use stridemap_shm::{
+    Layout, Order, PageBacking, Pool, PoolConfig, SegmentKind, SharedArray, Slice,
+};
 
 use crate::bench::fmt_secs;
 use crate::files::out;
@@ -49,11 +50,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     );
     let (mut row_sums, mut col_sums) = (vec![0f64; rows as usize], vec![0f64; COLS as usize]);
     {
-        let mut v = a.view_mut::<f64>()?;
-        let data = v
-            .as_slice_mut()
-            .ok_or_else(|| Failure::other("array not contiguous"))?;
-        for (i, row) in data.chunks_mut(COLS as usize).enumerate() {
+        for (i, row) in a.as_mut_slice().chunks_mut(COLS as usize).enumerate() {
             for (j, x) in row.iter_mut().enumerate() {
                 *x = value(i as u64, j as u64);
                 row_sums[i] += *x;
@@ -74,7 +71,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let crew = Crew::spawn(workers)?;
     for c in &crew.conns {
         wire::put(c, &[wire::OUTPUT])?;
-        output.send_rw(c)?;
+        output.send(c)?;
         wire::ack(c)?;
     }
 
@@ -120,7 +117,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     crew.finish()?;
 
     // Check every answer against the producer's own computation.
-    let answers = output.view::<f64>()?.to_vec();
+    let answers = output.to_vec()?;
     let mut failed = Vec::new();
     for (t, got) in tasks.iter().zip(&answers) {
         if *got != t.expect {
@@ -211,7 +208,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
 
 /// Whether the segment got huge pages: the mechanism, how much of the producer's map the
 /// kernel maps with them, or why there were none.
-fn huge_pages_line(a: &SharedArray, kind: SegmentKind, nbytes: u64) -> String {
+fn huge_pages_line<T>(a: &SharedArray<T>, kind: SegmentKind, nbytes: u64) -> String {
     let backing = a.page_backing().unwrap_or(PageBacking::Base);
     let mapped = a.huge_page_bytes().unwrap_or(0);
     if backing.is_huge() {
@@ -228,7 +225,7 @@ fn huge_pages_line(a: &SharedArray, kind: SegmentKind, nbytes: u64) -> String {
 
 /// Three views per worker, and the sums they must have.
 fn tasks(
-    a: &SharedArray,
+    a: &SharedArray<f64>,
     rows: u64,
     workers: u32,
     row_sums: &[f64],

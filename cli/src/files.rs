@@ -363,10 +363,10 @@ pub(crate) fn export(
         opts = opts.allow_root(r);
     }
     let m = stridemap::open(&d, &opts)?;
-    let view = m.byte_view()?;
+    // Copied out a chunk at a time: the file may be rewritten by others while it is read.
     write_atomic(output, |f| {
         let mut w = std::io::BufWriter::new(f);
-        npyfile::write(&view, &mut w)?;
+        npyfile::write_mapping(&m, &mut w)?;
         w.flush()
             .map_err(|e| Failure::other(format!("writing {}: {e}", output.display())))
     })
@@ -379,7 +379,7 @@ pub(crate) fn npy(file: &Path, output: &Path) -> CliResult {
 
 pub(crate) fn gc(dry_run: bool, all_users: bool, roots: &[PathBuf]) -> CliResult {
     let roots = if roots.is_empty() {
-        stridemap::segment_bases()
+        stridemap_shm::segment_bases()
     } else {
         roots.to_vec()
     };

@@ -4,6 +4,21 @@
 //! Exit codes: 0 success; 2 bad usage; 3 a descriptor or file that breaks a SPEC rule or the
 //! trust policy (the message names the rule); 1 any other failure.
 
+// Linux only: memfd seals, openat2, /proc/self/fd and flock on shared files have no portable
+// equivalent here. `stridemap-core` (the descriptor alone) builds everywhere, no_std included.
+#[cfg(target_os = "macos")]
+compile_error!(
+    "stridemap-cli supports Linux only, and this target is macOS; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(windows)]
+compile_error!(
+    "stridemap-cli supports Linux only, and this target is Windows; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+compile_error!(
+    "stridemap-cli supports Linux only, and this target's OS is not Linux; stridemap-core (the descriptor alone) builds here"
+);
+
 mod bench;
 mod demo;
 mod files;
@@ -153,6 +168,12 @@ impl From<stridemap::Error> for Failure {
             (_, Some(_)) | (stridemap::Error::Npy { .. }, _) => Failure::rule(e.to_string()),
             _ => Failure::other(e.to_string()),
         }
+    }
+}
+
+impl From<stridemap::ViewError> for Failure {
+    fn from(e: stridemap::ViewError) -> Failure {
+        stridemap::Error::from(e).into()
     }
 }
 

@@ -6,8 +6,7 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use stridemap::{Mapping, OpenOptions};
-use stridemap_core::Mode;
+use stridemap::{Mapping, Mode, OpenOptions, socket};
 
 use crate::wire::{self, ACK};
 use crate::{CliResult, Failure};
@@ -45,16 +44,13 @@ fn step(
     match tag {
         wire::VIEW => {
             let id = wire::get_u32(s)?;
-            let m = stridemap_shm::receive(s, opts)?;
+            let m = socket::recv(s)?.open(opts)?;
             // Hold a mapped, validated, typed view before answering.
-            m.view::<f64>()?;
+            m.shared_view::<f64>()?;
             views.insert(id, m);
         }
         wire::OUTPUT => {
-            *output = Some(stridemap_shm::receive(
-                s,
-                &opts.clone().mode(Mode::ReadWrite),
-            )?);
+            *output = Some(socket::recv(s)?.open(&opts.clone().mode(Mode::ReadWrite))?);
         }
         wire::TASK => {
             let id = wire::get_u32(s)?;
@@ -62,11 +58,19 @@ fn step(
             let view = views
                 .get(&id)
                 .ok_or_else(|| Failure::other(format!("no view {id}")))?;
-            let sum: f64 = view.view::<f64>()?.iter().sum();
+            // A frozen memfd lends a slice (summed at slice speed); a named file may be
+            // rewritten by others, so its elements are copied out one by one.
+            let sum: f64 = if view.is_frozen() {
+                view.view::<f64>()?.iter().sum()
+            } else {
+                view.shared_view::<f64>()?.iter().sum()
+            };
             let out = output
                 .as_mut()
                 .ok_or_else(|| Failure::other("no output array"))?;
-            *out.view_mut::<f64>()?.get_mut(&[slot])? = sum;
+            // Every worker writes its own slots of the one shared output, no unsafe: the
+            // write is a single volatile store, no reference to the shared bytes is made.
+            out.shared_view_mut::<f64>()?.set(&[slot], sum)?;
         }
         wire::DROP => {
             let id = wire::get_u32(s)?;
@@ -161,11 +165,11 @@ impl Drop for Crew {
 }
 
 /// Hands view `id` to the worker at `s`: the descriptor, and for a memfd an fd of its own.
-pub(crate) fn hand(
+pub(crate) fn hand<T>(
     s: &UnixStream,
     id: u32,
-    desc: &stridemap_core::ValidDescriptor,
-    shared: &stridemap_shm::SharedArray,
+    desc: &stridemap::ValidDescriptor,
+    shared: &stridemap_shm::SharedArray<T>,
 ) -> CliResult {
     // The request in one write, then the descriptor (and fd) in one sendmsg: two writes, as
     // for the bare message it is compared with.

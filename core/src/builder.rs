@@ -158,7 +158,9 @@ impl<'a> Builder<'a> {
         let strides = match self.strides {
             Some(s) => s,
             None => {
-                let s = &mut computed[..ndim];
+                let s = computed
+                    .get_mut(..ndim)
+                    .ok_or(Error::TooManyAxes { ndim })?;
                 contiguous_strides(self.dtype.itemsize(), self.shape, self.order, s)?;
                 s
             }

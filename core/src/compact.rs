@@ -35,7 +35,7 @@ pub enum CompactSource {
     Fd,
 }
 
-/// The descriptor as a serde type; field order is the postcard wire order (SPEC.md §6).
+/// The descriptor as a serde type; field order is the postcard wire order (SPEC.md §4).
 ///
 /// ```
 /// use stridemap_core::{Builder, DType, decode_compact};
@@ -226,12 +226,12 @@ impl<'de, W: AxisWord> Visitor<'de> for AxesInto<'_, W> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
         let mut n = 0;
         while let Some(v) = seq.next_element::<W::Native>()? {
-            let slot = self
-                .0
-                .get_mut(n)
-                .ok_or_else(|| serde::de::Error::invalid_length(n + 1, &"at most 32 values"))?;
+            let slot = self.0.get_mut(n).ok_or_else(|| {
+                serde::de::Error::invalid_length(n.saturating_add(1), &"at most 32 values")
+            })?;
             *slot = W::from_native(v);
-            n += 1;
+            // n < the slots' length (the get_mut above succeeded).
+            n = n.saturating_add(1);
         }
         Ok(n)
     }

@@ -210,26 +210,30 @@ impl DType {
 
     /// The numpy typestr, e.g. `<f8`.
     pub fn typestr(&self) -> TypeStr {
-        let mut t = TypeStr {
-            buf: [0; TypeStr::CAPACITY],
-            len: 2,
-        };
-        t.buf[0] = self.byteorder.as_byte();
-        t.buf[1] = self.kind.as_byte();
+        // The itemsize's decimal digits, most significant last-filled (a u32 has at most ten).
         let mut digits = [0u8; 10];
         let mut n = self.itemsize;
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
+        let mut count = 0usize;
+        for d in digits.iter_mut().rev() {
+            *d = b'0'.wrapping_add((n % 10) as u8);
             n /= 10;
+            count = count.wrapping_add(1);
             if n == 0 {
                 break;
             }
         }
-        for &d in &digits[i..] {
-            t.buf[t.len] = d;
-            t.len += 1;
+        let digits = digits
+            .get(digits.len().wrapping_sub(count)..)
+            .unwrap_or_default();
+        let head = [self.byteorder.as_byte(), self.kind.as_byte()];
+        // Two bytes and at most ten digits fill at most TypeStr::CAPACITY bytes.
+        let mut t = TypeStr {
+            buf: [0; TypeStr::CAPACITY],
+            len: 0,
+        };
+        for (slot, &b) in t.buf.iter_mut().zip(head.iter().chain(digits)) {
+            *slot = b;
+            t.len = t.len.wrapping_add(1);
         }
         t
     }

@@ -204,6 +204,8 @@ pub enum Error {
     },
     /// The strides do not allow this reshape without copying.
     ReshapeNeedsCopy,
+    /// A layout of zero-byte elements (no dtype has them).
+    ZeroItemsize,
     /// An output buffer is too small.
     BufferTooSmall {
         /// Bytes needed.
@@ -383,6 +385,7 @@ impl fmt::Display for Error {
             Error::ReshapeSizeMismatch { from, to } => {
                 write!(f, "cannot reshape {from} elements into {to}")
             }
+            Error::ZeroItemsize => write!(f, "elements of zero bytes: give the dtype's itemsize"),
             Error::ReshapeNeedsCopy => write!(
                 f,
                 "these strides do not allow the reshape without a copy; copy to a contiguous \

@@ -15,7 +15,9 @@ use crate::{Layout, MAX_NDIM};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Offsets<'a> {
-    layout: &'a Layout,
+    /// A copy (a layout is plain data), so an iterator can outlive the layout it came from.
+    layout: Layout,
+    _from: core::marker::PhantomData<&'a Layout>,
     index: [u64; MAX_NDIM],
     /// Offset of the element at `index`; every element's offset lies in
     /// `[0, buffer_len) ⊂ [0, i64::MAX]`, so the arithmetic below cannot overflow.
@@ -24,9 +26,10 @@ pub struct Offsets<'a> {
 }
 
 impl<'a> Offsets<'a> {
-    pub(crate) fn new(layout: &'a Layout) -> Offsets<'a> {
+    pub(crate) fn new(layout: &Layout) -> Offsets<'a> {
         Offsets {
-            layout,
+            layout: *layout,
+            _from: core::marker::PhantomData,
             index: [0; MAX_NDIM],
             next: layout.offset() as i64,
             remaining: layout.len(),
@@ -35,17 +38,23 @@ impl<'a> Offsets<'a> {
 
     /// Moves `index` and `next` to the following element in C order (a carry from the last
     /// axis); only called while another element remains.
+    ///
+    /// The arithmetic wraps explicitly but never wraps in fact: every offset it reaches is an
+    /// element's offset, in `[0, i64::MAX]` (see `next`), and `index[k] < shape[k]`.
     fn advance(&mut self) {
         let shape = self.layout.shape();
         let strides = self.layout.strides();
-        for k in (0..shape.len()).rev() {
-            if self.index[k] + 1 < shape[k] {
-                self.index[k] += 1;
-                self.next += strides[k];
+        let Some(index) = self.index.get_mut(..shape.len()) else {
+            return;
+        };
+        for ((i, &len), &stride) in index.iter_mut().zip(shape).zip(strides).rev() {
+            if i.wrapping_add(1) < len {
+                *i = i.wrapping_add(1);
+                self.next = self.next.wrapping_add(stride);
                 return;
             }
-            self.next -= (self.index[k] as i64) * strides[k];
-            self.index[k] = 0;
+            self.next = self.next.wrapping_sub((*i as i64).wrapping_mul(stride));
+            *i = 0;
         }
     }
 }
@@ -58,7 +67,7 @@ impl Iterator for Offsets<'_> {
             return None;
         }
         let current = self.next as u64;
-        self.remaining -= 1;
+        self.remaining = self.remaining.saturating_sub(1);
         if self.remaining > 0 {
             self.advance();
         }
@@ -83,20 +92,34 @@ impl Iterator for Offsets<'_> {
                 acc
             };
         }
-        let (len, stride) = (self.layout.shape()[n - 1], self.layout.strides()[n - 1]);
+        // The last axis; `n > 0` here. The arithmetic wraps explicitly but never wraps in
+        // fact (see `advance`): `index[n - 1] < len`, `row ≤ remaining`, and every offset
+        // reached is an element's.
+        let last = n.wrapping_sub(1);
+        let (Some(&len), Some(&stride)) = (
+            self.layout.shape().get(last),
+            self.layout.strides().get(last),
+        ) else {
+            return acc;
+        };
         while self.remaining > 0 {
+            let Some(&at) = self.index.get(last) else {
+                return acc;
+            };
             // The rest of the current row, in one tight loop.
-            let row = (len - self.index[n - 1]).min(self.remaining);
+            let row = len.wrapping_sub(at).min(self.remaining);
             let base = self.next;
             for i in 0..row as i64 {
-                acc = f(acc, (base + i * stride) as u64);
+                acc = f(acc, base.wrapping_add(i.wrapping_mul(stride)) as u64);
             }
-            self.remaining -= row;
+            self.remaining = self.remaining.wrapping_sub(row);
             if self.remaining == 0 {
                 break;
             }
-            self.next = base + (row as i64 - 1) * stride;
-            self.index[n - 1] += row - 1;
+            self.next = base.wrapping_add((row as i64).wrapping_sub(1).wrapping_mul(stride));
+            if let Some(i) = self.index.get_mut(last) {
+                *i = at.wrapping_add(row).wrapping_sub(1);
+            }
             self.advance();
         }
         acc

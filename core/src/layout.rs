@@ -61,10 +61,7 @@ impl Layout {
             return Err(Error::TooManyAxes { ndim: shape.len() });
         }
         if itemsize == 0 {
-            return Err(Error::BadItemsize {
-                kind: 0,
-                itemsize: 0,
-            });
+            return Err(Error::ZeroItemsize);
         }
         if buffer_len > MAX_BYTES {
             return Err(Error::BufferOverflow {
@@ -141,12 +138,13 @@ impl Layout {
 
     /// Length of each axis.
     pub fn shape(&self) -> &[u64] {
-        &self.shape[..self.ndim()]
+        // ndim <= MAX_NDIM (checked on construction), so the range is always there.
+        self.shape.get(..self.ndim()).unwrap_or_default()
     }
 
     /// Stride of each axis in bytes.
     pub fn strides(&self) -> &[i64] {
-        &self.strides[..self.ndim()]
+        self.strides.get(..self.ndim()).unwrap_or_default()
     }
 
     /// Byte offset of element (0, …, 0) from the buffer's start.
@@ -176,7 +174,8 @@ impl Layout {
 
     /// Bytes of data: elements times itemsize (what a contiguous copy takes).
     pub const fn nbytes(&self) -> u64 {
-        self.len * self.itemsize as u64
+        // At most MAX_BYTES (R20), so this never saturates.
+        self.len.saturating_mul(self.itemsize as u64)
     }
 
     /// The bytes the elements touch, relative to the buffer's start (empty when the array is).
@@ -204,21 +203,25 @@ impl Layout {
         }
         // Sort the used axes by |stride|; each must step past everything inside it.
         let mut axes = [(0u64, 0u64); MAX_NDIM];
-        let mut n = 0;
+        let mut n = 0usize;
         for (&d, &s) in self.shape().iter().zip(self.strides()) {
-            if d > 1 {
-                axes[n] = (s.unsigned_abs(), d);
-                n += 1;
+            if d > 1
+                && let Some(slot) = axes.get_mut(n)
+            {
+                *slot = (s.unsigned_abs(), d);
+                n = n.saturating_add(1);
             }
         }
-        let axes = &mut axes[..n];
+        let axes = axes.get_mut(..n).unwrap_or_default();
         axes.sort_unstable();
         let mut reach = u64::from(self.itemsize);
         for &(stride, d) in axes.iter() {
             if stride < reach {
                 return true;
             }
-            reach = stride.saturating_mul(d - 1).saturating_add(reach);
+            reach = stride
+                .saturating_mul(d.saturating_sub(1))
+                .saturating_add(reach);
         }
         false
     }
@@ -267,6 +270,12 @@ impl Layout {
         crate::Offsets::new(self)
     }
 
+    /// [`Layout::offsets`] that owns a copy of the layout, so it can outlive `self` (e.g. the
+    /// iterator of a temporary view).
+    pub fn into_offsets(self) -> crate::Offsets<'static> {
+        crate::Offsets::new(&self)
+    }
+
     /// The sub-array with `axis` fixed at `index` (the axis is removed), numpy's `a[..., i, ...]`.
     pub fn index_axis(&self, axis: usize, index: u64) -> Result<Layout, Error> {
         let (d, s) = self.axis(axis)?;
@@ -278,12 +287,22 @@ impl Layout {
             });
         }
         let offset = add_scaled(self.offset, index, s).ok_or(self.out_of_bounds())?;
+        // The axis moves to the end (axis < n) and is cut off.
         let mut shape = self.shape;
         let mut strides = self.strides;
         let n = self.ndim();
-        shape.copy_within(axis + 1..n, axis);
-        strides.copy_within(axis + 1..n, axis);
-        self.with(&shape[..n - 1], &strides[..n - 1], offset)
+        let (Some(d_tail), Some(s_tail)) = (shape.get_mut(axis..n), strides.get_mut(axis..n))
+        else {
+            return Err(self.no_such_axis(axis));
+        };
+        d_tail.rotate_left(1);
+        s_tail.rotate_left(1);
+        let m = n.saturating_sub(1);
+        self.with(
+            shape.get(..m).unwrap_or_default(),
+            strides.get(..m).unwrap_or_default(),
+            offset,
+        )
     }
 
     /// The sub-array `a[..., start:stop:step, ...]` on one axis, with Python's semantics.
@@ -300,11 +319,14 @@ impl Layout {
         let (start, len) = slice.indices(d)?;
         let mut shape = self.shape;
         let mut strides = self.strides;
-        shape[axis] = len;
+        let (Some(d_at), Some(s_at)) = (shape.get_mut(axis), strides.get_mut(axis)) else {
+            return Err(self.no_such_axis(axis));
+        };
+        *d_at = len;
         // With two or more elements, stride·step spans elements of this array so it fits;
         // with fewer the stride addresses nothing and the old one is kept.
         if len > 1 {
-            strides[axis] = s.checked_mul(slice.step).ok_or(self.out_of_bounds())?;
+            *s_at = s.checked_mul(slice.step).ok_or(self.out_of_bounds())?;
         }
         let offset = if len > 0 {
             add_scaled(self.offset, start, s).ok_or(self.out_of_bounds())?
@@ -312,7 +334,11 @@ impl Layout {
             self.offset
         };
         let n = self.ndim();
-        self.with(&shape[..n], &strides[..n], offset)
+        self.with(
+            shape.get(..n).unwrap_or_default(),
+            strides.get(..n).unwrap_or_default(),
+            offset,
+        )
     }
 
     /// The axes in a new order: axis `k` of the result is axis `axes[k]` of `self`.
@@ -327,23 +353,31 @@ impl Layout {
         let mut seen = [false; MAX_NDIM];
         let mut shape = [0u64; MAX_NDIM];
         let mut strides = [0i64; MAX_NDIM];
-        for (k, &a) in axes.iter().enumerate() {
+        // axes.len() == n <= MAX_NDIM, so the zip covers every entry of `axes`.
+        for (&a, (d, s)) in axes.iter().zip(shape.iter_mut().zip(strides.iter_mut())) {
             match seen.get_mut(a) {
                 Some(flag) if a < n && !*flag => *flag = true,
                 _ => return Err(Error::NotAPermutation),
             }
-            shape[k] = self.shape[a];
-            strides[k] = self.strides[a];
+            (*d, *s) = self.axis(a)?;
         }
-        self.with(&shape[..n], &strides[..n], self.offset)
+        self.with(
+            shape.get(..n).unwrap_or_default(),
+            strides.get(..n).unwrap_or_default(),
+            self.offset,
+        )
     }
 
     /// The axes reversed (numpy's `.T`).
     pub fn transpose(&self) -> Layout {
         let n = self.ndim();
         let mut t = *self;
-        t.shape[..n].reverse();
-        t.strides[..n].reverse();
+        if let Some(d) = t.shape.get_mut(..n) {
+            d.reverse();
+        }
+        if let Some(s) = t.strides.get_mut(..n) {
+            s.reverse();
+        }
         core::mem::swap(&mut t.c_contiguous, &mut t.f_contiguous);
         t
     }
@@ -371,8 +405,9 @@ impl Layout {
                 to: to.unwrap_or(u64::MAX),
             });
         }
+        let too_many = Error::TooManyAxes { ndim: shape.len() };
         let mut strides = [0i64; MAX_NDIM];
-        let new_strides = &mut strides[..shape.len()];
+        let new_strides = strides.get_mut(..shape.len()).ok_or(too_many)?;
         if !self.is_empty() {
             match order {
                 Order::C => reshape_strides_c(self.shape(), self.strides(), shape, new_strides)?,
@@ -380,11 +415,16 @@ impl Layout {
                     let (mut old_d, mut old_s, mut new_d) =
                         (self.shape, self.strides, [0; MAX_NDIM]);
                     let (n, m) = (self.ndim(), shape.len());
-                    old_d[..n].reverse();
-                    old_s[..n].reverse();
-                    new_d[..m].copy_from_slice(shape);
-                    new_d[..m].reverse();
-                    reshape_strides_c(&old_d[..n], &old_s[..n], &new_d[..m], new_strides)?;
+                    let (Some(old_d), Some(old_s), Some(new_d)) =
+                        (old_d.get_mut(..n), old_s.get_mut(..n), new_d.get_mut(..m))
+                    else {
+                        return Err(too_many);
+                    };
+                    old_d.reverse();
+                    old_s.reverse();
+                    new_d.copy_from_slice(shape);
+                    new_d.reverse();
+                    reshape_strides_c(old_d, old_s, new_d, new_strides)?;
                     new_strides.reverse();
                 }
             }
@@ -411,13 +451,16 @@ impl Layout {
     }
 
     fn axis(&self, axis: usize) -> Result<(u64, i64), Error> {
-        if axis < self.ndim() {
-            Ok((self.shape[axis], self.strides[axis]))
-        } else {
-            Err(Error::NoSuchAxis {
-                axis,
-                ndim: self.ndim(),
-            })
+        match (self.shape().get(axis), self.strides().get(axis)) {
+            (Some(&d), Some(&s)) => Ok((d, s)),
+            _ => Err(self.no_such_axis(axis)),
+        }
+    }
+
+    fn no_such_axis(&self, axis: usize) -> Error {
+        Error::NoSuchAxis {
+            axis,
+            ndim: self.ndim(),
         }
     }
 
@@ -500,7 +543,8 @@ where
     if len == 0 {
         (lo, hi) = (i128::from(offset), i128::from(offset));
     } else {
-        hi += i128::from(itemsize);
+        // hi < 2^126 here (see above), so this never saturates.
+        hi = hi.saturating_add(i128::from(itemsize));
     }
     if lo < 0 || hi > i128::from(buffer_len) {
         return Err(Error::OutOfBounds { lo, hi, buffer_len });
@@ -537,8 +581,9 @@ fn add_scaled(base: u64, index: u64, stride: i64) -> Option<u64> {
 }
 
 /// Fills `strides` with the contiguous strides of `shape` in `order` and returns the size in
-/// bytes; all strides are zero when the array is empty.
-pub fn contiguous_strides(
+/// bytes; all strides are zero when the array is empty. (Public callers have
+/// [`Layout::contiguous`] and its `strides()`.)
+pub(crate) fn contiguous_strides(
     itemsize: u32,
     shape: &[u64],
     order: Order,
@@ -588,58 +633,69 @@ fn reshape_strides_c(
     new_shape: &[u64],
     new_strides: &mut [i64],
 ) -> Result<(), Error> {
+    // Every index below stays within MAX_NDIM + 1, so the saturating steps never saturate;
+    // a missing entry (which the loop conditions rule out) reads as "needs a copy".
+    const NO: Error = Error::ReshapeNeedsCopy;
     // Drop old axes of length 1: their strides do not matter.
     let mut od = [0u64; MAX_NDIM];
     let mut os = [0i64; MAX_NDIM];
-    let mut on = 0;
+    let mut on = 0usize;
     for (&d, &s) in old_shape.iter().zip(old_strides) {
         if d != 1 {
-            od[on] = d;
-            os[on] = s;
-            on += 1;
+            let (Some(dd), Some(ss)) = (od.get_mut(on), os.get_mut(on)) else {
+                return Err(Error::TooManyAxes {
+                    ndim: old_shape.len(),
+                });
+            };
+            (*dd, *ss) = (d, s);
+            on = on.saturating_add(1);
         }
     }
     let nn = new_shape.len();
-    let (mut oi, mut oj, mut ni, mut nj) = (0, 1, 0, 1);
+    let (mut oi, mut oj, mut ni, mut nj) = (0usize, 1usize, 0usize, 1usize);
     // Skip new length-1 axes at the front (they get stride 0 below).
     while oi < on && ni < nn {
-        let mut np = new_shape[ni];
-        let mut op = od[oi];
+        let mut np = *new_shape.get(ni).ok_or(NO)?;
+        let mut op = *od.get(oi).ok_or(NO)?;
         while np != op {
             if np < op {
-                np = np
-                    .checked_mul(*new_shape.get(nj).ok_or(Error::ReshapeNeedsCopy)?)
-                    .ok_or(Error::ReshapeNeedsCopy)?;
-                nj += 1;
+                np = np.checked_mul(*new_shape.get(nj).ok_or(NO)?).ok_or(NO)?;
+                nj = nj.saturating_add(1);
             } else {
                 op = op
-                    .checked_mul(
-                        *od.get(oj)
-                            .filter(|_| oj < on)
-                            .ok_or(Error::ReshapeNeedsCopy)?,
-                    )
-                    .ok_or(Error::ReshapeNeedsCopy)?;
-                oj += 1;
+                    .checked_mul(*od.get(oj).filter(|_| oj < on).ok_or(NO)?)
+                    .ok_or(NO)?;
+                oj = oj.saturating_add(1);
             }
         }
-        // The old axes oi..oj must be C-contiguous among themselves.
-        for ok in oi..oj - 1 {
-            let inner = (od[ok + 1] as i64).checked_mul(os[ok + 1]);
-            if inner != Some(os[ok]) {
-                return Err(Error::ReshapeNeedsCopy);
+        // The old axes oi..oj must be C-contiguous among themselves: each one's stride is
+        // the next inner one's length times its stride.
+        let (group_d, group_s) = (od.get(oi..oj).ok_or(NO)?, os.get(oi..oj).ok_or(NO)?);
+        for (wd, ws) in group_d.windows(2).zip(group_s.windows(2)) {
+            if let (&[_, inner_d], &[outer_s, inner_s]) = (wd, ws)
+                && (inner_d as i64).checked_mul(inner_s) != Some(outer_s)
+            {
+                return Err(NO);
             }
         }
-        // The new axes ni..nj take strides from the innermost old axis outwards.
-        new_strides[nj - 1] = os[oj - 1];
-        for nk in (ni + 1..nj).rev() {
-            new_strides[nk - 1] = new_strides[nk]
-                .checked_mul(new_shape[nk] as i64)
-                .ok_or(Error::ReshapeNeedsCopy)?;
+        // The new axes ni..nj take strides from the innermost old axis outwards: the
+        // innermost gets the innermost old stride, each outer one the stride and length of
+        // the one inside it.
+        let innermost = *group_s.last().ok_or(NO)?;
+        let group = new_strides.get_mut(ni..nj).ok_or(NO)?;
+        let lens = new_shape.get(ni..nj).ok_or(NO)?;
+        let mut inner: Option<(i64, u64)> = None;
+        for (s, &d) in group.iter_mut().zip(lens).rev() {
+            *s = match inner {
+                None => innermost,
+                Some((is, id)) => is.checked_mul(id as i64).ok_or(NO)?,
+            };
+            inner = Some((*s, d));
         }
         ni = nj;
-        nj += 1;
+        nj = nj.saturating_add(1);
         oi = oj;
-        oj += 1;
+        oj = oj.saturating_add(1);
     }
     // Remaining new axes all have length 1 (the products matched).
     for (s, &d) in new_strides.iter_mut().zip(new_shape) {

@@ -7,7 +7,8 @@
 //! [`Record`] (1024 little-endian bytes, readable in place with zerocopy), the [`DType`],
 //! the [`Layout`] arithmetic with numpy's `as_strided` semantics, validation into a
 //! [`ValidDescriptor`], a [`Builder`], and, with the `serde` feature, the compact form.
-//! It is `no_std`, needs no allocator, has no `unsafe`, and never panics on any input.
+//! It is `no_std`, needs no allocator, has no `unsafe`, never panics on any input (clippy's
+//! `arithmetic_side_effects` and `indexing_slicing` are denied), and builds on any target.
 //! SPEC.md in the repository is the contract; every rule there is one [`Error`] variant.
 //!
 //! ```
@@ -27,7 +28,11 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)
+)]
 
 #[cfg(test)]
 extern crate std;
@@ -55,10 +60,15 @@ pub use dtype::{ByteOrder, DType, Kind, MAX_VOID_ITEMSIZE, TypeStr};
 pub use error::Error;
 pub use flags::{Mode, Order, Source};
 pub use iter::Offsets;
-pub use layout::{Layout, MAX_BYTES, contiguous_strides};
+pub use layout::{Layout, MAX_BYTES};
 pub use record::{
     MAGIC, MAX_NDIM, PATH_CAPACITY, RECORD_LEN, Record, VERSION_MAJOR, VERSION_MINOR, offsets,
 };
 pub use segment::{SEGMENT_DATA_OFFSET, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use slice::Slice;
 pub use validate::{ValidDescriptor, decode};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

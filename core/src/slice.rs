@@ -50,14 +50,15 @@ impl Slice {
         if self.step == 0 {
             return Err(Error::ZeroStep);
         }
-        // i128 holds every intermediate value: |index| < 2^63 and len < 2^64.
+        // i128 holds every intermediate value: |index| < 2^63 and len < 2^64 (so the
+        // saturating operations below never saturate, and step is not 0).
         let len = i128::from(len);
         let step = i128::from(self.step);
         let resolve = |v: Option<i64>, default: i128, lo: i128, hi: i128| match v {
             None => default,
             Some(v) => {
                 let v = i128::from(v);
-                let v = if v < 0 { v + len } else { v };
+                let v = if v < 0 { v.saturating_add(len) } else { v };
                 v.clamp(lo, hi)
             }
         };
@@ -68,14 +69,23 @@ impl Slice {
             )
         } else {
             (
-                resolve(self.start, len - 1, -1, len - 1),
-                resolve(self.stop, -1, -1, len - 1),
+                resolve(self.start, len.saturating_sub(1), -1, len.saturating_sub(1)),
+                resolve(self.stop, -1, -1, len.saturating_sub(1)),
             )
         };
         let count = if step > 0 && stop > start {
-            (stop - start - 1) / step + 1
+            stop.saturating_sub(start)
+                .saturating_sub(1)
+                .checked_div(step)
+                .ok_or(Error::ZeroStep)?
+                .saturating_add(1)
         } else if step < 0 && start > stop {
-            (start - stop - 1) / -step + 1
+            start
+                .saturating_sub(stop)
+                .saturating_sub(1)
+                .checked_div(step.saturating_neg())
+                .ok_or(Error::ZeroStep)?
+                .saturating_add(1)
         } else {
             0
         };

@@ -75,19 +75,23 @@ impl Record {
         if ndim > MAX_NDIM {
             return Err(Error::TooManyAxes { ndim });
         }
-        let unused = self.shape[ndim..]
+        // ndim <= MAX_NDIM, so every range below is there.
+        let unused = self
+            .shape
+            .get(ndim..)
+            .unwrap_or_default()
             .iter()
-            .zip(&self.strides[ndim..])
-            .fold(0, |acc, (d, s)| acc | d.get() | s.get() as u64);
-        if unused != 0 {
-            let axis = (ndim..MAX_NDIM)
-                .find(|&k| self.shape[k].get() != 0 || self.strides[k].get() != 0)
-                .unwrap_or(ndim);
-            return Err(Error::UnusedAxisNotZero { axis });
+            .zip(self.strides.get(ndim..).unwrap_or_default())
+            .position(|(d, s)| d.get() != 0 || s.get() != 0);
+        if let Some(k) = unused {
+            return Err(Error::UnusedAxisNotZero {
+                axis: ndim.saturating_add(k),
+            });
         }
         self.check_path(source)?;
         let (buffer_offset, buffer_len) = (self.buffer_offset.get(), self.buffer_len.get());
-        let buffer_end = u128::from(buffer_offset) + u128::from(buffer_len);
+        // Two u64 always fit in a u128 sum.
+        let buffer_end = u128::from(buffer_offset).saturating_add(u128::from(buffer_len));
         if buffer_end > u128::from(crate::layout::MAX_BYTES) {
             return Err(Error::BufferOverflow {
                 buffer_offset,
@@ -101,10 +105,19 @@ impl Record {
                 file_len,
             });
         }
-        let axes = self.shape[..ndim]
+        let axes = self
+            .shape
+            .get(..ndim)
+            .unwrap_or_default()
             .iter()
             .map(|d| d.get())
-            .zip(self.strides[..ndim].iter().map(|s| s.get()));
+            .zip(
+                self.strides
+                    .get(..ndim)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| s.get()),
+            );
         let facts = crate::layout::check(dtype.itemsize(), axes, self.offset.get(), buffer_len)?;
         Ok(ValidDescriptor {
             // Stored without its checksum, so that equal descriptors compare equal however
@@ -134,7 +147,10 @@ impl Record {
         ];
         for (start, bytes) in fields {
             if let Some(i) = first_nonzero(bytes) {
-                return Err(Error::ReservedNotZero { offset: start + i });
+                // Inside the 1024-byte record, so this never saturates.
+                return Err(Error::ReservedNotZero {
+                    offset: start.saturating_add(i),
+                });
             }
         }
         Ok(())
@@ -149,7 +165,9 @@ impl Record {
             .split_at_checked(len)
             .ok_or(Error::PathTooLong { len })?;
         if let Some(i) = first_nonzero(padding) {
-            return Err(Error::PathPaddingNotZero { offset: len + i });
+            return Err(Error::PathPaddingNotZero {
+                offset: len.saturating_add(i),
+            });
         }
         // Fast path: ASCII without NUL (bytes 1 to 127) is valid UTF-8 without NUL.
         let plain_ascii = path
@@ -320,7 +338,8 @@ impl ValidDescriptor {
 
     /// Bytes of data (elements × itemsize).
     pub fn nbytes(&self) -> u64 {
-        self.facts.len * u64::from(self.itemsize())
+        // At most MAX_BYTES (R20), so this never saturates.
+        self.facts.len.saturating_mul(u64::from(self.itemsize()))
     }
 
     /// The bytes the elements touch, relative to the buffer's start.
@@ -377,8 +396,9 @@ impl ValidDescriptor {
 
     /// Byte offset of element (0, …, 0) from the start of the file.
     pub fn file_offset(&self) -> u64 {
-        // buffer_offset + offset <= buffer_offset + buffer_len <= i64::MAX (R18, R22).
-        self.buffer_offset() + self.offset()
+        // buffer_offset + offset <= buffer_offset + buffer_len <= i64::MAX (R18, R22), so
+        // this never saturates.
+        self.buffer_offset().saturating_add(self.offset())
     }
 
     /// The file's length when the producer described it.
@@ -449,7 +469,7 @@ impl fmt::Debug for ValidDescriptor {
             .field("offset", &self.offset())
             .field(
                 "buffer",
-                &(self.buffer_offset()..self.buffer_offset() + self.buffer_len()),
+                &(self.buffer_offset()..self.buffer_offset().saturating_add(self.buffer_len())),
             )
             .field("order", &self.order)
             .field("mode", &self.mode)

@@ -387,13 +387,7 @@ fn root(root: &Root) -> Option<(Result<Layout, Error>, Geometry)> {
         }
     };
     if g.itemsize == 0 {
-        assert_eq!(
-            result,
-            Err(Error::BadItemsize {
-                kind: 0,
-                itemsize: 0
-            })
-        );
+        assert_eq!(result, Err(Error::ZeroItemsize));
         return None;
     }
     model::enumerable(&g.shape).then_some((result, g))

@@ -53,9 +53,10 @@ def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatc
     fds = open_fds()
     big = np.zeros(3 << 20, dtype=np.uint8)
     if tiny_tmpfs is None:  # simulated: the space check passes, the reservation fails
-        def no_space(fd, offset, length):
+        def no_space(*args):
             raise OSError(errno.ENOSPC, "No space left on device")
-        monkeypatch.setattr(os, "posix_fallocate", no_space)
+        monkeypatch.setattr(os, "posix_fallocate", no_space)  # empty() reserves with it
+        monkeypatch.setattr(producer, "_pwrite_all", no_space)  # share() reserves by writing
         root = tempfile.mkdtemp()
     else:
         root = tiny_tmpfs
@@ -71,7 +72,8 @@ def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatc
     if tiny_tmpfs is None:
         return
     # The space check passes but the reservation does not (someone else took the room): the
-    # error comes from posix_fallocate, and the half-made file is gone.
+    # error comes from the pwrite that writes (and so reserves) the data, and the half-made
+    # file is gone.
     monkeypatch.setattr(temp, "space", lambda folder: (1 << 40, 1 << 40))
     with pytest.raises(stridemap.NoSpace) as e:
         stridemap.share(big, kind="file", temp_folder=root)
@@ -92,14 +94,17 @@ def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatc
 
 
 def test_a_memfd_without_memory_is_a_clear_error(monkeypatch):
-    def no_memory(fd, offset, length):
+    def no_memory(*args):
         raise OSError(errno.ENOMEM, "Cannot allocate memory")
-    monkeypatch.setattr(os, "posix_fallocate", no_memory)
+    monkeypatch.setattr(os, "posix_fallocate", no_memory)  # empty() reserves with it
+    monkeypatch.setattr(producer, "_pwrite_all", no_memory)  # share() reserves by writing
     quiet()
     fds = open_fds()
     with pytest.raises(stridemap.NoSpace, match="memfd") as e:
         stridemap.share(np.arange(1000.0))
     assert e.value.folder == "memfd" and "kind='file'" in str(e.value)
+    with pytest.raises(stridemap.NoSpace, match="memfd"):
+        stridemap.empty((1000,), np.float64)
     assert open_fds() == fds
 
 

@@ -22,6 +22,9 @@ def child(arg, inbox, outbox):
     outbox.put((poolwork.probe(arg), poolwork.probe(got)))
     made = poolwork.shared("transposed")
     outbox.put((made, got[::2]))
+    # Let the queue's feeder thread pickle (and so start this process's fd listener) before
+    # the exit begins: the listener's socket must outlive the wait at exit.
+    time.sleep(0.5)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])

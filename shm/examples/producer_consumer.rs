@@ -1,15 +1,15 @@
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
-use stridemap::OpenOptions;
-use stridemap_core::{Order, Slice};
-use stridemap_shm::{Pool, PoolConfig, SegmentKind};
+use stridemap::{OpenOptions, socket};
+use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind, Slice};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Consumer: any process that receives a descriptor (here, this program run again).
     if let Some(path) = std::env::args().nth(1) {
         let stream = UnixStream::connect(path)?;
-        let m = stridemap_shm::receive(&stream, &OpenOptions::new())?; // checked, mapped
+        let m = socket::recv(&stream)?.open(&OpenOptions::new())?; // checked, mapped
+        // A frozen memfd (sealed by the kernel, checked on our fd): views lend &f64s.
         let col = m
             .view::<f64>()?
             .index_axis(1, 1)?
@@ -23,13 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Producer: a 1000x3 array in a sealed memfd, filled in place, frozen, handed over.
     let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C)?;
-    let mut view = a.view_mut::<f64>()?;
-    for (i, x) in view
-        .as_slice_mut()
-        .ok_or("contiguous")?
-        .iter_mut()
-        .enumerate()
-    {
+    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
         *x = i as f64;
     }
     let a = a.freeze()?;

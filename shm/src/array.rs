@@ -1,16 +1,45 @@
-//! The producer's handles to shared arrays: writable ([`SharedArrayMut`], from
-//! [`Pool::alloc`](crate::Pool::alloc)) and frozen ([`SharedArray`]).
+//! The producer's handles to shared arrays, one type per stage: filled in place by the
+//! producer alone ([`SharedArrayMut`], from [`Pool::alloc`](crate::Pool::alloc)), frozen and
+//! shared read-only ([`SharedArray`]), or shared for consumers to write ([`OutputArray`], from
+//! [`Pool::alloc_output`](crate::Pool::alloc_output)).
+//!
+//! An output array lends no references to its bytes (consumers write them meanwhile):
+//!
+//! ```compile_fail
+//! # fn f(pool: &stridemap_shm::Pool) -> stridemap_shm::Result<()> {
+//! let mut out = pool.alloc_output::<f64>(&[4], stridemap::Order::C)?;
+//! let v = out.view_mut()?; // no such method: use shared_view_mut
+//! # Ok(()) }
+//! ```
+//!
+//! And an array the producer fills cannot reach a consumer before it is frozen:
+//!
+//! ```compile_fail
+//! # fn f(pool: &stridemap_shm::Pool, s: &std::os::unix::net::UnixStream) -> stridemap_shm::Result<()> {
+//! let a = pool.alloc::<f64>(&[4], stridemap::Order::C)?;
+//! a.send(s)?; // no such method: freeze() first
+//! # Ok(()) }
+//! ```
 
+use std::marker::PhantomData;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Weak};
 
-use stridemap::{ByteView, Element, View, ViewMut};
-use stridemap_core::{DType, Layout, Mode, ValidDescriptor};
+use stridemap::{
+    ByteView, DType, Element, Layout, Mode, SharedView, SharedViewMut, ValidDescriptor, View,
+    ViewMut, socket,
+};
 
 use crate::huge::PageBacking;
 use crate::pool::{PoolInner, release};
 use crate::segment::{Backing, Segment};
-use crate::{Error, Result, fdpass};
+use crate::{Error, Result};
+
+/// The element type of a handle whose dtype is only known at run time (any dtype: big-endian,
+/// `V` records, …). [`SharedArray::typed`] and friends check the dtype and name the type.
+#[derive(Clone, Copy, Debug)]
+pub enum Untyped {}
 
 /// A segment in use by the producer; gives it back to the pool when dropped.
 #[derive(Debug)]
@@ -34,6 +63,13 @@ impl Lease {
     fn seg_mut(&mut self) -> Result<&mut Segment> {
         self.segment.as_mut().ok_or(Error::PoolClosed)
     }
+
+    fn take(&mut self) -> Lease {
+        Lease {
+            segment: self.segment.take(),
+            pool: std::mem::take(&mut self.pool),
+        }
+    }
 }
 
 impl Drop for Lease {
@@ -44,41 +80,79 @@ impl Drop for Lease {
     }
 }
 
-/// A shared array the producer can still write (in place, no copy): from
-/// [`Pool::alloc`](crate::Pool::alloc), shared read-only after [`SharedArrayMut::freeze`];
-/// from [`Pool::alloc_output`](crate::Pool::alloc_output), also shared `r+` with
-/// [`SharedArrayMut::descriptor_rw`] (workers filling an output array).
+/// A shared array only the producer writes, in place (no copy), until
+/// [`freeze`](SharedArrayMut::freeze) shares it read-only. Nobody else holds its segment yet,
+/// so its views lend references at slice speed.
+///
+/// ```
+/// use stridemap_shm::{Order, Pool, PoolConfig};
+/// let pool = Pool::with_config(PoolConfig::default().sweep_on_start(false))?;
+/// let mut a = pool.alloc::<f64>(&[2, 3], Order::C)?;
+/// for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+///     *x = i as f64;
+/// }
+/// let a = a.freeze()?;
+/// assert_eq!(a.view()?.get(&[1, 2])?, &5.0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
-pub struct SharedArrayMut {
+pub struct SharedArrayMut<T = Untyped> {
     lease: Lease,
     dtype: DType,
     layout: Layout,
-    /// Made by `alloc_output`: consumers may map it `r+`.
-    for_consumers: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+/// A shared array that consumers write in place (`r+`: workers filling an output), from
+/// [`Pool::alloc_output`](crate::Pool::alloc_output). Its bytes change under the producer's
+/// feet, so it lends no references: read and write it through [`SharedView`] /
+/// [`SharedViewMut`], which copy elements in and out.
+#[derive(Debug)]
+pub struct OutputArray<T = Untyped> {
+    lease: Lease,
+    dtype: DType,
+    layout: Layout,
+    _t: PhantomData<fn() -> T>,
 }
 
 /// A frozen (read-only) shared array: cheap to clone; the segment is released when the last
 /// clone is dropped, and deleted or recycled once no reader maps it either.
-#[derive(Clone, Debug)]
-pub struct SharedArray {
+#[derive(Debug)]
+pub struct SharedArray<T = Untyped> {
     lease: Arc<Lease>,
     dtype: DType,
     layout: Layout,
     desc: ValidDescriptor,
+    _t: PhantomData<fn() -> T>,
 }
 
-impl SharedArrayMut {
-    pub(crate) fn new(
-        lease: Lease,
-        dtype: DType,
-        layout: Layout,
-        for_consumers: bool,
-    ) -> SharedArrayMut {
+impl<T> Clone for SharedArray<T> {
+    fn clone(&self) -> Self {
+        SharedArray {
+            lease: self.lease.clone(),
+            dtype: self.dtype,
+            layout: self.layout,
+            desc: self.desc.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+fn check_dtype<U: Element>(have: DType) -> Result<()> {
+    let want = U::dtype()?;
+    if want != have {
+        return Err(stridemap::ViewError::DtypeMismatch { have, want }.into());
+    }
+    Ok(())
+}
+
+impl<T> SharedArrayMut<T> {
+    pub(crate) fn new(lease: Lease, dtype: DType, layout: Layout) -> SharedArrayMut<T> {
         SharedArrayMut {
             lease,
             dtype,
             layout,
-            for_consumers,
+            _t: PhantomData,
         }
     }
 
@@ -93,54 +167,29 @@ impl SharedArrayMut {
     }
 
     /// What backs the segment's pages (see [`SharedArray::page_backing`]).
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
     pub fn page_backing(&self) -> Result<PageBacking> {
         Ok(self.lease.seg()?.page_backing())
     }
 
-    /// A writable typed view of the array (the dtype must be `T`'s).
-    pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
-        check_dtype::<T>(self.dtype)?;
-        let layout = self.layout;
-        let data = self.lease.seg_mut()?.data_mut();
-        Ok(ViewMut::new(data, layout)?)
-    }
-
-    /// A read-only typed view.
-    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
-        check_dtype::<T>(self.dtype)?;
-        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
-    }
-
-    /// The data bytes (the array packed in its order), writable.
-    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
+    /// The array's bytes (packed in its order), writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
         let n = self.layout.nbytes() as usize;
-        self.lease
-            .seg_mut()?
-            .data_mut()
-            .get_mut(..n)
-            .ok_or(Error::PoolClosed)
-    }
-
-    /// A descriptor with mode `r+`: consumers that open it `r+` write into this array. Only
-    /// for arrays from [`Pool::alloc_output`](crate::Pool::alloc_output)
-    /// ([`Error::NotForConsumers`] otherwise).
-    pub fn descriptor_rw(&self) -> Result<ValidDescriptor> {
-        if !self.for_consumers {
-            return Err(Error::NotForConsumers);
+        match self.lease.seg_mut() {
+            Ok(seg) => seg.data_mut().get_mut(..n).unwrap_or_default(),
+            Err(_) => &mut [],
         }
-        self.lease
-            .seg()?
-            .describe(self.dtype, &self.layout, Mode::ReadWrite)
-    }
-
-    /// Sends the `r+` descriptor (and, for a memfd, a writable fd of its own) over `stream`.
-    pub fn send_rw(&self, stream: &UnixStream) -> Result<()> {
-        send(self.lease.seg()?, &self.descriptor_rw()?, true, stream)
     }
 
     /// Makes the array read-only for every consumer (memfd: sealed against writes by the
     /// kernel; file: mode 0400) and returns the shareable handle.
-    pub fn freeze(mut self) -> Result<SharedArray> {
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] if the kernel cannot seal (Linux < 5.1), [`Error::Io`] if the
+    /// file's mode cannot be changed.
+    pub fn freeze(mut self) -> Result<SharedArray<T>> {
         let seg = self.lease.seg_mut()?;
         seg.freeze()?;
         seg.refill_spare();
@@ -149,18 +198,133 @@ impl SharedArrayMut {
             desc,
             dtype: self.dtype,
             layout: self.layout,
-            lease: Arc::new(std::mem::replace(
-                &mut self.lease,
-                Lease {
-                    segment: None,
-                    pool: Weak::new(),
-                },
-            )),
+            lease: Arc::new(self.lease.take()),
+            _t: PhantomData,
         })
+    }
+
+    /// The same array with its element type named (the dtype must be `U`'s).
+    ///
+    /// # Errors
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    pub fn typed<U: Element>(mut self) -> Result<SharedArrayMut<U>> {
+        check_dtype::<U>(self.dtype)?;
+        Ok(SharedArrayMut::new(
+            self.lease.take(),
+            self.dtype,
+            self.layout,
+        ))
     }
 }
 
-impl SharedArray {
+impl<T: Element> SharedArrayMut<T> {
+    /// The elements in memory order (the array's order, C or F), to fill in place.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        bytemuck::try_cast_slice_mut(self.bytes_mut()).unwrap_or_default()
+    }
+
+    /// A writable typed view of the array.
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
+    pub fn view_mut(&mut self) -> Result<ViewMut<'_, T>> {
+        let layout = self.layout;
+        Ok(ViewMut::new(self.lease.seg_mut()?.data_mut(), layout)?)
+    }
+
+    /// A read-only typed view.
+    ///
+    /// # Errors
+    /// As [`view_mut`](Self::view_mut).
+    pub fn view(&self) -> Result<View<'_, T>> {
+        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
+    }
+}
+
+impl<T> OutputArray<T> {
+    pub(crate) fn new(lease: Lease, dtype: DType, layout: Layout) -> OutputArray<T> {
+        OutputArray {
+            lease,
+            dtype,
+            layout,
+            _t: PhantomData,
+        }
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The array's layout in the segment's data area.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The descriptor with mode `r+`: consumers that open it `r+` write into this array.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for a segment path that is not UTF-8.
+    pub fn descriptor(&self) -> Result<ValidDescriptor> {
+        self.lease
+            .seg()?
+            .describe(self.dtype, &self.layout, Mode::ReadWrite)
+    }
+
+    /// Sends the `r+` descriptor (and, for a memfd, a writable fd of its own) over `stream`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the socket fails; those of [`descriptor`](Self::descriptor).
+    pub fn send(&self, stream: &UnixStream) -> Result<()> {
+        let seg = self.lease.seg()?;
+        let desc = self.descriptor()?;
+        match seg.backing {
+            Backing::Memfd => {
+                let fd = seg.fd_for_peer(true)?;
+                Ok(socket::send(stream, &desc, Some(fd.as_fd()))?)
+            }
+            Backing::File(_) => Ok(socket::send(stream, &desc, None)?),
+        }
+    }
+
+    /// The same array with its element type named (the dtype must be `U`'s).
+    ///
+    /// # Errors
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    pub fn typed<U: Element>(mut self) -> Result<OutputArray<U>> {
+        check_dtype::<U>(self.dtype)?;
+        Ok(OutputArray::new(self.lease.take(), self.dtype, self.layout))
+    }
+}
+
+impl<T: Element> OutputArray<T> {
+    /// A view that copies elements out (consumers may be writing them).
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
+    pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
+        Ok(self.lease.seg()?.output_view(self.layout)?)
+    }
+
+    /// A view that copies elements in and out, beside the consumers' writes.
+    ///
+    /// # Errors
+    /// As [`shared_view`](Self::shared_view).
+    pub fn shared_view_mut(&mut self) -> Result<SharedViewMut<'_, T>> {
+        let layout = self.layout;
+        Ok(self.lease.seg_mut()?.output_view_mut(layout)?)
+    }
+
+    /// A C-ordered copy of the elements (e.g. once the workers answered).
+    ///
+    /// # Errors
+    /// As [`shared_view`](Self::shared_view).
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        Ok(self.shared_view()?.to_vec())
+    }
+}
+
+impl<T> SharedArray<T> {
     /// The read-only descriptor to send to consumers.
     pub fn descriptor(&self) -> &ValidDescriptor {
         &self.desc
@@ -171,13 +335,19 @@ impl SharedArray {
         self.dtype
     }
 
-    /// A read-only typed view (the producer's own map).
-    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
-        check_dtype::<T>(self.dtype)?;
+    /// A typed view of another element type `U` (the dtype must be `U`'s).
+    ///
+    /// # Errors
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    pub fn view_as<U: Element>(&self) -> Result<View<'_, U>> {
+        check_dtype::<U>(self.dtype)?;
         Ok(View::new(self.lease.seg()?.data(), self.layout)?)
     }
 
     /// A byte view (the producer's own map).
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
     pub fn byte_view(&self) -> Result<ByteView<'_>> {
         Ok(ByteView::new(
             self.lease.seg()?.data(),
@@ -186,14 +356,35 @@ impl SharedArray {
         )?)
     }
 
+    /// The same array with its element type named (the dtype must be `U`'s).
+    ///
+    /// # Errors
+    /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
+    pub fn typed<U: Element>(&self) -> Result<SharedArray<U>> {
+        check_dtype::<U>(self.dtype)?;
+        Ok(SharedArray {
+            lease: self.lease.clone(),
+            dtype: self.dtype,
+            layout: self.layout,
+            desc: self.desc.clone(),
+            _t: PhantomData,
+        })
+    }
+
     /// What backs the segment's pages: base pages or one of the huge page mechanisms
     /// ([`PoolConfig::huge_pages`](crate::PoolConfig::huge_pages)).
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
     pub fn page_backing(&self) -> Result<PageBacking> {
         Ok(self.lease.seg()?.page_backing())
     }
 
     /// Bytes of the producer's map of the segment that the kernel maps with huge pages now
     /// (from `/proc/self/smaps`; see [`huge_page_bytes`](crate::huge_page_bytes)).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `/proc/self/smaps` cannot be read.
     pub fn huge_page_bytes(&self) -> Result<u64> {
         self.lease.seg()?.huge_mapped().map_err(|e| Error::Io {
             context: "reading /proc/self/smaps".into(),
@@ -207,6 +398,9 @@ impl SharedArray {
     }
 
     /// Sends the descriptor (and, for a memfd, a read-only fd of its own) over `stream`.
+    ///
+    /// # Errors
+    /// As [`send_view`](Self::send_view).
     pub fn send(&self, stream: &UnixStream) -> Result<()> {
         self.send_view(stream, &self.desc)
     }
@@ -217,14 +411,18 @@ impl SharedArray {
     ///
     /// ```
     /// use std::os::unix::net::UnixStream;
-    /// use stridemap_shm::SharedArray;
+    /// use stridemap_shm::{SharedArray, Slice};
     ///
-    /// fn send_every_third_row(a: &SharedArray, to: &UnixStream) -> Result<(), Box<dyn std::error::Error>> {
-    ///     let rows = a.descriptor().layout().slice_axis(0, stridemap_core::Slice::step(-3))?;
+    /// fn send_every_third_row(a: &SharedArray<f64>, to: &UnixStream) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let rows = a.descriptor().layout().slice_axis(0, Slice::step(-3))?;
     ///     a.send_view(to, &a.descriptor().to_builder().layout(&rows).build()?)?;
     ///     Ok(())
     /// }
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotThisSegment`] if `desc` is not a read-only view of this segment's current
+    /// use; [`Error::Io`] if the socket fails.
     pub fn send_view(&self, stream: &UnixStream, desc: &ValidDescriptor) -> Result<()> {
         let seg = self.lease.seg()?;
         let same = desc.segment_id() == self.desc.segment_id()
@@ -236,36 +434,31 @@ impl SharedArray {
         match seg.backing {
             Backing::Memfd => {
                 let fd = seg.take_peer_fd()?;
-                let sent = fdpass::send(stream, desc, Some(std::os::fd::AsFd::as_fd(&fd)));
+                let sent = socket::send(stream, desc, Some(fd.as_fd()));
                 // The next receiver's fd, made while this one maps.
                 seg.refill_spare();
-                sent
+                Ok(sent?)
             }
-            Backing::File(_) => fdpass::send(stream, desc, None),
+            Backing::File(_) => Ok(socket::send(stream, desc, None)?),
         }
     }
 
     /// A read-only fd of the segment for a peer (a new open file description, SPEC.md §7):
     /// for passing it some other way than [`SharedArray::send`].
+    ///
+    /// # Errors
+    /// [`Error::TooManyFiles`] and other errors of reopening the segment.
     pub fn fd_for_peer(&self) -> Result<std::os::fd::OwnedFd> {
         self.lease.seg()?.take_peer_fd()
     }
 }
 
-fn send(seg: &Segment, desc: &ValidDescriptor, writable: bool, stream: &UnixStream) -> Result<()> {
-    match seg.backing {
-        Backing::Memfd => {
-            let fd = seg.fd_for_peer(writable)?;
-            fdpass::send(stream, desc, Some(std::os::fd::AsFd::as_fd(&fd)))
-        }
-        Backing::File(_) => fdpass::send(stream, desc, None),
+impl<T: Element> SharedArray<T> {
+    /// A read-only typed view (the producer's own map; frozen, so references are sound).
+    ///
+    /// # Errors
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
+    pub fn view(&self) -> Result<View<'_, T>> {
+        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
     }
-}
-
-fn check_dtype<T: Element>(have: DType) -> Result<()> {
-    let want = T::dtype()?;
-    if want != have {
-        return Err(stridemap::Error::DtypeMismatch { have, want }.into());
-    }
-    Ok(())
 }

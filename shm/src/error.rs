@@ -15,8 +15,8 @@ use std::path::PathBuf;
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum Error {
-    /// The temp folder cannot hold the segment. Raised before anything is written; no file
-    /// is left behind.
+    /// The temp folder (or the pool's quota) cannot hold the segment. Raised before anything
+    /// is written; no file is left behind.
     NoSpace {
         /// The folder (or `memfd`).
         folder: PathBuf,
@@ -24,6 +24,21 @@ pub enum Error {
         needed: u64,
         /// Bytes available there (or left in the pool's quota).
         available: u64,
+    },
+    /// The filesystem filled up while a segment was being reserved or written (ENOSPC); the
+    /// segment is removed.
+    RanOutOfSpace {
+        /// The folder (or `memfd`).
+        folder: PathBuf,
+        /// Bytes being reserved, when known.
+        needed: Option<u64>,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A segment larger than this platform's address space.
+    TooLarge {
+        /// Bytes asked for.
+        bytes: u64,
     },
     /// The process or system is out of file descriptors.
     TooManyFiles {
@@ -47,10 +62,13 @@ pub enum Error {
     /// A descriptor sent with a segment's fd is not a read-only view of that segment's
     /// current use.
     NotThisSegment,
-    /// Only arrays made by `Pool::alloc_output` may be shared for consumers to write.
-    NotForConsumers,
     /// The pool was dropped.
     PoolClosed,
+    /// An array [`Pool::share_arc`](crate::Pool::share_arc) cannot lend as one buffer.
+    NotShareable {
+        /// Why, and what to do.
+        reason: &'static str,
+    },
     /// [`HugePages::Require`](crate::HugePages::Require) and no huge page mechanism is
     /// available for the pool's kind of segment.
     HugePagesUnavailable {
@@ -78,13 +96,11 @@ impl Error {
         e: io::Error,
     ) -> Error {
         match e.raw_os_error() {
-            Some(libc_enospc) if libc_enospc == rustix::io::Errno::NOSPC.raw_os_error() => {
-                Error::NoSpace {
-                    folder: path.to_path_buf(),
-                    needed: 0,
-                    available: 0,
-                }
-            }
+            Some(c) if c == rustix::io::Errno::NOSPC.raw_os_error() => Error::RanOutOfSpace {
+                folder: path.to_path_buf(),
+                needed: None,
+                source: e,
+            },
             Some(c)
                 if c == rustix::io::Errno::MFILE.raw_os_error()
                     || c == rustix::io::Errno::NFILE.raw_os_error() =>
@@ -108,6 +124,41 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether trying the same thing again may succeed: a segment busy being recycled, an
+    /// interrupted call (see [`stridemap::Error::is_retryable`]).
+    ///
+    /// ```
+    /// let e = stridemap_shm::Error::from(stridemap::Error::SegmentBusy);
+    /// assert!(e.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Stridemap(e) => e.is_retryable(),
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+
+    /// The SPEC.md rule a wrapped descriptor or open error enforces, if any
+    /// ([`stridemap::Error::rule`]).
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            Error::Stridemap(e) => e.rule(),
+            _ => None,
+        }
+    }
+}
+
+impl From<stridemap::ViewError> for Error {
+    fn from(e: stridemap::ViewError) -> Error {
+        Error::Stridemap(e.into())
+    }
+}
+
 impl From<stridemap::Error> for Error {
     fn from(e: stridemap::Error) -> Error {
         Error::Stridemap(e)
@@ -119,6 +170,9 @@ impl From<stridemap_core::Error> for Error {
         Error::Stridemap(e.into())
     }
 }
+
+const MORE_SPACE: &str = "; point STRIDEMAP_TEMP_FOLDER (or PoolConfig::temp_folder) at a \
+     larger folder, or give the container more shared memory (docker run --shm-size=2g)";
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
@@ -132,27 +186,30 @@ impl fmt::Display for Error {
                 needed,
                 available,
             } => {
-                if *needed == 0 {
-                    write!(
-                        f,
-                        "{} ran out of space while writing a segment",
-                        folder.display()
-                    )?;
-                } else {
-                    write!(
-                        f,
-                        "{} has {} free but this segment needs {}",
-                        folder.display(),
-                        mib(*available),
-                        mib(*needed)
-                    )?;
-                }
                 write!(
                     f,
-                    "; point STRIDEMAP_TEMP_FOLDER (or PoolConfig::temp_folder) at a larger \
-                     folder, or give the container more shared memory (docker run --shm-size=2g)"
-                )
+                    "{} has {} free but this segment needs {}",
+                    folder.display(),
+                    mib(*available),
+                    mib(*needed)
+                )?;
+                write!(f, "{MORE_SPACE}")
             }
+            Error::RanOutOfSpace {
+                folder,
+                needed,
+                source,
+            } => {
+                write!(f, "{} ran out of space", folder.display())?;
+                if let Some(n) = needed {
+                    write!(f, " reserving {} for a segment", mib(*n))?;
+                }
+                write!(f, " ({source}){MORE_SPACE}")
+            }
+            Error::TooLarge { bytes } => write!(
+                f,
+                "a segment of {bytes} bytes does not fit this platform's address space"
+            ),
             Error::TooManyFiles { source } => write!(
                 f,
                 "out of file descriptors ({source}); raise the limit (ulimit -n) or keep fewer \
@@ -170,12 +227,8 @@ impl fmt::Display for Error {
                 f,
                 "the descriptor is not a read-only view of this segment (same id and generation)"
             ),
-            Error::NotForConsumers => write!(
-                f,
-                "this array is for the producer to fill and freeze; allocate arrays consumers \
-                 write (r+) with Pool::alloc_output"
-            ),
             Error::PoolClosed => write!(f, "the pool was dropped"),
+            Error::NotShareable { reason } => write!(f, "cannot share this array: {reason}"),
             Error::HugePagesUnavailable { kind, why } => write!(
                 f,
                 "huge pages are required but none are available for a {} segment: {why}; \
@@ -196,6 +249,7 @@ impl std::error::Error for Error {
         match self {
             Error::Stridemap(e) => Some(e),
             Error::TooManyFiles { source }
+            | Error::RanOutOfSpace { source, .. }
             | Error::PermissionDenied { source, .. }
             | Error::Unsupported { source, .. }
             | Error::Io { source, .. } => Some(source),

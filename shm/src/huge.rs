@@ -497,7 +497,7 @@ pub fn huge_probe(kind: SegmentKind, folder: Option<&Path>, capacity: u64) -> Hu
         SegmentKind::Memfd => vec![hugetlb_memfd(size, file_len), thp_memfd(size)],
         SegmentKind::File => {
             let folder = folder.map(Path::to_path_buf).unwrap_or_else(|| {
-                std::env::var_os(stridemap::TEMP_FOLDER_ENV)
+                std::env::var_os(stridemap::__producer_policy::TEMP_FOLDER_ENV)
                     .map(PathBuf::from)
                     .unwrap_or_else(|| PathBuf::from("/dev/shm"))
             });
@@ -589,6 +589,15 @@ pub(crate) fn huge_mapped(start: usize, len: usize) -> std::io::Result<u64> {
 /// ```
 pub fn huge_page_bytes(bytes: &[u8]) -> std::io::Result<u64> {
     huge_mapped(bytes.as_ptr() as usize, bytes.len())
+}
+
+/// [`huge_page_bytes`] of a consumer's mapping (whose bytes it may not lend as a slice).
+///
+/// # Errors
+/// If `/proc/self/smaps` cannot be read.
+pub fn mapping_huge_page_bytes(m: &stridemap::Mapping) -> std::io::Result<u64> {
+    let len = usize::try_from(m.descriptor().buffer_len()).unwrap_or(usize::MAX);
+    huge_mapped(m.as_ptr() as usize, len)
 }
 
 #[cfg(test)]

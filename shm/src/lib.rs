@@ -1,11 +1,13 @@
 //! stridemap segments, producer side: where they live, who may read them, when they go away.
+//! A producer's Cargo.toml names this one crate: it re-exports what a producer needs from
+//! `stridemap` (views, dtypes, layouts, the socket and message types).
 //!
 //! A [`Pool`] puts arrays in segments — named files in a private folder (any process and
 //! language opens them by path) or sealed memfds passed as fds — either allocated in place
 //! ([`Pool::alloc`], no copy at all) or written once from existing data ([`Pool::share`],
 //! [`Pool::share_arc`] which reuses the segment of an `Arc` it already shared). Consumers
-//! receive a descriptor ([`send`], [`receive`]) and map the same pages with the `stridemap`
-//! crate.
+//! receive a descriptor ([`SharedArray::send`], then `stridemap::socket::recv`) and map the
+//! same pages with the `stridemap` crate.
 //!
 //! Lifetime follows SPEC.md §7: every process that maps a segment holds a shared `flock` on
 //! it; the producer deletes or recycles a segment only when it can lock it exclusively, so a
@@ -18,12 +20,11 @@
 //!
 //! ```
 //! use std::os::unix::net::UnixStream;
-//! use stridemap_shm::{Pool, PoolConfig, SegmentKind};
-//! use stridemap_core::{Order, Slice};
+//! use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind, Slice};
 //!
 //! let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 //! let mut a = pool.alloc::<f64>(&[4, 3], Order::C)?;
-//! for (i, x) in a.view_mut::<f64>()?.as_slice_mut().unwrap().iter_mut().enumerate() {
+//! for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
 //!     *x = i as f64;
 //! }
 //! let a = a.freeze()?;
@@ -31,18 +32,55 @@
 //! // The consumer (another process, usually) gets the descriptor and a sealed fd.
 //! let (tx, rx) = UnixStream::pair()?;
 //! a.send(&tx)?;
-//! let m = stridemap_shm::receive(&rx, &stridemap::OpenOptions::new())?;
+//! let m = stridemap::socket::recv(&rx)?.open(&stridemap::OpenOptions::new())?;
+//! assert!(m.is_frozen()); // a sealed memfd: views lend references
 //! let col = m.view::<f64>()?.index_axis(1, 2)?.slice_axis(0, Slice::REVERSED)?;
 //! assert_eq!(col.to_vec(), [11.0, 8.0, 5.0, 2.0]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Soundness
+//!
+//! The producer's map of a segment lends references only while nobody else can write it:
+//! a [`SharedArrayMut`] (from [`Pool::alloc`]) before it is frozen, when no descriptor or fd
+//! of it has left the process; a [`SharedArray`] once frozen (memfd: sealed with
+//! `F_SEAL_FUTURE_WRITE`, so the kernel refuses every new writer; named file: mode 0400 in a
+//! 0700 folder of this user). Arrays consumers write ([`OutputArray`], from
+//! [`Pool::alloc_output`]) are reached only through `stridemap`'s [`SharedView`] and
+//! [`SharedViewMut`], which copy elements in and out and lend no reference, so workers writing
+//! meanwhile cannot break the producer's soundness. The handles are one type per stage, so
+//! the compiler enforces this: an [`OutputArray`] has no `view_mut`. Consumers get references
+//! only for frozen memfds (see `stridemap`'s Soundness section).
+//!
+//! # Platform
+//!
+//! Linux only (a `compile_error!` elsewhere). Memfd segments need `memfd_create` with sealing
+//! (Linux 3.17) and, to freeze them, `F_SEAL_FUTURE_WRITE` (Linux 5.1): without it, sharing
+//! into or freezing a memfd segment fails with [`Error::Unsupported`], while named-file
+//! segments ([`SegmentKind::File`], the default) need neither. Recycled segments are
+//! prefaulted with `MADV_POPULATE_WRITE` (Linux 5.14); older kernels ignore it and the pages
+//! fault in on first write instead.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// Linux only: memfd seals, openat2, /proc/self/fd and flock on shared files have no portable
+// equivalent here. `stridemap-core` (the descriptor alone) builds everywhere, no_std included.
+#[cfg(target_os = "macos")]
+compile_error!(
+    "stridemap-shm supports Linux only, and this target is macOS; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(windows)]
+compile_error!(
+    "stridemap-shm supports Linux only, and this target is Windows; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+compile_error!(
+    "stridemap-shm supports Linux only, and this target's OS is not Linux; stridemap-core (the descriptor alone) builds here"
+);
 
 mod array;
 mod error;
-mod fdpass;
 mod huge;
 mod message;
 mod pool;
@@ -52,11 +90,25 @@ mod sweep;
 mod sys;
 mod temp;
 
-pub use array::{SharedArray, SharedArrayMut};
+pub use array::{OutputArray, SharedArray, SharedArrayMut, Untyped};
 pub use error::{Error, Result};
-pub use fdpass::{receive, recv, send};
-pub use huge::{Candidate, HugePages, HugeProbe, PageBacking, huge_page_bytes, huge_probe};
-pub use message::{ArrayMessage, Outgoing, Received};
-pub use pool::{Pool, PoolConfig, SegmentKind};
+pub use huge::{
+    Candidate, HugePages, HugeProbe, PageBacking, huge_page_bytes, huge_probe,
+    mapping_huge_page_bytes,
+};
+pub use message::Outgoing;
+pub use pool::{Pool, PoolConfig, PoolStats, SegmentKind};
 pub use source::ShareSource;
+pub use stridemap::__producer_policy::segment_bases;
 pub use sweep::{Kept, SweepOptions, SweepReport, sweep, sweep_with};
+
+pub use stridemap::message::{ArrayMessage, Received};
+pub use stridemap::{
+    ByteView, DType, Element, Kind, Layout, Mode, Order, SharedView, SharedViewMut, Slice,
+    ValidDescriptor, View, ViewMut, socket,
+};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use stridemap::{ByteView, Element};
-use stridemap_core::{DType, Layout, Order, SEGMENT_DATA_OFFSET};
+use stridemap::{ByteView, DType, Element, Layout, Order};
+use stridemap_core::SEGMENT_DATA_OFFSET;
 
-use crate::array::{Lease, SharedArray, SharedArrayMut};
+use crate::array::{Lease, OutputArray, SharedArray, SharedArrayMut};
 use crate::huge::{HugePages, Plan};
 use crate::segment::{Fill, Segment};
 use crate::source::ShareSource;
@@ -31,11 +31,14 @@ pub enum SegmentKind {
 
 /// How a [`Pool`] behaves. The defaults follow joblib where it has one.
 ///
+/// Every field has a setter of the same name.
+///
 /// ```
 /// use stridemap_shm::{PoolConfig, SegmentKind};
-/// let cfg = PoolConfig::default().kind(SegmentKind::Memfd).max_nbytes(4 << 20).recycle_bytes(0);
-/// assert_eq!(cfg.max_nbytes, 4 << 20);
+/// let cfg = PoolConfig::default().kind(SegmentKind::Memfd).max_nbytes(4 << 20).recycle_max_bytes(0);
+/// assert_eq!((cfg.max_nbytes, cfg.recycle_max_bytes), (4 << 20, 0));
 /// ```
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     /// Where segment folders go; `None` follows the temp-root policy
@@ -97,14 +100,20 @@ impl PoolConfig {
     }
 
     /// The recycling cap in bytes (0: off).
-    pub fn recycle_bytes(mut self, n: u64) -> Self {
+    pub fn recycle_max_bytes(mut self, n: u64) -> Self {
         self.recycle_max_bytes = n;
         self
     }
 
-    /// A quota on the bytes this pool's segments hold.
-    pub fn quota(mut self, bytes: u64) -> Self {
-        self.quota = Some(bytes);
+    /// The most segments kept for reuse.
+    pub fn recycle_max_segments(mut self, n: usize) -> Self {
+        self.recycle_max_segments = n;
+        self
+    }
+
+    /// A quota on the bytes this pool's segments hold (`None`: none).
+    pub fn quota(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.quota = bytes.into();
         self
     }
 
@@ -133,17 +142,28 @@ impl PoolConfig {
     }
 }
 
+/// What a [`Pool`] holds ([`Pool::stats`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Segments nobody maps, kept for reuse.
+    pub free: usize,
+    /// Segments the producer released that a reader still maps.
+    pub pending: usize,
+    /// Bytes of every segment the pool holds (in use, pending, free): what the quota counts.
+    pub held_bytes: u64,
+}
+
 /// A producer's segments and their lifecycle.
 ///
 /// Dropping the pool removes its folders (readers that already map a segment keep reading: an
 /// unlinked file stays readable through an existing map).
 ///
 /// ```no_run
-/// use stridemap_shm::Pool;
-/// use stridemap_core::Order;
+/// use stridemap_shm::{Order, Pool};
 /// let pool = Pool::new()?;
 /// let mut out = pool.alloc::<f64>(&[1000, 1000], Order::C)?;
-/// out.view_mut::<f64>()?.fill(1.0);          // filled in place: no copy
+/// out.as_mut_slice().fill(1.0);              // filled in place: no copy
 /// let frozen = out.freeze()?;                 // read-only from now on
 /// let wire = frozen.descriptor().to_bytes();  // send this; consumers map the same pages
 /// # Ok::<(), stridemap_shm::Error>(())
@@ -214,11 +234,7 @@ pub(crate) fn size_class(n: u64) -> u64 {
 fn capacity_for(n: u64, recycling: bool, huge: Option<u64>) -> Result<u64> {
     let c = if recycling { size_class(n) } else { n };
     match huge {
-        Some(h) => crate::huge::round_up(c.max(1), h).ok_or(Error::NoSpace {
-            folder: PathBuf::from("memfd"),
-            needed: u64::MAX,
-            available: 0,
-        }),
+        Some(h) => crate::huge::round_up(c.max(1), h).ok_or(Error::TooLarge { bytes: c }),
         None => Ok(c),
     }
 }
@@ -242,16 +258,22 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Pool {
     /// A pool with the default configuration (and an orphan sweep).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the reaper thread cannot start (the orphan sweep only logs its failures).
     pub fn new() -> Result<Pool> {
         Pool::with_config(PoolConfig::default())
     }
 
     /// A pool with `config`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the reaper thread cannot start (the orphan sweep only logs its failures).
     pub fn with_config(config: PoolConfig) -> Result<Pool> {
         if config.sweep_on_start {
             let roots: Vec<PathBuf> = match &config.temp_folder {
                 Some(d) => vec![d.clone()],
-                None => stridemap::segment_bases(),
+                None => crate::segment_bases(),
             };
             match sweep::sweep(&roots, false) {
                 Ok(r) => {
@@ -302,36 +324,66 @@ impl Pool {
     /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it read-only.
     /// Consumers never write it (use [`Pool::alloc_output`] for that), so a recycled memfd
     /// that was frozen before (sealed against writes for good) can serve it.
-    pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
-        self.alloc_dtype(T::dtype()?, shape, order, false)
+    ///
+    /// # Errors
+    /// [`Error::NoSpace`] (checked before anything is written), [`Error::TooManyFiles`],
+    /// [`Error::PoolClosed`], and a shape error for a shape that does not fit.
+    pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut<T>> {
+        self.alloc_dtype(T::dtype()?, shape, order)?.typed()
     }
 
     /// A shared array that consumers write in place (`r+`: workers filling an output array),
-    /// through [`SharedArrayMut::descriptor_rw`] or [`SharedArrayMut::send_rw`]. It is never a
-    /// sealed segment.
-    pub fn alloc_output<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
-        self.alloc_dtype(T::dtype()?, shape, order, true)
+    /// through [`OutputArray::descriptor`] or [`OutputArray::send`]. It is never a sealed
+    /// segment.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn alloc_output<T: Element>(&self, shape: &[u64], order: Order) -> Result<OutputArray<T>> {
+        self.alloc_output_dtype(T::dtype()?, shape, order)?.typed()
     }
 
-    /// [`Pool::alloc`] (or, with `for_consumers`, [`Pool::alloc_output`]) for any dtype
-    /// (big-endian, `V` records, …).
-    pub fn alloc_dtype(
+    /// [`Pool::alloc`] for any dtype (big-endian, `V` records, …).
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn alloc_dtype(&self, dtype: DType, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+        let (lease, layout) = self.lease(dtype, shape, order, false)?;
+        Ok(SharedArrayMut::new(lease, dtype, layout))
+    }
+
+    /// [`Pool::alloc_output`] for any dtype.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn alloc_output_dtype(
+        &self,
+        dtype: DType,
+        shape: &[u64],
+        order: Order,
+    ) -> Result<OutputArray> {
+        let (lease, layout) = self.lease(dtype, shape, order, true)?;
+        Ok(OutputArray::new(lease, dtype, layout))
+    }
+
+    fn lease(
         &self,
         dtype: DType,
         shape: &[u64],
         order: Order,
         for_consumers: bool,
-    ) -> Result<SharedArrayMut> {
+    ) -> Result<(Lease, Layout)> {
         let layout = Layout::contiguous(dtype.itemsize(), shape, order)?;
         let n = layout.nbytes();
         let (seg, _) = self.inner.obtain(n, for_consumers, Fill::Reserve(n))?;
-        let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        Ok(SharedArrayMut::new(lease, dtype, layout, for_consumers))
+        Ok((Lease::new(seg, Arc::downgrade(&self.inner)), layout))
     }
 
     /// Writes the elements of `view` once into a new (or recycled) segment, packed in C order,
     /// and returns it frozen (read-only). Use [`Pool::share_arc`] to share the same data again
     /// without writing it again.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
     pub fn share(&self, view: &ByteView<'_>) -> Result<SharedArray> {
         let n = view.layout().nbytes();
         let contiguous = view.layout().is_c_contiguous();
@@ -349,13 +401,16 @@ impl Pool {
         }
         let layout = Layout::contiguous(view.dtype().itemsize(), view.shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        SharedArrayMut::new(lease, view.dtype(), layout, false).freeze()
+        SharedArrayMut::<crate::Untyped>::new(lease, view.dtype(), layout).freeze()
     }
 
     /// Shares the array behind `source`, reusing the segment of an earlier call for the same
     /// `Arc` (the same allocation, still alive) instead of writing it again. The key is the
     /// `Arc`'s identity and liveness, never its content, so two equal arrays are two segments
     /// and a new array at a recycled address is not mistaken for the old one.
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`], and those of [`ShareSource::byte_view`].
     pub fn share_arc<A: ShareSource + ?Sized>(&self, source: &Arc<A>) -> Result<SharedArray> {
         let key = Arc::as_ptr(source).cast::<()>() as usize;
         let dead = {
@@ -383,6 +438,9 @@ impl Pool {
     }
 
     /// The message for `view`: inline below [`PoolConfig::max_nbytes`], else shared.
+    ///
+    /// # Errors
+    /// As [`Pool::share`], for arrays above the threshold.
     pub fn message(&self, view: &ByteView<'_>) -> Result<crate::Outgoing> {
         crate::message::outgoing(self, view)
     }
@@ -392,10 +450,14 @@ impl Pool {
         self.inner.collect_pending();
     }
 
-    /// Counts of (free, pending) segments: for tests and monitoring.
-    pub fn stats(&self) -> (usize, usize) {
+    /// What the pool holds now: for tests and monitoring.
+    pub fn stats(&self) -> PoolStats {
         let st = lock(&self.inner.state);
-        (st.free.len(), st.pending.len())
+        PoolStats {
+            free: st.free.len(),
+            pending: st.pending.len(),
+            held_bytes: st.held,
+        }
     }
 }
 
@@ -468,10 +530,17 @@ impl PoolInner {
                     if st.closed {
                         return Err(Error::PoolClosed);
                     }
-                    let at = st
-                        .free
-                        .iter()
-                        .position(|s| s.capacity == capacity && !(writable && s.sealed));
+                    let at = st.free.iter().position(|s| {
+                        // A sealed memfd cannot be written by consumers; a segment once
+                        // written by consumers may still be (a kept map or fd), so it
+                        // serves only output arrays again.
+                        s.capacity == capacity
+                            && if writable {
+                                !s.sealed
+                            } else {
+                                !s.lent_writable
+                            }
+                    });
                     if let Some(i) = at {
                         break Some(st.free.swap_remove(i));
                     }
@@ -492,6 +561,7 @@ impl PoolInner {
                 seg.lock_shared()?;
                 if writable {
                     seg.thaw()?;
+                    seg.lent_writable = true;
                 }
                 log::debug!(
                     "stridemap: reusing segment {} (generation {})",
@@ -503,6 +573,8 @@ impl PoolInner {
         }
         let seg = self.create(n, capacity, fill, huge)?;
         lock(&self.state).held += seg.file_len();
+        let mut seg = seg;
+        seg.lent_writable |= writable;
         Ok((seg, false))
     }
 
@@ -538,7 +610,11 @@ impl PoolInner {
                 Ok(seg) => return Ok(seg),
                 // Another process took the free hugetlb pages, or a tmpfs is full: the next
                 // mechanism may still work.
-                Err(e @ (Error::NoSpace { .. } | Error::Unsupported { .. })) => {
+                Err(
+                    e @ (Error::NoSpace { .. }
+                    | Error::RanOutOfSpace { .. }
+                    | Error::Unsupported { .. }),
+                ) => {
                     log::debug!("stridemap: {} failed: {e}; trying the next", c.backing);
                     failures.push(format!("{} failed: {e}", c.backing));
                 }
@@ -579,11 +655,9 @@ impl PoolInner {
         if self.config.kind != SegmentKind::File {
             return None;
         }
-        let root = self
-            .config
-            .temp_folder
-            .clone()
-            .or_else(|| std::env::var_os(stridemap::TEMP_FOLDER_ENV).map(PathBuf::from))?;
+        let root = self.config.temp_folder.clone().or_else(|| {
+            std::env::var_os(stridemap::__producer_policy::TEMP_FOLDER_ENV).map(PathBuf::from)
+        })?;
         crate::huge::hugetlbfs_page(&root)
     }
 

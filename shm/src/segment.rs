@@ -62,6 +62,10 @@ pub(crate) struct Segment {
     pub(crate) used: u64,
     /// memfd only: sealed against future writes (frozen); cannot serve writable arrays again.
     pub(crate) sealed: bool,
+    /// Once served an output array: consumers held writable fds (and may still hold a
+    /// writable map, or write(2) through an fd, whatever the lock says), so it never again
+    /// serves an array the producer lends references into.
+    pub(crate) lent_writable: bool,
     /// Whether the producer map is prefaulted up to `used`.
     pub(crate) populated: bool,
     /// memfd only: a read-only open file description made ahead for the next receiver, so
@@ -88,27 +92,27 @@ fn errno<'p>(what: &'static str, path: &'p Path) -> impl Fn(Errno) -> Error + 'p
     }
 }
 
-/// ENOSPC as [`Error::NoSpace`] for `needed` bytes; other errors as [`errno`] says.
+/// ENOSPC as [`Error::RanOutOfSpace`] for `needed` bytes; other errors as [`errno`] says.
 fn nospace<'p>(where_: &'p Path, needed: u64) -> impl Fn(Errno) -> Error + 'p {
     move |e| match e {
-        Errno::NOSPC => Error::NoSpace {
+        Errno::NOSPC => Error::RanOutOfSpace {
             folder: where_.to_path_buf(),
-            needed,
-            available: 0,
+            needed: Some(needed),
+            source: e.into(),
         },
         e => errno("fallocate", where_)(e),
     }
 }
 
 /// A failed MADV_POPULATE_WRITE: out of memory or space (ENOMEM, or EFAULT for what would
-/// have been a SIGBUS) as [`Error::NoSpace`], anything else as it is.
+/// have been a SIGBUS) as [`Error::RanOutOfSpace`], anything else as it is.
 fn populate_err(where_: &Path, needed: u64, e: std::io::Error) -> Error {
     match e.raw_os_error() {
         Some(c) if c == Errno::NOMEM.raw_os_error() || c == Errno::FAULT.raw_os_error() => {
-            Error::NoSpace {
+            Error::RanOutOfSpace {
                 folder: where_.to_path_buf(),
-                needed,
-                available: 0,
+                needed: Some(needed),
+                source: e,
             }
         }
         _ => Error::from_io("prefaulting a segment", where_, e),
@@ -204,10 +208,8 @@ impl Segment {
             Backing::Memfd => PathBuf::from("memfd"),
         };
         let data_offset = plan.data_offset();
-        let too_big = || Error::NoSpace {
-            folder: where_.clone(),
-            needed: u64::MAX,
-            available: 0,
+        let too_big = || Error::TooLarge {
+            bytes: data_offset.saturating_add(capacity),
         };
         let file_len = data_offset.checked_add(capacity).ok_or_else(too_big)?;
         let header = SegmentHeader::new(id, 1, capacity, std::process::id())
@@ -249,6 +251,7 @@ impl Segment {
             identity: (st.st_dev, st.st_ino),
             used,
             sealed: false,
+            lent_writable: false,
             populated: populate,
             spare: std::sync::Mutex::new(None),
             folder: None,
@@ -344,18 +347,35 @@ impl Segment {
         self.data_offset + self.capacity
     }
 
-    /// The data area, read-only.
+    /// The data area, read-only. Only for uses nobody else writes (see `sys`); output arrays
+    /// use [`Segment::output_view`].
     pub(crate) fn data(&self) -> &[u8] {
         self.map
             .get(self.data_offset as usize..)
             .unwrap_or_default()
     }
 
-    /// The data area, writable.
+    /// The data area, writable. Only for uses nobody else writes (see `sys`).
     pub(crate) fn data_mut(&mut self) -> &mut [u8] {
         self.map
             .get_mut(self.data_offset as usize..)
             .unwrap_or_default()
+    }
+
+    /// `layout` over the data area of an array consumers write: raw reads only.
+    pub(crate) fn output_view<T: stridemap::Element>(
+        &self,
+        layout: Layout,
+    ) -> stridemap::ViewResult<stridemap::SharedView<'_, T>> {
+        sys::output_view(&self.map, SEGMENT_DATA_OFFSET as usize, layout)
+    }
+
+    /// `layout` over the data area of an array consumers write: raw reads and writes only.
+    pub(crate) fn output_view_mut<T: stridemap::Element>(
+        &mut self,
+        layout: Layout,
+    ) -> stridemap::ViewResult<stridemap::SharedViewMut<'_, T>> {
+        sys::output_view_mut(&mut self.map, SEGMENT_DATA_OFFSET as usize, layout)
     }
 
     /// The producer's shared lock (SPEC.md §7).

@@ -52,7 +52,10 @@ impl<T: Element + Send + Sync, D: ndarray::Dimension + 'static> ShareSource
         let size = core::mem::size_of::<T>() as i64;
         let memory = self
             .as_slice_memory_order()
-            .ok_or(crate::Error::Stridemap(stridemap::Error::NotInMapping))?;
+            .ok_or(crate::Error::NotShareable {
+                reason: "its elements are not one contiguous block of memory; share a \
+                         standard-layout copy (`as_standard_layout().to_owned()`)",
+            })?;
         let base = memory.as_ptr() as usize;
         let offset = (self.as_ptr() as usize).saturating_sub(base) as u64;
         let shape: Vec<u64> = self.shape().iter().map(|&d| d as u64).collect();

@@ -110,7 +110,7 @@ impl SweepReport {
 /// nothing is removed. See [`sweep_with`].
 ///
 /// ```no_run
-/// let report = stridemap_shm::sweep(&stridemap::segment_bases(), true)?;
+/// let report = stridemap_shm::sweep(&stridemap_shm::segment_bases(), true)?;
 /// for f in &report.removed { println!("would remove {}", f.display()); }
 /// # Ok::<(), stridemap_shm::Error>(())
 /// ```

@@ -1,9 +1,28 @@
-//! The crate's only `unsafe` code: the producer's writable map of a segment, and prefaulting
-//! it.
+//! The crate's only `unsafe` code: the producer's writable map of a segment, prefaulting it,
+//! and the raw views of the segments consumers write.
 //!
-//! Producer maps are only ever made of files this process created and sized itself (their
-//! length never shrinks while mapped: named segments are deleted only under the exclusive
-//! lock, memfds are sealed against shrinking), so every mapped byte stays backed.
+//! # The soundness argument
+//!
+//! memmap2's contract: no reference to mapped bytes while anyone else can change them. The
+//! producer's map of a segment is turned into references (`&[u8]`, `&mut [u8]`, views) only
+//! while nobody else can write the bytes:
+//!
+//! - an array from `Pool::alloc` ([`SharedArrayMut`](crate::SharedArrayMut)) before it is
+//!   frozen: no descriptor or fd of this use has left the process, and readers of a recycled
+//!   segment's earlier use are gone (the producer holds the exclusive lock when it recycles,
+//!   SPEC.md §7; old descriptors are refused by the header's generation);
+//! - a frozen array ([`SharedArray`](crate::SharedArray)): a memfd is sealed with
+//!   `F_SEAL_FUTURE_WRITE` (the kernel refuses every new writer) and this process writes its
+//!   own map again only after the last reader unmapped; a named file is mode 0400 in a 0700
+//!   folder, so only processes of this user could make it writable again, and those can
+//!   write this process's memory anyway (ptrace, `/proc/<pid>/mem`), which is outside what
+//!   Rust's safety promises;
+//! - the producer's own writes of a new use (`Pool::share`, the header) under the same rules.
+//!
+//! An array from `Pool::alloc_output` ([`OutputArray`](crate::OutputArray)) is written by
+//! consumers while the producer holds it: its bytes are only ever reached through raw
+//! [`SharedView`]/[`SharedViewMut`] accesses ([`output_view`], [`output_view_mut`]), never a
+//! reference.
 
 #![allow(unsafe_code)]
 
@@ -11,6 +30,7 @@ use std::fs::File;
 use std::io;
 
 use memmap2::{MmapMut, MmapOptions};
+use stridemap::{Element, Layout, SharedView, SharedViewMut};
 
 /// The whole of `file` (`len` bytes), shared and writable; `populate` prefaults it.
 pub(crate) fn map_segment(file: &File, len: usize, populate: bool) -> io::Result<MmapMut> {
@@ -20,8 +40,10 @@ pub(crate) fn map_segment(file: &File, len: usize, populate: bool) -> io::Result
         opts.populate();
     }
     // SAFETY: the file was created by this process with length ≥ `len` (set before mapping)
-    // and is never shrunk while mapped (module docs); writes through a shared map are this
-    // segment's purpose, and consumers only read it under the lifetime rule of SPEC.md §7.
+    // and is never shrunk while mapped (named segments are deleted, never truncated; memfds
+    // are sealed against shrinking), so every byte stays backed. References to the map are
+    // made only while nobody else can write it (module docs); `OutputArray` reaches it only
+    // through raw views.
     unsafe { opts.map_mut(file) }
 }
 
@@ -77,17 +99,47 @@ pub(crate) fn populate_range(map: &mut MmapMut, start: usize, len: usize) -> io:
     if start == end {
         return Ok(());
     }
-    let range = map
-        .get_mut(start..end)
-        .ok_or_else(|| io::Error::other("range outside the segment map"))?;
-    // SAFETY: `range` lies inside a live mapping borrowed mutably for the call;
-    // MADV_POPULATE_WRITE faults the pages in as a write would and never changes contents.
+    // No `&mut [u8]` of the range: an output array's bytes may be written by consumers.
+    // SAFETY: `start ≤ end ≤ map.len()` (checked above), so `start` stays inside the map.
+    let at = unsafe { map.as_mut_ptr().add(start) };
+    // SAFETY: `at .. at + (end - start)` lies inside a live mapping borrowed mutably for the
+    // call; MADV_POPULATE_WRITE faults the pages in as a write would and never changes
+    // contents.
     unsafe {
         rustix::mm::madvise(
-            range.as_mut_ptr().cast(),
-            range.len(),
+            at.cast(),
+            end - start,
             rustix::mm::Advice::LinuxPopulateWrite,
         )
     }
     .map_err(io::Error::from)
+}
+
+/// `layout` over the data area `map[start..]`, read through raw accesses only.
+pub(crate) fn output_view<'a, T: Element>(
+    map: &'a MmapMut,
+    start: usize,
+    layout: Layout,
+) -> stridemap::ViewResult<SharedView<'a, T>> {
+    let len = map.len().saturating_sub(start);
+    let start = start.min(map.len());
+    // SAFETY: `start ≤ map.len()`, so the pointer stays inside (or one past) the map, and
+    // `start + len ≤ map.len()`: the range is readable while the map lives, which the borrow
+    // `'a` ensures. Output arrays never make a `&mut` to their data (module docs), and the
+    // only writer in this process would need `&mut map`, which this borrow excludes.
+    unsafe { SharedView::from_raw_parts(map.as_ptr().add(start), len, layout) }
+}
+
+/// `layout` over the data area `map[start..]`, written and read through raw accesses only.
+pub(crate) fn output_view_mut<'a, T: Element>(
+    map: &'a mut MmapMut,
+    start: usize,
+    layout: Layout,
+) -> stridemap::ViewResult<SharedViewMut<'a, T>> {
+    let len = map.len().saturating_sub(start);
+    let start = start.min(map.len());
+    // SAFETY: as in `output_view`, the range is inside the live map for `'a`; the map is
+    // borrowed mutably for `'a`, so nothing else in this process reaches these bytes
+    // meanwhile except through the returned view.
+    unsafe { SharedViewMut::from_raw_parts(map.as_mut_ptr().add(start), len, layout) }
 }

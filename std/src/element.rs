@@ -13,7 +13,7 @@ use stridemap_core::{DType, Kind};
 /// use stridemap::Element;
 /// assert_eq!(u8::dtype()?.typestr().as_str(), "|u1");
 /// assert_eq!(f64::dtype()?.itemsize(), 8);
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), stridemap::DescriptorError>(())
 /// ```
 pub trait Element: Pod {
     /// numpy's kind for this type.

@@ -1,5 +1,6 @@
-//! The error of this layer: the core's rules, the open-time checks (SPEC.md §6), views,
-//! `.npy` files and I/O — each variant saying what to do.
+//! The errors of this layer, by operation: opening (the core's rules and the open-time checks
+//! of SPEC.md §6), `.npy` files, messages and I/O in [`Error`]; making and using views in
+//! [`ViewError`] (which converts into [`Error`]) — each variant saying what to do.
 
 use std::fmt;
 use std::io;
@@ -7,14 +8,15 @@ use std::path::PathBuf;
 
 use stridemap_core::{DType, Mode};
 
-/// Everything that can go wrong opening a descriptor or using a view.
+/// Everything that can go wrong opening a descriptor (or reading a `.npy`, a message); a view
+/// operation's [`ViewError`] converts into [`Error::View`].
 ///
 /// [`Error::rule`] names the SPEC.md rule a variant enforces: `R*`/`C*` for the descriptor
 /// itself (wrapped core errors), `O1` … `O11` for the checks made when opening the file.
 ///
 /// ```
 /// use stridemap::{Error, OpenOptions};
-/// use stridemap_core::{Builder, DType};
+/// use stridemap::{Builder, DType};
 /// let d = Builder::new(DType::parse("<f8")?, &[4]).path("relative/x").build()?;
 /// let err = stridemap::open(&d, &OpenOptions::new()).unwrap_err();
 /// assert!(matches!(err, Error::BadPath { .. }));
@@ -89,8 +91,12 @@ pub enum Error {
         /// The file's (device, inode).
         actual: (u64, u64),
     },
-    /// A descriptor whose source is an fd was opened without one, or vice versa.
+    /// A descriptor whose source is an fd was opened without one (a path descriptor with
+    /// [`open_fd`](crate::open_fd) or `open_source(…, None, …)`).
     MissingFd,
+    /// A descriptor whose source is a path came with an fd (the pair of [`Error::MissingFd`]):
+    /// the peer sent an fd the descriptor does not account for; it was closed.
+    UnexpectedFd,
     /// O9: an fd-passed file is not sealed against shrinking.
     NotSealed {
         /// The seals found (`F_GET_SEALS`), or `None` if the file cannot be sealed.
@@ -104,42 +110,23 @@ pub enum Error {
         /// What the descriptor expects.
         expected: ([u8; 16], u64),
     },
-    /// A segment stayed locked exclusively (being recycled or deleted) for too long.
+    /// A segment stayed locked exclusively (being recycled or deleted) for too long; asking
+    /// again may succeed ([`Error::is_retryable`]).
     SegmentBusy,
     /// O11: mapping the buffer failed.
     Map {
         /// The system's error.
         source: io::Error,
     },
-    /// A typed view of the wrong element type.
-    DtypeMismatch {
-        /// The descriptor's dtype.
-        have: DType,
-        /// The dtype of the requested Rust type.
-        want: DType,
+    /// A view could not be made or used ([`ViewError`]).
+    View(ViewError),
+    /// An inline array whose bytes are not exactly its shape's (a malformed message).
+    InlineLength {
+        /// Bytes the dtype and shape need.
+        expected: u64,
+        /// Bytes in the message.
+        actual: u64,
     },
-    /// A typed view over a layout whose itemsize is not the Rust type's size.
-    ItemsizeMismatch {
-        /// The layout's itemsize.
-        itemsize: u32,
-        /// `size_of` the Rust type.
-        type_size: usize,
-    },
-    /// A typed view whose elements are not all aligned for the Rust type.
-    Misaligned {
-        /// Byte address (or offset) that is not aligned.
-        at: u64,
-        /// The alignment the type needs.
-        align: usize,
-    },
-    /// The mapping or view is read-only.
-    ReadOnly,
-    /// A mutable operation over a layout whose elements overlap (zero or short strides).
-    Overlapping,
-    /// The view is not backed by a described file, so it cannot be described.
-    NotDescribable,
-    /// A pointer or view does not lie inside the mapping.
-    NotInMapping,
     /// A `.npy` file that cannot be read (details in `reason`).
     Npy {
         /// What is wrong.
@@ -159,6 +146,7 @@ impl Error {
     pub fn rule(&self) -> Option<&'static str> {
         Some(match self {
             Error::Descriptor(e) => return e.rule(),
+            Error::View(e) => return e.rule(),
             Error::BadPath { .. } => "O1",
             Error::OutsideRoots { .. } | Error::UntrustedFolder { .. } => "O2",
             Error::Symlink { .. } => "O3",
@@ -174,11 +162,37 @@ impl Error {
         })
     }
 
+    /// Whether trying the same thing again may succeed: the segment was busy (being
+    /// recycled), or an I/O call was interrupted or would block.
+    ///
+    /// ```
+    /// assert!(stridemap::Error::SegmentBusy.is_retryable());
+    /// assert!(!stridemap::Error::from(stridemap::ViewError::ReadOnly).is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::SegmentBusy => true,
+            Error::Open { source, .. } | Error::Map { source } | Error::Io { source, .. } => {
+                matches!(
+                    source.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                )
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io {
             context: context.into(),
             source,
         }
+    }
+}
+
+impl From<ViewError> for Error {
+    fn from(e: ViewError) -> Error {
+        Error::View(e)
     }
 }
 
@@ -190,7 +204,10 @@ impl From<stridemap_core::Error> for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let (Some(rule), false) = (self.rule(), matches!(self, Error::Descriptor(_))) {
+        if let (Some(rule), false) = (
+            self.rule(),
+            matches!(self, Error::Descriptor(_) | Error::View(_)),
+        ) {
             write!(f, "{rule}: ")?;
         }
         match self {
@@ -250,8 +267,13 @@ impl fmt::Display for Error {
             ),
             Error::MissingFd => write!(
                 f,
-                "the descriptor's source does not match: pass the received fd for an fd \
-                 descriptor (and none for a path descriptor)"
+                "the descriptor's source is an fd but none came with it: the producer must \
+                 send the segment's fd with the descriptor (stridemap::socket::send)"
+            ),
+            Error::UnexpectedFd => write!(
+                f,
+                "the descriptor names a path but an fd came with it (closed): the producer \
+                 must send path descriptors without an fd"
             ),
             Error::NotSealed { seals } => match seals {
                 Some(s) => write!(
@@ -296,34 +318,11 @@ impl fmt::Display for Error {
                  the producer for a fresh descriptor"
             ),
             Error::Map { source } => write!(f, "cannot map the buffer: {source}"),
-            Error::DtypeMismatch { have, want } => write!(
+            Error::View(e) => write!(f, "{e}"),
+            Error::InlineLength { expected, actual } => write!(
                 f,
-                "the array's dtype is {have}, not {want}; use a byte view \
-                 (Mapping::byte_view) to read other dtypes"
+                "the inline array has {actual} bytes but its dtype and shape need {expected}"
             ),
-            Error::ItemsizeMismatch {
-                itemsize,
-                type_size,
-            } => write!(
-                f,
-                "elements are {itemsize} bytes but the Rust type is {type_size}; use a byte view"
-            ),
-            Error::Misaligned { at, align } => write!(
-                f,
-                "element at {at:#x} is not {align}-byte aligned for a typed view; use a byte \
-                 view (ByteView::read) for unaligned data"
-            ),
-            Error::ReadOnly => write!(f, "the mapping is read-only; open it with mode r+ or c"),
-            Error::Overlapping => write!(
-                f,
-                "the view's elements overlap (zero or short strides), so it cannot be written \
-                 as a whole; write single elements or copy it first"
-            ),
-            Error::NotDescribable => write!(
-                f,
-                "the view is not backed by a described file; share it through a pool first"
-            ),
-            Error::NotInMapping => write!(f, "the array does not lie inside the mapping"),
             Error::Npy { reason } => write!(f, "cannot read .npy: {reason}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
@@ -338,6 +337,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Descriptor(e) => Some(e),
+            Error::View(e) => Some(e),
             Error::Open { source, .. } | Error::Map { source } | Error::Io { source, .. } => {
                 Some(source)
             }
@@ -346,5 +346,196 @@ impl std::error::Error for Error {
     }
 }
 
+/// Everything that can go wrong making or using a view (typed, byte-level or shared) or
+/// reaching a mapping's bytes: the errors of the view operations, apart from opening.
+///
+/// ```
+/// use stridemap::{Layout, Order, View, ViewError};
+/// let words = [0u64; 4];
+/// let bytes: &[u8] = bytemuck::cast_slice(&words);
+/// let err = View::<f64>::new(&bytes[..24], Layout::contiguous(8, &[4], Order::C)?).unwrap_err();
+/// assert!(matches!(err, ViewError::BufferTooShort { needed: 32, len: 24 }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum ViewError {
+    /// A layout operation is impossible (bad axis, index out of range, zero step, …), or the
+    /// descriptor of a sub-view breaks a SPEC rule.
+    Descriptor(stridemap_core::Error),
+    /// A typed view of the wrong element type.
+    DtypeMismatch {
+        /// The descriptor's dtype.
+        have: DType,
+        /// The dtype of the requested Rust type.
+        want: DType,
+    },
+    /// A typed view over a layout whose itemsize is not the Rust type's size.
+    ItemsizeMismatch {
+        /// The layout's itemsize.
+        itemsize: u32,
+        /// `size_of` the Rust type.
+        type_size: usize,
+    },
+    /// A typed view whose elements are not all aligned for the Rust type.
+    Misaligned {
+        /// What is not aligned: the buffer's address, the first element's offset, or a stride.
+        what: Unaligned,
+        /// The alignment the type needs (for offsets and strides: its size, so that every
+        /// element is a whole slot).
+        align: usize,
+    },
+    /// A buffer too short for the layout put over it.
+    BufferTooShort {
+        /// Bytes the layout's elements reach.
+        needed: u64,
+        /// Bytes in the buffer.
+        len: u64,
+    },
+    /// A slice given to copy into or out of a view does not have one element per element.
+    SliceLength {
+        /// The view's number of elements.
+        expected: usize,
+        /// The slice's.
+        actual: usize,
+    },
+    /// Chunks of zero indices were asked for.
+    ZeroChunk,
+    /// A reference (`&[u8]`, a [`View`](crate::View)) to bytes that another process may
+    /// change: the mapping is not a sealed (frozen) memfd, and its owner has not promised
+    /// otherwise with [`Mapping::assume_no_outside_writes`](crate::Mapping::assume_no_outside_writes).
+    NotFrozen,
+    /// The mapping or view is read-only.
+    ReadOnly,
+    /// A mutable operation over a layout whose elements overlap (zero or short strides).
+    Overlapping,
+    /// The view is not backed by a described file, so it cannot be described.
+    NotDescribable,
+    /// An `ndarray` view given to [`Mapping::describe_array`](crate::Mapping::describe_array)
+    /// does not point into the mapping's buffer.
+    NotInMapping,
+    /// A size, stride or offset does not fit this platform's `usize`/`isize`.
+    TooLarge,
+}
+
+impl ViewError {
+    /// The SPEC.md rule a wrapped descriptor error enforces (a sub-view's descriptor), if any.
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            ViewError::Descriptor(e) => e.rule(),
+            _ => None,
+        }
+    }
+}
+
+impl From<stridemap_core::Error> for ViewError {
+    fn from(e: stridemap_core::Error) -> ViewError {
+        ViewError::Descriptor(e)
+    }
+}
+
+impl fmt::Display for ViewError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ViewError::Descriptor(e) => write!(f, "{e}"),
+            ViewError::DtypeMismatch { have, want } => write!(
+                f,
+                "the array's dtype is {have}, not {want}; use a byte view \
+                 (Mapping::byte_view) to read other dtypes"
+            ),
+            ViewError::ItemsizeMismatch {
+                itemsize,
+                type_size,
+            } => write!(
+                f,
+                "elements are {itemsize} bytes but the Rust type is {type_size}; use a byte view"
+            ),
+            ViewError::Misaligned { what, align } => write!(
+                f,
+                "{what} is not a multiple of {align}, as a typed view needs; use a byte view \
+                 (ByteView::read) for unaligned data"
+            ),
+            ViewError::BufferTooShort { needed, len } => write!(
+                f,
+                "the layout reaches byte {needed} but the buffer has {len}; describe a layout \
+                 inside the buffer"
+            ),
+            ViewError::SliceLength { expected, actual } => write!(
+                f,
+                "the slice has {actual} elements but the view {expected}; pass one per element"
+            ),
+            ViewError::ZeroChunk => write!(f, "chunks must hold at least one index"),
+            ViewError::NotFrozen => write!(
+                f,
+                "another process may change these bytes (not a sealed memfd), so no reference \
+                 to them is lent: read with Mapping::shared_view (element copies) or \
+                 Mapping::copy_array, or promise that nobody writes them with unsafe \
+                 Mapping::assume_no_outside_writes"
+            ),
+            ViewError::ReadOnly => write!(f, "the mapping is read-only; open it with mode r+ or c"),
+            ViewError::Overlapping => write!(
+                f,
+                "the view's elements overlap (zero or short strides), so it cannot be written \
+                 as a whole; write single elements or copy it first"
+            ),
+            ViewError::NotDescribable => write!(
+                f,
+                "the view is not backed by a described file; share it through a pool first"
+            ),
+            ViewError::NotInMapping => write!(
+                f,
+                "the array does not point into this mapping's buffer; describe arrays made \
+                 from this mapping's views"
+            ),
+            ViewError::TooLarge => write!(f, "a size or offset does not fit this platform's usize"),
+        }
+    }
+}
+
+impl std::error::Error for ViewError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ViewError::Descriptor(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What a [`ViewError::Misaligned`] view got wrong.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unaligned {
+    /// The buffer's address is not aligned for the type.
+    Buffer {
+        /// The address.
+        addr: usize,
+    },
+    /// The first element's byte offset is not a multiple of the type's size.
+    Offset {
+        /// The offset.
+        offset: u64,
+    },
+    /// A stride (of an axis longer than 1) is not a multiple of the type's size.
+    Stride {
+        /// The axis.
+        axis: usize,
+        /// Its stride in bytes.
+        stride: i64,
+    },
+}
+
+impl fmt::Display for Unaligned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unaligned::Buffer { addr } => write!(f, "the buffer's address {addr:#x}"),
+            Unaligned::Offset { offset } => write!(f, "the first element's offset {offset}"),
+            Unaligned::Stride { axis, stride } => write!(f, "the stride {stride} of axis {axis}"),
+        }
+    }
+}
+
 /// This layer's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The result of a view operation.
+pub type ViewResult<T> = std::result::Result<T, ViewError>;

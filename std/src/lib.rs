@@ -1,17 +1,18 @@
-//! Open stridemap descriptors: the consumer side of zero-copy array sharing.
+//! Open stridemap descriptors: the consumer side of zero-copy array sharing. A consumer's
+//! Cargo.toml names this one crate.
 //!
-//! A producer sends a [`ValidDescriptor`](stridemap_core::ValidDescriptor)'s bytes; this
-//! crate checks the file it names under a trust policy ([`OpenOptions`]), maps exactly its
-//! enclosing buffer ([`open`], [`open_fd`]) and hands out bounds-checked strided views with
-//! numpy's `as_strided` semantics: typed ([`View`], [`ViewMut`]) or byte-level
-//! ([`ByteView`]). Views slice with any step, transpose, reshape, and describe themselves
-//! again as descriptors of the same file. [`npy`] reads and writes `.npy` files; the
-//! `ndarray` feature converts views to `ndarray` views.
+//! A producer sends a [`ValidDescriptor`]'s bytes (over a Unix socket with [`socket`], or in
+//! any message: [`decode_any`] reads both forms, [`message`] carries small arrays inline);
+//! this crate checks the file it names under a trust policy ([`OpenOptions`]), maps exactly its
+//! enclosing buffer ([`open`], [`open_fd`], [`open_source`]) and hands out bounds-checked
+//! strided views with numpy's `as_strided` semantics. Views slice with any step, transpose,
+//! reshape, and describe themselves again as descriptors of the same file. [`npy`] reads and
+//! writes `.npy` files; the `ndarray` feature converts views to `ndarray` views, the
+//! documented way to compute on them.
 //!
 //! ```
 //! use std::io::Write;
-//! use stridemap::{OpenOptions, open};
-//! use stridemap_core::{Builder, DType, Slice};
+//! use stridemap::{Builder, DType, OpenOptions, Slice, decode_any, open};
 //!
 //! // A producer wrote 1000 doubles to a file and describes them reversed (m[::-1]).
 //! let dir = tempfile::tempdir()?;
@@ -22,38 +23,149 @@
 //! let reversed = whole.layout().slice_axis(0, Slice::REVERSED)?;
 //! let wire = whole.to_builder().layout(&reversed).build()?.to_bytes();
 //!
-//! // A consumer that allows that folder opens it and sees the elements in reverse.
-//! let desc = stridemap_core::decode(&wire)?;
+//! // A consumer that allows that folder opens it and sees the elements in reverse. The file
+//! // is path-named (anyone allowed can rewrite it), so the view copies elements out.
+//! let desc = decode_any(&wire)?;
 //! let m = open(&desc, &OpenOptions::new().allow_root(dir.path()))?;
-//! let v = m.view::<f64>()?;
-//! assert_eq!((v.get(&[0])?, v.get(&[999])?), (&999.0, &0.0));
+//! let v = m.shared_view::<f64>()?;
+//! assert_eq!((v.get(&[0])?, v.get(&[999])?), (999.0, 0.0));
 //! // Any sub-view describes itself again, here m[::-1][500:490:-1] = m[499:509].
 //! let w = v.slice_axis(0, Slice::new(Some(500), Some(490), -1))?;
 //! let again = open(&w.describe()?, &OpenOptions::new().allow_root(dir.path()))?;
-//! assert_eq!(again.view::<f64>()?.to_vec(), (499..509).map(f64::from).collect::<Vec<_>>());
+//! assert_eq!(again.shared_view::<f64>()?.to_vec(), (499..509).map(f64::from).collect::<Vec<_>>());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Soundness
+//!
+//! A mapped file is memory other processes can change. Safe code in this crate never holds a
+//! reference (`&T`, `&mut T`, a slice) to bytes that can change while the reference lives:
+//!
+//! - **References where the kernel guarantees them.** [`Mapping::view`], [`Mapping::view_mut`],
+//!   [`Mapping::byte_view`] and [`Mapping::bytes`] lend references only if the mapping
+//!   [`is_frozen`](Mapping::is_frozen): the file this process maps (checked with
+//!   `F_GET_SEALS` on the fd it holds, never taken from the descriptor's word) is sealed
+//!   against shrinking, growing and writes (`F_SEAL_SHRINK | F_SEAL_GROW` and `F_SEAL_WRITE`
+//!   or `F_SEAL_FUTURE_WRITE`), as stridemap-shm's frozen memfds are. With
+//!   `F_SEAL_FUTURE_WRITE` the producer's own map from before the seal stays writable (the
+//!   kernel only refuses new writers): stridemap-shm writes it again only once no reader maps
+//!   the segment (SPEC.md §7), so this is the one promise a reader still takes from a
+//!   producer; `F_SEAL_WRITE` leaves none. Arrays
+//!   this process owns ([`OwnedArray`]: [`Mapping::copy_array`], inline messages) and views
+//!   of the caller's own buffers ([`View::new`]) lend references too. A copy-on-write (`c`)
+//!   mapping is not a private copy: pages not yet written still show the file's later writes,
+//!   so it counts as frozen only when the file is sealed.
+//! - **Copies everywhere else.** Path-named files, unsealed fds and `r+` outputs get
+//!   [`SharedView`] and [`SharedViewMut`] ([`Mapping::shared_view`],
+//!   [`Mapping::shared_view_mut`]): every element is read or written with one volatile access
+//!   through a raw pointer, bulk copies go to or from the caller's memory, and no reference
+//!   to the mapped bytes is made, so another process writing them changes values, never the
+//!   program's soundness. An element written concurrently elsewhere may be read torn. Workers
+//!   that fill disjoint parts of one shared output use [`SharedViewMut`], whose
+//!   [`split_axis`](SharedViewMut::split_axis) and [`axis_chunks`](SharedViewMut::axis_chunks)
+//!   give threads disjoint writers.
+//! - **The opt-in.** A caller who knows no one else writes a non-frozen file may say so in one
+//!   place, [`Mapping::assume_no_outside_writes`], an `unsafe fn` whose `# Safety` section is
+//!   memmap2's contract. Then the reference-lending views work on that mapping.
+//!
+//! What no check rules out (the README's trust model): a producer that truncates a
+//! path-named file after it was mapped makes the reader fault (SIGBUS) on access; fd-passed
+//! files must be sealed against shrinking (O9) and segments are locked while mapped (§7).
+//!
+//! A non-frozen mapping cannot lend a slice without the opt-in: [`SharedView`] has no
+//! `as_slice`, and its elements come by value.
+//!
+//! ```compile_fail
+//! # fn f(m: &stridemap::Mapping) -> stridemap::Result<()> {
+//! let s: &[f64] = m.shared_view::<f64>()?.as_slice().unwrap();
+//! # Ok(()) }
+//! ```
+//!
+//! Nor can a view outlive its mapping:
+//!
+//! ```compile_fail
+//! # fn f(m: stridemap::Mapping) -> stridemap::Result<()> {
+//! let v = m.shared_view::<f64>()?;
+//! drop(m);
+//! v.get(&[0])?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Platform
+//!
+//! Linux only (a `compile_error!` elsewhere; the descriptor alone, `stridemap-core`, builds
+//! anywhere). Paths are resolved with `openat2` and `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
+//! (Linux 5.6); on older kernels, or where a seccomp filter refuses `openat2`, with a walk of
+//! `O_NOFOLLOW` opens that makes the same checks. Seals are read with `F_GET_SEALS` (memfds,
+//! Linux 3.17).
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Linux only: memfd seals, openat2, /proc/self/fd and flock on shared files have no portable
+// equivalent here. `stridemap-core` (the descriptor alone) builds everywhere, no_std included.
+#[cfg(target_os = "macos")]
+compile_error!(
+    "stridemap supports Linux only, and this target is macOS; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(windows)]
+compile_error!(
+    "stridemap supports Linux only, and this target is Windows; stridemap-core (the descriptor alone) builds here"
+);
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+compile_error!(
+    "stridemap supports Linux only, and this target's OS is not Linux; stridemap-core (the descriptor alone) builds here"
+);
+
+mod decode;
 mod element;
 mod error;
 mod mapping;
+pub mod message;
 #[cfg(feature = "ndarray")]
-mod ndarray;
+#[path = "ndarray.rs"]
+mod ndarray_interop;
 pub mod npy;
 mod open;
 mod options;
+mod owned;
 mod resolve;
+pub mod socket;
 mod sys;
 mod view;
 
+pub use decode::decode_any;
 pub use element::Element;
-pub use error::{Error, Result};
+pub use error::{Error, Result, Unaligned, ViewError, ViewResult};
 pub use mapping::Mapping;
-pub use open::{open, open_fd};
-pub use options::{OpenOptions, SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV, segment_bases};
-pub use view::{ByteView, Iter, View, ViewMut};
+pub use open::{open, open_fd, open_source};
+pub use options::OpenOptions;
+pub use owned::OwnedArray;
+pub use view::{ByteView, Iter, IterMut, SharedIter, SharedView, SharedViewMut, View, ViewMut};
 
-pub use stridemap_core as core;
+/// The descriptor layer's error (inside [`Error::Descriptor`]): a broken SPEC rule
+/// ([`rule`](stridemap_core::Error::rule)) or an impossible layout operation.
+pub use stridemap_core::Error as DescriptorError;
+/// The descriptor layer's types, so that a consumer names this one crate.
+pub use stridemap_core::{
+    Builder, ByteOrder, CompactDescriptor, DType, Kind, Layout, Mode, Offsets, Order, RECORD_LEN,
+    Slice, Source, TypeStr, ValidDescriptor,
+};
+
+/// `ndarray`, whose types appear in this crate's signatures with the `ndarray` feature.
+#[cfg(feature = "ndarray")]
+pub use ::ndarray;
+
+/// Where stridemap-shm producers put their segment folders (`$STRIDEMAP_TEMP_FOLDER`,
+/// `/dev/shm`, the system temp dir) and how they name them (`stridemap-<pid>-<start>-<uuid>`):
+/// the producer's policy, which the consumer's default roots follow. Shared with
+/// stridemap-shm; not part of this crate's API.
+#[doc(hidden)]
+pub mod __producer_policy {
+    pub use crate::options::{SEGMENT_FOLDER_PREFIX, TEMP_FOLDER_ENV, segment_bases};
+}
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

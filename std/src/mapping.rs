@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
-use memmap2::{Mmap, MmapMut};
 use stridemap_core::{Mode, ValidDescriptor};
 
-use crate::{ByteView, Element, Error, Result, View, ViewMut};
+use crate::sys::{ReadMap, SharedBytes, Stable, WriteMap};
+use crate::{
+    ByteView, Element, OwnedArray, SharedView, SharedViewMut, View, ViewError, ViewMut,
+    ViewResult as Result,
+};
 
 /// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
 ///
@@ -17,13 +20,22 @@ use crate::{ByteView, Element, Error, Result, View, ViewMut};
 /// [`OpenOptions::reuse_mappings`](crate::OpenOptions::reuse_mappings)); a writable or
 /// copy-on-write one never does.
 ///
+/// Two kinds of views (see the crate's Soundness section):
+/// - [`shared_view`](Mapping::shared_view) / [`shared_view_mut`](Mapping::shared_view_mut)
+///   work on every mapping: elements are copied in and out, no reference is lent, so other
+///   processes may write the bytes meanwhile (an `r+` output, a path-named file).
+/// - [`view`](Mapping::view), [`view_mut`](Mapping::view_mut), [`byte_view`](Mapping::byte_view)
+///   and [`bytes`](Mapping::bytes) lend references (`&T`, slices, at slice speed), so they
+///   need bytes nobody else can change: a frozen memfd ([`is_frozen`](Mapping::is_frozen),
+///   checked with the kernel's seals on the fd this process holds) or the owner's promise,
+///   [`assume_no_outside_writes`](Mapping::assume_no_outside_writes).
+///
 /// ```
-/// use stridemap::{OpenOptions, open};
-/// use stridemap_core::ValidDescriptor;
+/// use stridemap::{OpenOptions, ValidDescriptor, open};
 ///
 /// fn total(desc: &ValidDescriptor) -> Result<f64, stridemap::Error> {
 ///     let m = open(desc, &OpenOptions::new())?; // checked and mapped
-///     Ok(m.view::<f64>()?.iter().sum())
+///     Ok(m.shared_view::<f64>()?.iter().sum())
 /// }
 /// ```
 #[derive(Debug)]
@@ -31,6 +43,10 @@ pub struct Mapping {
     desc: ValidDescriptor,
     mode: Mode,
     region: Region,
+    /// Why references to the bytes are sound, if they are.
+    stable: Option<Stable>,
+    /// The kernel's seals (not a promise) make `stable`.
+    frozen: bool,
 }
 
 #[derive(Debug)]
@@ -44,7 +60,7 @@ enum Region {
     },
     /// Writable (`r+`, shared with the file) or private copy-on-write (`c`); this mapping's own.
     Own {
-        map: MmapMut,
+        map: WriteMap,
         /// Kept open: it holds the segment lock of SPEC.md §7 while mapped.
         _file: File,
     },
@@ -65,7 +81,9 @@ pub(crate) enum Origin {
 /// A read-only map of `[offset, offset + map.len())` of one file (device, inode).
 #[derive(Debug)]
 pub(crate) struct SharedRegion {
-    map: Mmap,
+    map: ReadMap,
+    /// The file mapped was sealed against every change (checked when mapped).
+    stable: Option<Stable>,
     /// The file, kept (whether opened by path or received as an fd) to re-check it with
     /// fstat on reuse. (The segment lock lives as long as the map, which holds the open file
     /// description.)
@@ -84,7 +102,8 @@ static REGIONS: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
 
 impl SharedRegion {
     pub(crate) fn new(
-        map: Mmap,
+        map: ReadMap,
+        stable: Option<Stable>,
         file: File,
         origin: Origin,
         key: (u64, u64),
@@ -93,6 +112,7 @@ impl SharedRegion {
     ) -> Arc<SharedRegion> {
         Arc::new(SharedRegion {
             map,
+            stable,
             file,
             origin,
             key,
@@ -161,6 +181,9 @@ impl Mapping {
             desc,
             mode,
             region: Region::Empty,
+            // Nothing is mapped, so nothing can change.
+            stable: Some(Stable::of_nothing()),
+            frozen: true,
         }
     }
 
@@ -172,15 +195,25 @@ impl Mapping {
         Mapping {
             desc,
             mode: Mode::ReadOnly,
+            stable: region.stable,
+            frozen: region.stable.is_some(),
             region: Region::Shared { region, start },
         }
     }
 
-    pub(crate) fn own(desc: ValidDescriptor, mode: Mode, map: MmapMut, file: File) -> Mapping {
+    pub(crate) fn own(
+        desc: ValidDescriptor,
+        mode: Mode,
+        map: WriteMap,
+        stable: Option<Stable>,
+        file: File,
+    ) -> Mapping {
         Mapping {
             desc,
             mode,
             region: Region::Own { map, _file: file },
+            stable,
+            frozen: stable.is_some(),
         }
     }
 
@@ -194,55 +227,155 @@ impl Mapping {
         self.mode
     }
 
-    /// The enclosing buffer's bytes.
-    pub fn bytes(&self) -> &[u8] {
+    /// Whether the kernel guarantees that nobody changes these bytes while they are mapped:
+    /// the file this process holds is sealed against shrinking, growing and writes (a frozen
+    /// memfd from stridemap-shm's `SharedArrayMut::freeze`). Then the reference-lending views
+    /// work without any promise.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Records why references to the bytes are sound (see `sys::Stable`).
+    pub(crate) fn set_stable(&mut self, stable: Stable) {
+        self.stable = Some(stable);
+    }
+
+    /// The bytes, for raw access (always allowed).
+    pub(crate) fn shared_bytes(&self) -> SharedBytes<'_> {
         match &self.region {
+            Region::Empty => SharedBytes::from_slice(&[]),
+            Region::Shared { region, start } => {
+                let len = self.desc.buffer_len() as usize;
+                let all = region.map.shared();
+                all.window(*start, len)
+            }
+            Region::Own { map, .. } => map.shared(),
+        }
+    }
+
+    /// The enclosing buffer's address (for [`Mapping::describe_array`]).
+    #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
+    pub(crate) fn base_addr(&self) -> usize {
+        self.shared_bytes().addr()
+    }
+
+    /// The address of the enclosing buffer's first byte, e.g. to tell whether two mappings
+    /// share memory, or for FFI (reading through it is the caller's `unsafe`, under the
+    /// contract of [`assume_no_outside_writes`](Mapping::assume_no_outside_writes)).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.shared_bytes().as_ptr()
+    }
+
+    /// The enclosing buffer's bytes.
+    ///
+    /// # Errors
+    /// [`ViewError::NotFrozen`] unless the mapping [`is_frozen`](Mapping::is_frozen) or its
+    /// owner [promised](Mapping::assume_no_outside_writes): use [`copy_array`](Mapping::copy_array)
+    /// or [`shared_view`](Mapping::shared_view) then.
+    pub fn bytes(&self) -> Result<&[u8]> {
+        let stable = self.stable.ok_or(ViewError::NotFrozen)?;
+        Ok(match &self.region {
             Region::Empty => &[],
             Region::Shared { region, start } => {
                 let len = self.desc.buffer_len() as usize;
-                region.map.get(*start..start + len).unwrap_or_default()
+                region
+                    .map
+                    .bytes(stable)
+                    .get(*start..start.saturating_add(len))
+                    .unwrap_or_default()
             }
-            Region::Own { map, .. } => map,
-        }
+            Region::Own { map, .. } => map.bytes(stable),
+        })
     }
 
     /// The enclosing buffer's bytes, writable (`r+` and `c` mappings).
+    ///
+    /// # Errors
+    /// [`ViewError::ReadOnly`] for an `r` mapping; [`ViewError::NotFrozen`] as for [`bytes`](Mapping::bytes).
     pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         match &mut self.region {
             Region::Empty => Ok(&mut []),
-            Region::Shared { .. } => Err(Error::ReadOnly),
-            Region::Own { map, .. } => Ok(map),
+            Region::Shared { .. } => Err(ViewError::ReadOnly),
+            Region::Own { map, .. } => Ok(map.bytes_mut(self.stable.ok_or(ViewError::NotFrozen)?)),
         }
     }
 
-    /// A typed view of the described array; the dtype must be `T`'s exactly.
+    /// A typed view of the described array lending `&T`s; the dtype must be `T`'s exactly.
+    ///
+    /// # Errors
+    /// [`ViewError::DtypeMismatch`]; [`ViewError::NotFrozen`] as for [`bytes`](Mapping::bytes) (use
+    /// [`shared_view`](Mapping::shared_view) there); alignment errors as for [`View::new`].
     pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
         self.check_dtype::<T>()?;
-        View::with_source(self.bytes(), self.desc.layout(), Some(&self.desc))
+        View::with_source(self.bytes()?, self.desc.layout(), Some(&self.desc))
     }
 
-    /// A writable typed view (`r+`: writes reach the producer; `c`: they stay here).
+    /// A writable typed view lending `&mut T`s (`r+`: writes reach the producer; `c`: they
+    /// stay here).
+    ///
+    /// # Errors
+    /// As [`view`](Mapping::view), and [`ViewError::ReadOnly`] for an `r` mapping. For an `r+`
+    /// output other processes also write, use [`shared_view_mut`](Mapping::shared_view_mut).
     pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
         self.check_dtype::<T>()?;
         let layout = self.desc.layout();
         let bytes = match &mut self.region {
             Region::Empty => &mut [][..],
-            Region::Shared { .. } => return Err(Error::ReadOnly),
-            Region::Own { map, .. } => &mut map[..],
+            Region::Shared { .. } => return Err(ViewError::ReadOnly),
+            Region::Own { map, .. } => map.bytes_mut(self.stable.ok_or(ViewError::NotFrozen)?),
         };
         ViewMut::with_source(bytes, layout, Some(&self.desc))
     }
 
     /// A byte-level view of the described array, for any dtype and alignment.
+    ///
+    /// # Errors
+    /// [`ViewError::NotFrozen`] as for [`bytes`](Mapping::bytes): use
+    /// [`copy_array`](Mapping::copy_array) there.
     pub fn byte_view(&self) -> Result<ByteView<'_>> {
         let layout = self.desc.layout();
-        ByteView::with_source(self.bytes(), layout, self.desc.dtype(), Some(&self.desc))
+        ByteView::with_source(self.bytes()?, layout, self.desc.dtype(), Some(&self.desc))
+    }
+
+    /// A typed view of the described array that copies elements out one by one and lends no
+    /// reference: sound whoever writes the bytes meanwhile. Works on every mapping.
+    ///
+    /// # Errors
+    /// [`ViewError::DtypeMismatch`]; alignment errors as for [`View::new`].
+    pub fn shared_view<T: Element>(&self) -> Result<SharedView<'_, T>> {
+        self.check_dtype::<T>()?;
+        SharedView::with_source(self.shared_bytes(), self.desc.layout(), Some(&self.desc))
+    }
+
+    /// A writable typed view that copies elements in and out and lends no reference: how a
+    /// worker writes its part of a shared `r+` output while others write theirs.
+    ///
+    /// # Errors
+    /// As [`shared_view`](Mapping::shared_view), and [`ViewError::ReadOnly`] for an `r` mapping.
+    pub fn shared_view_mut<T: Element>(&mut self) -> Result<SharedViewMut<'_, T>> {
+        self.check_dtype::<T>()?;
+        let layout = self.desc.layout();
+        let bytes = match &mut self.region {
+            Region::Empty => crate::sys::SharedBytesMut::from_slice(&mut []),
+            Region::Shared { .. } => return Err(ViewError::ReadOnly),
+            Region::Own { map, .. } => map.shared_mut(),
+        };
+        SharedViewMut::with_source(bytes, layout, Some(&self.desc))
+    }
+
+    /// A private copy of the described array's elements, packed in C order, that this
+    /// process owns: typed and byte views of it lend references whoever writes the mapping.
+    ///
+    /// # Errors
+    /// [`ViewError::TooLarge`] if the elements do not fit in memory's address space.
+    pub fn copy_array(&self) -> Result<OwnedArray> {
+        OwnedArray::copy_from(self.shared_bytes(), self.desc.layout(), self.desc.dtype())
     }
 
     fn check_dtype<T: Element>(&self) -> Result<()> {
         let want = T::dtype()?;
         if want != self.desc.dtype() {
-            return Err(Error::DtypeMismatch {
+            return Err(ViewError::DtypeMismatch {
                 have: self.desc.dtype(),
                 want,
             });

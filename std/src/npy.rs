@@ -7,7 +7,7 @@ use std::path::Path;
 
 use stridemap_core::{Builder, DType, Layout, Order, ValidDescriptor};
 
-use crate::{ByteView, Error, Result};
+use crate::{ByteView, Error, Result, ViewError};
 
 /// numpy's magic string.
 pub const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -50,11 +50,17 @@ fn bad(reason: impl Into<String>) -> Error {
 
 impl Header {
     /// Parses the header at the start of `bytes` (which must hold at least the whole header).
+    ///
+    /// # Errors
+    /// [`Error::Npy`] saying what is wrong with the header.
     pub fn parse(bytes: &[u8]) -> Result<Header> {
         Header::parse_with_limit(bytes, MAX_HEADER_LEN)
     }
 
     /// As [`Header::parse`], accepting headers up to `max_len` bytes.
+    ///
+    /// # Errors
+    /// [`Error::Npy`] saying what is wrong with the header.
     pub fn parse_with_limit(bytes: &[u8], max_len: usize) -> Result<Header> {
         let rest = bytes
             .strip_prefix(NPY_MAGIC)
@@ -104,6 +110,9 @@ impl Header {
     }
 
     /// Reads and parses the header from the start of `reader`.
+    ///
+    /// # Errors
+    /// [`Error::Npy`], or [`Error::Io`] if reading fails.
     pub fn read(reader: &mut impl Read) -> Result<Header> {
         let io = |e: io::Error| match e.kind() {
             io::ErrorKind::UnexpectedEof => bad("truncated header"),
@@ -140,6 +149,9 @@ impl Header {
 /// println!("{} {:?}", d.dtype(), d.shape());
 /// # Ok::<(), stridemap::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::Npy`], [`Error::Io`], or a descriptor error.
 pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
     let path = path.as_ref();
     let path = std::fs::canonicalize(path)
@@ -193,7 +205,7 @@ pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
 ///
 /// ```
 /// use stridemap::{ByteView, npy};
-/// use stridemap_core::{DType, Layout, Order};
+/// use stridemap::{DType, Layout, Order};
 /// let data: Vec<u8> = (0..6).collect();
 /// let v = ByteView::new(&data, Layout::contiguous(1, &[2, 3], Order::C)?, DType::parse("|u1")?)?;
 /// let mut out = Vec::new();
@@ -203,6 +215,9 @@ pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
 /// assert_eq!(&out[h.data_offset as usize..], &[0, 3, 1, 4, 2, 5]);
 /// # Ok::<(), stridemap::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::Io`] if writing fails.
 pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
     let io_err = |e: io::Error| Error::io("writing .npy", e);
     out.write_all(&header_bytes(view.dtype(), view.shape()))
@@ -212,7 +227,10 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
         let data = view
             .buffer()
             .get(span.start as usize..span.end as usize)
-            .ok_or(Error::NotInMapping)?;
+            .ok_or(ViewError::BufferTooShort {
+                needed: span.end,
+                len: view.buffer().len() as u64,
+            })?;
         return out.write_all(data).map_err(io_err);
     }
     let mut buf = io::BufWriter::with_capacity(1 << 20, out);
@@ -222,7 +240,59 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
     buf.flush().map_err(io_err)
 }
 
+/// Writes the array `m` describes as a `.npy`, like [`write()`], for any mapping: the elements
+/// are copied out of the map a chunk at a time (never lent as references, so another process
+/// writing the file meanwhile changes values, not soundness), without holding the whole array
+/// in memory.
+///
+/// # Errors
+/// [`Error::Io`] if writing fails.
+pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
+    let io_err = |e: io::Error| Error::io("writing .npy", e);
+    let desc = m.descriptor();
+    let layout = desc.layout();
+    let src = m.shared_bytes();
+    let short = || ViewError::BufferTooShort {
+        needed: layout.span().end,
+        len: src.len() as u64,
+    };
+    out.write_all(&header_bytes(desc.dtype(), desc.shape()))
+        .map_err(io_err)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    if layout.is_c_contiguous() {
+        let mut at = usize::try_from(layout.span().start).map_err(|_| ViewError::TooLarge)?;
+        let end = usize::try_from(layout.span().end).map_err(|_| ViewError::TooLarge)?;
+        while at < end {
+            let n = (end - at).min(chunk.len());
+            let part = chunk.get_mut(..n).ok_or_else(short)?;
+            src.copy_to(at, part).ok_or_else(short)?;
+            out.write_all(part).map_err(io_err)?;
+            at += n;
+        }
+        return Ok(());
+    }
+    let size = desc.dtype().itemsize() as usize;
+    let per_chunk = (chunk.len() / size.max(1)).max(1);
+    let mut filled = 0;
+    for off in layout.offsets() {
+        if filled + size > chunk.len() || filled / size.max(1) >= per_chunk {
+            out.write_all(chunk.get(..filled).unwrap_or_default())
+                .map_err(io_err)?;
+            filled = 0;
+        }
+        let off = usize::try_from(off).map_err(|_| ViewError::TooLarge)?;
+        let dst = chunk.get_mut(filled..filled + size).ok_or_else(short)?;
+        src.copy_to(off, dst).ok_or_else(short)?;
+        filled += size;
+    }
+    out.write_all(chunk.get(..filled).unwrap_or_default())
+        .map_err(io_err)
+}
+
 /// Writes `view` to a new file at `path` (fails if it exists).
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be created or written.
 pub fn write_file(view: &ByteView<'_>, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let mut file = std::fs::OpenOptions::new()

@@ -12,6 +12,7 @@ use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescr
 
 use crate::mapping::{Origin, SharedRegion};
 use crate::resolve::{check_form, find_root, open_beneath};
+use crate::sys::Stable;
 use crate::{Error, Mapping, OpenOptions, Result, sys};
 
 /// Opens a descriptor whose source is a path, under the trust policy of `opts`, and maps its
@@ -27,12 +28,11 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// under an equal policy reuses that map after re-checking the file with `fstat` (O6–O8).
 ///
 /// ```no_run
-/// use stridemap::{OpenOptions, open};
-/// use stridemap_core::decode;
+/// use stridemap::{OpenOptions, decode_any, open};
 /// # let bytes = [0u8; 1024];
-/// let desc = decode(&bytes)?;
+/// let desc = decode_any(&bytes)?;
 /// let m = open(&desc, &OpenOptions::new().allow_root("/data"))?;
-/// println!("{} elements", m.view::<f32>()?.len());
+/// println!("{} elements", m.shared_view::<f32>()?.len());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
@@ -71,7 +71,7 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
 pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Result<Mapping> {
     let mode = grant(desc, opts)?;
     if desc.source() != Source::Fd {
-        return Err(Error::MissingFd);
+        return Err(Error::UnexpectedFd);
     }
     let file = File::from(fd);
     let st = check_file(&file, desc)?;
@@ -83,6 +83,25 @@ pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Resul
     }
     let segment = lock_and_check_header(&file, desc)?;
     map(desc, mode, file, &st, segment, opts)
+}
+
+/// Opens a descriptor by whatever came with it: `fd` for an fd descriptor ([`open_fd`]),
+/// nothing for a path descriptor ([`open`]). The one dispatch every receiver uses.
+///
+/// # Errors
+/// [`Error::MissingFd`] for an fd descriptor without an fd, [`Error::UnexpectedFd`] for a
+/// path descriptor with one (which is closed); otherwise those of [`open`] and [`open_fd`].
+pub fn open_source(
+    desc: &ValidDescriptor,
+    fd: Option<OwnedFd>,
+    opts: &OpenOptions,
+) -> Result<Mapping> {
+    match (desc.source(), fd) {
+        (Source::Fd, Some(fd)) => open_fd(desc, fd, opts),
+        (Source::Fd, None) => Err(Error::MissingFd),
+        (Source::Path, None) => open(desc, opts),
+        (Source::Path, Some(_)) => Err(Error::UnexpectedFd),
+    }
 }
 
 /// How long a reader waits for a segment's producer to finish recycling it (it holds the
@@ -227,6 +246,7 @@ fn map(
         Mode::ReadOnly => {
             let map = sys::map_read(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
+            let stable = Stable::of_sealed(&file);
             // The file stays open (path-opened or received) to re-check it with fstat when
             // the region is reused.
             let origin = match desc.path().filter(|_| desc.source() == Source::Path) {
@@ -236,8 +256,8 @@ fn map(
                 },
                 None => Origin::Fd,
             };
-            let region =
-                SharedRegion::new(map, file, origin, (st.st_dev, st.st_ino), offset, segment);
+            let key = (st.st_dev, st.st_ino);
+            let region = SharedRegion::new(map, stable, file, origin, key, offset, segment);
             if opts.reuse {
                 region.publish();
             }
@@ -246,11 +266,15 @@ fn map(
         Mode::ReadWrite => {
             let map = sys::map_write(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
-            Ok(Mapping::own(desc.clone(), mode, map, file))
+            // Never frozen: a file sealed against writes cannot be mapped shared-writable.
+            Ok(Mapping::own(desc.clone(), mode, map, None, file))
         }
         Mode::CopyOnWrite => {
             let map = sys::map_private(&file, offset, len).map_err(map_err)?;
-            Ok(Mapping::own(desc.clone(), mode, map, file))
+            // Private pages not yet written still show the file's bytes: only seals make them
+            // stable.
+            let stable = Stable::of_sealed(&file);
+            Ok(Mapping::own(desc.clone(), mode, map, stable, file))
         }
     }
 }

@@ -21,7 +21,7 @@ pub const SEGMENT_FOLDER_PREFIX: &str = "stridemap-";
 /// absolute ones. These are the *bases* of the default roots (SPEC.md §6).
 ///
 /// ```
-/// let bases = stridemap::segment_bases();
+/// let bases = stridemap::__producer_policy::segment_bases();
 /// assert!(bases.iter().all(|b| b.is_absolute()));
 /// ```
 pub fn segment_bases() -> Vec<PathBuf> {
@@ -111,15 +111,15 @@ impl Root {
 /// what it accepts from fd-passing peers.
 ///
 /// The default allows only this user's own stridemap segment folders — the *default roots*
-/// of SPEC.md §6: an entry `stridemap-*` directly under one of [`segment_bases`] that is a
-/// folder owned by this process's effective uid with mode 0700, checked on the opened
-/// folder — read-only, and requires fd-passed files to be sealed against shrinking. A
-/// consumer that expects another user's producer adds that producer's folder with
-/// [`OpenOptions::allow_root`].
+/// of SPEC.md §6: an entry `stridemap-*` directly under one of the temp bases
+/// (`$STRIDEMAP_TEMP_FOLDER`, `/dev/shm`, `$TMPDIR` or `/tmp`) that is a folder owned by this
+/// process's effective uid with mode 0700, checked on the opened folder — read-only, and
+/// requires fd-passed files to be sealed against shrinking. A consumer that expects another
+/// user's producer adds that producer's folder with [`OpenOptions::allow_root`].
 ///
 /// ```
 /// use stridemap::OpenOptions;
-/// use stridemap_core::Mode;
+/// use stridemap::Mode;
 /// let opts = OpenOptions::new().allow_root("/data/arrays").mode(Mode::ReadWrite);
 /// assert_eq!(opts.wanted_mode(), Mode::ReadWrite);
 /// ```

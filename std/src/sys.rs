@@ -1,43 +1,504 @@
-//! The crate's only `unsafe` code: mapping a file's bytes into memory (and, with the
-//! `ndarray` feature, handing them to ndarray as raw pointers).
+//! The crate's only `unsafe` code: mapping a file's bytes, the raw (reference-free) access to
+//! bytes another process may change, and (with the `ndarray` feature) handing bytes to ndarray
+//! as raw pointers.
 //!
-//! Mapping a file is unsafe in Rust because the bytes can change, or the file can shrink,
-//! behind the program's back. What stridemap checks before it maps (SPEC.md §6): the file is
-//! a regular file as long as the descriptor says (so every mapped byte exists when mapped);
-//! fd-passed files are sealed against shrinking (`F_SEAL_SHRINK`); named segments are never
-//! shrunk by their producers and are locked while mapped (SPEC.md §7). What remains is the
-//! producer's contract, stated in the README's trust model: a hostile producer that can
-//! truncate a path-named file after it was mapped can make a reader fault (SIGBUS), and one
-//! that writes the bytes of a read-only segment changes what readers see.
+//! # The soundness argument
+//!
+//! A map of a file is memory whose bytes can change or vanish behind the program's back:
+//! memmap2 makes mapping `unsafe` because a `&[u8]` over it is undefined behaviour if the file
+//! "is subsequently modified, in or out of process". This module discharges that contract in
+//! exactly two ways, and everything outside it can only use what it exports:
+//!
+//! - **References** (`&[u8]`, `&mut [u8]`) to mapped bytes exist only with a [`Stable`] proof:
+//!   made by [`Stable::of_sealed`] from the seals of the file this process mapped (the kernel
+//!   forbids shrinking, growing and new writers: a frozen memfd), or by the caller's promise
+//!   ([`Stable::assume`], an `unsafe fn`, reached only through
+//!   `Mapping::assume_no_outside_writes`).
+//! - **Raw access** ([`SharedBytes`], [`SharedBytesMut`]) for every other map: no reference to
+//!   the bytes is ever made; each element is read or written with one volatile access, bulk
+//!   copies go to or from memory this process owns. The compiler assumes nothing about the
+//!   bytes between accesses, so a change made by another process (outside the Rust abstract
+//!   machine, like a device writing memory) can only change the *values* read, and every bit
+//!   pattern is a valid value of an `Element` (they are `Pod`). An element written by another
+//!   process at the same moment may be read torn, as in C. Inside this process, raw writers
+//!   of one map never touch the same element from two threads: [`SharedBytesMut`] is not
+//!   `Clone` or `Sync`, and is only split along disjoint element sets ([`split_disjoint`]).
+//!
+//! What no check can rule out, and the README's trust model states: a producer that truncates
+//! a path-named file after it was mapped makes this process fault (SIGBUS) on access. Sealed
+//! fds (O9) and the segment lock (SPEC.md §7) rule it out for fd-passed and stridemap segments.
 
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
 
+use bytemuck::Pod;
 use memmap2::{Mmap, MmapMut, MmapOptions};
+use rustix::fs::{SealFlags, fcntl_get_seals};
+use stridemap_core::Layout;
+
+/// Proof that no one can change the bytes of a mapping while it lives, so references to them
+/// are sound. Only [`Stable::of_sealed`] (the kernel's word) and [`Stable::assume`] (the
+/// caller's `unsafe` promise) make one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stable(());
+
+impl Stable {
+    /// The proof, if `file` (the one this process maps) is sealed against shrinking, growing
+    /// and writes (`F_SEAL_WRITE`, or `F_SEAL_FUTURE_WRITE`, which also refuses new writable
+    /// maps). Seals can only ever be added, so the proof holds for the file's whole life.
+    ///
+    /// With `F_SEAL_FUTURE_WRITE`, maps made before the seal (the producer's own) stay
+    /// writable: stridemap-shm writes its map again only after taking the segment's exclusive
+    /// lock, i.e. once no reader maps it (SPEC.md §7).
+    pub(crate) fn of_sealed(file: &File) -> Option<Stable> {
+        let seals = fcntl_get_seals(file).ok()?;
+        let frozen = seals.contains(SealFlags::SHRINK | SealFlags::GROW)
+            && seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE);
+        frozen.then_some(Stable(()))
+    }
+
+    /// For a mapping of no bytes at all.
+    pub(crate) fn of_nothing() -> Stable {
+        Stable(())
+    }
+
+    /// The caller's word instead of the kernel's.
+    ///
+    /// # Safety
+    /// For as long as the mapping this proof is used with lives, no other process, and no
+    /// other map or file handle in this one, writes or truncates the mapped bytes (memmap2's
+    /// contract for `Mmap`/`MmapMut`).
+    pub(crate) unsafe fn assume() -> Stable {
+        Stable(())
+    }
+}
+
+impl crate::Mapping {
+    /// Promises that the bytes will not change behind this mapping's back, so that
+    /// [`view`](crate::Mapping::view), [`view_mut`](crate::Mapping::view_mut), [`bytes`](crate::Mapping::bytes)
+    /// and the other reference-lending methods work on a mapping that is not frozen.
+    ///
+    /// # Safety
+    /// From now until this `Mapping` is dropped, no other process, and no other mapping or
+    /// file handle in this one, writes or truncates the mapped bytes of the file. This is
+    /// memmap2's contract for `Mmap`: the views lend `&T`/`&mut T`, and the compiler may
+    /// assume that what they point to does not change (or, for `&mut`, that nothing else
+    /// reads it). A writer elsewhere while views exist is undefined behaviour. For an `r+`
+    /// output that workers write, use [`shared_view_mut`](crate::Mapping::shared_view_mut) instead.
+    ///
+    /// ```
+    /// # fn f(mut m: stridemap::Mapping) -> stridemap::Result<()> {
+    /// // SAFETY: this process made the file and nobody else writes it while we read.
+    /// unsafe { m.assume_no_outside_writes() };
+    /// let v = m.view::<f64>()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The promise is an `unsafe` call; it cannot be made by accident:
+    ///
+    /// ```compile_fail
+    /// # fn f(mut m: stridemap::Mapping) {
+    /// m.assume_no_outside_writes();
+    /// # }
+    /// ```
+    pub unsafe fn assume_no_outside_writes(&mut self) {
+        // SAFETY: the caller's promise is `Stable::assume`'s contract, for this mapping's
+        // life (the proof is stored in it and dies with it).
+        self.set_stable(unsafe { Stable::assume() });
+    }
+}
+
+/// A read-only shared map (`MAP_SHARED`, `PROT_READ`) of a checked file range.
+#[derive(Debug)]
+pub(crate) struct ReadMap(Mmap);
+
+/// A writable map: shared (`r+`, writes reach the file) or private copy-on-write (`c`).
+#[derive(Debug)]
+pub(crate) struct WriteMap(MmapMut);
 
 /// `[offset, offset + len)` of `file`, shared and read-only (`MAP_SHARED`, `PROT_READ`).
-pub(crate) fn map_read(file: &File, offset: u64, len: usize) -> io::Result<Mmap> {
-    // SAFETY: the caller checked that the file is a regular file at least `offset + len`
-    // bytes long (O6, O7), so the whole range is backed when mapped. Later changes by other
-    // processes are the producer's contract (module docs); the map is never written through.
-    unsafe { MmapOptions::new().offset(offset).len(len).map(file) }
+pub(crate) fn map_read(file: &File, offset: u64, len: usize) -> io::Result<ReadMap> {
+    // SAFETY: memmap2 asks that the bytes not change while a reference to them exists.
+    // `ReadMap` hands out `&[u8]` only with a `Stable` proof (see `Stable`) and otherwise only
+    // `SharedBytes`, which makes no reference. The range is backed when mapped: the caller
+    // checked that `file` is a regular file of at least `offset + len` bytes (O6, O7).
+    unsafe { MmapOptions::new().offset(offset).len(len).map(file) }.map(ReadMap)
 }
 
 /// `[offset, offset + len)` of `file`, shared and writable (`MAP_SHARED`): writes reach the
 /// file and every other process mapping it.
-pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<MmapMut> {
-    // SAFETY: as for `map_read`; the descriptor and the caller both asked for `r+`, so both
-    // sides expect writes through this map (O5).
-    unsafe { MmapOptions::new().offset(offset).len(len).map_mut(file) }
+pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
+    // SAFETY: as for `map_read`: `WriteMap` hands out references only with a `Stable` proof;
+    // other processes writing the same bytes (the point of `r+`) meet only raw accesses.
+    unsafe { MmapOptions::new().offset(offset).len(len).map_mut(file) }.map(WriteMap)
 }
 
 /// `[offset, offset + len)` of `file`, private copy-on-write (`MAP_PRIVATE`): writes stay in
-/// this process.
-pub(crate) fn map_private(file: &File, offset: u64, len: usize) -> io::Result<MmapMut> {
-    // SAFETY: as for `map_read`; writes go to private copies of the pages, never the file.
-    unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }
+/// this process. Not a private copy: pages this process has not written still show later
+/// writes to the file, so it is treated like `map_read`.
+pub(crate) fn map_private(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
+    // SAFETY: as for `map_write`: references only with a `Stable` proof, raw access otherwise.
+    unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }.map(WriteMap)
+}
+
+impl ReadMap {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `madvise` with a non-destructive advice (e.g. huge pages): contents are unchanged.
+    pub(crate) fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        self.0.advise(advice)
+    }
+
+    /// The bytes, for raw access.
+    pub(crate) fn shared(&self) -> SharedBytes<'_> {
+        SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len(), PhantomData)
+    }
+
+    /// The bytes as a slice: needs the proof that they cannot change.
+    pub(crate) fn bytes(&self, _: Stable) -> &[u8] {
+        &self.0
+    }
+}
+
+impl WriteMap {
+    /// `madvise` with a non-destructive advice (e.g. huge pages): contents are unchanged.
+    pub(crate) fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        self.0.advise(advice)
+    }
+
+    pub(crate) fn shared(&self) -> SharedBytes<'_> {
+        SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len(), PhantomData)
+    }
+
+    pub(crate) fn shared_mut(&mut self) -> SharedBytesMut<'_> {
+        SharedBytesMut {
+            ptr: nonnull(self.0.as_mut_ptr()),
+            len: self.0.len(),
+            _life: PhantomData,
+        }
+    }
+
+    pub(crate) fn bytes(&self, _: Stable) -> &[u8] {
+        &self.0
+    }
+
+    pub(crate) fn bytes_mut(&mut self, _: Stable) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+fn nonnull(p: *mut u8) -> NonNull<u8> {
+    NonNull::new(p).unwrap_or(NonNull::dangling())
+}
+
+/// Bytes that may change behind this process's back (or any bytes, viewed that way): read
+/// only through raw pointers, one volatile access per element, never as a reference.
+///
+/// Invariant: `ptr .. ptr + len` is readable for `'a` (it is a live map or borrowed memory).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SharedBytes<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    _life: PhantomData<&'a [u8]>,
+}
+
+// SAFETY: `SharedBytes` only reads, through raw volatile loads and copies into memory the
+// caller owns; reads from several threads at once are not data races.
+unsafe impl Send for SharedBytes<'_> {}
+// SAFETY: as above; `&SharedBytes` allows nothing but reads.
+unsafe impl Sync for SharedBytes<'_> {}
+
+/// Bytes this handle may write (and read) through raw pointers only.
+///
+/// Invariant: `ptr .. ptr + len` is readable and writable for `'a`, and in this process only
+/// this handle (and handles split from it, on disjoint elements) accesses it for `'a`.
+#[derive(Debug)]
+pub(crate) struct SharedBytesMut<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    _life: PhantomData<&'a mut [u8]>,
+}
+
+// SAFETY: the handle owns its (raw, exclusive within this process) access, as `&mut [u8]`
+// does; moving it to another thread moves that access. It is not `Sync`: `&SharedBytesMut`
+// only reads, but `Sync` would let a read race a write of the handle's owner.
+unsafe impl Send for SharedBytesMut<'_> {}
+
+impl<'a> SharedBytes<'a> {
+    fn from_raw_parts(ptr: *const u8, len: usize, life: PhantomData<&'a [u8]>) -> Self {
+        SharedBytes {
+            ptr: nonnull(ptr.cast_mut()),
+            len,
+            _life: life,
+        }
+    }
+
+    /// Borrowed memory, viewed raw (what a `View` made from a slice lends its shared twin).
+    pub(crate) fn from_slice(s: &'a [u8]) -> Self {
+        SharedBytes::from_raw_parts(s.as_ptr(), s.len(), PhantomData)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The `len` bytes from `start` (clamped to what is there).
+    pub(crate) fn window(self, start: usize, len: usize) -> SharedBytes<'a> {
+        let start = start.min(self.len);
+        let len = len.min(self.len - start);
+        // SAFETY: `start ≤ self.len`, so the pointer stays inside (or one past) the range.
+        let ptr = unsafe { self.ptr.as_ptr().add(start) };
+        // The window lies inside the readable range: `start + len ≤ self.len`.
+        SharedBytes::from_raw_parts(ptr, len, PhantomData)
+    }
+
+    /// The address of the first byte (for alignment checks).
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// The first byte, as a raw pointer (never dereferenced outside this module).
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The `T` at byte `off`, if `off .. off + size_of::<T>()` is inside.
+    #[inline(always)]
+    pub(crate) fn read<T: Pod>(&self, off: usize) -> Option<T> {
+        let end = off.checked_add(size_of::<T>())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: `off + size_of::<T>() ≤ len`, so the bytes are inside the readable range
+        // (type invariant); `ptr + off` cannot wrap for the same reason.
+        let p = unsafe { self.ptr.as_ptr().add(off) };
+        Some(read_at::<T>(p))
+    }
+
+    /// Folds `f` over the `n` consecutive `T`s from byte `off` (one volatile read each, the
+    /// bounds checked once); `Err(init)` untouched if they are not all inside or not aligned.
+    #[inline]
+    pub(crate) fn fold_run<T: Pod, B>(
+        &self,
+        off: usize,
+        n: usize,
+        init: B,
+        mut f: impl FnMut(B, T) -> B,
+    ) -> Result<B, B> {
+        let end = n
+            .checked_mul(size_of::<T>())
+            .and_then(|b| b.checked_add(off));
+        if !end.is_some_and(|e| e <= self.len && size_of::<T>() > 0) {
+            return Err(init);
+        }
+        // SAFETY: `off ≤ end ≤ len`: inside the readable range (type invariant).
+        let p = unsafe { self.ptr.as_ptr().add(off) }.cast::<T>();
+        if !(p as usize).is_multiple_of(align_of::<T>()) {
+            return Err(init);
+        }
+        let mut acc = init;
+        for i in 0..n {
+            // SAFETY: element `i < n` lies in `off .. end`, inside the readable range; `p` is
+            // aligned (checked) and so is every `p + i`; every bit pattern is a `T` (`Pod`).
+            acc = f(acc, unsafe { p.add(i).read_volatile() });
+        }
+        Ok(acc)
+    }
+
+    /// Copies `dst.len()` bytes from byte `off` into `dst`; `None` if they are not all inside.
+    pub(crate) fn copy_to(&self, off: usize, dst: &mut [u8]) -> Option<()> {
+        let end = off.checked_add(dst.len())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: the source range is inside the readable range (checked above); `dst` is a
+        // unique borrow of memory this process owns, so the two cannot overlap with a
+        // reference in use. No reference to the source is made.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        };
+        Some(())
+    }
+}
+
+/// One volatile read of a `T` at `p`, whole if aligned, byte by byte if not.
+#[inline(always)]
+fn read_at<T: Pod>(p: *const u8) -> T {
+    if (p as usize).is_multiple_of(align_of::<T>()) {
+        // SAFETY: the callers checked that `p .. p + size_of::<T>()` is readable; it is
+        // aligned (checked above); every bit pattern is a valid `T` (`Pod`).
+        unsafe { p.cast::<T>().read_volatile() }
+    } else {
+        let mut v = T::zeroed();
+        for (i, b) in bytemuck::bytes_of_mut(&mut v).iter_mut().enumerate() {
+            // SAFETY: byte `i` of the readable range checked by the caller.
+            *b = unsafe { p.add(i).read_volatile() };
+        }
+        v
+    }
+}
+
+impl<'a> SharedBytesMut<'a> {
+    /// Borrowed memory, written raw.
+    pub(crate) fn from_slice(s: &'a mut [u8]) -> Self {
+        SharedBytesMut {
+            ptr: nonnull(s.as_mut_ptr()),
+            len: s.len(),
+            _life: PhantomData,
+        }
+    }
+
+    /// A shorter-lived handle to the same bytes.
+    pub(crate) fn reborrow(&mut self) -> SharedBytesMut<'_> {
+        SharedBytesMut {
+            ptr: self.ptr,
+            len: self.len,
+            _life: PhantomData,
+        }
+    }
+
+    /// Read access for as long as this handle is borrowed.
+    pub(crate) fn shared(&self) -> SharedBytes<'_> {
+        SharedBytes::from_raw_parts(self.ptr.as_ptr(), self.len, PhantomData)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    #[inline(always)]
+    pub(crate) fn read<T: Pod>(&self, off: usize) -> Option<T> {
+        self.shared().read(off)
+    }
+
+    /// Writes `v` at byte `off` (one volatile store if aligned); `None` if it is not inside.
+    #[inline(always)]
+    pub(crate) fn write<T: Pod>(&mut self, off: usize, v: T) -> Option<()> {
+        let end = off.checked_add(size_of::<T>())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: inside the writable range (checked above, type invariant).
+        let p = unsafe { self.ptr.as_ptr().add(off) };
+        if (p as usize).is_multiple_of(align_of::<T>()) {
+            // SAFETY: writable, aligned (checked), and no reference to these bytes exists in
+            // this process (type invariant); any bytes are a valid `T` for later readers.
+            unsafe { p.cast::<T>().write_volatile(v) };
+        } else {
+            for (i, b) in bytemuck::bytes_of(&v).iter().enumerate() {
+                // SAFETY: byte `i` of the writable range checked above.
+                unsafe { p.add(i).write_volatile(*b) };
+            }
+        }
+        Some(())
+    }
+
+    /// The aligned start of `n` consecutive `T`s from byte `off`, if all are inside.
+    fn run<T: Pod>(&mut self, off: usize, n: usize) -> Option<*mut T> {
+        let end = n.checked_mul(size_of::<T>())?.checked_add(off)?;
+        if end > self.len || size_of::<T>() == 0 {
+            return None;
+        }
+        // SAFETY: `off ≤ end ≤ len`: inside the writable range (type invariant).
+        let p = unsafe { self.ptr.as_ptr().add(off) }.cast::<T>();
+        (p as usize).is_multiple_of(align_of::<T>()).then_some(p)
+    }
+
+    /// Writes `f()` to the `n` consecutive `T`s from byte `off` (one volatile store each, the
+    /// bounds checked once); `None` (and nothing written) if they are not all inside or not
+    /// aligned.
+    #[inline]
+    pub(crate) fn fill_run<T: Pod>(
+        &mut self,
+        off: usize,
+        n: usize,
+        mut f: impl FnMut() -> T,
+    ) -> Option<()> {
+        let p = self.run::<T>(off, n)?;
+        for i in 0..n {
+            // SAFETY: element `i < n` lies inside the range `run` checked, which this handle
+            // alone accesses in this process (type invariant); `p + i` is aligned.
+            unsafe { p.add(i).write_volatile(f()) };
+        }
+        Some(())
+    }
+
+    /// Replaces each of the `n` consecutive `T`s from byte `off` by `f` of it (a volatile
+    /// read and store each); `None` (and nothing touched) as for [`fill_run`](Self::fill_run).
+    #[inline]
+    pub(crate) fn update_run<T: Pod>(
+        &mut self,
+        off: usize,
+        n: usize,
+        mut f: impl FnMut(T) -> T,
+    ) -> Option<()> {
+        let p = self.run::<T>(off, n)?;
+        for i in 0..n {
+            // SAFETY: as in `fill_run`; every bit pattern read is a valid `T` (`Pod`).
+            unsafe {
+                let e = p.add(i);
+                e.write_volatile(f(e.read_volatile()));
+            }
+        }
+        Some(())
+    }
+
+    /// Copies `src` to byte `off`; `None` if it does not fit.
+    pub(crate) fn copy_from(&mut self, off: usize, src: &[u8]) -> Option<()> {
+        let end = off.checked_add(src.len())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: the destination is inside the writable range (checked), accessed only
+        // through this handle in this process (type invariant), so it cannot overlap `src`,
+        // which is borrowed memory of this process that no raw handle writes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        };
+        Some(())
+    }
+}
+
+/// Splits a writer of the elements of `layout` into writers of `a` and `b`, which must be
+/// sub-layouts of it over the same buffer. `None` unless the two are disjoint: `layout` has
+/// no overlapping elements and `a`, `b` take different index ranges of one axis — the caller
+/// states which with `axis`/`at`, and this function re-derives both layouts to check.
+pub(crate) fn split_disjoint<'a>(
+    bytes: SharedBytesMut<'a>,
+    layout: &Layout,
+    axis: usize,
+    at: u64,
+) -> Option<(SharedBytesMut<'a>, Layout, SharedBytesMut<'a>, Layout)> {
+    if layout.may_overlap() {
+        return None;
+    }
+    let len = *layout.shape().get(axis)?;
+    let at = at.min(len);
+    let a = layout
+        .slice_axis(axis, stridemap_core::Slice::range(0, at as i64))
+        .ok()?;
+    let b = layout
+        .slice_axis(axis, stridemap_core::Slice::new(Some(at as i64), None, 1))
+        .ok()?;
+    let twin = SharedBytesMut {
+        ptr: bytes.ptr,
+        len: bytes.len,
+        _life: PhantomData,
+    };
+    // Both handles cover the same bytes, but the element sets of `a` and `b` are disjoint (no
+    // two elements of `layout` share a byte, and they take different indices on `axis`), so
+    // the views that own them never access the same byte.
+    Some((bytes, a, twin, b))
 }
 
 #[cfg(feature = "ndarray")]
@@ -66,40 +527,47 @@ mod array {
             // Axes of length 0 or 1 never move the pointer; their stride may not be a
             // multiple of the element size, and does not matter.
             let s = if d > 1 { s } else { 0 };
-            strides.push(usize::try_from(s.unsigned_abs()).ok()? / size);
-            if s < 0 {
+            let s = usize::try_from(s.unsigned_abs()).ok()?;
+            if !s.is_multiple_of(size) {
+                return None;
+            }
+            strides.push(s / size);
+            if s > 0 && layout.strides().get(k).is_some_and(|&x| x < 0) {
                 invert.push(k);
             }
         }
-        let lowest = usize::try_from(layout.span().start).ok()? / size;
         let lowest = if layout.is_empty() {
-            usize::try_from(layout.offset()).ok()? / size
+            layout.offset()
         } else {
-            lowest
+            layout.span().start
         };
+        let lowest = usize::try_from(lowest).ok()?;
+        if !lowest.is_multiple_of(size) {
+            return None;
+        }
         Some(Plan {
             shape,
             strides,
-            lowest,
+            lowest: lowest / size,
             invert,
         })
     }
 
-    /// `layout` over `elems` as an ndarray view. `None` if a length does not fit `usize`.
-    ///
-    /// The caller guarantees what the typed views guarantee: every element offset of `layout`
-    /// is a multiple of `size_of::<T>()` and lies inside `elems` (a valid, aligned layout).
+    /// `layout` over `elems` as an ndarray view. `None` if a length does not fit `usize`, an
+    /// offset is not a whole element, or an element lies outside `elems`.
     pub(crate) fn array_view<'a, T>(elems: &'a [T], layout: &Layout) -> Option<ArrayViewD<'a, T>> {
         let p = plan(layout, std::mem::size_of::<T>())?;
-        if p.lowest > elems.len() {
+        let end = usize::try_from(layout.span().end).ok()?;
+        if p.lowest > elems.len() || end > std::mem::size_of_val(elems) {
             return None;
         }
-        // SAFETY: `lowest` ≤ len, so the pointer is in bounds or one past the end (only for an
-        // empty array). With the non-negative strides every element address is `lowest +
-        // Σ iₖ·strideₖ`, which is the lowest element plus a distance inside the layout's span,
-        // hence inside `elems` (the layout is valid and its offsets are whole slots); the
-        // slice is borrowed for 'a and never mutated through this view. The span is at most
-        // 2^63 bytes, so no offset overflows isize.
+        // SAFETY: every element address is `lowest + Σ iₖ·strideₖ` (in elements, with the
+        // non-negative strides), i.e. the lowest element plus a distance inside the layout's
+        // span; the span ends inside `elems` (checked above) and its offsets are whole
+        // elements (checked in `plan`), so every element is a `T` of `elems`. `lowest ≤ len`
+        // keeps the base pointer in bounds (one past the end only for an empty array). The
+        // slice is borrowed for 'a and nothing mutates it through this view. The span is at
+        // most 2⁶³ bytes, so no offset overflows isize.
         let mut view = unsafe {
             ArrayViewD::from_shape_ptr(
                 IxDyn(&p.shape).strides(IxDyn(&p.strides)),
@@ -112,19 +580,20 @@ mod array {
         Some(view)
     }
 
-    /// `layout` over `elems` as a mutable ndarray view. The caller also guarantees that no two
-    /// elements of `layout` share a slot (`!layout.may_overlap()`).
+    /// `layout` over `elems` as a mutable ndarray view; `None` also when two elements of
+    /// `layout` may share a slot.
     pub(crate) fn array_view_mut<'a, T>(
         elems: &'a mut [T],
         layout: &Layout,
     ) -> Option<ArrayViewMutD<'a, T>> {
         let p = plan(layout, std::mem::size_of::<T>())?;
-        if p.lowest > elems.len() || layout.may_overlap() {
+        let end = usize::try_from(layout.span().end).ok()?;
+        if p.lowest > elems.len() || end > std::mem::size_of_val(elems) || layout.may_overlap() {
             return None;
         }
-        // SAFETY: as in `array_view`, every element lies inside `elems`; the slice is
-        // borrowed mutably for 'a, so nothing else aliases it, and the elements are distinct
-        // (checked above), so the view's `&mut` elements never alias each other.
+        // SAFETY: as in `array_view`, every element is a `T` of `elems`; `elems` is borrowed
+        // mutably for 'a, so nothing else aliases it, and the elements are distinct (checked
+        // above: `may_overlap` is conservative), so the view's `&mut` elements never alias.
         let mut view = unsafe {
             ArrayViewMutD::from_shape_ptr(
                 IxDyn(&p.shape).strides(IxDyn(&p.strides)),
@@ -135,5 +604,99 @@ mod array {
             view.invert_axis(Axis(k));
         }
         Some(view)
+    }
+}
+
+/// The elements of a non-overlapping strided layout over `elems`, as `&mut T` in logical C
+/// order.
+#[derive(Debug)]
+pub(crate) struct IterMut<'a, T> {
+    ptr: NonNull<T>,
+    len: usize,
+    offsets: stridemap_core::Offsets<'static>,
+    _life: PhantomData<&'a mut [T]>,
+}
+
+/// `None` if two elements of `layout` may share a slot (they would alias).
+pub(crate) fn iter_mut<'a, T>(elems: &'a mut [T], layout: &Layout) -> Option<IterMut<'a, T>> {
+    if layout.may_overlap() || size_of::<T>() == 0 {
+        return None;
+    }
+    Some(IterMut {
+        ptr: NonNull::new(elems.as_mut_ptr()).unwrap_or(NonNull::dangling()),
+        len: elems.len(),
+        offsets: layout.into_offsets(),
+        _life: PhantomData,
+    })
+}
+
+impl<'a, T> Iterator for IterMut<'a, T> {
+    type Item = &'a mut T;
+
+    fn next(&mut self) -> Option<&'a mut T> {
+        let off = usize::try_from(self.offsets.next()?).ok()?;
+        if !off.is_multiple_of(size_of::<T>()) {
+            return None;
+        }
+        let slot = off / size_of::<T>();
+        if slot >= self.len {
+            return None;
+        }
+        // SAFETY: `slot < len`, so the element is inside `elems`, which is borrowed mutably
+        // for 'a. The layout's elements are whole slots (checked) that never share a byte
+        // (`may_overlap` is conservative), and each offset comes once, so no two `&mut`
+        // handed out alias.
+        Some(unsafe { &mut *self.ptr.as_ptr().add(slot) })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.offsets.size_hint()
+    }
+}
+
+impl<'a, T: crate::Element> crate::SharedView<'a, T> {
+    /// A shared view of `layout` over `len` bytes at `ptr` that something else may change
+    /// (e.g. a producer's own map of an `r+` output that consumers write).
+    ///
+    /// # Safety
+    /// `ptr .. ptr + len` is readable for all of `'a` (e.g. a map that outlives `'a`), and
+    /// this process makes no `&mut` reference to those bytes during `'a`.
+    ///
+    /// # Errors
+    /// As [`SharedView::new`](crate::SharedView::new).
+    pub unsafe fn from_raw_parts(
+        ptr: *const u8,
+        len: usize,
+        layout: Layout,
+    ) -> crate::ViewResult<crate::SharedView<'a, T>> {
+        // The caller's promise is `SharedBytes`'s invariant.
+        let bytes = SharedBytes::from_raw_parts(ptr, len, PhantomData);
+        crate::SharedView::with_source(bytes, layout, None)
+    }
+}
+
+impl<'a, T: crate::Element> crate::SharedViewMut<'a, T> {
+    /// A writable shared view of `layout` over `len` bytes at `ptr` that other processes
+    /// may read and write meanwhile (a producer's own map of an `r+` output).
+    ///
+    /// # Safety
+    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and during `'a` nothing
+    /// else in this process accesses those bytes (no reference, no other raw handle) except
+    /// through this view and views split from it.
+    ///
+    /// # Errors
+    /// As [`SharedViewMut::new`](crate::SharedViewMut::new).
+    pub unsafe fn from_raw_parts(
+        ptr: *mut u8,
+        len: usize,
+        layout: Layout,
+    ) -> crate::ViewResult<crate::SharedViewMut<'a, T>> {
+        // The caller's promise is `SharedBytesMut`'s invariant.
+        let bytes = SharedBytesMut {
+            ptr: nonnull(ptr),
+            len,
+            _life: PhantomData,
+        };
+        crate::SharedViewMut::with_source(bytes, layout, None)
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, ftruncate, memfd_create};
-use stridemap::{Error, OpenOptions, npy, open, open_fd};
+use stridemap::{Error, OpenOptions, ViewError, npy, open, open_fd, open_source};
 use stridemap_core::{Builder, DType, Mode, Order, Slice, ValidDescriptor};
 
 struct Fixture {
@@ -56,7 +56,7 @@ fn joblib_failure_cases_round_trip() {
     let fx = Fixture::new();
     let path = fx.write_f64("m.bin", 1000, 4096);
     let m = open(&describe(&path, &[1000], 4096), &fx.opts()).unwrap();
-    let v = m.view::<f64>().unwrap();
+    let v = m.shared_view::<f64>().unwrap();
     let cases: Vec<(&str, Slice, Vec<f64>)> = vec![
         (
             "m[::-1]",
@@ -82,24 +82,24 @@ fn joblib_failure_cases_round_trip() {
         let wire = stridemap_core::decode(&desc.to_bytes()).unwrap();
         let again = open(&wire, &fx.opts()).unwrap();
         assert_eq!(
-            again.view::<f64>().unwrap().to_vec(),
+            again.shared_view::<f64>().unwrap().to_vec(),
             want,
             "{name} after describe → open"
         );
     }
     // The transpose of a C-ordered 2-d mapping.
     let m2 = open(&describe(&path, &[25, 40], 4096), &fx.opts()).unwrap();
-    let t = m2.view::<f64>().unwrap().t();
+    let t = m2.shared_view::<f64>().unwrap().t();
     let desc = t.describe().unwrap();
     assert_eq!(
         (desc.shape(), desc.strides()),
         (&[40, 25][..], &[8, 320][..])
     );
     let again = open(&desc, &fx.opts()).unwrap();
-    let tv = again.view::<f64>().unwrap();
+    let tv = again.shared_view::<f64>().unwrap();
     for i in 0..40u64 {
         for j in 0..25u64 {
-            assert_eq!(*tv.get(&[i, j]).unwrap(), (j * 40 + i) as f64);
+            assert_eq!(tv.get(&[i, j]).unwrap(), (j * 40 + i) as f64);
         }
     }
     // A transposed, reversed, strided window, twice described.
@@ -109,7 +109,7 @@ fn joblib_failure_cases_round_trip() {
         .slice_axis(1, Slice::step(3))
         .unwrap();
     let reopened = open(&w.describe().unwrap(), &fx.opts()).unwrap();
-    assert_eq!(reopened.view::<f64>().unwrap().to_vec(), w.to_vec());
+    assert_eq!(reopened.shared_view::<f64>().unwrap().to_vec(), w.to_vec());
 }
 
 #[test]
@@ -237,28 +237,49 @@ fn modes_r_plus_and_copy_on_write() {
         .unwrap();
     // r+: writes reach the file (another mapping sees them).
     let mut a = open(&rw, &fx.opts().mode(Mode::ReadWrite)).unwrap();
-    a.view_mut::<f64>()
+    a.shared_view_mut::<f64>()
         .unwrap()
         .index_axis(0, 1)
         .unwrap()
         .fill(-1.0);
     let b = open(&rw, &fx.opts().reuse_mappings(false)).unwrap();
     assert_eq!(
-        b.view::<f64>().unwrap().index_axis(0, 1).unwrap().to_vec(),
+        b.shared_view::<f64>()
+            .unwrap()
+            .index_axis(0, 1)
+            .unwrap()
+            .to_vec(),
         [-1.0; 4]
     );
     // c: private writes stay in the writer.
     let mut c = open(&rw, &fx.opts().mode(Mode::CopyOnWrite)).unwrap();
-    c.view_mut::<f64>().unwrap().fill(42.0);
-    assert_eq!(c.view::<f64>().unwrap().get(&[3, 3]).unwrap(), &42.0);
+    c.shared_view_mut::<f64>().unwrap().fill(42.0);
+    assert_eq!(c.shared_view::<f64>().unwrap().get(&[3, 3]).unwrap(), 42.0);
     let d = open(&rw, &fx.opts().reuse_mappings(false)).unwrap();
-    assert_eq!(d.view::<f64>().unwrap().get(&[3, 3]).unwrap(), &15.0);
+    assert_eq!(d.shared_view::<f64>().unwrap().get(&[3, 3]).unwrap(), 15.0);
     // c is allowed from an r descriptor; r+ is not; the read-only mapping refuses writes.
     let ro = describe(&path, &[16], 0);
     assert!(open(&ro, &fx.opts().mode(Mode::CopyOnWrite)).is_ok());
     let mut r = open(&ro, &fx.opts()).unwrap();
-    assert!(matches!(r.view_mut::<f64>(), Err(Error::ReadOnly)));
-    assert!(matches!(r.bytes_mut(), Err(Error::ReadOnly)));
+    assert!(matches!(
+        r.shared_view_mut::<f64>(),
+        Err(ViewError::ReadOnly)
+    ));
+    assert!(matches!(r.bytes_mut(), Err(ViewError::ReadOnly)));
+    // None of these is frozen (a path-named file), so none lends references …
+    assert!(!c.is_frozen() && !r.is_frozen());
+    assert!(matches!(c.view::<f64>(), Err(ViewError::NotFrozen)));
+    assert!(matches!(r.bytes(), Err(ViewError::NotFrozen)));
+    assert!(matches!(r.byte_view(), Err(ViewError::NotFrozen)));
+    // … until the owner promises, or it copies the elements out.
+    assert_eq!(
+        r.copy_array().unwrap().view::<f64>().unwrap().to_vec()[15],
+        15.0
+    );
+    // SAFETY: nothing writes the file while `r` lives (`c`'s writes are private).
+    unsafe { r.assume_no_outside_writes() };
+    assert_eq!(r.view::<f64>().unwrap().as_slice().unwrap()[15], 15.0);
+    assert!(!r.is_frozen());
 }
 
 #[test]
@@ -271,7 +292,7 @@ fn read_only_mappings_of_one_region_are_reused() {
         .unwrap()
         .lines()
         .count();
-    let base = first.bytes().as_ptr();
+    let base = first.as_ptr();
     let views: Vec<_> = (0..100u64)
         .map(|i| {
             let l = whole
@@ -282,10 +303,10 @@ fn read_only_mappings_of_one_region_are_reused() {
         })
         .collect();
     for (i, m) in views.iter().enumerate() {
-        assert_eq!(m.bytes().as_ptr(), base, "view {i} mapped again");
+        assert_eq!(m.as_ptr(), base, "view {i} mapped again");
         assert_eq!(
-            m.view::<f64>().unwrap().get(&[0]).unwrap(),
-            &(i as f64 * 10.0)
+            m.shared_view::<f64>().unwrap().get(&[0]).unwrap(),
+            i as f64 * 10.0
         );
     }
     let maps_after = fs::read_to_string("/proc/self/maps")
@@ -298,12 +319,12 @@ fn read_only_mappings_of_one_region_are_reused() {
     );
     // Writable and private mappings are never shared.
     let cow = open(&whole, &fx.opts().mode(Mode::CopyOnWrite)).unwrap();
-    assert_ne!(cow.bytes().as_ptr(), base);
+    assert_ne!(cow.as_ptr(), base);
     // Once every mapping is gone, a new open maps afresh (and still reads the file).
     drop(views);
     drop(first);
     let again = open(&whole, &fx.opts()).unwrap();
-    assert_eq!(again.view::<f64>().unwrap().get(&[7]).unwrap(), &7.0);
+    assert_eq!(again.shared_view::<f64>().unwrap().get(&[7]).unwrap(), 7.0);
 }
 
 fn memfd_with(data: &[u8], seals: SealFlags) -> (OwnedFd, u64, u64) {
@@ -336,7 +357,10 @@ fn fd_sources_need_seals() {
     };
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW);
     let m = open_fd(&desc(dev, ino), fd, &OpenOptions::new()).unwrap();
-    assert_eq!(m.view::<f64>().unwrap().t().get(&[1, 2]).unwrap(), &17.0);
+    assert_eq!(
+        m.shared_view::<f64>().unwrap().t().get(&[1, 2]).unwrap(),
+        17.0
+    );
 
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::empty());
     let err = open_fd(&desc(dev, ino), fd, &OpenOptions::new()).unwrap_err();
@@ -363,8 +387,52 @@ fn fd_sources_need_seals() {
     let fd: OwnedFd = File::open(&path).unwrap().into();
     assert!(matches!(
         open_fd(&describe(&path, &[64], 0), fd, &OpenOptions::new()),
+        Err(Error::UnexpectedFd)
+    ));
+    // And the pair: an fd descriptor opened without its fd.
+    let (_, dev, ino) = memfd_with(bytes, SealFlags::SHRINK);
+    assert!(matches!(
+        open_source(&desc(dev, ino), None, &OpenOptions::new()),
         Err(Error::MissingFd)
     ));
+}
+
+#[test]
+fn only_frozen_memfds_lend_references() {
+    let data: Vec<f64> = (0..64).map(f64::from).collect();
+    let bytes: &[u8] = bytemuck::cast_slice(&data);
+    let desc = |dev, ino| {
+        Builder::new(DType::parse("<f8").unwrap(), &[8, 8])
+            .fd()
+            .file_len(512)
+            .identity(dev, ino)
+            .build()
+            .unwrap()
+    };
+    let opts = OpenOptions::new().reuse_mappings(false);
+    // Sealed against resizing but not writes: a peer may still write it.
+    let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW);
+    let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
+    assert!(!m.is_frozen());
+    assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
+    assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+    // Frozen: resizing and writes sealed (either write seal), checked on the fd itself.
+    for write_seal in [SealFlags::WRITE, SealFlags::FUTURE_WRITE] {
+        let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW | write_seal);
+        let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
+        assert!(m.is_frozen(), "{write_seal:?}");
+        let v = m.view::<f64>().unwrap();
+        assert_eq!(v.as_slice().unwrap().iter().sum::<f64>(), 2016.0);
+        assert_eq!(m.view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+        assert_eq!(v[[7, 7]], 63.0);
+        assert_eq!(m.bytes().unwrap().len(), 512);
+        // Copy-on-write of a frozen file is frozen too (nobody can write the file).
+        let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW | write_seal);
+        let mut c = open_fd(&desc(dev, ino), fd, &opts.clone().mode(Mode::CopyOnWrite)).unwrap();
+        assert!(c.is_frozen());
+        c.view_mut::<f64>().unwrap().fill(1.0);
+        assert_eq!(c.view::<f64>().unwrap().iter().sum::<f64>(), 64.0);
+    }
 }
 
 #[test]
@@ -386,7 +454,7 @@ fn npy_files_are_described_in_place_and_written_back() {
     assert_eq!(desc.shape(), &[4, 3, 2]);
     assert_eq!(desc.buffer_offset() % 64, 0);
     let m = open(&desc, &fx.opts()).unwrap();
-    let got = m.view::<i32>().unwrap().to_vec();
+    let got = m.shared_view::<i32>().unwrap().to_vec();
     let want: Vec<i32> = view
         .elements()
         .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
@@ -405,7 +473,12 @@ fn ndarray_views_and_descriptors() {
     let fx = Fixture::new();
     let path = fx.write_f64("nd.bin", 60, 0);
     let whole = describe(&path, &[3, 4, 5], 0);
-    let m = open(&whole, &fx.opts()).unwrap();
+    let mut m = open(&whole, &fx.opts()).unwrap();
+    // A copy as an owned ndarray works on any mapping.
+    let copied = m.shared_view::<f64>().unwrap().to_ndarray().unwrap();
+    assert_eq!((copied.shape(), copied[[2, 3, 4]]), (&[3, 4, 5][..], 59.0));
+    // SAFETY: nothing writes the file while `m` lives (the r+ mapping below comes after).
+    unsafe { m.assume_no_outside_writes() };
     let v = m
         .view::<f64>()
         .unwrap()
@@ -425,17 +498,20 @@ fn ndarray_views_and_descriptors() {
     let s = a.slice(ndarray::s![1..4;2, ..;-1, 1]).into_dyn();
     let desc = m.describe_array(&s).unwrap();
     let again = open(&desc, &fx.opts()).unwrap();
-    let got = again.view::<f64>().unwrap().to_vec();
+    let got = again.shared_view::<f64>().unwrap().to_vec();
     assert_eq!(got, s.iter().copied().collect::<Vec<_>>());
     // A heap array is not in the mapping.
     let heap = ndarray::Array2::<f64>::zeros((2, 2)).into_dyn();
     assert!(matches!(
         m.describe_array(&heap.view()),
-        Err(Error::NotInMapping) | Err(Error::Descriptor(_))
+        Err(ViewError::NotInMapping) | Err(ViewError::Descriptor(_))
     ));
+    drop(m);
     // A mutable ndarray view writes through an r+ mapping; broadcast layouts are refused.
     let rw = whole.to_builder().mode(Mode::ReadWrite).build().unwrap();
     let mut w = open(&rw, &fx.opts().mode(Mode::ReadWrite)).unwrap();
+    // SAFETY: this test is the only writer of the file while `w` lives.
+    unsafe { w.assume_no_outside_writes() };
     let mut nd = w
         .view_mut::<f64>()
         .unwrap()
@@ -447,11 +523,11 @@ fn ndarray_views_and_descriptors() {
     assert_eq!(
         open(&whole, &fx.opts().reuse_mappings(false))
             .unwrap()
-            .view::<f64>()
+            .shared_view::<f64>()
             .unwrap()
             .get(&[2, 3, 4])
             .unwrap(),
-        &7.0
+        7.0
     );
 }
 
@@ -471,10 +547,16 @@ fn a_root_folder_made_again_is_found_again() {
         describe(&p, &[n as u64], 0)
     };
     let d = write(4);
-    assert_eq!(open(&d, &opts).unwrap().view::<f64>().unwrap().len(), 4);
+    assert_eq!(
+        open(&d, &opts).unwrap().shared_view::<f64>().unwrap().len(),
+        4
+    );
     // The root (whose fd the options cached) is removed and made again.
     fs::remove_dir_all(&root).unwrap();
     fs::create_dir(&root).unwrap();
     let d = write(6);
-    assert_eq!(open(&d, &opts).unwrap().view::<f64>().unwrap().len(), 6);
+    assert_eq!(
+        open(&d, &opts).unwrap().shared_view::<f64>().unwrap().len(),
+        6
+    );
 }

@@ -3,7 +3,7 @@
 //! and unaligned offsets, and random chains of sub-views. Runs under Miri too (few cases).
 
 use proptest::prelude::*;
-use stridemap::{ByteView, View, ViewMut};
+use stridemap::{ByteView, SharedView, SharedViewMut, View, ViewMut};
 use stridemap_core::{DType, Layout, Order, Slice};
 
 /// Element (multi-index) → byte offset, the long way.
@@ -180,6 +180,16 @@ proptest! {
         }
         let packed: Vec<u8> = want.iter().flat_map(|&o| bytes[o as usize..o as usize + 8].to_vec()).collect();
         prop_assert_eq!(bv.to_contiguous(), packed);
+        // The shared (copying) view reads the same elements, by every route.
+        let sv = view.as_shared();
+        let bits = |v: Vec<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(sv.iter().collect()), bits(got.clone()));
+        prop_assert_eq!(bits(sv.iter().fold(Vec::new(), |mut v, x| { v.push(x); v })), bits(got.clone()));
+        prop_assert_eq!(bits(sv.to_vec()), bits(got.clone()));
+        for (ix, g) in indices(layout.shape()).iter().zip(&got) {
+            prop_assert_eq!(sv.get(ix).unwrap().to_bits(), g.to_bits());
+        }
+        prop_assert_eq!(SharedView::<f64>::new(bytes, layout).unwrap().to_vec().len(), got.len());
     }
 
     #[test]
@@ -206,8 +216,128 @@ proptest! {
         for ix in indices(c.layout.shape()) {
             expect[(model_offset(&c.layout, &ix) / 8) as usize] = value;
         }
+        prop_assert_eq!(&words, &expect);
+        // The shared writer lands on the same bytes, by fill and by copy_from_slice.
+        let mut shared = c.words.clone();
+        let mut sv = SharedViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut shared), c.layout).unwrap();
+        sv.fill(value);
+        prop_assert_eq!(&shared, &expect);
+        let mut shared = c.words.clone();
+        let mut sv = SharedViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut shared), c.layout).unwrap();
+        let n = sv.len();
+        sv.copy_from_slice(&vec![value; n]).unwrap();
+        prop_assert_eq!(&shared, &expect);
+        // iter_mut, where elements do not overlap, also agrees.
+        let mut again = c.words.clone();
+        let mut view = ViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut again), c.layout).unwrap();
+        if let Some(it) = view.iter_mut() {
+            prop_assert!(!c.layout.may_overlap());
+            it.for_each(|x| *x = value);
+            prop_assert_eq!(&again, &expect);
+        }
+    }
+
+    #[test]
+    fn split_writers_are_disjoint_and_cover_the_view(c in case(true), at in 0u64..6) {
+        if c.layout.ndim() == 0 || c.layout.may_overlap() {
+            return Ok(());
+        }
+        let mut words = vec![0u64; c.words.len()];
+        let sv = SharedViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut words), c.layout).unwrap();
+        let n = sv.len();
+        let (mut a, mut b) = sv.split_axis(0, at).unwrap();
+        prop_assert_eq!(a.len() + b.len(), n);
+        a.for_each_mut(|x| *x += 1);
+        b.for_each_mut(|x| *x += 1);
+        // Every element was written exactly once.
+        let mut expect = vec![0u64; c.words.len()];
+        for ix in indices(c.layout.shape()) {
+            expect[(model_offset(&c.layout, &ix) / 8) as usize] += 1;
+        }
         prop_assert_eq!(words, expect);
     }
+}
+
+#[test]
+fn shared_writers_fill_disjoint_chunks_from_threads() {
+    let mut data = vec![0u32; 7 * 5];
+    let layout = Layout::contiguous(4, &[7, 5], Order::C).unwrap();
+    let v = SharedViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), layout).unwrap();
+    let chunks = v.axis_chunks(0, 3).unwrap();
+    assert_eq!(
+        chunks.iter().map(|c| c.shape()[0]).collect::<Vec<_>>(),
+        [3, 3, 1]
+    );
+    std::thread::scope(|s| {
+        for (k, mut chunk) in chunks.into_iter().enumerate() {
+            s.spawn(move || chunk.fill(k as u32 + 1));
+        }
+    });
+    let want: Vec<u32> = (0..35).map(|i| (i / 15) as u32 + 1).collect();
+    assert_eq!(data, want);
+    // Overlapping layouts cannot be split (the halves would share bytes).
+    let mut data = vec![0u32; 4];
+    let broadcast = Layout::new(4, &[3, 4], &[0, 4], 0, 16).unwrap();
+    let v = SharedViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), broadcast).unwrap();
+    assert!(matches!(
+        v.split_axis(0, 1),
+        Err(stridemap::ViewError::Overlapping)
+    ));
+    let mut data = vec![0u32; 4];
+    let v = SharedViewMut::<u32>::new(
+        bytemuck::cast_slice_mut(&mut data),
+        Layout::contiguous(4, &[4], Order::C).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        v.axis_chunks(0, 0),
+        Err(stridemap::ViewError::ZeroChunk)
+    ));
+}
+
+#[test]
+fn ergonomics_iterate_temporaries_index_and_walk_axes() {
+    let data: Vec<f64> = (0..12).map(f64::from).collect();
+    let bytes: &[u8] = bytemuck::cast_slice(&data);
+    let layout = Layout::contiguous(8, &[3, 4], Order::C).unwrap();
+    // The iterator of a temporary view outlives it (no E0716).
+    let total: f64 = View::<f64>::new(bytes, layout).unwrap().iter().sum();
+    assert_eq!(total, 66.0);
+    let it = View::<f64>::new(bytes, layout).unwrap().t().iter();
+    assert_eq!(it.copied().take(3).collect::<Vec<_>>(), [0.0, 4.0, 8.0]);
+    let v = View::<f64>::new(bytes, layout).unwrap();
+    assert_eq!((v[[2, 1]], v.len()), (9.0, 12));
+    let rows: Vec<f64> = v.axis_iter(0).unwrap().map(|r| r.iter().sum()).collect();
+    assert_eq!(rows, [6.0, 22.0, 38.0]);
+    let blocks: Vec<Vec<f64>> = v.axis_chunks(0, 2).unwrap().map(|b| b.to_vec()).collect();
+    assert_eq!(blocks, [data[..8].to_vec(), data[8..].to_vec()]);
+    assert!(matches!(
+        v.axis_chunks(0, 0),
+        Err(stridemap::ViewError::ZeroChunk)
+    ));
+    let cols: Vec<f64> = v
+        .as_shared()
+        .axis_iter(1)
+        .unwrap()
+        .map(|c| c.iter().sum())
+        .collect();
+    assert_eq!(cols, [12.0, 15.0, 18.0, 21.0]);
+    assert!(std::panic::catch_unwind(|| v[[3, 0]]).is_err());
+    // Writable rows one after the other.
+    let mut words = vec![0.0f64; 12];
+    let mut w = ViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut words), layout).unwrap();
+    let mut k = 0.0;
+    w.for_each_axis(0, |mut row| {
+        k += 1.0;
+        row.fill(k);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(words[..5], [1.0, 1.0, 1.0, 1.0, 2.0]);
+    let mut w = ViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut words), layout).unwrap();
+    w[[2, 3]] = -1.0;
+    assert_eq!(w[[2, 3]], -1.0);
+    assert_eq!(words[11], -1.0);
 }
 
 #[test]

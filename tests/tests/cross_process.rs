@@ -24,14 +24,15 @@ fn child_process_entry() {
     };
     let mut m = open(&desc, &OpenOptions::new().allow_root(&root).mode(mode)).unwrap();
     // Write -1 into every element of the second row, through a reversed view for good measure.
-    let mut v = m.view_mut::<f64>().unwrap();
+    // The other process maps the same bytes meanwhile: a shared view (no references).
+    let mut v = m.shared_view_mut::<f64>().unwrap();
     v.reborrow()
         .index_axis(0, 1)
         .unwrap()
         .slice_axis(0, Slice::REVERSED)
         .unwrap()
         .fill(-1.0);
-    assert_eq!(v.get(&[1, 0]).unwrap(), &-1.0);
+    assert_eq!(v.get(&[1, 0]).unwrap(), -1.0);
 }
 
 fn fixture() -> (tempfile::TempDir, String, ValidDescriptor) {
@@ -59,7 +60,12 @@ fn r_plus_writes_reach_the_other_process() {
     let (_dir, root, desc) = fixture();
     // Map first: the change must appear in a mapping that already exists.
     let reader = open(&desc, &OpenOptions::new().allow_root(&root)).unwrap();
-    let before = reader.view::<f64>().unwrap().to_vec();
+    // A path-named file another process writes: no reference-lending view without a promise.
+    assert!(matches!(
+        reader.view::<f64>(),
+        Err(stridemap::ViewError::NotFrozen)
+    ));
+    let before = reader.shared_view::<f64>().unwrap().to_vec();
     child::run(
         ENTRY,
         "writer",
@@ -68,7 +74,7 @@ fn r_plus_writes_reach_the_other_process() {
             ("ROOT", root.clone()),
         ],
     );
-    let after = reader.view::<f64>().unwrap().to_vec();
+    let after = reader.shared_view::<f64>().unwrap().to_vec();
     assert_eq!(before[4..8], [4.0, 5.0, 6.0, 7.0]);
     assert_eq!(after[4..8], [-1.0; 4]);
     assert_eq!(after[..4], before[..4]);
@@ -79,7 +85,7 @@ fn r_plus_writes_reach_the_other_process() {
 fn copy_on_write_writes_stay_in_the_writer() {
     let (_dir, root, desc) = fixture();
     let reader = open(&desc, &OpenOptions::new().allow_root(&root)).unwrap();
-    let before = reader.view::<f64>().unwrap().to_vec();
+    let before = reader.shared_view::<f64>().unwrap().to_vec();
     child::run(
         ENTRY,
         "private-writer",
@@ -88,11 +94,11 @@ fn copy_on_write_writes_stay_in_the_writer() {
             ("ROOT", root.clone()),
         ],
     );
-    assert_eq!(reader.view::<f64>().unwrap().to_vec(), before);
+    assert_eq!(reader.shared_view::<f64>().unwrap().to_vec(), before);
     let fresh = open(
         &desc,
         &OpenOptions::new().allow_root(&root).reuse_mappings(false),
     )
     .unwrap();
-    assert_eq!(fresh.view::<f64>().unwrap().to_vec(), before);
+    assert_eq!(fresh.shared_view::<f64>().unwrap().to_vec(), before);
 }

@@ -143,7 +143,7 @@ impl Harness {
     fn pool(&self, kind: SegmentKind, recycle: bool) -> Pool {
         let mut cfg = PoolConfig::default().temp_folder(&self.root).kind(kind);
         if !recycle {
-            cfg = cfg.recycle_bytes(0);
+            cfg = cfg.recycle_max_bytes(0);
         }
         Pool::with_config(cfg).unwrap()
     }
@@ -198,10 +198,9 @@ impl Harness {
 }
 
 /// A frozen 1000×3 f64 array whose element (i, j) is i * 3 + j.
-fn matrix(pool: &Pool) -> SharedArray {
+fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-    let mut data = a.view_mut::<f64>().unwrap();
-    for (i, x) in data.as_slice_mut().unwrap().iter_mut().enumerate() {
+    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
         *x = i as f64;
     }
     a.freeze().unwrap()
@@ -300,7 +299,7 @@ fn rust_sub_view_of_a_memfd_segment_to_python() {
     let desc = a.descriptor().to_builder().layout(&layout).build().unwrap();
     let (mut py, stream) = h.consumer(false);
     let fd = a.fd_for_peer().unwrap();
-    stridemap_shm::send(&stream, &desc, Some(fd.as_fd())).unwrap();
+    stridemap::socket::send(&stream, &desc, Some(fd.as_fd())).unwrap();
     drop(fd);
     let got = py.json();
     assert_eq!(got["event"], "mapped", "{got}");
@@ -383,11 +382,11 @@ fn joblib_cases() -> Vec<Case> {
 /// of it described again.
 fn read_and_describe_sub(m: &stridemap::Mapping, sub: &[Slice]) -> (Vec<f64>, ValidDescriptor) {
     if m.descriptor().dtype().to_string() == "<f8" {
-        let v = m.view::<f64>().unwrap();
+        let v = m.shared_view::<f64>().unwrap();
         let values = v.to_vec();
         (values, v.slice(sub).unwrap().describe().unwrap())
     } else {
-        let v = m.view::<i32>().unwrap();
+        let v = m.shared_view::<i32>().unwrap();
         let values = v.to_vec().into_iter().map(f64::from).collect();
         (values, v.slice(sub).unwrap().describe().unwrap())
     }
@@ -444,9 +443,9 @@ fn joblib_failure_cases_round_trip_python_rust_python() {
 /// The values (C order) of a `<f8` or `<i4` mapping, as f64.
 fn values_of(m: &stridemap::Mapping) -> Vec<f64> {
     if m.descriptor().dtype().to_string() == "<f8" {
-        m.view::<f64>().unwrap().to_vec()
+        m.shared_view::<f64>().unwrap().to_vec()
     } else {
-        let v = m.view::<i32>().unwrap().to_vec();
+        let v = m.shared_view::<i32>().unwrap().to_vec();
         v.into_iter().map(f64::from).collect()
     }
 }
@@ -466,7 +465,10 @@ fn python_share_opened_by_rust_by_fd_and_by_path() {
     let opts = OpenOptions::new().allow_root(&folder);
     let mut held = Vec::new();
     for c in shared["cases"].as_array().unwrap() {
-        let (desc, fd) = stridemap_shm::recv(&stream).unwrap();
+        let stridemap::socket::Incoming {
+            descriptor: desc,
+            fd,
+        } = stridemap::socket::recv(&stream).unwrap();
         let what = format!("{} ({})", c["name"], c["kind"]);
         assert_eq!(desc.generation(), 1, "{what}");
         assert!(desc.segment_id().is_some(), "{what}");
@@ -599,7 +601,11 @@ fn a_python_reader_keeps_a_released_segment_until_it_unmaps() {
         drop(a);
         std::thread::sleep(Duration::from_millis(100));
         pool.collect();
-        assert_eq!(pool.stats(), (0, 1), "{kind:?}: released but still mapped");
+        assert_eq!(
+            (pool.stats().free, pool.stats().pending),
+            (0, 1),
+            "{kind:?}: released but still mapped"
+        );
         assert!(
             files.iter().all(|f| f.exists()),
             "deleted under a Python reader"
@@ -611,7 +617,9 @@ fn a_python_reader_keeps_a_released_segment_until_it_unmaps() {
         // Python drops the array (the process lives on): the pool deletes the segment.
         py.send("unmap");
         assert_eq!(py.json()["event"], "unmapped");
-        wait_until("the pool deletes the segment", || pool.stats() == (0, 0));
+        wait_until("the pool deletes the segment", || {
+            (pool.stats().free, pool.stats().pending) == (0, 0)
+        });
         assert!(
             files.iter().all(|f| !f.exists()),
             "{kind:?}: file left behind"
@@ -632,10 +640,16 @@ fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
         assert_eq!(py.json()["event"], "mapped");
         drop(a);
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(pool.stats(), (0, 1), "{kind:?}: released but still mapped");
+        assert_eq!(
+            (pool.stats().free, pool.stats().pending),
+            (0, 1),
+            "{kind:?}: released but still mapped"
+        );
         // Python exits without unmapping: the kernel drops its lock; the pool recycles.
         py.finish();
-        wait_until("the pool recycles the segment", || pool.stats() == (1, 0));
+        wait_until("the pool recycles the segment", || {
+            (pool.stats().free, pool.stats().pending) == (1, 0)
+        });
         // The next array of the same size reuses it as generation 2.
         let b = shared_matrix(&pool);
         assert_eq!(b.descriptor().segment_id(), old.segment_id());
@@ -644,7 +658,7 @@ fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
         let (mut py, stream) = h.consumer(false);
         let fd = b.fd_for_peer().unwrap();
         let fd = (kind == SegmentKind::Memfd).then_some(fd.as_fd());
-        stridemap_shm::send(&stream, &old, fd).unwrap();
+        stridemap::socket::send(&stream, &old, fd).unwrap();
         let got = py.json();
         assert_eq!(got["event"], "error", "{kind:?}: {got}");
         assert_eq!(got["rule"], "O10");

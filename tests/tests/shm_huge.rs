@@ -14,8 +14,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use stridemap::{Mapping, OpenOptions};
 use stridemap_core::Order;
 use stridemap_shm::{
-    Error, HugePages, PageBacking, Pool, PoolConfig, SegmentKind, SharedArray, huge_page_bytes,
-    huge_probe,
+    Error, HugePages, PageBacking, Pool, PoolConfig, SegmentKind, SharedArray, huge_probe,
+    mapping_huge_page_bytes,
 };
 
 const MIB: u64 = 1 << 20;
@@ -140,23 +140,16 @@ fn pool(kind: SegmentKind, mode: HugePages, root: Option<&Path>) -> Pool {
 }
 
 /// A frozen array of `bytes` bytes of f64 values 0, 1, 2, …
-fn filled(pool: &Pool, bytes: u64) -> SharedArray {
+fn filled(pool: &Pool, bytes: u64) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[bytes / 8], Order::C).unwrap();
-    for (i, x) in a
-        .view_mut::<f64>()
-        .unwrap()
-        .as_slice_mut()
-        .unwrap()
-        .iter_mut()
-        .enumerate()
-    {
+    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
         *x = i as f64;
     }
     a.freeze().unwrap()
 }
 
 /// A consumer's map of `a` (fd passed over a socket for a memfd), every page read once.
-fn consume(a: &SharedArray, root: Option<&Path>) -> Mapping {
+fn consume<T>(a: &SharedArray<T>, root: Option<&Path>) -> Mapping {
     let opts = match root {
         Some(r) => OpenOptions::new().allow_root(r),
         None => OpenOptions::new(),
@@ -164,35 +157,40 @@ fn consume(a: &SharedArray, root: Option<&Path>) -> Mapping {
     let m = if a.is_memfd() {
         let (tx, rx) = UnixStream::pair().unwrap();
         a.send(&tx).unwrap();
-        stridemap_shm::receive(&rx, &opts).unwrap()
+        stridemap::socket::recv(&rx).unwrap().open(&opts).unwrap()
     } else {
         stridemap::open(a.descriptor(), &opts).unwrap()
     };
-    let v = m.view::<f64>().unwrap();
-    let s = v.as_slice().unwrap();
+    // Named files are not frozen: element copies, one per page.
+    let v = m.shared_view::<f64>().unwrap();
+    let n = v.len() as u64;
     let mut sum = 0.0;
-    for x in s.iter().step_by(512) {
-        sum += x;
+    for i in (0..n).step_by(512) {
+        sum += v.get(&[i]).unwrap();
     }
-    let n = s.len() as u64;
     let expect: f64 = (0..n).step_by(512).map(|i| i as f64).sum();
     assert_eq!(sum, expect, "the consumer reads what the producer wrote");
     m
 }
 
 /// A consumer's map of a memfd segment nobody wrote, every page read once (all zeros).
-fn consume_zeros(a: &SharedArray) -> Mapping {
+fn consume_zeros<T>(a: &SharedArray<T>) -> Mapping {
     let (tx, rx) = UnixStream::pair().unwrap();
     a.send(&tx).unwrap();
-    let m = stridemap_shm::receive(&rx, &OpenOptions::new()).unwrap();
-    let zeros = m.bytes().iter().step_by(4096).filter(|&&b| b == 0).count();
-    assert_eq!(zeros, m.bytes().len().div_ceil(4096));
+    let m = stridemap::socket::recv(&rx)
+        .unwrap()
+        .open(&OpenOptions::new())
+        .unwrap();
+    // A frozen memfd: its bytes are lent as a slice.
+    let bytes = m.bytes().unwrap();
+    let zeros = bytes.iter().step_by(4096).filter(|&&b| b == 0).count();
+    assert_eq!(zeros, bytes.len().div_ceil(4096));
     m
 }
 
 /// The checks every huge segment passes: the mechanism, capacities in whole huge pages with
 /// the data at the huge page size, and the producer's and a consumer's maps really huge.
-fn assert_huge(a: &SharedArray, want: PageBacking, bytes: u64, root: Option<&Path>) {
+fn assert_huge<T>(a: &SharedArray<T>, want: PageBacking, bytes: u64, root: Option<&Path>) {
     let h = huge_probe(SegmentKind::Memfd, None, 0).page_size;
     assert_eq!(a.page_backing().unwrap(), want);
     let d = a.descriptor();
@@ -204,7 +202,7 @@ fn assert_huge(a: &SharedArray, want: PageBacking, bytes: u64, root: Option<&Pat
         "{want}: only {producer} of {bytes} bytes huge-mapped in the producer"
     );
     let m = consume(a, root);
-    let consumer = huge_page_bytes(m.bytes()).unwrap();
+    let consumer = mapping_huge_page_bytes(&m).unwrap();
     assert!(
         consumer >= bytes,
         "{want}: only {consumer} of {bytes} bytes huge-mapped in the consumer"
@@ -234,7 +232,7 @@ fn a_tmpfs_mounted_huge_always_gives_huge_file_segments_and_recycles_them() {
     drop(a);
     // Recycling: the released segment serves the next array of its size class.
     p.collect();
-    assert_eq!(p.stats().0, 1, "the segment waits for reuse");
+    assert_eq!(p.stats().free, 1, "the segment waits for reuse");
     let b = filled(&p, 7 * MIB + 12345 / 8 * 8);
     assert_eq!(b.descriptor().file_len(), capacity, "reused, same class");
     assert_eq!(b.page_backing().unwrap(), PageBacking::ThpFile);
@@ -472,10 +470,10 @@ sys.stdin.read()  # keep the segment until Rust has read it
     let folder = lines.next().unwrap().unwrap();
     let desc = stridemap_core::decode(&std::fs::read(&out).unwrap()).unwrap();
     let m = stridemap::open(&desc, &OpenOptions::new().allow_root(&folder)).unwrap();
-    let got: f64 = m.view::<f64>().unwrap().iter().sum();
+    let got: f64 = m.shared_view::<f64>().unwrap().iter().sum();
     let want: f64 = (0..(1u64 << 19)).rev().step_by(3).map(|i| i as f64).sum();
     assert_eq!(got, want, "Rust read the Python hugetlb segment");
-    assert!(huge_page_bytes(m.bytes()).unwrap() >= 4 * MIB - 2 * MIB);
+    assert!(mapping_huge_page_bytes(&m).unwrap() >= 4 * MIB - 2 * MIB);
     drop(m);
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
@@ -519,7 +517,7 @@ fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
         .unwrap();
     assert_eq!(holes.page_backing().unwrap(), PageBacking::ThpMemfd);
     let m = consume_zeros(&holes);
-    let read = huge_page_bytes(m.bytes()).unwrap();
+    let read = mapping_huge_page_bytes(&m).unwrap();
     assert!(
         read >= 8 * MIB,
         "holes read by a consumer: {read} bytes huge"
@@ -531,7 +529,7 @@ fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
     assert_eq!(b.page_backing().unwrap(), PageBacking::Base);
     assert_eq!(b.descriptor().buffer_offset(), 4096);
     assert_eq!(b.huge_page_bytes().unwrap(), 0, "Never gives 4 KiB pages");
-    assert_eq!(huge_page_bytes(consume(&b, None).bytes()).unwrap(), 0);
+    assert_eq!(mapping_huge_page_bytes(&consume(&b, None)).unwrap(), 0);
     drop((a, s, b, p, n));
 }
 

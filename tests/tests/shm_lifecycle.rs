@@ -26,13 +26,17 @@ fn child_process_entry() {
     match role.as_str() {
         // Receive one array, reply with the sum of its reversed second column, exit.
         "sum" => {
-            let m = stridemap_shm::receive(&stream, &opts).unwrap();
+            let m = stridemap::socket::recv(&stream)
+                .and_then(|i| i.open(&opts))
+                .unwrap();
             let s = column_sum(&m);
             reply(&stream, &format!("{s}"));
         }
         // Receive, map, say "ready", wait for "go", read again, say the sum, wait for "bye".
         "hold" => {
-            let m = stridemap_shm::receive(&stream, &opts).unwrap();
+            let m = stridemap::socket::recv(&stream)
+                .and_then(|i| i.open(&opts))
+                .unwrap();
             reply(&stream, "ready");
             expect(&stream, "go");
             let s = column_sum(&m);
@@ -43,7 +47,10 @@ fn child_process_entry() {
         }
         // Try every way to write or delete a frozen segment; report what happened.
         "vandal" => {
-            let (desc, fd) = stridemap_shm::recv(&stream).unwrap();
+            let stridemap::socket::Incoming {
+                descriptor: desc,
+                fd,
+            } = stridemap::socket::recv(&stream).unwrap();
             let mut report = Vec::new();
             // Through the API: r+ of a read-only descriptor.
             let r = match fd.as_ref() {
@@ -82,7 +89,9 @@ fn child_process_entry() {
 }
 
 fn column_sum(m: &stridemap::Mapping) -> f64 {
-    let v = m.view::<f64>().unwrap();
+    // Named-file segments are not frozen (their owner could make them writable again), so
+    // the copying view, which works for both kinds.
+    let v = m.shared_view::<f64>().unwrap();
     let col = v
         .index_axis(1, 1)
         .unwrap()
@@ -164,16 +173,9 @@ impl Harness {
 }
 
 /// A 1000×3 f64 array whose element (i, j) is i * 3 + j, frozen.
-fn matrix(pool: &Pool) -> SharedArray {
+fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-    for (i, x) in a
-        .view_mut::<f64>()
-        .unwrap()
-        .as_slice_mut()
-        .unwrap()
-        .iter_mut()
-        .enumerate()
-    {
+    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
         *x = i as f64;
     }
     a.freeze().unwrap()
@@ -235,14 +237,18 @@ fn the_same_arc_is_written_once() {
     drop(data);
     let fresh: Arc<Vec<f64>> = Arc::new(vec![1.0; 10]);
     let fourth = pool.share_arc(&fresh).unwrap();
-    assert_eq!(fourth.view::<f64>().unwrap().to_vec(), vec![1.0; 10]);
+    assert_eq!(fourth.view_as::<f64>().unwrap().to_vec(), vec![1.0; 10]);
 }
 
 #[test]
 fn readers_keep_reading_and_the_last_one_out_deletes() {
     let h = Harness::new();
-    let pool =
-        Pool::with_config(PoolConfig::default().temp_folder(&h.root).recycle_bytes(0)).unwrap();
+    let pool = Pool::with_config(
+        PoolConfig::default()
+            .temp_folder(&h.root)
+            .recycle_max_bytes(0),
+    )
+    .unwrap();
     let a = matrix(&pool);
     let (mut c, s) = h.child("hold");
     a.send(&s).unwrap();
@@ -253,7 +259,7 @@ fn readers_keep_reading_and_the_last_one_out_deletes() {
     drop(a);
     std::thread::sleep(Duration::from_millis(100));
     assert!(files[0].exists(), "deleted under a reader");
-    assert_eq!(pool.stats(), (0, 1));
+    assert_eq!((pool.stats().free, pool.stats().pending), (0, 1));
     reply(&s, "go");
     assert_eq!(read_line(&s).parse::<f64>().unwrap(), COLUMN_SUM);
     // The reader unmaps: the pool, told by the kernel lock, deletes the file.
@@ -261,7 +267,7 @@ fn readers_keep_reading_and_the_last_one_out_deletes() {
     assert_eq!(read_line(&s), "unmapped");
     wait_until("the last user out deletes the file", || !files[0].exists());
     assert!(c.wait().unwrap().success());
-    assert_eq!(pool.stats(), (0, 0));
+    assert_eq!((pool.stats().free, pool.stats().pending), (0, 0));
 
     // And when the producer unlinks first (its pool is dropped), a reader keeps reading.
     let a = matrix(&pool);
@@ -297,7 +303,7 @@ fn frozen_segments_cannot_be_written_by_consumers() {
             assert!(report.contains("writable_map_refused=true"), "{report}");
         }
         assert!(c.wait().unwrap().success());
-        assert_eq!(a.view::<f64>().unwrap().get(&[0, 0]).unwrap(), &0.0);
+        assert_eq!(a.view().unwrap().get(&[0, 0]).unwrap(), &0.0);
     }
     // Consumers have no way to delete: only the producer's pool unlinks (SPEC.md §7), and a
     // folder's files are only removed by its owner or, once the owner is dead, by the sweep.
@@ -312,7 +318,7 @@ fn recycled_segments_refuse_stale_descriptors() {
     let old = a.descriptor().clone();
     assert_eq!(old.generation(), 1);
     drop(a);
-    wait_until("the segment is on the free list", || pool.stats().0 == 1);
+    wait_until("the segment is on the free list", || pool.stats().free == 1);
     let err = stridemap::open(&old, &opts).unwrap_err();
     assert!(
         matches!(
@@ -343,24 +349,34 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
     for kind in [SegmentKind::File, SegmentKind::Memfd] {
         let h = Harness::new();
         let pool = h.pool(kind);
-        // Only arrays allocated for consumers can be shared r+.
-        let (tx, _rx) = UnixStream::pair().unwrap();
-        let plain = pool.alloc::<f64>(&[4], Order::C).unwrap();
-        assert!(matches!(
-            plain.send_rw(&tx),
-            Err(stridemap_shm::Error::NotForConsumers)
-        ));
-        let out = pool.alloc_output::<f64>(&[4], Order::C).unwrap();
+        // Only arrays allocated for consumers (OutputArray) can be shared r+: the producer's
+        // SharedArrayMut has no way to send itself before it is frozen.
+        let mut out = pool.alloc_output::<f64>(&[4], Order::C).unwrap();
         let (tx, rx) = UnixStream::pair().unwrap();
-        out.send_rw(&tx).unwrap();
-        let mut m = stridemap_shm::receive(
-            &rx,
-            &OpenOptions::new().allow_root(&h.root).mode(Mode::ReadWrite),
-        )
-        .unwrap();
-        m.view_mut::<f64>().unwrap().fill(2.5);
+        out.send(&tx).unwrap();
+        let opts = OpenOptions::new().allow_root(&h.root).mode(Mode::ReadWrite);
+        let mut m = stridemap::socket::recv(&rx).unwrap().open(&opts).unwrap();
+        // An r+ output is never frozen: it lends no references, only copies.
+        assert!(!m.is_frozen());
+        assert!(matches!(
+            m.view_mut::<f64>(),
+            Err(stridemap::ViewError::NotFrozen)
+        ));
+        // Two writers at once (the consumer's map and the producer's), disjoint halves.
+        let (mut left, _) = m
+            .shared_view_mut::<f64>()
+            .unwrap()
+            .split_axis(0, 2)
+            .unwrap();
+        left.fill(2.5);
+        out.shared_view_mut()
+            .unwrap()
+            .slice_axis(0, Slice::range(2, 4))
+            .unwrap()
+            .copy_from_slice(&[7.0, 8.0])
+            .unwrap();
         drop(m);
-        assert_eq!(out.view::<f64>().unwrap().to_vec(), [2.5; 4], "{kind:?}");
+        assert_eq!(out.to_vec().unwrap(), [2.5, 2.5, 7.0, 8.0], "{kind:?}");
     }
 }
 
@@ -371,7 +387,7 @@ fn frozen_memfds_are_recycled_for_the_producer_to_fill_again() {
     let a = matrix(&pool);
     let id = a.descriptor().segment_id();
     drop(a);
-    wait_until("the segment is on the free list", || pool.stats().0 == 1);
+    wait_until("the segment is on the free list", || pool.stats().free == 1);
     // The sealed memfd serves the next alloc (the producer writes through its own map) …
     let b = matrix(&pool);
     assert_eq!(
@@ -380,11 +396,106 @@ fn frozen_memfds_are_recycled_for_the_producer_to_fill_again() {
     );
     let (tx, rx) = UnixStream::pair().unwrap();
     b.send(&tx).unwrap();
-    let m = stridemap_shm::receive(&rx, &OpenOptions::new()).unwrap();
+    let m = stridemap::socket::recv(&rx)
+        .and_then(|i| i.open(&OpenOptions::new()))
+        .unwrap();
     assert_eq!(column_sum(&m), COLUMN_SUM);
     // … but not an output array consumers write: that one is a fresh, unsealed segment.
     drop((m, b));
-    wait_until("the segment is on the free list", || pool.stats().0 == 1);
+    wait_until("the segment is on the free list", || pool.stats().free == 1);
     let out = pool.alloc_output::<f64>(&[1000, 3], Order::C).unwrap();
-    assert_ne!(out.descriptor_rw().unwrap().segment_id(), id);
+    assert_ne!(out.descriptor().unwrap().segment_id(), id);
+}
+
+#[test]
+fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
+    use stridemap::message::{ArrayMessage, Received};
+    use stridemap_shm::ByteView;
+    let data: Vec<f64> = (0..4096).map(f64::from).collect();
+    let layout = stridemap::Layout::contiguous(8, &[64, 64], Order::C).unwrap();
+    let big = ByteView::new(
+        bytemuck::cast_slice(&data),
+        layout,
+        stridemap::DType::parse("<f8").unwrap(),
+    )
+    .unwrap();
+    let small = big.slice_axis(0, Slice::range(0, 1)).unwrap();
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = Pool::with_config(
+            PoolConfig::default()
+                .temp_folder(&h.root)
+                .kind(kind)
+                .max_nbytes(1024),
+        )
+        .unwrap();
+        let opts = OpenOptions::new().allow_root(&h.root);
+        // Small: the bytes themselves, a copy the receiver owns.
+        let out = pool.message(&small).unwrap();
+        assert!(out.keep.is_none());
+        let wire = postcard::to_allocvec(&out.message).unwrap();
+        let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
+        let got = back.open(None, &opts).unwrap();
+        assert!(matches!(got, Received::Owned(_)));
+        assert_eq!(got.view::<f64>().unwrap().to_vec(), data[..64]);
+        // Large: the segment's compact descriptor (and, for a memfd, its fd beside it).
+        let out = pool.message(&big).unwrap();
+        let keep = out.keep.as_ref().unwrap();
+        let wire = postcard::to_allocvec(&out.message).unwrap();
+        assert!(wire.len() < 256, "{} bytes", wire.len());
+        let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
+        assert!(matches!(back, ArrayMessage::Shared(_)));
+        let fd = (kind == SegmentKind::Memfd).then(|| keep.fd_for_peer().unwrap());
+        let got = back.open(fd, &opts).unwrap();
+        let Received::Mapped(m) = &got else {
+            panic!("{kind:?}: not mapped")
+        };
+        assert_eq!(m.is_frozen(), kind == SegmentKind::Memfd, "{kind:?}");
+        assert_eq!(got.shared_view::<f64>().unwrap().to_vec(), data, "{kind:?}");
+        assert_eq!(
+            got.into_owned().unwrap().view::<f64>().unwrap()[[63, 63]],
+            4095.0
+        );
+        // The source must match what came with it: a memfd descriptor without its fd, or a
+        // path descriptor with one, is refused.
+        let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
+        let err = match kind {
+            SegmentKind::Memfd => back.open(None, &opts).unwrap_err(),
+            _ => back
+                .open(
+                    Some(std::fs::File::open("/dev/null").unwrap().into()),
+                    &opts,
+                )
+                .unwrap_err(),
+        };
+        assert!(
+            matches!(err, StdError::MissingFd | StdError::UnexpectedFd),
+            "{kind:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn segments_consumers_wrote_never_serve_the_producers_arrays() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind);
+        let out = pool.alloc_output::<f64>(&[1000], Order::C).unwrap();
+        let id = out.descriptor().unwrap().segment_id();
+        drop(out);
+        wait_until("the segment is on the free list", || pool.stats().free == 1);
+        // A consumer may have kept a writable fd or map of it: the producer's own arrays,
+        // which lend references, get a fresh segment …
+        let a = pool
+            .alloc::<f64>(&[1000], Order::C)
+            .unwrap()
+            .freeze()
+            .unwrap();
+        assert_ne!(a.descriptor().segment_id(), id, "{kind:?}");
+        let shared = pool.share(&a.byte_view().unwrap()).unwrap();
+        assert_ne!(shared.descriptor().segment_id(), id, "{kind:?}");
+        // … while the next output array reuses it.
+        let again = pool.alloc_output::<f64>(&[1000], Order::C).unwrap();
+        assert_eq!(again.descriptor().unwrap().segment_id(), id, "{kind:?}");
+    }
 }

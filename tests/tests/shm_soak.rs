@@ -53,7 +53,7 @@ fn soak(kind: SegmentKind, recycle: bool) {
     let cfg = PoolConfig::default()
         .temp_folder(&root)
         .kind(kind)
-        .recycle_bytes(if recycle { 1 << 30 } else { 0 });
+        .recycle_max_bytes(if recycle { 1 << 30 } else { 0 });
     let pool = Pool::with_config(cfg).unwrap();
     let opts = OpenOptions::new().allow_root(&root);
     let (tx, rx) = UnixStream::pair().unwrap();
@@ -68,11 +68,13 @@ fn soak(kind: SegmentKind, recycle: bool) {
     let cycle = |i: usize| {
         let shared = pool.share(&view).unwrap();
         shared.send(&tx).unwrap();
-        let m = stridemap_shm::receive(&rx, &opts).unwrap();
-        let v = m.view::<f64>().unwrap();
+        let m = stridemap::socket::recv(&rx)
+            .and_then(|i| i.open(&opts))
+            .unwrap();
+        let v = m.shared_view::<f64>().unwrap();
         assert_eq!(
             v.get(&[(i % 64) as u64, 5]).unwrap(),
-            &((i % 64) as f64 * 128.0 + 5.0)
+            (i % 64) as f64 * 128.0 + 5.0
         );
         drop(m);
         drop(shared);

@@ -23,7 +23,7 @@ fn main() {
     drop(a.freeze().expect("freeze"));
     // The released segment goes to the free list from the reaper; wait until it is there.
     for _ in 0..200 {
-        if pool.stats().0 == 1 {
+        if pool.stats().free == 1 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -39,7 +39,8 @@ fn setup(bytes: u64) -> (SegmentKind, Option<PathBuf>, Vec<String>) {
         return (SegmentKind::Memfd, None, notes);
     }
     if file.chosen().is_some() {
-        let root = std::env::var_os(stridemap::TEMP_FOLDER_ENV).map(PathBuf::from);
+        let root =
+            std::env::var_os(stridemap::__producer_policy::TEMP_FOLDER_ENV).map(PathBuf::from);
         return (SegmentKind::File, root, notes);
     }
     (SegmentKind::Memfd, None, notes)
@@ -49,7 +50,7 @@ fn pool(kind: SegmentKind, root: &Option<PathBuf>, mode: HugePages) -> Result<Po
     let mut cfg = PoolConfig::default()
         .kind(kind)
         .huge_pages(mode)
-        .recycle_bytes(0)
+        .recycle_max_bytes(0)
         .sweep_on_start(false);
     if let Some(r) = root {
         cfg = cfg.temp_folder(r);
@@ -58,23 +59,19 @@ fn pool(kind: SegmentKind, root: &Option<PathBuf>, mode: HugePages) -> Result<Po
 }
 
 /// Seconds to allocate a fresh segment of `src.len()` bytes and fill it in place from `src`.
-fn fresh_fill(pool: &Pool, src: &[f64]) -> Result<(f64, SharedArray)> {
+fn fresh_fill(pool: &Pool, src: &[f64]) -> Result<(f64, SharedArray<f64>)> {
     let t0 = Instant::now();
     let mut a = pool
         .alloc::<f64>(&[src.len() as u64], Order::C)
         .map_err(s)?;
-    a.view_mut::<f64>()
-        .map_err(s)?
-        .as_slice_mut()
-        .ok_or("not contiguous")?
-        .copy_from_slice(std::hint::black_box(src));
+    a.as_mut_slice().copy_from_slice(std::hint::black_box(src));
     let t = t0.elapsed().as_secs_f64();
     Ok((t, a.freeze().map_err(s)?))
 }
 
 /// Seconds for a consumer's first read of `a` through a new mapping: one byte per 4 KiB page
 /// (the page faults, nearly nothing else). The mapping is made and dropped outside the clock.
-fn first_read(a: &SharedArray, root: &Option<PathBuf>) -> Result<f64> {
+fn first_read(a: &SharedArray<f64>, root: &Option<PathBuf>) -> Result<f64> {
     let opts = match root {
         Some(r) => OpenOptions::new().allow_root(r).reuse_mappings(false),
         None => OpenOptions::new().reuse_mappings(false),
@@ -82,15 +79,19 @@ fn first_read(a: &SharedArray, root: &Option<PathBuf>) -> Result<f64> {
     let m = if a.is_memfd() {
         let (tx, rx) = UnixStream::pair().map_err(s)?;
         a.send(&tx).map_err(s)?;
-        stridemap_shm::receive(&rx, &opts).map_err(s)?
+        stridemap::socket::recv(&rx)
+            .and_then(|i| i.open(&opts))
+            .map_err(|e| e.to_string())?
     } else {
         stridemap::open(a.descriptor(), &opts).map_err(s)?
     };
-    let bytes = m.bytes();
+    // One element per 4 KiB page, copied out (a named file is not frozen).
+    let v = m.shared_view::<f64>().map_err(|e| e.to_string())?;
+    let n = v.len() as u64;
     let t0 = Instant::now();
-    let mut sum = 0u64;
-    for b in bytes.iter().step_by(4096) {
-        sum = sum.wrapping_add(u64::from(*b));
+    let mut sum = 0f64;
+    for i in (0..n).step_by(512) {
+        sum += v.get(&[i]).unwrap_or(0.0);
     }
     std::hint::black_box(sum);
     let t = t0.elapsed().as_secs_f64();

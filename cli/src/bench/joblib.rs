@@ -151,7 +151,7 @@ fn joblib_round(py: &str, size: u64) -> Result<f64, String> {
 fn ours_round(
     pool: &Pool,
     crew: &Crew,
-    out: &stridemap_shm::SharedArrayMut,
+    out: &stridemap_shm::OutputArray<f64>,
     src: &[f64],
     round: u32,
 ) -> Result<(f64, stridemap_shm::PageBacking), String> {
@@ -160,11 +160,7 @@ fn ours_round(
     let mut a = pool
         .alloc::<f64>(&[src.len() as u64], Order::C)
         .map_err(s)?;
-    a.view_mut::<f64>()
-        .map_err(s)?
-        .as_slice_mut()
-        .ok_or("not contiguous")?
-        .copy_from_slice(src);
+    a.as_mut_slice().copy_from_slice(src);
     let a = a.freeze().map_err(s)?;
     let backing = a.page_backing().map_err(s)?;
     let rev = a
@@ -195,7 +191,7 @@ fn ours_round(
     for c in &crew.conns {
         wire::ack(c).map_err(|f| f.message)?;
     }
-    let v = out.view::<f64>().map_err(s)?;
+    let v = out.shared_view().map_err(s)?;
     let total = v.get(&[0]).map_err(|e| e.to_string())? + v.get(&[1]).map_err(|e| e.to_string())?;
     let t = t0.elapsed().as_secs_f64();
     std::hint::black_box(total);
@@ -225,7 +221,7 @@ fn end_to_end(budget: Budget, py: &str) -> Result<Vec<Row>, String> {
             PoolConfig::default()
                 .kind(SegmentKind::Memfd)
                 .huge_pages(mode)
-                .recycle_bytes(0)
+                .recycle_max_bytes(0)
                 .sweep_on_start(false),
         )
     });
@@ -242,7 +238,7 @@ fn end_to_end(budget: Budget, py: &str) -> Result<Vec<Row>, String> {
             let p = p.as_ref().map_err(|e| e.to_string())?;
             for c in &crew.conns {
                 wire::put(c, &[wire::OUTPUT]).map_err(|f| f.message)?;
-                outs[i].send_rw(c).map_err(|e| e.to_string())?;
+                outs[i].send(c).map_err(|e| e.to_string())?;
                 wire::ack(c).map_err(|f| f.message)?;
             }
             let (t, backing) = ours_round(p, &crew, &outs[i], &src, round * 2 + i as u32)?;

@@ -29,7 +29,7 @@ fn pool(scratch: &Scratch, kind: SegmentKind, recycle: bool) -> Result<Pool> {
         PoolConfig::default()
             .temp_folder(scratch.dir())
             .kind(kind)
-            .recycle_bytes(if recycle { 8 << 30 } else { 0 })
+            .recycle_max_bytes(if recycle { 8 << 30 } else { 0 })
             .sweep_on_start(false),
     )
     .map_err(s)
@@ -46,21 +46,17 @@ fn f64_view(data: &[f64]) -> Result<ByteView<'_>> {
 }
 
 /// A frozen f64 array of `n` elements, values 0, 1, 2, …
-fn filled(pool: &Pool, n: u64) -> Result<SharedArray> {
+fn filled(pool: &Pool, n: u64) -> Result<SharedArray<f64>> {
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(s)?;
-    {
-        let mut v = a.view_mut::<f64>().map_err(s)?;
-        let data = v.as_slice_mut().ok_or("not contiguous")?;
-        for (i, x) in data.iter_mut().enumerate() {
-            *x = (i % 4096) as f64;
-        }
+    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+        *x = (i % 4096) as f64;
     }
     a.freeze().map_err(s)
 }
 
 /// Median handoff time: descriptor (and fd) sent → the worker holds a mapped, validated view
 /// and says so; then it unmaps (untimed).
-fn handoff(crew: &Crew, a: &SharedArray, rounds: usize) -> Result<f64> {
+fn handoff<T>(crew: &Crew, a: &SharedArray<T>, rounds: usize) -> Result<f64> {
     let c = &crew.conns[0];
     let mut t = Vec::with_capacity(rounds);
     for i in 0..rounds {
@@ -73,9 +69,9 @@ fn handoff(crew: &Crew, a: &SharedArray, rounds: usize) -> Result<f64> {
 }
 
 /// Like [`handoff`], for a descriptor `desc` of a view of `a`.
-fn handoff_view(
+fn handoff_view<T>(
     crew: &Crew,
-    a: &SharedArray,
+    a: &SharedArray<T>,
     desc: &stridemap_core::ValidDescriptor,
     rounds: usize,
 ) -> Result<f64> {
@@ -311,7 +307,7 @@ pub(crate) fn share_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> 
 /// Waits until the pool has a free (recycled) segment again.
 fn wait_free(pool: &Pool) {
     let start = Instant::now();
-    while pool.stats().0 == 0 && start.elapsed() < Duration::from_secs(2) {
+    while pool.stats().free == 0 && start.elapsed() < Duration::from_secs(2) {
         pool.collect();
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -326,7 +322,7 @@ pub(crate) fn end_to_end_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<R
         let p = pool(scratch, SegmentKind::Memfd, recycle)?;
         let out = p.alloc_output::<f64>(&[1], Order::C).map_err(s)?;
         wire::put(c, &[wire::OUTPUT]).map_err(|f| f.message)?;
-        out.send_rw(c).map_err(s)?;
+        out.send(c).map_err(s)?;
         wire::ack(c).map_err(|f| f.message)?;
         let mut times = Vec::new();
         for round in 0..3u32 {
@@ -349,7 +345,7 @@ pub(crate) fn end_to_end_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<R
             wire::put_u32(c, round).map_err(|f| f.message)?;
             wire::put_u64(c, 0).map_err(|f| f.message)?;
             wire::ack(c).map_err(|f| f.message)?;
-            let answer = *out.view::<f64>().map_err(s)?.get(&[0]).map_err(s)?;
+            let answer = out.shared_view().map_err(s)?.get(&[0]).map_err(s)?;
             times.push(t0.elapsed().as_secs_f64());
             std::hint::black_box(answer);
             wire::put(c, &[wire::DROP]).map_err(|f| f.message)?;

@@ -8,8 +8,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Instant;
 
-use stridemap::{OpenOptions, open};
-use stridemap_core::{Builder, DType, Slice, ValidDescriptor, decode};
+use std::os::unix::net::UnixStream;
+
+use stridemap::{OpenOptions, SharedView, SharedViewMut, open, socket};
+use stridemap_core::{Builder, DType, Layout, Order, Slice, ValidDescriptor, decode};
+use stridemap_shm::{Pool, PoolConfig, SegmentKind};
 
 use super::{Budget, Row, Scratch, fmt_rate, fmt_secs, paired};
 
@@ -48,8 +51,8 @@ fn open_first_view(wire: &[u8], opts: &OpenOptions, calls: usize) -> Result<f64>
             .and_then(|d| open(&d, opts))
             .map_err(|e| e.to_string())?;
         black_box(
-            m.view::<f64>()
-                .and_then(|v| v.get(&[0]).copied())
+            m.shared_view::<f64>()
+                .and_then(|v| v.get(&[0]))
                 .map_err(|e| e.to_string())?,
         );
         t.push(t0.elapsed().as_secs_f64());
@@ -118,10 +121,35 @@ pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-pub(crate) fn sum_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
+/// A frozen memfd of `n` doubles, received and opened as a consumer would: its views lend
+/// references (the kernel's seals, checked on the received fd).
+fn frozen_memfd(n: u64) -> Result<(Pool, stridemap::Mapping)> {
+    let e = |e: stridemap_shm::Error| e.to_string();
+    let pool = Pool::with_config(
+        PoolConfig::default()
+            .kind(SegmentKind::Memfd)
+            .sweep_on_start(false),
+    )
+    .map_err(e)?;
+    let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(e)?;
+    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+        *x = (i % 1024) as f64;
+    }
+    let a = a.freeze().map_err(e)?;
+    let (tx, rx) = UnixStream::pair().map_err(|e| e.to_string())?;
+    a.send(&tx).map_err(e)?;
+    let m = socket::recv(&rx)
+        .and_then(|i| i.open(&OpenOptions::new()))
+        .map_err(|e| e.to_string())?;
+    if !m.is_frozen() {
+        return Err("a frozen memfd was not seen as frozen".into());
+    }
+    Ok((pool, m))
+}
+
+pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     let n: u64 = if budget.quick { 1 << 20 } else { 8 << 20 };
-    let d = f64_file(&scratch.path("sum"), n * 8, true)?;
-    let m = open(&d, &OpenOptions::new().allow_root(scratch.dir())).map_err(|e| e.to_string())?;
+    let (_pool, m) = frozen_memfd(n)?;
     let view = m.view::<f64>().map_err(|e| e.to_string())?;
     let slice: &[f64] = view.as_slice().ok_or("not contiguous")?;
     let mut rows = Vec::new();
@@ -139,12 +167,61 @@ pub(crate) fn sum_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
     );
     rows.push(Row {
         group: "views",
-        name: format!("sum contiguous f64 ({} MB)", n * 8 / 1_000_000),
+        name: format!(
+            "sum contiguous f64, frozen memfd ({} MB)",
+            n * 8 / 1_000_000
+        ),
         ours: fmt_rate(n * 8, t_view),
         reference: fmt_rate(n * 8, t_slice),
         ratio: Some(t_slice / t_view),
         target: ">= 0.9 of a slice".into(),
         met: Some(t_slice / t_view >= 0.9),
+    });
+
+    // The same sum through the copying view every mapping has (volatile element reads).
+    let shared = m.shared_view::<f64>().map_err(|e| e.to_string())?;
+    let (t_shared, t_slice) = paired(
+        || {
+            black_box(shared.iter().sum::<f64>());
+        },
+        || {
+            black_box(slice.iter().sum::<f64>());
+        },
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "views",
+        name: "sum contiguous f64, shared view (volatile reads)".into(),
+        ours: fmt_rate(n * 8, t_shared),
+        reference: fmt_rate(n * 8, t_slice),
+        ratio: Some(t_slice / t_shared),
+        target: "(cost of no references)".into(),
+        met: None,
+    });
+
+    // An integer sum, which a slice loop vectorizes and volatile reads cannot.
+    let ints: &[u64] = bytemuck::cast_slice(slice);
+    let shared_ints = SharedView::<u64>::new(bytemuck::cast_slice(slice), *view.layout())
+        .map_err(|e| e.to_string())?;
+    let (t_shared, t_slice) = paired(
+        || {
+            black_box(shared_ints.iter().fold(0u64, u64::wrapping_add));
+        },
+        || {
+            black_box(ints.iter().fold(0u64, |a, &b| a.wrapping_add(b)));
+        },
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "views",
+        name: "sum contiguous u64, shared view (volatile reads)".into(),
+        ours: fmt_rate(n * 8, t_shared),
+        reference: fmt_rate(n * 8, t_slice),
+        ratio: Some(t_slice / t_shared),
+        target: "(cost of no references)".into(),
+        met: None,
     });
 
     // Strided: m[::-3], the view against a hand-written loop.
@@ -214,6 +291,89 @@ pub(crate) fn sum_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
         ratio: Some(t_view / t_hand),
         target: "<= 2x a hand loop".into(),
         met: Some(t_view / t_hand <= 2.0),
+    });
+    rows.extend(shared_write_rows(budget, n)?);
+    Ok(rows)
+}
+
+/// What the safe shared-write path costs: a shared `r+` output written element by element
+/// (one volatile store each) and row by row (one copy each), against a plain slice.
+fn shared_write_rows(budget: Budget, n: u64) -> Result<Vec<Row>> {
+    let cols: u64 = 1024;
+    let rows_n = (n / cols).max(1);
+    let layout = Layout::contiguous(8, &[rows_n, cols], Order::C).map_err(|e| e.to_string())?;
+    let mut out = vec![0f64; (rows_n * cols) as usize];
+    let mut plain = vec![0f64; (rows_n * cols) as usize];
+    let row: Vec<f64> = (0..cols).map(|j| j as f64).collect();
+    let mut rows = Vec::new();
+
+    // Element by element: set() per element against `slice[i] = x`.
+    let (t_set, t_plain) = paired(
+        || {
+            if let Ok(mut v) = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
+            {
+                let mut k = 0.0;
+                v.fill_with(|| {
+                    k += 1.0;
+                    k
+                });
+                black_box(&v);
+            }
+        },
+        || {
+            let mut k = 0.0;
+            for x in plain.iter_mut() {
+                k += 1.0;
+                *x = k;
+            }
+            black_box(&plain);
+        },
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "views",
+        name: format!(
+            "shared write, element by element ({} MB)",
+            n * 8 / 1_000_000
+        ),
+        ours: fmt_rate(n * 8, t_set),
+        reference: fmt_rate(n * 8, t_plain),
+        ratio: Some(t_plain / t_set),
+        target: "(cost of no references)".into(),
+        met: None,
+    });
+
+    // Row by row: copy_from_slice per row (one memcpy) against `copy_from_slice` on slices.
+    let (t_rows, t_plain) = paired(
+        || {
+            if let Ok(mut v) = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
+            {
+                for i in 0..rows_n {
+                    if let Ok(mut r) = v.reborrow().index_axis(0, i) {
+                        let _ = r.copy_from_slice(&row);
+                    }
+                }
+                black_box(&v);
+            }
+        },
+        || {
+            for r in plain.chunks_mut(cols as usize) {
+                r.copy_from_slice(&row);
+            }
+            black_box(&plain);
+        },
+        budget.rounds,
+        budget.batch,
+    );
+    rows.push(Row {
+        group: "views",
+        name: "shared write, row by row (copy_from_slice)".into(),
+        ours: fmt_rate(n * 8, t_rows),
+        reference: fmt_rate(n * 8, t_plain),
+        ratio: Some(t_plain / t_rows),
+        target: "(cost of no references)".into(),
+        met: None,
     });
     Ok(rows)
 }

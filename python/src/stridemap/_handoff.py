@@ -415,6 +415,25 @@ def _track(handle):
     _ensure_exit_wait()
     with _pending_lock:
         _pending["ids"].add(ident[1])
+        _unlink_listener_after_wait()
+
+
+def _unlink_listener_after_wait():
+    """The resource_sharer's listener socket is unlinked by a finalizer of exit priority 0, which
+    multiprocessing's exit function runs before the wait above (-10): a receiver that asks for
+    its fd during the wait would find no socket (FileNotFoundError). Move that unlink after the
+    wait (-20), once per listener. Called with _pending_lock held."""
+    from multiprocessing import util
+
+    sharer = getattr(_resource_sharer, "_resource_sharer", None)
+    inner = getattr(getattr(sharer, "_listener", None), "_listener", None)
+    unlink = getattr(inner, "_unlink", None)
+    key = getattr(unlink, "_key", None)
+    args = getattr(unlink, "_args", None)
+    if key is None or not args or key[0] is None or key[0] < -10 or not unlink.still_active():
+        return  # no listener yet, already moved, or another multiprocessing
+    unlink.cancel()
+    inner._unlink = util.Finalize(inner, os.unlink, args=tuple(args), exitpriority=-20)
 
 
 def _unfetched():

@@ -32,6 +32,7 @@ removed by :func:`stridemap.sweep` (run when a producer first makes its folder) 
 
 import atexit
 import errno
+import functools
 import fcntl
 import logging
 import mmap
@@ -581,9 +582,12 @@ def _folder_for(needed, temp_folder):
         return folder
 
 
-def _new_segment(kind, capacity, temp_folder, huge_pages="auto"):
-    """A new segment of ``capacity`` data bytes, header written, space reserved, producer's
-    shared lock taken. On any error nothing is left behind."""
+def _new_segment(kind, capacity, temp_folder, huge_pages="auto", *, reserve=True):
+    """A new segment of ``capacity`` data bytes, header written, producer's shared lock taken.
+    With ``reserve`` its space is reserved with ``posix_fallocate`` (pages zeroed now, so that
+    a full tmpfs fails here and never as a SIGBUS in a map); without it the caller reserves the
+    space by writing every byte with ``pwrite`` before anything maps it (:func:`share`), which
+    spares the kernel a zeroing pass. On any error nothing is left behind."""
     if kind not in KINDS_OF_SEGMENT:
         raise ValueError(f"kind must be one of {KINDS_OF_SEGMENT}, not {kind!r}")
     _check_fork()
@@ -626,15 +630,14 @@ def _new_segment(kind, capacity, temp_folder, huge_pages="auto"):
         elif os.pwrite(fd, header, 0) != len(header):
             raise OSError(errno.EIO, "short write of the segment header")
         try:
-            if not plan.huge:
+            if plan.huge:
+                pass
+            elif reserve:
                 os.posix_fallocate(fd, 0, file_len)  # a full tmpfs fails here, not a SIGBUS
+            else:
+                os.ftruncate(fd, file_len)  # sized before the seals; pages come with the pwrite
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                try:
-                    available = temp.space(where)[0] if kind == "file" else 0
-                except OSError:
-                    available = 0
-                raise errors.NoSpace.make(where, file_len, available) from None
+            _raise_if_no_space(e, where, file_len)
             raise
         if kind == "memfd":
             fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW)
@@ -654,6 +657,17 @@ def _new_segment(kind, capacity, temp_folder, huge_pages="auto"):
         if isinstance(e, OSError) and not isinstance(e, errors.StridemapError):
             raise _system_error(f"making a {capacity}-byte segment in {where}", e) from None
         raise
+
+
+def _raise_if_no_space(e, where, file_len):
+    """Raises :class:`~stridemap.errors.NoSpace` (naming ``where``, the bytes needed and
+    available) when ``e`` says the filesystem or memory is full."""
+    if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+        try:
+            available = temp.space(where)[0] if where != "memfd" else 0
+        except OSError:
+            available = 0
+        raise errors.NoSpace.make(where, file_len, available) from None
 
 
 def _map(seg, writable, populate=False):
@@ -730,10 +744,19 @@ def share(array, *, kind="memfd", temp_folder=None, reuse=True, huge_pages="auto
         if hit is not None and hit[0]() is source:
             return hit[1]
     strides, offset, capacity = _layout(array.shape, array.strides, array.itemsize)
-    seg = huge.with_fallback(_new_segment, kind, capacity, temp_folder, huge_pages)
+    # A fill that writes every byte of the segment with pwrite reserves its space as it goes
+    # (ENOSPC there, before anything maps it); only a fill through a map needs fallocate.
+    reserve = _fill_kind(array, strides, capacity) == "mapped"
+    seg = huge.with_fallback(
+        functools.partial(_new_segment, reserve=reserve), kind, capacity, temp_folder, huge_pages
+    )
     try:
         if capacity:
-            _fill(seg, array, strides, offset)
+            try:
+                _fill(seg, array, strides, offset)
+            except OSError as e:  # pwrite reserving the space found none
+                _raise_if_no_space(e, seg.folder or "memfd", seg.file_len)
+                raise
         seg.freeze()
         mm = _map(seg, writable=False)
         shared = _wrap(seg, mm, array.shape, array.dtype, strides, offset)
@@ -816,16 +839,28 @@ def _fill(seg, src, strides, offset):
     if seg.huge_plan.huge:
         _fill_huge(seg, src, strides, offset)
         return
-    lo_addr, hi_addr = _view_span(src)
-    if strides == src.strides and hi_addr - lo_addr == src.nbytes:
+    how = _fill_kind(src, strides, seg.capacity)
+    if how == "span":
+        lo_addr = _view_span(src)[0]
         raw = np.asarray(_Span(lo_addr, src.nbytes, src))
         _pwrite_all(seg.fd, raw, seg.data_offset + offset - (_address(src) - lo_addr))
-        return
-    dense = seg.capacity == src.nbytes
-    if dense and all(st != 0 or n <= 1 for n, st in zip(src.shape, strides)):
+    elif how == "packed":
         _fill_packed(seg, src, strides, offset)
-        return
-    _fill_mapped(seg, src, strides, offset, populate=False)
+    else:
+        _fill_mapped(seg, src, strides, offset, populate=False)
+
+
+def _fill_kind(src, strides, capacity):
+    """How :func:`_fill` copies ``src`` into ``capacity`` bytes laid out with ``strides``:
+    ``"span"`` (the source's own bytes, one pwrite), ``"packed"`` (slabs packed by numpy, each
+    pwritten; every byte written) or ``"mapped"`` (through a writable map)."""
+    lo_addr, hi_addr = _view_span(src)
+    if strides == src.strides and hi_addr - lo_addr == src.nbytes:
+        return "span"
+    dense = capacity == src.nbytes
+    if dense and all(st != 0 or n <= 1 for n, st in zip(src.shape, strides)):
+        return "packed"
+    return "mapped"
 
 
 def _fill_huge(seg, src, strides, offset):

@@ -3,13 +3,13 @@
 use stridemap_core::{DType, Kind, Layout, ValidDescriptor};
 
 use super::{View, describe, subviews};
-use crate::{Element, Error, Result};
+use crate::{Element, ViewError, ViewResult as Result};
 
 /// A read-only strided view whose elements are read as bytes, for any dtype and alignment.
 ///
 /// ```
 /// use stridemap::ByteView;
-/// use stridemap_core::{DType, Layout, Order};
+/// use stridemap::{DType, Layout, Order};
 /// // Two big-endian i32 at an odd offset: no typed view could read them in place.
 /// let buf = [0u8, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xfe];
 /// let v = ByteView::new(&buf, Layout::new(4, &[2], &[4], 1, 9)?, DType::parse(">i4")?)?;
@@ -29,6 +29,9 @@ pub struct ByteView<'a> {
 impl<'a> ByteView<'a> {
     /// A byte view of `layout` over `bytes` (its buffer, at least the bytes its elements
     /// touch) with elements of `dtype`.
+    ///
+    /// # Errors
+    /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`].
     pub fn new(bytes: &'a [u8], layout: Layout, dtype: DType) -> Result<ByteView<'a>> {
         ByteView::with_source(bytes, layout, dtype, None)
     }
@@ -39,9 +42,14 @@ impl<'a> ByteView<'a> {
         dtype: DType,
         source: Option<&'a ValidDescriptor>,
     ) -> Result<ByteView<'a>> {
-        super::typed::covers(bytes, &layout)?;
+        if (bytes.len() as u64) < layout.span().end {
+            return Err(ViewError::BufferTooShort {
+                needed: layout.span().end,
+                len: bytes.len() as u64,
+            });
+        }
         if layout.itemsize() != dtype.itemsize() {
-            return Err(Error::ItemsizeMismatch {
+            return Err(ViewError::ItemsizeMismatch {
                 itemsize: layout.itemsize(),
                 type_size: dtype.itemsize() as usize,
             });
@@ -64,17 +72,26 @@ impl<'a> ByteView<'a> {
     }
 
     /// The bytes of the element at `index`.
+    ///
+    /// # Errors
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn element(&self, index: &[u64]) -> Result<&'a [u8]> {
         let off = self.layout.element_offset(index)?;
-        self.at(off).ok_or(Error::NotInMapping)
+        self.at(off).ok_or(ViewError::BufferTooShort {
+            needed: off.saturating_add(u64::from(self.dtype.itemsize())),
+            len: self.bytes.len() as u64,
+        })
     }
 
     /// The element at `index` as a Rust value, converting the byte order when it differs
     /// from the machine's. The dtype must have `T`'s kind and size (e.g. `>f8` as `f64`).
+    ///
+    /// # Errors
+    /// [`ViewError::DtypeMismatch`]; index errors as for [`ByteView::element`].
     pub fn read<T: Element>(&self, index: &[u64]) -> Result<T> {
         let want = T::dtype()?;
         if want.kind() != self.dtype.kind() || want.itemsize() != self.dtype.itemsize() {
-            return Err(Error::DtypeMismatch {
+            return Err(ViewError::DtypeMismatch {
                 have: self.dtype,
                 want,
             });
@@ -107,10 +124,13 @@ impl<'a> ByteView<'a> {
     }
 
     /// A typed view of the same elements (dtype must match `T` exactly, elements aligned).
+    ///
+    /// # Errors
+    /// [`ViewError::DtypeMismatch`]; alignment errors as for [`View::new`](crate::View::new).
     pub fn typed<T: Element>(&self) -> Result<View<'a, T>> {
         let want = T::dtype()?;
         if want != self.dtype {
-            return Err(Error::DtypeMismatch {
+            return Err(ViewError::DtypeMismatch {
                 have: self.dtype,
                 want,
             });

@@ -11,8 +11,8 @@ use stridemap_core::{Layout, Offsets};
 /// so `sum`, `for_each`, `collect`, …) forwards to the inner iterator's `fold`, which runs a
 /// tight loop along the last axis.
 #[derive(Clone, Debug)]
-pub struct Iter<'v, 'a, T> {
-    inner: Inner<'v, 'a, T>,
+pub struct Iter<'a, T> {
+    inner: Inner<'a, T>,
 }
 
 #[derive(Clone, Debug)]
@@ -20,32 +20,32 @@ pub struct Iter<'v, 'a, T> {
     clippy::large_enum_variant,
     reason = "an iterator lives on the stack; boxing would allocate per iteration"
 )]
-enum Inner<'v, 'a, T> {
+enum Inner<'a, T> {
     Contiguous(slice::Iter<'a, T>),
     Strided {
         elems: &'a [T],
-        offsets: Offsets<'v>,
+        offsets: Offsets<'static>,
     },
 }
 
-impl<'v, 'a, T> Iter<'v, 'a, T> {
+impl<'a, T> Iter<'a, T> {
     pub(super) fn contiguous(s: &'a [T]) -> Self {
         Iter {
             inner: Inner::Contiguous(s.iter()),
         }
     }
 
-    pub(super) fn strided(elems: &'a [T], layout: &'v Layout) -> Self {
+    pub(super) fn strided(elems: &'a [T], layout: &Layout) -> Self {
         Iter {
             inner: Inner::Strided {
                 elems,
-                offsets: layout.offsets(),
+                offsets: layout.into_offsets(),
             },
         }
     }
 }
 
-impl<'a, T> Iterator for Iter<'_, 'a, T> {
+impl<'a, T> Iterator for Iter<'a, T> {
     type Item = &'a T;
 
     #[inline]
@@ -84,5 +84,5 @@ impl<'a, T> Iterator for Iter<'_, 'a, T> {
     }
 }
 
-impl<T> ExactSizeIterator for Iter<'_, '_, T> {}
-impl<T> core::iter::FusedIterator for Iter<'_, '_, T> {}
+impl<T> ExactSizeIterator for Iter<'_, T> {}
+impl<T> core::iter::FusedIterator for Iter<'_, T> {}

@@ -8,19 +8,21 @@
 
 mod bytes;
 mod iter;
+mod shared;
 mod typed;
 
 pub use bytes::ByteView;
 pub use iter::Iter;
-pub use typed::{View, ViewMut};
+pub use shared::{SharedIter, SharedView, SharedViewMut};
+pub use typed::{IterMut, View, ViewMut};
 
 use stridemap_core::{Layout, ValidDescriptor};
 
-use crate::{Error, Result};
+use crate::{ViewError, ViewResult as Result};
 
 /// The descriptor of `layout` inside the buffer `source` describes.
 fn describe(source: Option<&ValidDescriptor>, layout: &Layout) -> Result<ValidDescriptor> {
-    let source = source.ok_or(Error::NotDescribable)?;
+    let source = source.ok_or(ViewError::NotDescribable)?;
     Ok(source.to_builder().layout(layout).build()?)
 }
 
@@ -49,9 +51,9 @@ macro_rules! subviews {
                 self.layout.ndim()
             }
 
-            /// Number of elements.
-            pub fn len(&self) -> u64 {
-                self.layout.len()
+            /// Number of elements (every element of a view is in memory, so it fits).
+            pub fn len(&self) -> usize {
+                usize::try_from(self.layout.len()).unwrap_or(usize::MAX)
             }
 
             /// Whether there are no elements.
@@ -60,12 +62,18 @@ macro_rules! subviews {
             }
 
             /// `self[..., start:stop:step, ...]` on `axis` (Python semantics, any step but 0).
+            ///
+            /// # Errors
+            /// A [`ViewError::Descriptor`] error for a bad axis or a zero step.
             pub fn slice_axis(self, axis: usize, slice: impl Into<stridemap_core::Slice>) -> Result<Self> {
                 let l = self.layout.slice_axis(axis, slice.into())?;
                 self.with_layout(l)
             }
 
             /// One slice per axis, numpy's `a[s0, s1, …]` (fewer slices leave the rest whole).
+            ///
+            /// # Errors
+            /// As `slice_axis`.
             pub fn slice(self, slices: &[stridemap_core::Slice]) -> Result<Self> {
                 let mut l = self.layout;
                 for (axis, &s) in slices.iter().enumerate() {
@@ -75,12 +83,18 @@ macro_rules! subviews {
             }
 
             /// `axis` fixed at `index`; the result has one axis fewer.
+            ///
+            /// # Errors
+            /// A [`ViewError::Descriptor`] error for a bad axis or an index out of range.
             pub fn index_axis(self, axis: usize, index: u64) -> Result<Self> {
                 let l = self.layout.index_axis(axis, index)?;
                 self.with_layout(l)
             }
 
             /// The axes reordered: axis `k` of the result is axis `axes[k]` of this view.
+            ///
+            /// # Errors
+            /// A [`ViewError::Descriptor`] error if `axes` is not a permutation.
             pub fn permute(self, axes: &[usize]) -> Result<Self> {
                 let l = self.layout.permute(axes)?;
                 self.with_layout(l)
@@ -94,6 +108,9 @@ macro_rules! subviews {
             }
 
             /// The same elements with a new shape, when the strides allow it without a copy.
+            ///
+            /// # Errors
+            /// A [`ViewError::Descriptor`] error if the size differs or the strides need a copy.
             pub fn reshape(self, shape: &[u64], order: stridemap_core::Order) -> Result<Self> {
                 let l = self.layout.reshape(shape, order)?;
                 self.with_layout(l)
@@ -101,6 +118,9 @@ macro_rules! subviews {
 
             /// This view as a descriptor of the same file: opening it gives exactly these
             /// elements (negative strides and transposes included).
+            ///
+            /// # Errors
+            /// [`ViewError::NotDescribable`] for a view not made from a mapping.
             pub fn describe(&self) -> Result<ValidDescriptor> {
                 describe(self.source, &self.layout)
             }

@@ -4,8 +4,9 @@ use core::mem::{align_of, size_of};
 
 use stridemap_core::{Layout, ValidDescriptor};
 
-use super::{ByteView, Iter, describe, subviews};
-use crate::{Element, Error, Result};
+use super::{ByteView, Iter, SharedView, describe, subviews};
+use crate::sys::SharedBytes;
+use crate::{Element, Unaligned, ViewError, ViewError as Error, ViewResult as Result};
 
 /// A read-only strided view whose elements are `T`.
 ///
@@ -15,7 +16,7 @@ use crate::{Element, Error, Result};
 ///
 /// ```
 /// use stridemap::View;
-/// use stridemap_core::{Layout, Order, Slice};
+/// use stridemap::{Layout, Order, Slice};
 /// let data: Vec<f64> = (0..12).map(f64::from).collect();
 /// let bytes: &[u8] = bytemuck::cast_slice(&data);
 /// let v = View::<f64>::new(bytes, Layout::contiguous(8, &[3, 4], Order::C)?)?;
@@ -39,7 +40,7 @@ pub struct View<'a, T> {
 ///
 /// ```
 /// use stridemap::ViewMut;
-/// use stridemap_core::{Layout, Order, Slice};
+/// use stridemap::{Layout, Order, Slice};
 /// let mut data = vec![0i32; 6];
 /// let mut v = ViewMut::<i32>::new(bytemuck::cast_slice_mut(&mut data), Layout::contiguous(4, &[2, 3], Order::C)?)?;
 /// v.reborrow().slice_axis(1, Slice::step(2))?.fill(7);
@@ -54,42 +55,41 @@ pub struct ViewMut<'a, T> {
     source: Option<&'a ValidDescriptor>,
 }
 
-/// `bytes` holds every byte the layout's elements touch (and so every sub-view's).
-pub(super) fn covers(bytes: &[u8], layout: &Layout) -> Result<()> {
-    if (bytes.len() as u64) < layout.span().end {
-        return Err(Error::NotInMapping);
+/// A buffer of `len` bytes at address `addr` holds every element of `layout` (and so of
+/// every sub-view), each a whole, aligned `T` (element offsets are multiples of the size).
+pub(crate) fn check<T: Element>(addr: usize, len: usize, layout: &Layout) -> Result<()> {
+    if (len as u64) < layout.span().end {
+        return Err(ViewError::BufferTooShort {
+            needed: layout.span().end,
+            len: len as u64,
+        });
     }
-    Ok(())
-}
-
-/// The buffer as `T`s, after checking that every element of `layout` is a whole, aligned `T`.
-fn check<T: Element>(bytes: &[u8], layout: &Layout) -> Result<()> {
     let size = size_of::<T>();
     if layout.itemsize() as usize != size {
-        return Err(Error::ItemsizeMismatch {
+        return Err(ViewError::ItemsizeMismatch {
             itemsize: layout.itemsize(),
             type_size: size,
         });
     }
-    let base = bytes.as_ptr() as usize;
-    if !base.is_multiple_of(align_of::<T>()) {
-        return Err(Error::Misaligned {
-            at: base as u64,
+    if !addr.is_multiple_of(align_of::<T>()) {
+        return Err(ViewError::Misaligned {
+            what: Unaligned::Buffer { addr },
             align: align_of::<T>(),
         });
     }
-    // Element offsets are multiples of the size, so each element is one slot of the cast.
     let size = size as u64;
     if !layout.offset().is_multiple_of(size) {
-        return Err(Error::Misaligned {
-            at: base as u64 + layout.offset(),
+        return Err(ViewError::Misaligned {
+            what: Unaligned::Offset {
+                offset: layout.offset(),
+            },
             align: size as usize,
         });
     }
-    for (&d, &s) in layout.shape().iter().zip(layout.strides()) {
+    for (axis, (&d, &s)) in layout.shape().iter().zip(layout.strides()).enumerate() {
         if d > 1 && !s.unsigned_abs().is_multiple_of(size) {
-            return Err(Error::Misaligned {
-                at: s.unsigned_abs(),
+            return Err(ViewError::Misaligned {
+                what: Unaligned::Stride { axis, stride: s },
                 align: size as usize,
             });
         }
@@ -101,19 +101,21 @@ fn check<T: Element>(bytes: &[u8], layout: &Layout) -> Result<()> {
 fn cast<T: Element>(bytes: &[u8]) -> Result<&[T]> {
     let whole = bytes.len() / size_of::<T>() * size_of::<T>();
     bytemuck::try_cast_slice(bytes.get(..whole).unwrap_or_default()).map_err(|_| {
-        Error::Misaligned {
-            at: bytes.as_ptr() as u64,
+        ViewError::Misaligned {
+            what: Unaligned::Buffer {
+                addr: bytes.as_ptr() as usize,
+            },
             align: align_of::<T>(),
         }
     })
 }
 
 fn cast_mut<T: Element>(bytes: &mut [u8]) -> Result<&mut [T]> {
-    let at = bytes.as_ptr() as u64;
+    let addr = bytes.as_ptr() as usize;
     let whole = bytes.len() / size_of::<T>() * size_of::<T>();
     bytemuck::try_cast_slice_mut(bytes.get_mut(..whole).unwrap_or_default()).map_err(|_| {
-        Error::Misaligned {
-            at,
+        ViewError::Misaligned {
+            what: Unaligned::Buffer { addr },
             align: align_of::<T>(),
         }
     })
@@ -138,6 +140,9 @@ fn outside(layout: &Layout) -> Error {
 impl<'a, T: Element> View<'a, T> {
     /// A typed view of `layout` over `bytes`, its buffer (at least the bytes its elements
     /// touch). The caller vouches that the bytes are `T`s.
+    ///
+    /// # Errors
+    /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`], [`ViewError::Misaligned`].
     pub fn new(bytes: &'a [u8], layout: Layout) -> Result<View<'a, T>> {
         View::with_source(bytes, layout, None)
     }
@@ -147,8 +152,7 @@ impl<'a, T: Element> View<'a, T> {
         layout: Layout,
         source: Option<&'a ValidDescriptor>,
     ) -> Result<View<'a, T>> {
-        covers(bytes, &layout)?;
-        check::<T>(bytes, &layout)?;
+        check::<T>(bytes.as_ptr() as usize, bytes.len(), &layout)?;
         Ok(View {
             bytes,
             elems: cast(bytes)?,
@@ -158,11 +162,14 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     fn with_layout(self, layout: Layout) -> Result<Self> {
-        check::<T>(self.bytes, &layout)?;
+        check::<T>(self.bytes.as_ptr() as usize, self.bytes.len(), &layout)?;
         Ok(View { layout, ..self })
     }
 
     /// The element at `index` (one entry per axis).
+    ///
+    /// # Errors
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get(&self, index: &[u64]) -> Result<&'a T> {
         let off = self.layout.element_offset(index)?;
         self.elems
@@ -171,11 +178,68 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     /// The elements in logical C order (last index fastest).
-    pub fn iter(&self) -> Iter<'_, 'a, T> {
+    pub fn iter(&self) -> Iter<'a, T> {
         match self.as_slice() {
             Some(s) => Iter::contiguous(s),
             None => Iter::strided(self.elems, &self.layout),
         }
+    }
+
+    /// The views of each index along `axis` (numpy's iteration over `a` for axis 0).
+    ///
+    /// # Errors
+    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
+    pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
+        let this = *self;
+        let n = *self
+            .layout
+            .shape()
+            .get(axis)
+            .ok_or(stridemap_core::Error::NoSuchAxis {
+                axis,
+                ndim: self.ndim(),
+            })?;
+        Ok((0..n).filter_map(move |i| this.index_axis(axis, i).ok()))
+    }
+
+    /// Views of `size` consecutive indices of `axis` each (the last may be shorter), e.g.
+    /// row blocks to hand to threads.
+    ///
+    /// # Errors
+    /// A [`ViewError::Descriptor`] error if `axis` is out of range; [`ViewError::ZeroChunk`] if
+    /// `size` is 0.
+    pub fn axis_chunks(
+        &self,
+        axis: usize,
+        size: u64,
+    ) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
+        if size == 0 {
+            return Err(ViewError::ZeroChunk);
+        }
+        let this = *self;
+        let n = *self
+            .layout
+            .shape()
+            .get(axis)
+            .ok_or(stridemap_core::Error::NoSuchAxis {
+                axis,
+                ndim: self.ndim(),
+            })?;
+        Ok((0..n.div_ceil(size)).filter_map(move |k| {
+            let start = i64::try_from(k * size).ok()?;
+            let stop = i64::try_from((k * size).saturating_add(size).min(n)).ok()?;
+            this.slice_axis(axis, stridemap_core::Slice::range(start, stop))
+                .ok()
+        }))
+    }
+
+    /// The same elements as a [`SharedView`] (for code written against shared views).
+    pub fn as_shared(&self) -> SharedView<'a, T> {
+        SharedView::checked(
+            SharedBytes::from_slice(self.bytes),
+            self.layout,
+            self.source,
+        )
     }
 
     /// The elements as one slice, when they are C-contiguous.
@@ -202,6 +266,9 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     /// The same elements as a byte view.
+    ///
+    /// # Errors
+    /// Only if `T`'s dtype is invalid (an `Element` impl whose size its kind does not allow).
     pub fn as_bytes(&self) -> Result<ByteView<'a>> {
         ByteView::with_source(self.bytes, self.layout, T::dtype()?, self.source)
     }
@@ -214,9 +281,9 @@ impl<'a, T: Element> View<'a, T> {
 
 subviews!(impl<'a, T: Element> View<'a, T>);
 
-impl<'v, 'a, T: Element> IntoIterator for &'v View<'a, T> {
+impl<'a, T: Element> IntoIterator for &View<'a, T> {
     type Item = &'a T;
-    type IntoIter = Iter<'v, 'a, T>;
+    type IntoIter = Iter<'a, T>;
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
@@ -225,6 +292,9 @@ impl<'v, 'a, T: Element> IntoIterator for &'v View<'a, T> {
 impl<'a, T: Element> ViewMut<'a, T> {
     /// A writable typed view of `layout` over `bytes`, its buffer (at least the bytes its
     /// elements touch).
+    ///
+    /// # Errors
+    /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`], [`ViewError::Misaligned`].
     pub fn new(bytes: &'a mut [u8], layout: Layout) -> Result<ViewMut<'a, T>> {
         ViewMut::with_source(bytes, layout, None)
     }
@@ -234,8 +304,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
         layout: Layout,
         source: Option<&'a ValidDescriptor>,
     ) -> Result<ViewMut<'a, T>> {
-        covers(bytes, &layout)?;
-        check::<T>(bytes, &layout)?;
+        check::<T>(bytes.as_ptr() as usize, bytes.len(), &layout)?;
         Ok(ViewMut {
             elems: cast_mut(bytes)?,
             layout,
@@ -244,7 +313,11 @@ impl<'a, T: Element> ViewMut<'a, T> {
     }
 
     fn with_layout(self, layout: Layout) -> Result<Self> {
-        check::<T>(bytemuck::cast_slice(self.elems), &layout)?;
+        check::<T>(
+            self.elems.as_ptr() as usize,
+            core::mem::size_of_val(self.elems),
+            &layout,
+        )?;
         Ok(ViewMut { layout, ..self })
     }
 
@@ -269,6 +342,9 @@ impl<'a, T: Element> ViewMut<'a, T> {
     }
 
     /// The element at `index`.
+    ///
+    /// # Errors
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get(&self, index: &[u64]) -> Result<&T> {
         let off = self.layout.element_offset(index)?;
         self.elems
@@ -277,6 +353,9 @@ impl<'a, T: Element> ViewMut<'a, T> {
     }
 
     /// The element at `index`, writable.
+    ///
+    /// # Errors
+    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
     pub fn get_mut(&mut self, index: &[u64]) -> Result<&mut T> {
         let off = self.layout.element_offset(index)?;
         let layout = self.layout;
@@ -294,6 +373,35 @@ impl<'a, T: Element> ViewMut<'a, T> {
                 f(e);
             }
         });
+    }
+
+    /// The elements in logical C order, writable. `None` when elements share memory (zero
+    /// or short strides), where `&mut`s would alias: use [`ViewMut::for_each_mut`] then.
+    pub fn iter_mut(&mut self) -> Option<IterMut<'_, T>> {
+        crate::sys::iter_mut(self.elems, &self.layout).map(|inner| IterMut { inner })
+    }
+
+    /// The views of each index along `axis`, writable, one after the other.
+    ///
+    /// # Errors
+    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
+    pub fn for_each_axis(
+        &mut self,
+        axis: usize,
+        mut f: impl FnMut(ViewMut<'_, T>) -> Result<()>,
+    ) -> Result<()> {
+        let n = *self
+            .layout
+            .shape()
+            .get(axis)
+            .ok_or(stridemap_core::Error::NoSuchAxis {
+                axis,
+                ndim: self.ndim(),
+            })?;
+        for i in 0..n {
+            f(self.reborrow().index_axis(axis, i)?)?;
+        }
+        Ok(())
     }
 
     /// Sets every element to `value`.
@@ -337,5 +445,60 @@ impl<T: Element + core::fmt::Debug> core::fmt::Debug for ViewMut<'_, T> {
             .field("dtype", &T::dtype().map(|d| d.typestr()))
             .field("layout", &self.layout)
             .finish_non_exhaustive()
+    }
+}
+
+/// The writable elements of a [`ViewMut`] in logical C order ([`ViewMut::iter_mut`]).
+#[derive(Debug)]
+pub struct IterMut<'v, T> {
+    inner: crate::sys::IterMut<'v, T>,
+}
+
+impl<'v, T> Iterator for IterMut<'v, T> {
+    type Item = &'v mut T;
+    fn next(&mut self) -> Option<&'v mut T> {
+        self.inner.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+macro_rules! index_impls {
+    ($($name:ident),*) => {$(
+        impl<T: Element, const N: usize> core::ops::Index<[usize; N]> for $name<'_, T> {
+            type Output = T;
+
+            /// The element at a fixed-size index, `v[[i, j]]`.
+            ///
+            /// # Panics
+            /// If the index has the wrong number of axes or is out of range, as slice
+            /// indexing does; [`get`](Self::get) returns an error instead.
+            fn index(&self, index: [usize; N]) -> &T {
+                let index = index.map(|i| i as u64);
+                match self.get(&index) {
+                    Ok(e) => e,
+                    Err(e) => panic!("index {index:?} of a view of shape {:?}: {e}", self.shape()),
+                }
+            }
+        }
+    )*};
+}
+index_impls!(View, ViewMut);
+
+impl<T: Element, const N: usize> core::ops::IndexMut<[usize; N]> for ViewMut<'_, T> {
+    /// The element at a fixed-size index, writable: `v[[i, j]] = x`.
+    ///
+    /// # Panics
+    /// As [`Index`](core::ops::Index); [`get_mut`](ViewMut::get_mut) returns an error instead.
+    fn index_mut(&mut self, index: [usize; N]) -> &mut T {
+        let index = index.map(|i| i as u64);
+        if let Err(e) = self.layout.element_offset(&index) {
+            panic!("index {index:?} of a view of shape {:?}: {e}", self.shape());
+        }
+        match self.get_mut(&index) {
+            Ok(e) => e,
+            Err(e) => panic!("index {index:?}: {e}"),
+        }
     }
 }

@@ -1,5 +1,20 @@
-//! Passing descriptors over a Unix stream socket: fixed records back to back, the segment's
-//! fd as SCM_RIGHTS on the same `sendmsg` (SPEC.md §6.1), received close-on-exec.
+//! Passing descriptors over a Unix stream socket (SPEC.md §6.1): fixed records back to back,
+//! the segment's fd as SCM_RIGHTS on the same `sendmsg`, received close-on-exec.
+//!
+//! A producer [`send`]s; a consumer [`recv`]s an [`Incoming`] descriptor and
+//! [`open`](Incoming::open)s it (by its fd if one came with it, else by its path).
+//!
+//! ```
+//! use std::os::unix::net::UnixStream;
+//! use stridemap::{Builder, DType, socket};
+//!
+//! let (tx, rx) = UnixStream::pair()?;
+//! let desc = Builder::new(DType::parse("<f8")?, &[4]).path("/dev/shm/stridemap-x/a").build()?;
+//! socket::send(&tx, &desc, None)?;
+//! let got = socket::recv(&rx)?;
+//! assert_eq!((&got.descriptor, got.fd.is_none()), (&desc, true));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
@@ -10,31 +25,46 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
-use stridemap::{Mapping, OpenOptions};
-use stridemap_core::{RECORD_LEN, Source, ValidDescriptor, decode};
+use stridemap_core::{RECORD_LEN, ValidDescriptor, decode};
 
-use crate::{Error, Result};
+use crate::{Error, Mapping, OpenOptions, Result, open_source};
 
 fn io(context: &str, e: impl Into<std::io::Error>) -> Error {
-    Error::Io {
-        context: context.into(),
-        source: e.into(),
+    Error::io(context, e.into())
+}
+
+/// A descriptor received from a peer, and the fd that came with it (close-on-exec).
+#[derive(Debug)]
+pub struct Incoming {
+    /// The descriptor, validated.
+    pub descriptor: ValidDescriptor,
+    /// The segment's fd, for a descriptor whose source is an fd.
+    pub fd: Option<OwnedFd>,
+}
+
+impl Incoming {
+    /// Opens the descriptor under `opts`: by its fd if one came with it (closed once mapped),
+    /// else by its path ([`open_source`]).
+    ///
+    /// ```
+    /// fn total(stream: &std::os::unix::net::UnixStream) -> Result<f64, stridemap::Error> {
+    ///     let m = stridemap::socket::recv(stream)?.open(&stridemap::OpenOptions::new())?;
+    ///     Ok(m.shared_view::<f64>()?.iter().sum())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`open_source`].
+    pub fn open(self, opts: &OpenOptions) -> Result<Mapping> {
+        open_source(&self.descriptor, self.fd, opts)
     }
 }
 
-/// Sends `desc` (its fixed record) and, if given, `fd` over `stream`.
+/// Sends `desc` (its fixed record) and, if given, `fd` over `stream`, the fd on the same
+/// `sendmsg` as the record's first bytes.
 ///
-/// ```
-/// use std::os::unix::net::UnixStream;
-/// use stridemap_core::{Builder, DType};
-///
-/// let (tx, rx) = UnixStream::pair()?;
-/// let desc = Builder::new(DType::parse("<f8")?, &[4]).path("/dev/shm/stridemap-x/a").build()?;
-/// stridemap_shm::send(&tx, &desc, None)?;
-/// let (got, fd) = stridemap_shm::recv(&rx)?;
-/// assert_eq!((got, fd.is_none()), (desc, true));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
+/// # Errors
+/// [`Error::Io`] if the socket fails.
 pub fn send(stream: &UnixStream, desc: &ValidDescriptor, fd: Option<BorrowedFd<'_>>) -> Result<()> {
     let bytes = desc.to_bytes();
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -65,7 +95,11 @@ pub fn send(stream: &UnixStream, desc: &ValidDescriptor, fd: Option<BorrowedFd<'
 /// Receives one descriptor (and the fd sent with it, close-on-exec) from `stream`.
 /// Validates it: bytes that break a SPEC rule are an error, and any fd that came with them is
 /// closed.
-pub fn recv(stream: &UnixStream) -> Result<(ValidDescriptor, Option<OwnedFd>)> {
+///
+/// # Errors
+/// [`Error::Io`] if the socket fails or closes mid-record, or brings more than one fd;
+/// [`Error::Descriptor`] if the record breaks a SPEC rule.
+pub fn recv(stream: &UnixStream) -> Result<Incoming> {
     let mut bytes = [0u8; RECORD_LEN];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -103,24 +137,9 @@ pub fn recv(stream: &UnixStream) -> Result<(ValidDescriptor, Option<OwnedFd>)> {
     (&*stream)
         .read_exact(bytes.get_mut(got.bytes..).unwrap_or_default())
         .map_err(|e| io("receiving a descriptor", e))?;
-    let desc = decode(&bytes)?;
-    Ok((desc, fds.pop()))
-}
-
-/// Receives a descriptor and opens it under `opts`: by its fd if it came with one (closed once
-/// mapped), else by its path.
-///
-/// ```
-/// fn total(stream: &std::os::unix::net::UnixStream) -> Result<f64, stridemap_shm::Error> {
-///     let m = stridemap_shm::receive(stream, &stridemap::OpenOptions::new())?;
-///     Ok(m.view::<f64>()?.iter().sum())
-/// }
-/// ```
-pub fn receive(stream: &UnixStream, opts: &OpenOptions) -> Result<Mapping> {
-    let (desc, fd) = recv(stream)?;
-    Ok(match (desc.source(), fd) {
-        (Source::Fd, Some(fd)) => stridemap::open_fd(&desc, fd, opts)?,
-        (Source::Path, None) => stridemap::open(&desc, opts)?,
-        _ => return Err(stridemap::Error::MissingFd.into()),
+    let descriptor = decode(&bytes)?;
+    Ok(Incoming {
+        descriptor,
+        fd: fds.pop(),
     })
 }
