@@ -36,6 +36,10 @@ impl<'a, T: Element> View<'a, T> {
     /// assert_eq!(a[[1, 0]], 5.0);
     /// # Ok::<(), stridemap::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`ViewError::TooLarge`] when a size, stride or offset of the layout does not fit
+    /// `ndarray`'s `usize`/`isize`.
     pub fn to_ndarray(&self) -> Result<ArrayViewD<'a, T>> {
         sys::array_view(self.elems(), self.layout()).ok_or(ViewError::TooLarge)
     }
