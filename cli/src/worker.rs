@@ -70,6 +70,8 @@ fn step(
                 .ok_or_else(|| Failure::other("no output array"))?;
             // Every worker writes its own slots of the one shared output, no unsafe: the
             // write is a single volatile store, no reference to the shared bytes is made.
+            let slot = usize::try_from(slot)
+                .map_err(|_| Failure::other("output slot does not fit this machine's usize"))?;
             out.shared_view_mut::<f64>()?.set(&[slot], sum)?;
         }
         wire::DROP => {

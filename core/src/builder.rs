@@ -149,6 +149,12 @@ impl<'a> Builder<'a> {
     }
 
     /// Checks every rule and returns the descriptor.
+    ///
+    /// # Errors
+    /// The first SPEC.md §4 rule the parts break, as the decoder checks it: for example
+    /// [`Error::TooManyAxes`], [`Error::SizeOverflow`], [`Error::StrideTooLarge`],
+    /// [`Error::OutOfBounds`], [`Error::BufferOverflow`], [`Error::FileTooShort`],
+    /// [`Error::PathTooLong`] or [`Error::SourceMismatch`] ([`Error::rule`] names it).
     pub fn build(&self) -> Result<ValidDescriptor, Error> {
         let ndim = self.shape.len();
         if ndim > MAX_NDIM {

@@ -86,6 +86,11 @@ pub struct CompactDescriptor {
 
 impl CompactDescriptor {
     /// Validates (rules C3, C4, then R5–R22 as for the fixed record).
+    ///
+    /// # Errors
+    /// [`Error::CompactBadMagic`] (C3), [`Error::UnsupportedVersion`] (R3),
+    /// [`Error::AxisCountMismatch`] (C4), [`Error::BadTypestr`] and the dtype rules of
+    /// [`DType::parse`], then those of [`Builder::build`] (R5–R22).
     pub fn validate(&self) -> Result<ValidDescriptor, Error> {
         if self.magic != COMPACT_MAGIC {
             return Err(Error::CompactBadMagic);
@@ -129,6 +134,12 @@ impl CompactDescriptor {
 ///
 /// The fields are read one by one with postcard straight into a fixed record (strings
 /// borrowed, axes written in place), so nothing large is built and moved.
+///
+/// # Errors
+/// [`Error::CompactBadMagic`] (C2), [`Error::CompactMalformed`] for bytes postcard cannot
+/// read as the compact form (C1), [`Error::UnsupportedVersion`] (R3),
+/// [`Error::AxisCountMismatch`] (C4), [`Error::BadTypestr`], then the first rule of R8–R22 the
+/// descriptor breaks ([`Error::rule`] names it).
 pub fn decode_compact(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
     if !bytes.starts_with(&COMPACT_MAGIC) {
         return Err(Error::CompactBadMagic);
@@ -303,6 +314,10 @@ impl ValidDescriptor {
 
     /// Encodes the compact form into `buf` ([`COMPACT_MAX_LEN`] bytes always suffice) and
     /// returns the used prefix.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooSmall`] when `buf` is shorter than the encoding (give it
+    /// [`COMPACT_MAX_LEN`] bytes).
     pub fn encode_compact<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
         let got = buf.len();
         postcard::to_slice(&self.to_compact(), buf).map_err(|_| Error::BufferTooSmall {

@@ -128,6 +128,9 @@ pub struct DType {
 
 impl DType {
     /// Validates the three raw parts (rules R8, R9, R10, in that order).
+    ///
+    /// # Errors
+    /// [`Error::UnknownKind`] (R8), [`Error::BadItemsize`] (R9), [`Error::BadByteOrder`] (R10).
     #[inline]
     pub const fn from_raw(byteorder: u8, kind: u8, itemsize: u64) -> Result<DType, Error> {
         let Some(k) = Kind::from_byte(kind) else {
@@ -164,6 +167,10 @@ impl DType {
     /// let native = if cfg!(target_endian = "little") { "<f8" } else { ">f8" };
     /// assert_eq!(DType::native(Kind::Float, 8).unwrap(), DType::parse(native).unwrap());
     /// ```
+    ///
+    /// # Errors
+    /// Those of [`DType::from_raw`]: [`Error::BadItemsize`] for an itemsize the kind does not
+    /// allow (for example `Kind::Float` with 3).
     pub const fn native(kind: Kind, itemsize: u32) -> Result<DType, Error> {
         let order = if itemsize == 1 || matches!(kind, Kind::Void) {
             ByteOrder::NotApplicable
@@ -177,6 +184,10 @@ impl DType {
     ///
     /// The syntax is one byte-order character, one kind character and a decimal itemsize
     /// without sign or leading zero ([`Error::BadTypestr`] otherwise); then the same rules as
+    /// [`DType::from_raw`].
+    ///
+    /// # Errors
+    /// [`Error::BadTypestr`] for text that is not a typestr, then those of
     /// [`DType::from_raw`].
     pub fn parse(typestr: &str) -> Result<DType, Error> {
         let b = typestr.as_bytes();

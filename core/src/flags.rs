@@ -87,6 +87,9 @@ impl Mode {
     }
 
     /// The mode for a two-bit code; 3 is [`Error::BadMode`] (rule R6).
+    ///
+    /// # Errors
+    /// [`Error::BadMode`] for code 3 or more (R6).
     #[inline]
     pub const fn from_code(code: u32) -> Result<Mode, Error> {
         match code {

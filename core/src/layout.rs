@@ -44,6 +44,11 @@ impl Layout {
     /// Validates a layout: `shape` and `strides` of equal length (C3) and at most 32 axes
     /// (R11), a buffer no longer than 2⁶³−1 (R18), a size that fits (R20), every stride within
     /// the buffer's length (R21) and every element inside the buffer (R22).
+    ///
+    /// # Errors
+    /// [`Error::AxisCountMismatch`], [`Error::TooManyAxes`], [`Error::ZeroItemsize`],
+    /// [`Error::BufferOverflow`], [`Error::SizeOverflow`], [`Error::StrideTooLarge`] or
+    /// [`Error::OutOfBounds`]: the first check above that fails.
     pub fn new(
         itemsize: u32,
         shape: &[u64],
@@ -122,6 +127,11 @@ impl Layout {
     /// assert_eq!(Layout::contiguous(8, &[2, 3], Order::F)?.strides(), &[8, 16]);
     /// # Ok::<(), stridemap_core::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::TooManyAxes`] for more than 32 axes, [`Error::ZeroItemsize`], and
+    /// [`Error::SizeOverflow`] or [`Error::BufferOverflow`] when the array's size in bytes does not
+    /// fit 2⁶³−1.
     pub fn contiguous(itemsize: u32, shape: &[u64], order: Order) -> Result<Layout, Error> {
         let mut strides = [0i64; MAX_NDIM];
         let strides = strides
@@ -235,6 +245,10 @@ impl Layout {
     /// assert!(a.element_offset(&[2, 0]).is_err());
     /// # Ok::<(), stridemap_core::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::WrongAxisCount`] when `index` does not have one entry per axis,
+    /// [`Error::IndexOutOfRange`] when an entry is not below its axis's length.
     pub fn element_offset(&self, index: &[u64]) -> Result<u64, Error> {
         if index.len() != self.ndim() {
             return Err(Error::WrongAxisCount {
@@ -277,6 +291,10 @@ impl Layout {
     }
 
     /// The sub-array with `axis` fixed at `index` (the axis is removed), numpy's `a[..., i, ...]`.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchAxis`] when `axis` is not below [`Layout::ndim`],
+    /// [`Error::IndexOutOfRange`] when `index` is not below the axis's length.
     pub fn index_axis(&self, axis: usize, index: u64) -> Result<Layout, Error> {
         let (d, s) = self.axis(axis)?;
         if index >= d {
@@ -314,6 +332,10 @@ impl Layout {
     /// assert_eq!((v.shape(), v.strides(), v.offset()), (&[10][..], &[-8][..], 4000));
     /// # Ok::<(), stridemap_core::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::NoSuchAxis`] when `axis` is not below [`Layout::ndim`], [`Error::ZeroStep`] for
+    /// a step of 0, [`Error::OutOfBounds`] when the new strides overflow `i64`.
     pub fn slice_axis(&self, axis: usize, slice: Slice) -> Result<Layout, Error> {
         let (d, s) = self.axis(axis)?;
         let (start, len) = slice.indices(d)?;
@@ -342,6 +364,11 @@ impl Layout {
     }
 
     /// The axes in a new order: axis `k` of the result is axis `axes[k]` of `self`.
+    ///
+    /// # Errors
+    /// [`Error::WrongAxisCount`] when `axes` does not have one entry per axis,
+    /// [`Error::NotAPermutation`] when an axis is missing, repeated or not below
+    /// [`Layout::ndim`].
     pub fn permute(&self, axes: &[usize]) -> Result<Layout, Error> {
         let n = self.ndim();
         if axes.len() != n {
@@ -394,6 +421,11 @@ impl Layout {
     /// assert!(a.transpose().reshape(&[24], Order::F).is_ok());
     /// # Ok::<(), stridemap_core::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`Error::TooManyAxes`] for more than 32 axes, [`Error::ReshapeSizeMismatch`] when `shape`
+    /// has another number of elements, [`Error::ReshapeNeedsCopy`] when the strides cannot express
+    /// the new shape (copy the elements first, e.g. into a contiguous array).
     pub fn reshape(&self, shape: &[u64], order: Order) -> Result<Layout, Error> {
         if shape.len() > MAX_NDIM {
             return Err(Error::TooManyAxes { ndim: shape.len() });
@@ -433,12 +465,19 @@ impl Layout {
     }
 
     /// The same buffer, a new shape, strides and offset (validated again).
+    ///
+    /// # Errors
+    /// Those of [`Layout::new`] over this layout's buffer.
     pub fn with(&self, shape: &[u64], strides: &[i64], offset: u64) -> Result<Layout, Error> {
         Layout::new(self.itemsize, shape, strides, offset, self.buffer_len)
     }
 
     /// The same array inside a buffer that starts `shift` bytes later and is `buffer_len`
     /// long, e.g. after mapping only part of a file.
+    ///
+    /// # Errors
+    /// [`Error::OutOfBounds`] when an element would fall outside the new buffer (it starts after
+    /// the array's first byte or ends before its last), and those of [`Layout::new`].
     pub fn rebase(&self, shift: u64, buffer_len: u64) -> Result<Layout, Error> {
         let offset = self.offset.checked_sub(shift).ok_or(self.out_of_bounds())?;
         Layout::new(

@@ -99,6 +99,10 @@ impl SegmentHeader {
     /// Reads a header from the first 64 bytes of `bytes`: magic, major version 1, checksum,
     /// a data offset of at least 64 and a generation of at least 1, else
     /// [`Error::BadSegmentHeader`].
+    ///
+    /// # Errors
+    /// [`Error::BadSegmentHeader`], with what is wrong: fewer than 64 bytes, a bad magic, an
+    /// unknown major version, a checksum mismatch, or an impossible data offset or generation.
     pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, Error> {
         let bad = |what| Error::BadSegmentHeader { what };
         let (h, _) = SegmentHeader::read_from_prefix(bytes).map_err(|_| bad("truncated"))?;

@@ -46,6 +46,9 @@ impl Slice {
     /// exactly as Python's `slice.indices` and `len(range(...))` compute them.
     ///
     /// When nothing is selected the first index is meaningless and returned as 0.
+    ///
+    /// # Errors
+    /// [`Error::ZeroStep`] for a step of 0.
     pub fn indices(&self, len: u64) -> Result<(u64, u64), Error> {
         if self.step == 0 {
             return Err(Error::ZeroStep);

@@ -24,6 +24,10 @@ use crate::{
 /// assert_eq!((d.shape(), d.itemsize(), d.path()), (&[10][..], 4, Some("/dev/shm/x")));
 /// # Ok::<(), stridemap_core::Error>(())
 /// ```
+///
+/// # Errors
+/// [`Error::Truncated`] for fewer than [`RECORD_LEN`] bytes, then those of
+/// [`Record::validate`].
 #[inline]
 pub fn decode(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
     let (record, _) = Record::ref_from_prefix(bytes).map_err(|_| Error::Truncated {
@@ -35,6 +39,11 @@ pub fn decode(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
 
 impl Record {
     /// Checks every rule (R2 to R22, in order) and returns the validated descriptor.
+    ///
+    /// # Errors
+    /// The first rule of R2–R22 (SPEC.md §4, in that order) the record breaks, one variant per
+    /// rule ([`Error::rule`] names it), from [`Error::BadMagic`] (R2) and
+    /// [`Error::UnsupportedVersion`] (R3) to [`Error::OutOfBounds`] (R22).
     #[inline]
     pub fn validate(&self) -> Result<ValidDescriptor, Error> {
         if self.magic != MAGIC {

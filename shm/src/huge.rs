@@ -587,6 +587,9 @@ pub(crate) fn huge_mapped(start: usize, len: usize) -> std::io::Result<u64> {
 /// assert_eq!(stridemap_shm::huge_page_bytes(&v)?, 0);
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// # Errors
+/// The I/O error of reading `/proc/self/smaps` (procfs not mounted, or not readable).
 pub fn huge_page_bytes(bytes: &[u8]) -> std::io::Result<u64> {
     huge_mapped(bytes.as_ptr() as usize, bytes.len())
 }

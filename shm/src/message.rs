@@ -31,7 +31,7 @@ pub(crate) fn outgoing(pool: &Pool, view: &ByteView<'_>) -> Result<Outgoing> {
         return Ok(Outgoing {
             message: ArrayMessage::Inline {
                 dtype: view.dtype().typestr().as_str().to_string(),
-                shape: view.shape().to_vec(),
+                shape: view.layout().shape().to_vec(),
                 data: view.to_contiguous(),
             },
             keep: None,

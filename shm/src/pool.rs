@@ -399,7 +399,7 @@ impl Pool {
         if recycled || packed.is_none() {
             copy_into(view, seg.data_mut());
         }
-        let layout = Layout::contiguous(view.dtype().itemsize(), view.shape(), Order::C)?;
+        let layout = Layout::contiguous(view.dtype().itemsize(), view.layout().shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
         SharedArrayMut::<crate::Untyped>::new(lease, view.dtype(), layout).freeze()
     }

@@ -114,6 +114,10 @@ impl SweepReport {
 /// for f in &report.removed { println!("would remove {}", f.display()); }
 /// # Ok::<(), stridemap_shm::Error>(())
 /// ```
+///
+/// # Errors
+/// As [`sweep_with`]: none as a whole today; each root, folder or file that could not be
+/// handled is in [`SweepReport::failed`] (check [`SweepReport::succeeded`]).
 pub fn sweep(roots: &[PathBuf], dry_run: bool) -> Result<SweepReport> {
     sweep_with(roots, &SweepOptions::default().dry_run(dry_run))
 }
@@ -127,6 +131,13 @@ pub fn sweep(roots: &[PathBuf], dry_run: bool) -> Result<SweepReport> {
 /// assert!(report.succeeded());
 /// # Ok::<(), stridemap_shm::Error>(())
 /// ```
+///
+/// # Errors
+/// None as a whole today: a root that cannot be opened or listed, a folder that is alive,
+/// not the caller's, not private or not a folder, and a file that cannot be locked or
+/// removed are each one entry of [`SweepReport::failed`] (or left alone, as the SPEC §7
+/// liveness rules say), and the sweep goes on. The `Result` is there so that a failure of
+/// the sweep itself can be reported without a breaking change.
 pub fn sweep_with(roots: &[PathBuf], opts: &SweepOptions) -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let me = rustix::process::geteuid().as_raw();

@@ -117,6 +117,13 @@ compile_error!(
     "stridemap supports Linux only, and this target's OS is not Linux; stridemap-core (the descriptor alone) builds here"
 );
 
+// Sizes and indices are `usize` in the API and `u64` on the wire and in `Layout`: the views
+// convert between them without a copy, which needs the two to be one type in all but name.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!(
+    "stridemap supports 64-bit Linux only (sizes are usize in its API and u64 on the wire); stridemap-core (the descriptor alone) builds here"
+);
+
 mod decode;
 mod element;
 mod error;

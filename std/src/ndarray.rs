@@ -12,14 +12,9 @@ impl<T: Element> SharedView<'_, T> {
     /// without copying where references are sound).
     ///
     /// # Errors
-    /// [`ViewError::TooLarge`] if an axis length does not fit `usize`.
+    /// [`ViewError::TooLarge`] if `ndarray` refuses the shape (its size overflows `isize`).
     pub fn to_ndarray(&self) -> Result<ArrayD<T>> {
-        let shape = self
-            .shape()
-            .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| ViewError::TooLarge))
-            .collect::<Result<Vec<usize>>>()?;
-        ArrayD::from_shape_vec(IxDyn(&shape), self.to_vec()).map_err(|_| ViewError::TooLarge)
+        ArrayD::from_shape_vec(IxDyn(self.shape()), self.to_vec()).map_err(|_| ViewError::TooLarge)
     }
 }
 
@@ -36,6 +31,10 @@ impl<'a, T: Element> View<'a, T> {
     /// assert_eq!(a[[1, 0]], 5.0);
     /// # Ok::<(), stridemap::Error>(())
     /// ```
+    ///
+    /// # Errors
+    /// [`ViewError::TooLarge`] when a size, stride or offset of the layout does not fit
+    /// `ndarray`'s `usize`/`isize`.
     pub fn to_ndarray(&self) -> Result<ArrayViewD<'a, T>> {
         sys::array_view(self.elems(), self.layout()).ok_or(ViewError::TooLarge)
     }

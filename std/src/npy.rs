@@ -220,7 +220,7 @@ pub fn describe(path: impl AsRef<Path>) -> Result<ValidDescriptor> {
 /// [`Error::Io`] if writing fails.
 pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
     let io_err = |e: io::Error| Error::io("writing .npy", e);
-    out.write_all(&header_bytes(view.dtype(), view.shape()))
+    out.write_all(&header_bytes(view.dtype(), view.layout().shape()))
         .map_err(io_err)?;
     if view.layout().is_c_contiguous() {
         let span = view.layout().span();

@@ -35,6 +35,17 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// println!("{} elements", m.shared_view::<f32>()?.len());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Errors
+/// One per failed check, each naming what to fix: [`Error::ModeNotAllowed`] (O5),
+/// [`Error::MissingFd`] for a descriptor whose source is an fd (use [`open_fd`] or
+/// [`open_source`]), [`Error::BadPath`] (O1), [`Error::OutsideRoots`] or
+/// [`Error::UntrustedFolder`] (O2), [`Error::Symlink`] (O3), [`Error::Open`] (O4),
+/// [`Error::NotRegularFile`] (O6), [`Error::LengthMismatch`] (O7),
+/// [`Error::IdentityMismatch`] (O8), [`Error::SegmentBusy`] when a segment stays locked
+/// exclusively for more than two seconds (retryable, [`Error::is_retryable`]),
+/// [`Error::StaleSegment`] (O10), [`Error::Map`] (O11), and [`Error::Io`] when `fstat` or
+/// `flock` fails.
 pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     let mode = grant(desc, opts)?;
     let Some(path) = desc.path().filter(|_| desc.source() == Source::Path) else {
@@ -68,6 +79,14 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
 /// [`OpenOptions::allow_unsealed_fds`] — that the file is sealed against shrinking (O9). A
 /// read-only mapping of the received file (same device and inode) already in this process is
 /// reused.
+///
+/// # Errors
+/// [`Error::ModeNotAllowed`] (O5), [`Error::UnexpectedFd`] for a descriptor whose source is a
+/// path (the fd is closed; use [`open`] or [`open_source`]), [`Error::NotRegularFile`] (O6),
+/// [`Error::LengthMismatch`] (O7), [`Error::IdentityMismatch`] (O8), [`Error::NotSealed`]
+/// (O9, unless [`OpenOptions::allow_unsealed_fds`]), [`Error::SegmentBusy`] (retryable) and
+/// [`Error::StaleSegment`] (O10) for a segment, [`Error::Map`] (O11), and [`Error::Io`] when
+/// `fstat` or `flock` fails.
 pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Result<Mapping> {
     let mode = grant(desc, opts)?;
     if desc.source() != Source::Fd {

@@ -97,8 +97,8 @@ fn joblib_failure_cases_round_trip() {
     );
     let again = open(&desc, &fx.opts()).unwrap();
     let tv = again.shared_view::<f64>().unwrap();
-    for i in 0..40u64 {
-        for j in 0..25u64 {
+    for i in 0..40usize {
+        for j in 0..25usize {
             assert_eq!(tv.get(&[i, j]).unwrap(), (j * 40 + i) as f64);
         }
     }
@@ -488,11 +488,7 @@ fn ndarray_views_and_descriptors() {
     let a = v.to_ndarray().unwrap();
     assert_eq!(a.shape(), &[5, 4, 3]);
     for (ix, x) in a.indexed_iter() {
-        let ix: Vec<u64> = ndarray::Dimension::slice(&ix)
-            .iter()
-            .map(|&i| i as u64)
-            .collect();
-        assert_eq!(v.get(&ix).unwrap(), x);
+        assert_eq!(v.get(ndarray::Dimension::slice(&ix)).unwrap(), x);
     }
     // An ndarray slice of it, described and opened again.
     let s = a.slice(ndarray::s![1..4;2, ..;-1, 1]).into_dyn();

@@ -128,6 +128,16 @@ fn apply(l: &Layout, op: &Op) -> Option<Layout> {
     }
 }
 
+/// A layout's `u64` size or index as the `usize` the views take (lossless on 64-bit Linux).
+fn us(x: u64) -> usize {
+    usize::try_from(x).unwrap()
+}
+
+/// A layout's `u64` index as the `usize` index the views take.
+fn ix_us(ix: &[u64]) -> Vec<usize> {
+    ix.iter().map(|&i| us(i)).collect()
+}
+
 fn read_f64(bytes: &[u8], off: u64) -> f64 {
     let b: [u8; 8] = bytes[off as usize..off as usize + 8].try_into().unwrap();
     f64::from_ne_bytes(b)
@@ -149,7 +159,7 @@ proptest! {
             let Some(next) = apply(&layout, o) else { continue };
             view = match *o {
                 Op::Slice(a, start, stop, step) => view.slice_axis(a % layout.ndim(), Slice::new(start, stop, step)).unwrap(),
-                Op::Index(a, i) => view.index_axis(a % layout.ndim(), i % layout.shape()[a % layout.ndim()].max(1)).unwrap(),
+                Op::Index(a, i) => view.index_axis(a % layout.ndim(), us(i % layout.shape()[a % layout.ndim()].max(1))).unwrap(),
                 Op::Transpose => view.t(),
                 Op::Permute(_) | Op::Reshape(_) => View::<f64>::new(bytes, next).unwrap(),
             };
@@ -162,7 +172,7 @@ proptest! {
         for ((ix, &off), g) in indices(layout.shape()).iter().zip(&want).zip(&got) {
             let expect = read_f64(bytes, off);
             prop_assert_eq!(g.to_bits(), expect.to_bits());
-            prop_assert_eq!(view.get(ix).unwrap().to_bits(), expect.to_bits());
+            prop_assert_eq!(view.get(&ix_us(ix)).unwrap().to_bits(), expect.to_bits());
         }
         // fold (the fast path) agrees with next()
         let folded = view.iter().fold(Vec::new(), |mut v, x| { v.push(x.to_bits()); v });
@@ -175,8 +185,8 @@ proptest! {
         // The byte view agrees, element by element.
         let bv = ByteView::new(bytes, layout, DType::parse(if cfg!(target_endian = "little") { "<f8" } else { ">f8" }).unwrap()).unwrap();
         for (ix, &off) in indices(layout.shape()).iter().zip(&want) {
-            prop_assert_eq!(bv.element(ix).unwrap(), &bytes[off as usize..off as usize + 8]);
-            prop_assert_eq!(bv.read::<f64>(ix).unwrap().to_bits(), read_f64(bytes, off).to_bits());
+            prop_assert_eq!(bv.element(&ix_us(ix)).unwrap(), &bytes[off as usize..off as usize + 8]);
+            prop_assert_eq!(bv.read::<f64>(&ix_us(ix)).unwrap().to_bits(), read_f64(bytes, off).to_bits());
         }
         let packed: Vec<u8> = want.iter().flat_map(|&o| bytes[o as usize..o as usize + 8].to_vec()).collect();
         prop_assert_eq!(bv.to_contiguous(), packed);
@@ -187,7 +197,7 @@ proptest! {
         prop_assert_eq!(bits(sv.iter().fold(Vec::new(), |mut v, x| { v.push(x); v })), bits(got.clone()));
         prop_assert_eq!(bits(sv.to_vec()), bits(got.clone()));
         for (ix, g) in indices(layout.shape()).iter().zip(&got) {
-            prop_assert_eq!(sv.get(ix).unwrap().to_bits(), g.to_bits());
+            prop_assert_eq!(sv.get(&ix_us(ix)).unwrap().to_bits(), g.to_bits());
         }
         prop_assert_eq!(SharedView::<f64>::new(bytes, layout).unwrap().to_vec().len(), got.len());
     }
@@ -199,7 +209,7 @@ proptest! {
         for ix in indices(c.layout.shape()) {
             let off = model_offset(&c.layout, &ix) as usize;
             let raw: [u8; 8] = bytes[off..off + 8].try_into().unwrap();
-            prop_assert_eq!(bv.read::<u64>(&ix).unwrap(), u64::from_be_bytes(raw));
+            prop_assert_eq!(bv.read::<u64>(&ix_us(&ix)).unwrap(), u64::from_be_bytes(raw));
         }
         // A typed view refuses misaligned layouts with an error, never UB.
         if c.layout.offset() % 8 != 0 || c.layout.strides().iter().zip(c.layout.shape()).any(|(s, &d)| d > 1 && s % 8 != 0) {
@@ -245,7 +255,7 @@ proptest! {
         let mut words = vec![0u64; c.words.len()];
         let sv = SharedViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut words), c.layout).unwrap();
         let n = sv.len();
-        let (mut a, mut b) = sv.split_axis(0, at).unwrap();
+        let (mut a, mut b) = sv.split_axis(0, us(at)).unwrap();
         prop_assert_eq!(a.len() + b.len(), n);
         a.for_each_mut(|x| *x += 1);
         b.for_each_mut(|x| *x += 1);

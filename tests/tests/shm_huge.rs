@@ -163,7 +163,7 @@ fn consume<T>(a: &SharedArray<T>, root: Option<&Path>) -> Mapping {
     };
     // Named files are not frozen: element copies, one per page.
     let v = m.shared_view::<f64>().unwrap();
-    let n = v.len() as u64;
+    let n = v.len();
     let mut sum = 0.0;
     for i in (0..n).step_by(512) {
         sum += v.get(&[i]).unwrap();

@@ -72,10 +72,7 @@ fn soak(kind: SegmentKind, recycle: bool) {
             .and_then(|i| i.open(&opts))
             .unwrap();
         let v = m.shared_view::<f64>().unwrap();
-        assert_eq!(
-            v.get(&[(i % 64) as u64, 5]).unwrap(),
-            (i % 64) as f64 * 128.0 + 5.0
-        );
+        assert_eq!(v.get(&[i % 64, 5]).unwrap(), (i % 64) as f64 * 128.0 + 5.0);
         drop(m);
         drop(shared);
     };

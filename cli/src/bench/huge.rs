@@ -87,7 +87,7 @@ fn first_read(a: &SharedArray<f64>, root: &Option<PathBuf>) -> Result<f64> {
     };
     // One element per 4 KiB page, copied out (a named file is not frozen).
     let v = m.shared_view::<f64>().map_err(|e| e.to_string())?;
-    let n = v.len() as u64;
+    let n = v.len();
     let t0 = Instant::now();
     let mut sum = 0f64;
     for i in (0..n).step_by(512) {

@@ -259,7 +259,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     });
 
     // 2-d transpose: column-major walk of a C-ordered matrix.
-    let side = (n as f64).sqrt() as u64;
+    let side = (n as f64).sqrt() as usize;
     let mat = view
         .slice_axis(0, Slice::range(0, (side * side) as i64))
         .and_then(|v| v.reshape(&[side, side], stridemap_core::Order::C))
@@ -267,7 +267,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
         .t();
     let hand_t = || {
         let mut sum = 0.0;
-        let s = side as usize;
+        let s = side;
         for j in 0..s {
             for i in 0..s {
                 sum += slice[i * s + j];
@@ -349,7 +349,7 @@ fn shared_write_rows(budget: Budget, n: u64) -> Result<Vec<Row>> {
         || {
             if let Ok(mut v) = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
             {
-                for i in 0..rows_n {
+                for i in 0..usize::try_from(rows_n).unwrap_or(0) {
                     if let Ok(mut r) = v.reborrow().index_axis(0, i) {
                         let _ = r.copy_from_slice(&row);
                     }

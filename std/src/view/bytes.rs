@@ -75,8 +75,8 @@ impl<'a> ByteView<'a> {
     ///
     /// # Errors
     /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
-    pub fn element(&self, index: &[u64]) -> Result<&'a [u8]> {
-        let off = self.layout.element_offset(index)?;
+    pub fn element(&self, index: &[usize]) -> Result<&'a [u8]> {
+        let off = self.layout.element_offset(super::as_u64s(index))?;
         self.at(off).ok_or(ViewError::BufferTooShort {
             needed: off.saturating_add(u64::from(self.dtype.itemsize())),
             len: self.bytes.len() as u64,
@@ -88,7 +88,7 @@ impl<'a> ByteView<'a> {
     ///
     /// # Errors
     /// [`ViewError::DtypeMismatch`]; index errors as for [`ByteView::element`].
-    pub fn read<T: Element>(&self, index: &[u64]) -> Result<T> {
+    pub fn read<T: Element>(&self, index: &[usize]) -> Result<T> {
         let want = T::dtype()?;
         if want.kind() != self.dtype.kind() || want.itemsize() != self.dtype.itemsize() {
             return Err(ViewError::DtypeMismatch {

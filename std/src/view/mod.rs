@@ -20,6 +20,26 @@ use stridemap_core::{Layout, ValidDescriptor};
 
 use crate::{ViewError, ViewResult as Result};
 
+// `usize` and `u64` have one size and alignment on the only targets this crate builds for
+// (a `compile_error!` in lib.rs elsewhere), so a slice of either is a slice of the other.
+const _: () = assert!(
+    core::mem::size_of::<usize>() == core::mem::size_of::<u64>()
+        && core::mem::align_of::<usize>() == core::mem::align_of::<u64>()
+);
+
+/// Sizes or indices kept as `u64` (the wire's, a [`Layout`]'s) as the `usize` the API gives.
+pub(crate) fn as_usizes(s: &[u64]) -> &[usize] {
+    // Cannot fail: same size and alignment (the assertion above), so every length and
+    // address fits.
+    bytemuck::try_cast_slice(s).unwrap_or_default()
+}
+
+/// Indices or sizes the API takes as `usize`, as the `u64` a [`Layout`] takes.
+pub(crate) fn as_u64s(s: &[usize]) -> &[u64] {
+    // Cannot fail: as in `as_usizes`.
+    bytemuck::try_cast_slice(s).unwrap_or_default()
+}
+
 /// The descriptor of `layout` inside the buffer `source` describes.
 fn describe(source: Option<&ValidDescriptor>, layout: &Layout) -> Result<ValidDescriptor> {
     let source = source.ok_or(ViewError::NotDescribable)?;
@@ -36,9 +56,10 @@ macro_rules! subviews {
                 &self.layout
             }
 
-            /// Length of each axis.
-            pub fn shape(&self) -> &[u64] {
-                self.layout.shape()
+            /// Length of each axis (the layout's `u64` lengths, as `usize`: every element
+            /// of a view is in memory).
+            pub fn shape(&self) -> &[usize] {
+                $crate::view::as_usizes(self.layout.shape())
             }
 
             /// Stride of each axis in bytes.
@@ -86,7 +107,9 @@ macro_rules! subviews {
             ///
             /// # Errors
             /// A [`ViewError::Descriptor`] error for a bad axis or an index out of range.
-            pub fn index_axis(self, axis: usize, index: u64) -> Result<Self> {
+            pub fn index_axis(self, axis: usize, index: usize) -> Result<Self> {
+                // Lossless on the 64-bit targets this crate builds for.
+                let index = u64::try_from(index).unwrap_or(u64::MAX);
                 let l = self.layout.index_axis(axis, index)?;
                 self.with_layout(l)
             }
@@ -111,8 +134,8 @@ macro_rules! subviews {
             ///
             /// # Errors
             /// A [`ViewError::Descriptor`] error if the size differs or the strides need a copy.
-            pub fn reshape(self, shape: &[u64], order: stridemap_core::Order) -> Result<Self> {
-                let l = self.layout.reshape(shape, order)?;
+            pub fn reshape(self, shape: &[usize], order: stridemap_core::Order) -> Result<Self> {
+                let l = self.layout.reshape($crate::view::as_u64s(shape), order)?;
                 self.with_layout(l)
             }
 

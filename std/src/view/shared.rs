@@ -152,8 +152,8 @@ impl<'a, T: Element> SharedView<'a, T> {
     ///
     /// # Errors
     /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
-    pub fn get(&self, index: &[u64]) -> Result<T> {
-        let off = self.layout.element_offset(index)?;
+    pub fn get(&self, index: &[usize]) -> Result<T> {
+        let off = self.layout.element_offset(super::as_u64s(index))?;
         self.bytes
             .read(usize_off(off))
             .ok_or_else(|| outside(&self.layout, self.bytes.len()))
@@ -208,7 +208,6 @@ impl<'a, T: Element> SharedView<'a, T> {
     {
         let this = *self;
         let n = *self
-            .layout
             .shape()
             .get(axis)
             .ok_or(stridemap_core::Error::NoSuchAxis {
@@ -286,8 +285,8 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     ///
     /// # Errors
     /// As [`SharedView::get`].
-    pub fn get(&self, index: &[u64]) -> Result<T> {
-        let off = self.layout.element_offset(index)?;
+    pub fn get(&self, index: &[usize]) -> Result<T> {
+        let off = self.layout.element_offset(super::as_u64s(index))?;
         self.bytes
             .read(usize_off(off))
             .ok_or_else(|| outside(&self.layout, self.bytes.len()))
@@ -297,8 +296,8 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     ///
     /// # Errors
     /// As [`SharedView::get`].
-    pub fn set(&mut self, index: &[u64], value: T) -> Result<()> {
-        let off = self.layout.element_offset(index)?;
+    pub fn set(&mut self, index: &[usize], value: T) -> Result<()> {
+        let off = self.layout.element_offset(super::as_u64s(index))?;
         let len = self.bytes.len();
         self.bytes
             .write(usize_off(off), value)
@@ -395,7 +394,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// # Errors
     /// [`ViewError::Overlapping`] if elements of this view share bytes (zero or short strides),
     /// a [`ViewError::Descriptor`] error if `axis` is out of range.
-    pub fn split_axis(self, axis: usize, at: u64) -> Result<(Self, Self)> {
+    pub fn split_axis(self, axis: usize, at: usize) -> Result<(Self, Self)> {
         if axis >= self.ndim() {
             return Err(stridemap_core::Error::NoSuchAxis {
                 axis,
@@ -409,6 +408,8 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
             source,
             ..
         } = self;
+        // Lossless on the 64-bit targets this crate builds for.
+        let at = u64::try_from(at).unwrap_or(u64::MAX);
         let (a, la, b, lb) =
             split_disjoint(bytes, &layout, axis, at).ok_or(ViewError::Overlapping)?;
         let part = |bytes, layout| SharedViewMut {
@@ -425,7 +426,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     ///
     /// # Errors
     /// As [`split_axis`](Self::split_axis); also [`ViewError::ZeroChunk`] if `size` is 0.
-    pub fn axis_chunks(self, axis: usize, size: u64) -> Result<Vec<Self>> {
+    pub fn axis_chunks(self, axis: usize, size: usize) -> Result<Vec<Self>> {
         if size == 0 {
             return Err(ViewError::ZeroChunk);
         }

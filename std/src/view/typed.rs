@@ -170,8 +170,8 @@ impl<'a, T: Element> View<'a, T> {
     ///
     /// # Errors
     /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
-    pub fn get(&self, index: &[u64]) -> Result<&'a T> {
-        let off = self.layout.element_offset(index)?;
+    pub fn get(&self, index: &[usize]) -> Result<&'a T> {
+        let off = self.layout.element_offset(super::as_u64s(index))?;
         self.elems
             .get(slot::<T>(off))
             .ok_or_else(|| outside(&self.layout))
@@ -192,7 +192,6 @@ impl<'a, T: Element> View<'a, T> {
     pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
         let this = *self;
         let n = *self
-            .layout
             .shape()
             .get(axis)
             .ok_or(stridemap_core::Error::NoSuchAxis {
@@ -211,14 +210,13 @@ impl<'a, T: Element> View<'a, T> {
     pub fn axis_chunks(
         &self,
         axis: usize,
-        size: u64,
+        size: usize,
     ) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
         if size == 0 {
             return Err(ViewError::ZeroChunk);
         }
         let this = *self;
         let n = *self
-            .layout
             .shape()
             .get(axis)
             .ok_or(stridemap_core::Error::NoSuchAxis {
@@ -345,8 +343,8 @@ impl<'a, T: Element> ViewMut<'a, T> {
     ///
     /// # Errors
     /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
-    pub fn get(&self, index: &[u64]) -> Result<&T> {
-        let off = self.layout.element_offset(index)?;
+    pub fn get(&self, index: &[usize]) -> Result<&T> {
+        let off = self.layout.element_offset(super::as_u64s(index))?;
         self.elems
             .get(slot::<T>(off))
             .ok_or_else(|| outside(&self.layout))
@@ -356,8 +354,8 @@ impl<'a, T: Element> ViewMut<'a, T> {
     ///
     /// # Errors
     /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
-    pub fn get_mut(&mut self, index: &[u64]) -> Result<&mut T> {
-        let off = self.layout.element_offset(index)?;
+    pub fn get_mut(&mut self, index: &[usize]) -> Result<&mut T> {
+        let off = self.layout.element_offset(super::as_u64s(index))?;
         let layout = self.layout;
         self.elems
             .get_mut(slot::<T>(off))
@@ -391,7 +389,6 @@ impl<'a, T: Element> ViewMut<'a, T> {
         mut f: impl FnMut(ViewMut<'_, T>) -> Result<()>,
     ) -> Result<()> {
         let n = *self
-            .layout
             .shape()
             .get(axis)
             .ok_or(stridemap_core::Error::NoSuchAxis {
@@ -475,7 +472,6 @@ macro_rules! index_impls {
             /// If the index has the wrong number of axes or is out of range, as slice
             /// indexing does; [`get`](Self::get) returns an error instead.
             fn index(&self, index: [usize; N]) -> &T {
-                let index = index.map(|i| i as u64);
                 match self.get(&index) {
                     Ok(e) => e,
                     Err(e) => panic!("index {index:?} of a view of shape {:?}: {e}", self.shape()),
@@ -492,8 +488,7 @@ impl<T: Element, const N: usize> core::ops::IndexMut<[usize; N]> for ViewMut<'_,
     /// # Panics
     /// As [`Index`](core::ops::Index); [`get_mut`](ViewMut::get_mut) returns an error instead.
     fn index_mut(&mut self, index: [usize; N]) -> &mut T {
-        let index = index.map(|i| i as u64);
-        if let Err(e) = self.layout.element_offset(&index) {
+        if let Err(e) = self.layout.element_offset(super::as_u64s(&index)) {
             panic!("index {index:?} of a view of shape {:?}: {e}", self.shape());
         }
         match self.get_mut(&index) {
