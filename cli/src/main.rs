@@ -177,9 +177,27 @@ impl From<stridemap::ViewError> for Failure {
     }
 }
 
-impl From<stridemap_core::Error> for Failure {
-    fn from(e: stridemap_core::Error) -> Failure {
+impl From<stridemap_core::DecodeError> for Failure {
+    fn from(e: stridemap_core::DecodeError) -> Failure {
         stridemap::Error::from(e).into()
+    }
+}
+
+impl From<stridemap_core::LayoutError> for Failure {
+    fn from(e: stridemap_core::LayoutError) -> Failure {
+        stridemap::Error::from(e).into()
+    }
+}
+
+impl From<stridemap_core::ParseNameError> for Failure {
+    fn from(e: stridemap_core::ParseNameError) -> Failure {
+        Failure::other(e.to_string())
+    }
+}
+
+impl From<stridemap_core::BufferTooSmall> for Failure {
+    fn from(e: stridemap_core::BufferTooSmall) -> Failure {
+        Failure::other(e.to_string())
     }
 }
 

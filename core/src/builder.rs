@@ -5,7 +5,7 @@ use zerocopy::little_endian::{I64, U16, U32, U64};
 
 use crate::layout::contiguous_strides;
 use crate::{
-    DType, Error, Layout, MAGIC, MAX_NDIM, Mode, Order, PATH_CAPACITY, Record, Source,
+    DType, DecodeError, Layout, MAGIC, MAX_NDIM, Mode, Order, PATH_CAPACITY, Record, Source,
     VERSION_MAJOR, VERSION_MINOR, ValidDescriptor, flags,
 };
 
@@ -27,7 +27,7 @@ use crate::{
 ///     .path("/dev/shm/stridemap-1/seg")
 ///     .build()?;
 /// assert_eq!((d.span(), d.file_offset()), (0..80, 4168));
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 #[must_use]
@@ -152,13 +152,15 @@ impl<'a> Builder<'a> {
     ///
     /// # Errors
     /// The first SPEC.md §4 rule the parts break, as the decoder checks it: for example
-    /// [`Error::TooManyAxes`], [`Error::SizeOverflow`], [`Error::StrideTooLarge`],
-    /// [`Error::OutOfBounds`], [`Error::BufferOverflow`], [`Error::FileTooShort`],
-    /// [`Error::PathTooLong`] or [`Error::SourceMismatch`] ([`Error::rule`] names it).
-    pub fn build(&self) -> Result<ValidDescriptor, Error> {
+    /// [`DecodeError::TooManyAxes`], [`DecodeError::AxisCountMismatch`],
+    /// [`DecodeError::SizeOverflow`], [`DecodeError::StrideTooLarge`],
+    /// [`DecodeError::OutOfBounds`], [`DecodeError::BufferOverflow`],
+    /// [`DecodeError::FileTooShort`], [`DecodeError::PathTooLong`] or
+    /// [`DecodeError::SourceMismatch`] ([`DecodeError::rule`] names it).
+    pub fn build(&self) -> Result<ValidDescriptor, DecodeError> {
         let ndim = self.shape.len();
         if ndim > MAX_NDIM {
-            return Err(Error::TooManyAxes { ndim });
+            return Err(DecodeError::TooManyAxes { ndim });
         }
         let mut computed = [0i64; MAX_NDIM];
         let strides = match self.strides {
@@ -166,43 +168,43 @@ impl<'a> Builder<'a> {
             None => {
                 let s = computed
                     .get_mut(..ndim)
-                    .ok_or(Error::TooManyAxes { ndim })?;
+                    .ok_or(DecodeError::TooManyAxes { ndim })?;
                 contiguous_strides(self.dtype.itemsize(), self.shape, self.order, s)?;
                 s
             }
         };
+        if strides.len() != ndim {
+            return Err(DecodeError::AxisCountMismatch {
+                shape: ndim,
+                strides: strides.len(),
+            });
+        }
         let (buffer_offset, buffer_len) = match self.buffer {
             Some(b) => b,
             None => {
                 // Just long enough: the end of the elements' span.
-                let probe = Layout::new(
+                let axes = self.shape.iter().copied().zip(strides.iter().copied());
+                let facts = crate::layout::check(
                     self.dtype.itemsize(),
-                    self.shape,
-                    strides,
+                    axes,
                     self.offset,
                     crate::layout::MAX_BYTES,
                 )?;
-                (0, probe.span().end.max(self.offset))
+                (0, facts.span.1.max(self.offset))
             }
         };
         let file_len = match self.file_len {
             Some(f) => f,
             None => buffer_offset
                 .checked_add(buffer_len)
-                .ok_or(Error::BufferOverflow {
+                .ok_or(DecodeError::BufferOverflow {
                     buffer_offset,
                     buffer_len,
                 })?,
         };
         let path = self.path.as_bytes();
         if path.len() > PATH_CAPACITY {
-            return Err(Error::PathTooLong { len: path.len() });
-        }
-        if strides.len() != ndim {
-            return Err(Error::AxisCountMismatch {
-                shape: ndim,
-                strides: strides.len(),
-            });
+            return Err(DecodeError::PathTooLong { len: path.len() });
         }
 
         let mut r = Record::new_zeroed();

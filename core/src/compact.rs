@@ -11,8 +11,8 @@ use zerocopy::FromZeros;
 use zerocopy::little_endian::{I64, U64};
 
 use crate::{
-    Builder, DType, Error, MAGIC, MAX_NDIM, Mode, Order, PATH_CAPACITY, Record, Source, TypeStr,
-    VERSION_MAJOR, VERSION_MINOR, ValidDescriptor, flags,
+    BufferTooSmall, Builder, DType, DecodeError, MAGIC, MAX_NDIM, Mode, Order, PATH_CAPACITY,
+    Record, Source, TypeStr, VERSION_MAJOR, VERSION_MINOR, ValidDescriptor, flags,
 };
 
 /// The first four bytes of every encoded compact form: `\x89SMC`.
@@ -44,7 +44,7 @@ pub enum CompactSource {
 /// let bytes = d.encode_compact(&mut buf)?;
 /// assert!(bytes.len() < 64);
 /// assert_eq!(decode_compact(bytes)?, d);
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompactDescriptor {
@@ -88,21 +88,21 @@ impl CompactDescriptor {
     /// Validates (rules C3, C4, then R5–R22 as for the fixed record).
     ///
     /// # Errors
-    /// [`Error::CompactBadMagic`] (C3), [`Error::UnsupportedVersion`] (R3),
-    /// [`Error::AxisCountMismatch`] (C4), [`Error::BadTypestr`] and the dtype rules of
-    /// [`DType::parse`], then those of [`Builder::build`] (R5–R22).
-    pub fn validate(&self) -> Result<ValidDescriptor, Error> {
+    /// [`DecodeError::CompactBadMagic`] (C2), [`DecodeError::UnsupportedVersion`] (R3),
+    /// [`DecodeError::AxisCountMismatch`] (C3), [`DecodeError::BadTypestr`] (C4) and the dtype
+    /// rules of [`DType::parse`], then those of [`Builder::build`] (R5–R22).
+    pub fn validate(&self) -> Result<ValidDescriptor, DecodeError> {
         if self.magic != COMPACT_MAGIC {
-            return Err(Error::CompactBadMagic);
+            return Err(DecodeError::CompactBadMagic);
         }
         if self.major != VERSION_MAJOR {
-            return Err(Error::UnsupportedVersion {
+            return Err(DecodeError::UnsupportedVersion {
                 major: self.major,
                 minor: self.minor,
             });
         }
         if self.shape.len() != self.strides.len() {
-            return Err(Error::AxisCountMismatch {
+            return Err(DecodeError::AxisCountMismatch {
                 shape: self.shape.len(),
                 strides: self.strides.len(),
             });
@@ -136,18 +136,18 @@ impl CompactDescriptor {
 /// borrowed, axes written in place), so nothing large is built and moved.
 ///
 /// # Errors
-/// [`Error::CompactBadMagic`] (C2), [`Error::CompactMalformed`] for bytes postcard cannot
-/// read as the compact form (C1), [`Error::UnsupportedVersion`] (R3),
-/// [`Error::AxisCountMismatch`] (C4), [`Error::BadTypestr`], then the first rule of R8–R22 the
-/// descriptor breaks ([`Error::rule`] names it).
-pub fn decode_compact(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
+/// [`DecodeError::CompactBadMagic`] (C2), [`DecodeError::CompactMalformed`] for bytes postcard
+/// cannot read as the compact form (C1), [`DecodeError::UnsupportedVersion`] (R3),
+/// [`DecodeError::AxisCountMismatch`] (C3), [`DecodeError::BadTypestr`] (C4), then the first
+/// rule of R8–R22 the descriptor breaks ([`DecodeError::rule`] names it).
+pub fn decode_compact(bytes: &[u8]) -> Result<ValidDescriptor, DecodeError> {
     if !bytes.starts_with(&COMPACT_MAGIC) {
-        return Err(Error::CompactBadMagic);
+        return Err(DecodeError::CompactBadMagic);
     }
     let mut de = postcard::Deserializer::from_bytes(bytes);
     let (_magic, major, minor) = <([u8; 4], u16, u16)>::deserialize(&mut de).map_err(malformed)?;
     if major != VERSION_MAJOR {
-        return Err(Error::UnsupportedVersion { major, minor });
+        return Err(DecodeError::UnsupportedVersion { major, minor });
     }
     let mut r = Record::new_zeroed();
     let dtype = <&str>::deserialize(&mut de).map_err(malformed)?;
@@ -176,10 +176,10 @@ pub fn decode_compact(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
     )]
     let known_minor = minor <= VERSION_MINOR;
     if dtype.len() > 16 || path.len() > PATH_CAPACITY || (!rest.is_empty() && known_minor) {
-        return Err(Error::CompactMalformed);
+        return Err(DecodeError::CompactMalformed);
     }
     if ndim != nstrides {
-        return Err(Error::AxisCountMismatch {
+        return Err(DecodeError::AxisCountMismatch {
             shape: ndim,
             strides: nstrides,
         });
@@ -213,8 +213,8 @@ pub fn decode_compact(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
     r.validate_fields()
 }
 
-fn malformed(_: postcard::Error) -> Error {
-    Error::CompactMalformed
+fn malformed(_: postcard::Error) -> DecodeError {
+    DecodeError::CompactMalformed
 }
 
 /// [`CompactSource`] with the path borrowed from the input.
@@ -316,11 +316,11 @@ impl ValidDescriptor {
     /// returns the used prefix.
     ///
     /// # Errors
-    /// [`Error::BufferTooSmall`] when `buf` is shorter than the encoding (give it
+    /// [`BufferTooSmall`] when `buf` is shorter than the encoding (give it
     /// [`COMPACT_MAX_LEN`] bytes).
-    pub fn encode_compact<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
+    pub fn encode_compact<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], BufferTooSmall> {
         let got = buf.len();
-        postcard::to_slice(&self.to_compact(), buf).map_err(|_| Error::BufferTooSmall {
+        postcard::to_slice(&self.to_compact(), buf).map_err(|_| BufferTooSmall {
             needed: COMPACT_MAX_LEN,
             got,
         })

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::Error;
+use crate::DecodeError;
 
 /// The byte order of a dtype, numpy's first typestr character.
 ///
@@ -130,14 +130,15 @@ impl DType {
     /// Validates the three raw parts (rules R8, R9, R10, in that order).
     ///
     /// # Errors
-    /// [`Error::UnknownKind`] (R8), [`Error::BadItemsize`] (R9), [`Error::BadByteOrder`] (R10).
+    /// [`DecodeError::UnknownKind`] (R8), [`DecodeError::BadItemsize`] (R9),
+    /// [`DecodeError::BadByteOrder`] (R10).
     #[inline]
-    pub const fn from_raw(byteorder: u8, kind: u8, itemsize: u64) -> Result<DType, Error> {
+    pub const fn from_raw(byteorder: u8, kind: u8, itemsize: u64) -> Result<DType, DecodeError> {
         let Some(k) = Kind::from_byte(kind) else {
-            return Err(Error::UnknownKind { kind });
+            return Err(DecodeError::UnknownKind { kind });
         };
         if !k.allows_itemsize(itemsize) {
-            return Err(Error::BadItemsize { kind, itemsize });
+            return Err(DecodeError::BadItemsize { kind, itemsize });
         }
         let needs_bar = itemsize == 1 || matches!(k, Kind::Void);
         let order = match ByteOrder::from_byte(byteorder) {
@@ -151,7 +152,7 @@ impl DType {
                 kind: k,
                 itemsize: itemsize as u32,
             }),
-            None => Err(Error::BadByteOrder {
+            None => Err(DecodeError::BadByteOrder {
                 byteorder,
                 kind,
                 itemsize: itemsize as u32,
@@ -169,9 +170,9 @@ impl DType {
     /// ```
     ///
     /// # Errors
-    /// Those of [`DType::from_raw`]: [`Error::BadItemsize`] for an itemsize the kind does not
+    /// Those of [`DType::from_raw`]: [`DecodeError::BadItemsize`] for an itemsize the kind does not
     /// allow (for example `Kind::Float` with 3).
-    pub const fn native(kind: Kind, itemsize: u32) -> Result<DType, Error> {
+    pub const fn native(kind: Kind, itemsize: u32) -> Result<DType, DecodeError> {
         let order = if itemsize == 1 || matches!(kind, Kind::Void) {
             ByteOrder::NotApplicable
         } else {
@@ -183,18 +184,18 @@ impl DType {
     /// Parses a numpy typestr such as `<f8`, `>i4`, `|b1`, `<c16` or `|V12`.
     ///
     /// The syntax is one byte-order character, one kind character and a decimal itemsize
-    /// without sign or leading zero ([`Error::BadTypestr`] otherwise); then the same rules as
+    /// without sign or leading zero ([`DecodeError::BadTypestr`] otherwise); then the same rules as
     /// [`DType::from_raw`].
     ///
     /// # Errors
-    /// [`Error::BadTypestr`] for text that is not a typestr, then those of
+    /// [`DecodeError::BadTypestr`] for text that is not a typestr, then those of
     /// [`DType::from_raw`].
-    pub fn parse(typestr: &str) -> Result<DType, Error> {
+    pub fn parse(typestr: &str) -> Result<DType, DecodeError> {
         let b = typestr.as_bytes();
-        let (&[order, kind], digits) = b.split_at_checked(2).ok_or(Error::BadTypestr)? else {
-            return Err(Error::BadTypestr);
+        let (&[order, kind], digits) = b.split_at_checked(2).ok_or(DecodeError::BadTypestr)? else {
+            return Err(DecodeError::BadTypestr);
         };
-        let itemsize = parse_decimal(digits).ok_or(Error::BadTypestr)?;
+        let itemsize = parse_decimal(digits).ok_or(DecodeError::BadTypestr)?;
         DType::from_raw(order, kind, itemsize)
     }
 
@@ -325,29 +326,32 @@ mod tests {
 
     #[test]
     fn rule_order_is_kind_itemsize_byteorder() {
-        assert_eq!(DType::parse("<x8"), Err(Error::UnknownKind { kind: b'x' }));
+        assert_eq!(
+            DType::parse("<x8"),
+            Err(DecodeError::UnknownKind { kind: b'x' })
+        );
         assert_eq!(
             DType::parse("?f3"),
-            Err(Error::BadItemsize {
+            Err(DecodeError::BadItemsize {
                 kind: b'f',
                 itemsize: 3
             })
         );
         assert!(matches!(
             DType::parse("|f8"),
-            Err(Error::BadByteOrder { .. })
+            Err(DecodeError::BadByteOrder { .. })
         ));
         assert!(matches!(
             DType::parse("<i1"),
-            Err(Error::BadByteOrder { .. })
+            Err(DecodeError::BadByteOrder { .. })
         ));
         assert!(matches!(
             DType::parse("<V4"),
-            Err(Error::BadByteOrder { .. })
+            Err(DecodeError::BadByteOrder { .. })
         ));
         assert!(matches!(
             DType::parse("<b1"),
-            Err(Error::BadByteOrder { .. })
+            Err(DecodeError::BadByteOrder { .. })
         ));
     }
 
@@ -355,26 +359,26 @@ mod tests {
     fn itemsize_limits() {
         assert!(matches!(
             DType::parse("|V0"),
-            Err(Error::BadItemsize { itemsize: 0, .. })
+            Err(DecodeError::BadItemsize { itemsize: 0, .. })
         ));
         assert!(matches!(
             DType::from_raw(b'|', b'V', 0),
-            Err(Error::BadItemsize { itemsize: 0, .. })
+            Err(DecodeError::BadItemsize { itemsize: 0, .. })
         ));
         assert!(matches!(
             DType::parse("|V2147483648"),
-            Err(Error::BadItemsize { .. })
+            Err(DecodeError::BadItemsize { .. })
         ));
         assert!(matches!(
             DType::parse("|V99999999999999999999999"),
-            Err(Error::BadTypestr)
+            Err(DecodeError::BadTypestr)
         ));
     }
 
     #[test]
     fn bad_syntax() {
         for s in ["", "<", "<f", "<f08", "<f+8", "<f8 ", "é"] {
-            assert_eq!(DType::parse(s), Err(Error::BadTypestr), "{s:?}");
+            assert_eq!(DType::parse(s), Err(DecodeError::BadTypestr), "{s:?}");
         }
     }
 

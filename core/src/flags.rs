@@ -3,7 +3,7 @@
 use core::fmt;
 use core::str::FromStr;
 
-use crate::Error;
+use crate::{DecodeError, ParseNameError};
 
 /// The memory order the producer declares (flags bit 0).
 ///
@@ -35,12 +35,15 @@ impl Order {
 }
 
 impl FromStr for Order {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Order, Error> {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<Order, ParseNameError> {
         match s {
             "C" | "c" => Ok(Order::C),
             "F" | "f" => Ok(Order::F),
-            _ => Err(Error::UnknownName { what: "order" }),
+            _ => Err(ParseNameError {
+                what: "order",
+                expected: "C, F",
+            }),
         }
     }
 }
@@ -86,17 +89,17 @@ impl Mode {
         }
     }
 
-    /// The mode for a two-bit code; 3 is [`Error::BadMode`] (rule R6).
+    /// The mode for a two-bit code; 3 is [`DecodeError::BadMode`] (rule R6).
     ///
     /// # Errors
-    /// [`Error::BadMode`] for code 3 or more (R6).
+    /// [`DecodeError::BadMode`] for code 3 or more (R6).
     #[inline]
-    pub const fn from_code(code: u32) -> Result<Mode, Error> {
+    pub const fn from_code(code: u32) -> Result<Mode, DecodeError> {
         match code {
             0 => Ok(Mode::ReadOnly),
             1 => Ok(Mode::ReadWrite),
             2 => Ok(Mode::CopyOnWrite),
-            _ => Err(Error::BadMode { code: code as u8 }),
+            _ => Err(DecodeError::BadMode { code: code as u8 }),
         }
     }
 
@@ -128,13 +131,16 @@ impl Mode {
 }
 
 impl FromStr for Mode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Mode, Error> {
+    type Err = ParseNameError;
+    fn from_str(s: &str) -> Result<Mode, ParseNameError> {
         match s {
             "r" => Ok(Mode::ReadOnly),
             "r+" | "w+" => Ok(Mode::ReadWrite),
             "c" => Ok(Mode::CopyOnWrite),
-            _ => Err(Error::UnknownName { what: "mode" }),
+            _ => Err(ParseNameError {
+                what: "mode",
+                expected: "r, r+, c",
+            }),
         }
     }
 }
@@ -184,9 +190,9 @@ pub(crate) const fn pack(order: Order, mode: Mode, source: Source) -> u32 {
 
 /// Unpacks a flags word (rule R5 when `strict`, then R6).
 #[inline]
-pub(crate) const fn unpack(flags: u32, strict: bool) -> Result<(Order, Mode, Source), Error> {
+pub(crate) const fn unpack(flags: u32, strict: bool) -> Result<(Order, Mode, Source), DecodeError> {
     if strict && flags & !bits::KNOWN != 0 {
-        return Err(Error::UnknownFlags { flags });
+        return Err(DecodeError::UnknownFlags { flags });
     }
     let mode = match Mode::from_code((flags & bits::MODE_MASK) >> bits::MODE_SHIFT) {
         Ok(m) => m,
@@ -219,10 +225,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(unpack(0b110, true), Err(Error::BadMode { code: 3 }));
+        assert_eq!(unpack(0b110, true), Err(DecodeError::BadMode { code: 3 }));
         assert_eq!(
             unpack(1 << 4, true),
-            Err(Error::UnknownFlags { flags: 1 << 4 })
+            Err(DecodeError::UnknownFlags { flags: 1 << 4 })
         );
         assert_eq!(
             unpack(1 << 4, false),
@@ -241,7 +247,10 @@ mod tests {
         assert_eq!("w+".parse::<Mode>(), Ok(ReadWrite));
         assert_eq!(
             "x".parse::<Mode>(),
-            Err(Error::UnknownName { what: "mode" })
+            Err(ParseNameError {
+                what: "mode",
+                expected: "r, r+, c"
+            })
         );
     }
 }

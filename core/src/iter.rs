@@ -11,7 +11,7 @@ use crate::{Layout, MAX_NDIM};
 /// use stridemap_core::{Layout, Order};
 /// let t = Layout::contiguous(1, &[2, 3], Order::C)?.transpose();
 /// assert_eq!(t.offsets().collect::<Vec<_>>(), [0, 3, 1, 4, 2, 5]);
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Offsets<'a> {

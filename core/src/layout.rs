@@ -3,7 +3,8 @@
 use core::fmt;
 use core::ops::Range;
 
-use crate::{Error, MAX_NDIM, Order, Slice};
+use crate::error::Breach;
+use crate::{LayoutError, MAX_NDIM, Order, Slice};
 
 /// The largest buffer length and the largest array size in bytes: 2⁶³−1.
 pub const MAX_BYTES: u64 = i64::MAX as u64;
@@ -24,7 +25,7 @@ pub const MAX_BYTES: u64 = i64::MAX as u64;
 /// let col = a.index_axis(1, 1)?.slice_axis(0, Slice::REVERSED)?;
 /// assert_eq!((col.shape(), col.strides(), col.offset()), (&[3][..], &[-32][..], 72));
 /// assert_eq!(col.offsets().collect::<Vec<_>>(), [72, 40, 8]);
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Layout {
@@ -46,33 +47,33 @@ impl Layout {
     /// the buffer's length (R21) and every element inside the buffer (R22).
     ///
     /// # Errors
-    /// [`Error::AxisCountMismatch`], [`Error::TooManyAxes`], [`Error::ZeroItemsize`],
-    /// [`Error::BufferOverflow`], [`Error::SizeOverflow`], [`Error::StrideTooLarge`] or
-    /// [`Error::OutOfBounds`]: the first check above that fails.
+    /// [`LayoutError::AxisCountMismatch`], [`LayoutError::TooManyAxes`],
+    /// [`LayoutError::ZeroItemsize`], [`LayoutError::BufferTooLong`],
+    /// [`LayoutError::SizeOverflow`], [`LayoutError::StrideTooLarge`] or
+    /// [`LayoutError::OutOfBounds`]: the first check above that fails. (A descriptor with such
+    /// a layout breaks the rule [`LayoutError::rule`] names; decoding reports it as that rule's
+    /// [`DecodeError`](crate::DecodeError).)
     pub fn new(
         itemsize: u32,
         shape: &[u64],
         strides: &[i64],
         offset: u64,
         buffer_len: u64,
-    ) -> Result<Layout, Error> {
+    ) -> Result<Layout, LayoutError> {
         if shape.len() != strides.len() {
-            return Err(Error::AxisCountMismatch {
+            return Err(LayoutError::AxisCountMismatch {
                 shape: shape.len(),
                 strides: strides.len(),
             });
         }
         if shape.len() > MAX_NDIM {
-            return Err(Error::TooManyAxes { ndim: shape.len() });
+            return Err(LayoutError::TooManyAxes { ndim: shape.len() });
         }
         if itemsize == 0 {
-            return Err(Error::ZeroItemsize);
+            return Err(LayoutError::ZeroItemsize);
         }
         if buffer_len > MAX_BYTES {
-            return Err(Error::BufferOverflow {
-                buffer_offset: 0,
-                buffer_len,
-            });
+            return Err(LayoutError::BufferTooLong { buffer_len });
         }
         let mut all_shape = [0u64; MAX_NDIM];
         let mut all_strides = [0i64; MAX_NDIM];
@@ -125,18 +126,17 @@ impl Layout {
     /// ```
     /// use stridemap_core::{Layout, Order};
     /// assert_eq!(Layout::contiguous(8, &[2, 3], Order::F)?.strides(), &[8, 16]);
-    /// # Ok::<(), stridemap_core::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
-    /// [`Error::TooManyAxes`] for more than 32 axes, [`Error::ZeroItemsize`], and
-    /// [`Error::SizeOverflow`] or [`Error::BufferOverflow`] when the array's size in bytes does not
-    /// fit 2⁶³−1.
-    pub fn contiguous(itemsize: u32, shape: &[u64], order: Order) -> Result<Layout, Error> {
+    /// [`LayoutError::TooManyAxes`] for more than 32 axes, [`LayoutError::ZeroItemsize`], and
+    /// [`LayoutError::SizeOverflow`] when the array's size in bytes does not fit 2⁶³−1.
+    pub fn contiguous(itemsize: u32, shape: &[u64], order: Order) -> Result<Layout, LayoutError> {
         let mut strides = [0i64; MAX_NDIM];
         let strides = strides
             .get_mut(..shape.len())
-            .ok_or(Error::TooManyAxes { ndim: shape.len() })?;
+            .ok_or(LayoutError::TooManyAxes { ndim: shape.len() })?;
         let nbytes = contiguous_strides(itemsize, shape, order, strides)?;
         Layout::new(itemsize, shape, strides, 0, nbytes)
     }
@@ -243,15 +243,15 @@ impl Layout {
     /// let a = Layout::contiguous(4, &[2, 3], Order::C)?;
     /// assert_eq!(a.element_offset(&[1, 2])?, 20);
     /// assert!(a.element_offset(&[2, 0]).is_err());
-    /// # Ok::<(), stridemap_core::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
-    /// [`Error::WrongAxisCount`] when `index` does not have one entry per axis,
-    /// [`Error::IndexOutOfRange`] when an entry is not below its axis's length.
-    pub fn element_offset(&self, index: &[u64]) -> Result<u64, Error> {
+    /// [`LayoutError::WrongAxisCount`] when `index` does not have one entry per axis,
+    /// [`LayoutError::IndexOutOfRange`] when an entry is not below its axis's length.
+    pub fn element_offset(&self, index: &[u64]) -> Result<u64, LayoutError> {
         if index.len() != self.ndim() {
-            return Err(Error::WrongAxisCount {
+            return Err(LayoutError::WrongAxisCount {
                 expected: self.ndim(),
                 got: index.len(),
             });
@@ -264,7 +264,7 @@ impl Layout {
             .enumerate()
         {
             if i >= d {
-                return Err(Error::IndexOutOfRange {
+                return Err(LayoutError::IndexOutOfRange {
                     axis,
                     index: i,
                     len: d,
@@ -293,12 +293,12 @@ impl Layout {
     /// The sub-array with `axis` fixed at `index` (the axis is removed), numpy's `a[..., i, ...]`.
     ///
     /// # Errors
-    /// [`Error::NoSuchAxis`] when `axis` is not below [`Layout::ndim`],
-    /// [`Error::IndexOutOfRange`] when `index` is not below the axis's length.
-    pub fn index_axis(&self, axis: usize, index: u64) -> Result<Layout, Error> {
+    /// [`LayoutError::NoSuchAxis`] when `axis` is not below [`Layout::ndim`],
+    /// [`LayoutError::IndexOutOfRange`] when `index` is not below the axis's length.
+    pub fn index_axis(&self, axis: usize, index: u64) -> Result<Layout, LayoutError> {
         let (d, s) = self.axis(axis)?;
         if index >= d {
-            return Err(Error::IndexOutOfRange {
+            return Err(LayoutError::IndexOutOfRange {
                 axis,
                 index,
                 len: d,
@@ -330,13 +330,14 @@ impl Layout {
     /// let a = Layout::contiguous(8, &[1000], Order::C)?;
     /// let v = a.slice_axis(0, Slice::new(Some(500), Some(490), -1))?; // joblib's nemesis
     /// assert_eq!((v.shape(), v.strides(), v.offset()), (&[10][..], &[-8][..], 4000));
-    /// # Ok::<(), stridemap_core::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
-    /// [`Error::NoSuchAxis`] when `axis` is not below [`Layout::ndim`], [`Error::ZeroStep`] for
-    /// a step of 0, [`Error::OutOfBounds`] when the new strides overflow `i64`.
-    pub fn slice_axis(&self, axis: usize, slice: Slice) -> Result<Layout, Error> {
+    /// [`LayoutError::NoSuchAxis`] when `axis` is not below [`Layout::ndim`],
+    /// [`LayoutError::ZeroStep`] for a step of 0, [`LayoutError::OutOfBounds`] when the new
+    /// strides overflow `i64`.
+    pub fn slice_axis(&self, axis: usize, slice: Slice) -> Result<Layout, LayoutError> {
         let (d, s) = self.axis(axis)?;
         let (start, len) = slice.indices(d)?;
         let mut shape = self.shape;
@@ -366,13 +367,13 @@ impl Layout {
     /// The axes in a new order: axis `k` of the result is axis `axes[k]` of `self`.
     ///
     /// # Errors
-    /// [`Error::WrongAxisCount`] when `axes` does not have one entry per axis,
-    /// [`Error::NotAPermutation`] when an axis is missing, repeated or not below
+    /// [`LayoutError::WrongAxisCount`] when `axes` does not have one entry per axis,
+    /// [`LayoutError::NotAPermutation`] when an axis is missing, repeated or not below
     /// [`Layout::ndim`].
-    pub fn permute(&self, axes: &[usize]) -> Result<Layout, Error> {
+    pub fn permute(&self, axes: &[usize]) -> Result<Layout, LayoutError> {
         let n = self.ndim();
         if axes.len() != n {
-            return Err(Error::WrongAxisCount {
+            return Err(LayoutError::WrongAxisCount {
                 expected: n,
                 got: axes.len(),
             });
@@ -384,7 +385,7 @@ impl Layout {
         for (&a, (d, s)) in axes.iter().zip(shape.iter_mut().zip(strides.iter_mut())) {
             match seen.get_mut(a) {
                 Some(flag) if a < n && !*flag => *flag = true,
-                _ => return Err(Error::NotAPermutation),
+                _ => return Err(LayoutError::NotAPermutation),
             }
             (*d, *s) = self.axis(a)?;
         }
@@ -411,7 +412,7 @@ impl Layout {
 
     /// The same elements with a new shape, read and written in `order`, when the strides
     /// allow it without copying (numpy's `reshape` when it returns a view); otherwise
-    /// [`Error::ReshapeNeedsCopy`].
+    /// [`LayoutError::ReshapeNeedsCopy`].
     ///
     /// ```
     /// use stridemap_core::{Layout, Order};
@@ -419,25 +420,26 @@ impl Layout {
     /// assert_eq!(a.reshape(&[2, 2, 6], Order::C)?.strides(), &[96, 48, 8]);
     /// assert!(a.transpose().reshape(&[24], Order::C).is_err());
     /// assert!(a.transpose().reshape(&[24], Order::F).is_ok());
-    /// # Ok::<(), stridemap_core::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
-    /// [`Error::TooManyAxes`] for more than 32 axes, [`Error::ReshapeSizeMismatch`] when `shape`
-    /// has another number of elements, [`Error::ReshapeNeedsCopy`] when the strides cannot express
-    /// the new shape (copy the elements first, e.g. into a contiguous array).
-    pub fn reshape(&self, shape: &[u64], order: Order) -> Result<Layout, Error> {
+    /// [`LayoutError::TooManyAxes`] for more than 32 axes, [`LayoutError::ReshapeSizeMismatch`]
+    /// when `shape` has another number of elements, [`LayoutError::ReshapeNeedsCopy`] when the
+    /// strides cannot express the new shape (copy the elements first, e.g. into a contiguous
+    /// array).
+    pub fn reshape(&self, shape: &[u64], order: Order) -> Result<Layout, LayoutError> {
         if shape.len() > MAX_NDIM {
-            return Err(Error::TooManyAxes { ndim: shape.len() });
+            return Err(LayoutError::TooManyAxes { ndim: shape.len() });
         }
         let to = shape.iter().try_fold(1u64, |p, &d| p.checked_mul(d));
         if to != Some(self.len) {
-            return Err(Error::ReshapeSizeMismatch {
+            return Err(LayoutError::ReshapeSizeMismatch {
                 from: self.len,
                 to: to.unwrap_or(u64::MAX),
             });
         }
-        let too_many = Error::TooManyAxes { ndim: shape.len() };
+        let too_many = LayoutError::TooManyAxes { ndim: shape.len() };
         let mut strides = [0i64; MAX_NDIM];
         let new_strides = strides.get_mut(..shape.len()).ok_or(too_many)?;
         if !self.is_empty() {
@@ -468,7 +470,7 @@ impl Layout {
     ///
     /// # Errors
     /// Those of [`Layout::new`] over this layout's buffer.
-    pub fn with(&self, shape: &[u64], strides: &[i64], offset: u64) -> Result<Layout, Error> {
+    pub fn with(&self, shape: &[u64], strides: &[i64], offset: u64) -> Result<Layout, LayoutError> {
         Layout::new(self.itemsize, shape, strides, offset, self.buffer_len)
     }
 
@@ -476,9 +478,9 @@ impl Layout {
     /// long, e.g. after mapping only part of a file.
     ///
     /// # Errors
-    /// [`Error::OutOfBounds`] when an element would fall outside the new buffer (it starts after
-    /// the array's first byte or ends before its last), and those of [`Layout::new`].
-    pub fn rebase(&self, shift: u64, buffer_len: u64) -> Result<Layout, Error> {
+    /// [`LayoutError::OutOfBounds`] when an element would fall outside the new buffer (it starts
+    /// after the array's first byte or ends before its last), and those of [`Layout::new`].
+    pub fn rebase(&self, shift: u64, buffer_len: u64) -> Result<Layout, LayoutError> {
         let offset = self.offset.checked_sub(shift).ok_or(self.out_of_bounds())?;
         Layout::new(
             self.itemsize,
@@ -489,22 +491,22 @@ impl Layout {
         )
     }
 
-    fn axis(&self, axis: usize) -> Result<(u64, i64), Error> {
+    fn axis(&self, axis: usize) -> Result<(u64, i64), LayoutError> {
         match (self.shape().get(axis), self.strides().get(axis)) {
             (Some(&d), Some(&s)) => Ok((d, s)),
             _ => Err(self.no_such_axis(axis)),
         }
     }
 
-    fn no_such_axis(&self, axis: usize) -> Error {
-        Error::NoSuchAxis {
+    fn no_such_axis(&self, axis: usize) -> LayoutError {
+        LayoutError::NoSuchAxis {
             axis,
             ndim: self.ndim(),
         }
     }
 
-    fn out_of_bounds(&self) -> Error {
-        Error::OutOfBounds {
+    fn out_of_bounds(&self) -> LayoutError {
+        LayoutError::OutOfBounds {
             lo: i128::from(self.span.0),
             hi: i128::from(self.span.1),
             buffer_len: self.buffer_len,
@@ -536,7 +538,12 @@ pub(crate) struct Facts {
 /// Rules R20, R21 and R22 for `shape` and `strides` of equal length (at most 32), an itemsize
 /// of at least 1 and a buffer of at most 2⁶³−1 bytes; returns the derived facts.
 #[inline]
-pub(crate) fn check<A>(itemsize: u32, axes: A, offset: u64, buffer_len: u64) -> Result<Facts, Error>
+pub(crate) fn check<A>(
+    itemsize: u32,
+    axes: A,
+    offset: u64,
+    buffer_len: u64,
+) -> Result<Facts, Breach>
 where
     A: DoubleEndedIterator<Item = (u64, i64)> + Clone,
 {
@@ -568,11 +575,11 @@ where
     }
     // R20: itemsize times the product of the lengths (zero counted as one) fits in i64.
     if let Some(axis) = size_overflow {
-        return Err(Error::SizeOverflow { axis });
+        return Err(Breach::SizeOverflow { axis });
     }
     // R21: no stride is larger than the buffer.
     if let Some((axis, stride)) = stride_too_large {
-        return Err(Error::StrideTooLarge {
+        return Err(Breach::StrideTooLarge {
             axis,
             stride,
             buffer_len,
@@ -586,7 +593,7 @@ where
         hi = hi.saturating_add(i128::from(itemsize));
     }
     if lo < 0 || hi > i128::from(buffer_len) {
-        return Err(Error::OutOfBounds { lo, hi, buffer_len });
+        return Err(Breach::OutOfBounds { lo, hi, buffer_len });
     }
     Ok(Facts {
         len,
@@ -627,9 +634,9 @@ pub(crate) fn contiguous_strides(
     shape: &[u64],
     order: Order,
     strides: &mut [i64],
-) -> Result<u64, Error> {
+) -> Result<u64, Breach> {
     if shape.len() != strides.len() {
-        return Err(Error::AxisCountMismatch {
+        return Err(Breach::AxisCountMismatch {
             shape: shape.len(),
             strides: strides.len(),
         });
@@ -640,8 +647,8 @@ pub(crate) fn contiguous_strides(
         size = size
             .checked_mul(d.max(1))
             .filter(|&b| b <= MAX_BYTES)
-            .ok_or(Error::SizeOverflow { axis })?;
-        Ok::<(), Error>(())
+            .ok_or(Breach::SizeOverflow { axis })?;
+        Ok::<(), Breach>(())
     };
     match order {
         Order::C => shape
@@ -671,10 +678,10 @@ fn reshape_strides_c(
     old_strides: &[i64],
     new_shape: &[u64],
     new_strides: &mut [i64],
-) -> Result<(), Error> {
+) -> Result<(), LayoutError> {
     // Every index below stays within MAX_NDIM + 1, so the saturating steps never saturate;
     // a missing entry (which the loop conditions rule out) reads as "needs a copy".
-    const NO: Error = Error::ReshapeNeedsCopy;
+    const NO: LayoutError = LayoutError::ReshapeNeedsCopy;
     // Drop old axes of length 1: their strides do not matter.
     let mut od = [0u64; MAX_NDIM];
     let mut os = [0i64; MAX_NDIM];
@@ -682,7 +689,7 @@ fn reshape_strides_c(
     for (&d, &s) in old_shape.iter().zip(old_strides) {
         if d != 1 {
             let (Some(dd), Some(ss)) = (od.get_mut(on), os.get_mut(on)) else {
-                return Err(Error::TooManyAxes {
+                return Err(LayoutError::TooManyAxes {
                     ndim: old_shape.len(),
                 });
             };

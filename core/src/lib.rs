@@ -9,7 +9,8 @@
 //! [`ValidDescriptor`], a [`Builder`], and, with the `serde` feature, the compact form.
 //! It is `no_std`, needs no allocator, has no `unsafe`, never panics on any input (clippy's
 //! `arithmetic_side_effects` and `indexing_slicing` are denied), and builds on any target.
-//! SPEC.md in the repository is the contract; every rule there is one [`Error`] variant.
+//! SPEC.md in the repository is the contract; every rule there is one [`DecodeError`] variant; layout operations fail with a
+//! [`LayoutError`].
 //!
 //! ```
 //! use stridemap_core::{Builder, DType, Slice, decode};
@@ -23,7 +24,7 @@
 //! let d = decode(&bytes)?;
 //! assert_eq!((d.shape(), d.strides(), d.offset()), (&[1000, 3][..], &[-24, 8][..], 23976));
 //! assert_eq!(d.span(), 0..24000);
-//! # Ok::<(), stridemap_core::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![no_std]
 #![forbid(unsafe_code)]
@@ -57,7 +58,7 @@ pub use compact::{
     COMPACT_MAGIC, COMPACT_MAX_LEN, CompactDescriptor, CompactSource, decode_compact,
 };
 pub use dtype::{ByteOrder, DType, Kind, MAX_VOID_ITEMSIZE, TypeStr};
-pub use error::Error;
+pub use error::{BufferTooSmall, DecodeError, LayoutError, ParseNameError, SegmentHeaderError};
 pub use flags::{Mode, Order, Source};
 pub use iter::Offsets;
 pub use layout::{Layout, MAX_BYTES};

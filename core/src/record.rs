@@ -30,7 +30,7 @@ pub const VERSION_MINOR: u16 = 0;
 /// let record = Record::ref_from_bytes(&bytes[..]).unwrap(); // in place, no copy
 /// assert_eq!(record.ndim, 2);
 /// assert_eq!(record.validate()?.shape(), &[3, 4]);
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,

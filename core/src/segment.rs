@@ -5,7 +5,7 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::{Error, ValidDescriptor};
+use crate::{SegmentHeaderError, ValidDescriptor};
 
 /// The first eight bytes of a segment file: `\x89SMS\r\n\x1a\n`.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89SMS\r\n\x1a\n";
@@ -22,7 +22,7 @@ pub const SEGMENT_DATA_OFFSET: u64 = 4096;
 /// let h = SegmentHeader::new([7; 16], 3, 1 << 20, 4242);
 /// let back = SegmentHeader::decode(h.as_bytes())?;
 /// assert_eq!((back.generation.get(), back.data_offset.get() as u64), (3, SEGMENT_DATA_OFFSET));
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
@@ -83,7 +83,7 @@ impl SegmentHeader {
     /// use zerocopy::IntoBytes;
     /// let h = SegmentHeader::new([7; 16], 1, 4 << 20, 1).with_data_offset(2 << 20);
     /// assert_eq!(SegmentHeader::decode(h.as_bytes())?.data_offset.get(), 2 << 20);
-    /// # Ok::<(), stridemap_core::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
     pub fn with_data_offset(mut self, data_offset: u32) -> SegmentHeader {
@@ -98,13 +98,13 @@ impl SegmentHeader {
 
     /// Reads a header from the first 64 bytes of `bytes`: magic, major version 1, checksum,
     /// a data offset of at least 64 and a generation of at least 1, else
-    /// [`Error::BadSegmentHeader`].
+    /// [`SegmentHeaderError`].
     ///
     /// # Errors
-    /// [`Error::BadSegmentHeader`], with what is wrong: fewer than 64 bytes, a bad magic, an
+    /// [`SegmentHeaderError`], with what is wrong: fewer than 64 bytes, a bad magic, an
     /// unknown major version, a checksum mismatch, or an impossible data offset or generation.
-    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, Error> {
-        let bad = |what| Error::BadSegmentHeader { what };
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, SegmentHeaderError> {
+        let bad = |what| SegmentHeaderError { what };
         let (h, _) = SegmentHeader::read_from_prefix(bytes).map_err(|_| bad("truncated"))?;
         if h.magic != SEGMENT_MAGIC {
             return Err(bad("bad magic"));

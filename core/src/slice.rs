@@ -1,6 +1,6 @@
 //! Python slice semantics (`start:stop:step`) for one axis.
 
-use crate::Error;
+use crate::LayoutError;
 
 /// A Python/numpy slice of one axis: `start:stop:step`, any step but zero, negative indices
 /// counted from the end, out-of-range bounds clamped.
@@ -48,10 +48,10 @@ impl Slice {
     /// When nothing is selected the first index is meaningless and returned as 0.
     ///
     /// # Errors
-    /// [`Error::ZeroStep`] for a step of 0.
-    pub fn indices(&self, len: u64) -> Result<(u64, u64), Error> {
+    /// [`LayoutError::ZeroStep`] for a step of 0.
+    pub fn indices(&self, len: u64) -> Result<(u64, u64), LayoutError> {
         if self.step == 0 {
-            return Err(Error::ZeroStep);
+            return Err(LayoutError::ZeroStep);
         }
         // i128 holds every intermediate value: |index| < 2^63 and len < 2^64 (so the
         // saturating operations below never saturate, and step is not 0).
@@ -80,14 +80,14 @@ impl Slice {
             stop.saturating_sub(start)
                 .saturating_sub(1)
                 .checked_div(step)
-                .ok_or(Error::ZeroStep)?
+                .ok_or(LayoutError::ZeroStep)?
                 .saturating_add(1)
         } else if step < 0 && start > stop {
             start
                 .saturating_sub(stop)
                 .saturating_sub(1)
                 .checked_div(step.saturating_neg())
-                .ok_or(Error::ZeroStep)?
+                .ok_or(LayoutError::ZeroStep)?
                 .saturating_add(1)
         } else {
             0
@@ -178,7 +178,7 @@ mod tests {
         assert_eq!(s(None, None, -1).indices(0), Ok((0, 0)));
         assert_eq!(s(None, None, i64::MIN).indices(10), Ok((9, 1)));
         assert_eq!(s(None, None, i64::MAX).indices(u64::MAX), Ok((0, 3)));
-        assert_eq!(s(None, None, 0).indices(3), Err(Error::ZeroStep));
+        assert_eq!(s(None, None, 0).indices(3), Err(LayoutError::ZeroStep));
     }
 
     proptest! {

@@ -10,7 +10,7 @@ use crate::flags::unpack;
 use crate::layout::Facts;
 use crate::record::offsets;
 use crate::{
-    Builder, DType, Error, Layout, MAGIC, MAX_NDIM, Mode, Order, RECORD_LEN, Record, Source,
+    Builder, DType, DecodeError, Layout, MAGIC, MAX_NDIM, Mode, Order, RECORD_LEN, Record, Source,
     VERSION_MAJOR, VERSION_MINOR,
 };
 
@@ -22,15 +22,15 @@ use crate::{
 /// let bytes = Builder::new(DType::parse("<i4")?, &[10]).path("/dev/shm/x").build()?.to_bytes();
 /// let d = decode(&bytes)?;
 /// assert_eq!((d.shape(), d.itemsize(), d.path()), (&[10][..], 4, Some("/dev/shm/x")));
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Errors
-/// [`Error::Truncated`] for fewer than [`RECORD_LEN`] bytes, then those of
+/// [`DecodeError::Truncated`] for fewer than [`RECORD_LEN`] bytes, then those of
 /// [`Record::validate`].
 #[inline]
-pub fn decode(bytes: &[u8]) -> Result<ValidDescriptor, Error> {
-    let (record, _) = Record::ref_from_prefix(bytes).map_err(|_| Error::Truncated {
+pub fn decode(bytes: &[u8]) -> Result<ValidDescriptor, DecodeError> {
+    let (record, _) = Record::ref_from_prefix(bytes).map_err(|_| DecodeError::Truncated {
         needed: RECORD_LEN,
         got: bytes.len(),
     })?;
@@ -42,20 +42,20 @@ impl Record {
     ///
     /// # Errors
     /// The first rule of R2–R22 (SPEC.md §4, in that order) the record breaks, one variant per
-    /// rule ([`Error::rule`] names it), from [`Error::BadMagic`] (R2) and
-    /// [`Error::UnsupportedVersion`] (R3) to [`Error::OutOfBounds`] (R22).
+    /// rule ([`DecodeError::rule`] names it), from [`DecodeError::BadMagic`] (R2) and
+    /// [`DecodeError::UnsupportedVersion`] (R3) to [`DecodeError::OutOfBounds`] (R22).
     #[inline]
-    pub fn validate(&self) -> Result<ValidDescriptor, Error> {
+    pub fn validate(&self) -> Result<ValidDescriptor, DecodeError> {
         if self.magic != MAGIC {
-            return Err(Error::BadMagic { found: self.magic });
+            return Err(DecodeError::BadMagic { found: self.magic });
         }
         let (major, minor) = (self.version_major.get(), self.version_minor.get());
         if major != VERSION_MAJOR {
-            return Err(Error::UnsupportedVersion { major, minor });
+            return Err(DecodeError::UnsupportedVersion { major, minor });
         }
         let (stored, computed) = (self.crc32c.get(), self.compute_crc());
         if stored != computed {
-            return Err(Error::BadChecksum { stored, computed });
+            return Err(DecodeError::BadChecksum { stored, computed });
         }
         self.validate_fields()
     }
@@ -63,7 +63,7 @@ impl Record {
     /// Rules R5 to R22: everything but the magic, the major version and the checksum. Used
     /// directly for records this crate fills in itself (builder, compact form).
     #[inline]
-    pub(crate) fn validate_fields(&self) -> Result<ValidDescriptor, Error> {
+    pub(crate) fn validate_fields(&self) -> Result<ValidDescriptor, DecodeError> {
         // A newer minor version may use flag bits and reserved bytes this reader does not
         // know; it only adds what a reader may ignore (SPEC.md §5).
         #[allow(
@@ -82,7 +82,7 @@ impl Record {
         )?;
         let ndim = usize::from(self.ndim);
         if ndim > MAX_NDIM {
-            return Err(Error::TooManyAxes { ndim });
+            return Err(DecodeError::TooManyAxes { ndim });
         }
         // ndim <= MAX_NDIM, so every range below is there.
         let unused = self
@@ -93,7 +93,7 @@ impl Record {
             .zip(self.strides.get(ndim..).unwrap_or_default())
             .position(|(d, s)| d.get() != 0 || s.get() != 0);
         if let Some(k) = unused {
-            return Err(Error::UnusedAxisNotZero {
+            return Err(DecodeError::UnusedAxisNotZero {
                 axis: ndim.saturating_add(k),
             });
         }
@@ -102,14 +102,14 @@ impl Record {
         // Two u64 always fit in a u128 sum.
         let buffer_end = u128::from(buffer_offset).saturating_add(u128::from(buffer_len));
         if buffer_end > u128::from(crate::layout::MAX_BYTES) {
-            return Err(Error::BufferOverflow {
+            return Err(DecodeError::BufferOverflow {
                 buffer_offset,
                 buffer_len,
             });
         }
         let file_len = self.file_len.get();
         if u128::from(file_len) < buffer_end {
-            return Err(Error::FileTooShort {
+            return Err(DecodeError::FileTooShort {
                 buffer_end: buffer_end as u64,
                 file_len,
             });
@@ -147,7 +147,7 @@ impl Record {
 
     /// R7: the reserved bytes are zero.
     #[inline]
-    fn check_reserved(&self) -> Result<(), Error> {
+    fn check_reserved(&self) -> Result<(), DecodeError> {
         let fields: [(usize, &[u8]); 4] = [
             (offsets::RESERVED0, core::slice::from_ref(&self.reserved0)),
             (offsets::RESERVED1, &self.reserved1),
@@ -157,7 +157,7 @@ impl Record {
         for (start, bytes) in fields {
             if let Some(i) = first_nonzero(bytes) {
                 // Inside the 1024-byte record, so this never saturates.
-                return Err(Error::ReservedNotZero {
+                return Err(DecodeError::ReservedNotZero {
                     offset: start.saturating_add(i),
                 });
             }
@@ -167,14 +167,14 @@ impl Record {
 
     /// R13 to R17: the path field.
     #[inline]
-    fn check_path(&self, source: Source) -> Result<(), Error> {
+    fn check_path(&self, source: Source) -> Result<(), DecodeError> {
         let len = usize::from(self.path_len.get());
         let (path, padding) = self
             .path
             .split_at_checked(len)
-            .ok_or(Error::PathTooLong { len })?;
+            .ok_or(DecodeError::PathTooLong { len })?;
         if let Some(i) = first_nonzero(padding) {
-            return Err(Error::PathPaddingNotZero {
+            return Err(DecodeError::PathPaddingNotZero {
                 offset: len.saturating_add(i),
             });
         }
@@ -183,15 +183,15 @@ impl Record {
             .iter()
             .fold(true, |ok, &b| ok & (b.wrapping_sub(1) < 0x7f));
         if !plain_ascii {
-            let path = core::str::from_utf8(path).map_err(|e| Error::PathNotUtf8 {
+            let path = core::str::from_utf8(path).map_err(|e| DecodeError::PathNotUtf8 {
                 valid_up_to: e.valid_up_to(),
             })?;
             if let Some(index) = path.bytes().position(|b| b == 0) {
-                return Err(Error::PathContainsNul { index });
+                return Err(DecodeError::PathContainsNul { index });
             }
         }
         match (source, len) {
-            (Source::Path, 0) | (Source::Fd, 1..) => Err(Error::SourceMismatch {
+            (Source::Path, 0) | (Source::Fd, 1..) => Err(DecodeError::SourceMismatch {
                 source,
                 path_len: len,
             }),
@@ -239,7 +239,7 @@ fn first_nonzero(bytes: &[u8]) -> Option<usize> {
 /// assert_eq!(d.strides(), &[8, 24]);
 /// assert!(d.is_f_contiguous() && !d.is_c_contiguous());
 /// assert_eq!((d.len(), d.nbytes(), d.span()), (12, 96, 0..96));
-/// # Ok::<(), stridemap_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 #[repr(C, align(8))]
@@ -448,7 +448,7 @@ impl ValidDescriptor {
     /// let rev = d.layout().slice_axis(0, Slice::REVERSED)?;
     /// let r = d.to_builder().layout(&rev).build()?;
     /// assert_eq!((r.offset(), r.strides()), (7992, &[-8][..]));
-    /// # Ok::<(), stridemap_core::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn to_builder(&self) -> Builder<'_> {
         let mut b = Builder::new(self.dtype, self.shape())

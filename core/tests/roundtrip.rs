@@ -2,7 +2,9 @@
 //! validator against a naive model that enumerates every element's bytes.
 
 use proptest::prelude::*;
-use stridemap_core::{Builder, COMPACT_MAX_LEN, DType, Error, Mode, Order, decode, decode_compact};
+use stridemap_core::{
+    Builder, COMPACT_MAX_LEN, DType, DecodeError, Mode, Order, decode, decode_compact,
+};
 
 fn dtype() -> impl Strategy<Value = DType> {
     prop::sample::select(vec![
@@ -215,7 +217,7 @@ fn largest_compact_form_fits() {
         .build();
     // This one breaks R22, but the compact encoder has to fit any valid descriptor; build the
     // largest valid one instead.
-    assert!(matches!(d, Err(Error::OutOfBounds { .. })));
+    assert!(matches!(d, Err(DecodeError::OutOfBounds { .. })));
     let strides = [i64::MAX; 32];
     let d = Builder::new(DType::parse("|V2147483647").unwrap(), &shape)
         .strides(&strides)
@@ -238,15 +240,15 @@ fn largest_compact_form_fits() {
 
 /// The serde type decoded whole by postcard, then validated: the reference that the
 /// streaming `decode_compact` must agree with.
-fn owned_decode(bytes: &[u8]) -> Result<stridemap_core::ValidDescriptor, Error> {
+fn owned_decode(bytes: &[u8]) -> Result<stridemap_core::ValidDescriptor, DecodeError> {
     use stridemap_core::{COMPACT_MAGIC, CompactDescriptor};
     if !bytes.starts_with(&COMPACT_MAGIC) {
-        return Err(Error::CompactBadMagic);
+        return Err(DecodeError::CompactBadMagic);
     }
     let (c, rest) = postcard::take_from_bytes::<CompactDescriptor>(bytes)
-        .map_err(|_| Error::CompactMalformed)?;
+        .map_err(|_| DecodeError::CompactMalformed)?;
     if c.major == 1 && !rest.is_empty() && c.minor == 0 {
-        return Err(Error::CompactMalformed);
+        return Err(DecodeError::CompactMalformed);
     }
     c.validate()
 }
@@ -275,8 +277,8 @@ proptest! {
         bytes.truncate(cut.max(4).min(bytes.len() + 1));
         let streaming = decode_compact(&bytes);
         match owned_decode(&bytes) {
-            Err(Error::CompactMalformed) => prop_assert!(
-                matches!(streaming, Err(Error::CompactMalformed | Error::UnsupportedVersion { .. })),
+            Err(DecodeError::CompactMalformed) => prop_assert!(
+                matches!(streaming, Err(DecodeError::CompactMalformed | DecodeError::UnsupportedVersion { .. })),
                 "{:?}", streaming),
             owned => prop_assert_eq!(streaming, owned),
         }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use stridemap_core::{COMPACT_MAX_LEN, Error, VERSION_MAJOR, decode_compact};
+use stridemap_core::{COMPACT_MAX_LEN, DecodeError, VERSION_MAJOR, decode_compact};
 use stridemap_fuzz::{roundtrip, rules};
 
 fuzz_target!(|data: &[u8]| {
@@ -13,10 +13,10 @@ fuzz_target!(|data: &[u8]| {
     match roundtrip::owned_decode(data) {
         // The owned path decodes every field before it looks at the major version; the
         // streaming one reports R3 first, as SPEC.md orders it.
-        Err(Error::CompactMalformed) => assert!(
+        Err(DecodeError::CompactMalformed) => assert!(
             matches!(
                 streaming,
-                Err(Error::CompactMalformed | Error::UnsupportedVersion { .. })
+                Err(DecodeError::CompactMalformed | DecodeError::UnsupportedVersion { .. })
             ),
             "owned: C1, streaming: {streaming:?}"
         ),

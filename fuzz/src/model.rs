@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::ops::Range;
 
-use stridemap_core::{Error, Layout, MAX_BYTES};
+use stridemap_core::{DecodeError, Layout, MAX_BYTES};
 
 /// Arrays with more elements than this are never enumerated: the targets keep their arrays
 /// below it so that one input never takes long, and [`Geometry::verdict`] judges larger ones
@@ -114,19 +114,19 @@ impl Geometry {
     /// SPEC.md rules R20, R21 and R22, in that order, with the values the Rust error carries;
     /// the span when all hold. R22 enumerates the elements; only arrays with more than
     /// [`MAX_ELEMENTS`] are judged with §1.2's formula instead.
-    pub fn verdict(&self) -> Result<Range<u64>, Error> {
+    pub fn verdict(&self) -> Result<Range<u64>, DecodeError> {
         let mut size = u128::from(self.itemsize);
         for (axis, &d) in self.shape.iter().enumerate() {
             // size ≤ 2⁶³ and d < 2⁶⁴ here, so the product fits in u128.
             size *= u128::from(d.max(1));
             if size > u128::from(MAX_BYTES) {
-                return Err(Error::SizeOverflow { axis });
+                return Err(DecodeError::SizeOverflow { axis });
             }
         }
         for (axis, &s) in self.strides.iter().enumerate() {
             if s.unsigned_abs() > u128::from(self.buffer_len) {
                 let stride = i64::try_from(s).unwrap_or(if s < 0 { i64::MIN } else { i64::MAX });
-                return Err(Error::StrideTooLarge {
+                return Err(DecodeError::StrideTooLarge {
                     axis,
                     stride,
                     buffer_len: self.buffer_len,
@@ -153,7 +153,7 @@ impl Geometry {
             }
         };
         if lo < 0 || hi > i128::from(self.buffer_len) {
-            return Err(Error::OutOfBounds {
+            return Err(DecodeError::OutOfBounds {
                 lo,
                 hi,
                 buffer_len: self.buffer_len,
@@ -223,7 +223,7 @@ pub fn check_layout(l: &Layout, buffer: &[u8]) {
         past[0] = d0;
         assert_eq!(
             l.element_offset(&past),
-            Err(Error::IndexOutOfRange {
+            Err(stridemap_core::LayoutError::IndexOutOfRange {
                 axis: 0,
                 index: d0,
                 len: d0
@@ -253,5 +253,50 @@ pub fn check_layout(l: &Layout, buffer: &[u8]) {
                 "{l:?} claims no overlap"
             );
         }
+    }
+}
+
+/// Whether a layout error reports the same broken check, with the same data, as the
+/// descriptor error the model states for it (the checks layouts and descriptors share).
+pub fn same_check(l: &stridemap_core::LayoutError, d: &DecodeError) -> bool {
+    use stridemap_core::LayoutError as L;
+    match (*l, *d) {
+        (
+            L::AxisCountMismatch { shape, strides },
+            DecodeError::AxisCountMismatch {
+                shape: a,
+                strides: b,
+            },
+        ) => (shape, strides) == (a, b),
+        (L::TooManyAxes { ndim }, DecodeError::TooManyAxes { ndim: a }) => ndim == a,
+        (
+            L::BufferTooLong { buffer_len },
+            DecodeError::BufferOverflow {
+                buffer_offset: 0,
+                buffer_len: a,
+            },
+        ) => buffer_len == a,
+        (L::SizeOverflow { axis }, DecodeError::SizeOverflow { axis: a }) => axis == a,
+        (
+            L::StrideTooLarge {
+                axis,
+                stride,
+                buffer_len,
+            },
+            DecodeError::StrideTooLarge {
+                axis: a,
+                stride: b,
+                buffer_len: c,
+            },
+        ) => (axis, stride, buffer_len) == (a, b, c),
+        (
+            L::OutOfBounds { lo, hi, buffer_len },
+            DecodeError::OutOfBounds {
+                lo: a,
+                hi: b,
+                buffer_len: c,
+            },
+        ) => (lo, hi, buffer_len) == (a, b, c),
+        _ => false,
     }
 }

@@ -165,8 +165,14 @@ impl From<stridemap::Error> for Error {
     }
 }
 
-impl From<stridemap_core::Error> for Error {
-    fn from(e: stridemap_core::Error) -> Error {
+impl From<stridemap_core::DecodeError> for Error {
+    fn from(e: stridemap_core::DecodeError) -> Error {
+        Error::Stridemap(e.into())
+    }
+}
+
+impl From<stridemap_core::LayoutError> for Error {
+    fn from(e: stridemap_core::LayoutError) -> Error {
         Error::Stridemap(e.into())
     }
 }

@@ -13,7 +13,7 @@ use stridemap_core::{DType, Kind};
 /// use stridemap::Element;
 /// assert_eq!(u8::dtype()?.typestr().as_str(), "|u1");
 /// assert_eq!(f64::dtype()?.itemsize(), 8);
-/// # Ok::<(), stridemap::DescriptorError>(())
+/// # Ok::<(), stridemap::DecodeError>(())
 /// ```
 pub trait Element: Pod {
     /// numpy's kind for this type.
@@ -21,7 +21,7 @@ pub trait Element: Pod {
 
     /// The dtype whose elements are values of this type (an error for an implementation
     /// whose size its kind does not allow, e.g. a 3-byte float).
-    fn dtype() -> Result<DType, stridemap_core::Error> {
+    fn dtype() -> Result<DType, stridemap_core::DecodeError> {
         let size = u32::try_from(core::mem::size_of::<Self>()).unwrap_or(0);
         DType::native(Self::KIND, size)
     }

@@ -12,7 +12,8 @@ use stridemap_core::{DType, Mode};
 /// operation's [`ViewError`] converts into [`Error::View`].
 ///
 /// [`Error::rule`] names the SPEC.md rule a variant enforces: `R*`/`C*` for the descriptor
-/// itself (wrapped core errors), `O1` … `O11` for the checks made when opening the file.
+/// itself ([`Error::Descriptor`], and the layout checks a descriptor shares inside
+/// [`Error::View`]), `O1` … `O11` for the checks made when opening the file.
 ///
 /// ```
 /// use stridemap::{Error, OpenOptions};
@@ -26,8 +27,9 @@ use stridemap_core::{DType, Mode};
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum Error {
-    /// The descriptor breaks a SPEC rule, or a layout operation is impossible.
-    Descriptor(stridemap_core::Error),
+    /// The descriptor breaks a SPEC rule ([`DecodeError::rule`](stridemap_core::DecodeError::rule)
+    /// names it).
+    Descriptor(stridemap_core::DecodeError),
     /// O1: the path is relative, or has `.`, `..` or empty components.
     BadPath {
         /// The path.
@@ -145,7 +147,7 @@ impl Error {
     /// The SPEC.md rule this error enforces, if any.
     pub fn rule(&self) -> Option<&'static str> {
         Some(match self {
-            Error::Descriptor(e) => return e.rule(),
+            Error::Descriptor(e) => e.rule(),
             Error::View(e) => return e.rule(),
             Error::BadPath { .. } => "O1",
             Error::OutsideRoots { .. } | Error::UntrustedFolder { .. } => "O2",
@@ -196,9 +198,15 @@ impl From<ViewError> for Error {
     }
 }
 
-impl From<stridemap_core::Error> for Error {
-    fn from(e: stridemap_core::Error) -> Error {
+impl From<stridemap_core::DecodeError> for Error {
+    fn from(e: stridemap_core::DecodeError) -> Error {
         Error::Descriptor(e)
+    }
+}
+
+impl From<stridemap_core::LayoutError> for Error {
+    fn from(e: stridemap_core::LayoutError) -> Error {
+        Error::View(ViewError::Layout(e))
     }
 }
 
@@ -360,9 +368,11 @@ impl std::error::Error for Error {
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum ViewError {
-    /// A layout operation is impossible (bad axis, index out of range, zero step, …), or the
-    /// descriptor of a sub-view breaks a SPEC rule.
-    Descriptor(stridemap_core::Error),
+    /// A layout operation is impossible (bad axis, index out of range, zero step, …).
+    Layout(stridemap_core::LayoutError),
+    /// The descriptor of a view breaks a SPEC rule (describing a view whose layout the
+    /// descriptor cannot hold).
+    Descriptor(stridemap_core::DecodeError),
     /// A typed view of the wrong element type.
     DtypeMismatch {
         /// The descriptor's dtype.
@@ -422,15 +432,22 @@ impl ViewError {
     /// The SPEC.md rule a wrapped descriptor error enforces (a sub-view's descriptor), if any.
     pub fn rule(&self) -> Option<&'static str> {
         match self {
-            ViewError::Descriptor(e) => e.rule(),
+            ViewError::Descriptor(e) => Some(e.rule()),
+            ViewError::Layout(e) => e.rule(),
             _ => None,
         }
     }
 }
 
-impl From<stridemap_core::Error> for ViewError {
-    fn from(e: stridemap_core::Error) -> ViewError {
+impl From<stridemap_core::DecodeError> for ViewError {
+    fn from(e: stridemap_core::DecodeError) -> ViewError {
         ViewError::Descriptor(e)
+    }
+}
+
+impl From<stridemap_core::LayoutError> for ViewError {
+    fn from(e: stridemap_core::LayoutError) -> ViewError {
+        ViewError::Layout(e)
     }
 }
 
@@ -438,6 +455,7 @@ impl fmt::Display for ViewError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ViewError::Descriptor(e) => write!(f, "{e}"),
+            ViewError::Layout(e) => write!(f, "{e}"),
             ViewError::DtypeMismatch { have, want } => write!(
                 f,
                 "the array's dtype is {have}, not {want}; use a byte view \
@@ -496,6 +514,7 @@ impl std::error::Error for ViewError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ViewError::Descriptor(e) => Some(e),
+            ViewError::Layout(e) => Some(e),
             _ => None,
         }
     }

@@ -150,9 +150,12 @@ pub use options::OpenOptions;
 pub use owned::OwnedArray;
 pub use view::{ByteView, Iter, IterMut, SharedIter, SharedView, SharedViewMut, View, ViewMut};
 
-/// The descriptor layer's error (inside [`Error::Descriptor`]): a broken SPEC rule
-/// ([`rule`](stridemap_core::Error::rule)) or an impossible layout operation.
-pub use stridemap_core::Error as DescriptorError;
+/// The descriptor layer's errors: [`DecodeError`] for a descriptor that breaks a SPEC rule
+/// (inside [`Error::Descriptor`]), [`LayoutError`] for an impossible layout operation (inside
+/// [`ViewError::Layout`]), and the small errors of encoding, segment headers and names.
+pub use stridemap_core::{
+    BufferTooSmall, DecodeError, LayoutError, ParseNameError, SegmentHeaderError,
+};
 /// The descriptor layer's types, so that a consumer names this one crate.
 pub use stridemap_core::{
     Builder, ByteOrder, CompactDescriptor, DType, Kind, Layout, Mode, Offsets, Order, RECORD_LEN,

@@ -61,8 +61,9 @@ impl ArrayMessage {
     /// descriptor is validated and opened under `opts` (with `fd` for a memfd).
     ///
     /// # Errors
-    /// For inline arrays, a bad typestr or shape ([`Error::Descriptor`](crate::Error::Descriptor))
-    /// or bytes of the wrong length ([`Error::InlineLength`](crate::Error::InlineLength));
+    /// For inline arrays, a bad typestr ([`Error::Descriptor`](crate::Error::Descriptor)), a
+    /// shape that does not fit ([`Error::View`](crate::Error::View) with
+    /// [`ViewError::Layout`](crate::ViewError::Layout)) or bytes of the wrong length ([`Error::InlineLength`](crate::Error::InlineLength));
     /// for shared ones, those of [`open_source`].
     pub fn open(&self, fd: Option<OwnedFd>, opts: &OpenOptions) -> Result<Received> {
         match self {

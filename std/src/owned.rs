@@ -35,8 +35,8 @@ impl OwnedArray {
     /// An array of `dtype` and `shape` holding `bytes` (C order, exactly the array's bytes).
     ///
     /// # Errors
-    /// A [`Error::Descriptor`] error for a shape that does not fit; [`Error::InlineLength`]
-    /// if `bytes` is not exactly the array's size.
+    /// [`ViewError::Layout`](crate::ViewError::Layout) (inside [`Error::View`]) for a shape
+    /// that does not fit; [`Error::InlineLength`] if `bytes` is not exactly the array's size.
     pub fn from_bytes(dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<OwnedArray> {
         let layout = Layout::contiguous(dtype.itemsize(), shape, Order::C)?;
         if layout.nbytes() != bytes.len() as u64 {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use stridemap_core::{
-    Builder, CompactDescriptor, CompactSource, DType, Error, Mode, Order, RECORD_LEN, Record,
+    Builder, CompactDescriptor, CompactSource, DType, DecodeError, Mode, Order, RECORD_LEN, Record,
     Source, ValidDescriptor, decode, decode_compact,
 };
 use zerocopy::{FromBytes, IntoBytes};
@@ -44,7 +44,7 @@ pub struct Vector {
 }
 
 /// Decodes bytes in the vector's form.
-pub fn decode_as(form: Form, bytes: &[u8]) -> Result<ValidDescriptor, Error> {
+pub fn decode_as(form: Form, bytes: &[u8]) -> Result<ValidDescriptor, DecodeError> {
     match form {
         Form::Fixed => decode(bytes),
         Form::Compact => decode_compact(bytes),

@@ -173,8 +173,15 @@ pub(crate) fn handoff_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>
             .descriptor()
             .layout()
             .slice_axis(0, Slice::range(1000, 2000))
-            .and_then(|l| arrays[1].descriptor().to_builder().layout(&l).build())
-            .map_err(s)?;
+            .map_err(s)
+            .and_then(|l| {
+                arrays[1]
+                    .descriptor()
+                    .to_builder()
+                    .layout(&l)
+                    .build()
+                    .map_err(s)
+            })?;
         let (mut warm, mut pings) = (Vec::new(), Vec::new());
         for _ in 0..5 {
             warm.push(handoff_view(&crew, &arrays[1], &rows_view, rounds / 5)?);

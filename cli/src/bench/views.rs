@@ -105,8 +105,13 @@ pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
     let sub = keep
         .layout()
         .slice_axis(0, Slice::range(1000, 2000))
-        .and_then(|l| keep.to_builder().layout(&l).build())
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+        .and_then(|l| {
+            keep.to_builder()
+                .layout(&l)
+                .build()
+                .map_err(|e| e.to_string())
+        })?
         .to_bytes();
     let t = open_first_view(&sub, &reuse, calls)?;
     rows.push(Row {

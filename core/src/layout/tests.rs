@@ -125,7 +125,7 @@ proptest! {
                 }
             }
             (Err(e), None) => {
-                prop_assert!(matches!(e, Error::StrideTooLarge { .. } | Error::OutOfBounds { .. }), "{e:?}");
+                prop_assert!(matches!(e, LayoutError::StrideTooLarge { .. } | LayoutError::OutOfBounds { .. }), "{e:?}");
             }
             (got, want) => prop_assert!(false, "layout {:?} but model {:?}", got, want),
         }
@@ -229,7 +229,7 @@ proptest! {
                 prop_assert_eq!(seq(&r), seq(&l));
             }
             Err(e) => {
-                prop_assert_eq!(e, Error::ReshapeNeedsCopy);
+                prop_assert_eq!(e, LayoutError::ReshapeNeedsCopy);
                 let contiguous = match order { Order::C => l.is_c_contiguous(), Order::F => l.is_f_contiguous() };
                 prop_assert!(!contiguous, "a contiguous array always reshapes");
                 // Only merging can need a copy: splitting an axis or adding 1s never does.
@@ -311,31 +311,31 @@ fn joblib_failure_cases_have_the_right_offsets() {
 fn rules_are_reported_with_their_values() {
     assert_eq!(
         Layout::new(8, &[2], &[8, 8], 0, 16),
-        Err(Error::AxisCountMismatch {
+        Err(LayoutError::AxisCountMismatch {
             shape: 1,
             strides: 2
         })
     );
     assert_eq!(
         Layout::new(1, &[1; 33], &[0; 33], 0, 1),
-        Err(Error::TooManyAxes { ndim: 33 })
+        Err(LayoutError::TooManyAxes { ndim: 33 })
     );
     assert_eq!(
         Layout::new(8, &[u64::MAX / 4, 8], &[8, 8], 0, 16),
-        Err(Error::SizeOverflow { axis: 0 })
+        Err(LayoutError::SizeOverflow { axis: 0 })
     );
     assert_eq!(
         Layout::new(8, &[1 << 40, 1 << 20], &[0, 0], 0, 16),
-        Err(Error::SizeOverflow { axis: 1 })
+        Err(LayoutError::SizeOverflow { axis: 1 })
     );
     // Zero-length axes count as 1 for the size rule, as in numpy.
     assert_eq!(
         Layout::new(8, &[0, 1 << 62], &[0, 0], 0, 16),
-        Err(Error::SizeOverflow { axis: 1 })
+        Err(LayoutError::SizeOverflow { axis: 1 })
     );
     assert_eq!(
         Layout::new(8, &[2], &[17], 0, 16),
-        Err(Error::StrideTooLarge {
+        Err(LayoutError::StrideTooLarge {
             axis: 0,
             stride: 17,
             buffer_len: 16
@@ -344,7 +344,7 @@ fn rules_are_reported_with_their_values() {
     // One byte out at each end.
     assert_eq!(
         Layout::new(8, &[2], &[8], 1, 16),
-        Err(Error::OutOfBounds {
+        Err(LayoutError::OutOfBounds {
             lo: 1,
             hi: 17,
             buffer_len: 16
@@ -352,7 +352,7 @@ fn rules_are_reported_with_their_values() {
     );
     assert_eq!(
         Layout::new(8, &[2], &[-8], 7, 16),
-        Err(Error::OutOfBounds {
+        Err(LayoutError::OutOfBounds {
             lo: -1,
             hi: 15,
             buffer_len: 16
@@ -372,7 +372,7 @@ fn rules_are_reported_with_their_values() {
             0,
             i64::MAX as u64
         ),
-        Err(Error::OutOfBounds { .. })
+        Err(LayoutError::OutOfBounds { .. })
     ));
     assert!(Layout::new(2, &[1 << 62], &[i64::MAX], 0, i64::MAX as u64).is_err());
 }
@@ -385,15 +385,15 @@ fn slicing_edge_cases() {
     assert_eq!((one.len(), one.strides()), (1, &[8][..]));
     let none = m.slice_axis(0, Slice::range(5, 5)).unwrap();
     assert!(none.is_empty());
-    assert_eq!(m.slice_axis(0, Slice::step(0)), Err(Error::ZeroStep));
+    assert_eq!(m.slice_axis(0, Slice::step(0)), Err(LayoutError::ZeroStep));
     assert_eq!(
         m.slice_axis(1, Slice::FULL),
-        Err(Error::NoSuchAxis { axis: 1, ndim: 1 })
+        Err(LayoutError::NoSuchAxis { axis: 1, ndim: 1 })
     );
-    assert_eq!(m.permute(&[1]), Err(Error::NotAPermutation));
+    assert_eq!(m.permute(&[1]), Err(LayoutError::NotAPermutation));
     assert_eq!(
         m.index_axis(0, 10),
-        Err(Error::IndexOutOfRange {
+        Err(LayoutError::IndexOutOfRange {
             axis: 0,
             index: 10,
             len: 10
@@ -401,6 +401,6 @@ fn slicing_edge_cases() {
     );
     assert_eq!(
         m.reshape(&[3, 3], Order::C),
-        Err(Error::ReshapeSizeMismatch { from: 10, to: 9 })
+        Err(LayoutError::ReshapeSizeMismatch { from: 10, to: 9 })
     );
 }

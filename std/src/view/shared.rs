@@ -98,7 +98,7 @@ fn usize_off(off: u64) -> usize {
 /// Error for an element the layout accepted but the buffer does not hold: impossible, since a
 /// view's layout is checked against its buffer; reported rather than panicking.
 fn outside(layout: &Layout, len: usize) -> Error {
-    Error::Descriptor(stridemap_core::Error::OutOfBounds {
+    Error::Layout(stridemap_core::LayoutError::OutOfBounds {
         lo: i128::from(layout.span().start),
         hi: i128::from(layout.span().end),
         buffer_len: len as u64,
@@ -210,7 +210,7 @@ impl<'a, T: Element> SharedView<'a, T> {
         let n = *self
             .shape()
             .get(axis)
-            .ok_or(stridemap_core::Error::NoSuchAxis {
+            .ok_or(stridemap_core::LayoutError::NoSuchAxis {
                 axis,
                 ndim: self.ndim(),
             })?;
@@ -396,7 +396,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// a [`ViewError::Descriptor`] error if `axis` is out of range.
     pub fn split_axis(self, axis: usize, at: usize) -> Result<(Self, Self)> {
         if axis >= self.ndim() {
-            return Err(stridemap_core::Error::NoSuchAxis {
+            return Err(stridemap_core::LayoutError::NoSuchAxis {
                 axis,
                 ndim: self.ndim(),
             }
@@ -436,7 +436,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
             let left = *rest
                 .shape()
                 .get(axis)
-                .ok_or(stridemap_core::Error::NoSuchAxis {
+                .ok_or(stridemap_core::LayoutError::NoSuchAxis {
                     axis,
                     ndim: rest.ndim(),
                 })?;

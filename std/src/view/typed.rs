@@ -130,7 +130,7 @@ fn slot<T>(off: u64) -> usize {
 /// Error for an index the layout accepted but the buffer does not hold — impossible, since a
 /// layout's elements are inside its buffer; reported rather than panicking.
 fn outside(layout: &Layout) -> Error {
-    Error::Descriptor(stridemap_core::Error::OutOfBounds {
+    Error::Layout(stridemap_core::LayoutError::OutOfBounds {
         lo: i128::from(layout.span().start),
         hi: i128::from(layout.span().end),
         buffer_len: layout.buffer_len(),
@@ -194,7 +194,7 @@ impl<'a, T: Element> View<'a, T> {
         let n = *self
             .shape()
             .get(axis)
-            .ok_or(stridemap_core::Error::NoSuchAxis {
+            .ok_or(stridemap_core::LayoutError::NoSuchAxis {
                 axis,
                 ndim: self.ndim(),
             })?;
@@ -219,7 +219,7 @@ impl<'a, T: Element> View<'a, T> {
         let n = *self
             .shape()
             .get(axis)
-            .ok_or(stridemap_core::Error::NoSuchAxis {
+            .ok_or(stridemap_core::LayoutError::NoSuchAxis {
                 axis,
                 ndim: self.ndim(),
             })?;
@@ -391,7 +391,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
         let n = *self
             .shape()
             .get(axis)
-            .ok_or(stridemap_core::Error::NoSuchAxis {
+            .ok_or(stridemap_core::LayoutError::NoSuchAxis {
                 axis,
                 ndim: self.ndim(),
             })?;
