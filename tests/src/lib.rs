@@ -2,6 +2,7 @@
 //! re-executing child-process harness.
 
 pub mod child;
+pub mod python;
 pub mod vectors;
 
 /// Tries a shared writable map of `file` (for tests that check the kernel refuses one).

@@ -30,28 +30,7 @@ use stridemap::{ByteView, OpenOptions};
 use stridemap_core::{DType, Layout, Order, Slice, ValidDescriptor};
 use stridemap_shm::{Pool, PoolConfig, SegmentKind, SharedArray};
 use stridemap_tests::child::{hex, unhex};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is in the workspace")
-        .to_path_buf()
-}
-
-/// The python of the Python reader's venv: `STRIDEMAP_PYTHON`, else the workspace's `.venv`.
-fn python() -> PathBuf {
-    let p = match std::env::var_os("STRIDEMAP_PYTHON") {
-        Some(p) => workspace().join(p),
-        None => workspace().join(".venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "no Python reader venv at {}: run `bash scripts/test.sh python` (which makes .venv) or \
-         set STRIDEMAP_PYTHON",
-        p.display()
-    );
-    p
-}
+use stridemap_tests::python::{python, workspace};
 
 /// A running Python script: commands go to its stdin, JSON lines come from its stdout.
 struct Py {

@@ -6,34 +6,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stridemap_core::Order;
 use stridemap_shm::{Pool, PoolConfig, SegmentKind};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is in the workspace")
-        .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    let p = match std::env::var_os("STRIDEMAP_PYTHON") {
-        Some(p) => workspace().join(p),
-        None => workspace().join(".venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "no Python venv at {}: run `bash scripts/test.sh python` (which makes .venv) or set \
-         STRIDEMAP_PYTHON",
-        p.display()
-    );
-    p
-}
+use stridemap_tests::python::{python, workspace};
 
 fn numbers(v: &Value) -> Vec<f64> {
     v.as_array()

@@ -17,6 +17,7 @@ use stridemap_shm::{
     Error, HugePages, PageBacking, Pool, PoolConfig, SegmentKind, SharedArray, huge_probe,
     mapping_huge_page_bytes,
 };
+use stridemap_tests::python::python;
 
 const MIB: u64 = 1 << 20;
 const SHMEM_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
@@ -381,25 +382,6 @@ fn a_hugetlbfs_temp_root_holds_named_segments_in_hugetlb_pages() {
         free,
         "pages back, files removed"
     );
-}
-
-/// The Python of the repository's venv (`STRIDEMAP_PYTHON`, else `.venv`), as the interop
-/// tests find it.
-fn python() -> PathBuf {
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let p = match std::env::var_os("STRIDEMAP_PYTHON") {
-        Some(p) => ws.join(p),
-        None => ws.join(".venv/bin/python"),
-    };
-    assert!(
-        p.exists(),
-        "no venv at {}: run `bash scripts/test.sh python`",
-        p.display()
-    );
-    p
 }
 
 #[test]
