@@ -261,5 +261,6 @@ def test_usage_errors_are_not_rules(arr_file):
         stridemap.open(encode(fd_desc(0)))
     with pytest.raises(ValueError):
         stridemap.open(encode(desc), allowed_roots=["relative/root"])
+    rec = encode(desc)  # the last byte flipped (a zero byte would match a CRC ending in 0)
     with pytest.raises(errors.BadChecksum):
-        stridemap.open(encode(desc)[:-1] + b"\0", allowed_roots=[root])
+        stridemap.open(rec[:-1] + bytes([rec[-1] ^ 0xFF]), allowed_roots=[root])
