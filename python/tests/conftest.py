@@ -1,4 +1,38 @@
-"""Shared by the tests: the pool matrix's counts, printed at the end of the run."""
+"""Shared by the tests: a tiny real tmpfs, and the pool matrix's counts, printed at the end of
+the run."""
+
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from stridemap import producer
+
+
+@pytest.fixture
+def tiny_tmpfs():
+    """A real 2 MiB tmpfs (we run as root in CI), or None when mounting is not possible."""
+    d = tempfile.mkdtemp(prefix="stridemap-tiny-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", d],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"note: cannot mount a tmpfs ({r.stderr.strip() or r.returncode}): the full-shm "
+              "cases run against a simulated ENOSPC instead")
+        os.rmdir(d)
+        yield None
+        return
+    try:
+        yield d
+    finally:
+        # Forget this process's folder there before the mount goes.
+        for root, folder in list(producer._state.folders.items()):
+            if root == os.path.realpath(d):
+                folder.remove()
+                del producer._state.folders[root]
+        subprocess.run(["umount", "-l", d], check=False)  # lazy: a test's array may live on
+        os.rmdir(d)
+
 
 
 def pytest_terminal_summary(terminalreporter):

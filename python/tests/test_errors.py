@@ -30,36 +30,12 @@ def entries(root):
     return sorted(out)
 
 
-@pytest.fixture
-def tiny_tmpfs():
-    """A real 2 MiB tmpfs (we run as root in CI), or None when mounting is not possible."""
-    d = tempfile.mkdtemp(prefix="stridemap-tiny-")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", d],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"note: cannot mount a tmpfs ({r.stderr.strip() or r.returncode}): the full-shm "
-              "cases run against a simulated ENOSPC instead")
-        os.rmdir(d)
-        yield None
-        return
-    try:
-        yield d
-    finally:
-        # Forget this process's folder there before the mount goes.
-        for root, folder in list(producer._state.folders.items()):
-            if root == os.path.realpath(d):
-                folder.remove()
-                del producer._state.folders[root]
-        subprocess.run(["umount", "-l", d], check=False)  # lazy: a test's array may live on
-        os.rmdir(d)
-
-
 def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatch):
     quiet()
     fds = open_fds()
     big = np.zeros(3 << 20, dtype=np.uint8)
     if tiny_tmpfs is None:  # simulated: the space check passes, the reservation fails
-        def no_space(*args):
+        def no_space(*args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
         monkeypatch.setattr(os, "posix_fallocate", no_space)  # empty() reserves with it
         monkeypatch.setattr(producer, "_pwrite_all", no_space)  # share() reserves by writing
@@ -100,7 +76,7 @@ def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatc
 
 
 def test_a_memfd_without_memory_is_a_clear_error(monkeypatch):
-    def no_memory(*args):
+    def no_memory(*args, **kwargs):
         raise OSError(errno.ENOMEM, "Cannot allocate memory")
     monkeypatch.setattr(os, "posix_fallocate", no_memory)  # empty() reserves with it
     monkeypatch.setattr(producer, "_pwrite_all", no_memory)  # share() reserves by writing

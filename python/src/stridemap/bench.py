@@ -69,14 +69,16 @@ def touch_block(name, n):
 
 
 def _attach(name):
-    """Attach a block without this process's resource tracker claiming it (it would unlink the
-    block when this process exits: CPython gh-82300, fixed by ``track=False`` in 3.13)."""
-    from multiprocessing import resource_tracker, shared_memory
+    """Attach a block. The pool's workers share the parent's resource tracker (every start
+    method passes it on), so attaching registers a name the tracker already holds and the
+    parent's ``unlink`` unregisters it; unregistering here as well would make the tracker
+    report a KeyError at that unlink. (A process with a tracker of its own would unlink the
+    block at exit, CPython gh-82300: ``track=False`` from 3.13.)"""
+    from multiprocessing import shared_memory
 
-    shm = shared_memory.SharedMemory(name)
-    if sys.version_info < (3, 13):
-        resource_tracker.unregister(shm._name, "shared_memory")
-    return shm
+    if sys.version_info >= (3, 13):
+        return shared_memory.SharedMemory(name, track=False)
+    return shared_memory.SharedMemory(name)
 
 
 def make_plain(n):

@@ -45,7 +45,7 @@ import weakref
 
 import numpy as np
 
-from . import errors, huge, temp
+from . import _fresh, errors, huge, temp
 from .descriptor import Descriptor
 from .record import encode
 from .rules import KINDS
@@ -63,7 +63,6 @@ F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x2)
 F_SEAL_GROW = getattr(fcntl, "F_SEAL_GROW", 0x4)
 F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x10)
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
-_WRITE_CHUNK = 1 << 30  # pwrite moves at most ~2 GiB per call
 
 
 # --------------------------------------------------------------------------------------------
@@ -816,14 +815,14 @@ class _Span:
         self.owner = owner
 
 
-def _pwrite_all(fd, raw, pos):
-    """Writes the uint8 array ``raw`` at ``pos`` (pwrite moves at most ~2 GiB per call)."""
+def _pwrite_all(fd, raw, pos, fresh=False):
+    """Writes the uint8 array ``raw`` at ``pos`` with ``pwrite``; where the file has no pages
+    yet (``fresh``), with a helper thread when that is faster (:mod:`stridemap._fresh`)."""
     try:
-        for start in range(0, raw.size, _WRITE_CHUNK):
-            chunk = raw[start:start + _WRITE_CHUNK]
-            done = 0
-            while done < chunk.size:
-                done += os.pwrite(fd, chunk[done:], pos + start + done)
+        if fresh:
+            _fresh.fill_fresh(fd, raw, pos)
+        else:
+            _fresh.pwrite_all(fd, raw, pos)
     except OSError as e:
         raise _system_error("writing a segment", e) from None
 
@@ -833,8 +832,9 @@ def _fill(seg, src, strides, offset):
 
     When the layout is the source's own and its span holds exactly its elements (contiguous
     in any axis order and direction), the span's bytes are written as they are, with
-    ``pwrite`` (no page tables to fill, the fastest way into a tmpfs). Otherwise (broadcast,
-    gaps) numpy copies element by element through a writable map.
+    ``pwrite`` (no zeroing pass, the fastest way into a tmpfs), helped for large spans by a
+    second thread filling from the other end through a map (:mod:`stridemap._fresh`).
+    Otherwise (broadcast, gaps) numpy copies element by element through a writable map.
     """
     if seg.huge_plan.huge:
         _fill_huge(seg, src, strides, offset)
@@ -843,7 +843,8 @@ def _fill(seg, src, strides, offset):
     if how == "span":
         lo_addr = _view_span(src)[0]
         raw = np.asarray(_Span(lo_addr, src.nbytes, src))
-        _pwrite_all(seg.fd, raw, seg.data_offset + offset - (_address(src) - lo_addr))
+        _pwrite_all(seg.fd, raw, seg.data_offset + offset - (_address(src) - lo_addr),
+                    fresh=True)
     elif how == "packed":
         _fill_packed(seg, src, strides, offset)
     else:

@@ -53,6 +53,21 @@ def crc32c(data):
     return crc ^ 0xFFFFFFFF
 
 
+def _first_nonzero(data, start, stop):
+    """The index of the first non-zero byte of ``data[start:stop]``, or None."""
+    part = data[start:stop]
+    rest = part.lstrip(b"\0")
+    return None if not rest else start + len(part) - len(rest)
+
+
+# Records decoded before, by their bytes: decoding is a pure function of the 1024 bytes and a
+# Descriptor is immutable, so a pool worker that receives the same array again (the same
+# record, call after call) skips the checksum and the checks (about 60 us of Python). Only
+# valid records are kept; at most _MEMO_SIZE of them (then the memo starts again).
+_memo = {}
+_MEMO_SIZE = 256
+
+
 def decode_fixed(buf):
     """Decode and validate a fixed record (the first 1024 bytes of ``buf``).
 
@@ -61,6 +76,16 @@ def decode_fixed(buf):
     if len(buf) < SIZE:
         raise errors.Truncated(f"R1: truncated record: needs {SIZE} bytes, got {len(buf)}")
     rec = bytes(buf[:SIZE])
+    desc = _memo.get(rec)
+    if desc is None:
+        desc = _decode_fixed(rec)
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[rec] = desc
+    return desc
+
+
+def _decode_fixed(rec):
     (magic, major, minor, flags, byteorder, kind, ndim, _, itemsize, path_len,
      buffer_offset, buffer_len, offset, file_len, device, inode, generation,
      segment_id) = _HEADER.unpack_from(rec)
@@ -87,9 +112,9 @@ def decode_fixed(buf):
         raise errors.BadMode("R6: mode code 3 is not r (0), r+ (1) or c (2)")
     if known_minor:
         for at, n in _RESERVED:
-            for i in range(at, at + n):
-                if rec[i]:
-                    raise errors.ReservedNotZero(f"R7: reserved byte at offset {i} is not zero")
+            i = _first_nonzero(rec, at, at + n)
+            if i is not None:
+                raise errors.ReservedNotZero(f"R7: reserved byte at offset {i} is not zero")
     dtype = rules.check_dtype(byteorder, kind, itemsize)
     if ndim > MAX_NDIM:
         raise errors.TooManyAxes(f"R11: {ndim} axes: at most {MAX_NDIM} are allowed")
@@ -103,9 +128,9 @@ def decode_fixed(buf):
     if path_len > MAX_PATH:
         raise errors.PathTooLong(f"R13: path of {path_len} bytes: at most {MAX_PATH} are allowed")
     path_field = rec[_PATH_AT:_PATH_AT + MAX_PATH]
-    for i in range(path_len, MAX_PATH):
-        if path_field[i]:
-            raise errors.PathPaddingNotZero(f"R14: path padding byte {i} is not zero")
+    i = _first_nonzero(path_field, path_len, MAX_PATH)
+    if i is not None:
+        raise errors.PathPaddingNotZero(f"R14: path padding byte {i} is not zero")
     from_fd = bool(flags & 8)
     path = rules.check_path(path_field[:path_len], from_fd)
     shape, strides = shape[:ndim], strides[:ndim]

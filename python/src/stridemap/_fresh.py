@@ -1,0 +1,195 @@
+"""Writing bytes into a fresh segment as fast as the kernel lets us.
+
+``write(2)`` is the fastest single-threaded way into a tmpfs or memfd: each new page is
+allocated and filled by the copy, never zeroed first. But every write to one file takes the
+file's inode lock, so two threads writing the same file take turns, and a fresh page costs
+more than its copy (allocating it; on a virtual machine also the host's fault). Faults taken
+through a shared map of the file do not take that lock. So a large fill runs two ways at once:
+this thread writes chunks from the front with ``pwrite``, a helper thread takes chunks from the
+back, allocates their pages with ``madvise(MADV_POPULATE_WRITE)`` (one kernel loop, no trap
+per page) and copies into them through the map. They meet wherever their speeds put them.
+
+Space: ``pwrite`` reports a full filesystem as ENOSPC; ``MADV_POPULATE_WRITE`` reports it as an
+error too (EFAULT or ENOMEM) instead of the SIGBUS a plain store would get, and the helper only
+copies into pages it has populated. A chunk the helper could not populate is written by this
+thread with ``pwrite``, which then raises the error the caller turns into ``NoSpace``.
+
+>>> import os, numpy as np
+>>> fd = os.memfd_create("doc")
+>>> os.ftruncate(fd, 4096 + 8)
+>>> pwrite_all(fd, np.arange(8, dtype=np.uint8), 4096)
+>>> os.pread(fd, 8, 4096)
+b'\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07'
+>>> os.close(fd)
+"""
+
+import ctypes
+import ctypes.util
+import mmap
+import os
+import threading
+
+import numpy as np
+
+#: Fills of at least this many bytes use the helper thread (below it, starting a thread and
+#: mapping the file cost more than they save).
+PARALLEL_MIN = 16 << 20
+_CHUNK = 4 << 20  # bytes per claim; a multiple of the page size
+_WRITE_CHUNK = 1 << 30  # pwrite moves at most ~2 GiB per call
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
+
+
+def pwrite_all(fd, raw, pos):
+    """Write the uint8 array ``raw`` to ``fd`` at ``pos`` with ``pwrite``, in calls of at most
+    1 GiB. Raises the ``OSError`` of a failed write."""
+    for start in range(0, raw.size, _WRITE_CHUNK):
+        chunk = raw[start:start + _WRITE_CHUNK]
+        done = 0
+        while done < chunk.size:
+            done += os.pwrite(fd, chunk[done:], pos + start + done)
+
+
+def _madvise():
+    """libc's ``madvise`` through ctypes (which lets go of the GIL during the call, where
+    ``mmap.madvise`` holds it), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise_fn = None
+_madvise_lock = threading.Lock()
+_populate_works = True  # until the kernel says EINVAL (older than 5.14)
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def parallel_worthwhile(nbytes):
+    """Whether :func:`fill_fresh` would use a helper thread for ``nbytes``."""
+    return nbytes >= PARALLEL_MIN and _populate_works and _usable_cpus() >= 2
+
+
+def fill_fresh(fd, raw, pos):
+    """Write ``raw`` (a uint8 array) at ``pos`` of ``fd``, a file whose pages in that range are
+    not yet allocated (a fresh segment): with a helper thread when
+    :func:`parallel_worthwhile`, else with ``pwrite`` alone. Raises the ``OSError`` of a write
+    that failed (ENOSPC for a full filesystem); the helper is always stopped first."""
+    global _madvise_fn
+    if not parallel_worthwhile(raw.size):
+        pwrite_all(fd, raw, pos)
+        return
+    with _madvise_lock:
+        if _madvise_fn is None:
+            _madvise_fn = _madvise() or False
+    if not _madvise_fn:
+        pwrite_all(fd, raw, pos)
+        return
+    _fill_two_ways(fd, raw, pos)
+
+
+class _Claims:
+    """Chunks ``0..n`` taken from the front by one thread and from the back by the other."""
+
+    def __init__(self, n):
+        self.lo, self.hi = 0, n
+        self.lock = threading.Lock()
+        self.stop = False
+        self.undone = []  # chunks the helper took but could not fill
+
+    def front(self):
+        with self.lock:
+            if self.lo >= self.hi:
+                return None
+            self.lo += 1
+            return self.lo - 1
+
+    def back(self):
+        with self.lock:
+            if self.stop or self.lo >= self.hi:
+                return None
+            self.hi -= 1
+            return self.hi
+
+
+def _fill_two_ways(fd, raw, pos):
+    page = mmap.PAGESIZE
+    # Chunk k covers raw[bounds(k)]; chunk edges fall on _CHUNK edges of the file.
+    first = min(raw.size, (-pos) % _CHUNK)
+    n = (1 if first else 0) + -(-(raw.size - first) // _CHUNK)
+
+    def bounds(k):
+        if first:
+            if k == 0:
+                return 0, first
+            k -= 1
+        lo = first + k * _CHUNK
+        return lo, min(raw.size, lo + _CHUNK)
+
+    claims = _Claims(n)
+
+    def helper():
+        k = None
+        try:
+            while True:
+                k = claims.back()
+                if k is None:
+                    return
+                lo, hi = bounds(k)
+                if not _map_and_copy(fd, raw[lo:hi], pos + lo, page):
+                    claims.undone.append(k)
+                    return
+        except BaseException:  # never leave a chunk unwritten: this thread's caller writes it
+            if k is not None:
+                claims.undone.append(k)
+            raise
+
+    t = threading.Thread(target=helper, name="stridemap-fill", daemon=True)
+    t.start()
+    try:
+        while True:
+            k = claims.front()
+            if k is None:
+                break
+            lo, hi = bounds(k)
+            pwrite_all(fd, raw[lo:hi], pos + lo)
+    finally:
+        claims.stop = True
+        t.join()
+    for k in claims.undone:
+        lo, hi = bounds(k)
+        pwrite_all(fd, raw[lo:hi], pos + lo)
+
+
+def _map_and_copy(fd, part, at, page):
+    """Copy ``part`` to offset ``at`` of ``fd`` through a map of just those pages, allocated
+    first with ``MADV_POPULATE_WRITE``; False (nothing written) when they could not be. Each
+    chunk has its own map, so tearing its page tables down is this thread's work too."""
+    global _populate_works
+    start = at - at % page
+    try:
+        mm = mmap.mmap(fd, at + part.size - start, flags=mmap.MAP_SHARED,
+                       prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+    except (OSError, ValueError):
+        return False
+    dst = None
+    try:
+        dst = np.frombuffer(mm, dtype=np.uint8)
+        if _madvise_fn(dst.ctypes.data, dst.size, MADV_POPULATE_WRITE) != 0:
+            if ctypes.get_errno() == 22:  # EINVAL: a kernel without it (before 5.14)
+                _populate_works = False
+            return False
+        dst[at - start:] = part
+        return True
+    finally:
+        del dst
+        mm.close()

@@ -1,0 +1,117 @@
+"""Filling a fresh segment two ways at once (stridemap._fresh): pwrite from the front, a helper
+thread through a populated map from the back. Every byte lands once, in the right place, for
+any size and position; a helper that cannot populate leaves its chunks to pwrite; a full
+tmpfs is NoSpace with nothing left behind."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import stridemap
+from stridemap import _fresh, producer
+from producer_util import open_fds, quiet
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of two pages and no size threshold, so small fills take the two-way path."""
+    monkeypatch.setattr(_fresh, "_CHUNK", 2 * os.sysconf("SC_PAGE_SIZE"))
+    monkeypatch.setattr(_fresh, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 2)
+
+
+def counting(monkeypatch, slow_front=0.0):
+    """Count the chunks each side writes; ``slow_front`` seconds per front chunk give the
+    helper time to take some."""
+    counts = {"front": 0, "back": 0, "threads": set()}
+    pwrite_all, map_and_copy = _fresh.pwrite_all, _fresh._map_and_copy
+
+    def front(fd, raw, pos):
+        counts["front"] += 1
+        time.sleep(slow_front)
+        return pwrite_all(fd, raw, pos)
+
+    def back(fd, part, at, page):
+        done = map_and_copy(fd, part, at, page)
+        counts["back"] += done
+        counts["threads"].add(threading.current_thread().name)
+        return done
+
+    monkeypatch.setattr(_fresh, "pwrite_all", front)
+    monkeypatch.setattr(_fresh, "_map_and_copy", back)
+    return counts
+
+
+def segment_files(root):
+    return sorted(n for _, _, files in os.walk(root) for n in files if n.startswith("seg-"))
+
+
+@pytest.mark.parametrize("size", [1, 4095, 4096, 8191, 8192, 3 * 8192 + 5, 40 * 4096 + 17])
+@pytest.mark.parametrize("pos", [0, 4096, 4096 + 8, 3 * 4096 + 4000])
+def test_every_byte_lands_once_in_place(small_chunks, size, pos):
+    raw = np.frombuffer(np.random.default_rng(size + pos).bytes(size), dtype=np.uint8)
+    fd = os.memfd_create("fresh-test", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, pos + size + 100)
+        _fresh.fill_fresh(fd, raw, pos)
+        got = os.pread(fd, pos + size + 100, 0)
+        assert got[pos:pos + size] == raw.tobytes()
+        assert got[:pos] == bytes(pos) and got[pos + size:] == bytes(100)
+    finally:
+        os.close(fd)
+
+
+def test_both_sides_write_and_the_helper_is_a_thread_of_its_own(small_chunks, monkeypatch):
+    counts = counting(monkeypatch, slow_front=0.002)
+    a = np.arange(64 * 1024, dtype="<f8")[::-1]  # 512 KiB: 64 chunks of 8 KiB
+    s = stridemap.share(a)
+    assert np.array_equal(s, a) and s.strides == a.strides
+    assert counts["front"] > 0 and counts["back"] > 0, counts
+    assert counts["front"] + counts["back"] == 64 + 1  # the data starts a page into the file
+    assert counts["threads"] == {"stridemap-fill"}
+
+
+def test_a_helper_that_cannot_populate_leaves_its_chunks_to_pwrite(small_chunks, monkeypatch):
+    monkeypatch.setattr(_fresh, "_madvise_fn", lambda addr, n, advice: -1)
+    counts = counting(monkeypatch)
+    a = np.arange(100_000, dtype="<i4").reshape(100, 1000).T  # transposed: a span fill
+    s = stridemap.share(a, kind="file")
+    assert np.array_equal(s, a)
+    assert counts["back"] == 0 and counts["front"] > 1
+    assert _fresh._populate_works  # -1 without EINVAL is a failure, not a missing feature
+
+
+def test_small_fills_and_one_cpu_use_pwrite_alone(monkeypatch):
+    monkeypatch.setattr(_fresh, "PARALLEL_MIN", 1 << 20)
+    assert not _fresh.parallel_worthwhile((1 << 20) - 1)
+    monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 1)
+    assert not _fresh.parallel_worthwhile(1 << 30)
+    monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 2)
+    assert _fresh.parallel_worthwhile(1 << 30)
+
+
+def test_a_full_tmpfs_filled_two_ways_is_no_space_and_leaves_nothing(small_chunks, tiny_tmpfs,
+                                                                    monkeypatch):
+    if tiny_tmpfs is None:
+        pytest.skip("cannot mount a tmpfs here (not root): the two-way fill of a full tmpfs "
+                    "is not tested")
+    fits = stridemap.share(np.arange(1000.0), kind="file", temp_folder=tiny_tmpfs)
+    quiet()
+    fds = open_fds()  # this process's folder there is made and open
+    segments = segment_files(tiny_tmpfs)
+    assert len(segments) == 1
+    big = np.arange((3 << 20) // 8, dtype="<f8")  # 3 MiB into 2 MiB
+    # The space check passes: the fill itself finds the tmpfs full.
+    monkeypatch.setattr(producer.temp, "space", lambda folder: (1 << 40, 1 << 40))
+    for _ in range(3):
+        with pytest.raises(stridemap.NoSpace) as e:
+            stridemap.share(big, kind="file", temp_folder=tiny_tmpfs)
+        assert tiny_tmpfs in str(e.value)
+        assert segment_files(tiny_tmpfs) == segments
+        assert open_fds() == fds
+    assert all(t.name != "stridemap-fill" for t in threading.enumerate())
+    assert fits[999] == 999.0
+    del fits
