@@ -624,6 +624,9 @@ static inline bool stridemap_segment_header_matches(const struct stridemap_segme
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/vfs.h> /* fstatfs: is the file on a tmpfs (memfds are)? */
+#endif
 
 /* How long a reader retries LOCK_SH | LOCK_NB on a segment (SPEC §7), in milliseconds. */
 #ifndef STRIDEMAP_LOCK_PATIENCE_MS
@@ -918,6 +921,24 @@ static inline int stridemap__enter_segment(int fd, const struct stridemap_desc *
     return STRIDEMAP_OK;
 }
 
+/* A shared map of 2 MiB or more of a tmpfs or memfd file asks for transparent huge pages, so
+ * that pages this reader faults in itself may be huge under shmem_enabled=advise (pages the
+ * producer made huge are mapped whole without it), as the Rust and Python readers do. A hint:
+ * failures are ignored, and it is compiled only where the system has it. */
+static inline void stridemap__advise_huge(int fd, void *map, size_t len, int mode) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    struct statfs sf;
+    if (mode == STRIDEMAP_MODE_COW || len < ((size_t)2 << 20)) return;
+    if (fstatfs(fd, &sf) == 0 && sf.f_type == 0x01021994 /* TMPFS_MAGIC */)
+        (void)madvise(map, len, MADV_HUGEPAGE);
+#else
+    (void)fd;
+    (void)map;
+    (void)len;
+    (void)mode;
+#endif
+}
+
 /* O11: map exactly the buffer, its start rounded down to the page size. */
 static inline int stridemap__map(int fd, const struct stridemap_record *r, int mode,
                                  struct stridemap_view *v) {
@@ -940,6 +961,7 @@ static inline int stridemap__map(int fd, const struct stridemap_record *r, int m
     v->map = p;
     v->map_len = (size_t)len;
     v->elem0 = (unsigned char *)p + delta + r->offset;
+    stridemap__advise_huge(fd, p, (size_t)len, mode);
     return STRIDEMAP_OK;
 }
 

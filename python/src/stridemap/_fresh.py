@@ -34,7 +34,7 @@ import numpy as np
 #: Fills of at least this many bytes use the helper thread (below it, starting a thread and
 #: mapping the file cost more than they save).
 PARALLEL_MIN = 16 << 20
-_CHUNK = 4 << 20  # bytes per claim; a multiple of the page size
+_CHUNK = 8 << 20  # bytes per claim; a multiple of the page sizes (4 KiB, 2 MiB)
 _WRITE_CHUNK = 1 << 30  # pwrite moves at most ~2 GiB per call
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
 

@@ -179,3 +179,39 @@ def test_header_decoding_matches_the_python_reader(c_build, tmp_path):
                         buffer_offset=DATA_OFFSET, buffer_len=CAPACITY, offset=64)
     [got] = c_open(c_build, [encode(desc)], roots=[tmp_path])
     assert got["ok"] and py_verdict(desc, allowed_roots=[tmp_path])[0] == "OK"
+
+
+def vm_flags(pid, name_part, min_bytes):
+    """The VmFlags of each mapping of process ``pid`` whose name holds ``name_part`` and whose
+    size is at least ``min_bytes``."""
+    out, cur = [], None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and not line.startswith("VmFlags"):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                cur = hi - lo >= min_bytes and name_part in line
+            elif line.startswith("VmFlags:") and cur:
+                out.append(set(line.split()[1:]))
+    return out
+
+
+@pytest.mark.parametrize("nbytes,asks", [(3 << 20, True), (1 << 20, False)])
+def test_a_large_tmpfs_map_asks_for_huge_pages(c_build, nbytes, asks):
+    """A map of 2 MiB or more of a memfd gets MADV_HUGEPAGE (``hg`` in its VmFlags), as in the
+    Rust and Python readers; a smaller one does not."""
+    import numpy as np
+
+    a = stridemap.share(np.zeros(nbytes, dtype="|u1"))
+    ex = stridemap.export(a)
+    try:
+        held = Held(c_build, ex.record, ["--fd", str(ex.fd)], pass_fds=(ex.fd,))
+        try:
+            assert held.result["ok"]
+            flags = vm_flags(held.proc.pid, "memfd:stridemap-", nbytes)
+            assert len(flags) == 1, flags
+            assert ("hg" in flags[0]) == asks, flags
+        finally:
+            held.release()
+    finally:
+        ex.close()
