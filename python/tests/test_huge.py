@@ -13,6 +13,7 @@ import mmap
 import os
 import subprocess
 import tempfile
+import threading
 
 import numpy as np
 import pytest
@@ -273,3 +274,35 @@ def test_require_without_any_mechanism_is_the_clear_error(tmp_path):
         for want in ("vm.nr_hugepages", "shmem_enabled", "advise"):
             assert want in text, text
         print(f"the error: {text}")
+
+
+def test_a_large_hugetlb_share_is_filled_from_both_ends(monkeypatch):
+    """share() of a large span into hugetlb pages: this thread and the helper each fault in,
+    zero and fill huge pages (stridemap._fresh), every byte in place, every page huge."""
+    if not ROOT:
+        return note("not root: no hugetlb pages reserved; not exercised")
+    from stridemap import _fresh
+
+    monkeypatch.setattr(_fresh, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 2)
+    sides = {"back": 0}
+    map_and_copy = _fresh._map_and_copy
+
+    def back(fd, part, at, page, advise=False):
+        err = map_and_copy(fd, part, at, page, advise)
+        if threading.current_thread().name == "stridemap-fill" and err is None:
+            sides["back"] += 1
+        return err
+
+    monkeypatch.setattr(_fresh, "_map_and_copy", back)
+    before = meminfo("HugePages_Total:")
+    with setting(NR_HUGEPAGES, str(before + 24)) as ok:
+        if not ok or meminfo("HugePages_Total:") < before + 24:
+            return note("the kernel did not reserve 24 hugetlb pages; not exercised")
+        a = np.arange(16 * MIB // 8, dtype="<f8")[::-1]
+        s = stridemap.share(a)
+        assert np.array_equal(s, a) and s.strides == a.strides
+        assert sides["back"] > 0, "the helper filled nothing"
+        check_huge(s, "hugetlb-memfd", 16 * MIB)
+        del s
+        gc.collect()

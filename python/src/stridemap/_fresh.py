@@ -121,19 +121,49 @@ class _Claims:
             return self.hi
 
 
-def _fill_two_ways(fd, raw, pos):
-    page = mmap.PAGESIZE
-    # Chunk k covers raw[bounds(k)]; chunk edges fall on _CHUNK edges of the file.
-    first = min(raw.size, (-pos) % _CHUNK)
-    n = (1 if first else 0) + -(-(raw.size - first) // _CHUNK)
+def fill_fresh_huge(fd, raw, pos, page, advise):
+    """Like :func:`fill_fresh` for a huge-page segment (``page``: its huge page size;
+    ``advise``: transparent huge pages, asked for with ``MADV_HUGEPAGE`` on each map), which
+    is filled through maps only (hugetlb files cannot be written with ``pwrite``; ``pwrite``
+    into a THP memfd under ``shmem_enabled=advise`` would get base pages): both threads fault
+    in, zero and fill huge pages, from the two ends. ``pos`` must be a multiple of ``page``.
+    Returns False, having written nothing, when it would not use two threads (the caller fills
+    through one map). Raises the ``OSError`` of pages that could not be had."""
+    global _madvise_fn
+    if not parallel_worthwhile(raw.size) or pos % page:
+        return False
+    with _madvise_lock:
+        if _madvise_fn is None:
+            _madvise_fn = _madvise() or False
+    if not _madvise_fn:
+        return False
+
+    def front(part, at):
+        err = _map_and_copy(fd, part, at, page, advise)
+        if err is not None:
+            raise OSError(err, f"cannot fault in huge pages of a new segment: {os.strerror(err)}")
+
+    _fill_two_ways(fd, raw, pos, page, front, advise)
+    return True
+
+
+def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
+    page = page or mmap.PAGESIZE
+    chunk = max(page, _CHUNK - _CHUNK % page)
+    if front is None:
+        def front(part, at):
+            pwrite_all(fd, part, at)
+    # Chunk k covers raw[bounds(k)]; chunk edges fall on chunk edges of the file.
+    first = min(raw.size, (-pos) % chunk)
+    n = (1 if first else 0) + -(-(raw.size - first) // chunk)
 
     def bounds(k):
         if first:
             if k == 0:
                 return 0, first
             k -= 1
-        lo = first + k * _CHUNK
-        return lo, min(raw.size, lo + _CHUNK)
+        lo = first + k * chunk
+        return lo, min(raw.size, lo + chunk)
 
     claims = _Claims(n)
 
@@ -145,7 +175,7 @@ def _fill_two_ways(fd, raw, pos):
                 if k is None:
                     return
                 lo, hi = bounds(k)
-                if not _map_and_copy(fd, raw[lo:hi], pos + lo, page):
+                if _map_and_copy(fd, raw[lo:hi], pos + lo, page, advise) is not None:
                     claims.undone.append(k)
                     return
         except BaseException:  # never leave a chunk unwritten: this thread's caller writes it
@@ -161,35 +191,45 @@ def _fill_two_ways(fd, raw, pos):
             if k is None:
                 break
             lo, hi = bounds(k)
-            pwrite_all(fd, raw[lo:hi], pos + lo)
+            front(raw[lo:hi], pos + lo)
     finally:
         claims.stop = True
         t.join()
     for k in claims.undone:
         lo, hi = bounds(k)
-        pwrite_all(fd, raw[lo:hi], pos + lo)
+        front(raw[lo:hi], pos + lo)
 
 
-def _map_and_copy(fd, part, at, page):
-    """Copy ``part`` to offset ``at`` of ``fd`` through a map of just those pages, allocated
-    first with ``MADV_POPULATE_WRITE``; False (nothing written) when they could not be. Each
-    chunk has its own map, so tearing its page tables down is this thread's work too."""
+_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", 14)
+
+
+def _map_and_copy(fd, part, at, page, advise=False):
+    """Copy ``part`` to offset ``at`` of ``fd`` through a map of just those pages (from ``at``
+    rounded down to ``page``), allocated first with ``MADV_POPULATE_WRITE`` (after
+    ``MADV_HUGEPAGE`` if ``advise``); None when done, else the errno of what failed (nothing
+    written). Each chunk has its own map, so tearing its page tables down is this thread's
+    work too."""
     global _populate_works
     start = at - at % page
     try:
         mm = mmap.mmap(fd, at + part.size - start, flags=mmap.MAP_SHARED,
                        prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
-    except (OSError, ValueError):
-        return False
+    except OSError as e:
+        return e.errno or 12
+    except ValueError:
+        return 22
     dst = None
     try:
         dst = np.frombuffer(mm, dtype=np.uint8)
+        if advise:
+            _madvise_fn(dst.ctypes.data, dst.size, _MADV_HUGEPAGE)  # a hint
         if _madvise_fn(dst.ctypes.data, dst.size, MADV_POPULATE_WRITE) != 0:
-            if ctypes.get_errno() == 22:  # EINVAL: a kernel without it (before 5.14)
+            err = ctypes.get_errno() or 12
+            if err == 22:  # EINVAL: a kernel without it (before 5.14)
                 _populate_works = False
-            return False
+            return err
         dst[at - start:] = part
-        return True
+        return None
     finally:
         del dst
         mm.close()

@@ -865,9 +865,20 @@ def _fill_kind(src, strides, capacity):
 
 
 def _fill_huge(seg, src, strides, offset):
-    """Huge segments are filled through the (advised) map, each huge page faulted in once:
-    hugetlb files cannot be written with write(2), and write(2) into a THP memfd with
-    ``shmem_enabled=advise`` would get base pages."""
+    """Huge segments are filled through maps, each huge page faulted in once: hugetlb files
+    cannot be written with write(2), and write(2) into a THP memfd with
+    ``shmem_enabled=advise`` would get base pages. A large span is filled by two threads from
+    its two ends (the kernel zeroes each fresh huge page: that work is shared too)."""
+    plan = seg.huge_plan
+    if _fill_kind(src, strides, seg.capacity) == "span":
+        lo_addr = _view_span(src)[0]
+        raw = np.asarray(_Span(lo_addr, src.nbytes, src))
+        pos = seg.data_offset + offset - (_address(src) - lo_addr)
+        try:
+            if _fresh.fill_fresh_huge(seg.fd, raw, pos, plan.page_size, plan.thp):
+                return
+        except OSError as e:
+            raise _system_error("filling a huge-page segment", e) from None
     _fill_mapped(seg, src, strides, offset, populate=False)
 
 
