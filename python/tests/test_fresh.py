@@ -116,3 +116,64 @@ def test_a_full_tmpfs_filled_two_ways_is_no_space_and_leaves_nothing(small_chunk
     assert all(t.name != "stridemap-fill" for t in threading.enumerate())
     assert fits[999] == 999.0
     del fits
+
+
+def rss_of_mapping(a):
+    """Resident bytes of the mapping that holds ``a``'s data (/proc/self/smaps)."""
+    addr = a.__array_interface__["data"][0]
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and not line.startswith(("Rss", "Pss")) and ":" not in head[0]:
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                inside = lo <= addr < hi
+            elif inside and line.startswith("Rss:"):
+                return int(head[1]) * 1024
+    raise AssertionError("no mapping holds the array")
+
+
+@pytest.mark.parametrize("kind", ["memfd", "file"])
+def test_empty_faults_its_pages_in_from_both_ends(small_chunks, monkeypatch, kind):
+    calls = {}
+    real = _fresh._madvise()
+
+    def madvise(addr, n, advice):
+        name = threading.current_thread().name
+        calls[name] = calls.get(name, 0) + 1
+        time.sleep(0.001)  # the helper gets its share even on a busy machine
+        return real(addr, n, advice)
+
+    monkeypatch.setattr(_fresh, "_madvise_fn", madvise)
+    e = stridemap.empty((64 * 1024,), "<f8", kind=kind)  # 512 KiB: 64 chunks of 8 KiB
+    assert rss_of_mapping(e) >= e.nbytes  # every page is there before anything wrote
+    assert calls.get("stridemap-populate", 0) > 0 and calls.get(
+        threading.current_thread().name, 0) > 0, calls
+    assert sum(calls.values()) == 64
+    assert not e.any()  # zeroed
+    e[:] = np.arange(e.size)
+    e.freeze()
+    ex = stridemap.export(e)
+    try:
+        v = stridemap.open(ex.record, fd=ex.fd,
+                           allowed_roots=[e.segment.folder] if e.segment.folder else [])
+    finally:
+        ex.close()
+    assert np.array_equal(v, np.arange(e.size))
+
+
+def test_empty_without_populate_still_works(small_chunks, monkeypatch):
+    monkeypatch.setattr(_fresh, "_madvise_fn", lambda addr, n, advice: -1)
+    e = stridemap.empty((100, 1000), "<i4", order="F")
+    assert not e.any()
+    e[:] = 7
+    assert (e == 7).all() and e.flags.f_contiguous
+
+
+def test_empty_below_the_threshold_or_on_one_cpu_populates_nothing(monkeypatch):
+    monkeypatch.setattr(_fresh, "_madvise_fn", lambda *a: pytest.fail("populated"))
+    small = stridemap.empty((1000,), "<f8")
+    monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 1)
+    big = stridemap.empty((_fresh.PARALLEL_MIN // 8,), "<f8")
+    assert rss_of_mapping(big) < big.nbytes // 2  # its pages come as they are touched
+    assert not small.any() and not big[::4096].any()

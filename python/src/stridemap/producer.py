@@ -925,6 +925,9 @@ def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None, huge_pages
     seg = huge.with_fallback(_new_segment, kind, capacity, temp_folder, huge_pages)
     try:
         mm = _map(seg, writable=True)
+        # Large segments: the pages' first touch (zeroing, mapping) shared by two threads now,
+        # so that filling in place runs at memcpy speed (stridemap._fresh).
+        _fresh.populate(mm, seg.data_offset, seg.file_len - seg.data_offset)
         return _wrap(seg, mm, shape, dt, strides, 0)
     except BaseException:
         seg._finalizer()
