@@ -3,6 +3,7 @@ thread through a populated map from the back. Every byte lands once, in the righ
 any size and position; a helper that cannot populate leaves its chunks to pwrite; a full
 tmpfs is NoSpace with nothing left behind."""
 
+import mmap
 import os
 import threading
 import time
@@ -177,3 +178,85 @@ def test_empty_below_the_threshold_or_on_one_cpu_populates_nothing(monkeypatch):
     big = stridemap.empty((_fresh.PARALLEL_MIN // 8,), "<f8")
     assert rss_of_mapping(big) < big.nbytes // 2  # its pages come as they are touched
     assert not small.any() and not big[::4096].any()
+
+
+def test_huge_chunk_maps_cover_whole_huge_pages(monkeypatch):
+    """The kernel refuses to unmap a hugetlb map of part of a huge page (silently, from
+    Python): every chunk map is whole pages of the segment's page size."""
+    monkeypatch.setattr(_fresh, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 2)
+    page, lengths, real = 2 << 20, [], mmap.mmap
+
+    def recording(fd, n, *args, **kwargs):
+        lengths.append(n)
+        return real(fd, n, *args, **kwargs)
+
+    monkeypatch.setattr(_fresh.mmap, "mmap", recording)
+    fd = os.memfd_create("fresh-test", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, 11 * page)
+        raw = np.frombuffer(os.urandom(16 * 2**20 + 3 * 4096 + 8), np.uint8)
+        assert _fresh.fill_fresh_huge(fd, raw, page, page, advise=False)
+        assert os.pread(fd, raw.size, page) == raw.tobytes()
+    finally:
+        os.close(fd)
+    monkeypatch.undo()
+    assert lengths and all(n % page == 0 for n in lengths), lengths
+
+
+def test_no_helper_thread_to_be_had_fills_alone(small_chunks, monkeypatch):
+    real_start = threading.Thread.start
+
+    def refuse(self):
+        if self.name.startswith("stridemap-"):
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    fds = open_fds()
+    a = np.arange(50_000, dtype="<f8")[::-1]
+    assert np.array_equal(stridemap.share(a), a)
+    e = stridemap.empty((50_000,), "<f8")
+    e[:] = 1.0
+    assert e.sum() == 50_000.0
+    del e, a  # share() keeps its copy while the source lives
+    quiet()
+    assert open_fds() == fds
+
+
+def test_the_helper_has_an_fd_of_its_own_and_closes_it(small_chunks, monkeypatch):
+    seen = set()
+    map_and_copy = _fresh._map_and_copy
+
+    def spy(fd, part, at, page, advise=False):
+        if threading.current_thread().name == "stridemap-fill":
+            seen.add(fd)
+        return map_and_copy(fd, part, at, page, advise)
+
+    monkeypatch.setattr(_fresh, "_map_and_copy", spy)
+    counts = counting(monkeypatch, slow_front=0.002)
+    fd = os.memfd_create("fresh-test", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, 1 << 20)
+        fds = open_fds()
+        raw = np.frombuffer(os.urandom(1 << 20), np.uint8)
+        _fresh.fill_fresh(fd, raw, 0)
+        assert os.pread(fd, 1 << 20, 0) == raw.tobytes()
+        assert open_fds() == fds
+    finally:
+        os.close(fd)
+    assert counts["back"] > 0 and seen and fd not in seen
+
+
+def test_join_outlasts_an_interrupt_and_raises_it_after():
+    class Slow:
+        calls = 0
+
+        def join(self):
+            Slow.calls += 1
+            if Slow.calls == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fresh._join(Slow())
+    assert Slow.calls == 2  # joined again before the interrupt went on

@@ -55,7 +55,10 @@ pub struct PoolConfig {
     /// A cap on the bytes this pool's segments may hold in all (a quota where the
     /// filesystem has none).
     pub quota: Option<u64>,
-    /// Prefault new segments (`MAP_POPULATE`) so that filling them does not fault page by page.
+    /// Prefault every new segment (`MAP_POPULATE`, one thread) so that filling it does not
+    /// fault page by page. Without it, new segments of 16 MiB or more made to be filled in
+    /// place ([`Pool::alloc`]) are prefaulted anyway, by two threads from both ends where the
+    /// process may use two CPUs (`MADV_POPULATE_WRITE`, Linux 5.14; a hint).
     pub prewarm: bool,
     /// Sweep orphaned folders of dead producers when the pool starts.
     pub sweep_on_start: bool,

@@ -215,7 +215,7 @@ impl Segment {
         let header = SegmentHeader::new(id, 1, capacity, std::process::id())
             .with_data_offset(u32::try_from(data_offset).map_err(|_| too_big())?);
         let len = usize::try_from(file_len).map_err(|_| too_big())?;
-        let (map, used) = if plan.backing.is_huge() {
+        let (mut map, used) = if plan.backing.is_huge() {
             Segment::fill_huge(&mut file, &where_, &header, fill, populate, plan, len)?
         } else {
             file.write_all(header.as_bytes())
@@ -238,6 +238,15 @@ impl Segment {
             let map = sys::map_segment(&file, len, populate).map_err(io_err("mapping", &where_))?;
             (map, used)
         };
+        // A large segment to be filled in place: its pages' first touch shared by two threads
+        // now (the space is already reserved: fallocate, or a hugetlb map). A hint.
+        let mut populated = populate;
+        if let Fill::Reserve(n) = fill
+            && !populate
+            && let Ok(n) = usize::try_from(n)
+        {
+            populated = sys::populate_two_ways(&mut map, data_offset as usize, n);
+        }
         let st = fstat(&file).map_err(errno("fstat", &where_))?;
         let seg = Segment {
             id,
@@ -252,7 +261,7 @@ impl Segment {
             used,
             sealed: false,
             lent_writable: false,
-            populated: populate,
+            populated,
             spare: std::sync::Mutex::new(None),
             folder: None,
         };

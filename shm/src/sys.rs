@@ -115,6 +115,90 @@ pub(crate) fn populate_range(map: &mut MmapMut, start: usize, len: usize) -> io:
     .map_err(io::Error::from)
 }
 
+/// Fresh segments of at least this many bytes are prefaulted by two threads
+/// ([`populate_two_ways`]).
+pub(crate) const TWO_WAY_MIN: usize = 16 << 20;
+/// The bytes each thread of [`populate_two_ways`] claims at a time (whole huge pages).
+const TWO_WAY_CHUNK: usize = 8 << 20;
+
+/// Prefaults `map[start..start + len]` for writing (MADV_POPULATE_WRITE) from both ends at
+/// once, when this process may run on two CPUs: this thread claims chunks from the front, a
+/// helper thread from the back, until they meet. The kernel's first touch of each fresh page
+/// (allocating and zeroing it, huge pages included, and mapping it) is then shared by two
+/// CPUs, and the producer's fill in place runs at memcpy speed. A hint, like
+/// [`populate_write`]: each thread stops at its first failure (an older kernel, memory
+/// pressure), and pages not populated fault in on first write as before. Whether every chunk
+/// was populated.
+pub(crate) fn populate_two_ways(map: &mut MmapMut, start: usize, len: usize) -> bool {
+    let Some(end) = start.checked_add(len).filter(|&e| e <= map.len()) else {
+        return false;
+    };
+    let two_cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if len < TWO_WAY_MIN || !two_cpus {
+        return false;
+    }
+    // The map's address, with its provenance exposed so the helper can rebuild pointers into
+    // it (a raw pointer cannot cross threads).
+    let base = map.as_mut_ptr().expose_provenance();
+    let chunks = len.div_ceil(TWO_WAY_CHUNK);
+    // (next chunk from the front, one past the next from the back, a thread failed)
+    let claims = std::sync::Mutex::new((0usize, chunks, false));
+    let claim = |front: bool| -> Option<usize> {
+        let mut c = claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.2 || c.0 >= c.1 {
+            return None;
+        }
+        if front {
+            c.0 += 1;
+            Some(c.0 - 1)
+        } else {
+            c.1 -= 1;
+            Some(c.1)
+        }
+    };
+    let fail = || {
+        claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .2 = true
+    };
+    let one = |k: usize| -> bool {
+        let lo = start + k * TWO_WAY_CHUNK;
+        let hi = (lo + TWO_WAY_CHUNK).min(end);
+        let at = std::ptr::with_exposed_provenance_mut::<u8>(base + lo);
+        // SAFETY: `start <= lo < hi <= end <= map.len()` (k < chunks), so `at .. at + (hi - lo)`
+        // lies inside the map, which stays mapped: `map` is borrowed mutably until both threads
+        // are joined (the scope ends before this function returns). MADV_POPULATE_WRITE faults
+        // the pages in as a write would and never changes their contents, so it races with no
+        // access (nobody else touches the map meanwhile).
+        unsafe { rustix::mm::madvise(at.cast(), hi - lo, rustix::mm::Advice::LinuxPopulateWrite) }
+            .is_ok()
+    };
+    let run = |front: bool| {
+        while let Some(k) = claim(front) {
+            if !one(k) {
+                fail();
+                return;
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        let helper = std::thread::Builder::new()
+            .name("stridemap-populate".into())
+            .spawn_scoped(s, || run(false));
+        run(true);
+        if let Ok(h) = helper {
+            let _ = h.join();
+        }
+    });
+    let c = claims
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    !c.2 && c.0 >= c.1
+}
+
 /// `layout` over the data area `map[start..]`, read through raw accesses only.
 pub(crate) fn output_view<'a, T: Element>(
     map: &'a MmapMut,

@@ -24,7 +24,7 @@ b'\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07'
 """
 
 import ctypes
-import ctypes.util
+import errno
 import mmap
 import os
 import threading
@@ -51,20 +51,61 @@ def pwrite_all(fd, raw, pos):
 
 def _madvise():
     """libc's ``madvise`` through ctypes (which lets go of the GIL during the call, where
-    ``mmap.madvise`` holds it), or None."""
+    ``mmap.madvise`` holds it), or None when ctypes cannot reach it or the kernel has no
+    ``MADV_POPULATE_WRITE`` (before 5.14; probed once on one anonymous page)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        fn = libc.madvise
+        fn = ctypes.CDLL(None, use_errno=True).madvise  # the process's own libc: no search
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     fn.restype = ctypes.c_int
-    return fn
+    try:
+        probe = mmap.mmap(-1, mmap.PAGESIZE)
+    except OSError:
+        return None
+    view = np.frombuffer(probe, dtype=np.uint8)
+    try:
+        works = fn(view.ctypes.data, mmap.PAGESIZE, MADV_POPULATE_WRITE) == 0
+    finally:
+        del view
+        probe.close()
+    return fn if works else None
 
 
-_madvise_fn = None
-_madvise_lock = threading.Lock()
-_populate_works = True  # until the kernel says EINVAL (older than 5.14)
+_madvise_fn = None  # None: not looked up yet; False: not usable here
+_populate_works = True  # until a populate says EINVAL
+
+
+def _madvise_ready():
+    """The usable ``madvise``, looked up on first use (a race makes it twice, harmlessly)."""
+    global _madvise_fn
+    if _madvise_fn is None:
+        _madvise_fn = _madvise() or False
+    return _madvise_fn
+
+
+def _start(t):
+    """Start the helper thread; False when the system refuses a new thread (RLIMIT_NPROC, a
+    cgroup's pids.max): the caller then does the helper's share itself."""
+    try:
+        t.start()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _join(t):
+    """Join the helper even through a KeyboardInterrupt (re-raised once it has stopped): it
+    must never outlive the call that started it. It stops within one chunk."""
+    interrupted = None
+    while True:
+        try:
+            t.join()
+            break
+        except KeyboardInterrupt as e:
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
 
 
 def _usable_cpus():
@@ -84,14 +125,7 @@ def fill_fresh(fd, raw, pos):
     not yet allocated (a fresh segment): with a helper thread when
     :func:`parallel_worthwhile`, else with ``pwrite`` alone. Raises the ``OSError`` of a write
     that failed (ENOSPC for a full filesystem); the helper is always stopped first."""
-    global _madvise_fn
-    if not parallel_worthwhile(raw.size):
-        pwrite_all(fd, raw, pos)
-        return
-    with _madvise_lock:
-        if _madvise_fn is None:
-            _madvise_fn = _madvise() or False
-    if not _madvise_fn:
+    if not parallel_worthwhile(raw.size) or not _madvise_ready():
         pwrite_all(fd, raw, pos)
         return
     _fill_two_ways(fd, raw, pos)
@@ -129,18 +163,14 @@ def fill_fresh_huge(fd, raw, pos, page, advise):
     in, zero and fill huge pages, from the two ends. ``pos`` must be a multiple of ``page``.
     Returns False, having written nothing, when it would not use two threads (the caller fills
     through one map). Raises the ``OSError`` of pages that could not be had."""
-    global _madvise_fn
-    if not parallel_worthwhile(raw.size) or pos % page:
-        return False
-    with _madvise_lock:
-        if _madvise_fn is None:
-            _madvise_fn = _madvise() or False
-    if not _madvise_fn:
+    if not parallel_worthwhile(raw.size) or pos % page or not _madvise_ready():
         return False
 
     def front(part, at):
         err = _map_and_copy(fd, part, at, page, advise)
         if err is not None:
+            # MADV_POPULATE_WRITE says EFAULT where a store would get SIGBUS: no room.
+            err = errno.ENOSPC if err == errno.EFAULT else err
             raise OSError(err, f"cannot fault in huge pages of a new segment: {os.strerror(err)}")
 
     _fill_two_ways(fd, raw, pos, page, front, advise)
@@ -166,6 +196,9 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
         return lo, min(raw.size, lo + chunk)
 
     claims = _Claims(n)
+    # The helper maps through an fd of its own, closed by itself: whatever happens to the
+    # caller's fd meanwhile, it can only ever write this file.
+    own = os.dup(fd)
 
     def helper():
         k = None
@@ -175,16 +208,19 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
                 if k is None:
                     return
                 lo, hi = bounds(k)
-                if _map_and_copy(fd, raw[lo:hi], pos + lo, page, advise) is not None:
+                if _map_and_copy(own, raw[lo:hi], pos + lo, page, advise) is not None:
                     claims.undone.append(k)
                     return
         except BaseException:  # never leave a chunk unwritten: this thread's caller writes it
             if k is not None:
                 claims.undone.append(k)
             raise
+        finally:
+            os.close(own)
 
     t = threading.Thread(target=helper, name="stridemap-fill", daemon=True)
-    t.start()
+    if not _start(t):
+        os.close(own)
     try:
         while True:
             k = claims.front()
@@ -194,7 +230,8 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
             front(raw[lo:hi], pos + lo)
     finally:
         claims.stop = True
-        t.join()
+        if t.ident is not None:
+            _join(t)
     for k in claims.undone:
         lo, hi = bounds(k)
         front(raw[lo:hi], pos + lo)
@@ -211,8 +248,11 @@ def _map_and_copy(fd, part, at, page, advise=False):
     work too."""
     global _populate_works
     start = at - at % page
+    # Whole pages of the file's page size: the kernel refuses to unmap a hugetlb map of part
+    # of a huge page (and Python's close() would not say so). The file holds whole pages.
+    length = -(-(at + part.size - start) // page) * page
     try:
-        mm = mmap.mmap(fd, at + part.size - start, flags=mmap.MAP_SHARED,
+        mm = mmap.mmap(fd, length, flags=mmap.MAP_SHARED,
                        prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
     except OSError as e:
         return e.errno or 12
@@ -220,7 +260,7 @@ def _map_and_copy(fd, part, at, page, advise=False):
         return 22
     dst = None
     try:
-        dst = np.frombuffer(mm, dtype=np.uint8)
+        dst = np.frombuffer(mm, dtype=np.uint8)[:at + part.size - start]
         if advise:
             _madvise_fn(dst.ctypes.data, dst.size, _MADV_HUGEPAGE)  # a hint
         if _madvise_fn(dst.ctypes.data, dst.size, MADV_POPULATE_WRITE) != 0:
@@ -243,13 +283,7 @@ def populate(mm, start, length):
     ``start`` is a multiple of the segment's page size. A hint: nothing happens below the
     threshold, and both threads stop at the first failure (the pages then come as they are
     touched, as they would have)."""
-    global _madvise_fn
-    if length <= 0 or not parallel_worthwhile(length):
-        return
-    with _madvise_lock:
-        if _madvise_fn is None:
-            _madvise_fn = _madvise() or False
-    if not _madvise_fn:
+    if length <= 0 or not parallel_worthwhile(length) or not _madvise_ready():
         return
     view = np.frombuffer(mm, dtype=np.uint8)
     try:
@@ -269,7 +303,7 @@ def populate(mm, start, length):
                     return
 
         t = threading.Thread(target=helper, name="stridemap-populate", daemon=True)
-        t.start()
+        _start(t)  # without it, this thread populates it all
         try:
             while not claims.stop:
                 k = claims.front()
@@ -277,6 +311,7 @@ def populate(mm, start, length):
                     break
         finally:
             claims.stop = True
-            t.join()
+            if t.ident is not None:
+                _join(t)
     finally:
         del view
