@@ -198,7 +198,10 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
     claims = _Claims(n)
     # The helper maps through an fd of its own, closed by itself: whatever happens to the
     # caller's fd meanwhile, it can only ever write this file.
-    own = os.dup(fd)
+    try:
+        own = os.dup(fd)
+    except OSError:  # out of fds: this thread does it all
+        own = None
 
     def helper():
         k = None
@@ -219,7 +222,7 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
             os.close(own)
 
     t = threading.Thread(target=helper, name="stridemap-fill", daemon=True)
-    if not _start(t):
+    if own is not None and not _start(t):
         os.close(own)
     try:
         while True:
