@@ -25,13 +25,15 @@ def tiny_tmpfs():
     try:
         yield d
     finally:
-        # Forget this process's folder there before the mount goes.
-        for root, folder in list(producer._state.folders.items()):
-            if root == os.path.realpath(d):
-                folder.remove()
-                del producer._state.folders[root]
-        subprocess.run(["umount", "-l", d], check=False)  # lazy: a test's array may live on
-        os.rmdir(d)
+        try:
+            # Forget this process's folder there before the mount goes.
+            for root, folder in list(producer._state.folders.items()):
+                if root == os.path.realpath(d):
+                    folder.remove()
+                    del producer._state.folders[root]
+        finally:  # the mount goes whatever happened above
+            subprocess.run(["umount", "-l", d], check=False)  # lazy: an array may live on
+            os.rmdir(d)
 
 
 
