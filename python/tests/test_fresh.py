@@ -4,6 +4,7 @@ any size and position; a helper that cannot populate leaves its chunks to pwrite
 tmpfs is NoSpace with nothing left behind."""
 
 import mmap
+import errno
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 import stridemap
-from stridemap import _fresh, producer
+from stridemap import _fresh, _uffd, producer
 from producer_util import open_fds, quiet
 
 
@@ -28,7 +29,8 @@ def counting(monkeypatch, slow_front=0.0):
     """Count the chunks each side writes; ``slow_front`` seconds per front chunk give the
     helper time to take some."""
     counts = {"front": 0, "back": 0, "threads": set()}
-    pwrite_all, map_and_copy = _fresh.pwrite_all, _fresh._map_and_copy
+    pwrite_all, map_and_copy, copy_into = (_fresh.pwrite_all, _fresh._map_and_copy,
+                                           _uffd.copy_into)
 
     def front(fd, raw, pos):
         counts["front"] += 1
@@ -41,8 +43,15 @@ def counting(monkeypatch, slow_front=0.0):
         counts["threads"].add(threading.current_thread().name)
         return done
 
+    def placed(uffd, fd, part, at):
+        err = copy_into(uffd, fd, part, at)
+        counts["back"] += err is None
+        counts["threads"].add(threading.current_thread().name)
+        return err
+
     monkeypatch.setattr(_fresh, "pwrite_all", front)
     monkeypatch.setattr(_fresh, "_map_and_copy", back)
+    monkeypatch.setattr(_uffd, "copy_into", placed)
     return counts
 
 
@@ -65,12 +74,14 @@ def test_every_byte_lands_once_in_place(small_chunks, size, pos):
         os.close(fd)
 
 
-def test_both_sides_write_and_the_helper_is_a_thread_of_its_own(small_chunks, monkeypatch):
+@pytest.mark.parametrize("extra", [0, 3])  # whole pages, and a last chunk of part of one
+def test_both_sides_write_and_the_helper_is_a_thread_of_its_own(small_chunks, monkeypatch,
+                                                                extra):
     counts = counting(monkeypatch, slow_front=0.002)
-    a = np.arange(64 * 1024, dtype="<f8")[::-1]  # 512 KiB: 64 chunks of 8 KiB
+    a = np.arange(64 * 1024 + extra, dtype="<f8")[::-1]  # 512 KiB (+24 B): 65 chunks
     s = stridemap.share(a)
     assert np.array_equal(s, a) and s.strides == a.strides
-    assert counts["front"] > 0 and counts["back"] > 0, counts
+    assert counts["front"] > 0 and counts["back"] > 1, counts
     assert counts["front"] + counts["back"] == 64 + 1  # the data starts a page into the file
     assert counts["threads"] == {"stridemap-fill"}
 
@@ -235,6 +246,13 @@ def test_the_helper_has_an_fd_of_its_own_and_closes_it(small_chunks, monkeypatch
 
     monkeypatch.setattr(_fresh, "_map_and_copy", spy)
     counts = counting(monkeypatch, slow_front=0.002)
+    copy_into = _uffd.copy_into
+
+    def spy_uffd(uffd, fd, part, at):
+        seen.add(fd)
+        return copy_into(uffd, fd, part, at)
+
+    monkeypatch.setattr(_uffd, "copy_into", spy_uffd)
     fd = os.memfd_create("fresh-test", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, 1 << 20)
@@ -260,3 +278,73 @@ def test_join_outlasts_an_interrupt_and_raises_it_after():
     with pytest.raises(KeyboardInterrupt):
         _fresh._join(Slow())
     assert Slow.calls == 2  # joined again before the interrupt went on
+
+
+def uffd_note():
+    if _uffd.open_uffd() is None:
+        print("note: no userfaultfd here (kernel, seccomp or architecture): the helper faults "
+              "pages in and copies instead; the UFFDIO_COPY path is not exercised")
+        return False
+    return True
+
+
+def test_the_helper_places_pages_with_uffdio_copy_where_it_can(small_chunks, monkeypatch):
+    if not uffd_note():
+        return
+    placed = []
+
+    def spy(uffd, fd, part, at):
+        err = copy_into(uffd, fd, part, at)
+        placed.append(err)
+        return err
+
+    counting(monkeypatch, slow_front=0.002)
+    copy_into = _uffd.copy_into  # counting's
+    monkeypatch.setattr(_uffd, "copy_into", spy)
+    a = np.arange(64 * 1024 + 3, dtype="<f8")[::-1]  # not whole pages: the last chunk falls back
+    s = stridemap.share(a)
+    assert np.array_equal(s, a)
+    assert placed and all(err is None for err in placed), placed
+
+
+def test_uffdio_copy_onto_existing_pages_refuses_and_the_fill_falls_back(small_chunks):
+    uffd = _uffd.open_uffd()
+    if uffd is None:
+        uffd_note()
+        return
+    page = mmap.PAGESIZE
+    fd = os.memfd_create("fresh-test", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, 4 * page)
+        os.pwrite(fd, b"\x01" * page, page)  # page 1 exists
+        part = np.full(2 * page, 9, dtype=np.uint8)
+        assert _uffd.copy_into(uffd, fd, part, page) == errno.EEXIST
+        assert _fresh._map_and_copy(fd, part, page, page) is None
+        assert os.pread(fd, 4 * page, 0) == bytes(page) + b"\x09" * 2 * page + bytes(page)
+    finally:
+        os.close(uffd)
+        os.close(fd)
+
+
+def test_a_file_uffd_cannot_register_is_filled_anyway(small_chunks, tmp_path, monkeypatch):
+    """A named segment on a filesystem that is not a tmpfs (the temp dir here may be one):
+    UFFDIO_REGISTER says EINVAL, the helper stops trying and faults pages in and copies."""
+    results = []
+    counting(monkeypatch, slow_front=0.002)
+    copy_into = _uffd.copy_into
+    monkeypatch.setattr(_uffd, "copy_into",
+                        lambda *args: results.append(copy_into(*args)) or results[-1])
+    a = np.arange(100_000, dtype="<i4")
+    s = stridemap.share(a, kind="file", temp_folder=str(tmp_path))
+    assert np.array_equal(s, a)
+    fs = os.statvfs(str(tmp_path))
+    print(f"note: {tmp_path} gave UFFDIO_COPY results {set(results)} (f_bsize {fs.f_bsize})")
+    assert len(results) <= 1 or None in results  # EINVAL stops it after one try
+
+
+def test_without_userfaultfd_the_helper_populates_and_copies(small_chunks, monkeypatch):
+    monkeypatch.setattr(_uffd, "_usable", False)
+    counts = counting(monkeypatch, slow_front=0.002)
+    a = np.arange(64 * 1024, dtype="<f8")
+    assert np.array_equal(stridemap.share(a), a)
+    assert counts["back"] > 0  # _map_and_copy did the helper's chunks

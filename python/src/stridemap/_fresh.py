@@ -31,6 +31,8 @@ import threading
 
 import numpy as np
 
+from . import _uffd
+
 #: Fills of at least this many bytes use the helper thread (below it, starting a thread and
 #: mapping the file cost more than they save).
 PARALLEL_MIN = 16 << 20
@@ -205,13 +207,27 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
 
     def helper():
         k = None
+        # Base pages: placed with UFFDIO_COPY where the system allows (no zeroing, no inode
+        # lock: stridemap._uffd), else faulted in and copied.
+        uffd = _uffd.open_uffd() if page == mmap.PAGESIZE and not advise else None
         try:
             while True:
                 k = claims.back()
                 if k is None:
                     return
                 lo, hi = bounds(k)
-                if _map_and_copy(own, raw[lo:hi], pos + lo, page, advise) is not None:
+                part, at = raw[lo:hi], pos + lo
+                err = None
+                if uffd is not None and at % page == 0 and part.size % page == 0:
+                    err = _uffd.copy_into(uffd, own, part, at)
+                    if err == errno.EINVAL:  # this file cannot be registered: stop trying
+                        os.close(uffd)
+                        uffd = None
+                    if err is not None:
+                        err = _map_and_copy(own, part, at, page, advise)
+                else:
+                    err = _map_and_copy(own, part, at, page, advise)
+                if err is not None:
                     claims.undone.append(k)
                     return
         except BaseException:  # never leave a chunk unwritten: this thread's caller writes it
@@ -219,6 +235,8 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
                 claims.undone.append(k)
             raise
         finally:
+            if uffd is not None:
+                os.close(uffd)
             os.close(own)
 
     t = threading.Thread(target=helper, name="stridemap-fill", daemon=True)
@@ -251,9 +269,12 @@ def _map_and_copy(fd, part, at, page, advise=False):
     work too."""
     global _populate_works
     start = at - at % page
-    # Whole pages of the file's page size: the kernel refuses to unmap a hugetlb map of part
-    # of a huge page (and Python's close() would not say so). The file holds whole pages.
-    length = -(-(at + part.size - start) // page) * page
+    length = at + part.size - start
+    if page > mmap.PAGESIZE:
+        # Whole huge pages: the kernel refuses to unmap a hugetlb map of part of a huge page
+        # (and Python's close() would not say so); such a file holds whole huge pages. (Base
+        # pages are not rounded: Python refuses a map that reaches past the end of the file.)
+        length = -(-length // page) * page
     try:
         mm = mmap.mmap(fd, length, flags=mmap.MAP_SHARED,
                        prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
