@@ -157,7 +157,8 @@ impl ReadMap {
 
     /// The bytes, for raw access.
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
-        SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len(), PhantomData)
+        // SAFETY: the map is `len` readable bytes and stays mapped while `self` is borrowed.
+        unsafe { SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len()) }
     }
 
     /// The bytes as a slice: needs the proof that they cannot change.
@@ -173,15 +174,15 @@ impl WriteMap {
     }
 
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
-        SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len(), PhantomData)
+        // SAFETY: the map is `len` readable bytes and stays mapped while `self` is borrowed.
+        unsafe { SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len()) }
     }
 
     pub(crate) fn shared_mut(&mut self) -> SharedBytesMut<'_> {
-        SharedBytesMut {
-            ptr: nonnull(self.0.as_mut_ptr()),
-            len: self.0.len(),
-            _life: PhantomData,
-        }
+        // SAFETY: the map is `len` readable and writable bytes, mapped while `self` is
+        // borrowed; the borrow is exclusive, so in this process nothing else reaches the map
+        // (no `bytes`/`bytes_mut` reference, no other handle) while the handle lives.
+        unsafe { SharedBytesMut::from_raw_parts(self.0.as_mut_ptr(), self.0.len()) }
     }
 
     pub(crate) fn bytes(&self, _: Stable) -> &[u8] {
@@ -231,17 +232,22 @@ pub(crate) struct SharedBytesMut<'a> {
 unsafe impl Send for SharedBytesMut<'_> {}
 
 impl<'a> SharedBytes<'a> {
-    fn from_raw_parts(ptr: *const u8, len: usize, life: PhantomData<&'a [u8]>) -> Self {
+    /// The raw handle to `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr .. ptr + len` is readable for all of `'a` (the type invariant).
+    unsafe fn from_raw_parts(ptr: *const u8, len: usize) -> Self {
         SharedBytes {
             ptr: nonnull(ptr.cast_mut()),
             len,
-            _life: life,
+            _life: PhantomData,
         }
     }
 
     /// Borrowed memory, viewed raw (what a `View` made from a slice lends its shared twin).
     pub(crate) fn from_slice(s: &'a [u8]) -> Self {
-        SharedBytes::from_raw_parts(s.as_ptr(), s.len(), PhantomData)
+        // SAFETY: a slice borrowed for 'a is readable for 'a.
+        unsafe { SharedBytes::from_raw_parts(s.as_ptr(), s.len()) }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -254,8 +260,9 @@ impl<'a> SharedBytes<'a> {
         let len = len.min(self.len - start);
         // SAFETY: `start ≤ self.len`, so the pointer stays inside (or one past) the range.
         let ptr = unsafe { self.ptr.as_ptr().add(start) };
-        // The window lies inside the readable range: `start + len ≤ self.len`.
-        SharedBytes::from_raw_parts(ptr, len, PhantomData)
+        // SAFETY: `start + len ≤ self.len`: the window lies inside this handle's range, which
+        // is readable for 'a (type invariant).
+        unsafe { SharedBytes::from_raw_parts(ptr, len) }
     }
 
     /// The address of the first byte (for alignment checks).
@@ -345,27 +352,38 @@ fn read_at<T: Pod>(p: *const u8) -> T {
 }
 
 impl<'a> SharedBytesMut<'a> {
-    /// Borrowed memory, written raw.
-    pub(crate) fn from_slice(s: &'a mut [u8]) -> Self {
+    /// The raw writing handle to `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and during `'a` nothing
+    /// else in this process accesses those bytes except through this handle and handles split
+    /// from it on disjoint elements (the type invariant).
+    unsafe fn from_raw_parts(ptr: *mut u8, len: usize) -> Self {
         SharedBytesMut {
-            ptr: nonnull(s.as_mut_ptr()),
-            len: s.len(),
+            ptr: nonnull(ptr),
+            len,
             _life: PhantomData,
         }
+    }
+
+    /// Borrowed memory, written raw.
+    pub(crate) fn from_slice(s: &'a mut [u8]) -> Self {
+        // SAFETY: a slice borrowed mutably for 'a is readable, writable and reached only
+        // through this borrow for 'a.
+        unsafe { SharedBytesMut::from_raw_parts(s.as_mut_ptr(), s.len()) }
     }
 
     /// A shorter-lived handle to the same bytes.
     pub(crate) fn reborrow(&mut self) -> SharedBytesMut<'_> {
-        SharedBytesMut {
-            ptr: self.ptr,
-            len: self.len,
-            _life: PhantomData,
-        }
+        // SAFETY: the same range as `self` (type invariant); `self` is borrowed mutably for
+        // the new handle's life, so the two are never used at once.
+        unsafe { SharedBytesMut::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// Read access for as long as this handle is borrowed.
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
-        SharedBytes::from_raw_parts(self.ptr.as_ptr(), self.len, PhantomData)
+        // SAFETY: the range is readable for 'a (type invariant), which outlives this borrow.
+        unsafe { SharedBytes::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -490,14 +508,12 @@ pub(crate) fn split_disjoint<'a>(
     let b = layout
         .slice_axis(axis, stridemap_core::Slice::new(Some(at as i64), None, 1))
         .ok()?;
-    let twin = SharedBytesMut {
-        ptr: bytes.ptr,
-        len: bytes.len,
-        _life: PhantomData,
-    };
-    // Both handles cover the same bytes, but the element sets of `a` and `b` are disjoint (no
-    // two elements of `layout` share a byte, and they take different indices on `axis`), so
-    // the views that own them never access the same byte.
+    // SAFETY: the twin covers `bytes`'s range (readable and writable for 'a, type invariant).
+    // Both handles cover the same bytes, but each goes to a view of one of `a` and `b`, whose
+    // element sets are disjoint (no two elements of `layout` share a byte, checked above, and
+    // they take different indices on `axis`); a view accesses only its own elements, so the
+    // two handles never touch the same byte: "split on disjoint elements".
+    let twin = unsafe { SharedBytesMut::from_raw_parts(bytes.ptr.as_ptr(), bytes.len) };
     Some((bytes, a, twin, b))
 }
 
@@ -669,8 +685,8 @@ impl<'a, T: crate::Element> crate::SharedView<'a, T> {
         len: usize,
         layout: Layout,
     ) -> crate::ViewResult<crate::SharedView<'a, T>> {
-        // The caller's promise is `SharedBytes`'s invariant.
-        let bytes = SharedBytes::from_raw_parts(ptr, len, PhantomData);
+        // SAFETY: the caller's promise (readable for 'a) is `from_raw_parts`'s contract.
+        let bytes = unsafe { SharedBytes::from_raw_parts(ptr, len) };
         crate::SharedView::with_source(bytes, layout, None)
     }
 }
@@ -691,12 +707,9 @@ impl<'a, T: crate::Element> crate::SharedViewMut<'a, T> {
         len: usize,
         layout: Layout,
     ) -> crate::ViewResult<crate::SharedViewMut<'a, T>> {
-        // The caller's promise is `SharedBytesMut`'s invariant.
-        let bytes = SharedBytesMut {
-            ptr: nonnull(ptr),
-            len,
-            _life: PhantomData,
-        };
+        // SAFETY: the caller's promise (readable and writable for 'a, reached only through
+        // this view and views split from it) is `from_raw_parts`'s contract.
+        let bytes = unsafe { SharedBytesMut::from_raw_parts(ptr, len) };
         crate::SharedViewMut::with_source(bytes, layout, None)
     }
 }
