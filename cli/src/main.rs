@@ -1,8 +1,9 @@
 //! The `stridemap` command line: the demo, descriptor tools, the orphan sweep and the
 //! benchmark report.
 //!
-//! Exit codes: 0 success; 2 bad usage; 3 a descriptor or file that breaks a SPEC rule or the
-//! trust policy (the message names the rule); 1 any other failure.
+//! Exit codes: 0 success; 2 bad usage, or a request the machine cannot hold (refused before
+//! anything is allocated: the admission check); 3 a descriptor or file that breaks a SPEC rule or
+//! the trust policy (the message names the rule); 1 any other failure.
 
 // Linux only: memfd seals, openat2, /proc/self/fd and flock on shared files have no portable
 // equivalent here. `stridemap-core` (the descriptor alone) builds everywhere, no_std included.
@@ -205,6 +206,11 @@ impl From<stridemap_shm::Error> for Failure {
     fn from(e: stridemap_shm::Error) -> Failure {
         match e {
             stridemap_shm::Error::Stridemap(e) => e.into(),
+            // Refused before anything was allocated: exit 2, and the flag that asks for less.
+            e @ stridemap_shm::Error::NoSpace { .. } => Failure {
+                code: 2,
+                message: format!("{e}; nothing was allocated (ask for less with --size)"),
+            },
             e => Failure::other(e.to_string()),
         }
     }

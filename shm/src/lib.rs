@@ -79,6 +79,7 @@ compile_error!(
     "stridemap-shm supports Linux only, and this target's OS is not Linux; stridemap-core (the descriptor alone) builds here"
 );
 
+mod admit;
 mod array;
 mod error;
 mod huge;

@@ -646,6 +646,7 @@ impl PoolInner {
                 folder: f.path.clone(),
                 needed,
                 available: 0,
+                limit: None,
             });
         }
         log::debug!("stridemap: a {n}-byte segment gets base pages: {why}");
@@ -688,6 +689,7 @@ impl PoolInner {
                     folder: folder.to_path_buf(),
                     needed,
                     available,
+                    limit: None,
                 });
             }
         }

@@ -215,6 +215,11 @@ impl Segment {
         let header = SegmentHeader::new(id, 1, capacity, std::process::id())
             .with_data_offset(u32::try_from(data_offset).map_err(|_| too_big())?);
         let len = usize::try_from(file_len).map_err(|_| too_big())?;
+        let filled = match &fill {
+            Fill::Reserve(n) => *n,
+            Fill::Write(bytes) => bytes.len() as u64,
+        };
+        admit_memory(&file, &where_, plan, data_offset.saturating_add(filled))?;
         let (mut map, used) = if plan.backing.is_huge() {
             Segment::fill_huge(&mut file, &where_, &header, fill, populate, plan, len)?
         } else {
@@ -318,6 +323,7 @@ impl Segment {
                     folder: where_.to_path_buf(),
                     needed: len as u64,
                     available: 0,
+                    limit: None,
                 }
             } else {
                 io_err("mapping", where_)(e)
@@ -430,6 +436,7 @@ impl Segment {
                 .path()
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| "memfd".into());
+            admit_memory(&self.file, &where_, self.plan, n - self.used)?;
             let backing = self.plan.backing;
             if backing.is_hugetlb() || backing == PageBacking::ThpMemfd {
                 // Reserved by the map, or no limit (see `fill_huge`).
@@ -623,4 +630,19 @@ impl Segment {
             }
         }
     }
+}
+
+/// The admission check ([`crate::admit`]) for `bytes` more of a segment's file, when they are
+/// memory: a memfd, or a file in a tmpfs; never hugetlb pages (reserved apart).
+fn admit_memory(file: &File, where_: &Path, plan: Plan, bytes: u64) -> Result<()> {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    if plan.backing.is_hugetlb() {
+        return Ok(());
+    }
+    let in_memory = where_ == Path::new("memfd")
+        || rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 == TMPFS_MAGIC);
+    if in_memory {
+        crate::admit::check(bytes, where_)?;
+    }
+    Ok(())
 }

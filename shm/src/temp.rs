@@ -51,6 +51,7 @@ fn choose_root_among(explicit: Option<&Path>, shm: &Path, needed: u64) -> Result
                 folder: dir,
                 needed,
                 available: free,
+                limit: None,
             });
         }
         return Ok(dir);
@@ -78,6 +79,7 @@ fn choose_root_among(explicit: Option<&Path>, shm: &Path, needed: u64) -> Result
                     folder: tmp,
                     needed,
                     available: free,
+                    limit: None,
                 });
             }
             log::info!(
@@ -315,6 +317,7 @@ mod tests {
                 folder,
                 needed,
                 available,
+                limit: None,
             }) => {
                 assert_eq!(folder, dir.path());
                 assert!(needed > available);

@@ -280,15 +280,18 @@ class ProducerError(StridemapError, OSError):
 
 class NoSpace(ProducerError):
     """There is no room for a segment: ``folder`` (a path, or "memfd" for anonymous shared
-    memory), ``needed`` and ``available`` bytes. Nothing is left behind."""
+    memory), ``needed`` and ``available`` bytes, and ``limit``: the memory limit that refused it
+    ("MemAvailable", or a cgroup's file), or None for a filesystem's free space. Nothing is
+    left behind."""
 
-    def __init__(self, message, folder=None, needed=0, available=0):
+    def __init__(self, message, folder=None, needed=0, available=0, limit=None):
         import errno as _errno
 
         super().__init__(message, _errno.ENOSPC)
         self.folder = folder
         self.needed = needed
         self.available = available
+        self.limit = limit
 
     @classmethod
     def make(cls, folder, needed, available):
@@ -305,6 +308,21 @@ class NoSpace(ProducerError):
             f"no space for a {needed}-byte stridemap segment in {where}: {available} bytes "
             f"available; {fix}",
             folder, needed, available,
+        )
+
+    @classmethod
+    def memory(cls, folder, needed, available, limit, margin):
+        """A segment of shared memory that ``limit`` cannot hold with its ``margin`` (the
+        admission check, SPEC §7, rule 6)."""
+        where = ("anonymous shared memory (memfd)" if folder == "memfd"
+                 else f"shared memory (the tmpfs {folder})")
+        return cls(
+            f"no memory for a {needed}-byte stridemap segment in {where}: {limit} leaves "
+            f"{available} bytes available, and {margin} of them are kept free (64 MiB and 1/32 "
+            "of the limit); free memory or raise the limit (a container's memory limit), or "
+            "share a smaller array (with kind='file' and STRIDEMAP_TEMP_FOLDER on a disk "
+            "folder, a segment takes no memory)",
+            folder, needed, available, limit,
         )
 
 

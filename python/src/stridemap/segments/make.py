@@ -13,7 +13,7 @@ import uuid
 import weakref
 
 from ..codec import errors
-from . import huge, lifetime, roots
+from . import admit, huge, lifetime, roots
 from .backing import Segment, record_of_view, reopen, system_error
 from .header import encode_header
 from .plan import plan_segment
@@ -117,6 +117,8 @@ def make(plan):
     which spares the kernel a zeroing pass. On any error nothing is left behind."""
     if lifetime.state().pending:
         lifetime.reap()
+    if plan.memory and not plan.pages.hugetlb:  # hugetlb pages are reserved apart
+        admit.check(plan.file_len, plan.where)
     seg_id = uuid.uuid4().bytes
     kind, pages, folder, where = plan.kind, plan.pages, plan.folder, plan.where
     name = None
