@@ -11,7 +11,7 @@ written by hand, and the checks C1–C4 followed by the record rules.
 
 from . import errors, rules
 from .descriptor import MODES, ORDERS, SOURCES, Descriptor
-from .record import MAX_NDIM, MAX_PATH, VERSION, flag_bits
+from .record import BYTES_LIKE, MAX_NDIM, MAX_PATH, VERSION, flag_bits, require_buffer
 
 MAGIC = b"\x89SMC"
 MAX_TYPESTR = 16
@@ -82,7 +82,9 @@ class _Reader:
 
 
 def decode_compact(buf):
-    """Decode and validate a compact form; raises the error of the first rule broken (SPEC §4)."""
+    """Decode and validate a compact form; raises the error of the first rule broken (SPEC §4),
+    a ``TypeError`` when ``buf`` is not bytes-like."""
+    require_buffer(buf, f"decode_compact() takes the bytes of a compact form ({BYTES_LIKE})")
     data = bytes(buf)
     if data[:4] != MAGIC:
         raise errors.CompactBadMagic("C2: not a compact stridemap descriptor (bad magic)")

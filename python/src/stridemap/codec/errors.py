@@ -219,7 +219,8 @@ class ModeNotAllowed(OpenError):
 
 
 class NotRegularFile(OpenError):
-    """O6: the file is not a regular file."""
+    """O6: ``fstat`` of the file fails (``errno`` EBADF: the fd passed is not open) or it is
+    not a regular file."""
 
     rule = "O6"
 
@@ -291,21 +292,38 @@ class NoSpace(ProducerError):
         self.available = available
 
     @classmethod
-    def make(cls, folder, needed, available):
-        """The error with a message that says what to do."""
+    def make(cls, folder, needed, available, filesystem=None):
+        """The error with a message that says what to do, which depends on the filesystem
+        that holds ``folder``: ``filesystem`` is ``(mount point, type, size in bytes)``, or
+        None when unknown."""
+        where = folder
+        other = "set STRIDEMAP_TEMP_FOLDER to a folder with room"
+        point, fstype, size = filesystem or (None, None, 0)
         if folder == "memfd":
-            fix = ("free memory, or share with kind='file' and set STRIDEMAP_TEMP_FOLDER to a "
-                   "folder with room")
+            fix = f"free memory, or share with kind='file' and {other}"
             where = "anonymous shared memory (memfd)"
+        elif fstype == "tmpfs":
+            bigger = _size_option(size + needed - min(available, needed))
+            fix = f"{other}, or make the tmpfs bigger (`mount -o remount,size={bigger} {point}`)"
+        elif fstype == "hugetlbfs":
+            fix = (f"{other}, or reserve more huge pages (/proc/sys/vm/nr_hugepages) or mount "
+                   f"{point} with a bigger size=")
+        elif point is not None:
+            fix = f"{other}, or free space on {point} ({fstype})"
         else:
-            fix = ("set STRIDEMAP_TEMP_FOLDER to a folder with room, or make the tmpfs bigger "
-                   f"(e.g. `mount -o remount,size=8G {folder}` for /dev/shm)")
-            where = folder
+            fix = other
         return cls(
             f"no space for a {needed}-byte stridemap segment in {where}: {available} bytes "
             f"available; {fix}",
             folder, needed, available,
         )
+
+
+def _size_option(nbytes):
+    """A tmpfs ``size=`` of at least ``nbytes``: whole GiB from 1 GiB, else whole MiB."""
+    if nbytes >= 1 << 30:
+        return f"{-(-nbytes // (1 << 30))}G"
+    return f"{-(-nbytes // (1 << 20))}M"
 
 
 class NotShareable(StridemapError, ValueError):

@@ -67,12 +67,26 @@ def _first_nonzero(data, start, stop):
 _memo = {}
 _MEMO_SIZE = 256
 
+BYTES_LIKE = "bytes, bytearray, memoryview or another buffer"
+
+
+def require_buffer(buf, takes):
+    """A ``TypeError`` unless ``buf`` has the buffer protocol; ``takes`` begins its message
+    (what the caller takes), which ends with the type it got."""
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        try:
+            memoryview(buf)
+        except TypeError:
+            raise TypeError(f"{takes}, not {type(buf).__name__}") from None
+
 
 def decode_fixed(buf):
     """Decode and validate a fixed record (the first 1024 bytes of ``buf``).
 
-    Raises the :class:`~stridemap.DescriptorError` of the first rule broken (SPEC §3).
+    Raises the :class:`~stridemap.DescriptorError` of the first rule broken (SPEC §3), a
+    ``TypeError`` when ``buf`` is not bytes-like.
     """
+    require_buffer(buf, f"decode_fixed() takes the bytes of a fixed record ({BYTES_LIKE})")
     if len(buf) < SIZE:
         raise errors.Truncated(f"R1: truncated record: needs {SIZE} bytes, got {len(buf)}")
     rec = bytes(buf[:SIZE])

@@ -176,7 +176,7 @@ def raise_if_no_space(e, where, file_len):
             available = roots.space(where)[0] if where != "memfd" else 0
         except OSError:
             available = 0
-        raise errors.NoSpace.make(where, file_len, available) from None
+        raise roots.no_space(where, file_len, available) from None
 
 
 def map_segment(seg, writable, populate=False):
