@@ -15,21 +15,23 @@ import stridemap.pools
 
 
 def _modules():
-    mods = [stridemap, stridemap.pools]
+    """(the name users import, the module): stridemap.pools and stridemap.dask stand for
+    modules of stridemap.integrations."""
+    mods = [("stridemap", stridemap), ("stridemap.pools", stridemap.pools)]
     try:
-        mods.append(importlib.import_module("stridemap.dask"))
+        mods.append(("stridemap.dask", importlib.import_module("stridemap.dask")))
     except ImportError:  # dask and distributed are not installed (the pyversions venvs)
         pass
     return mods
 
 
-def _callables(module):
+def _callables(label, module):
     """(qualified name, function) for the public functions of ``module``'s ``__all__`` and the
     methods and properties that the public classes define themselves (not inherited from
     numpy, dataclasses or Exception)."""
     for name in module.__all__:
         obj = getattr(module, name)
-        where = f"{module.__name__}.{name}"
+        where = f"{label}.{name}"
         if inspect.isclass(obj):
             if not (obj.__module__ or "").startswith("stridemap"):
                 continue
@@ -46,7 +48,7 @@ def _callables(module):
             yield where, obj
 
 
-CALLABLES = sorted({q: f for m in _modules() for q, f in _callables(m)}.items())
+CALLABLES = sorted({q: f for label, m in _modules() for q, f in _callables(label, m)}.items())
 
 
 def test_there_is_a_public_surface_to_check():

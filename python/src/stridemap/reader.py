@@ -19,13 +19,15 @@ import fcntl
 import mmap
 import os
 import stat
+from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
 
 from .codec import errors
 from .codec.decode import decode
-from .codec.descriptor import Descriptor
-from .codec.record import BYTES_LIKE, encode, require_buffer
+from .codec.descriptor import Descriptor, Mode
+from .codec.record import BYTES_LIKE, BytesLike, encode, require_buffer
 from .segments import backing, header
 
 _ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
@@ -35,8 +37,18 @@ _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
 _FILE_FLAGS = os.O_NOCTTY | os.O_NONBLOCK
 
 
-def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
-         default_roots=True):
+class HasFileno(Protocol):
+    """An object with a file descriptor (a socket, a file), which ``open(fd=...)`` takes."""
+
+    def fileno(self) -> int: ...
+
+
+Root = str | os.PathLike[str]
+
+
+def open(desc: Descriptor | BytesLike, *, fd: int | HasFileno | None = None,
+         allowed_roots: Root | Iterable[Root] = (), mode: Mode | None = None,
+         allow_unsealed: bool = False, default_roots: bool = True) -> np.ndarray:
     """Map a descriptor's buffer and return the array it describes, without copying.
 
     ``desc`` is a :class:`Descriptor` or the bytes of either form. For an fd source pass the

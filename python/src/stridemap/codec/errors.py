@@ -183,7 +183,7 @@ class BadTypestr(DescriptorError):
 class OpenError(StridemapError, OSError):
     """A valid descriptor could not be opened (SPEC §6)."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
 
@@ -251,7 +251,7 @@ class StaleSegment(OpenError):
 
     rule = "O10"
 
-    def __init__(self, message, errno=None, found=None):
+    def __init__(self, message: str, errno: int | None = None, found: object = None) -> None:
         super().__init__(message, errno)
         self.found = found
 
@@ -274,7 +274,7 @@ class ProducerError(StridemapError, OSError):
     """Sharing an array failed for a reason of the system (no file descriptor left, no memfd,
     an I/O error); ``errno`` is set when a system call failed. Nothing is left behind."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
 
@@ -283,7 +283,8 @@ class NoSpace(ProducerError):
     """There is no room for a segment: ``folder`` (a path, or "memfd" for anonymous shared
     memory), ``needed`` and ``available`` bytes. Nothing is left behind."""
 
-    def __init__(self, message, folder=None, needed=0, available=0):
+    def __init__(self, message: str, folder: str | None = None, needed: int = 0,
+                 available: int = 0) -> None:
         import errno as _errno
 
         super().__init__(message, _errno.ENOSPC)
@@ -292,7 +293,8 @@ class NoSpace(ProducerError):
         self.available = available
 
     @classmethod
-    def make(cls, folder, needed, available, filesystem=None):
+    def make(cls, folder: str, needed: int, available: int,
+             filesystem: tuple[str, str, int] | None = None) -> "NoSpace":
         """The error with a message that says what to do, which depends on the filesystem
         that holds ``folder``: ``filesystem`` is ``(mount point, type, size in bytes)``, or
         None when unknown."""

@@ -8,9 +8,15 @@
 """
 
 import struct
+import sys
 
 from . import crc as _crc, errors, rules
 from .descriptor import MODES, ORDERS, SOURCES, Descriptor
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer as BytesLike
+else:  # any object with the buffer protocol is taken; before 3.12 no type names them all
+    BytesLike = bytes | bytearray | memoryview
 
 SIZE = 1024
 MAGIC = b"\x89SMD\r\n\x1a\n"
@@ -38,7 +44,7 @@ def _crc32c_table():
 _CRC_TABLE = _crc32c_table()
 
 
-def crc32c(data):
+def crc32c(data: BytesLike) -> int:
     """CRC-32C (Castagnoli) of ``data`` (SPEC §2.3).
 
     >>> hex(crc32c(b"123456789"))
@@ -70,7 +76,7 @@ _MEMO_SIZE = 256
 BYTES_LIKE = "bytes, bytearray, memoryview or another buffer"
 
 
-def require_buffer(buf, takes):
+def require_buffer(buf: object, takes: str) -> None:
     """A ``TypeError`` unless ``buf`` has the buffer protocol; ``takes`` begins its message
     (what the caller takes), which ends with the type it got."""
     if not isinstance(buf, (bytes, bytearray, memoryview)):
@@ -80,7 +86,7 @@ def require_buffer(buf, takes):
             raise TypeError(f"{takes}, not {type(buf).__name__}") from None
 
 
-def decode_fixed(buf):
+def decode_fixed(buf: BytesLike) -> Descriptor:
     """Decode and validate a fixed record (the first 1024 bytes of ``buf``).
 
     Raises the :class:`~stridemap.DescriptorError` of the first rule broken (SPEC §3), a
@@ -181,7 +187,7 @@ def flag_bits(desc):
     )
 
 
-def encode(desc):
+def encode(desc: Descriptor) -> bytes:
     """Encode ``desc`` as a version 1.0 fixed record (1024 bytes) and validate it.
 
     ``desc.version`` is not copied: a 1.0 writer writes 1.0 (SPEC §5). Raises the same errors

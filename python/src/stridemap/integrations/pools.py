@@ -90,12 +90,12 @@ install = functools.update_wrapper(_Install(), _install)
 install.__qualname__ = install.__name__ = "install"
 
 
-def installed():
+def installed() -> Policy | None:
     """The :class:`Policy` in force in this process, or None before :func:`install`."""
     return _handoff.installed()
 
 
-def uninstall():
+def uninstall() -> None:
     """Undo :func:`install`: arrays are pickled as ``multiprocessing`` always did, and no
     policy is known (a bare :func:`install` then installs the default)."""
     _handoff.uninstall()
