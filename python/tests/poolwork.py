@@ -109,3 +109,24 @@ def sleep_then_probe(array, seconds):
 
     time.sleep(seconds)
     return probe(array)
+
+
+def made_here(n):
+    """A result the worker makes itself (it has received no array): ``n`` float64s."""
+    return np.arange(float(n))
+
+
+def installed_policy(_=None):
+    """The ``stridemap.pools`` policy in force in the worker, or None."""
+    return stridemap.pools.installed()
+
+
+def own_initializer():
+    """A pool initializer of the user's own that calls a bare ``install()`` among other things
+    (the initializer pickled is this function, not ``install``)."""
+    stridemap.pools.install()
+
+
+def sum_then_make(array, n):
+    """Receive an array, then make a result of ``n`` float64s."""
+    return float(array.sum()), np.arange(float(n))

@@ -19,13 +19,15 @@ import fcntl
 import mmap
 import os
 import stat
+from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
 
 from .codec import errors
 from .codec.decode import decode
-from .codec.descriptor import Descriptor
-from .codec.record import encode
+from .codec.descriptor import Descriptor, Mode
+from .codec.record import BYTES_LIKE, BytesLike, encode, require_buffer
 from .segments import backing, header
 
 _ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
@@ -35,8 +37,18 @@ _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
 _FILE_FLAGS = os.O_NOCTTY | os.O_NONBLOCK
 
 
-def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
-         default_roots=True):
+class HasFileno(Protocol):
+    """An object with a file descriptor (a socket, a file), which ``open(fd=...)`` takes."""
+
+    def fileno(self) -> int: ...
+
+
+Root = str | os.PathLike[str]
+
+
+def open(desc: Descriptor | BytesLike, *, fd: int | HasFileno | None = None,
+         allowed_roots: Root | Iterable[Root] = (), mode: Mode | None = None,
+         allow_unsealed: bool = False, default_roots: bool = True) -> np.ndarray:
     """Map a descriptor's buffer and return the array it describes, without copying.
 
     ``desc`` is a :class:`Descriptor` or the bytes of either form. For an fd source pass the
@@ -67,12 +79,13 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
     if isinstance(desc, Descriptor):
         encode(desc)  # validates it, as decode() would have
     else:
+        require_buffer(desc, f"open() takes a Descriptor or the bytes of one ({BYTES_LIKE})")
         desc = decode(desc)
     granted = _grant(desc, mode)
     if desc.source == "fd":
         if fd is None:
             raise TypeError("the descriptor's file travels as an fd: pass fd=")
-        file_fd, owned = fd if isinstance(fd, int) else fd.fileno(), False
+        file_fd, owned = _fd_number(fd), False
     else:
         if fd is not None:
             raise TypeError("the descriptor names a path: do not pass fd=")
@@ -250,11 +263,27 @@ def _is_symlink(dir_fd, name):
         return False
 
 
+def _fd_number(fd):
+    """The number of the ``fd=`` argument: an int, or an object's ``fileno()``."""
+    if isinstance(fd, int) and not isinstance(fd, bool):
+        return fd
+    fileno = getattr(fd, "fileno", None)
+    if fileno is None:
+        raise TypeError(f"fd must be a file descriptor (an int, or an object with fileno()), "
+                        f"not {type(fd).__name__}")
+    return fileno()
+
+
 def _check_file(fd, desc):
     """O6, O7, O8 on the opened (or received) fd."""
     try:
         st = os.fstat(fd)
     except OSError as e:
+        if e.errno == errno.EBADF:
+            raise errors.NotRegularFile(
+                f"O6: fd {fd} is not an open file descriptor (EBADF): pass the fd that came "
+                "with the descriptor, and close it only once open() has returned", e.errno,
+            ) from None
         raise errors.NotRegularFile(f"O6: cannot fstat the file: {e.strerror}", e.errno) from None
     if not stat.S_ISREG(st.st_mode):
         raise errors.NotRegularFile(

@@ -183,7 +183,7 @@ class BadTypestr(DescriptorError):
 class OpenError(StridemapError, OSError):
     """A valid descriptor could not be opened (SPEC §6)."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
 
@@ -219,7 +219,8 @@ class ModeNotAllowed(OpenError):
 
 
 class NotRegularFile(OpenError):
-    """O6: the file is not a regular file."""
+    """O6: ``fstat`` of the file fails (``errno`` EBADF: the fd passed is not open) or it is
+    not a regular file."""
 
     rule = "O6"
 
@@ -250,7 +251,7 @@ class StaleSegment(OpenError):
 
     rule = "O10"
 
-    def __init__(self, message, errno=None, found=None):
+    def __init__(self, message: str, errno: int | None = None, found: object = None) -> None:
         super().__init__(message, errno)
         self.found = found
 
@@ -273,7 +274,7 @@ class ProducerError(StridemapError, OSError):
     """Sharing an array failed for a reason of the system (no file descriptor left, no memfd,
     an I/O error); ``errno`` is set when a system call failed. Nothing is left behind."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
 
@@ -284,7 +285,8 @@ class NoSpace(ProducerError):
     ("MemAvailable", or a cgroup's file), or None for a filesystem's free space. Nothing is
     left behind."""
 
-    def __init__(self, message, folder=None, needed=0, available=0, limit=None):
+    def __init__(self, message: str, folder: str | None = None, needed: int = 0,
+                 available: int = 0, limit: str | None = None) -> None:
         import errno as _errno
 
         super().__init__(message, _errno.ENOSPC)
@@ -294,16 +296,27 @@ class NoSpace(ProducerError):
         self.limit = limit
 
     @classmethod
-    def make(cls, folder, needed, available):
-        """The error with a message that says what to do."""
+    def make(cls, folder: str, needed: int, available: int,
+             filesystem: tuple[str, str, int] | None = None) -> "NoSpace":
+        """The error with a message that says what to do, which depends on the filesystem
+        that holds ``folder``: ``filesystem`` is ``(mount point, type, size in bytes)``, or
+        None when unknown."""
+        where = folder
+        other = "set STRIDEMAP_TEMP_FOLDER to a folder with room"
+        point, fstype, size = filesystem or (None, None, 0)
         if folder == "memfd":
-            fix = ("free memory, or share with kind='file' and set STRIDEMAP_TEMP_FOLDER to a "
-                   "folder with room")
+            fix = f"free memory, or share with kind='file' and {other}"
             where = "anonymous shared memory (memfd)"
+        elif fstype == "tmpfs":
+            bigger = _size_option(size + needed - min(available, needed))
+            fix = f"{other}, or make the tmpfs bigger (`mount -o remount,size={bigger} {point}`)"
+        elif fstype == "hugetlbfs":
+            fix = (f"{other}, or reserve more huge pages (/proc/sys/vm/nr_hugepages) or mount "
+                   f"{point} with a bigger size=")
+        elif point is not None:
+            fix = f"{other}, or free space on {point} ({fstype})"
         else:
-            fix = ("set STRIDEMAP_TEMP_FOLDER to a folder with room, or make the tmpfs bigger "
-                   f"(e.g. `mount -o remount,size=8G {folder}` for /dev/shm)")
-            where = folder
+            fix = other
         return cls(
             f"no space for a {needed}-byte stridemap segment in {where}: {available} bytes "
             f"available; {fix}",
@@ -311,7 +324,8 @@ class NoSpace(ProducerError):
         )
 
     @classmethod
-    def memory(cls, folder, needed, available, limit, margin):
+    def memory(cls, folder: str, needed: int, available: int, limit: str,
+               margin: int) -> "NoSpace":
         """A segment of shared memory that ``limit`` cannot hold with its ``margin`` (the
         admission check, SPEC §7, rule 6)."""
         where = ("anonymous shared memory (memfd)" if folder == "memfd"
@@ -324,6 +338,13 @@ class NoSpace(ProducerError):
             "folder, a segment takes no memory)",
             folder, needed, available, limit,
         )
+
+
+def _size_option(nbytes):
+    """A tmpfs ``size=`` of at least ``nbytes``: whole GiB from 1 GiB, else whole MiB."""
+    if nbytes >= 1 << 30:
+        return f"{-(-nbytes // (1 << 30))}G"
+    return f"{-(-nbytes // (1 << 20))}M"
 
 
 class NotShareable(StridemapError, ValueError):

@@ -8,6 +8,7 @@ default backend keeps using) and passes every ndarray argument and result of at 
 
 import sys
 import threading
+from typing import Any
 
 from ..transport import handoff as _handoff
 from ..transport.handoff import Policy
@@ -75,7 +76,7 @@ class _NoTemporaryFolders:
         pass
 
 
-def shutdown_backend(*, kill_workers=False):
+def shutdown_backend(*, kill_workers: bool = False) -> None:
     """Stop the ``"stridemap"`` backend's worker processes (a later call starts new ones)."""
     global _executor
     with _executors_lock:
@@ -96,8 +97,9 @@ if joblib is not None:
         which plain ndarrays are shared; ``None`` shares only stridemap arrays and memmap views.
         """
 
-        def configure(self, n_jobs=1, parallel=None, prefer=None, require=None,
-                      idle_worker_timeout=None, **kwargs):
+        def configure(self, n_jobs: int = 1, parallel: "joblib.Parallel | None" = None,
+                      prefer: str | None = None, require: str | None = None,
+                      idle_worker_timeout: float | None = None, **kwargs: Any) -> int:
             n_jobs = self.effective_n_jobs(n_jobs)
             if n_jobs == 1:
                 raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
@@ -119,12 +121,12 @@ if joblib is not None:
             self.parallel = parallel
             return n_jobs
 
-        def terminate(self):
+        def terminate(self) -> None:
             # The workers stay for the next call; there are no temporary files to clean.
             self._workers = None
             self.reset_batch_stats()
 
-        def abort_everything(self, ensure_ready=True):
+        def abort_everything(self, ensure_ready: bool = True) -> None:
             shutdown_backend(kill_workers=True)
             self._workers = None
             if ensure_ready:
@@ -137,5 +139,5 @@ else:  # pragma: no cover - joblib is pinned in the test requirements
     class StridemapBackend:
         """Needs joblib (``pip install joblib``)."""
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             raise ImportError("the 'stridemap' joblib backend needs joblib installed")

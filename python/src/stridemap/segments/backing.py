@@ -15,7 +15,7 @@ import weakref
 import numpy as np
 
 from ..codec import errors
-from ..codec.descriptor import Descriptor
+from ..codec.descriptor import Descriptor, Mode
 from ..codec.record import encode
 from ..codec.rules import KINDS
 
@@ -41,11 +41,11 @@ class Segment:
     generation = 0
     segment_id = bytes(16)
 
-    def describe(self, view, mode="r"):
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         """The fixed record (1024 bytes) of ``view``, which must lie in this segment."""
         raise NotImplementedError
 
-    def new_fd(self, mode="r"):
+    def new_fd(self, mode: Mode = "r") -> int | None:
         """A new open file description (close-on-exec, the caller's) of a memfd, or None for a
         file consumers open by path."""
         return None
@@ -167,7 +167,7 @@ class _Opened(Segment):
             self._finalizer = weakref.finalize(self, os.close, fd)
             self._finalizer.atexit = False
 
-    def describe(self, view, mode="r"):
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         if self._granted == "c":
             raise errors.NotShareable(
                 "the view is of a copy-on-write mapping: its changes are private to this "
@@ -182,7 +182,7 @@ class _Opened(Segment):
             mode=mode,
         )
 
-    def new_fd(self, mode="r"):
+    def new_fd(self, mode: Mode = "r") -> int | None:
         if self.kind != "memfd":
             return None
         if self._fd is None:
@@ -204,7 +204,7 @@ class _MemmapFile(Segment):
         self.path = os.path.realpath(owner.filename) if owner.filename else None
         self.frozen = owner.mode not in ("r+", "w+")
 
-    def describe(self, view, mode="r"):
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         from .describe import describe  # it finds segments here: imported late
 
         return describe(view, mode=mode)
@@ -241,7 +241,7 @@ def backing(array):
     return None, None
 
 
-def segment_of(array):
+def segment_of(array: object) -> Segment | None:
     """The :class:`Segment` backing ``array``, any view of an array from :func:`share`,
     :func:`empty` or :func:`stridemap.open`, or of an ``np.memmap``; None for anything else
     (copies such as ``a + 1`` or ``a[[0, 2]]`` included)."""

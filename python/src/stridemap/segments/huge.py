@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..codec import errors
+from . import roots
 from .backing import segment_of
 from .header import DATA_OFFSET
 
@@ -323,7 +324,7 @@ def choose(mode, kind, capacity, folder):
     if c is not None:
         return Plan(c.backing, p.page_size, c.advise_only)
     if kind == "file" and folder and hugetlbfs_page(folder):
-        raise errors.NoSpace.make(folder, capacity + p.page_size, 0)
+        raise roots.no_space(folder, capacity + p.page_size, 0)
     if mode == "require":
         raise HugePagesUnavailable(
             f"huge pages are required but none are available for a {kind} segment: "
@@ -355,7 +356,7 @@ def prepare(fd, plan, header, file_len, where):
                 mm.close()
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFAULT):
-            raise errors.NoSpace.make(where, file_len, 0) from None
+            raise roots.no_space(where, file_len, 0) from None
         raise
 
 

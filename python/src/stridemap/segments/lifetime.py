@@ -104,7 +104,7 @@ def _try_unlink(fs):
     return True
 
 
-def reap():
+def reap() -> int:
     """Retries deleting named segments consumers still mapped when this process let go of
     them; how many are still pending. (A reaper thread calls it while any are.)"""
     with _state.lock:
@@ -165,14 +165,15 @@ def folder_for(needed, temp_folder):
         return folder
 
 
-def producer_root(needed=0, *, temp_folder=None):
+def producer_root(needed: int = 0, *,
+                  temp_folder: str | os.PathLike[str] | None = None) -> str:
     """This process's pool folder for a named segment of ``needed`` bytes (made, and its temp
     root swept, if it is the first): the allowed root a consumer needs for named segments."""
     check_fork()
     return folder_for(DATA_OFFSET + needed, temp_folder).path
 
 
-def producer_folders():
+def producer_folders() -> list[str]:
     """The pool folders this process has made so far."""
     check_fork()
     with _state.lock:

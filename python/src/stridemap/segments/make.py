@@ -12,7 +12,10 @@ import os
 import uuid
 import weakref
 
+import numpy as np
+
 from ..codec import errors
+from ..codec.descriptor import Mode
 from . import admit, huge, lifetime, roots
 from .backing import Segment, record_of_view, reopen, system_error
 from .header import encode_header
@@ -57,7 +60,7 @@ class Produced(Segment):
         """The producer's own fd of the segment (holds its shared lock); do not close it."""
         return self._fs.fd
 
-    def describe(self, view, mode="r"):
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         self._grant(view, mode)
         return record_of_view(
             view, buf_addr=self._buf_addr, buffer_offset=self.data_offset,
@@ -66,7 +69,7 @@ class Produced(Segment):
             source="fd" if self.kind == "memfd" else "path", path=self.path, mode=mode,
         )
 
-    def new_fd(self, mode="r"):
+    def new_fd(self, mode: Mode = "r") -> int | None:
         if self.kind != "memfd":
             return None
         return reopen(self._fs.fd, mode)
@@ -178,7 +181,7 @@ def raise_if_no_space(e, where, file_len):
             available = roots.space(where)[0] if where != "memfd" else 0
         except OSError:
             available = 0
-        raise errors.NoSpace.make(where, file_len, available) from None
+        raise roots.no_space(where, file_len, available) from None
 
 
 def map_segment(seg, writable, populate=False):

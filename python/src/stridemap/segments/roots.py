@@ -39,6 +39,23 @@ def space(folder):
     return st.f_bavail * unit, st.f_blocks * unit
 
 
+def no_space(folder, needed, available):
+    """:class:`~stridemap.NoSpace` for a segment of ``needed`` bytes in ``folder`` (a path, or
+    "memfd"), its hint chosen by the filesystem that holds the folder."""
+    from ..codec.errors import NoSpace
+    from .huge import mount_of  # huge imports modules that import this one
+
+    filesystem = None
+    if folder != "memfd":
+        try:
+            mount = mount_of(folder)
+            if mount is not None:
+                filesystem = (mount[0], mount[1], space(mount[0])[1])
+        except OSError:
+            pass
+    return NoSpace.make(folder, needed, available, filesystem)
+
+
 def _margin(total):
     """Room kept free on a shared temp folder beyond the segment: 4 MiB and 1% of its size."""
     return (4 << 20) + total // 100
@@ -71,14 +88,12 @@ def choose_root(explicit, needed, *, shm=SHM):
     An explicit folder (the argument, then ``$STRIDEMAP_TEMP_FOLDER``) without room is an
     error, not a fallback: :class:`~stridemap.NoSpace`.
     """
-    from ..codec.errors import NoSpace
-
     chosen = explicit if explicit is not None else os.environ.get(TEMP_FOLDER_ENV) or None
     if chosen is not None:
         chosen = os.fspath(chosen)
         free, _ = space(chosen)
         if free < needed:
-            raise NoSpace.make(chosen, needed, free)
+            raise no_space(chosen, needed, free)
         return chosen
     why = None
     if not os.access(shm, os.W_OK):
@@ -96,7 +111,7 @@ def choose_root(explicit, needed, *, shm=SHM):
     tmp = temp_dir()
     free, _ = space(tmp)
     if free < needed:
-        raise NoSpace.make(tmp, needed, free)
+        raise no_space(tmp, needed, free)
     log.info("stridemap: %s %s; this %d MiB segment goes to %s (set %s to choose)",
              shm, why, needed >> 20, tmp, TEMP_FOLDER_ENV)
     return tmp

@@ -27,15 +27,24 @@ folder) or by Rust's ``stridemap gc``.
 """
 
 import logging
+import os
 import weakref
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from ..codec import errors
 from . import fill, fresh, lifetime
-from .backing import MAX_NDIM, address, backing, check_dtype, register, segment_of
+from .backing import MAX_NDIM, Segment, address, backing, check_dtype, register, segment_of
 from .make import Produced, map_segment, new_segment, raise_if_no_space
 from .plan import KINDS_OF_SEGMENT, copy_layout
+
+#: Where a segment lives: a sealed memfd, or a named file in this process's folder.
+SegmentKind = Literal["memfd", "file"]
+#: ``huge_pages=`` of :func:`share` and :func:`empty` (:mod:`.huge`).
+HugePages = Literal["auto", "never", "require"]
 
 log = logging.getLogger("stridemap")
 
@@ -69,11 +78,11 @@ class SharedArray(np.ndarray):
         return np.asarray(self).copy().__reduce__()
 
     @property
-    def segment(self):
+    def segment(self) -> Segment | None:
         """The :class:`Segment` that backs this array (None for a copy)."""
         return segment_of(self)
 
-    def freeze(self):
+    def freeze(self) -> "SharedArray":
         """Seals the segment (consumers may only read it, SPEC: ``F_SEAL_FUTURE_WRITE`` for a
         memfd, mode 0400 for a file) and makes this array read-only; returns it. Views taken
         before stay writable in this process: let go of them first."""
@@ -100,7 +109,9 @@ def _check_array(a):
         raise errors.NotShareable(f"the array has {a.ndim} axes; a descriptor holds {MAX_NDIM}")
 
 
-def share(array, *, kind="memfd", temp_folder=None, reuse=True, huge_pages="auto"):
+def share(array: npt.ArrayLike, *, kind: SegmentKind = "memfd",
+          temp_folder: str | os.PathLike[str] | None = None, reuse: bool = True,
+          huge_pages: HugePages = "auto") -> SharedArray:
     """A read-only copy of ``array`` in a frozen stridemap segment: a :class:`SharedArray`
     equal to it, with the same shape, dtype and (where possible) strides.
 
@@ -184,7 +195,9 @@ def _forget(key, ref):
             del st.reused[key]
 
 
-def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None, huge_pages="auto"):
+def empty(shape: int | Sequence[int], dtype: npt.DTypeLike, *, order: Literal["C", "F"] = "C",
+          kind: SegmentKind = "memfd", temp_folder: str | os.PathLike[str] | None = None,
+          huge_pages: HugePages = "auto") -> SharedArray:
     """A writable :class:`SharedArray` (zeroed) in a new segment, to fill in place; then
     :meth:`~SharedArray.freeze` it, or :func:`export` views of it with ``mode="r+"`` for
     consumers that write their results into it. Errors and ``huge_pages`` as for

@@ -47,12 +47,13 @@ class SweepReport:
     other_users: list = field(default_factory=list)
     failed: list = field(default_factory=list)
 
-    def succeeded(self):
+    def succeeded(self) -> bool:
         """Whether every folder looked at was handled (nothing ``failed``)."""
         return not self.failed
 
 
-def sweep(root=None, *, dry_run=False, all_users=False):
+def sweep(root: str | os.PathLike[str] | None = None, *, dry_run: bool = False,
+          all_users: bool = False) -> SweepReport:
     """Removes the pool folders of dead producers directly below ``root`` (default: every
     base of :func:`segment_bases`) by SPEC §7.5, the rules of the module docstring: a folder
     nobody holds locked whose entries are all segment files nobody maps is removed with them;

@@ -75,7 +75,11 @@ class Policy:
 
 
 _lock = threading.Lock()
-_installed = None  # the Policy of install(), once called in this process
+_installed = None  # the Policy in force in this process (install(), or the first array's)
+# _installed is the default that a bare install() chose knowing no policy: the first array
+# received replaces it with its sender's.
+_provisional = False
+_parents = None  # the policy the parent process pickled stridemap.pools.install with
 
 
 def _producer():
@@ -94,30 +98,61 @@ def array_types():
     return types
 
 
-def install(policy):
-    """Register the reducers with ``ForkingPickler`` (and loky's pickler when loaded)."""
-    global _installed
+def install(policy, *, provisional=False):
+    """Register the reducers with ``ForkingPickler`` (and loky's pickler when loaded).
+    ``provisional``: ``policy`` is a default that the first array received replaces."""
+    global _installed, _provisional
     reducer = Reducer(policy)
     with _lock:
         for t in array_types():
             _mp_reduction.ForkingPickler.register(t, reducer)
-        _installed = policy
+        _installed, _provisional = policy, provisional
     register_with_loky()
     _ensure_exit_wait()
 
 
+def install_known():
+    """``install()`` without arguments: the policy in force in this process (installed here,
+    or inherited by fork), else the one the parent pickled ``install`` with
+    (:func:`note_parents_policy`), else the default until the first array received brings its
+    sender's."""
+    with _lock:
+        known = pass_on()
+        installed_default = _installed
+    if known is not None:
+        install(known)
+    else:
+        install(installed_default or Policy(), provisional=True)
+
+
+def pass_on():
+    """The policy a child started with a pickled ``install`` should take: the one in force
+    here unless it is a provisional default, else the one this process's parent passed on;
+    None when there is none."""
+    if _installed is not None and not _provisional:
+        return _installed
+    return _parents
+
+
+def note_parents_policy(policy):
+    """Remember the policy the parent passed on (unpickling ``install``, as a child starts)."""
+    global _parents
+    _parents = policy
+
+
 def uninstall():
-    """Remove the reducers from ``ForkingPickler``: arrays are pickled as before."""
-    global _installed
+    """Remove the reducers from ``ForkingPickler``: arrays are pickled as before. The parent's
+    policy is forgotten too: no policy is known any more."""
+    global _installed, _provisional, _parents
     with _lock:
         for t in array_types():
             if isinstance(_mp_reduction.ForkingPickler._extra_reducers.get(t), Reducer):
                 del _mp_reduction.ForkingPickler._extra_reducers[t]
-        _installed = None
+        _installed, _provisional, _parents = None, False, None
 
 
 def installed():
-    """The :class:`Policy` installed in this process, or None."""
+    """The :class:`Policy` in force in this process, or None."""
     return _installed
 
 
@@ -520,7 +555,7 @@ _LE = np.little_endian
 
 def _rebuild(record, handle, named, mode, policy):
     """The receiving end: map the descriptor's fd (then close it) and return the array."""
-    if _installed is None:
+    if _installed is None or _provisional:
         install(policy)  # results and onward tasks go back the same way
     _ensure_exit_wait()
     fd = _detach(handle)
