@@ -331,11 +331,15 @@ def choose(mode, kind, capacity, folder):
     return Plan(BASE, p.page_size)  # base pages, with the huge layout already decided
 
 
-def prepare(fd, plan, header, file_len, where):
+def prepare(fd, plan, header, file_len, where, reserve=False):
     """Sizes a huge segment, writes its header and reserves its space, without a pass over
     its memory where possible: hugetlb pages are reserved by a shared mapping (mmap fails
-    when too few are free), a THP memfd has no size limit, a named tmpfs file is
-    fallocated (or prefaulted through an advised map for ``huge=advise``)."""
+    when too few are free), a named tmpfs file is fallocated (or prefaulted through an
+    advised map for ``huge=advise``). A THP memfd has no size limit; one to be filled in
+    place (``reserve``: :func:`~stridemap.empty`) is prefaulted through an advised map
+    (fallocate would give it base pages), so that no hole is left for a consumer to fault in
+    (readers refuse a shared-memory file with fewer bytes allocated than its buffer, SPEC §6
+    O12)."""
     off = plan.data_offset
     try:
         if not plan.hugetlb:
@@ -343,7 +347,8 @@ def prepare(fd, plan, header, file_len, where):
         os.ftruncate(fd, file_len)
         if plan.backing == THP_FILE and not plan.advise_only and file_len > off:
             os.posix_fallocate(fd, off, file_len - off)
-        if plan.hugetlb or (plan.backing == THP_FILE and plan.advise_only):
+        if (plan.hugetlb or (plan.backing == THP_FILE and plan.advise_only)
+                or (plan.backing == THP_MEMFD and reserve)):
             mm = mmap.mmap(fd, file_len)
             try:
                 if plan.hugetlb:
