@@ -289,3 +289,31 @@ fn gc_sweeps_only_the_callers_folders() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!theirs.exists());
 }
+
+/// Issue 19 item 5: a dead producer's folder with 300 files was kept forever at an fd limit
+/// of 256 (EMFILE): the sweep held an exclusive lock fd per file. It locks and unlinks them
+/// in bounded batches now. `stridemap gc` runs with RLIMIT_NOFILE 256 (bash's ulimit).
+#[test]
+fn gc_removes_a_folder_of_300_files_at_an_fd_limit_of_256() {
+    let root = Scratch::new();
+    let folder = root.join(ORPHAN);
+    std::fs::create_dir(&folder).unwrap();
+    for i in 0..300 {
+        std::fs::write(folder.join(format!("seg-{i}")), b"segment").unwrap();
+    }
+    let bin = cli().get_program().to_owned();
+    let o = Command::new("bash")
+        .args(["-c", "ulimit -n 256 && exec \"$0\" gc --root \"$1\""])
+        .arg(bin)
+        .arg(&root.p)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    println!("{}", text(&o));
+    assert!(
+        !folder.exists(),
+        "the folder of 300 files was kept: {}",
+        text(&o)
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
