@@ -175,26 +175,36 @@ def shmem_mode():
     return _selected(_read(f"{THP}/shmem_enabled"))
 
 
-def _unescape(s):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+def _unescape(b):
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), b)
 
 
 def mount_of(path):
-    """(mount point, fs type, super options) of the mount holding ``path``."""
-    path = os.path.realpath(path)
+    """(mount point, fs type, super options) of the mount holding ``path``. mountinfo is read
+    as bytes: a mount point anywhere on the system may have a name that is not UTF-8 (any user
+    can make one with FUSE); the mount point comes back as ``os.fsdecode`` gives it."""
+    path = os.fsencode(os.path.realpath(path))
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
     best = None
-    for line in (_read("/proc/self/mountinfo") or "").splitlines():
-        left, sep, right = line.partition(" - ")
+    for line in text.splitlines():
+        left, sep, right = line.partition(b" - ")
         if not sep:
             continue
-        fields, rest = left.split(" "), right.split(" ")
+        fields, rest = left.split(b" "), right.split(b" ")
         if len(fields) < 5 or len(rest) < 3:
             continue
         point = _unescape(fields[4])
-        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        inside = path == point or path.startswith(point.rstrip(b"/") + b"/")
         if inside and (best is None or len(point) >= len(best[0])):
             best = (point, rest[0], rest[2])
-    return best
+    if best is None:
+        return None
+    point, fstype, opts = best
+    return os.fsdecode(point), fstype.decode("ascii", "replace"), opts.decode("utf-8", "replace")
 
 
 def _option(opts, key):
