@@ -33,6 +33,23 @@ fn margin(total: u64) -> u64 {
     (4 << 20) + total / 100
 }
 
+/// The free space of `dir`'s filesystem less the margin stridemap leaves there when it
+/// chooses a temp root (4 MiB and 1% of the filesystem's size): what a tool may fill without
+/// leaving the filesystem full for everyone else. `u64::MAX` where no limit is reported.
+///
+/// ```
+/// let spare = stridemap_shm::spare_space(&std::env::temp_dir())?;
+/// println!("{spare} bytes may be written there");
+/// # Ok::<(), stridemap_shm::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] when `statvfs` fails.
+pub fn spare_space(dir: &Path) -> Result<u64> {
+    let (free, total) = space(dir)?;
+    Ok(free.saturating_sub(margin(total)))
+}
+
 /// The folder a segment of `needed` bytes goes to, joblib's policy with the space check done
 /// against this request: an explicit folder (configuration, then `$STRIDEMAP_TEMP_FOLDER`) if
 /// it has room; else `/dev/shm` when writable with room for the segment plus a margin; else
