@@ -29,3 +29,66 @@ def test_a_folder_of_300_files_is_swept_at_an_fd_limit_of_256(tmp_path):
     print(out.stdout, out.stderr)
     assert not folder.exists(), f"the folder of 300 files was kept: {out.stdout}{out.stderr}"
     assert out.returncode == 0
+
+
+def test_the_sweep_symlink_swap_never_deletes_outside_the_root(tmp_path):
+    """Issue 19 item 6 (issue 10 item 1 for the Python sweep, as attacks/tests/gc.rs makes it
+    on Rust's): a folder swapped for a symbolic link to a victim folder while the sweep works
+    through it (renameat2 RENAME_EXCHANGE, atomic) must never make the sweep delete a file
+    outside its root; and some sweeps must have removed the real folder meanwhile, or the
+    race proved nothing."""
+    import ctypes
+    import threading
+    import time
+
+    import stridemap
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    victim = outside / "seg-0"
+    victim.write_bytes(b"victim")
+    name, link = root / ORPHAN, root / "link"
+    name.mkdir()
+    link.symlink_to(outside)
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    at_fdcwd, exchange = -100, 2
+
+    def swap():
+        return renameat2(at_fdcwd, bytes(name), at_fdcwd, bytes(link), exchange) == 0
+
+    stop, swaps = threading.Event(), [0]
+
+    def swapper():
+        while not stop.is_set():
+            try:  # the real folder has the name here: give it its file back
+                name.mkdir(exist_ok=True)
+                (name / "seg-0").write_bytes(b"segment")
+            except OSError:
+                pass
+            time.sleep((swaps[0] % 50) / 1e6)
+            if swap():  # now the link has the name, for a while
+                time.sleep((swaps[0] % 70) / 1e6)
+                while not swap():
+                    pass
+            swaps[0] += 1
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    sweeps = removed = deleted = 0
+    try:
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            removed += len(stridemap.sweep(root).removed)
+            sweeps += 1
+            if not victim.exists():
+                deleted += 1
+                victim.write_bytes(b"victim")
+    finally:
+        stop.set()
+        t.join()
+    print(f"{sweeps} sweeps against {swaps[0]} swaps: {removed} folders removed, "
+          f"{deleted} deletions outside the root")
+    assert sweeps > 100 and swaps[0] > 100, "the race did not run"
+    assert removed > 0, "no sweep removed the folder: the race proved nothing"
+    assert deleted == 0, "the sweep deleted a file outside its root"
