@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use stridemap_attacks::{Scratch, cli, describe_bytes, is_root, run_for, small_tmpfs, text};
+use stridemap_attacks::{
+    Scratch, Unmount, cli, describe_bytes, is_root, run_for, small_tmpfs, text,
+};
 
 /// A `stridemap-*` entry of `base` holding a file `x` (or, for `None`, a plain file named
 /// like a folder), and a descriptor of that file.
@@ -271,6 +273,20 @@ fn the_o2_message_names_allow_root() {
     );
 }
 
+/// A scratch folder with a 64 MiB tmpfs mounted on its `small` folder (unmounted first when
+/// the tuple drops), saying which variant runs: `None` (said) where it cannot be mounted.
+fn tmpfs_scratch(variant: &str) -> Option<(Unmount, Scratch, PathBuf)> {
+    let dir = Scratch::new();
+    let small = dir.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let Some(guard) = small_tmpfs(&small, "64m") else {
+        println!("variant: NOT RUN: needs a tmpfs of its own (root, mount)");
+        return None;
+    };
+    println!("variant: {variant}");
+    Some((guard, dir, small))
+}
+
 /// Free bytes of the filesystem holding `dir`.
 fn free_bytes(dir: &Path) -> u64 {
     let st = rustix::fs::statvfs(dir).unwrap();
@@ -282,14 +298,9 @@ fn free_bytes(dir: &Path) -> u64 {
 /// leaves the margin the producers leave on a temp root (4 MiB and 1% of the size).
 #[test]
 fn the_default_export_cap_leaves_free_space() {
-    let dir = Scratch::new();
-    let small = dir.join("small");
-    std::fs::create_dir(&small).unwrap();
-    let Some(_guard) = small_tmpfs(&small, "64m") else {
-        println!("variant: NOT RUN: needs a tmpfs of its own (root, mount)");
+    let Some((_guard, dir, small)) = tmpfs_scratch("output on a 64 MiB tmpfs") else {
         return;
     };
-    println!("variant: output on a 64 MiB tmpfs");
     let free = free_bytes(&small);
     let data = dir.join("one-byte");
     std::fs::write(&data, [7u8]).unwrap();
@@ -334,14 +345,9 @@ fn the_default_export_cap_leaves_free_space() {
 #[test]
 fn a_source_truncated_mid_export_fails_cleanly() {
     use std::os::unix::process::ExitStatusExt;
-    let dir = Scratch::new();
-    let small = dir.join("small");
-    std::fs::create_dir(&small).unwrap();
-    let Some(_guard) = small_tmpfs(&small, "64m") else {
-        println!("variant: NOT RUN: needs a tmpfs of its own (root, mount)");
+    let Some((_guard, dir, small)) = tmpfs_scratch("source and output on a 64 MiB tmpfs") else {
         return;
     };
-    println!("variant: source and output on a 64 MiB tmpfs");
     let (src, out) = (small.join("src"), small.join("out"));
     std::fs::create_dir(&src).unwrap();
     std::fs::create_dir(&out).unwrap();
