@@ -83,7 +83,8 @@ enum Command {
         #[arg(long = "allow-root")]
         allow_root: Vec<PathBuf>,
         /// Refuse views holding more bytes of elements than this (suffixes K, M, G); default:
-        /// the free space of the output's filesystem, at most 16 GiB.
+        /// the free space of the output's filesystem less a margin (4 MiB and 1% of its
+        /// size, as the producers leave on a temp root), at most 16 GiB.
         #[arg(long, value_parser = files::parse_size)]
         max_bytes: Option<u64>,
     },

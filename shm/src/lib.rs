@@ -102,6 +102,7 @@ pub use pool::{Pool, PoolConfig, PoolStats, SegmentKind};
 pub use source::ShareSource;
 pub use stridemap::__producer_policy::segment_bases;
 pub use sweep::{Kept, SweepOptions, SweepReport, sweep, sweep_with};
+pub use temp::spare_space;
 
 pub use stridemap::message::{ArrayMessage, Received};
 pub use stridemap::{

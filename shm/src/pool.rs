@@ -160,7 +160,9 @@ pub struct PoolStats {
 /// A producer's segments and their lifecycle.
 ///
 /// Dropping the pool removes its folders (readers that already map a segment keep reading: an
-/// unlinked file stays readable through an existing map).
+/// unlinked file stays readable through an existing map). In a child `fork`ed from the
+/// process that made it, a pool and its arrays recycle, unlock and remove nothing: dropping
+/// them there only closes the child's fds, and the parent's segments live on.
 ///
 /// ```no_run
 /// use stridemap_shm::{Order, Pool};
@@ -182,6 +184,11 @@ pub(crate) struct PoolInner {
     config: PoolConfig,
     state: Mutex<State>,
     wake: Condvar,
+    /// The process that made the pool. A child `fork`ed from it shares the open file
+    /// descriptions of its segments and folders, and so their `flock` locks: a child that
+    /// took them exclusively, recycled, unlocked or unlinked would do it to its parent's live
+    /// segments. In another process the pool only closes its fds ([`PoolInner::forked`]).
+    pid: u32,
 }
 
 #[derive(Debug, Default)]
@@ -294,6 +301,7 @@ impl Pool {
             config,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            pid: std::process::id(),
         });
         let weak = Arc::downgrade(&inner);
         let reaper = std::thread::Builder::new()
@@ -466,6 +474,13 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if self.inner.forked() {
+            // The reaper thread was not copied into this child (joining it would wait
+            // forever), and the state's lock may have been held by a thread that was not
+            // either: touch neither. Its segments are the parent's (`PoolInner::drop`).
+            std::mem::forget(self.reaper.take());
+            return;
+        }
         lock(&self.inner.state).closed = true;
         self.inner.wake.notify_all();
         if let Some(r) = self.reaper.take() {
@@ -478,6 +493,11 @@ impl Drop for Pool {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        if self.forked() {
+            // A forked child: its fds close as the state drops; the parent's segments, locks
+            // and folders stay as they are.
+            return;
+        }
         let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         st.identity.clear();
         for seg in st.free.drain(..).chain(st.pending.drain(..)) {
@@ -511,6 +531,12 @@ fn copy_into(view: &ByteView<'_>, dst: &mut [u8]) {
 }
 
 impl PoolInner {
+    /// Whether this is a child `fork`ed from the process that made the pool: then the pool
+    /// recycles, unlocks and removes nothing, and dropping it only closes its fds.
+    fn forked(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
     /// A segment with room for `n` data bytes, locked shared, and whether it was recycled: a
     /// recycled one of the right size class if there is one (for a `writable` array, one
     /// consumers may still write), else a new one filled as `fill` says.
@@ -699,6 +725,11 @@ impl PoolInner {
     /// The producer is done with `seg`: delete or recycle it now if nobody maps it, else
     /// later (SPEC.md §7).
     pub(crate) fn release(&self, seg: Segment) {
+        if self.forked() {
+            // The parent's segment: close this child's fds, nothing more.
+            drop(seg);
+            return;
+        }
         let mut st = lock(&self.state);
         match seg.try_lock_exclusive() {
             Ok(true) => self.retire(&mut st, seg),

@@ -334,7 +334,11 @@ impl Segment {
         {
             log::debug!("stridemap: MADV_HUGEPAGE on {}: {e}", where_.display());
         }
-        if plan.advise_only && plan.backing == PageBacking::ThpFile {
+        // A THP memfd to be filled in place is prefaulted too (fallocate would give it base
+        // pages): readers refuse a shared-memory file with holes in its buffer (SPEC §6 O12).
+        let thp_memfd_in_place =
+            plan.backing == PageBacking::ThpMemfd && matches!(fill, Fill::Reserve(_));
+        if (plan.advise_only && plan.backing == PageBacking::ThpFile) || thp_memfd_in_place {
             // Only a fault through the advised map allocates huge pages: reserve by
             // prefaulting it (a full tmpfs fails here rather than with a SIGBUS later).
             sys::populate_range(&mut map, off as usize, n as usize)

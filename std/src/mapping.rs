@@ -62,7 +62,7 @@ enum Region {
     Own {
         map: WriteMap,
         /// Kept open: it holds the segment lock of SPEC.md §7 while mapped.
-        _file: File,
+        file: File,
     },
 }
 
@@ -211,7 +211,7 @@ impl Mapping {
         Mapping {
             desc,
             mode,
-            region: Region::Own { map, _file: file },
+            region: Region::Own { map, file },
             stable,
             frozen: stable.is_some(),
         }
@@ -238,6 +238,17 @@ impl Mapping {
     /// Records why references to the bytes are sound (see `sys::Stable`).
     pub(crate) fn set_stable(&mut self, stable: Stable) {
         self.stable = Some(stable);
+    }
+
+    /// The file the buffer was mapped from, for reading it with `pread` instead of the map
+    /// (a file truncated meanwhile then gives an error, not `SIGBUS`): `None` when nothing
+    /// is mapped, or the map is private (`c`: this process's writes are only in the map).
+    pub(crate) fn file_to_read(&self) -> Option<&File> {
+        match &self.region {
+            Region::Shared { region, .. } => Some(region.file()),
+            Region::Own { file, .. } if self.mode == Mode::ReadWrite => Some(file),
+            _ => None,
+        }
     }
 
     /// The bytes, for raw access (always allowed).

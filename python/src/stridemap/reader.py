@@ -1,8 +1,8 @@
-"""Opening a descriptor (SPEC §6): the checks O1–O11 and a zero-copy numpy view of the mapping.
+"""Opening a descriptor (SPEC §6): the checks O1–O12 and a zero-copy numpy view of the mapping.
 
 The checks run in the order of SPEC §6: O5 first (the open flags depend on the granted mode),
 then O1, O2, O3/O4 for a path (a symbolic link met on the walk is O3, any other failure to open
-is O4), O6, O7, O8, O9 for an fd, O10 (after taking the segment's lock, SPEC §7) and O11.
+is O4), O6, O7, O8, O9 for an fd, O12, O10 (after taking the segment's lock, SPEC §7) and O11.
 
 >>> import os, tempfile, numpy as np
 >>> from stridemap import Descriptor, encode, open as sm_open
@@ -94,6 +94,7 @@ def open(desc: Descriptor | BytesLike, *, fd: int | HasFileno | None = None,
         _check_file(file_fd, desc)
         if desc.source == "fd":
             _check_seals(file_fd, allow_unsealed)
+        _check_allocated(file_fd, desc)
         header.enter(file_fd, desc)  # SPEC §7 lock, O10
         return _map(file_fd, desc, granted)
     finally:
@@ -317,6 +318,36 @@ def _check_seals(fd, allow_unsealed):
         ) from None
     if not seals & fcntl.F_SEAL_SHRINK:
         raise errors.NotSealed("O9: the fd is sealable but F_SEAL_SHRINK is not set")
+
+
+TMPFS_MAGIC = 0x01021994
+
+
+def _on_tmpfs(fd):
+    """Whether ``fd``'s file lives in a tmpfs (memfds do): ``fstatfs`` through ctypes (the
+    ``f_type`` word leads ``struct statfs``). When that cannot be asked, True: O12 is then
+    checked on every file."""
+    try:
+        import ctypes
+
+        buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
+        if ctypes.CDLL(None, use_errno=True).fstatfs(fd, buf) != 0:
+            return True
+        return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF == TMPFS_MAGIC
+    except (OSError, AttributeError):
+        return True
+
+
+def _check_allocated(fd, desc):
+    """O12: a file in shared memory must have its buffer's bytes allocated, so that reading
+    its holes cannot allocate more here than its producer already did."""
+    allocated = os.fstat(fd).st_blocks * 512
+    if allocated < desc.buffer_len and _on_tmpfs(fd):
+        raise errors.Sparse(
+            f"O12: the file lives in shared memory and has {allocated} bytes allocated, fewer "
+            f"than its {desc.buffer_len}-byte buffer: reading its holes would allocate memory "
+            "here; the producer must write (or fallocate) the buffer before sending it"
+        )
 
 
 def _map(fd, desc, granted):

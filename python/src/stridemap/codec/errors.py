@@ -1,7 +1,7 @@
 """Exceptions: one class per rule of SPEC.md, each carrying the rule id in ``.rule``.
 
 Decoding errors (SPEC §3 R1–R22 and §4 C1–C4) derive from :class:`DescriptorError`, a
-``ValueError``. Open-time errors (SPEC §6 O1–O11) derive from :class:`OpenError`, an
+``ValueError``. Open-time errors (SPEC §6 O1–O12) derive from :class:`OpenError`, an
 ``OSError``; ``.errno`` is set when a system call failed. One open-time error is not a rule:
 :class:`SegmentBusy` (SPEC §7: a segment stayed locked by its producer), whose ``rule`` is "".
 
@@ -241,6 +241,14 @@ class NotSealed(OpenError):
     """O9: a passed fd is not sealed against shrinking."""
 
     rule = "O9"
+
+
+class Sparse(OpenError):
+    """O12: a file in shared memory (a tmpfs, a memfd) has fewer bytes allocated
+    (``st_blocks`` * 512) than its buffer: reading its holes would allocate memory in this
+    process (a peer's sealed memfd made by ``ftruncate`` alone)."""
+
+    rule = "O12"
 
 
 class StaleSegment(OpenError):

@@ -142,7 +142,7 @@ def make(plan):
         header = encode_header(seg_id, generation=1, capacity=plan.capacity,
                                owner_pid=os.getpid(), data_offset=plan.data_offset)
         if pages.huge:
-            huge.prepare(fd, pages, header, plan.file_len, where)
+            huge.prepare(fd, pages, header, plan.file_len, where, plan.reserve)
         else:
             if os.pwrite(fd, header, 0) != len(header):
                 raise OSError(errno.EIO, "short write of the segment header")
