@@ -8,6 +8,7 @@ again through its export.
 import fcntl
 import logging
 import os
+import tempfile
 import stat
 
 import numpy as np
@@ -101,7 +102,9 @@ def test_sharing_the_same_live_object_reuses_its_segment():
     assert stridemap.segment_of(stridemap.share(b)) is not stridemap.segment_of(s1)
     assert stridemap.share(s1) is s1  # already shared and frozen
     assert stridemap.share(a, reuse=False) is not s1
-    key = (id(a), "memfd")
+    elsewhere = stridemap.share(a, kind="file", temp_folder=tempfile.mkdtemp())
+    assert elsewhere is not stridemap.share(a, kind="file")  # the folder asked for is kept
+    key = (id(a), "memfd", None)
     assert key in lifetime._state.reused
     del a
     assert key not in lifetime._state.reused  # liveness: gone with the object

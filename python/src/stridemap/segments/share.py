@@ -150,7 +150,7 @@ def share(array: npt.ArrayLike, *, kind: SegmentKind = "memfd",
     except errors.NotShareable as e:
         log.debug("stridemap: not shared: %s", e)
         raise
-    key = (id(source), kind)
+    key = (id(source), kind, temp_folder if temp_folder is None else os.fspath(temp_folder))
     if reuse and source is not None:
         st = lifetime.state()
         with st.lock:
