@@ -382,7 +382,7 @@ impl Segment {
         &self,
         layout: Layout,
     ) -> stridemap::ViewResult<stridemap::SharedView<'_, T>> {
-        sys::output_view(&self.map, SEGMENT_DATA_OFFSET as usize, layout)
+        sys::output_view(&self.map, self.data_offset as usize, layout)
     }
 
     /// `layout` over the data area of an array consumers write: raw reads and writes only.
@@ -390,7 +390,7 @@ impl Segment {
         &mut self,
         layout: Layout,
     ) -> stridemap::ViewResult<stridemap::SharedViewMut<'_, T>> {
-        sys::output_view_mut(&mut self.map, SEGMENT_DATA_OFFSET as usize, layout)
+        sys::output_view_mut(&mut self.map, self.data_offset as usize, layout)
     }
 
     /// The producer's shared lock (SPEC.md §7).
