@@ -12,7 +12,6 @@ use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescr
 
 use crate::mapping::{Origin, SharedRegion};
 use crate::resolve::{check_form, find_root, open_beneath};
-use crate::sys::Stable;
 use crate::{Error, Mapping, OpenOptions, Result, sys};
 
 /// Opens a descriptor whose source is a path, under the trust policy of `opts`, and maps its
@@ -265,7 +264,6 @@ fn map(
         Mode::ReadOnly => {
             let map = sys::map_read(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
-            let stable = Stable::of_sealed(&file);
             // The file stays open (path-opened or received) to re-check it with fstat when
             // the region is reused.
             let origin = match desc.path().filter(|_| desc.source() == Source::Path) {
@@ -276,7 +274,7 @@ fn map(
                 None => Origin::Fd,
             };
             let key = (st.st_dev, st.st_ino);
-            let region = SharedRegion::new(map, stable, file, origin, key, offset, segment);
+            let region = SharedRegion::new(map, file, origin, key, offset, segment);
             if opts.reuse {
                 region.publish();
             }
@@ -286,14 +284,13 @@ fn map(
             let map = sys::map_write(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
             // Never frozen: a file sealed against writes cannot be mapped shared-writable.
-            Ok(Mapping::own(desc.clone(), mode, map, None, file))
+            Ok(Mapping::own(desc.clone(), mode, map, file))
         }
         Mode::CopyOnWrite => {
             let map = sys::map_private(&file, offset, len).map_err(map_err)?;
             // Private pages not yet written still show the file's bytes: only seals make them
-            // stable.
-            let stable = Stable::of_sealed(&file);
-            Ok(Mapping::own(desc.clone(), mode, map, stable, file))
+            // stable (the map checks them).
+            Ok(Mapping::own(desc.clone(), mode, map, file))
         }
     }
 }
