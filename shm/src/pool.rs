@@ -388,6 +388,33 @@ impl Pool {
     /// # Errors
     /// As [`Pool::alloc`].
     pub fn share(&self, view: &ByteView<'_>) -> Result<SharedArray> {
+        self.write_once(view)?.freeze()
+    }
+
+    /// Writes the elements of `view` into a new or recycled segment, as [`Pool::share`], and
+    /// returns it [published](SharedArrayMut::publish) rather than frozen: read-only for
+    /// consumers, read through [`SharedView`](stridemap::SharedView)s, and recycled once
+    /// nobody maps it. The fast path of a producer that streams new data every step.
+    ///
+    /// ```
+    /// use stridemap_shm::{ByteView, DType, Layout, Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let step = [0.5f64; 4];
+    /// let layout = Layout::contiguous(8, &[4], Order::C)?;
+    /// let v = ByteView::new(bytemuck::cast_slice(&step), layout, DType::parse("<f8")?)?;
+    /// let a = pool.publish(&v)?;
+    /// assert_eq!(a.typed::<f64>()?.shared_view()?.to_vec(), step);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn publish(&self, view: &ByteView<'_>) -> Result<SharedArray> {
+        self.write_once(view)?.publish()
+    }
+
+    /// `view`'s elements, packed in C order, in a segment only this process holds.
+    fn write_once(&self, view: &ByteView<'_>) -> Result<SharedArrayMut> {
         let n = view.layout().nbytes();
         let contiguous = view.layout().is_c_contiguous();
         let span = view.layout().span();
@@ -404,7 +431,7 @@ impl Pool {
         }
         let layout = Layout::contiguous(view.dtype().itemsize(), view.layout().shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        SharedArrayMut::<crate::Untyped>::new(lease, view.dtype(), layout).freeze()
+        Ok(SharedArrayMut::new(lease, view.dtype(), layout))
     }
 
     /// Shares the array behind `source`, reusing the segment of an earlier call for the same
@@ -721,7 +748,10 @@ impl PoolInner {
     /// the caps allow, else delete it.
     fn retire(&self, st: &mut State, mut seg: Segment) {
         let free_bytes: u64 = st.free.iter().map(|s| s.capacity).sum();
+        // A frozen memfd is never written again (and one whose freeze failed half-way has
+        // no writable map): neither is recycled.
         let keep = !st.closed
+            && seg.is_writable()
             && self.config.recycle_max_bytes > 0
             && st.free.len() < self.config.recycle_max_segments
             && free_bytes + seg.capacity <= self.config.recycle_max_bytes;
