@@ -38,7 +38,7 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use bytemuck::Pod;
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{SealFlags, fcntl_get_seals};
 use stridemap_core::Layout;
 
@@ -120,7 +120,7 @@ impl crate::Mapping {
 /// A read-only shared map (`MAP_SHARED`, `PROT_READ`) of a checked file range.
 #[derive(Debug)]
 pub(crate) struct ReadMap {
-    map: Mmap,
+    map: MmapRaw,
     /// The mapped file was [sealed for good](sealed_for_good) when checked after mapping.
     sealed: bool,
 }
@@ -128,7 +128,7 @@ pub(crate) struct ReadMap {
 /// A writable map: shared (`r+`, writes reach the file) or private copy-on-write (`c`).
 #[derive(Debug)]
 pub(crate) struct WriteMap {
-    map: MmapMut,
+    map: MmapRaw,
     /// `c` only: the mapped file was [sealed for good](sealed_for_good) (an `r+` map of such
     /// a file cannot exist).
     sealed: bool,
@@ -136,13 +136,12 @@ pub(crate) struct WriteMap {
 
 /// `[offset, offset + len)` of `file`, shared and read-only (`MAP_SHARED`, `PROT_READ`).
 pub(crate) fn map_read(file: &File, offset: u64, len: usize) -> io::Result<ReadMap> {
-    // SAFETY: memmap2 asks that the bytes not change while a reference to them exists.
-    // `ReadMap` hands out `&[u8]` only when the file it maps is sealed for good (checked on
-    // this very fd below, a kernel guarantee) or with a `Promise` (the caller's `unsafe`
-    // word); otherwise only `SharedBytes`, which makes no reference. The range is backed when
-    // mapped: the caller checked that `file` is a regular file of at least `offset + len`
-    // bytes (O6, O7).
-    let map = unsafe { MmapOptions::new().offset(offset).len(len).map(file) }?;
+    // A raw map lends no reference by itself (`MmapRaw` has inherent `as_ptr`/`len`, no
+    // `Deref` to a whole-map slice): references are made in `bytes` alone, under its proof.
+    let map = MmapOptions::new()
+        .offset(offset)
+        .len(len)
+        .map_raw_read_only(file)?;
     Ok(ReadMap {
         map,
         sealed: sealed_for_good(file),
@@ -152,10 +151,9 @@ pub(crate) fn map_read(file: &File, offset: u64, len: usize) -> io::Result<ReadM
 /// `[offset, offset + len)` of `file`, shared and writable (`MAP_SHARED`): writes reach the
 /// file and every other process mapping it.
 pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
-    // SAFETY: as for `map_read`: `WriteMap` hands out references only with a `Promise` (a
-    // file sealed for good cannot be mapped shared-writable); other processes writing the
-    // same bytes (the point of `r+`) meet only raw accesses.
-    let map = unsafe { MmapOptions::new().offset(offset).len(len).map_mut(file) }?;
+    // A raw map, as in `map_read`; a file sealed for good cannot be mapped shared-writable,
+    // so only a `Promise` makes references to it.
+    let map = MmapOptions::new().offset(offset).len(len).map_raw(file)?;
     Ok(WriteMap { map, sealed: false })
 }
 
@@ -163,11 +161,13 @@ pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<Writ
 /// this process. Not a private copy: pages this process has not written still show later
 /// writes to the file, so it lends references only when the file is sealed for good.
 pub(crate) fn map_private(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
-    // SAFETY: as for `map_read`: references only when sealed for good or promised, raw
-    // access otherwise.
+    // SAFETY: memmap2 asks that no reference to the bytes exist while they may change. The
+    // `MmapMut` is turned into an `MmapRaw` at once, before anything dereferences it (no
+    // `Deref` of it is called: `From` moves the map), and `WriteMap` makes references only
+    // in `bytes`/`bytes_mut`, under their proof. memmap2 has no raw copy-on-write map.
     let map = unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }?;
     Ok(WriteMap {
-        map,
+        map: MmapRaw::from(map),
         sealed: sealed_for_good(file),
     })
 }
@@ -201,7 +201,14 @@ impl ReadMap {
     /// The bytes as a slice, if nobody can change them: the file is sealed for good, or
     /// `promise` is the caller's promise for this map.
     pub(crate) fn bytes(&self, promise: Option<&Promise>) -> Option<&[u8]> {
-        (self.sealed || Promise::covers(promise, self.addr())).then_some(&self.map[..])
+        if !(self.sealed || Promise::covers(promise, self.addr())) {
+            return None;
+        }
+        // SAFETY: `len` readable bytes, mapped while `self` is borrowed. They cannot change
+        // meanwhile: the file was sealed for good (the kernel refuses every writer and
+        // shrinking from then on, `sealed_for_good`), or the caller promised it for this map
+        // in an `unsafe fn` (`Promise::for_map`; `covers` checks the map).
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) })
     }
 }
 
@@ -235,13 +242,23 @@ impl WriteMap {
 
     /// As [`ReadMap::bytes`].
     pub(crate) fn bytes(&self, promise: Option<&Promise>) -> Option<&[u8]> {
-        (self.sealed || Promise::covers(promise, self.addr())).then_some(&self.map[..])
+        if !(self.sealed || Promise::covers(promise, self.addr())) {
+            return None;
+        }
+        // SAFETY: as in `ReadMap::bytes`; this process writes the map only through
+        // `&mut self`, which the borrow excludes.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) })
     }
 
     /// As [`ReadMap::bytes`], writable: a `c` map of a sealed file is this process's own
     /// (writes stay private, and nobody can write the file), an `r+` one needs the promise.
     pub(crate) fn bytes_mut(&mut self, promise: Option<&Promise>) -> Option<&mut [u8]> {
-        (self.sealed || Promise::covers(promise, self.addr())).then_some(&mut self.map[..])
+        if !(self.sealed || Promise::covers(promise, self.addr())) {
+            return None;
+        }
+        // SAFETY: as in `bytes`, and the map is writable (`r+` or `c`) and borrowed mutably
+        // for the slice's life, so nothing else in this process reaches it meanwhile.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.map.len()) })
     }
 }
 
