@@ -15,6 +15,9 @@ use crate::{
 
 /// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
 ///
+/// A mapping of a path-named file faults (`SIGBUS`) on access to bytes its writer truncated
+/// away after it was mapped (see [`open`](crate::open)); fds are sealed against shrinking.
+///
 /// Views borrow the mapping, so none can outlive it. A read-only mapping may share its
 /// memory with other `Mapping`s of the same file region (see
 /// [`OpenOptions::reuse_mappings`](crate::OpenOptions::reuse_mappings)); a writable or

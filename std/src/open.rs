@@ -26,6 +26,11 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// (O11). A read-only mapping of a region this process already mapped from the same path
 /// under an equal policy reuses that map after re-checking the file with `fstat` (O6–O8).
 ///
+/// A path-named file can still be truncated by whoever may write it after it was mapped;
+/// reading or writing the lost part then kills this process with `SIGBUS` (as with
+/// memmap2's maps), a fault no check can rule out. Files passed as fds must be sealed
+/// against shrinking (O9), and stridemap segments are locked while mapped (SPEC.md §7).
+///
 /// ```no_run
 /// use stridemap::{OpenOptions, decode_any, open};
 /// # let bytes = [0u8; 1024];
