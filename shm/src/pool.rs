@@ -324,9 +324,11 @@ impl Pool {
     }
 
     /// A shared array of `T`s for the producer to fill in place (no copy), zeroed or holding a
-    /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it read-only.
-    /// Consumers never write it (use [`Pool::alloc_output`] for that), so a recycled memfd
-    /// that was frozen before (sealed against writes for good) can serve it.
+    /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it frozen, or
+    /// [`SharedArrayMut::publish`] unfrozen. Consumers never write it (use
+    /// [`Pool::alloc_output`] for that), so a recycled memfd that was published before
+    /// (sealed `F_SEAL_FUTURE_WRITE`: no consumer can write it) can serve it; a frozen one is
+    /// never recycled.
     ///
     /// # Errors
     /// [`Error::NoSpace`] (checked before anything is written), [`Error::TooManyFiles`],
@@ -561,9 +563,10 @@ impl PoolInner {
                         return Err(Error::PoolClosed);
                     }
                     let at = st.free.iter().position(|s| {
-                        // A sealed memfd cannot be written by consumers; a segment once
-                        // written by consumers may still be (a kept map or fd), so it
-                        // serves only output arrays again.
+                        // A published memfd (F_SEAL_FUTURE_WRITE) cannot be written by
+                        // consumers, so it serves no output; a segment once written by
+                        // consumers may still be (a kept map or fd), so it serves only
+                        // output arrays again.
                         s.capacity == capacity
                             && if writable {
                                 !s.sealed
