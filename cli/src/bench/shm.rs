@@ -257,8 +257,10 @@ pub(crate) fn share_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> 
 
     // Streaming: publish() (not frozen) into a warm, prefaulted, recycled memfd against a
     // warm memcpy; and share(), which freezes a memfd for good (sealed F_SEAL_WRITE, so a
-    // fresh segment every time), against the same memcpy.
+    // fresh segment every time), against the same memcpy, in a pool of its own (a frozen
+    // share would take, and so use up, the recycled segment).
     let warm_pool = pool(scratch, SegmentKind::Memfd, true)?;
+    let frozen_pool = pool(scratch, SegmentKind::Memfd, false)?;
     for _ in 0..3 {
         drop(warm_pool.publish(&view).map_err(s)?);
     }
@@ -272,7 +274,7 @@ pub(crate) fn share_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> 
         tr.push(t0.elapsed().as_secs_f64());
         drop(a);
         let t0 = Instant::now();
-        let a = warm_pool.share(&view).map_err(s)?;
+        let a = frozen_pool.share(&view).map_err(s)?;
         tf.push(t0.elapsed().as_secs_f64());
         drop(a);
         let t0 = Instant::now();
