@@ -332,9 +332,11 @@ impl Pool {
     }
 
     /// A shared array of `T`s for the producer to fill in place (no copy), zeroed or holding a
-    /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it read-only.
-    /// Consumers never write it (use [`Pool::alloc_output`] for that), so a recycled memfd
-    /// that was frozen before (sealed against writes for good) can serve it.
+    /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it frozen, or
+    /// [`SharedArrayMut::publish`] unfrozen. Consumers never write it (use
+    /// [`Pool::alloc_output`] for that), so a recycled memfd that was published before
+    /// (sealed `F_SEAL_FUTURE_WRITE`: no consumer can write it) can serve it; a frozen one is
+    /// never recycled.
     ///
     /// # Errors
     /// [`Error::NoSpace`] (checked before anything is written), [`Error::TooManyFiles`],
@@ -396,6 +398,33 @@ impl Pool {
     /// # Errors
     /// As [`Pool::alloc`].
     pub fn share(&self, view: &ByteView<'_>) -> Result<SharedArray> {
+        self.write_once(view)?.freeze()
+    }
+
+    /// Writes the elements of `view` into a new or recycled segment, as [`Pool::share`], and
+    /// returns it [published](SharedArrayMut::publish) rather than frozen: read-only for
+    /// consumers, read through [`SharedView`](stridemap::SharedView)s, and recycled once
+    /// nobody maps it. The fast path of a producer that streams new data every step.
+    ///
+    /// ```
+    /// use stridemap_shm::{ByteView, DType, Layout, Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let step = [0.5f64; 4];
+    /// let layout = Layout::contiguous(8, &[4], Order::C)?;
+    /// let v = ByteView::new(bytemuck::cast_slice(&step), layout, DType::parse("<f8")?)?;
+    /// let a = pool.publish(&v)?;
+    /// assert_eq!(a.typed::<f64>()?.shared_view()?.to_vec(), step);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn publish(&self, view: &ByteView<'_>) -> Result<SharedArray> {
+        self.write_once(view)?.publish()
+    }
+
+    /// `view`'s elements, packed in C order, in a segment only this process holds.
+    fn write_once(&self, view: &ByteView<'_>) -> Result<SharedArrayMut> {
         let n = view.layout().nbytes();
         let contiguous = view.layout().is_c_contiguous();
         let span = view.layout().span();
@@ -412,7 +441,7 @@ impl Pool {
         }
         let layout = Layout::contiguous(view.dtype().itemsize(), view.layout().shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        SharedArrayMut::<crate::Untyped>::new(lease, view.dtype(), layout).freeze()
+        Ok(SharedArrayMut::new(lease, view.dtype(), layout))
     }
 
     /// Shares the array behind `source`, reusing the segment of an earlier call for the same
@@ -560,9 +589,10 @@ impl PoolInner {
                         return Err(Error::PoolClosed);
                     }
                     let at = st.free.iter().position(|s| {
-                        // A sealed memfd cannot be written by consumers; a segment once
-                        // written by consumers may still be (a kept map or fd), so it
-                        // serves only output arrays again.
+                        // A published memfd (F_SEAL_FUTURE_WRITE) cannot be written by
+                        // consumers, so it serves no output; a segment once written by
+                        // consumers may still be (a kept map or fd), so it serves only
+                        // output arrays again.
                         s.capacity == capacity
                             && if writable {
                                 !s.sealed
@@ -752,7 +782,10 @@ impl PoolInner {
     /// the caps allow, else delete it.
     fn retire(&self, st: &mut State, mut seg: Segment) {
         let free_bytes: u64 = st.free.iter().map(|s| s.capacity).sum();
+        // A frozen memfd is never written again (and one whose freeze failed half-way has
+        // no writable map): neither is recycled.
         let keep = !st.closed
+            && seg.is_writable()
             && self.config.recycle_max_bytes > 0
             && st.free.len() < self.config.recycle_max_segments
             && free_bytes + seg.capacity <= self.config.recycle_max_bytes;

@@ -12,7 +12,6 @@ use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescr
 
 use crate::mapping::{Origin, SharedRegion};
 use crate::resolve::{check_form, find_root, open_beneath};
-use crate::sys::Stable;
 use crate::{Error, Mapping, OpenOptions, Result, sys};
 
 /// Opens a descriptor whose source is a path, under the trust policy of `opts`, and maps its
@@ -26,6 +25,11 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// header must name the descriptor's segment and generation (O10); then the buffer is mapped
 /// (O11). A read-only mapping of a region this process already mapped from the same path
 /// under an equal policy reuses that map after re-checking the file with `fstat` (O6–O8).
+///
+/// A path-named file can still be truncated by whoever may write it after it was mapped;
+/// reading or writing the lost part then kills this process with `SIGBUS` (as with
+/// memmap2's maps), a fault no check can rule out. Files passed as fds must be sealed
+/// against shrinking (O9), and stridemap segments are locked while mapped (SPEC.md §7).
 ///
 /// ```no_run
 /// use stridemap::{OpenOptions, decode_any, open};
@@ -291,7 +295,6 @@ fn map(
         Mode::ReadOnly => {
             let map = sys::map_read(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
-            let stable = Stable::of_sealed(&file);
             // The file stays open (path-opened or received) to re-check it with fstat when
             // the region is reused.
             let origin = match desc.path().filter(|_| desc.source() == Source::Path) {
@@ -302,7 +305,7 @@ fn map(
                 None => Origin::Fd,
             };
             let key = (st.st_dev, st.st_ino);
-            let region = SharedRegion::new(map, stable, file, origin, key, offset, segment);
+            let region = SharedRegion::new(map, file, origin, key, offset, segment);
             if opts.reuse {
                 region.publish();
             }
@@ -312,14 +315,13 @@ fn map(
             let map = sys::map_write(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
             // Never frozen: a file sealed against writes cannot be mapped shared-writable.
-            Ok(Mapping::own(desc.clone(), mode, map, None, file))
+            Ok(Mapping::own(desc.clone(), mode, map, file))
         }
         Mode::CopyOnWrite => {
             let map = sys::map_private(&file, offset, len).map_err(map_err)?;
             // Private pages not yet written still show the file's bytes: only seals make them
-            // stable.
-            let stable = Stable::of_sealed(&file);
-            Ok(Mapping::own(desc.clone(), mode, map, stable, file))
+            // stable (the map checks them).
+            Ok(Mapping::own(desc.clone(), mode, map, file))
         }
     }
 }
