@@ -83,9 +83,12 @@ class SharedArray(np.ndarray):
         return segment_of(self)
 
     def freeze(self) -> "SharedArray":
-        """Seals the segment (consumers may only read it, SPEC: ``F_SEAL_FUTURE_WRITE`` for a
-        memfd, mode 0400 for a file) and makes this array read-only; returns it. Views taken
-        before stay writable in this process: let go of them first."""
+        """Seals the segment (consumers may only read it: see ``Produced.freeze``, mode 0400
+        for a file) and makes this array read-only; returns it. This array's own map stays
+        writable underneath, so the memfd gets ``F_SEAL_FUTURE_WRITE``, not ``F_SEAL_WRITE``
+        (``self.segment.write_sealed`` is False: Rust consumers read it through volatile
+        views); :func:`stridemap.share` of it makes a write-sealed copy. Views taken before
+        stay writable in this process: let go of them first."""
         seg = segment_of(self)
         if not isinstance(seg, Produced):
             raise errors.NotShareable("only an array from stridemap.empty() can be frozen")
