@@ -463,6 +463,17 @@ fn python_share_opened_by_rust_by_fd_and_by_path() {
         };
         let want = floats(&c["values"]);
         assert_eq!(values_of(&m), want, "{what}: Rust reading Python's segment");
+        // Python's share() seals its memfds F_SEAL_WRITE (no writable map is left), so Rust
+        // lends references to them; a named file never backs one (root ignores mode 0400).
+        let kind = c["kind"].as_str().unwrap();
+        assert_eq!(m.is_frozen(), kind == "memfd", "{what}: frozen");
+        if kind == "memfd" && m.descriptor().dtype().to_string() == "<f8" {
+            assert_eq!(
+                m.view::<f64>().unwrap().to_vec(),
+                want,
+                "{what}: as a slice"
+            );
+        }
         held.push((what, m, want));
     }
     // Python exits normally: its pool folder goes; Rust's mappings keep reading (SPEC.md §7).
