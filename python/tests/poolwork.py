@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+import procmaps
 import stridemap
 import stridemap.pools  # noqa: F401 - registers SharedArray with loky in joblib's workers
 
@@ -52,14 +53,7 @@ def mapping_of(array):
     for an array with no bytes (nothing to map)."""
     if array.nbytes == 0:
         return None
-    addr = array.__array_interface__["data"][0]
-    with open("/proc/self/maps") as f:
-        for line in f:
-            fields = line.split(maxsplit=5)
-            lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            if lo <= addr < hi:
-                return fields[5].strip() if len(fields) > 5 else "[anonymous]"
-    return "[unmapped]"
+    return procmaps.mapping(array)[1]
 
 
 def zero_copy(name):

@@ -842,21 +842,20 @@ static inline int stridemap__open_path(const struct stridemap_record *r,
     return STRIDEMAP_OK;
 }
 
-/* O12: a file in a tmpfs (memfds live in one) must have at least its buffer's bytes allocated
- * (st_blocks * 512), so that reading its holes cannot allocate more here than its producer
- * already did. Other filesystems are not checked. */
+/* O12: a file sealed against shrinking (a sealed memfd, a peer's) must have at least its
+ * buffer's bytes allocated (st_blocks * 512), so that reading its holes cannot allocate more
+ * here than its producer already did. Unsealed files are not checked. */
 static inline int stridemap__check_allocated(int fd, const struct stat *st,
                                              const struct stridemap_record *r) {
     uint64_t allocated = st->st_blocks < 0 ? 0 : (uint64_t)st->st_blocks * 512;
     if (allocated >= r->buffer_len) return STRIDEMAP_OK;
-#if defined(__linux__)
-    struct statfs sf;
-    if (fstatfs(fd, &sf) == 0 && (sf.f_type & 0xffffffff) != 0x01021994 /* TMPFS_MAGIC */)
-        return STRIDEMAP_OK;
+#if defined(__linux__) && defined(F_GET_SEALS)
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) return STRIDEMAP_OK;
     return STRIDEMAP_O12;
 #else
     (void)fd;
-    return STRIDEMAP_OK; /* no memfds, and no portable way to tell a tmpfs */
+    return STRIDEMAP_OK; /* no seals here */
 #endif
 }
 

@@ -232,11 +232,13 @@ fn on_tmpfs(file: &File) -> bool {
     rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 & 0xffff_ffff == TMPFS_MAGIC)
 }
 
-/// O12: a file in shared memory must have at least its buffer's bytes allocated, so that
-/// reading its holes cannot allocate more memory here than its producer already did.
+/// O12: a file sealed against shrinking (a sealed memfd, a peer's) must have at least its
+/// buffer's bytes allocated, so that reading its holes cannot allocate more memory here than
+/// its producer already did.
 fn check_allocated(file: &File, st: &Stat, desc: &ValidDescriptor) -> Result<()> {
     let allocated = (st.st_blocks as u64).saturating_mul(512);
-    if allocated < desc.buffer_len() && on_tmpfs(file) {
+    let sealed = fcntl_get_seals(file).is_ok_and(|s| s.contains(SealFlags::SHRINK));
+    if allocated < desc.buffer_len() && sealed {
         return Err(Error::Sparse {
             allocated,
             buffer_len: desc.buffer_len(),

@@ -320,31 +320,22 @@ def _check_seals(fd, allow_unsealed):
         raise errors.NotSealed("O9: the fd is sealable but F_SEAL_SHRINK is not set")
 
 
-TMPFS_MAGIC = 0x01021994
-
-
-def _on_tmpfs(fd):
-    """Whether ``fd``'s file lives in a tmpfs (memfds do): ``fstatfs`` through ctypes (the
-    ``f_type`` word leads ``struct statfs``). When that cannot be asked, True: O12 is then
-    checked on every file."""
+def _sealed_against_shrinking(fd):
+    """Whether ``fd``'s file carries ``F_SEAL_SHRINK`` (a sealed memfd)."""
     try:
-        import ctypes
-
-        buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on 64-bit Linux
-        if ctypes.CDLL(None, use_errno=True).fstatfs(fd, buf) != 0:
-            return True
-        return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF == TMPFS_MAGIC
-    except (OSError, AttributeError):
-        return True
+        return bool(fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK)
+    except OSError:  # not sealable: not a memfd
+        return False
 
 
 def _check_allocated(fd, desc):
-    """O12: a file in shared memory must have its buffer's bytes allocated, so that reading
-    its holes cannot allocate more here than its producer already did."""
+    """O12: a file sealed against shrinking (a sealed memfd, a peer's) must have its buffer's
+    bytes allocated, so that reading its holes cannot allocate more here than its producer
+    already did."""
     allocated = os.fstat(fd).st_blocks * 512
-    if allocated < desc.buffer_len and _on_tmpfs(fd):
+    if allocated < desc.buffer_len and _sealed_against_shrinking(fd):
         raise errors.Sparse(
-            f"O12: the file lives in shared memory and has {allocated} bytes allocated, fewer "
+            f"O12: the file is a sealed memfd and has {allocated} bytes allocated, fewer "
             f"than its {desc.buffer_len}-byte buffer: reading its holes would allocate memory "
             "here; the producer must write (or fallocate) the buffer before sending it"
         )

@@ -30,7 +30,9 @@ class Segment:
     ``kind`` is ``"memfd"``, ``"file"`` (a named segment) or ``"memmap"`` (the file of an
     ``np.memmap``); ``path`` is the file's path (None for a memfd), ``folder`` the pool folder
     of a named segment this process made (a consumer's allowed root), ``frozen`` whether
-    consumers may only read it. :meth:`describe` writes the descriptor of a view of it,
+    consumers may only read it, ``private`` whether this process maps it copy-on-write (its
+    views hold changes no other process sees: they cannot be described, only copied).
+    :meth:`describe` writes the descriptor of a view of it,
     :meth:`new_fd` opens a new open file description of a memfd for one receiver.
     """
 
@@ -38,6 +40,7 @@ class Segment:
     path = None
     folder = None
     frozen = True
+    private = False
     generation = 0
     segment_id = bytes(16)
 
@@ -159,8 +162,8 @@ class _Opened(Segment):
         self.generation = desc.generation
         self.segment_id = desc.segment_id
         self.frozen = granted != "r+"
+        self.private = granted == "c"
         self._desc = desc
-        self._granted = granted
         self._fd = fd
         self._buf_addr = buf_addr
         if fd is not None:
@@ -168,7 +171,7 @@ class _Opened(Segment):
             self._finalizer.atexit = False
 
     def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
-        if self._granted == "c":
+        if self.private:
             raise errors.NotShareable(
                 "the view is of a copy-on-write mapping: its changes are private to this "
                 "process; open the descriptor with mode 'r' or 'r+' to share views of it"

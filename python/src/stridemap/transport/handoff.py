@@ -175,29 +175,66 @@ def register_with_loky():
             module.register(shared, Reducer(Policy()))
 
 
+MMAP_MODES = (None, "r", "r+", "w+", "c")
+
+
 class Reducer:
     """A pickle reducer for arrays: a descriptor plus an fd when :func:`handoff` can share the
-    array under ``policy``, else numpy's own pickling (a copy)."""
+    array under ``policy``, else a copy (:func:`pickled`).
 
-    __slots__ = ("policy",)
+    ``mmap_mode`` is joblib's: how the receiver maps what this reducer shares. None (the pools):
+    as the sender's view allows, read-only or, for a writable view of a writable segment,
+    shared writes. "r": the same. "r+" and "w+": a plain ndarray is copied into a writable
+    segment, mapped with shared writes. "c": what would reach the receiver read-only is mapped
+    copy-on-write, writable and private to it.
+    """
 
-    def __init__(self, policy):
+    __slots__ = ("policy", "mmap_mode")
+
+    def __init__(self, policy, mmap_mode=None):
+        if mmap_mode not in MMAP_MODES:
+            raise ValueError(f"mmap_mode must be one of {MMAP_MODES}, not {mmap_mode!r}")
         self.policy = policy
+        self.mmap_mode = mmap_mode
 
     def __call__(self, array):
-        shared = handoff(array, self.policy)
+        shared = handoff(array, self.policy, self.mmap_mode)
         if shared is None:
-            return np.ndarray.__reduce_ex__(array, 4)  # any pickler's protocol reads it
+            return pickled(array)
         return shared
 
     def __reduce__(self):  # loky pickles the reducers into its workers
-        return Reducer, (self.policy,)
+        return Reducer, (self.policy, self.mmap_mode)
 
     def __eq__(self, other):
-        return isinstance(other, Reducer) and other.policy == self.policy
+        return (isinstance(other, Reducer) and other.policy == self.policy
+                and other.mmap_mode == self.mmap_mode)
 
     def __hash__(self):
-        return hash(self.policy)
+        return hash((self.policy, self.mmap_mode))
+
+
+def pickled(array):
+    """A reduction of ``array`` as a copy that any pickle protocol reads, byte order, dtype,
+    shape and strides' order kept, rebuilt writable.
+
+    Not numpy's own reduction at a fixed protocol: a reducer does not know its pickler's
+    protocol, and below protocol 5 numpy rebuilds a ``>i4`` array as ``<i4``. The bytes travel
+    as a bytearray (one copy, as numpy's in-band pickling makes). Arrays of Python objects, and
+    dtypes of no size, go by numpy's reduction: their elements are pickled one by one.
+    """
+    dt = array.dtype
+    if dt.hasobject or dt.itemsize == 0:
+        return np.ndarray.__reduce__(array)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    data = bytearray(array.nbytes)
+    _from_bytes(data, dt, array.shape, order)[...] = array
+    return _from_bytes, (data, dt, array.shape, order)
+
+
+def _from_bytes(data, dtype, shape, order):
+    """The array :func:`pickled` sends: a view of ``data`` (writable, a bytearray)."""
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
 
 
 def _typestr_problem(dt):
@@ -210,13 +247,15 @@ def _typestr_problem(dt):
     return None
 
 
-def handoff(array, policy):
+def handoff(array, policy, mmap_mode=None):
     """``(_rebuild, args)`` passing ``array`` as a descriptor and an fd, or None to pickle it.
 
     None (with a debug log line saying why) for a dtype stridemap cannot describe, and, unless
     ``policy.numpy``, for an array no stridemap segment backs; with ``policy.numpy``, a plain
-    array smaller than ``policy.max_nbytes``. Errors of the producer (shared memory full, too
-    many open files) are raised: an array the policy says to share is never silently copied.
+    array smaller than ``policy.max_nbytes``. A view of a copy-on-write mapping counts as a plain
+    array (its changes are this process's own). ``mmap_mode`` as for :class:`Reducer`. Errors of
+    the producer (shared memory full, too many open files) are raised: an array the policy says
+    to share is never silently copied.
     """
     sm = _producer()
     problem = _typestr_problem(array.dtype)
@@ -224,6 +263,8 @@ def handoff(array, policy):
         log.debug("stridemap.pools: pickling a %s array: %s", array.shape, problem)
         return None
     seg = sm.segment_of(array)
+    if seg is not None and seg.private:
+        seg = None
     view = array
     if seg is not None and _is_memmap(seg) and not policy.numpy:
         log.debug("stridemap.pools: pickling an np.memmap view (install(numpy=True) shares "
@@ -238,20 +279,30 @@ def handoff(array, policy):
             log.debug("stridemap.pools: pickling a %d-byte array: below max_nbytes=%d",
                       array.nbytes, policy.max_nbytes)
             return None
-        view = sm.share(array)
-    return _rebuild, (*export_for_receiver(view), policy)
+        view = _writable_copy(array) if mmap_mode in ("r+", "w+") else sm.share(array)
+    return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"), policy)
+
+
+def _writable_copy(array):
+    """A copy of ``array`` in a new writable segment, for a receiver that writes (mmap_mode
+    "r+"): each handoff its own copy (never reused: the receiver changes it)."""
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    copy = _producer().empty(array.shape, array.dtype, order=order)
+    copy[...] = array
+    return copy
 
 
 def _is_memmap(seg):
     return getattr(seg, "kind", None) == "memmap"
 
 
-def export_for_receiver(view):
+def export_for_receiver(view, *, copy_on_write=False):
     """``(record, handle, named, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
     ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
     locked shared (SPEC §7); whether the file is a named one (a regular file cannot be sealed:
     the receiver accepts it unsealed, as it would when opening its path, which is what SPEC §6
-    O9 leaves to it); and the mode the receiver maps with."""
+    O9 leaves to it); and the mode the receiver maps with: "r+" for a writable view of a
+    writable segment, else "r", or "c" (copy-on-write) with ``copy_on_write``."""
     sm = _producer()
     mode = "r+" if view.flags.writeable else "r"
     quick = _export_frozen_memfd(view) if mode == "r" else None
@@ -283,7 +334,7 @@ def export_for_receiver(view):
     finally:
         if fd is not None:
             os.close(fd)
-    return record, handle, named, mode
+    return record, handle, named, "c" if copy_on_write and mode == "r" else mode
 
 
 # Records of views of frozen memfd segments, per segment: a repeated handoff of the same view
