@@ -145,16 +145,28 @@ if joblib is not None:
                 mmap_mode,
             )
             self.parallel = parallel
+            if not getattr(self, "_reuse_scope", False):
+                # The call's arguments are read once, as joblib reads them: an array passed to
+                # many of its tasks is copied once (handoff.open_reuse_scope).
+                _handoff.open_reuse_scope()
+                self._reuse_scope = True
             return n_jobs
+
+        def _close_reuse_scope(self) -> None:
+            if getattr(self, "_reuse_scope", False):
+                self._reuse_scope = False
+                _handoff.close_reuse_scope()
 
         def terminate(self) -> None:
             # The workers stay for the next call; there are no temporary files to clean.
             self._workers = None
+            self._close_reuse_scope()
             self.reset_batch_stats()
 
         def abort_everything(self, ensure_ready: bool = True) -> None:
             shutdown_backend(kill_workers=True)
             self._workers = None
+            self._close_reuse_scope()
             if ensure_ready:
                 self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel)
 

@@ -11,9 +11,11 @@ Then ``multiprocessing.Pool``, ``Queue``, ``Process`` arguments and
 transposed) without copying, as task arguments and as results. A worker registers the reducers
 itself when it unpickles its first descriptor, so results come back the same way; a worker that
 returns shared arrays before it has received one needs ``initializer=stridemap.pools.install``,
-which takes the parent's policy under every start method (see :func:`install`). With ``numpy=True``, plain ndarrays of at least ``max_nbytes`` bytes are copied once
-into a sealed memfd (``stridemap.share``, which reuses the segment while the same array object
-lives) and views of an ``np.memmap`` are described in place. Smaller arrays, object and
+which takes the parent's policy under every start method (see :func:`install`). With
+``numpy=True``, plain ndarrays of at least ``max_nbytes`` bytes are copied into a sealed memfd
+each time they are pickled (they may change in place between two tasks; joblib's backend copies
+an array once per ``Parallel`` call; ``stridemap.share`` an array that stays as it is to hand it
+over any number of times with no copy) and views of an ``np.memmap`` are described in place. Smaller arrays, object and
 structured dtypes are pickled as before (a debug log line on the ``stridemap.pools`` logger says
 why).
 

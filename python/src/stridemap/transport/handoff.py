@@ -279,8 +279,53 @@ def handoff(array, policy, mmap_mode=None):
             log.debug("stridemap.pools: pickling a %d-byte array: below max_nbytes=%d",
                       array.nbytes, policy.max_nbytes)
             return None
-        view = _writable_copy(array) if mmap_mode in ("r+", "w+") else sm.share(array)
+        view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
     return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"), policy)
+
+
+# A plain ndarray can change in place between two pickles of it, so its shared copy is reused
+# only inside a reuse scope: joblib's "stridemap" backend opens one for each Parallel call
+# (joblib reads an argument's contents when the call dispatches it, so a change made between
+# two calls reaches the second, as with loky). Outside a scope (multiprocessing, executors)
+# every pickle of it copies it once, as every pickle of it copied it before: never a stale
+# copy. Arrays from stridemap.share()/empty() and memmap views are never copied.
+_scope_lock = threading.Lock()
+_scopes = 0  # open reuse scopes
+_scoped = {}  # id(array) -> (weakref(array), its shared copy), while any scope is open
+
+
+def open_reuse_scope():
+    """From now until the matching :func:`close_reuse_scope`, a plain ndarray pickled again
+    is sent as the copy made the first time (call it where the array cannot change)."""
+    global _scopes
+    with _scope_lock:
+        _scopes += 1
+
+
+def close_reuse_scope():
+    """Ends a scope of :func:`open_reuse_scope`; when none is left, the copies are let go."""
+    global _scopes
+    with _scope_lock:
+        _scopes = max(_scopes - 1, 0)
+        if not _scopes:
+            _scoped.clear()
+
+
+def _copy(array):
+    """``array`` copied into a frozen segment, or the copy made earlier in the open scope."""
+    with _scope_lock:
+        hit = _scoped.get(id(array)) if _scopes else None
+    if hit is not None and hit[0]() is array:
+        return hit[1]
+    shared = _producer().share(array, reuse=False)
+    try:
+        ref = weakref.ref(array)
+    except TypeError:
+        return shared
+    with _scope_lock:
+        if _scopes:
+            _scoped[id(array)] = (ref, shared)
+    return shared
 
 
 def _writable_copy(array):
@@ -628,3 +673,13 @@ def _rebuild(record, handle, named, mode, policy):
 def _as_shared(array):
     shared = getattr(_producer(), "SharedArray", None)
     return array if shared is None else array.view(shared)
+
+
+def _reset_reuse_scopes_in_child():
+    global _scope_lock, _scopes
+    _scope_lock = threading.Lock()  # another thread may have held it at the fork
+    _scopes = 0
+    _scoped.clear()
+
+
+os.register_at_fork(after_in_child=_reset_reuse_scopes_in_child)
