@@ -108,7 +108,7 @@ step_pyversions() {
     # python/requirements-pyX.Y.txt. A missing Python is said, not failed; a failing test fails.
     # Not here: Dask (dask and distributed are not installed), the benchmark's smoke run, and
     # the 10,000-task leak test of the pools (36 s a version); the `python` step runs them.
-    local tests=(src/stridemap --ignore=src/stridemap/dask.py --ignore=src/stridemap/dask_bench.py
+    local tests=(src/stridemap --ignore=src/stridemap/integrations/dask.py --ignore=src/stridemap/bench/dask.py
         tests --ignore=tests/test_dask.py --ignore=tests/test_pools_bench.py
         --deselect tests/test_pools_lifetime.py::test_ten_thousand_tasks_leave_no_growth)
     local v python

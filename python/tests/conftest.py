@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from stridemap import producer
+from stridemap.segments import lifetime
 
 
 @pytest.fixture
@@ -27,10 +27,10 @@ def tiny_tmpfs():
     finally:
         try:
             # Forget this process's folder there before the mount goes.
-            for root, folder in list(producer._state.folders.items()):
+            for root, folder in list(lifetime._state.folders.items()):
                 if root == os.path.realpath(d):
                     folder.remove()
-                    del producer._state.folders[root]
+                    del lifetime._state.folders[root]
         finally:  # the mount goes whatever happened above
             subprocess.run(["umount", "-l", d], check=False)  # lazy: an array may live on
             os.rmdir(d)

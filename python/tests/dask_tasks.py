@@ -83,7 +83,7 @@ def fault_next_open(how):
     as if the producer had let go of it meanwhile. Runs in the receiving worker."""
     import stridemap
     import stridemap.dask as sd
-    from stridemap.segment import read_header, encode_header
+    from stridemap.segments.header import read_header, encode_header
 
     real = sd._open
     state = {"done": False}

@@ -5,7 +5,7 @@ gives for it. The Python tests check the Python reader against them, the C tests
 import struct
 
 from stridemap import Descriptor, encode
-from stridemap.record import crc32c
+from stridemap.codec.record import crc32c
 
 
 def _compact(*parts):

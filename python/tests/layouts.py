@@ -7,7 +7,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from stridemap import Descriptor
-from stridemap.rules import span
+from stridemap.codec.rules import span
 
 DTYPES = (
     "|b1", "|i1", "|u1", "<i2", ">i2", "<u4", ">i4", "<i8", ">u8", "<f2", ">f4", "<f8",

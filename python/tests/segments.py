@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from stridemap import Descriptor
-from stridemap.segment import DATA_OFFSET, encode_header
+from stridemap.segments.header import DATA_OFFSET, encode_header
 
 SEG_ID = bytes(range(1, 17))
 CAPACITY = 8192

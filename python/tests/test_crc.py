@@ -1,12 +1,13 @@
-"""The numpy CRC-32C (stridemap._crc, used by crc32c for 256 to 1024 bytes) against the byte
+"""The numpy CRC-32C (stridemap.codec.crc, used by crc32c for 256 to 1024 bytes) against the byte
 loop, on random data of every length it serves and around its edges."""
 
 import random
 
 import pytest
 
-from stridemap import _crc, crc32c
-from stridemap.record import _CRC_TABLE
+from stridemap import crc32c
+from stridemap.codec import crc as _crc
+from stridemap.codec.record import _CRC_TABLE
 
 
 def test_every_length_agrees_with_the_byte_loop():

@@ -504,11 +504,11 @@ def test_kill9_of_a_worker_then_the_sweep_leaves_nothing(fresh_root):
 
 
 def test_benchmark_smoke_run(fresh_root):
-    """`python -m stridemap.dask_bench --smoke`: tiny sizes, both workloads, both modes; it
+    """`python -m stridemap.bench.dask --smoke`: tiny sizes, both workloads, both modes; it
     checks that the two modes compute the same results, and shares in the stridemap runs."""
     import re
 
-    r = subprocess.run([sys.executable, "-m", "stridemap.dask_bench", "--smoke"],
+    r = subprocess.run([sys.executable, "-m", "stridemap.bench.dask", "--smoke"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout

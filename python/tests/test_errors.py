@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import stridemap
-from stridemap import producer, temp
+from stridemap.segments import fill
+from stridemap.segments import roots as temp
 from producer_util import open_fds, quiet
 
 
@@ -38,7 +39,7 @@ def test_a_full_tmpfs_is_a_clear_error_and_leaves_nothing(tiny_tmpfs, monkeypatc
         def no_space(*args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
         monkeypatch.setattr(os, "posix_fallocate", no_space)  # empty() reserves with it
-        monkeypatch.setattr(producer, "_pwrite_all", no_space)  # share() reserves by writing
+        monkeypatch.setattr(fill, "_pwrite_all", no_space)  # share() reserves by writing
         root = tempfile.mkdtemp()
     else:
         root = tiny_tmpfs
@@ -79,7 +80,7 @@ def test_a_memfd_without_memory_is_a_clear_error(monkeypatch):
     def no_memory(*args, **kwargs):
         raise OSError(errno.ENOMEM, "Cannot allocate memory")
     monkeypatch.setattr(os, "posix_fallocate", no_memory)  # empty() reserves with it
-    monkeypatch.setattr(producer, "_pwrite_all", no_memory)  # share() reserves by writing
+    monkeypatch.setattr(fill, "_pwrite_all", no_memory)  # share() reserves by writing
     quiet()
     fds = open_fds()
     with pytest.raises(stridemap.NoSpace, match="memfd") as e:

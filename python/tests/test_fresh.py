@@ -1,4 +1,4 @@
-"""Filling a fresh segment two ways at once (stridemap._fresh): pwrite from the front, a helper
+"""Filling a fresh segment two ways at once (stridemap.segments.fresh): pwrite from the front, a helper
 thread through a populated map from the back. Every byte lands once, in the right place, for
 any size and position; a helper that cannot populate leaves its chunks to pwrite; a full
 tmpfs is NoSpace with nothing left behind."""
@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import stridemap
-from stridemap import _fresh, _uffd, producer
+from stridemap.segments import fresh as _fresh
+from stridemap.segments import roots
+from stridemap.segments import uffd as _uffd
 from producer_util import open_fds, quiet
 
 
@@ -118,7 +120,7 @@ def test_a_full_tmpfs_filled_two_ways_is_no_space_and_leaves_nothing(small_chunk
     assert len(segments) == 1
     big = np.arange((3 << 20) // 8, dtype="<f8")  # 3 MiB into 2 MiB
     # The space check passes: the fill itself finds the tmpfs full.
-    monkeypatch.setattr(producer.temp, "space", lambda folder: (1 << 40, 1 << 40))
+    monkeypatch.setattr(roots, "space", lambda folder: (1 << 40, 1 << 40))
     for _ in range(3):
         with pytest.raises(stridemap.NoSpace) as e:
             stridemap.share(big, kind="file", temp_folder=tiny_tmpfs)

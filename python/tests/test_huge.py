@@ -1,4 +1,4 @@
-"""Huge pages for share()/empty() segments, on this machine's kernel (stridemap.huge).
+"""Huge pages for share()/empty() segments, on this machine's kernel (stridemap.segments.huge).
 
 As root: a tmpfs mounted ``huge=always``, a few reserved hugetlb pages and
 ``shmem_enabled=advise``, each restored right after, serialized with the Rust tests by a lock
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import stridemap
-from stridemap import huge
+from stridemap.segments import huge
 
 SHMEM_ENABLED = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 NR_HUGEPAGES = "/proc/sys/vm/nr_hugepages"
@@ -278,10 +278,10 @@ def test_require_without_any_mechanism_is_the_clear_error(tmp_path):
 
 def test_a_large_hugetlb_share_is_filled_from_both_ends(monkeypatch):
     """share() of a large span into hugetlb pages: this thread and the helper each fault in,
-    zero and fill huge pages (stridemap._fresh), every byte in place, every page huge."""
+    zero and fill huge pages (stridemap.segments.fresh), every byte in place, every page huge."""
     if not ROOT:
         return note("not root: no hugetlb pages reserved; not exercised")
-    from stridemap import _fresh
+    from stridemap.segments import fresh as _fresh
 
     monkeypatch.setattr(_fresh, "PARALLEL_MIN", 0)
     monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 2)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import stridemap
-from stridemap import temp
+from stridemap.segments import roots as temp
 from producer_util import open_fds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,11 +44,11 @@ def test_nothing_is_left_after_a_normal_exit(tmp_path, mode):
 def test_kill_9_then_sweep_leaves_nothing(tmp_path):
     p, info = run_child(tmp_path, "sleep")
     folder = info["folder"]
-    assert temp.sweep(tmp_path).alive == [folder]  # locked by a live producer
+    assert stridemap.sweep(tmp_path).alive == [folder]  # locked by a live producer
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     assert os.path.isdir(folder) and all(os.path.exists(x) for x in info["paths"])
-    dry = temp.sweep(tmp_path, dry_run=True)
+    dry = stridemap.sweep(tmp_path, dry_run=True)
     assert dry.removed == [folder] and os.path.isdir(folder)
     report = stridemap.sweep(tmp_path)
     assert report.removed == [folder] and not report.failed
@@ -62,14 +62,14 @@ def test_a_sweep_keeps_a_folder_whose_file_a_reader_maps_until_it_unmaps(tmp_pat
     p.kill()
     p.wait(timeout=30)
     before = entries(tmp_path)
-    report = temp.sweep(tmp_path)
+    report = stridemap.sweep(tmp_path)
     assert report.in_use == [folder] and report.removed == []
     assert report.kept == [(folder, f"owner dead, {os.path.basename(info['paths'][0])} still "
                                     "mapped by a reader")]
     assert entries(tmp_path) == before  # all or nothing: every file stays
     assert held[0] == 999.0  # still readable
     del held
-    assert temp.sweep(tmp_path).removed == [folder]
+    assert stridemap.sweep(tmp_path).removed == [folder]
     assert entries(tmp_path) == []
 
 
@@ -78,7 +78,7 @@ def test_the_first_folder_sweeps_its_root(tmp_path):
     p.kill()
     p.wait(timeout=30)
     root = tmp_path.resolve()
-    producer_state = stridemap.producer._state
+    producer_state = stridemap.segments.lifetime._state
     producer_state.swept.discard(str(root))
     producer_state.folders.pop(str(root), None)
     s = stridemap.share(np.arange(3.0), kind="file", temp_folder=tmp_path)
@@ -115,7 +115,7 @@ def test_the_sweep_touches_only_dead_folders_of_its_own_user(tmp_path):
         os.chown(other, 4242, 4242)
     else:
         print("note: not root: the other-user folder is this user's; its case is not exercised")
-    report = temp.sweep(tmp_path)
+    report = stridemap.sweep(tmp_path)
     assert report.removed == [str(dead)]
     assert [k for k, _ in report.kept] == [str(weird)] and "remove it by hand" in report.kept[0][1]
     assert (weird / "seg-z").exists()  # all or nothing
@@ -124,7 +124,7 @@ def test_the_sweep_touches_only_dead_folders_of_its_own_user(tmp_path):
     if chowned:
         assert report.other_users == [str(other)]
         assert (other / "seg-y").exists()
-        assert temp.sweep(tmp_path, all_users=True).removed == [str(other)]
+        assert stridemap.sweep(tmp_path, all_users=True).removed == [str(other)]
 
 
 def test_liveness_is_the_folder_lock_not_the_pid(tmp_path):
@@ -133,7 +133,7 @@ def test_liveness_is_the_folder_lock_not_the_pid(tmp_path):
     me = os.getpid()
     name = f"stridemap-{me}-{temp.start_time(me)}-{'ab' * 16}"
     (tmp_path / name).mkdir()
-    assert temp.sweep(tmp_path).removed == [str(tmp_path / name)]
+    assert stridemap.sweep(tmp_path).removed == [str(tmp_path / name)]
 
 
 def test_a_sweep_needs_write_access_and_says_so(tmp_path):
@@ -145,7 +145,7 @@ def test_a_sweep_needs_write_access_and_says_so(tmp_path):
     (dead / "seg-x").write_bytes(b"x")
     dead.chmod(0o500)
     try:
-        report = temp.sweep(tmp_path, dry_run=True)
+        report = stridemap.sweep(tmp_path, dry_run=True)
         assert report.removed == [] and "not writable" in report.failed[0][1]
     finally:
         dead.chmod(0o700)

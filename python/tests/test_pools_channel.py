@@ -16,7 +16,8 @@ import pytest
 
 import stridemap
 import stridemap.pools
-from stridemap import _channel, _handoff
+from stridemap.transport import channel as _channel
+from stridemap.transport import handoff as _handoff
 
 
 def _sockets():

@@ -14,7 +14,7 @@ import pytest
 import poolwork
 import stridemap
 import stridemap.pools
-from stridemap import _handoff
+from stridemap.transport import handoff as _handoff
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from joblib.externals.loky import reusable_executor
 import poolwork
 import stridemap
 import stridemap.pools
+from stridemap.integrations import joblib_backend
 
 # name -> (the memmap it views: "1d" (1000,) or "2d" (30, 40), the view)
 FAILING = {
@@ -92,7 +93,7 @@ def test_loky_reusable_executor_is_left_alone():
     with joblib.parallel_config(backend="stridemap", n_jobs=2):
         ours = set(joblib.Parallel()(joblib.delayed(poolwork.pid)() for _ in range(8)))
     assert not ours & workers, "the stridemap backend ran on loky's reusable executor"
-    assert stridemap.pools._executor[1] is not shared_executor
+    assert joblib_backend._executor[1] is not shared_executor
     again = set(joblib.Parallel(n_jobs=2)(joblib.delayed(poolwork.pid)() for _ in range(8)))
     assert reusable_executor._executor is shared_executor
     assert shared_executor._flags.broken is None and not shared_executor._flags.shutdown

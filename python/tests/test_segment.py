@@ -16,8 +16,9 @@ from segments import (
 )
 
 import stridemap
-from stridemap import encode, errors, segment
-from stridemap.segment import DATA_OFFSET, decode_header, encode_header
+from stridemap import encode, errors
+from stridemap.segments import header as segment
+from stridemap.segments.header import DATA_OFFSET, decode_header, encode_header
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import stridemap
-from stridemap import producer, segment
+from stridemap.segments import header as segment
+from stridemap.segments import fill, lifetime, make
 from producer_util import cases, is_stridemap_mapping, mapping_name, same_bytes
 
 CASES = cases()
@@ -101,9 +102,9 @@ def test_sharing_the_same_live_object_reuses_its_segment():
     assert stridemap.share(s1) is s1  # already shared and frozen
     assert stridemap.share(a, reuse=False) is not s1
     key = (id(a), "memfd")
-    assert key in producer._state.reused
+    assert key in lifetime._state.reused
     del a
-    assert key not in producer._state.reused  # liveness: gone with the object
+    assert key not in lifetime._state.reused  # liveness: gone with the object
 
 
 def test_share_accepts_array_likes_and_copies_them():
@@ -143,9 +144,9 @@ def test_segment_header_seals_and_modes(kind):
     assert (d.generation, d.segment_id, d.buffer_offset, d.buffer_len) == (
         1, seg.segment_id, 4096, 400)
     if kind == "memfd":
-        seals = fcntl.fcntl(seg.fd, producer.F_GET_SEALS)
-        want = (producer.F_SEAL_SHRINK | producer.F_SEAL_GROW | producer.F_SEAL_FUTURE_WRITE
-                | producer.F_SEAL_SEAL)
+        seals = fcntl.fcntl(seg.fd, make.F_GET_SEALS)
+        want = (make.F_SEAL_SHRINK | make.F_SEAL_GROW | make.F_SEAL_FUTURE_WRITE
+                | make.F_SEAL_SEAL)
         assert seals & want == want
         assert d.source == "fd" and seg.path is None
         assert "memfd:stridemap-" in os.readlink(f"/proc/self/fd/{seg.fd}")
@@ -160,7 +161,7 @@ def test_segment_header_seals_and_modes(kind):
 
 
 def temp_parse(name):
-    from stridemap.temp import parse_folder_name
+    from stridemap.segments.roots import parse_folder_name
 
     return parse_folder_name(name)
 
@@ -211,7 +212,7 @@ def test_empty_is_writable_and_freeze_seals_it(kind):
     got = open_export(stridemap.export(out))
     assert np.array_equal(got, out)
     if kind == "memfd":
-        assert fcntl.fcntl(out.segment.fd, producer.F_GET_SEALS) & producer.F_SEAL_FUTURE_WRITE
+        assert fcntl.fcntl(out.segment.fd, make.F_GET_SEALS) & make.F_SEAL_FUTURE_WRITE
     assert stridemap.share(out, kind=kind) is out  # frozen: shared as it is
 
 
@@ -267,7 +268,7 @@ def test_a_named_segment_a_consumer_maps_is_deleted_once_it_unmaps():
     path, folder = s.segment.path, s.segment.folder
     got = stridemap.open(stridemap.describe(s), allowed_roots=[folder])  # its own lock
     del s  # released by the producer, but the consumer's LOCK_SH stops the delete
-    assert os.path.exists(path) and producer._state.pending
+    assert os.path.exists(path) and lifetime._state.pending
     assert got.tolist() == list(map(float, range(10)))
     del got
     deadline = time.monotonic() + 5
@@ -357,7 +358,7 @@ def test_a_copy_on_write_receiver_writes_privately(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_views_with_gaps_are_packed_slab_by_slab(kind, monkeypatch):
-    monkeypatch.setattr(producer, "_STAGE", 64)  # many slabs, some of one row
+    monkeypatch.setattr(fill, "_STAGE", 64)  # many slabs, some of one row
     a = np.arange(3000, dtype="<i4").reshape(30, 100)
     for v in [a[::2], a[::-3, 1::7], a.T[::-2, ::4], a[5, ::-3], a[::2, 3], a[2:3, ::5]]:
         s = stridemap.share(v, kind=kind, reuse=False)

@@ -16,28 +16,22 @@ dead producers (``sweep``). And pass descriptors and fds over Unix sockets.
 (True, False)
 """
 
-from .codec import decode
-from .compact import decode_compact, encode_compact
-from .describe import describe
-from .descriptor import Descriptor
-from .errors import *  # noqa: F401,F403 - every rule's exception class
-from .errors import __all__ as _error_names
-from .fdpass import recv, send
-from .open import open
-from .producer import (
-    Export,
-    Segment,
-    SharedArray,
-    empty,
-    export,
-    producer_folders,
-    producer_root,
-    reap,
-    segment_of,
-    share,
-)
-from .temp import SweepReport, sweep
-from .record import crc32c, decode_fixed, encode
+from .codec.compact import decode_compact, encode_compact
+from .codec.decode import decode
+from .codec.descriptor import Descriptor
+from .codec.errors import *  # noqa: F401,F403 - every rule's exception class
+from .codec.errors import __all__ as _error_names
+from .codec import errors
+from .codec.record import crc32c, decode_fixed, encode
+from .reader import open
+from .segments import huge
+from .segments.backing import Segment, segment_of
+from .segments.describe import describe
+from .segments.export import Export, export
+from .segments.lifetime import producer_folders, producer_root, reap
+from .segments.share import SharedArray, empty, share
+from .segments.sweep import SweepReport, sweep
+from .transport.fdpass import recv, send
 
 __all__ = [
     "Descriptor",

@@ -18,7 +18,7 @@ from test_c_open import c_open
 
 import stridemap
 from stridemap import encode
-from stridemap.segment import DATA_OFFSET, encode_header
+from stridemap.segments.header import DATA_OFFSET, encode_header
 
 
 def py_verdict(desc, **kw):

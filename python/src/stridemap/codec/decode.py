@@ -4,7 +4,7 @@ a fixed record (SPEC §4).
 >>> decode(b"\\x89SMX").__class__
 Traceback (most recent call last):
   ...
-stridemap.errors.Truncated: R1: truncated record: needs 1024 bytes, got 4
+stridemap.Truncated: R1: truncated record: needs 1024 bytes, got 4
 """
 
 from .compact import MAGIC as COMPACT_MAGIC

@@ -1,6 +1,6 @@
 """Benchmark: default Dask against Dask with :mod:`stridemap.dask`, on one machine.
 
-``python -m stridemap.dask_bench`` runs two workloads on a fresh ``LocalCluster`` of worker
+``python -m stridemap.bench.dask`` runs two workloads on a fresh ``LocalCluster`` of worker
 processes per run, alternating the modes run by run, and prints a table of medians and ratios:
 
 - **broadcast**: one chunk (256 MiB) made on one worker feeds tasks on every worker (each task
@@ -254,7 +254,7 @@ def _ratio(a, b):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m stridemap.dask_bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m stridemap.bench.dask", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--broadcast-mib", type=int, default=256)

@@ -15,7 +15,7 @@ import array
 import os
 import socket
 
-from .record import SIZE
+from ..codec.record import SIZE
 
 _MAX_MESSAGE = 1 << 16
 _FD_SIZE = array.array("i").itemsize

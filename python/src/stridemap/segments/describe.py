@@ -18,10 +18,11 @@ import stat
 
 import numpy as np
 
-from . import errors, producer
-from .descriptor import Descriptor
-from .record import encode
-from .rules import KINDS
+from ..codec import errors
+from ..codec.descriptor import Descriptor
+from ..codec.record import encode
+from ..codec.rules import KINDS
+from .backing import segment_of
 
 
 def describe(array, *, fd=None, mode="r"):
@@ -38,7 +39,7 @@ def describe(array, *, fd=None, mode="r"):
     writable.
     """
     if fd is None:
-        seg = producer.segment_of(array)
+        seg = segment_of(array)
         if seg is not None and seg.kind != "memmap":
             return seg.describe(array, mode)
     mm, owner = _backing_mmap(array)

@@ -9,7 +9,7 @@
 
 import struct
 
-from . import _crc, errors, rules
+from . import crc as _crc, errors, rules
 from .descriptor import MODES, ORDERS, SOURCES, Descriptor
 
 SIZE = 1024
@@ -71,7 +71,7 @@ _MEMO_SIZE = 256
 def decode_fixed(buf):
     """Decode and validate a fixed record (the first 1024 bytes of ``buf``).
 
-    Raises the :class:`~stridemap.errors.DescriptorError` of the first rule broken (SPEC §3).
+    Raises the :class:`~stridemap.DescriptorError` of the first rule broken (SPEC §3).
     """
     if len(buf) < SIZE:
         raise errors.Truncated(f"R1: truncated record: needs {SIZE} bytes, got {len(buf)}")

@@ -245,7 +245,7 @@ class NotSealed(OpenError):
 class StaleSegment(OpenError):
     """O10: the file's segment header is not valid, or does not match the descriptor (another
     segment, another generation: the segment was recycled, or the buffer is outside its data
-    area). ``found`` is the header read (a :class:`~stridemap.segment.SegmentHeader`), or
+    area). ``found`` is the header read (a :class:`~stridemap.segments.header.SegmentHeader`), or
     ``None`` when there is no valid one."""
 
     rule = "O10"
@@ -316,3 +316,9 @@ class NotShareable(StridemapError, ValueError):
 
 __all__ = [name for name, value in list(globals().items())
            if isinstance(value, type) and issubclass(value, StridemapError)]
+
+# Every class is public as ``stridemap.<Name>``: tracebacks and pickles name it there, so a
+# caller catches what the traceback says, and a worker's exception unpickles in any process.
+for _name in __all__:
+    globals()[_name].__module__ = "stridemap"
+del _name

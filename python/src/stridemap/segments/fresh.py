@@ -31,7 +31,7 @@ import threading
 
 import numpy as np
 
-from . import _uffd
+from . import uffd as _uffd
 
 #: Fills of at least this many bytes use the helper thread (below it, starting a thread and
 #: mapping the file cost more than they save).
@@ -208,7 +208,7 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
     def helper():
         k = None
         # Base pages: placed with UFFDIO_COPY where the system allows (no zeroing, no inode
-        # lock: stridemap._uffd), else faulted in and copied.
+        # lock: .uffd), else faulted in and copied.
         uffd = _uffd.open_uffd() if page == mmap.PAGESIZE and not advise else None
         try:
             while True:

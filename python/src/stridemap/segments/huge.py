@@ -17,7 +17,7 @@ mechanism the system offers for their kind:
 Huge segments put their data at the huge page size into the file (SPEC §8 ``data_offset``), so
 every consumer maps it aligned, and their capacity is whole huge pages.
 
->>> import stridemap, stridemap.huge as huge
+>>> import stridemap, stridemap.segments.huge as huge
 >>> p = huge.probe("memfd", None, 64 << 20)
 >>> p.page_size >= 4096 and len(p.candidates)
 2
@@ -32,8 +32,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from . import errors
-from .segment import DATA_OFFSET
+from ..codec import errors
+from .backing import segment_of
+from .header import DATA_OFFSET
 
 THP = "/sys/kernel/mm/transparent_hugepage"
 HUGETLB = "/sys/kernel/mm/hugepages"
@@ -358,21 +359,6 @@ def prepare(fd, plan, header, file_len, where):
         raise
 
 
-def with_fallback(new_segment, kind, capacity, temp_folder, mode):
-    """``new_segment(kind, capacity, temp_folder, mode)``; under "auto", a huge segment that
-    cannot be made after all (another process took the free hugetlb pages, a huge tmpfs is
-    full) is made again in base pages, as the Rust pool does."""
-    try:
-        return new_segment(kind, capacity, temp_folder, mode)
-    except errors.NoSpace as e:
-        if mode != "auto" or page_size_for(mode, kind, capacity, temp_folder) is None:
-            raise
-        import logging
-
-        logging.getLogger("stridemap").debug("stridemap: huge pages failed (%s); base pages", e)
-        return new_segment(kind, capacity, temp_folder, "never")
-
-
 def advise(mm, plan):
     """``MADV_HUGEPAGE`` on a mapping of a THP segment (what makes ``advise`` mode allocate
     huge pages when this mapping faults them in)."""
@@ -410,8 +396,6 @@ def page_backing(array):
     """What backs the segment of ``array`` (a SharedArray or any view of one): "base",
     "hugetlb-memfd", "hugetlb-file", "thp-memfd" or "thp-file"; None without a segment this
     process made."""
-    from .producer import segment_of
-
     seg = segment_of(array)
     plan = getattr(seg, "huge_plan", None)
     return plan.backing if plan is not None else None

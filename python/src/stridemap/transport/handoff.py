@@ -7,11 +7,11 @@ public face (``install()``, the joblib backend).
 What travels in the pickle is ``(_rebuild, (record, handle, named, mode, policy))``: the
 1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, and a handle of the fd.
 While a process is being started (spawn, forkserver) the handle is ``multiprocessing``'s own
-and the fd is inherited by the child. At any other time it is a :class:`~._channel.ChannelFd`:
+and the fd is inherited by the child. At any other time it is a :class:`~.channel.ChannelFd`:
 the sender keeps the fd, and the one process that asks for it gets it, once, over a Unix socket
 connection to the sender's listener that it made the first time it received from this sender,
 authenticated both ways with the pool's ``authkey``, and then reuses for every array (see
-:mod:`stridemap._channel`). When the sender cannot listen, ``multiprocessing.reduction.DupFd``
+:mod:`stridemap.transport.channel`). When the sender cannot listen, ``multiprocessing.reduction.DupFd``
 carries the fd instead (a ``resource_sharer`` connection and handshake per array). Each receiver
 gets an open file description made for it alone (``stridemap.export`` reopens the memfd; a named
 segment or memmap file is opened again here), on which the sender already holds
@@ -43,11 +43,14 @@ from multiprocessing import resource_sharer as _resource_sharer
 
 import numpy as np
 
-from . import _channel, errors, segment
-from .codec import decode
-from .open import open as _open
-from .record import encode
-from .rules import KINDS
+from ..codec import errors
+from ..codec.decode import decode
+from ..codec.record import encode
+from ..codec.rules import KINDS
+from ..reader import open as _open
+from ..segments import header
+from ..segments.make import Produced
+from . import channel
 
 log = logging.getLogger("stridemap.pools")
 
@@ -237,7 +240,7 @@ def export_for_receiver(view):
         # A memfd is sealed; a named file (also one a worker received as an fd and hands on)
         # cannot be.
         named = not _sealable(fd)
-        segment.lock_shared(fd, wait=generation != 0)
+        header.lock_shared(fd, wait=generation != 0)
         try:
             handle = _dup_for_receiver(fd, view)
         except OSError as e:
@@ -262,8 +265,7 @@ def _export_frozen_memfd(view):
     remembered per segment; None for any other view (the caller exports it the usual way)."""
     sm = _producer()
     seg = sm.segment_of(view)
-    if (type(seg).__name__ != "_Produced" or getattr(seg, "kind", None) != "memfd"
-            or not getattr(seg, "frozen", False)):
+    if not isinstance(seg, Produced) or seg.kind != "memfd" or not seg.frozen:
         return None
     iface = view.__array_interface__
     key = (iface["data"][0], view.shape, view.strides, view.dtype.str)
@@ -340,7 +342,7 @@ def _dup_for_receiver(fd, keep):
         return popen.DupFd(popen.duplicate_for_child(dup))
     dup = os.dup(fd)
     try:
-        handle = _channel.offer(dup, keep)
+        handle = channel.offer(dup, keep)
     except OSError as e:  # this process cannot listen: one resource_sharer connection per fd
         os.close(dup)
         log.debug("stridemap.pools: no fd channel (%s); using multiprocessing's DupFd", e)
@@ -451,19 +453,19 @@ def _wait_for_receivers():
     import time
 
     deadline = time.monotonic() + EXIT_WAIT
-    while _unfetched() or _channel.pending():
+    while _unfetched() or channel.pending():
         if time.monotonic() >= deadline:
             log.warning(
                 "stridemap.pools: exiting with %d shared array(s) never received (their "
                 "receivers did not unpickle them within %g s); set STRIDEMAP_POOLS_EXIT_WAIT "
-                "to wait longer", len(_unfetched()) + _channel.pending(), EXIT_WAIT)
+                "to wait longer", len(_unfetched()) + channel.pending(), EXIT_WAIT)
             return
         time.sleep(0.01)
 
 
 def _detach(handle):
     """The fd a handle carries, close-on-exec, owned by the caller."""
-    if type(handle) is _channel.ChannelFd:
+    if type(handle) is channel.ChannelFd:
         return handle.detach()
     if isinstance(handle, _resource_sharer.DupFd):
         get_connection = getattr(_resource_sharer._ResourceSharer, "get_connection", None)

@@ -32,7 +32,7 @@ from multiprocessing import connection as _mp_connection
 from multiprocessing import process as _mp_process
 from multiprocessing import util as _mp_util
 
-from . import errors
+from ..codec import errors
 
 _KEY = struct.Struct("<Q")
 _FOUND, _MISSING = b"\x01", b"\x00"

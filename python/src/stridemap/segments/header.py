@@ -29,8 +29,8 @@ import struct
 import time
 from dataclasses import dataclass
 
-from . import errors
-from .record import crc32c
+from ..codec import errors
+from ..codec.record import crc32c
 
 MAGIC = b"\x89SMS\r\n\x1a\n"
 HEADER_SIZE = 64
@@ -121,7 +121,7 @@ def lock_shared(fd, *, wait):
     """``flock(LOCK_SH)`` on ``fd``'s open file description (SPEC §7.1); whether it got it.
 
     With ``wait``, retries ``LOCK_SH | LOCK_NB`` for up to :data:`LOCK_PATIENCE` seconds, then
-    raises :class:`~stridemap.errors.SegmentBusy` (another ``flock`` failure is raised as the
+    raises :class:`~stridemap.SegmentBusy` (another ``flock`` failure is raised as the
     ``OSError`` it is). Without, tries once and never fails: a file that is not a segment is
     locked if that is possible at once, and opened either way.
     """
@@ -152,8 +152,8 @@ def enter(fd, desc):
     """SPEC §7 and O10 for an opened file: lock it shared, then check its header.
 
     A file that is not a segment (``generation`` 0) gets the lock if it is free and is never
-    waited for. A segment is waited for (then :class:`~stridemap.errors.SegmentBusy`), and its
-    header must be valid and match ``desc``, else :class:`~stridemap.errors.StaleSegment`
+    waited for. A segment is waited for (then :class:`~stridemap.SegmentBusy`), and its
+    header must be valid and match ``desc``, else :class:`~stridemap.StaleSegment`
     (O10). The lock stays on ``fd``'s open file description: whatever maps the file next keeps
     it.
     """

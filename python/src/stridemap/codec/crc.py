@@ -7,7 +7,7 @@ loop on a zero byte) and ``T`` the byte table, the loop gives
 ``A^k(T[b])``, ``_zeros[n]`` holds ``A^n(0xFFFFFFFF)``; both are built once, on first use
 (1 MiB).
 
->>> from stridemap.record import _CRC_TABLE
+>>> from stridemap.codec.record import _CRC_TABLE
 >>> hex(crc32c(b"123456789" * 20, _CRC_TABLE)) == hex(_slow(b"123456789" * 20, _CRC_TABLE))
 True
 """

@@ -22,10 +22,11 @@ import stat
 
 import numpy as np
 
-from . import errors, producer, segment
-from .codec import decode
-from .descriptor import Descriptor
-from .record import encode
+from .codec import errors
+from .codec.decode import decode
+from .codec.descriptor import Descriptor
+from .codec.record import encode
+from .segments import backing, header
 
 _ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
 # Folders on the walk need only be searchable: O_PATH where the system has it.
@@ -49,7 +50,7 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
     checked on the opened folder. Another user's producer's folder must be allowed explicitly.
 
     A descriptor of a segment (``generation`` != 0) is locked shared (SPEC §7: waiting up to
-    two seconds for its producer, then :class:`~stridemap.errors.SegmentBusy`) and its header
+    two seconds for its producer, then :class:`~stridemap.SegmentBusy`) and its header
     checked (O10). The lock lives as long as the returned array (and every view of it): the
     producer cannot delete or recycle the segment under it. It is held by the open file
     description of the file, so for an fd source it also lasts while ``fd`` stays open, and a
@@ -60,8 +61,8 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
     copy-on-write) or ``"r+"`` (shared writes, only when the descriptor is ``r+``). An fd that
     cannot be sealed is refused unless ``allow_unsealed`` (SPEC §6 O9).
 
-    Raises the :class:`~stridemap.errors.DescriptorError` of an invalid descriptor, or the
-    :class:`~stridemap.errors.OpenError` of the first open-time check that fails.
+    Raises the :class:`~stridemap.DescriptorError` of an invalid descriptor, or the
+    :class:`~stridemap.OpenError` of the first open-time check that fails.
     """
     if isinstance(desc, Descriptor):
         encode(desc)  # validates it, as decode() would have
@@ -80,7 +81,7 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
         _check_file(file_fd, desc)
         if desc.source == "fd":
             _check_seals(file_fd, allow_unsealed)
-        segment.enter(file_fd, desc)  # SPEC §7 lock, O10
+        header.enter(file_fd, desc)  # SPEC §7 lock, O10
         return _map(file_fd, desc, granted)
     finally:
         if owned:
@@ -304,7 +305,7 @@ def _map(fd, desc, granted):
                 getattr(e, "errno", None),
             ) from None
         if granted != "c":
-            from .huge import advise_consumer
+            from .segments.huge import advise_consumer
 
             advise_consumer(buf, fd)
     view = np.ndarray(
@@ -312,5 +313,5 @@ def _map(fd, desc, granted):
         strides=desc.strides,
     )
     if desc.buffer_len:  # views of it can be described again (stridemap.describe, export)
-        producer.register_opened(buf, desc, granted, fd if desc.source == "fd" else None)
+        backing.register_opened(buf, desc, granted, fd if desc.source == "fd" else None)
     return view

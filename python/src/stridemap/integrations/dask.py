@@ -1,0 +1,724 @@
+"""Dask distributed with same-host zero-copy transfers: numpy arrays travel between workers as
+stridemap descriptors of named segments instead of bytes over TCP.
+
+Install it in one of two ways (both do the same thing in each worker):
+
+- a worker plugin, from the client: ``client.register_plugin(stridemap.dask.StridemapPlugin())``
+  (:func:`install` does that);
+- a preload: ``dask worker SCHEDULER --preload stridemap.dask`` (or ``preload=["stridemap.dask"]``
+  for ``LocalCluster``, or ``distributed.worker.preload`` in the Dask config).
+
+**Who shares with whom.** A worker publishes a sharing token in the handshake of every
+connection it makes or accepts (``"stridemap-token"``, next to Dask's own ``compression`` and
+``pickle-protocol``): the boot id, the device and inode of the temp root its segments live in,
+and its uid. Dask passes that handshake to serializers as ``context["recipient"]``
+(``distributed/comm/tcp.py``). A sender describes an array only when the recipient's token
+equals its own: same boot, same folder (not a container's separate ``/dev/shm``), same user.
+Everything else declines and takes Dask's normal path, unchanged: another host or temp root,
+a peer without stridemap, spilling to disk (no recipient), arrays below ``min-bytes``, dtypes
+without a stridemap typestr (objects, strings, datetimes, records).
+
+**Where it hooks.** The module wraps the ``dask`` serialization family's entry for numpy
+arrays (``dask_serialize``/``dask_deserialize`` of ``np.ndarray``); declining hands the array to
+numpy's own entry, which is Dask's normal path. (A family of its own would have to be named in
+the ``serializers`` list of every connection, a list the requesting peer sends with each
+request; the ``dask`` family is in every default list, and a peer without stridemap never
+gets a descriptor because it publishes no token.)
+
+**Zero copies where the data already is.** An array backed by a stridemap segment (received
+through stridemap, or made with :func:`stridemap.empty`/:func:`stridemap.share`) is described
+again without copying, views included (a slice or a transpose travels as a view of the same
+segment). A plain array is copied once into a named segment of the worker's private
+``stridemap-*`` folder; the same array object reuses that segment for every recipient, and the
+worker's own copy of the key is replaced by the segment (read-only), so the worker holds the
+bytes once. Segments follow SPEC §7: one lives while its worker holds the array and while any
+reader maps it.
+
+**When a segment is gone.** A reader that cannot open a segment (removed, recycled: O10,
+replaced: O8) raises :class:`TransferFallback`, an ``OSError``: the worker's ``gather_dep``
+treats it as a failed connection and fetches the key again, and the next connection to that
+peer is made without the token, so that fetch takes the normal path. No task fails for it.
+
+**Memory accounting.** :func:`dask.sizeof.sizeof` of an array that maps another process's
+segment is 0: the pages are counted once per host, by the worker that holds the segment (its
+producer, which counts the array in full), so Dask's memory manager does not count them once
+more in every reader and spill because of it. The worker's process memory (RSS, what its spill
+and pause thresholds and the scheduler see) leaves out the peers' pages it maps, likewise. The
+nanny's terminate threshold reads RSS itself and still counts them (see the README's limits).
+
+**Counters.** :func:`stats` (``client.run(stridemap.dask.stats)``) returns this process's
+counters: arrays and bytes sent and received as descriptors, plain arrays copied into
+segments, fallbacks by reason, and bytes not copied. Every transfer and fallback is logged at
+debug level on the ``stridemap.dask`` logger.
+
+>>> import stridemap.dask as sd
+>>> t = sd.token("/dev/shm")
+>>> t.startswith("stridemap-1:") and sd.token("/dev/shm") == t
+True
+"""
+
+import errno
+import logging
+import mmap
+import os
+import tempfile
+import threading
+import time
+import weakref
+from collections import Counter
+
+import numpy as np
+from dask.sizeof import sizeof as _sizeof_dispatch
+from distributed.comm.core import Comm
+from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.protocol import numpy as _dask_numpy  # noqa: F401 - numpy's dask serializer
+from distributed.protocol.serialize import dask_deserialize, dask_serialize
+
+import stridemap
+
+from ..codec.rules import KINDS
+from ..segments.header import read_header
+
+log = logging.getLogger("stridemap.dask")
+
+TOKEN_KEY = "stridemap-token"
+HEADER_KEY = "stridemap"
+DEFAULT_MIN_BYTES = 1 << 20
+# How long after a failed open the connections this worker makes to that peer carry no token.
+DEGRADE_SECONDS = 30.0
+
+__all__ = [
+    "StridemapPlugin",
+    "TransferFallback",
+    "activate",
+    "deactivate",
+    "install",
+    "stats",
+    "token",
+    "dask_setup",
+    "dask_teardown",
+]
+
+
+class TransferFallback(OSError):
+    """A descriptor arrived whose segment could not be opened (gone, recycled, replaced, busy).
+
+    It is an ``OSError`` on purpose: the receiving worker's ``gather_dep`` handles it as a
+    broken connection and fetches the key again; the next connection to that peer is made
+    without the sharing token, so the key then travels by Dask's normal path.
+    """
+
+
+# ---------------------------------------------------------------------------------------------
+# The sharing token
+# ---------------------------------------------------------------------------------------------
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read().strip().decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def default_root(temp_folder=None):
+    """The temp root this process's segments go to: ``temp_folder``, else the Dask config
+    ``stridemap.dask.temp-folder``, else ``$STRIDEMAP_TEMP_FOLDER``, else ``/dev/shm`` when it
+    is writable, else the system temp dir (the producer's policy, without the room test:
+    segments that do not fit take Dask's normal path)."""
+    import dask
+
+    for chosen in (temp_folder, dask.config.get("stridemap.dask.temp-folder", None),
+                   os.environ.get("STRIDEMAP_TEMP_FOLDER") or None):
+        if chosen:
+            return os.path.realpath(os.fspath(chosen))
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return os.path.realpath("/dev/shm")
+    return os.path.realpath(tempfile.gettempdir())
+
+
+def token(root=None):
+    """The sharing token of this process for segments below ``root`` (default:
+    :func:`default_root`): ``stridemap-1:<boot id>:<device>:<inode>:<uid>``, or None when the
+    boot id or the root cannot be read (then nothing is shared)."""
+    root = default_root() if root is None else root
+    boot = _boot_id()
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    if not boot:
+        return None
+    return f"stridemap-1:{boot}:{st.st_dev}:{st.st_ino}:{os.getuid()}"
+
+
+def _mismatch(mine, theirs):
+    """Why two different tokens cannot share: the fallback reason."""
+    a, b = mine.split(":"), str(theirs).split(":")
+    if len(a) != len(b) or a[0] != b[0]:
+        return "token-version"
+    if a[1] != b[1]:
+        return "other-host"
+    if a[2:4] != b[2:4]:
+        return "other-temp-root"
+    return "other-user"
+
+
+def _typestr_ok(dt):
+    return dt.fields is None and dt.subdtype is None and dt.kind in KINDS and not dt.hasobject
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-process state
+# ---------------------------------------------------------------------------------------------
+
+class _Entry:
+    """A plain array copied into a segment: the segment lives while the array does."""
+
+    __slots__ = ("ref", "shared", "folder")
+
+    def __init__(self, array, shared, folder):
+        self.ref = weakref.ref(array)
+        self.shared = shared
+        self.folder = folder
+
+
+class _Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = Counter()
+        self.fallbacks = Counter()
+
+    def add(self, **kw):
+        with self.lock:
+            self.counts.update(kw)
+
+    def fallback(self, reason):
+        with self.lock:
+            self.fallbacks[reason] += 1
+
+    def snapshot(self):
+        with self.lock:
+            c = dict(self.counts)
+            fb = dict(self.fallbacks)
+        out = {k: c.get(k, 0) for k in (
+            "sent", "sent_bytes", "redescribed", "copied", "copied_bytes", "received",
+            "received_bytes", "swapped")}
+        out["fallbacks"] = fb
+        out["bytes_not_copied"] = out["sent_bytes"] - out["copied_bytes"] + out["received_bytes"]
+        return out
+
+
+class _State:
+    """What an activated process shares with: its root, token, threshold and the arrays it
+    copied into segments."""
+
+    def __init__(self, root, min_bytes, worker):
+        self.root = root
+        self.token = token(root)
+        self.min_bytes = int(min_bytes)
+        self.worker = weakref.ref(worker) if worker is not None else (lambda: None)
+        self.lock = threading.RLock()
+        self.entries = {}  # id(array) -> _Entry
+        self.degraded = {}  # peer address -> monotonic time until which no token is sent
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def decline_reason(self, x, context):
+        if not context or not isinstance(context.get("recipient"), dict):
+            return "no-recipient"  # spilling to disk, or a comm that passes no context
+        if self.token is None:
+            return "no-token"
+        theirs = context["recipient"].get(TOKEN_KEY)
+        if theirs is None:
+            return "peer-without-stridemap"
+        if theirs != self.token:
+            return _mismatch(self.token, theirs)
+        if x.nbytes < self.min_bytes:
+            return "small"
+        if not _typestr_ok(x.dtype):
+            return "dtype"
+        if x.ndim > 32:
+            return "ndim"
+        return None
+
+    def dumps(self, x, context):
+        reason = self.decline_reason(x, context)
+        if reason is not None:
+            if reason != "no-recipient" or x.nbytes >= self.min_bytes:
+                STATS.fallback(reason)
+                log.debug("stridemap.dask: %s array %s of %d bytes takes the normal path (%s)",
+                          x.dtype, x.shape, x.nbytes, reason)
+            return None
+        try:
+            record, folder, copied = self.describe(x)
+        except stridemap.NoSpace as e:
+            STATS.fallback("no-space")
+            log.debug("stridemap.dask: no room to share %s array %s: %s", x.dtype, x.shape, e)
+            return None
+        except (stridemap.StridemapError, OSError) as e:
+            STATS.fallback("share-failed")
+            log.debug("stridemap.dask: cannot share %s array %s: %s", x.dtype, x.shape, e)
+            return None
+        w = self.worker()
+        header = {HEADER_KEY: 1, "folder": folder, "from": getattr(w, "address", None)}
+        STATS.add(sent=1, sent_bytes=x.nbytes, redescribed=0 if copied else 1)
+        log.debug("stridemap.dask: sent %s array %s (%d bytes) as a descriptor%s",
+                  x.dtype, x.shape, x.nbytes, " (copied once)" if copied else "")
+        return header, [record]
+
+    def describe(self, x):
+        """``(record, pool folder, copied)``: the descriptor of ``x``, the folder its segment
+        lives in, and whether this call copied ``x`` into a new segment."""
+        found = self._in_place(x)
+        if found is not None:
+            return found + (False,)
+        with self.lock:
+            entry = self.entries.get(id(x))
+            if entry is not None and entry.ref() is x and _intact(segment_of(entry.shared)):
+                ex = stridemap.export(entry.shared)
+                return ex.record, entry.folder, False
+            shared = stridemap.share(x, kind="file", temp_folder=self.root, reuse=False)
+            view = shared.view(np.ndarray)
+            seg = segment_of(view)
+            entry = _Entry(x, view, os.path.dirname(seg.path))
+            self.entries[id(x)] = entry
+            weakref.finalize(x, self._forget, id(x), entry).atexit = False
+        STATS.add(copied=1, copied_bytes=x.nbytes)
+        self._swap_later(x, view)
+        return stridemap.export(view).record, entry.folder, True
+
+    def _in_place(self, x):
+        """``(record, folder)`` of ``x`` in the segment that already backs it, when that is an
+        intact named file in a pool folder of this temp root (anything else is copied)."""
+        seg = segment_of(x)
+        if seg is None or seg.kind != "file" or not seg.path:
+            return None
+        folder = _pool_folder(seg.path, self.root)
+        if folder is None or not _intact(seg):
+            return None
+        ex = stridemap.export(x, mode="r")
+        ex.close()
+        return ex.record, folder
+
+    def _forget(self, key, entry):
+        with self.lock:
+            if self.entries.get(key) is entry:
+                del self.entries[key]
+
+    def _swap_later(self, x, view):
+        """Replace ``x`` by ``view`` wherever the worker holds it, in the event loop (which
+        owns ``worker.data``), so the worker keeps the bytes once."""
+        w = self.worker()
+        if w is None:
+            return
+        ref = weakref.ref(x)
+        del x
+
+        def swap():
+            x = ref()
+            if x is None:
+                return
+            data = w.data
+            fast = getattr(data, "fast", data)
+            fast = getattr(fast, "d", fast)
+            keys = [k for k, v in list(fast.items()) if v is x]
+            for k in keys:
+                data[k] = view
+            if keys:
+                STATS.add(swapped=len(keys))
+
+        try:
+            w.loop.add_callback(swap)
+        except Exception as e:  # a closing loop: nothing to swap
+            log.debug("stridemap.dask: cannot schedule the swap: %s", e)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def is_degraded(self, peer):
+        until = self.degraded.get(peer)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            self.degraded.pop(peer, None)
+            return False
+        return True
+
+
+STATS = _Stats()
+_STATE = None
+_STATE_LOCK = threading.Lock()
+
+
+def segment_of(x):
+    return stridemap.segment_of(x)
+
+
+def _intact(seg):
+    """Whether the named file of a segment this process maps is still that segment: same
+    device and inode, same length, and a header of the same id and generation (nobody removed,
+    replaced or recycled it under us; a receiver would refuse it, O8/O10)."""
+    if seg is None or not seg.path:
+        return False
+    desc = getattr(seg, "_desc", None)  # a segment opened from a peer's descriptor
+    if desc is not None:
+        identity, file_len = (desc.device, desc.inode), desc.file_len
+    else:
+        identity, file_len = getattr(seg, "identity", None), getattr(seg, "file_len", None)
+    try:
+        fd = os.open(seg.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != identity or st.st_size != file_len:
+            return False
+        header = read_header(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return (header is not None and header.segment_id == seg.segment_id
+            and header.generation == seg.generation)
+
+
+def _is_pool_folder(folder, root):
+    """Whether ``folder`` is ``<root>/stridemap-<pid>-<start>-<uuid>``."""
+    from ..segments.roots import parse_folder_name
+
+    parent, name = os.path.split(folder)
+    return parent == root and parse_folder_name(name) is not None
+
+
+def _pool_folder(path, root):
+    """The pool folder holding the file ``path`` when it is a pool folder of ``root``, else
+    None."""
+    if not path:
+        return None
+    folder = os.path.dirname(path)
+    return folder if _is_pool_folder(folder, root) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The serializer, the deserializer and sizeof (registered at import; inactive until activate())
+# ---------------------------------------------------------------------------------------------
+
+_numpy_serialize = dask_serialize.dispatch(np.ndarray)
+_numpy_deserialize = dask_deserialize.dispatch(np.ndarray)
+_numpy_sizeof = _sizeof_dispatch.dispatch(np.ndarray)
+
+
+@dask_serialize.register(np.ndarray)
+def _serialize(x, context=None):
+    st = _STATE
+    if st is not None:
+        try:
+            out = st.dumps(x, context)
+        except Exception as e:  # never let sharing break a transfer
+            STATS.fallback("error")
+            log.warning("stridemap.dask: sharing a %s array %s failed, sending it normally: %r",
+                        x.dtype, x.shape, e)
+            out = None
+        if out is not None:
+            return out
+    return _numpy_serialize(x, context=context)
+
+
+@dask_deserialize.register(np.ndarray)
+def _deserialize(header, frames):
+    if header.get(HEADER_KEY) is None:
+        return _numpy_deserialize(header, frames)
+    return _open_received(header, frames)
+
+
+def _open_received(header, frames):
+    st = _STATE
+    root = st.root if st is not None else default_root()
+    peer = header.get("from")
+    try:
+        folder = _checked_folder(header.get("folder"), root)
+        view = _open(bytes(frames[0]), folder)
+    except (stridemap.StridemapError, OSError) as e:
+        reason = _open_failure_reason(e)
+        STATS.fallback(reason)
+        if st is not None and peer:
+            st.degraded[peer] = time.monotonic() + DEGRADE_SECONDS
+        log.info("stridemap.dask: a segment from %s could not be opened (%s: %s); the key is "
+                 "fetched again by the normal path", peer, reason, e)
+        raise TransferFallback(
+            getattr(e, "errno", None) or errno.ESTALE,
+            f"stridemap: the segment from {peer} could not be opened ({reason}: {e}); Dask "
+            "fetches the key again by its normal path",
+        ) from e
+    _track_peer_mapping(view)
+    STATS.add(received=1, received_bytes=view.nbytes)
+    log.debug("stridemap.dask: received %s array %s (%d bytes) from %s by mapping", view.dtype,
+              view.shape, view.nbytes, peer)
+    return view
+
+
+def _checked_folder(folder, root):
+    """The sender's pool folder, when it is one directly below this process's temp root (the
+    only root a descriptor is opened from; O2 then keeps the file inside it)."""
+    if not isinstance(folder, str) or not _is_pool_folder(folder, root):
+        raise stridemap.PathNotAllowed(
+            f"O2: the segment's folder {folder!r} is not a pool folder below {root}")
+    return folder
+
+
+def _open(record, folder):
+    """Opens a received descriptor (a module-level function, so that tests can fault it)."""
+    return stridemap.open(record, allowed_roots=[folder], mode="r")
+
+
+def _open_failure_reason(e):
+    if isinstance(e, stridemap.StaleSegment):
+        return "stale-segment"
+    if isinstance(e, stridemap.SegmentBusy):
+        return "segment-busy"
+    if isinstance(e, stridemap.OpenFailed) and e.errno == errno.ENOENT:
+        return "segment-gone"
+    if isinstance(e, (stridemap.IdentityMismatch, stridemap.LengthMismatch)):
+        return "segment-replaced"
+    return "open-failed"
+
+
+@_sizeof_dispatch.register(np.ndarray)
+def _sizeof(x):
+    n = _numpy_sizeof(x)
+    if n < 4096 or _STATE is None:
+        return n
+    seg = segment_of(x)
+    if seg is None:
+        return n
+    return 0 if _is_peer_segment(seg) else n
+
+
+def _is_peer_segment(seg):
+    """Whether a segment was made by another process (this one only maps it)."""
+    from ..segments.roots import parse_folder_name
+
+    path = getattr(seg, "path", None)
+    if not path:
+        return False
+    parsed = parse_folder_name(os.path.basename(os.path.dirname(path)))
+    return parsed is not None and parsed[0] != os.getpid()
+
+
+# ---------------------------------------------------------------------------------------------
+# Process memory: Dask's monitor reads RSS, which counts a peer's pages in every reader
+# ---------------------------------------------------------------------------------------------
+
+_peer_lock = threading.Lock()
+_peer_mapped = [0]  # bytes of peers' segments this process maps now
+
+
+def _track_peer_mapping(view):
+    """Count the mapping behind a received view until it is unmapped."""
+    obj = view
+    while obj is not None and not isinstance(obj, mmap.mmap):
+        obj = getattr(obj, "base", None)
+    if obj is None:
+        return
+    size = len(obj)
+    with _peer_lock:
+        _peer_mapped[0] += size
+    weakref.finalize(obj, _untrack_peer_mapping, size).atexit = False
+
+
+def _untrack_peer_mapping(size):
+    with _peer_lock:
+        _peer_mapped[0] -= size
+
+
+def _rss_shmem():
+    """Resident shared memory (tmpfs, /dev/shm) mapped by this process, from
+    ``/proc/self/status``; 0 where that is not available."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"RssShmem:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def peer_resident_bytes():
+    """What this process's RSS counts of other workers' segments, at most: the size of the
+    peer mappings it holds, bounded by its resident shared memory."""
+    peer = _peer_mapped[0]
+    return min(peer, _rss_shmem()) if peer > 0 else 0
+
+
+def _patch_monitor(worker):
+    """Make the worker's process memory (what its spill and pause thresholds, and the
+    scheduler, see) leave out the pages of peers' segments it maps: their owner counts them."""
+    monitor = getattr(worker, "monitor", None)
+    if monitor is None or "get_process_memory" in vars(monitor):
+        return
+    plain = monitor.get_process_memory
+
+    def get_process_memory():
+        return max(plain() - peer_resident_bytes(), 0)
+
+    monitor.get_process_memory = get_process_memory
+
+
+def _unpatch_monitor(worker):
+    monitor = getattr(worker, "monitor", None)
+    if monitor is not None and "get_process_memory" in vars(monitor):
+        del monitor.get_process_memory
+
+
+# ---------------------------------------------------------------------------------------------
+# The handshake: the token travels with every connection this process makes or accepts
+# ---------------------------------------------------------------------------------------------
+
+_plain_handshake_info = Comm.handshake_info
+
+
+def _handshake_info(self):
+    info = _plain_handshake_info(self)
+    st = _STATE
+    if st is not None and st.token is not None:
+        try:
+            peer = self.peer_address
+        except Exception:
+            peer = None
+        if not (peer and st.is_degraded(peer)):
+            info[TOKEN_KEY] = st.token
+    return info
+
+
+Comm.handshake_info = _handshake_info
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation: the plugin, the preload, the client
+# ---------------------------------------------------------------------------------------------
+
+def activate(worker=None, *, min_bytes=None, temp_folder=None):
+    """Share arrays from and to this process: sweep the temp root of dead owners' folders,
+    compute the token and publish it in every later connection's handshake.
+
+    ``worker`` is the :class:`distributed.Worker` of this process (None in a client).
+    ``min_bytes`` (default: Dask config ``stridemap.dask.min-bytes``, else 1 MiB) is the
+    smallest array shared; ``temp_folder`` the temp root (see :func:`default_root`).
+    Returns the token (None: this process cannot share; everything takes the normal path).
+    """
+    import dask
+
+    global _STATE
+    if min_bytes is None:
+        min_bytes = dask.config.get("stridemap.dask.min-bytes", None) or DEFAULT_MIN_BYTES
+    root = default_root(temp_folder)
+    with _STATE_LOCK:
+        st = _STATE
+        if st is not None and st.root == root:  # activated twice (plugin and preload)
+            st.min_bytes = int(min_bytes)
+            if worker is not None:
+                st.worker = weakref.ref(worker)
+                _patch_monitor(worker)
+            return st.token
+    try:
+        report = stridemap.sweep(root)
+        if report.removed:
+            log.info("stridemap.dask: swept %d dead worker folder(s) in %s",
+                     len(report.removed), root)
+    except OSError as e:
+        log.warning("stridemap.dask: cannot sweep %s: %s", root, e)
+    state = _State(root, min_bytes, worker)
+    with _STATE_LOCK:
+        _STATE = state
+    if state.token is None:
+        log.warning("stridemap.dask: no sharing token (boot id or %s unreadable): arrays take "
+                    "Dask's normal path", root)
+    else:
+        log.debug("stridemap.dask: active in %s, root %s, token %s, min %d bytes",
+                  getattr(worker, "address", "a client"), root, state.token, state.min_bytes)
+    if worker is not None:
+        _patch_monitor(worker)
+        # Idle connections were made before the token existed: let new ones carry it.
+        try:
+            worker.rpc.collect()
+        except Exception as e:
+            log.debug("stridemap.dask: cannot collect idle connections: %s", e)
+    return state.token
+
+
+def deactivate(worker=None):
+    """Stop sharing (arrays already shared stay valid while they are held); logs the
+    counters at debug level."""
+    global _STATE
+    with _STATE_LOCK:
+        st, _STATE = _STATE, None
+    if worker is not None:
+        _unpatch_monitor(worker)
+    if st is not None:
+        log.debug("stridemap.dask: inactive; counters %s", STATS.snapshot())
+
+
+def stats():
+    """This process's counters (``client.run(stridemap.dask.stats)`` for every worker):
+    ``sent``/``sent_bytes`` (arrays described to a peer), ``received``/``received_bytes``
+    (arrays mapped from a peer's segment), ``copied``/``copied_bytes`` (plain arrays copied
+    once into a segment), ``redescribed`` (sends without a copy), ``swapped`` (keys whose
+    in-memory value became the segment), ``fallbacks`` (normal-path transfers by reason) and
+    ``bytes_not_copied`` (``sent_bytes - copied_bytes + received_bytes``), plus ``active``,
+    ``token`` and ``root``."""
+    out = STATS.snapshot()
+    st = _STATE
+    out["active"] = st is not None
+    out["token"] = st.token if st is not None else None
+    out["root"] = st.root if st is not None else None
+    log.debug("stridemap.dask: counters %s", out)
+    return out
+
+
+def reset_stats():
+    """Zero this process's counters (``client.run(stridemap.dask.reset_stats)``)."""
+    with STATS.lock:
+        STATS.counts.clear()
+        STATS.fallbacks.clear()
+
+
+class StridemapPlugin(WorkerPlugin):
+    """The worker plugin: ``client.register_plugin(StridemapPlugin())`` activates stridemap in
+    every worker, now and later. ``min_bytes`` and ``temp_folder`` as for :func:`activate`."""
+
+    name = "stridemap"
+
+    def __init__(self, min_bytes=None, temp_folder=None):
+        self.min_bytes = min_bytes
+        self.temp_folder = temp_folder
+
+    def setup(self, worker):
+        activate(worker, min_bytes=self.min_bytes, temp_folder=self.temp_folder)
+
+    def teardown(self, worker):
+        deactivate(worker)
+
+
+def install(client, **kwargs):
+    """Register :class:`StridemapPlugin` (with ``kwargs``) on ``client``'s cluster."""
+    return client.register_plugin(StridemapPlugin(**kwargs))
+
+
+def dask_setup(server):
+    """The preload hook: ``--preload stridemap.dask`` activates stridemap in each worker."""
+    from distributed import Worker
+
+    if isinstance(server, Worker):
+        activate(server)
+    else:
+        log.info("stridemap.dask: preloaded in a %s: only workers share arrays",
+                 type(server).__name__)
+
+
+def dask_teardown(server):
+    """The preload's teardown."""
+    from distributed import Worker
+
+    if isinstance(server, Worker):
+        deactivate(server)

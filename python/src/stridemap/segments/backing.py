@@ -1,0 +1,262 @@
+"""What backs an array: a segment this process made, a mapping ``open()`` made, or the file of
+an ``np.memmap`` (:func:`segment_of`), and the record of a view of it (SPEC §9).
+
+Every mapping this process makes of a segment, as producer or consumer, is registered here with
+its :class:`Segment`, so that any view of it can be described again and handed on.
+"""
+
+import errno
+import logging
+import mmap
+import os
+import threading
+import weakref
+
+import numpy as np
+
+from ..codec import errors
+from ..codec.descriptor import Descriptor
+from ..codec.record import encode
+from ..codec.rules import KINDS
+
+log = logging.getLogger("stridemap")
+
+MAX_NDIM = 32
+
+
+class Segment:
+    """What backs a shared array, as :func:`segment_of` finds it.
+
+    ``kind`` is ``"memfd"``, ``"file"`` (a named segment) or ``"memmap"`` (the file of an
+    ``np.memmap``); ``path`` is the file's path (None for a memfd), ``folder`` the pool folder
+    of a named segment this process made (a consumer's allowed root), ``frozen`` whether
+    consumers may only read it. :meth:`describe` writes the descriptor of a view of it,
+    :meth:`new_fd` opens a new open file description of a memfd for one receiver.
+    """
+
+    kind = None
+    path = None
+    folder = None
+    frozen = True
+    generation = 0
+    segment_id = bytes(16)
+
+    def describe(self, view, mode="r"):
+        """The fixed record (1024 bytes) of ``view``, which must lie in this segment."""
+        raise NotImplementedError
+
+    def new_fd(self, mode="r"):
+        """A new open file description (close-on-exec, the caller's) of a memfd, or None for a
+        file consumers open by path."""
+        return None
+
+    def _grant(self, view, mode):
+        if mode not in ("r", "c", "r+"):
+            raise ValueError(f"mode must be 'r', 'c' or 'r+', not {mode!r}")
+        if mode == "r+" and (self.frozen or not view.flags.writeable):
+            what = "the segment is frozen" if self.frozen else "the view is read-only"
+            raise errors.NotShareable(f"cannot grant 'r+': {what}; export with mode='r'")
+
+
+def reopen(fd, mode):
+    """SPEC §7.4: a separate open file description of ``fd``'s file, for one receiver."""
+    flags = (os.O_RDWR if mode == "r+" else os.O_RDONLY) | os.O_CLOEXEC
+    try:
+        return os.open(f"/proc/self/fd/{fd}", flags)
+    except OSError as e:
+        raise system_error("reopening a memfd for a receiver (/proc/self/fd)", e) from None
+
+
+def system_error(what, e):
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return errors.ProducerError(
+            f"{what}: too many open files ({errno.errorcode[e.errno]}); raise the limit "
+            "(`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE)) or let go of shared arrays",
+            e.errno,
+        )
+    return errors.ProducerError(f"{what}: {e.strerror or e}", e.errno)
+
+
+def address(a):
+    return a.__array_interface__["data"][0]
+
+
+def view_span(view):
+    """``(lo, hi)`` addresses of the bytes ``view`` touches (lo == hi when empty)."""
+    base = address(view)
+    if view.size == 0:
+        return base, base
+    lo = hi = base
+    for n, s in zip(view.shape, view.strides):
+        if s < 0:
+            lo += (n - 1) * s
+        else:
+            hi += (n - 1) * s
+    return lo, hi + view.itemsize
+
+
+def check_dtype(dt, what="the array"):
+    if (dt.hasobject or dt.fields is not None or dt.subdtype is not None or dt.kind not in KINDS
+            or dt.itemsize == 0):
+        raise errors.NotShareable(
+            f"{what} has dtype {dt}, which has no stridemap typestr (object, structured, "
+            "string and datetime dtypes travel pickled); view it as plain numbers or bytes first"
+        )
+
+
+def record_of_view(view, *, buf_addr, buffer_offset, buffer_len, file_len, device, inode,
+                generation, segment_id, source, path, mode):
+    """The record of ``view``, whose bytes lie in a buffer mapped at ``buf_addr`` (SPEC §9)."""
+    check_dtype(view.dtype, "the view")
+    if view.ndim > MAX_NDIM:
+        raise errors.NotShareable(f"the view has {view.ndim} axes; a descriptor holds {MAX_NDIM}")
+    lo, hi = view_span(view)
+    if view.size and (lo < buf_addr or hi > buf_addr + buffer_len):
+        raise errors.NotShareable("the view's bytes do not lie in its segment's buffer")
+    offset = address(view) - buf_addr
+    if view.size == 0 and not 0 <= offset <= buffer_len:
+        offset = 0
+    empty = view.size == 0
+    strides = tuple(
+        0 if (n <= 1 or empty) and abs(s) > buffer_len else s
+        for n, s in zip(view.shape, view.strides)
+    )
+    f_order = view.flags.f_contiguous and not view.flags.c_contiguous
+    return encode(Descriptor(
+        dtype=view.dtype.str, order="F" if f_order else "C", mode=mode, source=source,
+        path=path or "", shape=view.shape, strides=strides, offset=offset,
+        buffer_offset=buffer_offset, buffer_len=buffer_len, file_len=file_len, device=device,
+        inode=inode, generation=generation, segment_id=segment_id,
+    ))
+
+
+# Every mapping this process made of a segment (producer or consumer side) -> its Segment.
+# Keyed weakly: the mapping lives as long as some array uses it, and keeps its Segment alive.
+_mappings = weakref.WeakKeyDictionary()
+_mappings_lock = threading.Lock()
+
+
+def register(mm, seg):
+    """Records that the mapping ``mm`` is of ``seg`` (views of ``mm`` then find it)."""
+    with _mappings_lock:
+        _mappings[mm] = seg
+
+
+def _after_fork_in_child():
+    global _mappings_lock
+    _mappings_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Opened(Segment):
+    """A mapping :func:`stridemap.open` made, described again by the consumer."""
+
+    def __init__(self, desc, granted, fd, buf_addr):
+        self.kind = "memfd" if desc.source == "fd" else "file"
+        self.path = desc.path or None
+        self.generation = desc.generation
+        self.segment_id = desc.segment_id
+        self.frozen = granted != "r+"
+        self._desc = desc
+        self._granted = granted
+        self._fd = fd
+        self._buf_addr = buf_addr
+        if fd is not None:
+            self._finalizer = weakref.finalize(self, os.close, fd)
+            self._finalizer.atexit = False
+
+    def describe(self, view, mode="r"):
+        if self._granted == "c":
+            raise errors.NotShareable(
+                "the view is of a copy-on-write mapping: its changes are private to this "
+                "process; open the descriptor with mode 'r' or 'r+' to share views of it"
+            )
+        self._grant(view, mode)
+        d = self._desc
+        return record_of_view(
+            view, buf_addr=self._buf_addr, buffer_offset=d.buffer_offset,
+            buffer_len=d.buffer_len, file_len=d.file_len, device=d.device, inode=d.inode,
+            generation=d.generation, segment_id=d.segment_id, source=d.source, path=d.path,
+            mode=mode,
+        )
+
+    def new_fd(self, mode="r"):
+        if self.kind != "memfd":
+            return None
+        if self._fd is None:
+            raise errors.ProducerError(
+                "cannot hand on a view of this received memfd: no fd of it was kept (the fd "
+                "limit was reached when it was opened); raise the limit (`ulimit -n`)",
+                errno.EMFILE,
+            )
+        return reopen(self._fd, mode)
+
+
+class _MemmapFile(Segment):
+    """The file of an ``np.memmap``: described by path (SPEC §9)."""
+
+    kind = "memmap"
+
+    def __init__(self, owner):
+        self._owner = owner
+        self.path = os.path.realpath(owner.filename) if owner.filename else None
+        self.frozen = owner.mode not in ("r+", "w+")
+
+    def describe(self, view, mode="r"):
+        from .describe import describe  # it finds segments here: imported late
+
+        return describe(view, mode=mode)
+
+
+def register_opened(mm, desc, granted, fd):
+    """Called by :func:`stridemap.open` for each mapping it makes, so that views of it can be
+    described again. ``fd`` (an fd source's received fd) is duplicated and kept; the copy
+    shares the lock (same open file description)."""
+    kept = None
+    if fd is not None:
+        try:
+            kept = os.dup(fd)  # not inheritable, like every fd Python makes
+        except OSError as e:  # the view is fine; only exporting views of it will fail
+            log.debug("stridemap: no fd kept for re-exporting a received memfd: %s", e)
+    start = address(np.frombuffer(mm, dtype=np.uint8))
+    delta = desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
+    register(mm, _Opened(desc, granted, kept, start + delta))
+
+
+def backing(array):
+    """``(mm, owner)``: the mmap at the end of ``array``'s base chain and the object whose base
+    it is, or ``(None, None)``."""
+    obj = array
+    for _ in range(64):
+        base = getattr(obj, "base", None)
+        if base is None and isinstance(obj, memoryview):
+            base = obj.obj
+        if isinstance(base, mmap.mmap):
+            return base, obj
+        if base is None:
+            return None, None
+        obj = base
+    return None, None
+
+
+def segment_of(array):
+    """The :class:`Segment` backing ``array``, any view of an array from :func:`share`,
+    :func:`empty` or :func:`stridemap.open`, or of an ``np.memmap``; None for anything else
+    (copies such as ``a + 1`` or ``a[[0, 2]]`` included)."""
+    if not isinstance(array, np.ndarray):
+        return None
+    mm, owner = backing(array)
+    if mm is None:
+        return None
+    seg = _mappings.get(mm)
+    if seg is not None:
+        return seg
+    if isinstance(owner, np.memmap) and owner.offset is not None and owner.mode != "c":
+        return _MemmapFile(owner)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# SharedArray

@@ -1,0 +1,4 @@
+"""The transport: descriptors and fds over a Unix socket (:mod:`.fdpass`), and between the
+processes of a pool, the reducers that hand an array over as a record plus an fd
+(:mod:`.handoff`) through the sender's authenticated fd channel (:mod:`.channel`).
+"""
