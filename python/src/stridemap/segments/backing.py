@@ -151,10 +151,12 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Opened(Segment):
-    """A mapping :func:`stridemap.open` made, described again by the consumer."""
+    """A mapping :func:`stridemap.open` made, described again by the consumer. Its ``kind`` is
+    "file" for a path, and for an fd a pool handed as a named file's; "memfd" for any other fd.
+    """
 
-    def __init__(self, desc, granted, fd, buf_addr):
-        self.kind = "memfd" if desc.source == "fd" else "file"
+    def __init__(self, desc, granted, fd, buf_addr, named=False):
+        self.kind = "file" if desc.source == "path" or named else "memfd"
         self.path = desc.path or None
         self.generation = desc.generation
         self.segment_id = desc.segment_id
@@ -183,11 +185,11 @@ class _Opened(Segment):
         )
 
     def new_fd(self, mode="r"):
-        if self.kind != "memfd":
+        if self._desc.source != "fd":
             return None
         if self._fd is None:
             raise errors.ProducerError(
-                "cannot hand on a view of this received memfd: no fd of it was kept (the fd "
+                "cannot hand on a view of this received file: no fd of it was kept (the fd "
                 "limit was reached when it was opened); raise the limit (`ulimit -n`)",
                 errno.EMFILE,
             )
@@ -210,19 +212,20 @@ class _MemmapFile(Segment):
         return describe(view, mode=mode)
 
 
-def register_opened(mm, desc, granted, fd):
+def register_opened(mm, desc, granted, fd, named=False):
     """Called by :func:`stridemap.open` for each mapping it makes, so that views of it can be
     described again. ``fd`` (an fd source's received fd) is duplicated and kept; the copy
-    shares the lock (same open file description)."""
+    shares the lock (same open file description). ``named``: a pool handed ``fd`` as a named
+    file's."""
     kept = None
     if fd is not None:
         try:
             kept = os.dup(fd)  # not inheritable, like every fd Python makes
         except OSError as e:  # the view is fine; only exporting views of it will fail
-            log.debug("stridemap: no fd kept for re-exporting a received memfd: %s", e)
+            log.debug("stridemap: no fd kept for re-exporting a received fd: %s", e)
     start = address(np.frombuffer(mm, dtype=np.uint8))
     delta = desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
-    register(mm, _Opened(desc, granted, kept, start + delta))
+    register(mm, _Opened(desc, granted, kept, start + delta, named))
 
 
 def backing(array):
