@@ -7,8 +7,8 @@ default backend keeps using) and passes every ndarray argument and result of at 
 """
 
 import sys
-import threading
 
+from .. import forksafe
 from ..transport import handoff as _handoff
 from ..transport.handoff import Policy
 
@@ -19,7 +19,7 @@ try:
 except ImportError:  # joblib is optional: the backend exists only where joblib does
     joblib = None
 
-_executors_lock = threading.Lock()
+_executors_lock = forksafe.Lock()
 _executor = None  # (key, loky executor): the backend's own, reused across Parallel calls
 
 

@@ -9,11 +9,11 @@ import errno
 import logging
 import mmap
 import os
-import threading
 import weakref
 
 import numpy as np
 
+from .. import forksafe
 from ..codec import errors
 from ..codec.descriptor import Descriptor
 from ..codec.record import encode
@@ -133,21 +133,13 @@ def record_of_view(view, *, buf_addr, buffer_offset, buffer_len, file_len, devic
 # Every mapping this process made of a segment (producer or consumer side) -> its Segment.
 # Keyed weakly: the mapping lives as long as some array uses it, and keeps its Segment alive.
 _mappings = weakref.WeakKeyDictionary()
-_mappings_lock = threading.Lock()
+_mappings_lock = forksafe.Lock()
 
 
 def register(mm, seg):
     """Records that the mapping ``mm`` is of ``seg`` (views of ``mm`` then find it)."""
     with _mappings_lock:
         _mappings[mm] = seg
-
-
-def _after_fork_in_child():
-    global _mappings_lock
-    _mappings_lock = threading.Lock()  # another thread may have held it at the fork
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Opened(Segment):

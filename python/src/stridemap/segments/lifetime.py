@@ -10,6 +10,7 @@ import os
 import threading
 import time
 
+from .. import forksafe
 from . import roots, sweep
 from .backing import system_error
 from .header import DATA_OFFSET
@@ -22,7 +23,7 @@ class _State:
 
     def __init__(self):
         self.pid = os.getpid()
-        self.lock = threading.RLock()
+        self.lock = forksafe.RLock()
         self.folders = {}  # temp root -> PoolFolder
         self.swept = set()  # roots swept by this process
         self.pending = []  # FileState of named segments a consumer still maps
@@ -191,7 +192,6 @@ def _after_fork_in_child():
     old = _state
     _state = _State()
     for folder in old.folders.values():
-        folder.lock = threading.Lock()  # another thread may have held it at the fork
         folder.close()  # a duplicate: the parent's lock stays
 
 

@@ -15,10 +15,9 @@ import fcntl
 import logging
 import os
 import re
-
-import threading
 import uuid
 
+from .. import forksafe
 
 log = logging.getLogger("stridemap")
 
@@ -136,7 +135,7 @@ class PoolFolder:
         self.name = os.path.basename(path)
         self.fd = fd
         self.pid = os.getpid()
-        self.lock = threading.Lock()  # held while fd is used to unlink, and to close it
+        self.lock = forksafe.Lock()  # held while fd is used to unlink, and to close it
 
     @classmethod
     def create(cls, root):

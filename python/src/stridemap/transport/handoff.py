@@ -39,7 +39,6 @@ import errno
 import logging
 import os
 import socket
-import threading
 import weakref
 from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _mp_reduction
@@ -47,6 +46,7 @@ from multiprocessing import resource_sharer as _resource_sharer
 
 import numpy as np
 
+from .. import forksafe
 from ..codec import errors
 from ..codec.decode import decode
 from ..codec.record import encode
@@ -78,7 +78,7 @@ class Policy:
             raise ValueError(f"max_nbytes must be >= 0, not {self.max_nbytes}")
 
 
-_lock = threading.Lock()
+_lock = forksafe.Lock()
 _installed = None  # the Policy of install(), once called in this process
 
 
@@ -258,7 +258,7 @@ def export_for_receiver(view):
 # 40 us of the 120 us a sender spends). Only frozen memfds: everything in their records but the
 # view's geometry is fixed for the segment's life, so the geometry is the whole key.
 _records = weakref.WeakKeyDictionary()
-_records_lock = threading.Lock()
+_records_lock = forksafe.Lock()
 _RECORDS_PER_SEGMENT = 64
 
 
@@ -382,7 +382,7 @@ def _hold_until_fetched(handle, keep):
 # handles have been fetched, for up to EXIT_WAIT seconds.
 EXIT_WAIT = float(os.environ.get("STRIDEMAP_POOLS_EXIT_WAIT", "10"))
 _pending = {"pid": None, "ids": set(), "finalizer": None}
-_pending_lock = threading.Lock()
+_pending_lock = forksafe.Lock()
 
 
 def _ensure_exit_wait():
