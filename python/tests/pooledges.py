@@ -7,6 +7,7 @@ hanging the suite.
 import concurrent.futures
 import multiprocessing
 import os
+import threading
 import uuid
 import warnings
 
@@ -118,10 +119,17 @@ class Runner:
                 return joblib.Parallel(timeout=DEADLINE)([joblib.delayed(fn)(*args)])[0]
 
     def close(self):
+        """Let the workers exit on their own (they remove their folders in /dev/shm); a Pool
+        that lost a task never would: it is terminated after :data:`DEADLINE` seconds."""
         if self.kind == "Pool":
-            self.pool.terminate()  # a pool that lost a task would never finish close()/join()
-            self.pool.join()
+            self.pool.close()
+            joining = threading.Thread(target=self.pool.join, daemon=True)
+            joining.start()
+            joining.join(DEADLINE)
+            if joining.is_alive():
+                self.pool.terminate()
+                joining.join()
         elif self.kind == "ProcessPoolExecutor":
             self.pool.shutdown(wait=True, cancel_futures=True)
         else:
-            stridemap.pools.shutdown_backend(kill_workers=True)
+            stridemap.pools.shutdown_backend()

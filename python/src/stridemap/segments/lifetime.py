@@ -163,7 +163,20 @@ def folder_for(needed, temp_folder):
         except OSError as e:
             raise system_error(f"creating a pool folder in {root}", e) from None
         st.folders[root] = folder
+        if len(st.folders) == 1:
+            _remove_folders_at_process_exit()
         return folder
+
+
+def _remove_folders_at_process_exit():
+    """Remove this process's folders when it exits through ``multiprocessing``'s exit function
+    too: a worker of a fork or forkserver pool ends with ``os._exit``, which runs no atexit
+    handler, after that function. Priority -60: after the pools' wait for receivers (-10) and
+    the fd channel's unlink (-50). (A worker killed, as ``Pool.terminate`` does, leaves its
+    folder to the next sweep.)"""
+    from multiprocessing import util
+
+    util.Finalize(None, _at_exit, exitpriority=-60)
 
 
 def producer_root(needed=0, *, temp_folder=None):
