@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import poolwork
+from producer_util import settled
 import stridemap
 import stridemap.pools
 from stridemap.transport import handoff as _handoff
@@ -149,16 +150,9 @@ def _fd_count(array=None):
 
 
 def _settles_at(array, count):
-    """Whether the fds on ``array``'s file come back to ``count`` (the sender's resource_sharer
-    thread closes its duplicate just after the receiver has it: wait for it, up to 2 s)."""
-    import time
-
-    deadline = time.monotonic() + 2
-    while _fd_count(array) != count:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    """Whether the fds on ``array``'s file come back to ``count`` (the sending thread closes
+    its duplicate just after the receiver has it: wait for it)."""
+    return settled(lambda: _fd_count(array), lambda n: n == count) == count
 
 
 def test_a_descriptor_naming_a_path_is_refused_and_nothing_leaks(tmp_path):
