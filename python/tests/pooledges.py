@@ -86,6 +86,12 @@ def pid(_=None):
     return os.getpid()
 
 
+def folder_made():
+    """A task: share an array into a named segment; the worker's pool folder (it stays until
+    the worker exits)."""
+    return stridemap.share(values(16), kind="file").segment.folder
+
+
 class Runner:
     """One pool of two workers of ``kind`` with start ``method``; :meth:`run` runs a task and
     returns its result or raises its exception, within :data:`DEADLINE` seconds."""

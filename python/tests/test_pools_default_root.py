@@ -17,6 +17,7 @@ import pytest
 
 import pooledges
 import poolwork
+from producer_util import settled
 import stridemap
 import stridemap.pools
 from pooledges import METHODS, POOLS, SOURCES
@@ -95,3 +96,18 @@ def test_a_result_comes_back_in_place(default_root, runners, method, kind, sourc
         assert mapping is not None and "memfd:" in mapping, mapping
     else:
         assert mapping is not None and mapping.startswith(os.path.realpath(folder)), mapping
+
+
+@pytest.mark.parametrize("kind", POOLS)
+@pytest.mark.parametrize("method", METHODS)
+def test_workers_remove_their_folders_in_dev_shm_when_they_exit(default_root, method, kind):
+    """A fork or forkserver worker ends with os._exit (no atexit): its folder must go all the
+    same, not wait for a later sweep."""
+    runner = pooledges.Runner(kind, method)
+    try:
+        folders = {runner.run(pooledges.folder_made) for _ in range(4)}
+    finally:
+        runner.close()
+    assert folders and all(f.startswith("/dev/shm/stridemap-") for f in folders), folders
+    left = settled(lambda: [f for f in folders if os.path.exists(f)], lambda x: not x, 10)
+    assert left == []
