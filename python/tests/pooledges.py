@@ -63,6 +63,11 @@ def seen(array):
     return array.sum(), array[::-1][:3].tolist(), poolwork.mapping_of(array)
 
 
+def handed_back(array):
+    """A task: return a view of what came in (the worker hands on what it received)."""
+    return array[::-2]
+
+
 def made(source, n, k, folder):
     """A task: an array the worker makes from ``source`` and returns."""
     return make(source, values(n, k), folder)

@@ -84,6 +84,21 @@ def test_an_argument_goes_in_place(default_root, runners, method, kind, source):
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("kind", POOLS)
 @pytest.mark.parametrize("method", METHODS)
+def test_a_received_array_handed_back_is_the_same_file(default_root, runners, method, kind,
+                                                       source):
+    """The worker hands on a view of the fd it received: it says the same kind (a named file
+    stays a named file), and the parent maps the file it sent."""
+    folder = default_root.get(source)
+    a = pooledges.make(source, pooledges.values(), folder)
+    got = _run(runners, kind, method, pooledges.handed_back, a[3:])
+    assert np.array_equal(got, a[3:][::-2])
+    mapping = poolwork.mapping_of(got)
+    assert mapping is not None and pooledges.where(source, a, folder) in mapping, mapping
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("kind", POOLS)
+@pytest.mark.parametrize("method", METHODS)
 def test_a_result_comes_back_in_place(default_root, runners, method, kind, source):
     folder = default_root.get(source)
     got = _run(runners, kind, method, pooledges.made, source, 3000, 7, folder)
