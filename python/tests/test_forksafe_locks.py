@@ -17,8 +17,12 @@ from multiprocessing import reduction
 import numpy as np
 
 import stridemap
-import stridemap.dask  # noqa: F401 - its locks are checked too
 import stridemap.pools
+
+try:
+    import stridemap.dask  # noqa: F401 - its locks are checked too, where Dask is installed
+except ImportError:
+    pass
 
 LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
