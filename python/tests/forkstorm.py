@@ -29,7 +29,7 @@ CHILD_DEADLINE = 10
 
 def roundtrip(a):
     """A pickle of ``a`` as a pool sends it, received in this same process."""
-    got = pickle.loads(reduction.ForkingPickler.dumps(a))
+    got = pickle.loads(bytes(reduction.ForkingPickler.dumps(a)))
     return float(got[:4].sum())
 
 

@@ -117,17 +117,22 @@ class Runner:
                                    initializer=initializer, max_nbytes=0)
 
     def run(self, fn, *args):
+        with warnings.catch_warnings():
+            # Fork with threads (3.12+; executors start their workers on demand), and loky's
+            # advice against fork.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", "`fork` start method should not be used")
+            return self._run(fn, *args)
+
+    def _run(self, fn, *args):
         if self.kind == "Pool":
             return self.pool.apply_async(fn, args).get(DEADLINE)
         if self.kind == "ProcessPoolExecutor":
             return self.pool.submit(fn, *args).result(DEADLINE)
         import joblib
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "`fork` start method should not be used")
-            warnings.simplefilter("ignore", DeprecationWarning)
-            with joblib.parallel_config(**self.config):
-                return joblib.Parallel(timeout=DEADLINE)([joblib.delayed(fn)(*args)])[0]
+        with joblib.parallel_config(**self.config):
+            return joblib.Parallel(timeout=DEADLINE)([joblib.delayed(fn)(*args)])[0]
 
     def close(self):
         """Let the workers exit on their own (they remove their folders in /dev/shm); a Pool

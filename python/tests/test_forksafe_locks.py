@@ -68,7 +68,7 @@ def _use_the_package(tmp_path):
     a.freeze()
     b = stridemap.share(np.arange(100.0), kind="file", temp_folder=str(tmp_path))
     for x in (a, b, a[::2], b[::3]):
-        pickle.loads(reduction.ForkingPickler.dumps(x))
+        pickle.loads(bytes(reduction.ForkingPickler.dumps(x)))
     return a, b
 
 
