@@ -12,6 +12,7 @@ executors then fail every task as broken. So the unpickle never raises: it retur
 that task's exception; a result the parent could not receive raises where the parent uses it.
 """
 
+import copy
 import logging
 
 from ..codec import errors
@@ -38,7 +39,8 @@ _FIXES["O8"] = _FIXES["O7"]
 
 def error_of(e):
     """The error an :class:`Unreceived` raises for a receive that failed with ``e``: for
-    stridemap's errors the same class with the rule's fix in its message; others as they are."""
+    stridemap's errors the same class with the rule's fix in its message; others as they are.
+    Its ``__cause__`` is ``e``."""
     if not isinstance(e, errors.StridemapError):
         return e
     message = f"stridemap.pools: a shared array sent to this process could not be received: {e}"
@@ -48,25 +50,44 @@ def error_of(e):
                "this process must run the same stridemap")
     if fix is not None:
         message = f"{message}; {fix}"
-    if isinstance(e, errors.StaleSegment):
-        new = type(e)(message, e.errno, e.found)
-    elif isinstance(e, (errors.OpenError, errors.ProducerError)):
-        new = type(e)(message, e.errno)
-    else:
-        try:
+    return _same(e, message, cause=e)
+
+
+def _same(e, message, cause):
+    """A new exception of ``e``'s class, with ``message`` and ``e``'s fields; ``e`` itself when
+    its class takes other arguments."""
+    try:
+        if isinstance(e, errors.StaleSegment):
+            new = type(e)(message, e.errno, e.found)
+        elif isinstance(e, (errors.OpenError, errors.ProducerError)):
+            new = type(e)(message, e.errno)
+        elif isinstance(e, errors.StridemapError):
             new = type(e)(message)
-        except TypeError:  # a subclass with another constructor: keep it as it is
-            return e
-    new.__cause__ = e
+        else:
+            new = copy.copy(e)
+    except (TypeError, copy.Error):
+        return e
+    new.__cause__ = cause
     return new
 
 
 def stand_in(e):
     """An :class:`Unreceived` for a receive that failed with ``e``, said in the log."""
-    error = error_of(e)
+    error = error_of(_without_tracebacks(e))
     log.warning("%s (the array's place holds a stand-in that raises this where it is used)",
                 error)
     return Unreceived(error)
+
+
+def _without_tracebacks(e, depth=8):
+    """``e``, and the exceptions it chains to, without their tracebacks: their frames lead, by
+    their callers, to the frame that unpickled the stand-in and holds it, a cycle that would
+    keep those frames (and what they hold) until a collection."""
+    if e is not None and depth:
+        e.__traceback__ = None
+        _without_tracebacks(e.__cause__, depth - 1)
+        _without_tracebacks(e.__context__, depth - 1)
+    return e
 
 
 class Unreceived:
@@ -81,7 +102,10 @@ class Unreceived:
         object.__setattr__(self, "error", error)
 
     def _fail(self, *args, **kwargs):
-        raise self.error.with_traceback(None)
+        # A new exception each time: raised, the stored one would get a traceback whose frames
+        # hold this stand-in, a cycle that keeps them (and what they hold) until a collection.
+        error = self.error
+        raise _same(error, str(error), cause=error.__cause__)
 
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
