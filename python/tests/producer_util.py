@@ -86,3 +86,18 @@ def quiet():
     while stridemap.reap() and time.monotonic() < deadline:
         time.sleep(0.01)
     gc.collect()
+
+
+def settled(measure, ok, seconds=30):
+    """``measure()`` once ``ok`` of it, or the last one after ``seconds``. For counts that work
+    in flight changes: the thread that hands an fd to another process closes its copy just
+    after the receiver has it, and the receiver may be done (its result already back) before
+    that thread has run again; other tests' pools wind down in their own threads."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        got = measure()
+        if ok(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)

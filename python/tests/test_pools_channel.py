@@ -14,6 +14,7 @@ from multiprocessing import reduction, resource_sharer
 import numpy as np
 import pytest
 
+from producer_util import settled
 import stridemap
 import stridemap.pools
 from stridemap.transport import channel as _channel
@@ -55,7 +56,9 @@ def test_handoffs_reuse_one_connection_per_pair_of_processes():
         first = pool.submit(receive, a[::-1]).result()
         parent_sockets = _sockets()
         later = [pool.submit(receive, a[::-2]).result() for _ in range(50)]
-        assert _sockets() == parent_sockets, "the parent opened sockets per handoff"
+        # (Other tests' pools may still be closing their connections to this process.)
+        now = settled(_sockets, lambda n: n <= parent_sockets)
+        assert now <= parent_sockets, f"the parent opened sockets per handoff: {now}"
     assert first[0] == a.sum()
     assert all(total == a[::-2].sum() for total, _, _ in later)
     assert {sockets for _, sockets, _ in later} == {first[1]}, "the worker opened sockets per task"
@@ -64,10 +67,11 @@ def test_handoffs_reuse_one_connection_per_pair_of_processes():
 
 
 def fetch_with_another_key(payload, conn):
-    """In a child: unpickle ``payload`` with a different authkey; report what happened."""
+    """In a child: unpickle ``payload`` with a different authkey and use what came; report
+    what happened."""
     multiprocessing.current_process().authkey = b"not the pool's key" * 2
     try:
-        pickle.loads(payload)
+        np.asarray(pickle.loads(payload))
         conn.send(("received", ""))
     except Exception as e:
         conn.send((type(e).__name__, str(e)))
@@ -94,8 +98,9 @@ def test_each_pickle_is_received_once():
     a = stridemap.share(np.arange(100.0))
     payload = reduction.ForkingPickler.dumps(a)
     assert np.array_equal(pickle.loads(payload), a)
+    again = pickle.loads(payload)  # a stand-in: the failure is the use's, not the unpickle's
     with pytest.raises(stridemap.OpenError, match="can be received once"):
-        pickle.loads(payload)
+        again.sum()
     # The connection was dropped after the error; the next handoff makes a new one.
     assert np.array_equal(pickle.loads(reduction.ForkingPickler.dumps(a.T)), a.T)
 
@@ -146,7 +151,7 @@ def test_without_a_channel_dupfd_carries_the_fd(monkeypatch):
     monkeypatch.setattr(_channel, "_listening", refuse)
     stridemap.pools.install()
     a = stridemap.share(np.arange(100.0))
-    record, handle, named, mode = _handoff.export_for_receiver(a[::-1])
+    record, handle, kind, mode = _handoff.export_for_receiver(a[::-1])
     assert type(handle) is resource_sharer.DupFd
-    got = _handoff._rebuild(record, handle, named, mode, _handoff.Policy())
+    got = _handoff._rebuild(record, handle, kind, mode, _handoff.Policy())
     assert np.array_equal(got, a[::-1])

@@ -102,6 +102,36 @@ def open(desc: Descriptor | BytesLike, *, fd: int | HasFileno | None = None,
             os.close(file_fd)
 
 
+def open_handed(record, fd, *, mode, named):
+    """What a pool's receiver maps: ``record`` (source "fd") and the fd its sender handed it,
+    which the sender made for this receiver alone (SPEC §7.4). ``fd`` is not closed.
+
+    ``named`` is the sender's word for what the fd is. False: a memfd, checked as SPEC §6 says
+    for a passed fd, O9 included (``F_SEAL_SHRINK`` must be set; an fd that cannot be sealed is
+    refused). True: a named file (a segment in a temp root, an ``np.memmap``'s file) that the
+    sender opened by its path, with the flags of O4, and found to be the file it described
+    (O8): the receiver checks what it would check had it opened that path itself, O6-O8, O10
+    and O11, and not O9, which is for passed fds; a named file cannot be sealed (an fd of a
+    tmpfs file, in /dev/shm, answers ``F_GET_SEALS`` with ``F_SEAL_SEAL`` alone: no seal can
+    ever be added). One that can still be sealed is a memfd whatever the sender says, and is
+    held to O9. Views of the array are handed on the same way (``stridemap.segment_of(...)
+    .kind`` is "file" for a named one).
+    """
+    desc = decode(record)
+    if desc.source != "fd":
+        raise errors.SourceMismatch(
+            "a pool's descriptor must travel with its fd; one naming a path is refused (a pool "
+            "worker opens no paths)")
+    granted = _grant(desc, mode)
+    _check_file(fd, desc)
+    if named:
+        _check_seals_of_named(fd)
+    else:
+        _check_seals(fd, allow_unsealed=False)
+    header.enter(fd, desc)  # SPEC §7 lock, O10
+    return _map(fd, desc, granted, named=named)
+
+
 def _grant(desc, mode):
     """O5: the mode the caller gets."""
     wanted = "r" if mode is None else mode
@@ -341,7 +371,21 @@ def _check_allocated(fd, desc):
         )
 
 
-def _map(fd, desc, granted):
+def _check_seals_of_named(fd):
+    """An fd handed as a named file's: one that cannot be sealed (a regular file on disk, a
+    tmpfs file, which reports ``F_SEAL_SEAL``) is what it says; one that can still be sealed
+    is a memfd, and must be sealed against shrinking (O9)."""
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except (OSError, AttributeError):
+        return
+    if not seals & (fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL):
+        raise errors.NotSealed(
+            "O9: the fd was handed as a named file's, but it can still be sealed: it is a memfd, "
+            "and F_SEAL_SHRINK is not set")
+
+
+def _map(fd, desc, granted, named=False):
     """O11: map exactly the buffer (its start rounded down to the page) and view it."""
     if desc.buffer_len == 0:  # not mapped: the array is empty
         buf, delta = (b"" if granted == "r" else bytearray()), 0
@@ -364,5 +408,6 @@ def _map(fd, desc, granted):
         strides=desc.strides,
     )
     if desc.buffer_len:  # views of it can be described again (stridemap.describe, export)
-        backing.register_opened(buf, desc, granted, fd if desc.source == "fd" else None)
+        backing.register_opened(buf, desc, granted, fd if desc.source == "fd" else None,
+                                named=named)
     return view

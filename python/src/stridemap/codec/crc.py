@@ -4,21 +4,30 @@ handoff of a pool, about five times faster than the byte loop of :func:`stridema
 CRC-32C is affine over GF(2): with ``A(c) = T[c & 0xFF] ^ (c >> 8)`` (one step of the byte
 loop on a zero byte) and ``T`` the byte table, the loop gives
 ``crc(m) = A^n(0xFFFFFFFF) ^ XOR_i A^(n-1-i)(T[m_i]) ^ 0xFFFFFFFF``. ``_rows[k][b]`` holds
-``A^k(T[b])``, ``_zeros[n]`` holds ``A^n(0xFFFFFFFF)``; both are built once, on first use
-(1 MiB).
+``A^k(T[b])``, ``_zeros[n]`` holds ``A^n(0xFFFFFFFF)``; both are built when this module is
+imported (1 MiB, about 10 ms): built lazily under a lock, a process forked while another thread
+built them had a child that waited for that lock forever.
 
->>> from stridemap.codec.record import _CRC_TABLE
->>> hex(crc32c(b"123456789" * 20, _CRC_TABLE)) == hex(_slow(b"123456789" * 20, _CRC_TABLE))
+>>> hex(crc32c(b"123456789" * 20)) == hex(_slow(b"123456789" * 20))
 True
 """
-
-import threading
 
 import numpy as np
 
 MAX = 1024
-_lock = threading.Lock()
-_tables = None
+
+
+def _byte_table():
+    table = []
+    for n in range(256):
+        for _ in range(8):
+            n = (n >> 1) ^ 0x82F63B78 if n & 1 else n >> 1
+        table.append(n)
+    return tuple(table)
+
+
+#: The byte table of CRC-32C (Castagnoli, reflected).
+BYTE_TABLE = _byte_table()
 
 
 def _build(table):
@@ -37,13 +46,11 @@ def _build(table):
     return rows, zeros, distance
 
 
-def crc32c(data, table):
-    """The CRC-32C of ``data`` (at most :data:`MAX` bytes); ``table`` is the byte table."""
-    global _tables
-    if _tables is None:
-        with _lock:
-            if _tables is None:
-                _tables = _build(table)
+_tables = _build(BYTE_TABLE)
+
+
+def crc32c(data):
+    """The CRC-32C of ``data`` (at most :data:`MAX` bytes)."""
     rows, zeros, distance = _tables
     b = np.frombuffer(data, dtype=np.uint8)
     n = b.size
@@ -53,7 +60,7 @@ def crc32c(data, table):
     return int(acc ^ zeros[n]) ^ 0xFFFFFFFF
 
 
-def _slow(data, table):
+def _slow(data, table=BYTE_TABLE):
     crc = 0xFFFFFFFF
     for x in bytes(data):
         crc = table[(crc ^ x) & 0xFF] ^ (crc >> 8)

@@ -32,16 +32,7 @@ _SLOTS = struct.Struct("<32Q")
 _STRIDE_SLOTS = struct.Struct("<32q")
 
 
-def _crc32c_table():
-    table = []
-    for n in range(256):
-        for _ in range(8):
-            n = (n >> 1) ^ 0x82F63B78 if n & 1 else n >> 1
-        table.append(n)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc32c_table()
+_CRC_TABLE = _crc.BYTE_TABLE
 
 
 def crc32c(data: BytesLike) -> int:
@@ -51,7 +42,7 @@ def crc32c(data: BytesLike) -> int:
     '0xe3069283'
     """
     if 256 <= len(data) <= _crc.MAX:  # a record's 1020 bytes: the table-per-position way
-        return _crc.crc32c(data, _CRC_TABLE)
+        return _crc.crc32c(data)
     crc = 0xFFFFFFFF
     table = _CRC_TABLE
     for b in data:

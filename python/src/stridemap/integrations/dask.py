@@ -62,7 +62,6 @@ import logging
 import mmap
 import os
 import tempfile
-import threading
 import time
 import weakref
 from collections import Counter
@@ -79,6 +78,7 @@ from distributed.protocol.serialize import dask_deserialize, dask_serialize
 
 import stridemap
 
+from .. import forksafe
 from ..codec.rules import KINDS
 from ..segments.header import read_header
 
@@ -188,7 +188,7 @@ class _Entry:
 
 class _Stats:
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = forksafe.Lock()
         self.counts = Counter()
         self.fallbacks = Counter()
 
@@ -221,7 +221,7 @@ class _State:
         self.token = token(root)
         self.min_bytes = int(min_bytes)
         self.worker = weakref.ref(worker) if worker is not None else (lambda: None)
-        self.lock = threading.RLock()
+        self.lock = forksafe.RLock()
         self.entries = {}  # id(array) -> _Entry
         self.degraded = {}  # peer address -> monotonic time until which no token is sent
 
@@ -350,7 +350,7 @@ class _State:
 
 STATS = _Stats()
 _STATE = None
-_STATE_LOCK = threading.Lock()
+_STATE_LOCK = forksafe.Lock()
 
 
 def segment_of(x):
@@ -512,7 +512,7 @@ def _is_peer_segment(seg):
 # Process memory: Dask's monitor reads RSS, which counts a peer's pages in every reader
 # ---------------------------------------------------------------------------------------------
 
-_peer_lock = threading.Lock()
+_peer_lock = forksafe.Lock()
 _peer_mapped = [0]  # bytes of peers' segments this process maps now
 
 

@@ -18,9 +18,9 @@ unpickling one imports it first, and a nested ``Parallel(backend="stridemap")`` 
 """
 
 import sys
-import threading
 from typing import Any
 
+from .. import forksafe
 from ..transport import handoff as _handoff
 from ..transport.handoff import Policy
 
@@ -32,7 +32,7 @@ try:
 except ImportError:  # joblib is optional: the backend exists only where joblib does
     joblib = None
 
-_executors_lock = threading.Lock()
+_executors_lock = forksafe.Lock()
 _executor = None  # (key, loky executor): the backend's own, reused across Parallel calls
 
 

@@ -23,10 +23,10 @@ few fails cleanly). Rust's ``stridemap_shm`` makes the same check (SPEC §7, rul
 """
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 
+from .. import forksafe
 from ..codec.errors import NoSpace
 
 UNLIMITED = 1 << 62  # a cgroup v1 "no limit" is PAGE_COUNTER_MAX pages, just below 2**63
@@ -162,7 +162,7 @@ class _Reading:
 
 
 _reading = None
-_lock = threading.Lock()
+_lock = forksafe.Lock()
 
 
 def check(needed, where="memfd"):
@@ -183,8 +183,7 @@ def check(needed, where="memfd"):
 
 
 def _after_fork_in_child():
-    global _lock, _reading
-    _lock = threading.Lock()  # another thread may have held it at the fork
+    global _reading
     _reading = None
 
 

@@ -9,11 +9,11 @@ import errno
 import logging
 import mmap
 import os
-import threading
 import weakref
 
 import numpy as np
 
+from .. import forksafe
 from ..codec import errors
 from ..codec.descriptor import Descriptor, Mode
 from ..codec.record import encode
@@ -136,7 +136,7 @@ def record_of_view(view, *, buf_addr, buffer_offset, buffer_len, file_len, devic
 # Every mapping this process made of a segment (producer or consumer side) -> its Segment.
 # Keyed weakly: the mapping lives as long as some array uses it, and keeps its Segment alive.
 _mappings = weakref.WeakKeyDictionary()
-_mappings_lock = threading.Lock()
+_mappings_lock = forksafe.Lock()
 
 
 def register(mm, seg):
@@ -145,19 +145,13 @@ def register(mm, seg):
         _mappings[mm] = seg
 
 
-def _after_fork_in_child():
-    global _mappings_lock
-    _mappings_lock = threading.Lock()  # another thread may have held it at the fork
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 class _Opened(Segment):
-    """A mapping :func:`stridemap.open` made, described again by the consumer."""
+    """A mapping :func:`stridemap.open` made, described again by the consumer. Its ``kind`` is
+    "file" for a path, and for an fd a pool handed as a named file's; "memfd" for any other fd.
+    """
 
-    def __init__(self, desc, granted, fd, buf_addr):
-        self.kind = "memfd" if desc.source == "fd" else "file"
+    def __init__(self, desc, granted, fd, buf_addr, named=False):
+        self.kind = "file" if desc.source == "path" or named else "memfd"
         self.path = desc.path or None
         self.generation = desc.generation
         self.segment_id = desc.segment_id
@@ -186,11 +180,11 @@ class _Opened(Segment):
         )
 
     def new_fd(self, mode: Mode = "r") -> int | None:
-        if self.kind != "memfd":
+        if self._desc.source != "fd":
             return None
         if self._fd is None:
             raise errors.ProducerError(
-                "cannot hand on a view of this received memfd: no fd of it was kept (the fd "
+                "cannot hand on a view of this received file: no fd of it was kept (the fd "
                 "limit was reached when it was opened); raise the limit (`ulimit -n`)",
                 errno.EMFILE,
             )
@@ -213,19 +207,20 @@ class _MemmapFile(Segment):
         return describe(view, mode=mode)
 
 
-def register_opened(mm, desc, granted, fd):
+def register_opened(mm, desc, granted, fd, named=False):
     """Called by :func:`stridemap.open` for each mapping it makes, so that views of it can be
     described again. ``fd`` (an fd source's received fd) is duplicated and kept; the copy
-    shares the lock (same open file description)."""
+    shares the lock (same open file description). ``named``: a pool handed ``fd`` as a named
+    file's."""
     kept = None
     if fd is not None:
         try:
             kept = os.dup(fd)  # not inheritable, like every fd Python makes
         except OSError as e:  # the view is fine; only exporting views of it will fail
-            log.debug("stridemap: no fd kept for re-exporting a received memfd: %s", e)
+            log.debug("stridemap: no fd kept for re-exporting a received fd: %s", e)
     start = address(np.frombuffer(mm, dtype=np.uint8))
     delta = desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
-    register(mm, _Opened(desc, granted, kept, start + delta))
+    register(mm, _Opened(desc, granted, kept, start + delta, named))
 
 
 def backing(array):

@@ -31,6 +31,7 @@ import threading
 
 import numpy as np
 
+from .. import forksafe
 from . import uffd as _uffd
 
 #: Fills of at least this many bytes use the helper thread (below it, starting a thread and
@@ -172,7 +173,7 @@ class _Claims:
 
     def __init__(self, n):
         self.lo, self.hi = 0, n
-        self.lock = threading.Lock()
+        self.lock = forksafe.Lock()
         self.stop = False
         self.undone = []  # chunks the helper took but could not fill
 

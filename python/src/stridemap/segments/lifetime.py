@@ -10,6 +10,7 @@ import os
 import threading
 import time
 
+from .. import forksafe
 from . import roots, sweep
 from .backing import system_error
 from .header import DATA_OFFSET
@@ -22,7 +23,7 @@ class _State:
 
     def __init__(self):
         self.pid = os.getpid()
-        self.lock = threading.RLock()
+        self.lock = forksafe.RLock()
         self.folders = {}  # temp root -> PoolFolder
         self.swept = set()  # roots swept by this process
         self.pending = []  # FileState of named segments a consumer still maps
@@ -162,7 +163,20 @@ def folder_for(needed, temp_folder):
         except OSError as e:
             raise system_error(f"creating a pool folder in {root}", e) from None
         st.folders[root] = folder
+        if len(st.folders) == 1:
+            _remove_folders_at_process_exit()
         return folder
+
+
+def _remove_folders_at_process_exit():
+    """Remove this process's folders when it exits through ``multiprocessing``'s exit function
+    too: a worker of a fork or forkserver pool ends with ``os._exit``, which runs no atexit
+    handler, after that function. Priority -60: after the pools' wait for receivers (-10) and
+    the fd channel's unlink (-50). (A worker killed, as ``Pool.terminate`` does, leaves its
+    folder to the next sweep.)"""
+    from multiprocessing import util
+
+    util.Finalize(None, _at_exit, exitpriority=-60)
 
 
 def producer_root(needed: int = 0, *,
@@ -192,7 +206,6 @@ def _after_fork_in_child():
     old = _state
     _state = _State()
     for folder in old.folders.values():
-        folder.lock = threading.Lock()  # another thread may have held it at the fork
         folder.close()  # a duplicate: the parent's lock stays
 
 

@@ -15,11 +15,10 @@ import fcntl
 import logging
 import os
 import re
-
-import threading
 import time
 import uuid
 
+from .. import forksafe
 
 log = logging.getLogger("stridemap")
 
@@ -152,7 +151,7 @@ class PoolFolder:
         self.name = os.path.basename(path)
         self.fd = fd
         self.pid = os.getpid()
-        self.lock = threading.Lock()  # held while fd is used to unlink, and to close it
+        self.lock = forksafe.Lock()  # held while fd is used to unlink, and to close it
 
     @classmethod
     def create(cls, root):

@@ -27,11 +27,13 @@ import errno
 import os
 import socket
 import struct
+import tempfile
 import threading
 from multiprocessing import connection as _mp_connection
 from multiprocessing import process as _mp_process
 from multiprocessing import util as _mp_util
 
+from .. import forksafe
 from ..codec import errors
 
 _KEY = struct.Struct("<Q")
@@ -39,7 +41,21 @@ _FOUND, _MISSING = b"\x01", b"\x00"
 
 # --- the sending side ---------------------------------------------------------------------
 
-_lock = threading.Lock()
+
+def _settle_tempfile():
+    """The listener's address comes from ``tempfile`` (``multiprocessing``'s
+    ``arbitrary_address``), which makes its temp folder's name and its name sequence on first
+    use under a lock of its own that a fork does not reset: a child forked while another thread
+    of its parent was doing that (pickling the first shared array) hung on it. Made here, at
+    import, before any thread of ours runs, they are never made again in this process."""
+    tempfile.gettempdir()
+    candidates = getattr(tempfile, "_get_candidate_names", None)
+    if candidates is not None:
+        candidates()
+
+
+_settle_tempfile()
+_lock = forksafe.Lock()
 _state = {"pid": None, "address": None, "listener": None, "next": 0}
 _offered = {}  # id -> (fd, keep)
 _served = set()  # the receivers' connections this process serves (closed in a forked child)
@@ -162,7 +178,7 @@ def pending():
 
 # --- the receiving side -------------------------------------------------------------------
 
-_conns_lock = threading.Lock()
+_conns_lock = forksafe.Lock()
 _conns = {}  # address -> _Conn
 
 
@@ -173,7 +189,7 @@ class _Conn:
         conn = _mp_connection.Client(address, family="AF_UNIX", authkey=_authkey())
         self.conn = conn
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn.fileno())
-        self.lock = threading.Lock()
+        self.lock = forksafe.Lock()
 
     def close(self):
         self.sock.detach()
@@ -279,10 +295,7 @@ def _recv_fd(s):
 
 # --- fork -----------------------------------------------------------------------------------
 
-def _after_fork_in_child():
-    global _lock, _conns_lock
-    _lock = threading.Lock()
-    _conns_lock = threading.Lock()
+def _after_fork_in_child():  # after forksafe's: the locks are free
     for fd, _keep in _offered.values():
         try:
             os.close(fd)

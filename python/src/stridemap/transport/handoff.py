@@ -4,8 +4,11 @@ This module is what a pool worker imports when it unpickles its first descriptor
 dependency on joblib, so a ``multiprocessing`` worker stays light. :mod:`stridemap.pools` is the
 public face (``install()``, the joblib backend).
 
-What travels in the pickle is ``(_rebuild, (record, handle, named, mode, policy))``: the
-1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, and a handle of the fd.
+What travels in the pickle is ``(_rebuild, (record, handle, kind, mode, policy))``: the
+1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, a handle of the fd, and
+what the fd is, as the sender knows it: "memfd", or "file" for a named file (a segment in a temp
+root, an ``np.memmap``'s file), which the receiver checks as SPEC §6 checks a file opened by its
+path (:func:`stridemap.reader.open_handed`), where a memfd is held to O9.
 While a process is being started (spawn, forkserver) the handle is ``multiprocessing``'s own
 and the fd is inherited by the child. At any other time it is a :class:`~.channel.ChannelFd`:
 the sender keeps the fd, and the one process that asks for it gets it, once, over a Unix socket
@@ -18,7 +21,9 @@ segment or memmap file is opened again here), on which the sender already holds
 ``flock(LOCK_SH)`` (SPEC §7): the producer cannot recycle or delete the segment between the send
 and the receiver's mapping. The receiver never opens a path: it trusts the fd its pool gave it,
 and the descriptor only says how to view it (rules O6-O11 still check the fd against the
-record: size, identity, seals, the segment header).
+record: size, identity, seals, the segment header). A receive that fails returns a stand-in
+that raises its error where it is used (:mod:`stridemap.transport.unreceived`): raised from the
+unpickle, the error would cost the pool a worker and the task, or break the whole executor.
 
 Why this transport and not reopening ``/proc/<sender>/fd/<n>`` in the receiver: the handle holds
 the fd from the moment of pickling, so the sender may drop the array at once (a worker
@@ -31,11 +36,9 @@ live until the receiver has fetched it (hence the wait at exit below).
 
 import dataclasses
 import errno
-import fcntl
 import logging
 import os
 import socket
-import threading
 import weakref
 from multiprocessing import context as _mp_context
 from multiprocessing import reduction as _mp_reduction
@@ -43,14 +46,15 @@ from multiprocessing import resource_sharer as _resource_sharer
 
 import numpy as np
 
+from .. import forksafe
 from ..codec import errors
 from ..codec.decode import decode
 from ..codec.record import encode
 from ..codec.rules import KINDS
-from ..reader import open as _open
+from ..reader import open_handed
 from ..segments import header
 from ..segments.make import Produced
-from . import channel
+from . import channel, unreceived
 
 log = logging.getLogger("stridemap.pools")
 
@@ -74,7 +78,7 @@ class Policy:
             raise ValueError(f"max_nbytes must be >= 0, not {self.max_nbytes}")
 
 
-_lock = threading.Lock()
+_lock = forksafe.Lock()
 _installed = None  # the Policy in force in this process (install(), or the first array's)
 # _installed is the default that a bare install() chose knowing no policy: the first array
 # received replaces it with its sender's.
@@ -289,7 +293,7 @@ def handoff(array, policy, mmap_mode=None):
 # two calls reaches the second, as with loky). Outside a scope (multiprocessing, executors)
 # every pickle of it copies it once, as every pickle of it copied it before: never a stale
 # copy. Arrays from stridemap.share()/empty() and memmap views are never copied.
-_scope_lock = threading.Lock()
+_scope_lock = forksafe.Lock()
 _scopes = 0  # open reuse scopes
 _scoped = {}  # id(array) -> (weakref(array), its shared copy), while any scope is open
 
@@ -342,12 +346,12 @@ def _is_memmap(seg):
 
 
 def export_for_receiver(view, *, copy_on_write=False):
-    """``(record, handle, named, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
+    """``(record, handle, kind, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
     ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
-    locked shared (SPEC §7); whether the file is a named one (a regular file cannot be sealed:
-    the receiver accepts it unsealed, as it would when opening its path, which is what SPEC §6
-    O9 leaves to it); and the mode the receiver maps with: "r+" for a writable view of a
-    writable segment, else "r", or "c" (copy-on-write) with ``copy_on_write``."""
+    locked shared (SPEC §7); what the file is, as its segment says: "memfd", or "file" for a
+    named one (opened by its path here, or received as a named file's fd and handed on); and
+    the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
+    or "c" (copy-on-write) with ``copy_on_write``."""
     sm = _producer()
     mode = "r+" if view.flags.writeable else "r"
     quick = _export_frozen_memfd(view) if mode == "r" else None
@@ -368,9 +372,7 @@ def export_for_receiver(view, *, copy_on_write=False):
             generation = desc.generation
         elif generation is None:
             generation = decode(record).generation
-        # A memfd is sealed; a named file (also one a worker received as an fd and hands on)
-        # cannot be.
-        named = not _sealable(fd)
+        kind = "file" if getattr(ex.segment, "kind", None) in ("file", "memmap") else "memfd"
         header.lock_shared(fd, wait=generation != 0)
         try:
             handle = _dup_for_receiver(fd, view)
@@ -379,7 +381,7 @@ def export_for_receiver(view, *, copy_on_write=False):
     finally:
         if fd is not None:
             os.close(fd)
-    return record, handle, named, "c" if copy_on_write and mode == "r" else mode
+    return record, handle, kind, "c" if copy_on_write and mode == "r" else mode
 
 
 # Records of views of frozen memfd segments, per segment: a repeated handoff of the same view
@@ -387,7 +389,7 @@ def export_for_receiver(view, *, copy_on_write=False):
 # 40 us of the 120 us a sender spends). Only frozen memfds: everything in their records but the
 # view's geometry is fixed for the segment's life, so the geometry is the whole key.
 _records = weakref.WeakKeyDictionary()
-_records_lock = threading.Lock()
+_records_lock = forksafe.Lock()
 _RECORDS_PER_SEGMENT = 64
 
 
@@ -428,14 +430,6 @@ def _fd_error(what, e):
             e.errno,
         )
     return errors.ProducerError(f"{what}: {e.strerror or e}", e.errno)
-
-
-def _sealable(fd):
-    try:
-        fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-        return True
-    except OSError:
-        return False
 
 
 def _open_again(desc):
@@ -519,7 +513,7 @@ def _hold_until_fetched(handle, keep):
 # handles have been fetched, for up to EXIT_WAIT seconds.
 EXIT_WAIT = float(os.environ.get("STRIDEMAP_POOLS_EXIT_WAIT", "10"))
 _pending = {"pid": None, "ids": set(), "finalizer": None}
-_pending_lock = threading.Lock()
+_pending_lock = forksafe.Lock()
 
 
 def _ensure_exit_wait():
@@ -649,22 +643,21 @@ def _recv_fd_cloexec(conn_fd):
 _LE = np.little_endian
 
 
-def _rebuild(record, handle, named, mode, policy):
-    """The receiving end: map the descriptor's fd (then close it) and return the array."""
+def _rebuild(record, handle, kind, mode, policy):
+    """The receiving end: map the descriptor's fd (then close it) and return the array, or,
+    when that fails, a stand-in that raises the error where it is used (never raised here).
+    ``kind`` is the sender's word for the fd: "file" (a named file's), else a memfd's."""
     if _installed is None or _provisional:
         install(policy)  # results and onward tasks go back the same way
     _ensure_exit_wait()
-    fd = _detach(handle)
     try:
-        try:
-            array = _open(record, fd=fd, mode=mode, allow_unsealed=named)
-        except TypeError:  # open() refuses an fd beside a descriptor that names a path
-            if decode(record).source == "fd":
-                raise
-            raise errors.SourceMismatch(
-                "a pool's descriptor must travel with its fd; one naming a path is refused "
-                "(a pool worker opens no paths)"
-            ) from None
+        fd = _detach(handle)
+    except Exception as e:  # noqa: BLE001 - any failure: the task gets it, not the pool
+        return unreceived.stand_in(e)
+    try:
+        array = open_handed(record, fd, mode=mode, named=kind == "file")
+    except Exception as e:  # noqa: BLE001
+        return unreceived.stand_in(e)
     finally:
         os.close(fd)
     return _as_shared(array)
@@ -676,8 +669,7 @@ def _as_shared(array):
 
 
 def _reset_reuse_scopes_in_child():
-    global _scope_lock, _scopes
-    _scope_lock = threading.Lock()  # another thread may have held it at the fork
+    global _scopes
     _scopes = 0
     _scoped.clear()
 
