@@ -53,7 +53,10 @@ from ..codec.record import encode
 from ..codec.rules import KINDS
 from ..reader import open_handed
 from ..segments import header
+from ..segments.backing import segment_of
+from ..segments.export import Export, export
 from ..segments.make import Produced
+from ..segments.share import SharedArray, empty, share
 from . import channel, unreceived
 
 log = logging.getLogger("stridemap.pools")
@@ -86,20 +89,9 @@ _provisional = False
 _parents = None  # the policy the parent process pickled stridemap.pools.install with
 
 
-def _producer():
-    """The producer API (``stridemap.share`` and friends), imported late: it imports us back."""
-    import stridemap
-
-    return stridemap
-
-
 def array_types():
     """The array types the reducers are registered for (a dispatch table matches exact types)."""
-    types = [np.ndarray, np.memmap]
-    shared = getattr(_producer(), "SharedArray", None)
-    if shared is not None:
-        types.append(shared)
-    return types
+    return [np.ndarray, np.memmap, SharedArray]
 
 
 def install(policy, *, provisional=False):
@@ -170,9 +162,7 @@ def register_with_loky():
     """
     import sys
 
-    shared = getattr(_producer(), "SharedArray", None)
-    if shared is None:
-        return
+    shared = SharedArray
     for name in ("joblib.externals.loky.backend.reduction", "loky.backend.reduction"):
         module = sys.modules.get(name)
         if module is not None:
@@ -261,12 +251,11 @@ def handoff(array, policy, mmap_mode=None):
     the producer (shared memory full, too many open files) are raised: an array the policy says
     to share is never silently copied.
     """
-    sm = _producer()
     problem = _typestr_problem(array.dtype)
     if problem is not None:
         log.debug("stridemap.pools: pickling a %s array: %s", array.shape, problem)
         return None
-    seg = sm.segment_of(array)
+    seg = segment_of(array)
     if seg is not None and seg.private:
         seg = None
     view = array
@@ -321,7 +310,7 @@ def _copy(array):
         hit = _scoped.get(id(array)) if _scopes else None
     if hit is not None and hit[0]() is array:
         return hit[1]
-    shared = _producer().share(array, reuse=False)
+    shared = share(array, reuse=False)
     try:
         ref = weakref.ref(array)
     except TypeError:
@@ -336,7 +325,7 @@ def _writable_copy(array):
     """A copy of ``array`` in a new writable segment, for a receiver that writes (mmap_mode
     "r+"): each handoff its own copy (never reused: the receiver changes it)."""
     order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-    copy = _producer().empty(array.shape, array.dtype, order=order)
+    copy = empty(array.shape, array.dtype, order=order)
     copy[...] = array
     return copy
 
@@ -352,16 +341,15 @@ def export_for_receiver(view, *, copy_on_write=False):
     named one (opened by its path here, or received as a named file's fd and handed on); and
     the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
     or "c" (copy-on-write) with ``copy_on_write``."""
-    sm = _producer()
     mode = "r+" if view.flags.writeable else "r"
     quick = _export_frozen_memfd(view) if mode == "r" else None
     try:
-        ex = quick or sm.export(view, mode=mode)
+        ex = quick or export(view, mode=mode)
     except (ValueError, errors.StridemapError):
         if mode == "r":
             raise
         mode = "r"
-        ex = sm.export(view, mode=mode)  # a writable view of a read-only segment
+        ex = export(view, mode=mode)  # a writable view of a read-only segment
     record, fd = ex.record, ex.fd
     generation = getattr(ex.segment, "generation", None)
     try:
@@ -396,8 +384,7 @@ _RECORDS_PER_SEGMENT = 64
 def _export_frozen_memfd(view):
     """``stridemap.export(view, mode="r")`` for a view of a frozen memfd segment, its record
     remembered per segment; None for any other view (the caller exports it the usual way)."""
-    sm = _producer()
-    seg = sm.segment_of(view)
+    seg = segment_of(view)
     if not isinstance(seg, Produced) or seg.kind != "memfd" or not seg.frozen:
         return None
     iface = view.__array_interface__
@@ -416,7 +403,7 @@ def _export_frozen_memfd(view):
             records[key] = record
     fd = seg.new_fd("r")
     try:
-        return sm.Export(record, fd, seg)
+        return Export(record, fd, seg)
     except BaseException:
         os.close(fd)
         raise
@@ -664,8 +651,7 @@ def _rebuild(record, handle, kind, mode, policy):
 
 
 def _as_shared(array):
-    shared = getattr(_producer(), "SharedArray", None)
-    return array if shared is None else array.view(shared)
+    return array.view(SharedArray)
 
 
 def _reset_reuse_scopes_in_child():
