@@ -13,6 +13,7 @@ that task's exception; a result the parent could not receive raises where the pa
 """
 
 import copy
+import errno
 import logging
 
 from ..codec import errors
@@ -45,6 +46,10 @@ def error_of(e):
         return e
     message = f"stridemap.pools: a shared array sent to this process could not be received: {e}"
     fix = _FIXES.get(e.rule) if isinstance(e, errors.OpenError) else None
+    if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):
+        fix = ("this process is out of file descriptors (each live received array holds one, "
+               "and Python's mmap another): raise the limit (`ulimit -n`, "
+               "resource.setrlimit(RLIMIT_NOFILE)) or let go of received arrays")
     if fix is None and isinstance(e, errors.DescriptorError):
         fix = ("the descriptor did not survive the trip (rule " + e.rule + "): the sender and "
                "this process must run the same stridemap")
