@@ -403,7 +403,7 @@ def run_mp(tally, inputs, tasks, args, ctx):
                                    "result is delivered any more")
                 tally.lose(inflight)
                 inflight.clear()
-                tally.lose(t[0] for t in it)
+                tally.give_up(t[0] for t in it)
                 break
             while not exhausted and len(inflight) < args.window_mp:
                 t = next(it, None)
