@@ -295,8 +295,8 @@ class Tally:
         if self.pool_errors:
             out.append(f"the pool raised: {self.pool_errors}")
         if self.not_run:
-            out.append(f"given up after more than {self.limit} failures: {len(self.not_run)} "
-                       "tasks not run")
+            out.append(f"{len(self.not_run)} tasks not run: the pool was given up (more than "
+                       f"{self.limit} failures, or no results any more)")
         if self.hangs:
             out.append(f"{len(self.hangs)} waits past the deadline (first: {self.hangs[0]})")
         for what, (before, after) in self.leftovers.items():
@@ -466,6 +466,19 @@ def run_cf(tally, inputs, tasks, args, ctx):
         return concurrent.futures.ProcessPoolExecutor(
             2, mp_context=ctx, initializer=stridemap.pools.install)
 
+    def collect(done):
+        """Check the futures ``done``; the tasks of those a broken pool failed."""
+        lost = []
+        for f in done:
+            i = pending.pop(f)
+            try:
+                tally.check(inputs, f.result())
+            except BrokenProcessPool:
+                lost.append(i)
+            except Exception as e:
+                tally.errors.append((i, repr(e)))
+        return lost
+
     ex = new()
     pending = {}  # future -> i
     todo = collections.deque(tasks)
@@ -493,26 +506,11 @@ def run_cf(tally, inputs, tasks, args, ctx):
                 lost = list(pending.values())
                 pending.clear()
             else:
-                lost = []
-                for f in done:
-                    i = pending.pop(f)
-                    try:
-                        tally.check(inputs, f.result())
-                    except BrokenProcessPool:
-                        lost.append(i)
-                    except Exception as e:
-                        tally.errors.append((i, repr(e)))
+                lost = collect(done)
             if lost or refused:
                 # Every pending future fails too, soon: collect them (bounded), then a new pool.
                 done, not_done = concurrent.futures.wait(pending, timeout=args.deadline)
-                for f in done:
-                    i = pending.pop(f)
-                    try:
-                        tally.check(inputs, f.result())
-                    except BrokenProcessPool:
-                        lost.append(i)
-                    except Exception as e:
-                        tally.errors.append((i, repr(e)))
+                lost += collect(done)
                 if not_done:
                     tally.hangs.append(f"ProcessPoolExecutor: {len(not_done)} futures of a "
                                        "broken pool never finished")
@@ -617,13 +615,14 @@ def run(args, root, shm_dir, disk_dir, out=sys.stdout):
         f"({_fstype(disk_dir)})")
     t_all = time.monotonic()
     # What lives as long as this process, made before the baselines: the forkserver and its
-    # socket, the resource tracker, this process's fd channel listener.
+    # socket, the resource tracker, this process's fd channel listener and pool folder.
     if args.start_method == "forkserver":
         from multiprocessing import forkserver
         forkserver.ensure_running()
     from multiprocessing import resource_tracker
     resource_tracker.ensure_running()
     _channel._listening()
+    stridemap.producer_root()
     start = resources(dirs)
     inputs = Inputs(shm_dir, disk_dir, stridemap.pools.installed().max_nbytes)
     own = folders(root)
