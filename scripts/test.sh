@@ -131,10 +131,12 @@ step_pyversions() {
     # benchmark smoke runs) and its doctests on the other supported Pythons found under pyenv
     # (3.11 is the `python` step's), each in its own cached venv with the pins of
     # python/requirements-pyX.Y.txt. A missing Python is said, not failed; a failing test fails.
-    # Not here: Dask (dask and distributed are not installed), the benchmark's smoke run, and
-    # the 10,000-task leak test of the pools (36 s a version); the `python` step runs them.
+    # Not here: Dask (dask and distributed are not installed), the benchmark's smoke run, the
+    # 10,000-task leak test of the pools (36 s a version) and the soak's CI form (test_soak.py,
+    # 5,000 tasks with kills, about 90 s); the `python` step runs them.
     local tests=(src/stridemap --ignore=src/stridemap/integrations/dask.py --ignore=src/stridemap/bench/dask.py
         tests --ignore=tests/test_dask.py --ignore=tests/test_pools_bench.py
+        --ignore=tests/test_soak.py
         --deselect tests/test_pools_lifetime.py::test_ten_thousand_tasks_leave_no_growth)
     local v python
     for v in 3.10 3.12 3.13; do
@@ -144,7 +146,7 @@ step_pyversions() {
             continue
         fi
         echo "--- Python $v: $python (not run here: test_dask.py, test_pools_bench.py," \
-            "test_ten_thousand_tasks_leave_no_growth)"
+            "test_soak.py, test_ten_thousand_tasks_leave_no_growth)"
         # Explicit returns: run_steps calls a step inside `if`, where `set -e` does not apply.
         ensure_pyvenv ".venv-py$v" "$python" "python/requirements-py$v.txt" || return 1
         (cd python && "../.venv-py$v/bin/python" -m pytest -q -p no:cacheprovider \
