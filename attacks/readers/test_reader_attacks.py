@@ -5,6 +5,7 @@ Run by `bash scripts/test.sh attacks` with the repository's .venv; the C reader'
 program is built by readers/c/build.sh first.
 """
 
+import fcntl
 import json
 import os
 import pathlib
@@ -118,3 +119,51 @@ def test_an_o_path_fd_is_o9(tmp_path):
         assert c_verdict(rec, fd=fd) == "O9"
     finally:
         os.close(fd)
+
+
+def sparse_memfd(length):
+    """A peer's memfd of ``length`` bytes made by ftruncate alone, sealed: no page yet."""
+    fd = os.memfd_create("peer", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, length)
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    assert os.fstat(fd).st_blocks == 0
+    return fd
+
+
+def test_a_sparse_memfd_is_refused_before_anything_is_read():
+    """Issue 19 item 1: a sealed 512 MiB memfd made by ftruncate alone made every reader
+    allocate 512 MiB reading a view striding 4 KiB through it: O12 refuses it at open. Nothing
+    here reads it. The C reader's test program prints every element it maps, so it gets a
+    one-element view of the same buffer (on a reader without O12 that reads one page)."""
+    length = 512 << 20
+    fd = sparse_memfd(length)
+    try:
+        st = os.fstat(fd)
+        common = dict(dtype="|u1", buffer_len=length, file_len=length, source="fd",
+                      device=st.st_dev, inode=st.st_ino)
+        striding = encode(Descriptor(shape=(length // 4096,), strides=(4096,), **common))
+        try:
+            stridemap.open(striding, fd=fd)  # the array is dropped unread
+            verdict = "ok"
+        except stridemap.errors.StridemapError as e:
+            verdict = e.rule
+            print(f"Python: {e}")
+            assert isinstance(e, stridemap.Sparse)
+        assert verdict == "O12", "Python mapped a sparse 512 MiB memfd"
+        one = encode(Descriptor(shape=(1,), strides=(1,), **common))
+        assert c_verdict(one, fd=fd) == "O12", "C mapped a sparse 512 MiB memfd"
+        assert os.fstat(fd).st_blocks <= 8
+    finally:
+        os.close(fd)
+    dense = os.memfd_create("peer", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        os.write(dense, bytes(1 << 20))
+        fcntl.fcntl(dense, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+        st = os.fstat(dense)
+        rec = encode(Descriptor(dtype="|u1", shape=(256,), strides=(4096,), buffer_len=1 << 20,
+                                file_len=1 << 20, source="fd", device=st.st_dev,
+                                inode=st.st_ino))
+        assert py_verdict(rec, fd=dense) == "ok"
+        assert c_verdict(rec, fd=dense) == "ok"
+    finally:
+        os.close(dense)

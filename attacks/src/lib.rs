@@ -98,6 +98,31 @@ pub fn can(what: &str, probe: impl FnOnce() -> bool) -> bool {
     !without.split(',').any(|w| w == what) && probe()
 }
 
+/// A tmpfs of `size` (mount's `size=`, e.g. `64m`) mounted on the existing folder `dir`
+/// where mounts work (root, and not `$STRIDEMAP_ATTACKS_WITHOUT=mount`); unmounted when the
+/// guard drops, whatever the test did. `None` where it cannot be mounted.
+pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Unmount> {
+    let mounted = is_root()
+        && can("mount", || {
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    mounted.then(|| Unmount(dir.to_path_buf()))
+}
+
+/// Unmounts its folder on drop ([`small_tmpfs`]).
+#[derive(Debug)]
+pub struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// Whether this process runs as root (some plants need it: chown, mounts).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

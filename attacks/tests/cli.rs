@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use stridemap_attacks::{Scratch, can, cli, describe_bytes, is_root, run_for, text};
+use stridemap_attacks::{
+    Scratch, Unmount, cli, describe_bytes, is_root, run_for, small_tmpfs, text,
+};
 
 /// A `stridemap-*` entry of `base` holding a file `x` (or, for `None`, a plain file named
 /// like a folder), and a descriptor of that file.
@@ -107,21 +109,8 @@ fn the_broadcast_export_is_refused_and_leaves_no_file() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let small = dir.join("small");
     std::fs::create_dir(&small).unwrap();
-    let mounted = is_root()
-        && can("mount", || {
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-                .arg(&small)
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = mounted.then(|| Unmount(small.clone()));
+    let guard = small_tmpfs(&small, "64m");
+    let mounted = guard.is_some();
     println!(
         "variant: {}",
         if mounted {
@@ -282,4 +271,130 @@ fn the_o2_message_names_allow_root() {
         t.contains("--allow-root") && !t.contains("OpenOptions"),
         "{t}"
     );
+}
+
+/// A scratch folder with a 64 MiB tmpfs mounted on its `small` folder (unmounted first when
+/// the tuple drops), saying which variant runs: `None` (said) where it cannot be mounted.
+fn tmpfs_scratch(variant: &str) -> Option<(Unmount, Scratch, PathBuf)> {
+    let dir = Scratch::new();
+    let small = dir.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let Some(guard) = small_tmpfs(&small, "64m") else {
+        println!("variant: NOT RUN: needs a tmpfs of its own (root, mount)");
+        return None;
+    };
+    println!("variant: {variant}");
+    Some((guard, dir, small))
+}
+
+/// Free bytes of the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    let st = rustix::fs::statvfs(dir).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+/// Issue 19 item 3: with no `--max-bytes`, `export` took all the free space as its cap: a
+/// 1-byte broadcast just small enough filled a 64 MiB tmpfs to 0 bytes. The default now
+/// leaves the margin the producers leave on a temp root (4 MiB and 1% of the size).
+#[test]
+fn the_default_export_cap_leaves_free_space() {
+    let Some((_guard, dir, small)) = tmpfs_scratch("output on a 64 MiB tmpfs") else {
+        return;
+    };
+    let free = free_bytes(&small);
+    let data = dir.join("one-byte");
+    std::fs::write(&data, [7u8]).unwrap();
+    let desc = dir.join("broadcast.smd");
+    // The .npy's header fits in the last page: the file takes every free byte.
+    let n = (free - 4096).to_string();
+    let o = cli()
+        .args(["describe", data.to_str().unwrap(), "--dtype", "|u1"])
+        .args(["--shape", &n, "--strides", "0", "-o"])
+        .arg(&desc)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let got = run_for(
+        cli()
+            .args(["export", desc.to_str().unwrap(), "--allow-root"])
+            .arg(&dir.p)
+            .arg("-o")
+            .arg(small.join("out.npy")),
+        Duration::from_secs(30),
+    )
+    .expect("the export hung");
+    let t = text(&got);
+    println!("{t}");
+    let left = free_bytes(&small);
+    println!("{free} bytes free before, {left} after");
+    assert_ne!(
+        got.status.code(),
+        Some(0),
+        "the export filled the tmpfs: {t}"
+    );
+    assert!(t.contains("--max-bytes") && t.contains("margin"), "{t}");
+    assert_eq!(left, free);
+    assert_eq!(std::fs::read_dir(&small).unwrap().count(), 0);
+}
+
+/// Issue 19 item 3: a source truncated while `export` copies it killed the CLI with SIGBUS
+/// (it read the map), leaving its hidden `.tmp` output behind. Now it reads the file with
+/// pread and fails with a message, removing the temporary. Source and output are on a tmpfs
+/// of the test's own; the source (24 MiB, exported with stride 2 so that the copy takes a
+/// while) is truncated after a growing delay until one truncation lands mid-export.
+#[test]
+fn a_source_truncated_mid_export_fails_cleanly() {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((_guard, dir, small)) = tmpfs_scratch("source and output on a 64 MiB tmpfs") else {
+        return;
+    };
+    let (src, out) = (small.join("src"), small.join("out"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    const LEN: u64 = 24 << 20;
+    let data = src.join("data");
+    let desc = dir.join("strided.smd");
+    let mut mid_export = 0;
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 160, 320] {
+        let f = std::fs::File::create(&data).unwrap();
+        f.set_len(LEN).unwrap();
+        std::io::Write::write_all(&mut &f, &vec![1u8; LEN as usize]).unwrap();
+        let o = cli()
+            .args(["describe", data.to_str().unwrap(), "--dtype", "|u1"])
+            .args(["--shape", &(LEN / 2).to_string(), "--strides", "2", "-o"])
+            .arg(&desc)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let child = cli()
+            .args(["export", desc.to_str().unwrap(), "--allow-root"])
+            .arg(&src)
+            .arg("-o")
+            .arg(out.join("out.npy"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        f.set_len(0).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let t = text(&o);
+        println!("truncated after {delay_ms} ms: {:?} {}", o.status, t.trim());
+        assert_eq!(o.status.signal(), None, "the export was killed: {t}");
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "out.npy")
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+        if o.status.success() {
+            continue; // done before the truncation (or refused at open: no file yet)
+        }
+        if t.contains("truncated while being read") {
+            mid_export += 1;
+            break;
+        }
+    }
+    assert!(mid_export > 0, "no truncation landed mid-export");
 }

@@ -20,7 +20,7 @@ fn orphan(root: &Path, name: &str) -> PathBuf {
 /// Issue 10 item 1: a folder swapped for a symbolic link while the sweep works through it
 /// must never make the sweep delete a file outside its root. A swapper thread flips the
 /// folder's name between a real folder and a link to a victim folder for a bounded time
-/// while the sweep runs in a loop.
+/// while the sweep runs in a loop; some sweeps must have removed the real folder meanwhile.
 #[test]
 fn the_gc_symlink_swap_never_deletes_outside_the_root() {
     let root = Scratch::new();
@@ -68,10 +68,12 @@ fn the_gc_symlink_swap_never_deletes_outside_the_root() {
             swaps
         })
     };
-    let (mut sweeps, mut deleted) = (0u64, 0u64);
+    let (mut sweeps, mut deleted, mut removed) = (0u64, 0u64, 0u64);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
-        let _ = stridemap_shm::sweep(std::slice::from_ref(&root.p), false);
+        if let Ok(r) = stridemap_shm::sweep(std::slice::from_ref(&root.p), false) {
+            removed += r.removed.len() as u64;
+        }
         sweeps += 1;
         if !victim.exists() {
             deleted += 1;
@@ -80,8 +82,16 @@ fn the_gc_symlink_swap_never_deletes_outside_the_root() {
     }
     stop.store(true, Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
-    println!("{sweeps} sweeps against {swaps} swaps: {deleted} deletions outside the root");
+    println!(
+        "{sweeps} sweeps against {swaps} swaps: {removed} folders removed, {deleted} deletions \
+         outside the root"
+    );
     assert!(sweeps > 100 && swaps > 100, "the race did not run");
+    // Issue 19 item 6: a sweep that removed nothing would pass the check below.
+    assert!(
+        removed > 0,
+        "no sweep removed the folder: the race proved nothing"
+    );
     assert_eq!(deleted, 0, "the sweep deleted a file outside its root");
 }
 
@@ -288,4 +298,32 @@ fn gc_sweeps_only_the_callers_folders() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!theirs.exists());
+}
+
+/// Issue 19 item 5: a dead producer's folder with 300 files was kept forever at an fd limit
+/// of 256 (EMFILE): the sweep held an exclusive lock fd per file. It locks and unlinks them
+/// in bounded batches now. `stridemap gc` runs with RLIMIT_NOFILE 256 (bash's ulimit).
+#[test]
+fn gc_removes_a_folder_of_300_files_at_an_fd_limit_of_256() {
+    let root = Scratch::new();
+    let folder = root.join(ORPHAN);
+    std::fs::create_dir(&folder).unwrap();
+    for i in 0..300 {
+        std::fs::write(folder.join(format!("seg-{i}")), b"segment").unwrap();
+    }
+    let bin = cli().get_program().to_owned();
+    let o = Command::new("bash")
+        .args(["-c", "ulimit -n 256 && exec \"$0\" gc --root \"$1\""])
+        .arg(bin)
+        .arg(&root.p)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    println!("{}", text(&o));
+    assert!(
+        !folder.exists(),
+        "the folder of 300 files was kept: {}",
+        text(&o)
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }

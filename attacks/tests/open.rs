@@ -187,3 +187,58 @@ fn mapping_reuse_does_not_skip_the_symlink_check() {
     );
     drop(held);
 }
+
+/// Issue 19 item 1: a peer's sealed 512 MiB memfd made by `ftruncate` alone, viewed striding
+/// 4 KiB through it, made every reader allocate 512 MiB as it read the view. It is refused
+/// (O12) by the open itself, before anything is read: this test never reads it (a sparse
+/// memfd costs nothing until read), and a dense one of the same shape is taken.
+#[test]
+fn a_sparse_memfd_is_refused_before_anything_is_read() {
+    const LEN: u64 = 512 << 20;
+    let striding = |len: u64, (dev, ino): (u64, u64)| {
+        Builder::new(DType::parse("|u1").unwrap(), &[len / 4096])
+            .strides(&[4096])
+            .buffer(0, len)
+            .file_len(len)
+            .identity(dev, ino)
+            .fd()
+            .build()
+            .unwrap()
+    };
+    let fd = memfd_create("peer", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    rustix::fs::ftruncate(&fd, LEN).unwrap();
+    fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+    let st = fstat(&fd).unwrap();
+    assert_eq!(st.st_blocks, 0, "the peer's memfd should have no page yet");
+    match stridemap::open_fd(
+        &striding(LEN, (st.st_dev, st.st_ino)),
+        fd,
+        &OpenOptions::new(),
+    ) {
+        // Not read: the view would fault in 131072 pages.
+        Ok(_) => panic!("a 512 MiB sparse memfd was mapped: reading its view allocates 512 MiB"),
+        Err(e) => {
+            println!("refused: {e}");
+            assert!(
+                matches!(
+                    e,
+                    Error::Sparse {
+                        allocated: 0,
+                        buffer_len: LEN
+                    }
+                ),
+                "{e:?}"
+            );
+            assert_eq!(e.rule(), Some("O12"));
+        }
+    }
+    let dense = peer_memfd(&vec![7u8; 1 << 20]);
+    let st = fstat(&dense).unwrap();
+    let m = stridemap::open_fd(
+        &striding(1 << 20, (st.st_dev, st.st_ino)),
+        dense,
+        &OpenOptions::new(),
+    )
+    .expect("a written memfd is taken");
+    assert!(m.copy_array().unwrap().bytes().iter().all(|&b| b == 7));
+}

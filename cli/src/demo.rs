@@ -107,7 +107,9 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let compute = t0.elapsed();
 
     // The same bytes through the socket, for comparison.
-    let bytes = a.byte_view()?.buffer();
+    // A named file is not frozen (no slice of it is lent): copied out first, untimed.
+    let elems = a.shared_view()?.to_vec();
+    let bytes: &[u8] = bytemuck::cast_slice(&elems);
     let t0 = Instant::now();
     wire::put(&crew.conns[0], &[wire::BULK])?;
     wire::put_u64(&crew.conns[0], bytes.len() as u64)?;

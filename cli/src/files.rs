@@ -304,28 +304,26 @@ pub(crate) fn inspect(path: &Path, as_json: bool) -> CliResult {
 }
 
 /// What `export` writes at most unless `--max-bytes` says otherwise (and never more than the
-/// free space of the output's filesystem).
+/// spare space of the output's filesystem).
 const EXPORT_CAP: u64 = 16 << 30;
 
-/// `--max-bytes` when not given: the output filesystem's free space, at most [`EXPORT_CAP`].
+/// `--max-bytes` when not given: the output filesystem's free space less the margin the
+/// producers leave on a temp root (4 MiB and 1% of its size,
+/// [`stridemap_shm::spare_space`]), at most [`EXPORT_CAP`].
 fn default_max_bytes(output: &Path) -> (u64, String) {
     let dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    match rustix::fs::statvfs(dir) {
-        Ok(st) => {
-            let free = st.f_bavail.saturating_mul(st.f_frsize.max(1));
-            if free < EXPORT_CAP {
-                (
-                    free,
-                    format!("the default: the free space of {}", dir.display()),
-                )
-            } else {
-                (EXPORT_CAP, "the default cap, 16 GiB".into())
-            }
-        }
-        Err(_) => (EXPORT_CAP, "the default cap, 16 GiB".into()),
+    match stridemap_shm::spare_space(dir) {
+        Ok(spare) if spare < EXPORT_CAP => (
+            spare,
+            format!(
+                "the default: the free space of {} less a margin of 4 MiB and 1% of its size",
+                dir.display()
+            ),
+        ),
+        _ => (EXPORT_CAP, "the default cap, 16 GiB".into()),
     }
 }
 

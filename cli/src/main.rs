@@ -1,8 +1,9 @@
 //! The `stridemap` command line: the demo, descriptor tools, the orphan sweep and the
 //! benchmark report.
 //!
-//! Exit codes: 0 success; 2 bad usage; 3 a descriptor or file that breaks a SPEC rule or the
-//! trust policy (the message names the rule); 1 any other failure.
+//! Exit codes: 0 success; 2 bad usage, or a request the machine cannot hold (refused before
+//! anything is allocated: the admission check); 3 a descriptor or file that breaks a SPEC rule or
+//! the trust policy (the message names the rule); 1 any other failure.
 
 // Linux only: memfd seals, openat2, /proc/self/fd and flock on shared files have no portable
 // equivalent here. `stridemap-core` (the descriptor alone) builds everywhere, no_std included.
@@ -82,7 +83,8 @@ enum Command {
         #[arg(long = "allow-root")]
         allow_root: Vec<PathBuf>,
         /// Refuse views holding more bytes of elements than this (suffixes K, M, G); default:
-        /// the free space of the output's filesystem, at most 16 GiB.
+        /// the free space of the output's filesystem less a margin (4 MiB and 1% of its
+        /// size, as the producers leave on a temp root), at most 16 GiB.
         #[arg(long, value_parser = files::parse_size)]
         max_bytes: Option<u64>,
     },
@@ -205,6 +207,11 @@ impl From<stridemap_shm::Error> for Failure {
     fn from(e: stridemap_shm::Error) -> Failure {
         match e {
             stridemap_shm::Error::Stridemap(e) => e.into(),
+            // Refused before anything was allocated: exit 2, and the flag that asks for less.
+            e @ stridemap_shm::Error::NoSpace { .. } => Failure {
+                code: 2,
+                message: format!("{e}; nothing was allocated (ask for less with --size)"),
+            },
             e => Failure::other(e.to_string()),
         }
     }

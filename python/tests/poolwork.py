@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+import procmaps
 import stridemap
 import stridemap.pools  # noqa: F401 - registers SharedArray with loky in joblib's workers
 
@@ -52,14 +53,7 @@ def mapping_of(array):
     for an array with no bytes (nothing to map)."""
     if array.nbytes == 0:
         return None
-    addr = array.__array_interface__["data"][0]
-    with open("/proc/self/maps") as f:
-        for line in f:
-            fields = line.split(maxsplit=5)
-            lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            if lo <= addr < hi:
-                return fields[5].strip() if len(fields) > 5 else "[anonymous]"
-    return "[unmapped]"
+    return procmaps.mapping(array)[1]
 
 
 def zero_copy(name):
@@ -109,3 +103,24 @@ def sleep_then_probe(array, seconds):
 
     time.sleep(seconds)
     return probe(array)
+
+
+def made_here(n):
+    """A result the worker makes itself (it has received no array): ``n`` float64s."""
+    return np.arange(float(n))
+
+
+def installed_policy(_=None):
+    """The ``stridemap.pools`` policy in force in the worker, or None."""
+    return stridemap.pools.installed()
+
+
+def own_initializer():
+    """A pool initializer of the user's own that calls a bare ``install()`` among other things
+    (the initializer pickled is this function, not ``install``)."""
+    stridemap.pools.install()
+
+
+def sum_then_make(array, n):
+    """Receive an array, then make a result of ``n`` float64s."""
+    return float(array.sum()), np.arange(float(n))

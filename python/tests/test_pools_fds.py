@@ -102,7 +102,7 @@ def test_install_numpy_shares_large_plain_arrays_only(pool, policy, caplog):
 
 
 def test_without_numpy_plain_arrays_are_pickled(pool, policy):
-    stridemap.pools.install()
+    stridemap.pools.install(numpy=False)
     big = np.arange(1 << 18, dtype="<f8")
     got = pool.submit(poolwork.probe, big).result()
     assert got["bytes"] == big.tobytes() and not poolwork.zero_copy(got["mapping"])

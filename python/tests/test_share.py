@@ -8,6 +8,7 @@ again through its export.
 import fcntl
 import logging
 import os
+import tempfile
 import stat
 
 import numpy as np
@@ -101,7 +102,9 @@ def test_sharing_the_same_live_object_reuses_its_segment():
     assert stridemap.segment_of(stridemap.share(b)) is not stridemap.segment_of(s1)
     assert stridemap.share(s1) is s1  # already shared and frozen
     assert stridemap.share(a, reuse=False) is not s1
-    key = (id(a), "memfd")
+    elsewhere = stridemap.share(a, kind="file", temp_folder=tempfile.mkdtemp())
+    assert elsewhere is not stridemap.share(a, kind="file")  # the folder asked for is kept
+    key = (id(a), "memfd", None)
     assert key in lifetime._state.reused
     del a
     assert key not in lifetime._state.reused  # liveness: gone with the object
@@ -145,9 +148,8 @@ def test_segment_header_seals_and_modes(kind):
         1, seg.segment_id, 4096, 400)
     if kind == "memfd":
         seals = fcntl.fcntl(seg.fd, make.F_GET_SEALS)
-        want = (make.F_SEAL_SHRINK | make.F_SEAL_GROW | make.F_SEAL_FUTURE_WRITE
-                | make.F_SEAL_SEAL)
-        assert seals & want == want
+        want = make.F_SEAL_SHRINK | make.F_SEAL_GROW | make.F_SEAL_WRITE | make.F_SEAL_SEAL
+        assert seals & want == want and seg.write_sealed  # no writer at all (SPEC §9)
         assert d.source == "fd" and seg.path is None
         assert "memfd:stridemap-" in os.readlink(f"/proc/self/fd/{seg.fd}")
     else:
@@ -212,7 +214,10 @@ def test_empty_is_writable_and_freeze_seals_it(kind):
     got = open_export(stridemap.export(out))
     assert np.array_equal(got, out)
     if kind == "memfd":
-        assert fcntl.fcntl(out.segment.fd, make.F_GET_SEALS) & make.F_SEAL_FUTURE_WRITE
+        # Its own map is still writable: sealed against new writers only, and it says so.
+        seals = fcntl.fcntl(out.segment.fd, make.F_GET_SEALS)
+        assert seals & make.F_SEAL_FUTURE_WRITE and not seals & make.F_SEAL_WRITE
+        assert not out.segment.write_sealed
     assert stridemap.share(out, kind=kind) is out  # frozen: shared as it is
 
 
@@ -412,3 +417,17 @@ def test_another_process_maps_the_same_pages(kind):
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 0
     assert out.split() == [v[::-1].tobytes().hex() for v in views]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "reversed", "gaps", "broadcast"])
+def test_every_shared_memfd_is_write_sealed(layout):
+    """Whatever way share() fills it (pwrite, packed slabs, through a map), no writable map
+    is left when it freezes: the kernel grants F_SEAL_WRITE, and no process can write it."""
+    base = np.arange(4096.0).reshape(64, 64)
+    src = {"contiguous": base, "reversed": base[::-1], "gaps": base[::2, ::3],
+           "broadcast": np.broadcast_to(base[0], (64, 64))}[layout]
+    s = stridemap.share(src, reuse=False)
+    seals = fcntl.fcntl(s.segment.fd, make.F_GET_SEALS)
+    assert seals & make.F_SEAL_WRITE and s.segment.write_sealed
+    with pytest.raises(PermissionError):  # EPERM: even this process cannot write it now
+        os.pwrite(s.segment.fd, b"x", s.segment.data_offset)

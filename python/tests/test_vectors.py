@@ -77,4 +77,4 @@ def test_every_rule_has_a_vector_and_its_own_class():
     assert all(issubclass(c, ValueError) for c in classes)
     opens = [c for c in vars(stridemap.errors).values()
              if isinstance(c, type) and issubclass(c, stridemap.errors.OpenError) and c.rule]
-    assert sorted(c.rule for c in opens) == sorted(f"O{i}" for i in range(1, 12))
+    assert sorted(c.rule for c in opens) == sorted(f"O{i}" for i in range(1, 13))

@@ -76,7 +76,7 @@
 /* Modes (SPEC §2.1): the descriptor's grant and what a consumer asks for. */
 enum stridemap_mode { STRIDEMAP_MODE_R = 0, STRIDEMAP_MODE_RW = 1, STRIDEMAP_MODE_COW = 2 };
 
-/* Rule ids: R1-R22 are 1-22, C1-C4 are 101-104, O1-O11 are 201-211. Negative values are not
+/* Rule ids: R1-R22 are 1-22, C1-C4 are 101-104, O1-O12 are 201-212. Negative values are not
  * rules. */
 enum stridemap_rule {
     STRIDEMAP_ESYS = -3,   /* a system call failed outside any check (sys_errno says which) */
@@ -89,20 +89,20 @@ enum stridemap_rule {
     STRIDEMAP_R19, STRIDEMAP_R20, STRIDEMAP_R21, STRIDEMAP_R22,
     STRIDEMAP_C1 = 101, STRIDEMAP_C2, STRIDEMAP_C3, STRIDEMAP_C4,
     STRIDEMAP_O1 = 201, STRIDEMAP_O2, STRIDEMAP_O3, STRIDEMAP_O4, STRIDEMAP_O5, STRIDEMAP_O6,
-    STRIDEMAP_O7, STRIDEMAP_O8, STRIDEMAP_O9, STRIDEMAP_O10, STRIDEMAP_O11
+    STRIDEMAP_O7, STRIDEMAP_O8, STRIDEMAP_O9, STRIDEMAP_O10, STRIDEMAP_O11, STRIDEMAP_O12
 };
 
-/* "R1".."R22", "C1".."C4", "O1".."O11", "OK", "EBUSY", "ESYS" or "EINVAL". */
+/* "R1".."R22", "C1".."C4", "O1".."O12", "OK", "EBUSY", "ESYS" or "EINVAL". */
 static inline const char *stridemap_rule_name(int rule) {
     static const char *const names[] = {
         "OK", "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11", "R12",
         "R13", "R14", "R15", "R16", "R17", "R18", "R19", "R20", "R21", "R22",
         "C1", "C2", "C3", "C4",
-        "O1", "O2", "O3", "O4", "O5", "O6", "O7", "O8", "O9", "O10", "O11",
+        "O1", "O2", "O3", "O4", "O5", "O6", "O7", "O8", "O9", "O10", "O11", "O12",
     };
     if (rule >= 0 && rule <= STRIDEMAP_R22) return names[rule];
     if (rule >= STRIDEMAP_C1 && rule <= STRIDEMAP_C4) return names[23 + rule - STRIDEMAP_C1];
-    if (rule >= STRIDEMAP_O1 && rule <= STRIDEMAP_O11) return names[27 + rule - STRIDEMAP_O1];
+    if (rule >= STRIDEMAP_O1 && rule <= STRIDEMAP_O12) return names[27 + rule - STRIDEMAP_O1];
     if (rule == STRIDEMAP_EBUSY) return "EBUSY";
     if (rule == STRIDEMAP_ESYS) return "ESYS";
     return "EINVAL";
@@ -842,7 +842,24 @@ static inline int stridemap__open_path(const struct stridemap_record *r,
     return STRIDEMAP_OK;
 }
 
-/* O6, O7, O8, and O9 for an fd source. */
+/* O12: a file sealed against shrinking (a sealed memfd, a peer's) must have at least its
+ * buffer's bytes allocated (st_blocks * 512), so that reading its holes cannot allocate more
+ * here than its producer already did. Unsealed files are not checked. */
+static inline int stridemap__check_allocated(int fd, const struct stat *st,
+                                             const struct stridemap_record *r) {
+    uint64_t allocated = st->st_blocks < 0 ? 0 : (uint64_t)st->st_blocks * 512;
+    if (allocated >= r->buffer_len) return STRIDEMAP_OK;
+#if defined(__linux__) && defined(F_GET_SEALS)
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) return STRIDEMAP_OK;
+    return STRIDEMAP_O12;
+#else
+    (void)fd;
+    return STRIDEMAP_OK; /* no seals here */
+#endif
+}
+
+/* O6, O7, O8, O9 for an fd source, and O12. */
 static inline int stridemap__check_file(int fd, const struct stridemap_record *r, bool from_fd,
                                         bool allow_unsealed, int *err) {
     struct stat st;
@@ -854,17 +871,21 @@ static inline int stridemap__check_file(int fd, const struct stridemap_record *r
     if (st.st_size < 0 || (uint64_t)st.st_size != r->file_len) return STRIDEMAP_O7;
     if (r->inode != 0 && ((uint64_t)st.st_dev != r->device || (uint64_t)st.st_ino != r->inode))
         return STRIDEMAP_O8;
-    if (!from_fd) return STRIDEMAP_OK;
+    if (!from_fd) return stridemap__check_allocated(fd, &st, r);
 #ifdef STRIDEMAP__F_GET_SEALS
     int seals = fcntl(fd, STRIDEMAP__F_GET_SEALS);
-    if (seals >= 0) return (seals & STRIDEMAP__F_SEAL_SHRINK) ? STRIDEMAP_OK : STRIDEMAP_O9;
-    if (allow_unsealed) return STRIDEMAP_OK;
-    *err = errno;
+    if (seals >= 0 && !(seals & STRIDEMAP__F_SEAL_SHRINK)) return STRIDEMAP_O9;
+    if (seals < 0 && !allow_unsealed) {
+        *err = errno;
+        return STRIDEMAP_O9;
+    }
 #else
-    if (allow_unsealed) return STRIDEMAP_OK;
-    *err = EINVAL;
+    if (!allow_unsealed) {
+        *err = EINVAL;
+        return STRIDEMAP_O9;
+    }
 #endif
-    return STRIDEMAP_O9;
+    return stridemap__check_allocated(fd, &st, r);
 }
 
 static inline int64_t stridemap__now_ns(void) {
@@ -967,7 +988,7 @@ static inline int stridemap__map(int fd, const struct stridemap_record *r, int m
 
 /* Opens a descriptor that stridemap_decode or stridemap_decode_compact validated (SPEC §6) and
  * maps its buffer into *v. Checks, in order: O5, then for a path O1, O2, O3/O4, then O6, O7,
- * O8, O9 (fd), O10, O11. Returns 0 or the rule (or STRIDEMAP_EBUSY: a segment stayed locked
+ * O8, O9 (fd), O12, O10, O11. Returns 0 or the rule (or STRIDEMAP_EBUSY: a segment stayed locked
  * by its producer for STRIDEMAP_LOCK_PATIENCE_MS); v->sys_errno tells which system call
  * error, if any, lies behind it. A path source's file is closed before returning; an fd
  * source's fd is left open (close it: the mapping does not need it).

@@ -85,13 +85,13 @@ impl Drop for Lease {
 /// so its views lend references at slice speed.
 ///
 /// ```
-/// use stridemap_shm::{Order, Pool, PoolConfig};
-/// let pool = Pool::with_config(PoolConfig::default().sweep_on_start(false))?;
+/// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
+/// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 /// let mut a = pool.alloc::<f64>(&[2, 3], Order::C)?;
 /// for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
 ///     *x = i as f64;
 /// }
-/// let a = a.freeze()?;
+/// let a = a.freeze()?; // a memfd sealed F_SEAL_WRITE: frozen, views lend references
 /// assert_eq!(a.view()?.get(&[1, 2])?, &5.0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -183,15 +183,48 @@ impl<T> SharedArrayMut<T> {
         }
     }
 
-    /// Makes the array read-only for every consumer (memfd: sealed against writes by the
-    /// kernel; file: mode 0400) and returns the shareable handle.
+    /// Makes the array read-only for good and returns the shareable handle. A memfd is
+    /// frozen: its writable map dropped, sealed `F_SEAL_WRITE` (and against resizing) by the
+    /// kernel, mapped again read-only, so consumers' and the producer's views lend references
+    /// ([`SharedArray::view`]); it is never written again, so never recycled. A named file
+    /// gets mode 0400 but is not frozen (root opens it for writing): read it through
+    /// [`SharedArray::shared_view`]. For arrays streamed into recycled segments, see
+    /// [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the kernel refuses the seal or the file's mode cannot be changed.
+    pub fn freeze(self) -> Result<SharedArray<T>> {
+        self.share_as(Segment::freeze)
+    }
+
+    /// Makes the array read-only for consumers without freezing it, so that its segment is
+    /// recycled once nobody maps it: the fast path of a producer that streams new data every
+    /// step. A memfd is sealed `F_SEAL_FUTURE_WRITE` (consumers can never write it; the
+    /// producer's own map still can, for the next use), a named file gets mode 0400.
+    /// Consumers and the producer read it through [`SharedView`]s, which copy elements out.
+    ///
+    /// ```
+    /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
+    /// a.as_mut_slice().copy_from_slice(&[1.0, 2.0, 3.0]);
+    /// let a = a.publish()?;
+    /// assert!(!a.is_frozen());
+    /// assert_eq!(a.shared_view()?.to_vec(), [1.0, 2.0, 3.0]);
+    /// assert!(a.view().is_err()); // no references into a segment that will be written again
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Unsupported`] if the kernel cannot seal (Linux < 5.1), [`Error::Io`] if the
     /// file's mode cannot be changed.
-    pub fn freeze(mut self) -> Result<SharedArray<T>> {
+    pub fn publish(self) -> Result<SharedArray<T>> {
+        self.share_as(Segment::publish)
+    }
+
+    fn share_as(mut self, how: fn(&mut Segment) -> Result<()>) -> Result<SharedArray<T>> {
         let seg = self.lease.seg_mut()?;
-        seg.freeze()?;
+        how(seg)?;
         seg.refill_spare();
         let desc = seg.describe(self.dtype, &self.layout, Mode::ReadOnly)?;
         Ok(SharedArray {
@@ -237,7 +270,7 @@ impl<T: Element> SharedArrayMut<T> {
     /// # Errors
     /// As [`view_mut`](Self::view_mut).
     pub fn view(&self) -> Result<View<'_, T>> {
-        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
+        Ok(View::new(self.lease.seg()?.data_unshared(), self.layout)?)
     }
 }
 
@@ -303,7 +336,7 @@ impl<T: Element> OutputArray<T> {
     /// # Errors
     /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
     pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
-        Ok(self.lease.seg()?.output_view(self.layout)?)
+        Ok(self.lease.seg()?.data_view(self.layout)?)
     }
 
     /// A view that copies elements in and out, beside the consumers' writes.
@@ -341,19 +374,29 @@ impl<T> SharedArray<T> {
     /// [`stridemap::ViewError::DtypeMismatch`] (inside [`Error::Stridemap`]).
     pub fn view_as<U: Element>(&self) -> Result<View<'_, U>> {
         check_dtype::<U>(self.dtype)?;
-        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
+        Ok(View::new(self.frozen_data()?, self.layout)?)
     }
 
-    /// A byte view (the producer's own map).
+    /// A byte view (the producer's own map), of a frozen array only.
     ///
     /// # Errors
-    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
+    /// As [`view`](Self::view).
     pub fn byte_view(&self) -> Result<ByteView<'_>> {
-        Ok(ByteView::new(
-            self.lease.seg()?.data(),
-            self.layout,
-            self.dtype,
-        )?)
+        Ok(ByteView::new(self.frozen_data()?, self.layout, self.dtype)?)
+    }
+
+    /// Whether the array is frozen: a memfd sealed `F_SEAL_WRITE`, whose views lend
+    /// references. Named files and [published](SharedArrayMut::publish) arrays are not.
+    pub fn is_frozen(&self) -> bool {
+        self.lease.seg().is_ok_and(Segment::is_frozen)
+    }
+
+    /// The data area, if frozen.
+    fn frozen_data(&self) -> Result<&[u8]> {
+        self.lease
+            .seg()?
+            .frozen_data()
+            .ok_or(stridemap::ViewError::NotFrozen.into())
     }
 
     /// The same array with its element type named (the dtype must be `U`'s).
@@ -454,11 +497,37 @@ impl<T> SharedArray<T> {
 }
 
 impl<T: Element> SharedArray<T> {
-    /// A read-only typed view (the producer's own map; frozen, so references are sound).
+    /// A read-only typed view lending `&T`s, of a [frozen](Self::is_frozen) array (a memfd
+    /// sealed for good, checked by the kernel: references are sound).
+    ///
+    /// A named file is not frozen, whatever its mode (issue 20: root opens 0400 files for
+    /// writing), so this is refused at run time:
+    ///
+    /// ```
+    /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::File))?;
+    /// let a = pool.alloc::<f64>(&[3], Order::C)?.freeze()?;
+    /// assert!(matches!(
+    ///     a.view(),
+    ///     Err(stridemap_shm::Error::Stridemap(stridemap::Error::View(stridemap::ViewError::NotFrozen)))
+    /// ));
+    /// assert_eq!(a.shared_view()?.to_vec(), [0.0; 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`stridemap::ViewError::NotFrozen`] (inside [`Error::Stridemap`]) unless frozen: use
+    /// [`shared_view`](Self::shared_view).
+    pub fn view(&self) -> Result<View<'_, T>> {
+        Ok(View::new(self.frozen_data()?, self.layout)?)
+    }
+
+    /// A read-only view that copies elements out and lends no reference: works on every
+    /// array, frozen or not.
     ///
     /// # Errors
     /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
-    pub fn view(&self) -> Result<View<'_, T>> {
-        Ok(View::new(self.lease.seg()?.data(), self.layout)?)
+    pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
+        Ok(self.lease.seg()?.data_view(self.layout)?)
     }
 }

@@ -9,21 +9,30 @@ use std::path::PathBuf;
 ///
 /// ```
 /// use stridemap_shm::Error;
-/// let e = Error::NoSpace { folder: "/dev/shm".into(), needed: 2 << 30, available: 64 << 20 };
+/// let e = Error::NoSpace {
+///     folder: "/dev/shm".into(),
+///     needed: 2 << 30,
+///     available: 64 << 20,
+///     limit: None,
+/// };
 /// assert!(e.to_string().contains("STRIDEMAP_TEMP_FOLDER"));
 /// ```
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum Error {
-    /// The temp folder (or the pool's quota) cannot hold the segment. Raised before anything
-    /// is written; no file is left behind.
+    /// The temp folder, the pool's quota or the machine's memory (the admission check of
+    /// SPEC.md §7, rule 6) cannot hold the segment. Raised before anything is written or touched;
+    /// no file is left behind.
     NoSpace {
         /// The folder (or `memfd`).
         folder: PathBuf,
         /// Bytes the segment needs.
         needed: u64,
-        /// Bytes available there (or left in the pool's quota).
+        /// Bytes available there (or left in the pool's quota, or under the memory limit).
         available: u64,
+        /// The memory limit that refused it (`MemAvailable`, or a cgroup's limit file, with
+        /// the margin kept free below it); `None` for a filesystem's free space or the quota.
+        limit: Option<String>,
     },
     /// The filesystem filled up while a segment was being reserved or written (ENOSPC); the
     /// segment is removed.
@@ -191,6 +200,7 @@ impl fmt::Display for Error {
                 folder,
                 needed,
                 available,
+                limit: None,
             } => {
                 write!(
                     f,
@@ -201,6 +211,21 @@ impl fmt::Display for Error {
                 )?;
                 write!(f, "{MORE_SPACE}")
             }
+            Error::NoSpace {
+                folder,
+                needed,
+                available,
+                limit: Some(limit),
+            } => write!(
+                f,
+                "no memory for a segment of {} in {}: {limit} leaves {} available; free \
+                 memory or raise the limit (a container's memory limit), or share less at \
+                 once (a named file on disk, SegmentKind::File with STRIDEMAP_TEMP_FOLDER on a \
+                 disk folder, takes no memory)",
+                mib(*needed),
+                folder.display(),
+                mib(*available)
+            ),
             Error::RanOutOfSpace {
                 folder,
                 needed,

@@ -263,38 +263,41 @@ pub(crate) fn shmem_mode() -> Option<String> {
 }
 
 /// The mount holding `path`, from `/proc/self/mountinfo`: (mount point, fs type, super
-/// options).
+/// options). The file is read as bytes: a mount point anywhere on the system may have a name
+/// that is not UTF-8 (any user can make one with FUSE), and that must not hide the others.
 pub(crate) fn mount_of(path: &Path) -> Option<(PathBuf, String, String)> {
+    use std::os::unix::ffi::OsStringExt;
     let path = path.canonicalize().ok()?;
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let text = std::fs::read("/proc/self/mountinfo").ok()?;
     let mut best: Option<(PathBuf, String, String)> = None;
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
+    for line in text.split(|&b| b == b'\n') {
+        let Some(sep) = line.windows(3).position(|w| w == b" - ") else {
             continue;
         };
-        let Some(point) = left.split(' ').nth(4).map(unescape) else {
+        let (left, right) = (&line[..sep], &line[sep + 3..]);
+        let Some(point) = left.split(|&b| b == b' ').nth(4).map(unescape) else {
             continue;
         };
-        let mut r = right.split(' ');
+        let mut r = right.split(|&b| b == b' ');
         let (Some(fstype), Some(_source), Some(opts)) = (r.next(), r.next(), r.next()) else {
             continue;
         };
-        let point = PathBuf::from(point);
+        let point = PathBuf::from(std::ffi::OsString::from_vec(point));
         // Later lines shadow earlier ones on the same mount point, so `>=`.
         if path.starts_with(&point)
             && best
                 .as_ref()
                 .is_none_or(|(b, _, _)| point.components().count() >= b.components().count())
         {
-            best = Some((point, fstype.to_string(), opts.to_string()));
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            best = Some((point, text(fstype), text(opts)));
         }
     }
     best
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
+fn unescape(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -309,7 +312,7 @@ fn unescape(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 fn option<'a>(opts: &'a str, key: &str) -> Option<&'a str> {
@@ -624,8 +627,9 @@ mod tests {
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("2048k"), Some(2 << 20));
         assert_eq!(parse_size("x"), None);
-        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape("/mnt/\\04"), "/mnt/\\04");
+        assert_eq!(unescape(b"/mnt/a\\040b"), b"/mnt/a b");
+        assert_eq!(unescape(b"/mnt/\\04"), b"/mnt/\\04");
+        assert_eq!(unescape(b"/mnt/\\377x"), b"/mnt/\xffx");
         assert_eq!(HugePages::parse("auto"), Some(HugePages::Auto));
     }
 

@@ -42,21 +42,25 @@
 //! # Soundness
 //!
 //! The producer's map of a segment lends references only while nobody else can write it:
-//! a [`SharedArrayMut`] (from [`Pool::alloc`]) before it is frozen, when no descriptor or fd
-//! of it has left the process; a [`SharedArray`] once frozen (memfd: sealed with
-//! `F_SEAL_FUTURE_WRITE`, so the kernel refuses every new writer; named file: mode 0400 in a
-//! 0700 folder of this user). Arrays consumers write ([`OutputArray`], from
-//! [`Pool::alloc_output`]) are reached only through `stridemap`'s [`SharedView`] and
-//! [`SharedViewMut`], which copy elements in and out and lend no reference, so workers writing
-//! meanwhile cannot break the producer's soundness. The handles are one type per stage, so
-//! the compiler enforces this: an [`OutputArray`] has no `view_mut`. Consumers get references
-//! only for frozen memfds (see `stridemap`'s Soundness section).
+//! a [`SharedArrayMut`] (from [`Pool::alloc`]) before it is shared, when no descriptor or fd
+//! of this use has left the process; a [`SharedArray`] only if it
+//! [`is_frozen`](SharedArray::is_frozen): a memfd that [`SharedArrayMut::freeze`] sealed
+//! `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` after dropping its writable map, and mapped
+//! again read-only. The kernel grants that seal only when no writable map exists and refuses
+//! every writer after, so such a segment is never written again, and never recycled.
+//! Everything else is read through `stridemap`'s [`SharedView`] (element copies, no
+//! reference): named files (mode 0400 does not stop root), arrays
+//! [published](SharedArrayMut::publish) unfrozen into segments the pool recycles (the
+//! streaming fast path), and arrays consumers write ([`OutputArray`], from
+//! [`Pool::alloc_output`], also written through [`SharedViewMut`]). The handles are one type
+//! per stage, so the compiler enforces the rest: an [`OutputArray`] has no `view_mut`.
+//! Consumers get references only for frozen memfds (see `stridemap`'s Soundness section).
 //!
 //! # Platform
 //!
 //! Linux only (a `compile_error!` elsewhere). Memfd segments need `memfd_create` with sealing
-//! (Linux 3.17) and, to freeze them, `F_SEAL_FUTURE_WRITE` (Linux 5.1): without it, sharing
-//! into or freezing a memfd segment fails with [`Error::Unsupported`], while named-file
+//! (Linux 3.17) and, to publish them unfrozen, `F_SEAL_FUTURE_WRITE` (Linux 5.1): without it,
+//! publishing a memfd segment fails with [`Error::Unsupported`], while named-file
 //! segments ([`SegmentKind::File`], the default) need neither. Recycled segments are
 //! prefaulted with `MADV_POPULATE_WRITE` (Linux 5.14); older kernels ignore it and the pages
 //! fault in on first write instead.
@@ -79,6 +83,7 @@ compile_error!(
     "stridemap-shm supports Linux only, and this target's OS is not Linux; stridemap-core (the descriptor alone) builds here"
 );
 
+mod admit;
 mod array;
 mod error;
 mod huge;
@@ -101,6 +106,7 @@ pub use pool::{Pool, PoolConfig, PoolStats, SegmentKind};
 pub use source::ShareSource;
 pub use stridemap::__producer_policy::segment_bases;
 pub use sweep::{Kept, SweepOptions, SweepReport, sweep, sweep_with};
+pub use temp::spare_space;
 
 pub use stridemap::message::{ArrayMessage, Received};
 pub use stridemap::{

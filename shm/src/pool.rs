@@ -160,7 +160,9 @@ pub struct PoolStats {
 /// A producer's segments and their lifecycle.
 ///
 /// Dropping the pool removes its folders (readers that already map a segment keep reading: an
-/// unlinked file stays readable through an existing map).
+/// unlinked file stays readable through an existing map). In a child `fork`ed from the
+/// process that made it, a pool and its arrays recycle, unlock and remove nothing: dropping
+/// them there only closes the child's fds, and the parent's segments live on.
 ///
 /// ```no_run
 /// use stridemap_shm::{Order, Pool};
@@ -182,6 +184,11 @@ pub(crate) struct PoolInner {
     config: PoolConfig,
     state: Mutex<State>,
     wake: Condvar,
+    /// The process that made the pool. A child `fork`ed from it shares the open file
+    /// descriptions of its segments and folders, and so their `flock` locks: a child that
+    /// took them exclusively, recycled, unlocked or unlinked would do it to its parent's live
+    /// segments. In another process the pool only closes its fds ([`PoolInner::forked`]).
+    pid: u32,
 }
 
 #[derive(Debug, Default)]
@@ -294,6 +301,7 @@ impl Pool {
             config,
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            pid: std::process::id(),
         });
         let weak = Arc::downgrade(&inner);
         let reaper = std::thread::Builder::new()
@@ -324,9 +332,11 @@ impl Pool {
     }
 
     /// A shared array of `T`s for the producer to fill in place (no copy), zeroed or holding a
-    /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it read-only.
-    /// Consumers never write it (use [`Pool::alloc_output`] for that), so a recycled memfd
-    /// that was frozen before (sealed against writes for good) can serve it.
+    /// recycled segment's old bytes; [`SharedArrayMut::freeze`] then shares it frozen, or
+    /// [`SharedArrayMut::publish`] unfrozen. Consumers never write it (use
+    /// [`Pool::alloc_output`] for that), so a recycled memfd that was published before
+    /// (sealed `F_SEAL_FUTURE_WRITE`: no consumer can write it) can serve it; a frozen one is
+    /// never recycled.
     ///
     /// # Errors
     /// [`Error::NoSpace`] (checked before anything is written), [`Error::TooManyFiles`],
@@ -388,6 +398,33 @@ impl Pool {
     /// # Errors
     /// As [`Pool::alloc`].
     pub fn share(&self, view: &ByteView<'_>) -> Result<SharedArray> {
+        self.write_once(view)?.freeze()
+    }
+
+    /// Writes the elements of `view` into a new or recycled segment, as [`Pool::share`], and
+    /// returns it [published](SharedArrayMut::publish) rather than frozen: read-only for
+    /// consumers, read through [`SharedView`](stridemap::SharedView)s, and recycled once
+    /// nobody maps it. The fast path of a producer that streams new data every step.
+    ///
+    /// ```
+    /// use stridemap_shm::{ByteView, DType, Layout, Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let step = [0.5f64; 4];
+    /// let layout = Layout::contiguous(8, &[4], Order::C)?;
+    /// let v = ByteView::new(bytemuck::cast_slice(&step), layout, DType::parse("<f8")?)?;
+    /// let a = pool.publish(&v)?;
+    /// assert_eq!(a.typed::<f64>()?.shared_view()?.to_vec(), step);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Pool::alloc`].
+    pub fn publish(&self, view: &ByteView<'_>) -> Result<SharedArray> {
+        self.write_once(view)?.publish()
+    }
+
+    /// `view`'s elements, packed in C order, in a segment only this process holds.
+    fn write_once(&self, view: &ByteView<'_>) -> Result<SharedArrayMut> {
         let n = view.layout().nbytes();
         let contiguous = view.layout().is_c_contiguous();
         let span = view.layout().span();
@@ -404,7 +441,7 @@ impl Pool {
         }
         let layout = Layout::contiguous(view.dtype().itemsize(), view.layout().shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
-        SharedArrayMut::<crate::Untyped>::new(lease, view.dtype(), layout).freeze()
+        Ok(SharedArrayMut::new(lease, view.dtype(), layout))
     }
 
     /// Shares the array behind `source`, reusing the segment of an earlier call for the same
@@ -466,6 +503,13 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        if self.inner.forked() {
+            // The reaper thread was not copied into this child (joining it would wait
+            // forever), and the state's lock may have been held by a thread that was not
+            // either: touch neither. Its segments are the parent's (`PoolInner::drop`).
+            std::mem::forget(self.reaper.take());
+            return;
+        }
         lock(&self.inner.state).closed = true;
         self.inner.wake.notify_all();
         if let Some(r) = self.reaper.take() {
@@ -478,6 +522,11 @@ impl Drop for Pool {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        if self.forked() {
+            // A forked child: its fds close as the state drops; the parent's segments, locks
+            // and folders stay as they are.
+            return;
+        }
         let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         st.identity.clear();
         for seg in st.free.drain(..).chain(st.pending.drain(..)) {
@@ -511,6 +560,12 @@ fn copy_into(view: &ByteView<'_>, dst: &mut [u8]) {
 }
 
 impl PoolInner {
+    /// Whether this is a child `fork`ed from the process that made the pool: then the pool
+    /// recycles, unlocks and removes nothing, and dropping it only closes its fds.
+    fn forked(&self) -> bool {
+        std::process::id() != self.pid
+    }
+
     /// A segment with room for `n` data bytes, locked shared, and whether it was recycled: a
     /// recycled one of the right size class if there is one (for a `writable` array, one
     /// consumers may still write), else a new one filled as `fill` says.
@@ -534,9 +589,10 @@ impl PoolInner {
                         return Err(Error::PoolClosed);
                     }
                     let at = st.free.iter().position(|s| {
-                        // A sealed memfd cannot be written by consumers; a segment once
-                        // written by consumers may still be (a kept map or fd), so it
-                        // serves only output arrays again.
+                        // A published memfd (F_SEAL_FUTURE_WRITE) cannot be written by
+                        // consumers, so it serves no output; a segment once written by
+                        // consumers may still be (a kept map or fd), so it serves only
+                        // output arrays again.
                         s.capacity == capacity
                             && if writable {
                                 !s.sealed
@@ -646,6 +702,7 @@ impl PoolInner {
                 folder: f.path.clone(),
                 needed,
                 available: 0,
+                limit: None,
             });
         }
         log::debug!("stridemap: a {n}-byte segment gets base pages: {why}");
@@ -688,6 +745,7 @@ impl PoolInner {
                     folder: folder.to_path_buf(),
                     needed,
                     available,
+                    limit: None,
                 });
             }
         }
@@ -697,6 +755,11 @@ impl PoolInner {
     /// The producer is done with `seg`: delete or recycle it now if nobody maps it, else
     /// later (SPEC.md §7).
     pub(crate) fn release(&self, seg: Segment) {
+        if self.forked() {
+            // The parent's segment: close this child's fds, nothing more.
+            drop(seg);
+            return;
+        }
         let mut st = lock(&self.state);
         match seg.try_lock_exclusive() {
             Ok(true) => self.retire(&mut st, seg),
@@ -719,7 +782,10 @@ impl PoolInner {
     /// the caps allow, else delete it.
     fn retire(&self, st: &mut State, mut seg: Segment) {
         let free_bytes: u64 = st.free.iter().map(|s| s.capacity).sum();
+        // A frozen memfd is never written again (and one whose freeze failed half-way has
+        // no writable map): neither is recycled.
         let keep = !st.closed
+            && seg.is_writable()
             && self.config.recycle_max_bytes > 0
             && st.free.len() < self.config.recycle_max_segments
             && free_bytes + seg.capacity <= self.config.recycle_max_bytes;

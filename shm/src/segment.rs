@@ -8,7 +8,6 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::MmapMut;
 use rustix::fs::{
     AtFlags, FallocateFlags, FlockOperation, MemfdFlags, OFlags, SealFlags, fallocate,
     fcntl_add_seals, flock, fstat, memfd_create, openat, unlinkat,
@@ -48,8 +47,9 @@ pub(crate) struct Segment {
     pub(crate) backing: Backing,
     /// The producer's own open file description (read-write); holds `LOCK_SH` while in use.
     file: File,
-    /// The producer's writable map of the whole file, header included.
-    map: MmapMut,
+    /// The producer's map of the whole file, header included: writable, or read-only once
+    /// frozen.
+    map: sys::SegmentMap,
     /// Data bytes available after the header.
     pub(crate) capacity: u64,
     /// Where the data starts in the file ([`SEGMENT_DATA_OFFSET`], or the huge page size).
@@ -60,7 +60,8 @@ pub(crate) struct Segment {
     pub(crate) identity: (u64, u64),
     /// Data bytes used by the last array (what to prefault when recycling).
     pub(crate) used: u64,
-    /// memfd only: sealed against future writes (frozen); cannot serve writable arrays again.
+    /// memfd only: sealed against future writes (`F_SEAL_FUTURE_WRITE`, shared unfrozen): the
+    /// producer's map still writes it, consumers never can; cannot serve outputs again.
     pub(crate) sealed: bool,
     /// Once served an output array: consumers held writable fds (and may still hold a
     /// writable map, or write(2) through an fd, whatever the lock says), so it never again
@@ -215,6 +216,11 @@ impl Segment {
         let header = SegmentHeader::new(id, 1, capacity, std::process::id())
             .with_data_offset(u32::try_from(data_offset).map_err(|_| too_big())?);
         let len = usize::try_from(file_len).map_err(|_| too_big())?;
+        let filled = match &fill {
+            Fill::Reserve(n) => *n,
+            Fill::Write(bytes) => bytes.len() as u64,
+        };
+        admit_memory(&file, &where_, plan, data_offset.saturating_add(filled))?;
         let (mut map, used) = if plan.backing.is_huge() {
             Segment::fill_huge(&mut file, &where_, &header, fill, populate, plan, len)?
         } else {
@@ -245,7 +251,7 @@ impl Segment {
             && !populate
             && let Ok(n) = usize::try_from(n)
         {
-            populated = sys::populate_two_ways(&mut map, data_offset as usize, n);
+            populated = map.populate_two_ways(data_offset as usize, n);
         }
         let st = fstat(&file).map_err(errno("fstat", &where_))?;
         let seg = Segment {
@@ -288,7 +294,7 @@ impl Segment {
         populate: bool,
         plan: Plan,
         len: usize,
-    ) -> Result<(MmapMut, u64)> {
+    ) -> Result<(sys::SegmentMap, u64)> {
         let off = plan.data_offset();
         if plan.is_thp() {
             // The header's page, written while the file is still small, stays a base page.
@@ -318,31 +324,32 @@ impl Segment {
                     folder: where_.to_path_buf(),
                     needed: len as u64,
                     available: 0,
+                    limit: None,
                 }
             } else {
                 io_err("mapping", where_)(e)
             }
         })?;
         if plan.is_thp()
-            && let Err(e) = sys::advise_huge(&mut map)
+            && let Err(e) = map.advise_huge()
         {
             log::debug!("stridemap: MADV_HUGEPAGE on {}: {e}", where_.display());
         }
-        if plan.advise_only && plan.backing == PageBacking::ThpFile {
+        // A THP memfd to be filled in place is prefaulted too (fallocate would give it base
+        // pages): readers refuse a shared-memory file with holes in its buffer (SPEC §6 O12).
+        let thp_memfd_in_place =
+            plan.backing == PageBacking::ThpMemfd && matches!(fill, Fill::Reserve(_));
+        if (plan.advise_only && plan.backing == PageBacking::ThpFile) || thp_memfd_in_place {
             // Only a fault through the advised map allocates huge pages: reserve by
             // prefaulting it (a full tmpfs fails here rather than with a SIGBUS later).
-            sys::populate_range(&mut map, off as usize, n as usize)
+            map.populate_range(off as usize, n as usize)
                 .map_err(|e| populate_err(where_, off + n, e))?;
         }
-        if plan.backing.is_hugetlb()
-            && let Some(h) = map.get_mut(..header.as_bytes().len())
-        {
-            h.copy_from_slice(header.as_bytes());
+        if plan.backing.is_hugetlb() {
+            map.write_at(0, header.as_bytes());
         }
-        if let Fill::Write(bytes) = fill
-            && let Some(d) = map.get_mut(off as usize..off as usize + bytes.len())
-        {
-            d.copy_from_slice(bytes);
+        if let Fill::Write(bytes) = fill {
+            map.write_at(off as usize, bytes);
         }
         Ok((map, n))
     }
@@ -356,27 +363,46 @@ impl Segment {
         self.data_offset + self.capacity
     }
 
-    /// The data area, read-only. Only for uses nobody else writes (see `sys`); output arrays
-    /// use [`Segment::output_view`].
-    pub(crate) fn data(&self) -> &[u8] {
+    /// The data area, if the segment is frozen (a memfd sealed for good): the only bytes
+    /// the producer lends references to once consumers may map them.
+    pub(crate) fn frozen_data(&self) -> Option<&[u8]> {
+        self.map.frozen_bytes()?.get(self.data_offset as usize..)
+    }
+
+    /// The data area, for the producer's fill in place before anyone else maps this use
+    /// (see `sys`).
+    pub(crate) fn data_unshared(&self) -> &[u8] {
         self.map
+            .bytes()
             .get(self.data_offset as usize..)
             .unwrap_or_default()
     }
 
-    /// The data area, writable. Only for uses nobody else writes (see `sys`).
+    /// The data area, writable, for the producer's fill in place before anyone else maps
+    /// this use (see `sys`); empty once frozen.
     pub(crate) fn data_mut(&mut self) -> &mut [u8] {
         self.map
+            .bytes_mut()
             .get_mut(self.data_offset as usize..)
             .unwrap_or_default()
     }
 
-    /// `layout` over the data area of an array consumers write: raw reads only.
-    pub(crate) fn output_view<T: stridemap::Element>(
+    /// Whether the segment is a memfd sealed for good, mapped read-only.
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.map.is_frozen()
+    }
+
+    /// Whether the producer's map still writes the segment (not frozen).
+    pub(crate) fn is_writable(&self) -> bool {
+        self.map.is_writable()
+    }
+
+    /// `layout` over the data area, raw reads only: for bytes others may write.
+    pub(crate) fn data_view<T: stridemap::Element>(
         &self,
         layout: Layout,
     ) -> stridemap::ViewResult<stridemap::SharedView<'_, T>> {
-        sys::output_view(&self.map, SEGMENT_DATA_OFFSET as usize, layout)
+        self.map.view_at(self.data_offset as usize, layout)
     }
 
     /// `layout` over the data area of an array consumers write: raw reads and writes only.
@@ -384,7 +410,7 @@ impl Segment {
         &mut self,
         layout: Layout,
     ) -> stridemap::ViewResult<stridemap::SharedViewMut<'_, T>> {
-        sys::output_view_mut(&mut self.map, SEGMENT_DATA_OFFSET as usize, layout)
+        self.map.view_mut_at(self.data_offset as usize, layout)
     }
 
     /// The producer's shared lock (SPEC.md §7).
@@ -418,9 +444,8 @@ impl Segment {
         let header =
             SegmentHeader::new(self.id, self.generation, self.capacity, std::process::id())
                 .with_data_offset(self.data_offset as u32);
-        if let Some(h) = self.map.get_mut(..64) {
-            h.copy_from_slice(header.as_bytes());
-        }
+        // Raw: an output's consumers may still map it (writable), whatever the lock says.
+        self.map.write_at(0, header.as_bytes());
     }
 
     /// Makes room for `n` data bytes of a new use (fallocate beyond what was used).
@@ -430,13 +455,15 @@ impl Segment {
                 .path()
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| "memfd".into());
+            admit_memory(&self.file, &where_, self.plan, n - self.used)?;
             let backing = self.plan.backing;
             if backing.is_hugetlb() || backing == PageBacking::ThpMemfd {
                 // Reserved by the map, or no limit (see `fill_huge`).
             } else if self.plan.advise_only {
                 // As when it was made: only the advised map allocates huge pages.
                 let (off, n) = (self.data_offset as usize, n as usize);
-                sys::populate_range(&mut self.map, off, n)
+                self.map
+                    .populate_range(off, n)
                     .map_err(|e| populate_err(&where_, (off + n) as u64, e))?;
             } else {
                 fallocate(&self.file, FallocateFlags::KEEP_SIZE, self.data_offset, n)
@@ -451,15 +478,39 @@ impl Segment {
     pub(crate) fn populate(&mut self) {
         if !self.populated {
             let len = (self.data_offset + self.used) as usize;
-            sys::populate_write(&mut self.map, len);
+            self.map.populate_write(len);
             self.populated = true;
         }
     }
 
-    /// Read-only for consumers from now on: memfds get F_SEAL_FUTURE_WRITE (the kernel
-    /// refuses new writable maps and writes; this process's map stays writable for
-    /// recycling), files get mode 0400.
+    /// Frozen for good (memfds): the writable map dropped, sealed `F_SEAL_WRITE |
+    /// F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, mapped again read-only. Nobody, this
+    /// process included, writes it again, so it is never recycled. Files cannot be frozen:
+    /// they get [`publish`](Segment::publish)'s mode 0400.
     pub(crate) fn freeze(&mut self) -> Result<()> {
+        match &self.backing {
+            Backing::Memfd => {
+                let ro = self.fd_for_peer(false)?;
+                self.map.freeze(&self.file, &ro).map_err(|e| {
+                    Error::from_io("sealing a memfd F_SEAL_WRITE", Path::new("memfd"), e)
+                })?;
+                if self.plan.is_thp() {
+                    let _ = self.map.advise_huge();
+                }
+                if self.plan.backing.is_huge() {
+                    self.map.populate_read();
+                }
+                self.sealed = true;
+                Ok(())
+            }
+            Backing::File(_) => self.publish(),
+        }
+    }
+
+    /// Read-only for consumers from now on, but not frozen: memfds get F_SEAL_FUTURE_WRITE
+    /// (the kernel refuses new writable maps and writes; this process's map stays writable
+    /// for recycling), files get mode 0400.
+    pub(crate) fn publish(&mut self) -> Result<()> {
         match &self.backing {
             Backing::Memfd => {
                 if !self.sealed {
@@ -547,7 +598,7 @@ impl Segment {
 
     /// Bytes of the producer's map the kernel maps with huge pages now.
     pub(crate) fn huge_mapped(&self) -> std::io::Result<u64> {
-        crate::huge::huge_mapped(self.map.as_ptr() as usize, self.map.len())
+        crate::huge::huge_mapped(self.map.addr(), self.map.len())
     }
 
     /// A read-only open file description for the next receiver: the spare if one is ready.
@@ -623,4 +674,19 @@ impl Segment {
             }
         }
     }
+}
+
+/// The admission check ([`crate::admit`]) for `bytes` more of a segment's file, when they are
+/// memory: a memfd, or a file in a tmpfs; never hugetlb pages (reserved apart).
+fn admit_memory(file: &File, where_: &Path, plan: Plan, bytes: u64) -> Result<()> {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    if plan.backing.is_hugetlb() {
+        return Ok(());
+    }
+    let in_memory = where_ == Path::new("memfd")
+        || rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 == TMPFS_MAGIC);
+    if in_memory {
+        crate::admit::check(bytes, where_)?;
+    }
+    Ok(())
 }

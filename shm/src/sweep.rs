@@ -280,8 +280,10 @@ fn sweep_folder(
             return;
         }
     };
+    // First every entry's type, without an fd: a folder holding anything stridemap never
+    // makes is left whole.
     let folder_mount = mount_id(root, name);
-    let mut locked: Vec<(CString, OwnedFd)> = Vec::new();
+    let mut files: Vec<(CString, rustix::fs::Stat)> = Vec::with_capacity(names.len());
     for entry in names {
         let shown = entry.to_string_lossy().into_owned();
         let est = match statat(&fd, entry.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
@@ -309,63 +311,20 @@ fn sweep_folder(
             ));
             return;
         }
-        let file = match openat(
-            &fd,
-            entry.as_c_str(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(f) => f,
-            Err(Errno::NOENT) => continue,
-            Err(e) => {
-                report
-                    .failed
-                    .push((folder.join(&shown), format!("cannot open: {e}")));
-                return;
-            }
-        };
-        // The entry may have been replaced between fstatat and open: lock what was checked.
-        match fstat(&file) {
-            Ok(fs) if (fs.st_dev, fs.st_ino) == (est.st_dev, est.st_ino) => {}
-            _ => {
-                report
-                    .failed
-                    .push((folder.join(&shown), "replaced while being checked".into()));
-                return;
-            }
-        }
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => locked.push((entry, file)),
-            Err(Errno::WOULDBLOCK) => {
-                report.in_use.push(folder.clone());
-                report.kept.push((folder, Kept::Mapped(shown)));
-                return;
-            }
-            Err(e) => {
-                report
-                    .failed
-                    .push((folder.join(&shown), format!("flock(LOCK_EX): {e}")));
-                return;
-            }
+        files.push((entry, est));
+    }
+    // Then the files in batches (SPEC.md §7.5), so that the sweep needs at most
+    // `SWEEP_BATCH` more fds whatever the folder holds: each batch is locked, unlinked while
+    // its locks are held, and closed.
+    for batch in files.chunks(SWEEP_BATCH) {
+        if !lock_and_unlink(&fd, batch, &folder, opts.dry_run, report) {
+            return;
         }
     }
     if opts.dry_run {
         report.removed.push(folder);
         return;
     }
-    // Unlink while holding the locks, so no reader can start on a file being removed.
-    for (entry, _file) in &locked {
-        if let Err(e) = unlinkat(&fd, entry.as_c_str(), AtFlags::empty())
-            && e != Errno::NOENT
-        {
-            let shown = entry.to_string_lossy().into_owned();
-            report
-                .failed
-                .push((folder.join(shown), format!("cannot remove: {e}")));
-            return;
-        }
-    }
-    drop(locked);
     // Remove the name only if it still is the folder just emptied.
     match statat(root, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => {}
@@ -381,6 +340,83 @@ fn sweep_folder(
         }
         Err(e) => report.failed.push((folder, format!("cannot remove: {e}"))),
     }
+}
+
+/// How many files of a folder a sweep holds open (and locked) at once.
+const SWEEP_BATCH: usize = 32;
+
+/// Opens and locks `LOCK_EX | LOCK_NB` each file of `batch` (checked by `fstatat` as
+/// `(name, stat)`), then, unless `dry_run`, unlinks them while the locks are held; the fds
+/// close on return. False (with the reason in `report`) when the folder must be kept: a file
+/// is mapped by a reader, was replaced, or could not be opened, locked or removed.
+fn lock_and_unlink(
+    fd: &OwnedFd,
+    batch: &[(CString, rustix::fs::Stat)],
+    folder: &std::path::Path,
+    dry_run: bool,
+    report: &mut SweepReport,
+) -> bool {
+    let mut locked: Vec<(&CStr, OwnedFd)> = Vec::with_capacity(batch.len());
+    for (entry, est) in batch {
+        let shown = entry.to_string_lossy().into_owned();
+        let file = match openat(
+            fd,
+            entry.as_c_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(f) => f,
+            Err(Errno::NOENT) => continue,
+            Err(e) => {
+                report
+                    .failed
+                    .push((folder.join(&shown), format!("cannot open: {e}")));
+                return false;
+            }
+        };
+        // The entry may have been replaced between fstatat and open: lock what was checked.
+        match fstat(&file) {
+            Ok(fs) if (fs.st_dev, fs.st_ino) == (est.st_dev, est.st_ino) => {}
+            _ => {
+                report
+                    .failed
+                    .push((folder.join(&shown), "replaced while being checked".into()));
+                return false;
+            }
+        }
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => locked.push((entry.as_c_str(), file)),
+            Err(Errno::WOULDBLOCK) => {
+                report.in_use.push(folder.to_path_buf());
+                report
+                    .kept
+                    .push((folder.to_path_buf(), Kept::Mapped(shown)));
+                return false;
+            }
+            Err(e) => {
+                report
+                    .failed
+                    .push((folder.join(&shown), format!("flock(LOCK_EX): {e}")));
+                return false;
+            }
+        }
+    }
+    if dry_run {
+        return true;
+    }
+    // Unlink while holding the locks, so no reader can start on a file being removed.
+    for (entry, _file) in &locked {
+        if let Err(e) = unlinkat(fd, *entry, AtFlags::empty())
+            && e != Errno::NOENT
+        {
+            let shown = entry.to_string_lossy().into_owned();
+            report
+                .failed
+                .push((folder.join(shown), format!("cannot remove: {e}")));
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether `fd` is a directory fd (for tests).

@@ -1,229 +1,345 @@
-//! The crate's only `unsafe` code: the producer's writable map of a segment, prefaulting it,
-//! and the raw views of the segments consumers write.
+//! The crate's only `unsafe` code: the producer's map of a segment ([`SegmentMap`]), freezing
+//! a memfd for good, prefaulting, and the raw views of segments others may write.
 //!
 //! # The soundness argument
 //!
 //! memmap2's contract: no reference to mapped bytes while anyone else can change them. The
-//! producer's map of a segment is turned into references (`&[u8]`, `&mut [u8]`, views) only
-//! while nobody else can write the bytes:
+//! map is a `memmap2::MmapRaw`, which makes no reference by itself (its `as_ptr`, `len` are
+//! inherent; `Mmap`/`MmapMut` reach them through `Deref` to a whole-map slice). References
+//! to its bytes are made in two places only:
 //!
-//! - an array from `Pool::alloc` ([`SharedArrayMut`](crate::SharedArrayMut)) before it is
-//!   frozen: no descriptor or fd of this use has left the process, and readers of a recycled
-//!   segment's earlier use are gone (the producer holds the exclusive lock when it recycles,
-//!   SPEC.md §7; old descriptors are refused by the header's generation);
-//! - a frozen array ([`SharedArray`](crate::SharedArray)): a memfd is sealed with
-//!   `F_SEAL_FUTURE_WRITE` (the kernel refuses every new writer) and this process writes its
-//!   own map again only after the last reader unmapped; a named file is mode 0400 in a 0700
-//!   folder, so only processes of this user could make it writable again, and those can
-//!   write this process's memory anyway (ptrace, `/proc/<pid>/mem`), which is outside what
-//!   Rust's safety promises;
-//! - the producer's own writes of a new use (`Pool::share`, the header) under the same rules.
+//! - [`SegmentMap::frozen_bytes`]: `&[u8]` of a map that [`SegmentMap::freeze`] made. It
+//!   dropped the writable map, sealed the memfd `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`
+//!   (the kernel grants `F_SEAL_WRITE` only when no writable map of the file exists anywhere,
+//!   and refuses every writer after), mapped it again read-only and read the seals back on
+//!   the fd. Nothing can change those bytes for the rest of the file's life: a kernel
+//!   guarantee, not a promise.
+//! - [`SegmentMap::bytes_mut`]: `&mut [u8]` for the producer's fill in place
+//!   (`SharedArrayMut`, `Pool::share`). Premise, kept by the pool, not by the kernel: no
+//!   other process can write the segment while the producer fills it (a fresh segment no fd
+//!   or path of which has left the process, or a recycled one sealed `F_SEAL_FUTURE_WRITE`
+//!   or mode 0400 whose earlier readers only read; segments consumers wrote never serve
+//!   this again). Named files rest on their mode and the pool folder's 0700, which root
+//!   ignores: issue 20 lists this as not yet closed.
 //!
-//! An array from `Pool::alloc_output` ([`OutputArray`](crate::OutputArray)) is written by
-//! consumers while the producer holds it: its bytes are only ever reached through raw
-//! [`SharedView`]/[`SharedViewMut`] accesses ([`output_view`], [`output_view_mut`]), never a
-//! reference.
+//! Every other access (outputs that consumers write, segments shared unfrozen, the header
+//! of a recycled segment) is raw: [`SharedView`]/[`SharedViewMut`] (one volatile access per
+//! element) or a copy from memory this process owns, never a reference.
 
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 
-use memmap2::{MmapMut, MmapOptions};
-use stridemap::{Element, Layout, SharedView, SharedViewMut};
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{SealFlags, fcntl_add_seals, fcntl_get_seals};
+use stridemap::{Element, Layout, SharedView, SharedViewMut, ViewError};
+
+/// The producer's map of a whole segment, header included.
+#[derive(Debug)]
+pub(crate) struct SegmentMap {
+    raw: MmapRaw,
+    /// `PROT_READ | PROT_WRITE` (else read-only: after [`SegmentMap::freeze`]).
+    writable: bool,
+    /// Read-only, of a memfd sealed for good (checked on the fd after sealing).
+    frozen: bool,
+}
 
 /// The whole of `file` (`len` bytes), shared and writable; `populate` prefaults it.
-pub(crate) fn map_segment(file: &File, len: usize, populate: bool) -> io::Result<MmapMut> {
+pub(crate) fn map_segment(file: &File, len: usize, populate: bool) -> io::Result<SegmentMap> {
     let mut opts = MmapOptions::new();
     opts.len(len);
     if populate {
         opts.populate();
     }
-    // SAFETY: the file was created by this process with length ≥ `len` (set before mapping)
-    // and is never shrunk while mapped (named segments are deleted, never truncated; memfds
-    // are sealed against shrinking), so every byte stays backed. References to the map are
-    // made only while nobody else can write it (module docs); `OutputArray` reaches it only
-    // through raw views.
-    unsafe { opts.map_mut(file) }
+    // A raw map is safe to make: it lends no reference (module docs).
+    Ok(SegmentMap {
+        raw: opts.map_raw(file)?,
+        writable: true,
+        frozen: false,
+    })
 }
 
-/// Prefaults `map[..len]` for writing (MADV_POPULATE_WRITE, Linux 5.14+), so that the next
-/// fill of a recycled segment runs at memcpy speed. Errors (older kernels) are ignored: the
-/// pages then fault in on first write instead.
-pub(crate) fn populate_write(map: &mut MmapMut, len: usize) {
-    let len = len.min(map.len());
-    if len == 0 {
-        return;
-    }
-    // SAFETY: the range is inside a live mapping this function borrows mutably, so it stays
-    // mapped for the call; MADV_POPULATE_WRITE only faults pages in (as a write would) and
-    // never changes their contents.
-    let _ = unsafe {
-        rustix::mm::madvise(
-            map.as_mut_ptr().cast(),
-            len,
-            rustix::mm::Advice::LinuxPopulateWrite,
-        )
-    };
+/// Whether `file` is sealed `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` (read on this fd).
+fn sealed_for_good(file: &File) -> bool {
+    fcntl_get_seals(file)
+        .is_ok_and(|s| s.contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW))
 }
 
-/// Asks for transparent huge pages on the whole of `map` (`MADV_HUGEPAGE`): with
-/// `shmem_enabled` (or a tmpfs `huge=`) set to `advise` the kernel then allocates the
-/// segment's pages 2 MiB at a time when this map faults them; elsewhere it is a hint that
-/// changes nothing. Errors (no THP in this kernel) are returned for the caller to log.
-pub(crate) fn advise_huge(map: &mut MmapMut) -> io::Result<()> {
-    if map.is_empty() {
-        return Ok(());
+impl SegmentMap {
+    pub(crate) fn len(&self) -> usize {
+        self.raw.len()
     }
-    // SAFETY: the whole range is a live mapping this function borrows mutably, so it stays
-    // mapped for the call; MADV_HUGEPAGE only changes how future faults allocate pages,
-    // never the contents.
-    unsafe {
-        rustix::mm::madvise(
-            map.as_mut_ptr().cast(),
-            map.len(),
-            rustix::mm::Advice::LinuxHugepage,
-        )
-    }
-    .map_err(io::Error::from)
-}
 
-/// Prefaults `map[start..start + len]` for writing (MADV_POPULATE_WRITE), reporting failure:
-/// how a segment whose huge pages only an advised mapping gets reserves its space (a full
-/// tmpfs is then an error here, not a SIGBUS on a later write).
-pub(crate) fn populate_range(map: &mut MmapMut, start: usize, len: usize) -> io::Result<()> {
-    let end = start
-        .checked_add(len)
-        .filter(|&e| e <= map.len())
-        .ok_or_else(|| io::Error::other("range outside the segment map"))?;
-    if start == end {
-        return Ok(());
+    /// The address of the first byte.
+    pub(crate) fn addr(&self) -> usize {
+        self.raw.as_ptr() as usize
     }
-    // No `&mut [u8]` of the range: an output array's bytes may be written by consumers.
-    // SAFETY: `start ≤ end ≤ map.len()` (checked above), so `start` stays inside the map.
-    let at = unsafe { map.as_mut_ptr().add(start) };
-    // SAFETY: `at .. at + (end - start)` lies inside a live mapping borrowed mutably for the
-    // call; MADV_POPULATE_WRITE faults the pages in as a write would and never changes
-    // contents.
-    unsafe {
-        rustix::mm::madvise(
-            at.cast(),
-            end - start,
-            rustix::mm::Advice::LinuxPopulateWrite,
-        )
+
+    pub(crate) fn is_frozen(&self) -> bool {
+        self.frozen
     }
-    .map_err(io::Error::from)
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Freezes the memfd `file` for good: drops this writable map, seals `F_SEAL_WRITE |
+    /// F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`, and keeps a read-only map made through
+    /// `read_only` (an `O_RDONLY` fd of the same file: a read-only shared map of a
+    /// write-sealed memfd through an `O_RDWR` fd fails before Linux 6.7). If the kernel
+    /// refuses the seal (`EBUSY`: another writable map exists), the map is made writable
+    /// again and the error returned; if even that fails, the map stays read-only and not
+    /// frozen (the pool then never recycles the segment).
+    pub(crate) fn freeze(&mut self, file: &File, read_only: impl AsFd) -> io::Result<()> {
+        if self.frozen {
+            return Ok(());
+        }
+        let ro = MmapOptions::new()
+            .len(self.raw.len())
+            .map_raw_read_only(read_only.as_fd().as_raw_fd())?;
+        drop(std::mem::replace(&mut self.raw, ro));
+        self.writable = false;
+        let seals = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+        if let Err(e) = fcntl_add_seals(file, seals) {
+            if let Ok(w) = MmapOptions::new().len(self.raw.len()).map_raw(file) {
+                self.raw = w;
+                self.writable = true;
+            }
+            return Err(e.into());
+        }
+        self.frozen = sealed_for_good(file);
+        Ok(())
+    }
+
+    /// The bytes, if frozen.
+    pub(crate) fn frozen_bytes(&self) -> Option<&[u8]> {
+        if !self.frozen {
+            return None;
+        }
+        // SAFETY: `frozen` is set only by `freeze`, after the kernel sealed the file against
+        // writes (granted only with no writable map left, this one included: it was
+        // replaced first) and shrinking, read back with F_GET_SEALS. So the `len` mapped
+        // bytes stay backed and unchanged while `self` is borrowed (the map lives that
+        // long); a read-only map cannot be written through by this process either.
+        Some(unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) })
+    }
+
+    /// The bytes, read-only, for the producer's fill in place (under `bytes_mut`'s premise).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        if let Some(b) = self.frozen_bytes() {
+            return b;
+        }
+        // SAFETY: a live map of `len` readable bytes, borrowed for the slice's life; this
+        // process writes it only through `&mut self`, which the borrow excludes. That no
+        // other process writes it is the pool's premise, as for `bytes_mut`.
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) }
+    }
+
+    /// The bytes, writable, for the producer's fill in place; empty once read-only.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        if !self.writable {
+            return &mut [];
+        }
+        // SAFETY: a live writable map of `len` bytes, borrowed mutably for the slice's life,
+        // so nothing else in this process reaches it meanwhile. That no other process writes
+        // it is the pool's premise (module docs), not something this function can check.
+        unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr(), self.raw.len()) }
+    }
+
+    /// Copies `src` to byte `off` without making a reference to the map (others may map
+    /// it); false (nothing written) if it does not fit or the map is read-only.
+    pub(crate) fn write_at(&mut self, off: usize, src: &[u8]) -> bool {
+        let fits = off
+            .checked_add(src.len())
+            .is_some_and(|end| end <= self.raw.len());
+        if !fits || !self.writable {
+            return false;
+        }
+        // SAFETY: `off + src.len() ≤ len` (checked), inside a live writable map borrowed
+        // mutably for the call; `src` is memory of this process no raw access of the map
+        // writes, so they do not overlap. No reference to the map's bytes is made.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.raw.as_mut_ptr().add(off), src.len())
+        };
+        true
+    }
+
+    /// `layout` over `map[start..]`, read through raw accesses only.
+    pub(crate) fn view_at<T: Element>(
+        &self,
+        start: usize,
+        layout: Layout,
+    ) -> stridemap::ViewResult<SharedView<'_, T>> {
+        let start = start.min(self.raw.len());
+        let len = self.raw.len() - start;
+        // SAFETY: `start ≤ len`, so the pointer stays inside (or one past) the map, and the
+        // `len - start` bytes from it are readable while the map lives, which the borrow of
+        // `self` ensures. `SharedView` makes no reference, and this process makes no `&mut`
+        // to them meanwhile: that needs `&mut self`, which the borrow excludes.
+        unsafe { SharedView::from_raw_parts(self.raw.as_ptr().add(start), len, layout) }
+    }
+
+    /// `layout` over `map[start..]`, written and read through raw accesses only.
+    ///
+    /// # Errors
+    /// [`ViewError::ReadOnly`] once the map is read-only; else as `SharedViewMut::new`.
+    pub(crate) fn view_mut_at<T: Element>(
+        &mut self,
+        start: usize,
+        layout: Layout,
+    ) -> stridemap::ViewResult<SharedViewMut<'_, T>> {
+        if !self.writable {
+            return Err(ViewError::ReadOnly);
+        }
+        let start = start.min(self.raw.len());
+        let len = self.raw.len() - start;
+        // SAFETY: as in `view_at`, the range is inside the live map for the borrow, and it
+        // is writable (checked); `self` is borrowed mutably, so nothing else in this process
+        // reaches these bytes meanwhile except through the returned view.
+        unsafe { SharedViewMut::from_raw_parts(self.raw.as_mut_ptr().add(start), len, layout) }
+    }
+
+    /// `madvise(advice)` over `[start, start + len)`, an advice that never changes contents.
+    fn advise(&mut self, start: usize, len: usize, advice: rustix::mm::Advice) -> io::Result<()> {
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= self.raw.len())
+            .ok_or_else(|| io::Error::other("range outside the segment map"))?;
+        if start == end {
+            return Ok(());
+        }
+        // SAFETY: `start ≤ end ≤ len` (checked), so `start` stays inside the map.
+        let at = unsafe { self.raw.as_mut_ptr().add(start) };
+        // SAFETY: `at .. at + (end - start)` lies inside a live mapping borrowed mutably for
+        // the call; the advices used (MADV_POPULATE_WRITE/READ, MADV_HUGEPAGE) fault pages
+        // in as an access would, or change how later faults allocate: never the contents.
+        unsafe { rustix::mm::madvise(at.cast(), end - start, advice) }.map_err(io::Error::from)
+    }
+
+    /// Prefaults `map[..len]` for writing (MADV_POPULATE_WRITE, Linux 5.14+), so that the
+    /// next fill of a recycled segment runs at memcpy speed. Errors (older kernels) are
+    /// ignored: the pages then fault in on first write instead.
+    pub(crate) fn populate_write(&mut self, len: usize) {
+        if self.writable {
+            let len = len.min(self.raw.len());
+            let _ = self.advise(0, len, rustix::mm::Advice::LinuxPopulateWrite);
+        }
+    }
+
+    /// Maps the pages the segment already holds into this map (MADV_POPULATE_READ, Linux
+    /// 5.14; a hint, errors ignored): after [`freeze`](Self::freeze) remapped a segment in
+    /// huge pages, so that the new map holds them whole before anyone reads.
+    pub(crate) fn populate_read(&mut self) {
+        let len = self.raw.len();
+        let _ = self.advise(0, len, rustix::mm::Advice::LinuxPopulateRead);
+    }
+
+    /// Asks for transparent huge pages on the whole map (`MADV_HUGEPAGE`): with
+    /// `shmem_enabled` (or a tmpfs `huge=`) set to `advise` the kernel then allocates the
+    /// segment's pages 2 MiB at a time when this map faults them; elsewhere it is a hint
+    /// that changes nothing. Errors (no THP in this kernel) are returned for the caller to
+    /// log.
+    pub(crate) fn advise_huge(&mut self) -> io::Result<()> {
+        let len = self.raw.len();
+        self.advise(0, len, rustix::mm::Advice::LinuxHugepage)
+    }
+
+    /// Prefaults `map[start..start + len]` for writing (MADV_POPULATE_WRITE), reporting
+    /// failure: how a segment whose huge pages only an advised mapping gets reserves its
+    /// space (a full tmpfs is then an error here, not a SIGBUS on a later write).
+    pub(crate) fn populate_range(&mut self, start: usize, len: usize) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::other("the segment map is read-only"));
+        }
+        self.advise(start, len, rustix::mm::Advice::LinuxPopulateWrite)
+    }
+
+    /// Prefaults `map[start..start + len]` for writing (MADV_POPULATE_WRITE) from both ends
+    /// at once, when this process may run on two CPUs: this thread claims chunks from the
+    /// front, a helper thread from the back, until they meet. The kernel's first touch of
+    /// each fresh page (allocating and zeroing it, huge pages included, and mapping it) is
+    /// then shared by two CPUs, and the producer's fill in place runs at memcpy speed. A
+    /// hint, like [`populate_write`](Self::populate_write): each thread stops at its first
+    /// failure (an older kernel, memory pressure), and pages not populated fault in on first
+    /// write as before. Whether every chunk was populated.
+    pub(crate) fn populate_two_ways(&mut self, start: usize, len: usize) -> bool {
+        let Some(end) = start.checked_add(len).filter(|&e| e <= self.raw.len()) else {
+            return false;
+        };
+        let two_cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+        if len < TWO_WAY_MIN || !two_cpus || !self.writable {
+            return false;
+        }
+        // The map's address, with its provenance exposed so the helper can rebuild pointers
+        // into it (a raw pointer cannot cross threads).
+        let base = self.raw.as_mut_ptr().expose_provenance();
+        let chunks = len.div_ceil(TWO_WAY_CHUNK);
+        // (next chunk from the front, one past the next from the back, a thread failed)
+        let claims = std::sync::Mutex::new((0usize, chunks, false));
+        let claim = |front: bool| -> Option<usize> {
+            let mut c = claims
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if c.2 || c.0 >= c.1 {
+                return None;
+            }
+            if front {
+                c.0 += 1;
+                Some(c.0 - 1)
+            } else {
+                c.1 -= 1;
+                Some(c.1)
+            }
+        };
+        let fail = || {
+            claims
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .2 = true
+        };
+        let one = |k: usize| -> bool {
+            let lo = start + k * TWO_WAY_CHUNK;
+            let hi = (lo + TWO_WAY_CHUNK).min(end);
+            let at = std::ptr::with_exposed_provenance_mut::<u8>(base + lo);
+            // SAFETY: `start <= lo < hi <= end <= map.len()` (k < chunks), so `at .. at + (hi
+            // - lo)` lies inside the map, which stays mapped: `self` is borrowed mutably
+            // until both threads are joined (the scope ends before this function returns).
+            // MADV_POPULATE_WRITE faults the pages in as a write would and never changes
+            // their contents, so it races with no access.
+            unsafe {
+                rustix::mm::madvise(at.cast(), hi - lo, rustix::mm::Advice::LinuxPopulateWrite)
+            }
+            .is_ok()
+        };
+        let run = |front: bool| {
+            while let Some(k) = claim(front) {
+                if !one(k) {
+                    fail();
+                    return;
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            let helper = std::thread::Builder::new()
+                .name("stridemap-populate".into())
+                .spawn_scoped(s, || run(false));
+            run(true);
+            if let Ok(h) = helper {
+                let _ = h.join();
+            }
+        });
+        let c = claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !c.2 && c.0 >= c.1
+    }
 }
 
 /// Fresh segments of at least this many bytes are prefaulted by two threads
-/// ([`populate_two_ways`]).
+/// ([`SegmentMap::populate_two_ways`]).
 pub(crate) const TWO_WAY_MIN: usize = 16 << 20;
-/// The bytes each thread of [`populate_two_ways`] claims at a time (whole huge pages).
+/// The bytes each thread of [`SegmentMap::populate_two_ways`] claims at a time (whole huge
+/// pages).
 const TWO_WAY_CHUNK: usize = 8 << 20;
-
-/// Prefaults `map[start..start + len]` for writing (MADV_POPULATE_WRITE) from both ends at
-/// once, when this process may run on two CPUs: this thread claims chunks from the front, a
-/// helper thread from the back, until they meet. The kernel's first touch of each fresh page
-/// (allocating and zeroing it, huge pages included, and mapping it) is then shared by two
-/// CPUs, and the producer's fill in place runs at memcpy speed. A hint, like
-/// [`populate_write`]: each thread stops at its first failure (an older kernel, memory
-/// pressure), and pages not populated fault in on first write as before. Whether every chunk
-/// was populated.
-pub(crate) fn populate_two_ways(map: &mut MmapMut, start: usize, len: usize) -> bool {
-    let Some(end) = start.checked_add(len).filter(|&e| e <= map.len()) else {
-        return false;
-    };
-    let two_cpus = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-    if len < TWO_WAY_MIN || !two_cpus {
-        return false;
-    }
-    // The map's address, with its provenance exposed so the helper can rebuild pointers into
-    // it (a raw pointer cannot cross threads).
-    let base = map.as_mut_ptr().expose_provenance();
-    let chunks = len.div_ceil(TWO_WAY_CHUNK);
-    // (next chunk from the front, one past the next from the back, a thread failed)
-    let claims = std::sync::Mutex::new((0usize, chunks, false));
-    let claim = |front: bool| -> Option<usize> {
-        let mut c = claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if c.2 || c.0 >= c.1 {
-            return None;
-        }
-        if front {
-            c.0 += 1;
-            Some(c.0 - 1)
-        } else {
-            c.1 -= 1;
-            Some(c.1)
-        }
-    };
-    let fail = || {
-        claims
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .2 = true
-    };
-    let one = |k: usize| -> bool {
-        let lo = start + k * TWO_WAY_CHUNK;
-        let hi = (lo + TWO_WAY_CHUNK).min(end);
-        let at = std::ptr::with_exposed_provenance_mut::<u8>(base + lo);
-        // SAFETY: `start <= lo < hi <= end <= map.len()` (k < chunks), so `at .. at + (hi - lo)`
-        // lies inside the map, which stays mapped: `map` is borrowed mutably until both threads
-        // are joined (the scope ends before this function returns). MADV_POPULATE_WRITE faults
-        // the pages in as a write would and never changes their contents, so it races with no
-        // access (nobody else touches the map meanwhile).
-        unsafe { rustix::mm::madvise(at.cast(), hi - lo, rustix::mm::Advice::LinuxPopulateWrite) }
-            .is_ok()
-    };
-    let run = |front: bool| {
-        while let Some(k) = claim(front) {
-            if !one(k) {
-                fail();
-                return;
-            }
-        }
-    };
-    std::thread::scope(|s| {
-        let helper = std::thread::Builder::new()
-            .name("stridemap-populate".into())
-            .spawn_scoped(s, || run(false));
-        run(true);
-        if let Ok(h) = helper {
-            let _ = h.join();
-        }
-    });
-    let c = claims
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    !c.2 && c.0 >= c.1
-}
-
-/// `layout` over the data area `map[start..]`, read through raw accesses only.
-pub(crate) fn output_view<'a, T: Element>(
-    map: &'a MmapMut,
-    start: usize,
-    layout: Layout,
-) -> stridemap::ViewResult<SharedView<'a, T>> {
-    let len = map.len().saturating_sub(start);
-    let start = start.min(map.len());
-    // SAFETY: `start ≤ map.len()`, so the pointer stays inside (or one past) the map, and
-    // `start + len ≤ map.len()`: the range is readable while the map lives, which the borrow
-    // `'a` ensures. Output arrays never make a `&mut` to their data (module docs), and the
-    // only writer in this process would need `&mut map`, which this borrow excludes.
-    unsafe { SharedView::from_raw_parts(map.as_ptr().add(start), len, layout) }
-}
-
-/// `layout` over the data area `map[start..]`, written and read through raw accesses only.
-pub(crate) fn output_view_mut<'a, T: Element>(
-    map: &'a mut MmapMut,
-    start: usize,
-    layout: Layout,
-) -> stridemap::ViewResult<SharedViewMut<'a, T>> {
-    let len = map.len().saturating_sub(start);
-    let start = start.min(map.len());
-    // SAFETY: as in `output_view`, the range is inside the live map for `'a`; the map is
-    // borrowed mutably for `'a`, so nothing else in this process reaches these bytes
-    // meanwhile except through the returned view.
-    unsafe { SharedViewMut::from_raw_parts(map.as_mut_ptr().add(start), len, layout) }
-}

@@ -33,6 +33,23 @@ fn margin(total: u64) -> u64 {
     (4 << 20) + total / 100
 }
 
+/// The free space of `dir`'s filesystem less the margin stridemap leaves there when it
+/// chooses a temp root (4 MiB and 1% of the filesystem's size): what a tool may fill without
+/// leaving the filesystem full for everyone else. `u64::MAX` where no limit is reported.
+///
+/// ```
+/// let spare = stridemap_shm::spare_space(&std::env::temp_dir())?;
+/// println!("{spare} bytes may be written there");
+/// # Ok::<(), stridemap_shm::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] when `statvfs` fails.
+pub fn spare_space(dir: &Path) -> Result<u64> {
+    let (free, total) = space(dir)?;
+    Ok(free.saturating_sub(margin(total)))
+}
+
 /// The folder a segment of `needed` bytes goes to, joblib's policy with the space check done
 /// against this request: an explicit folder (configuration, then `$STRIDEMAP_TEMP_FOLDER`) if
 /// it has room; else `/dev/shm` when writable with room for the segment plus a margin; else
@@ -51,6 +68,7 @@ fn choose_root_among(explicit: Option<&Path>, shm: &Path, needed: u64) -> Result
                 folder: dir,
                 needed,
                 available: free,
+                limit: None,
             });
         }
         return Ok(dir);
@@ -78,6 +96,7 @@ fn choose_root_among(explicit: Option<&Path>, shm: &Path, needed: u64) -> Result
                     folder: tmp,
                     needed,
                     available: free,
+                    limit: None,
                 });
             }
             log::info!(
@@ -141,7 +160,9 @@ const CREATE_ATTEMPTS: u32 = 4;
 /// Creates this pool's folder under `root` (mode 0700, failing if the name exists), opens it
 /// and takes the shared lock that marks it alive. A sweep may remove the fresh (empty, not
 /// yet locked) folder in the instant between `mkdir` and `flock`: the lock is then checked
-/// to be on the folder that still has the name, and the folder made again otherwise.
+/// to be on the folder that still has the name, and the folder made again otherwise. The
+/// lock is waited for at most [`LOCK_PATIENCE`]; a folder that stays locked is removed and
+/// another made, [`CREATE_ATTEMPTS`] folders in all, then an error: nothing is left behind.
 pub(crate) fn create_pool_folder(root: &Path) -> Result<PoolFolder> {
     let pid = std::process::id();
     let start = start_time(pid).unwrap_or(0);
@@ -155,7 +176,7 @@ pub(crate) fn create_pool_folder(root: &Path) -> Result<PoolFolder> {
         Mode::empty(),
     )
     .map_err(|e| Error::from_io(format!("opening {}", root.display()), &root, e.into()))?;
-    let mut last = None;
+    let (mut last, mut locked_out) = (None, 0u32);
     for _ in 0..CREATE_ATTEMPTS {
         let name = folder_name(pid, start);
         let path = root.join(&name);
@@ -176,9 +197,18 @@ pub(crate) fn create_pool_folder(root: &Path) -> Result<PoolFolder> {
             }
             Err(e) => return Err(Error::from_io(ctx("opening"), &path, e.into())),
         };
-        // Blocking: a sweep holds its exclusive lock only while it empties a folder.
-        flock(&fd, FlockOperation::LockShared)
-            .map_err(|e| Error::from_io(ctx("locking"), &path, e.into()))?;
+        // A sweep holds its exclusive lock only while it empties a folder: wait a little,
+        // not forever (another process of this user may lock every new folder); a folder
+        // that stays locked is removed again and another name tried.
+        if !lock_shared_within(&fd, LOCK_PATIENCE)
+            .map_err(|e| Error::from_io(ctx("locking"), &path, e.into()))?
+        {
+            drop(fd);
+            let _ = unlinkat(&root_fd, name.as_str(), AtFlags::REMOVEDIR);
+            locked_out += 1;
+            last = Some(Errno::WOULDBLOCK);
+            continue;
+        }
         let mine = fstat(&fd).map_err(|e| Error::from_io(ctx("fstat"), &path, e.into()))?;
         let named = statat(&root_fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW);
         match named {
@@ -200,14 +230,43 @@ pub(crate) fn create_pool_folder(root: &Path) -> Result<PoolFolder> {
         }
     }
     let e = last.unwrap_or(Errno::NOENT);
+    let why = if locked_out > 0 {
+        format!(
+            "{locked_out} of {CREATE_ATTEMPTS} new folders stayed locked by another process \
+             for {LOCK_PATIENCE:?} (each was removed again)"
+        )
+    } else {
+        format!(
+            "it was removed before it could be locked, {CREATE_ATTEMPTS} times; is another \
+             process sweeping this folder in a loop?"
+        )
+    };
     Err(Error::Io {
-        context: format!(
-            "creating a pool folder in {}: it was removed before it could be locked, \
-             {CREATE_ATTEMPTS} times; is another process sweeping this folder in a loop?",
-            root.display()
-        ),
+        context: format!("creating a pool folder in {}: {why}", root.display()),
         source: e.into(),
     })
+}
+
+/// How long a new pool folder's shared lock is waited for (a sweep holds the exclusive lock
+/// only while it empties a folder).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `LOCK_SH | LOCK_NB` on `fd`, retried with a growing pause for up to `patience`: whether it
+/// was taken.
+fn lock_shared_within(fd: &OwnedFd, patience: std::time::Duration) -> rustix::io::Result<bool> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(500);
+    loop {
+        match flock(fd, FlockOperation::NonBlockingLockShared) {
+            Ok(()) => return Ok(true),
+            Err(Errno::WOULDBLOCK | Errno::INTR) if start.elapsed() < patience => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            Err(Errno::WOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl PoolFolder {
@@ -315,6 +374,7 @@ mod tests {
                 folder,
                 needed,
                 available,
+                limit: None,
             }) => {
                 assert_eq!(folder, dir.path());
                 assert!(needed > available);

@@ -13,7 +13,7 @@ use stridemap_core::{DType, Mode};
 ///
 /// [`Error::rule`] names the SPEC.md rule a variant enforces: `R*`/`C*` for the descriptor
 /// itself ([`Error::Descriptor`], and the layout checks a descriptor shares inside
-/// [`Error::View`]), `O1` … `O11` for the checks made when opening the file.
+/// [`Error::View`]), `O1` … `O12` for the checks made when opening the file.
 ///
 /// ```
 /// use stridemap::{Error, OpenOptions};
@@ -104,6 +104,15 @@ pub enum Error {
         /// The seals found (`F_GET_SEALS`), or `None` if the file cannot be sealed.
         seals: Option<u32>,
     },
+    /// O12: a file in shared memory (tmpfs, memfd) has fewer bytes allocated than the buffer
+    /// it is to be read through: reading its holes would allocate the difference, charged to
+    /// this process (a peer's sealed memfd made by `ftruncate` alone).
+    Sparse {
+        /// Bytes the file has allocated (`st_blocks` · 512).
+        allocated: u64,
+        /// The descriptor's `buffer_len`.
+        buffer_len: u64,
+    },
     /// O10: the segment header does not hold the descriptor's segment id and generation: the
     /// segment was recycled for another array, or the file is not a segment.
     StaleSegment {
@@ -158,6 +167,7 @@ impl Error {
             Error::LengthMismatch { .. } => "O7",
             Error::IdentityMismatch { .. } => "O8",
             Error::NotSealed { .. } => "O9",
+            Error::Sparse { .. } => "O12",
             Error::StaleSegment { .. } => "O10",
             Error::Map { .. } => "O11",
             _ => return None,
@@ -295,6 +305,15 @@ impl fmt::Display for Error {
                      O_PATH fd); allow unsealed fds explicitly if the producer is trusted"
                 ),
             },
+            Error::Sparse {
+                allocated,
+                buffer_len,
+            } => write!(
+                f,
+                "the file lives in shared memory and has {allocated} bytes allocated, fewer \
+                 than its {buffer_len}-byte buffer: reading its holes would allocate memory \
+                 here; the producer must write (or fallocate) the buffer before sending it"
+            ),
             Error::StaleSegment { found, expected } => match found {
                 Some((id, _)) if *id != expected.0 || *id == [0; 16] => write!(
                     f,

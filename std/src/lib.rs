@@ -45,12 +45,11 @@
 //!   [`Mapping::byte_view`] and [`Mapping::bytes`] lend references only if the mapping
 //!   [`is_frozen`](Mapping::is_frozen): the file this process maps (checked with
 //!   `F_GET_SEALS` on the fd it holds, never taken from the descriptor's word) is sealed
-//!   against shrinking, growing and writes (`F_SEAL_SHRINK | F_SEAL_GROW` and `F_SEAL_WRITE`
-//!   or `F_SEAL_FUTURE_WRITE`), as stridemap-shm's frozen memfds are. With
-//!   `F_SEAL_FUTURE_WRITE` the producer's own map from before the seal stays writable (the
-//!   kernel only refuses new writers): stridemap-shm writes it again only once no reader maps
-//!   the segment (SPEC.md §7), so this is the one promise a reader still takes from a
-//!   producer; `F_SEAL_WRITE` leaves none. Arrays
+//!   with `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`, as stridemap-shm's frozen memfds are.
+//!   The kernel adds `F_SEAL_WRITE` only when no writable map of the file exists, and then
+//!   refuses every writer, so no promise of the producer's is taken. `F_SEAL_FUTURE_WRITE`
+//!   is not enough: a map made before it stays writable, so such a file gets
+//!   [`SharedView`]s like any other (SPEC.md §9 says what a producer must seal). Arrays
 //!   this process owns ([`OwnedArray`]: [`Mapping::copy_array`], inline messages) and views
 //!   of the caller's own buffers ([`View::new`]) lend references too. A copy-on-write (`c`)
 //!   mapping is not a private copy: pages not yet written still show the file's later writes,

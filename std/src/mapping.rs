@@ -7,13 +7,16 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use stridemap_core::{Mode, ValidDescriptor};
 
-use crate::sys::{ReadMap, SharedBytes, Stable, WriteMap};
+use crate::sys::{Promise, ReadMap, SharedBytes, WriteMap};
 use crate::{
     ByteView, Element, OwnedArray, SharedView, SharedViewMut, View, ViewError, ViewMut,
     ViewResult as Result,
 };
 
 /// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
+///
+/// A mapping of a path-named file faults (`SIGBUS`) on access to bytes its writer truncated
+/// away after it was mapped (see [`open`](crate::open)); fds are sealed against shrinking.
 ///
 /// Views borrow the mapping, so none can outlive it. A read-only mapping may share its
 /// memory with other `Mapping`s of the same file region (see
@@ -43,10 +46,8 @@ pub struct Mapping {
     desc: ValidDescriptor,
     mode: Mode,
     region: Region,
-    /// Why references to the bytes are sound, if they are.
-    stable: Option<Stable>,
-    /// The kernel's seals (not a promise) make `stable`.
-    frozen: bool,
+    /// The owner's promise for this mapping's map ([`Mapping::assume_no_outside_writes`]).
+    promise: Option<Promise>,
 }
 
 #[derive(Debug)]
@@ -62,7 +63,7 @@ enum Region {
     Own {
         map: WriteMap,
         /// Kept open: it holds the segment lock of SPEC.md §7 while mapped.
-        _file: File,
+        file: File,
     },
 }
 
@@ -82,8 +83,6 @@ pub(crate) enum Origin {
 #[derive(Debug)]
 pub(crate) struct SharedRegion {
     map: ReadMap,
-    /// The file mapped was sealed against every change (checked when mapped).
-    stable: Option<Stable>,
     /// The file, kept (whether opened by path or received as an fd) to re-check it with
     /// fstat on reuse. (The segment lock lives as long as the map, which holds the open file
     /// description.)
@@ -103,7 +102,6 @@ static REGIONS: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
 impl SharedRegion {
     pub(crate) fn new(
         map: ReadMap,
-        stable: Option<Stable>,
         file: File,
         origin: Origin,
         key: (u64, u64),
@@ -112,7 +110,6 @@ impl SharedRegion {
     ) -> Arc<SharedRegion> {
         Arc::new(SharedRegion {
             map,
-            stable,
             file,
             origin,
             key,
@@ -181,9 +178,7 @@ impl Mapping {
             desc,
             mode,
             region: Region::Empty,
-            // Nothing is mapped, so nothing can change.
-            stable: Some(Stable::of_nothing()),
-            frozen: true,
+            promise: None,
         }
     }
 
@@ -195,25 +190,17 @@ impl Mapping {
         Mapping {
             desc,
             mode: Mode::ReadOnly,
-            stable: region.stable,
-            frozen: region.stable.is_some(),
             region: Region::Shared { region, start },
+            promise: None,
         }
     }
 
-    pub(crate) fn own(
-        desc: ValidDescriptor,
-        mode: Mode,
-        map: WriteMap,
-        stable: Option<Stable>,
-        file: File,
-    ) -> Mapping {
+    pub(crate) fn own(desc: ValidDescriptor, mode: Mode, map: WriteMap, file: File) -> Mapping {
         Mapping {
             desc,
             mode,
-            region: Region::Own { map, _file: file },
-            stable,
-            frozen: stable.is_some(),
+            region: Region::Own { map, file },
+            promise: None,
         }
     }
 
@@ -227,17 +214,45 @@ impl Mapping {
         self.mode
     }
 
-    /// Whether the kernel guarantees that nobody changes these bytes while they are mapped:
-    /// the file this process holds is sealed against shrinking, growing and writes (a frozen
-    /// memfd from stridemap-shm's `SharedArrayMut::freeze`). Then the reference-lending views
-    /// work without any promise.
+    /// Whether the file this process maps was sealed for good when it was mapped:
+    /// `F_SEAL_WRITE`, `F_SEAL_SHRINK` and `F_SEAL_GROW`, read with `F_GET_SEALS` on the fd
+    /// this process holds (a frozen memfd from stridemap-shm's `SharedArrayMut::freeze`).
+    /// The kernel grants `F_SEAL_WRITE` only when no writable map of the file exists and then
+    /// refuses every writer, so the reference-lending views work without any promise.
+    /// `F_SEAL_FUTURE_WRITE` is not enough (a map made before it stays writable): such a
+    /// mapping is not frozen. A mapping of no bytes is frozen.
     pub fn is_frozen(&self) -> bool {
-        self.frozen
+        match &self.region {
+            Region::Empty => true,
+            Region::Shared { region, .. } => region.map.is_sealed(),
+            Region::Own { map, .. } => map.is_sealed(),
+        }
     }
 
-    /// Records why references to the bytes are sound (see `sys::Stable`).
-    pub(crate) fn set_stable(&mut self, stable: Stable) {
-        self.stable = Some(stable);
+    /// Stores the owner's promise (see `sys::Promise`).
+    pub(crate) fn set_promise(&mut self, promise: Promise) {
+        self.promise = Some(promise);
+    }
+
+    /// The address of the first byte of the map behind this mapping (a shared region's whole
+    /// map), if anything is mapped.
+    pub(crate) fn map_base(&self) -> Option<usize> {
+        match &self.region {
+            Region::Empty => None,
+            Region::Shared { region, .. } => Some(region.map.addr()),
+            Region::Own { map, .. } => Some(map.addr()),
+        }
+    }
+
+    /// The file the buffer was mapped from, for reading it with `pread` instead of the map
+    /// (a file truncated meanwhile then gives an error, not `SIGBUS`): `None` when nothing
+    /// is mapped, or the map is private (`c`: this process's writes are only in the map).
+    pub(crate) fn file_to_read(&self) -> Option<&File> {
+        match &self.region {
+            Region::Shared { region, .. } => Some(region.file()),
+            Region::Own { file, .. } if self.mode == Mode::ReadWrite => Some(file),
+            _ => None,
+        }
     }
 
     /// The bytes, for raw access (always allowed).
@@ -273,18 +288,19 @@ impl Mapping {
     /// owner [promised](Mapping::assume_no_outside_writes): use [`copy_array`](Mapping::copy_array)
     /// or [`shared_view`](Mapping::shared_view) then.
     pub fn bytes(&self) -> Result<&[u8]> {
-        let stable = self.stable.ok_or(ViewError::NotFrozen)?;
+        let promise = self.promise.as_ref();
         Ok(match &self.region {
             Region::Empty => &[],
             Region::Shared { region, start } => {
                 let len = self.desc.buffer_len() as usize;
                 region
                     .map
-                    .bytes(stable)
+                    .bytes(promise)
+                    .ok_or(ViewError::NotFrozen)?
                     .get(*start..start.saturating_add(len))
                     .unwrap_or_default()
             }
-            Region::Own { map, .. } => map.bytes(stable),
+            Region::Own { map, .. } => map.bytes(promise).ok_or(ViewError::NotFrozen)?,
         })
     }
 
@@ -296,7 +312,9 @@ impl Mapping {
         match &mut self.region {
             Region::Empty => Ok(&mut []),
             Region::Shared { .. } => Err(ViewError::ReadOnly),
-            Region::Own { map, .. } => Ok(map.bytes_mut(self.stable.ok_or(ViewError::NotFrozen)?)),
+            Region::Own { map, .. } => map
+                .bytes_mut(self.promise.as_ref())
+                .ok_or(ViewError::NotFrozen),
         }
     }
 
@@ -322,7 +340,9 @@ impl Mapping {
         let bytes = match &mut self.region {
             Region::Empty => &mut [][..],
             Region::Shared { .. } => return Err(ViewError::ReadOnly),
-            Region::Own { map, .. } => map.bytes_mut(self.stable.ok_or(ViewError::NotFrozen)?),
+            Region::Own { map, .. } => map
+                .bytes_mut(self.promise.as_ref())
+                .ok_or(ViewError::NotFrozen)?,
         };
         ViewMut::with_source(bytes, layout, Some(&self.desc))
     }

@@ -241,20 +241,21 @@ pub fn write(view: &ByteView<'_>, out: &mut impl Write) -> Result<()> {
 }
 
 /// Writes the array `m` describes as a `.npy`, like [`write()`], for any mapping: the elements
-/// are copied out of the map a chunk at a time (never lent as references, so another process
-/// writing the file meanwhile changes values, not soundness), without holding the whole array
-/// in memory.
+/// are copied out a chunk at a time (never lent as references, so another process writing the
+/// file meanwhile changes values, not soundness), without holding the whole array in memory.
+/// Unless the kernel keeps the file from shrinking (a frozen mapping) or the map is private
+/// (`c`), they are read from the file with `pread` rather than from the map, so that a file
+/// truncated meanwhile is an error here rather than a `SIGBUS` that kills the process.
 ///
 /// # Errors
-/// [`Error::Io`] if writing fails.
+/// [`Error::Io`] if writing fails, or reading the file does (it was truncated).
 pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
     let io_err = |e: io::Error| Error::io("writing .npy", e);
     let desc = m.descriptor();
     let layout = desc.layout();
-    let src = m.shared_bytes();
-    let short = || ViewError::BufferTooShort {
-        needed: layout.span().end,
-        len: src.len() as u64,
+    let mut src = match m.file_to_read().filter(|_| !m.is_frozen()) {
+        Some(file) => Source::File(Window::new(file, desc.buffer_offset(), desc.buffer_len())),
+        None => Source::Map(m.shared_bytes()),
     };
     out.write_all(&header_bytes(desc.dtype(), desc.shape()))
         .map_err(io_err)?;
@@ -264,8 +265,8 @@ pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
         let end = usize::try_from(layout.span().end).map_err(|_| ViewError::TooLarge)?;
         while at < end {
             let n = (end - at).min(chunk.len());
-            let part = chunk.get_mut(..n).ok_or_else(short)?;
-            src.copy_to(at, part).ok_or_else(short)?;
+            let part = chunk.get_mut(..n).ok_or(ViewError::TooLarge)?;
+            src.copy(at, part)?;
             out.write_all(part).map_err(io_err)?;
             at += n;
         }
@@ -281,12 +282,109 @@ pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
             filled = 0;
         }
         let off = usize::try_from(off).map_err(|_| ViewError::TooLarge)?;
-        let dst = chunk.get_mut(filled..filled + size).ok_or_else(short)?;
-        src.copy_to(off, dst).ok_or_else(short)?;
+        let dst = chunk
+            .get_mut(filled..filled + size)
+            .ok_or(ViewError::TooLarge)?;
+        src.copy(off, dst)?;
         filled += size;
     }
     out.write_all(chunk.get(..filled).unwrap_or_default())
         .map_err(io_err)
+}
+
+/// Where [`write_mapping`] copies elements from.
+enum Source<'a> {
+    /// The map (frozen, private or empty).
+    Map(crate::sys::SharedBytes<'a>),
+    /// The file, through a window.
+    File(Window<'a>),
+}
+
+impl Source<'_> {
+    /// Copies the buffer's bytes at `off` into `dst`.
+    fn copy(&mut self, off: usize, dst: &mut [u8]) -> Result<()> {
+        match self {
+            Source::Map(bytes) => bytes.copy_to(off, dst).ok_or_else(|| {
+                ViewError::BufferTooShort {
+                    needed: (off + dst.len()) as u64,
+                    len: bytes.len() as u64,
+                }
+                .into()
+            }),
+            Source::File(w) => w.copy(off as u64, dst),
+        }
+    }
+}
+
+/// A window of up to 1 MiB of a file's buffer, read with `pread`: elements near each other
+/// (forwards or backwards) cost one read per window, not one each.
+struct Window<'a> {
+    file: &'a std::fs::File,
+    /// The buffer's offset in the file, and its length.
+    base: u64,
+    len: u64,
+    /// The window's bytes and their offset in the buffer.
+    bytes: Vec<u8>,
+    at: u64,
+}
+
+impl<'a> Window<'a> {
+    const SIZE: u64 = 1 << 20;
+
+    fn new(file: &'a std::fs::File, base: u64, len: u64) -> Window<'a> {
+        Window {
+            file,
+            base,
+            len,
+            bytes: Vec::new(),
+            at: 0,
+        }
+    }
+
+    fn read(&self, at: u64, dst: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let pos = self.base.saturating_add(at);
+        self.file.read_exact_at(dst, pos).map_err(|e| {
+            let why = if e.kind() == io::ErrorKind::UnexpectedEof {
+                "the file is shorter than when it was opened: truncated while being read"
+                    .to_string()
+            } else {
+                e.to_string()
+            };
+            Error::io(
+                format!("reading {} bytes at offset {pos} of the file", dst.len()),
+                io::Error::new(e.kind(), why),
+            )
+        })
+    }
+
+    fn copy(&mut self, off: u64, dst: &mut [u8]) -> Result<()> {
+        let n = dst.len() as u64;
+        if n >= Window::SIZE {
+            return self.read(off, dst);
+        }
+        let held = self.at..self.at + self.bytes.len() as u64;
+        if !(held.contains(&off) && off + n <= held.end) {
+            // Backwards (a reversed axis): the window ends at this element.
+            let at = if off < self.at {
+                (off + n).saturating_sub(Window::SIZE)
+            } else {
+                off
+            };
+            let len = Window::SIZE.min(self.len.saturating_sub(at)).max(n);
+            let mut bytes = std::mem::take(&mut self.bytes);
+            bytes.resize(len as usize, 0);
+            self.read(at, &mut bytes)?;
+            (self.bytes, self.at) = (bytes, at);
+        }
+        let from = (off - self.at) as usize;
+        let src = self
+            .bytes
+            .get(from..from + dst.len())
+            .ok_or(ViewError::TooLarge)?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
 }
 
 /// Writes `view` to a new file at `path` (fails if it exists).

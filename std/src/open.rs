@@ -12,7 +12,6 @@ use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescr
 
 use crate::mapping::{Origin, SharedRegion};
 use crate::resolve::{check_form, find_root, open_beneath};
-use crate::sys::Stable;
 use crate::{Error, Mapping, OpenOptions, Result, sys};
 
 /// Opens a descriptor whose source is a path, under the trust policy of `opts`, and maps its
@@ -21,11 +20,16 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// The checks, in order: the mode asked for is allowed (O5), the path is absolute and
 /// normalized (O1) and below an allowed root (O2), no component is a symlink (O3); the file
 /// is opened read-only unless `r+` was granted, never created or truncated (O4); it is a
-/// regular file (O6) exactly as long as described (O7) with the described identity (O8); a
-/// segment (generation ≠ 0) is locked shared for as long as it is mapped (SPEC.md §7) and its
+/// regular file (O6) exactly as long as described (O7) with the described identity (O8),
+/// with its buffer's bytes allocated if it is in shared memory (O12); a segment (generation ≠ 0) is locked shared for as long as it is mapped (SPEC.md §7) and its
 /// header must name the descriptor's segment and generation (O10); then the buffer is mapped
 /// (O11). A read-only mapping of a region this process already mapped from the same path
 /// under an equal policy reuses that map after re-checking the file with `fstat` (O6–O8).
+///
+/// A path-named file can still be truncated by whoever may write it after it was mapped;
+/// reading or writing the lost part then kills this process with `SIGBUS` (as with
+/// memmap2's maps), a fault no check can rule out. Files passed as fds must be sealed
+/// against shrinking (O9), and stridemap segments are locked while mapped (SPEC.md §7).
 ///
 /// ```no_run
 /// use stridemap::{OpenOptions, decode_any, open};
@@ -42,7 +46,7 @@ use crate::{Error, Mapping, OpenOptions, Result, sys};
 /// [`open_source`]), [`Error::BadPath`] (O1), [`Error::OutsideRoots`] or
 /// [`Error::UntrustedFolder`] (O2), [`Error::Symlink`] (O3), [`Error::Open`] (O4),
 /// [`Error::NotRegularFile`] (O6), [`Error::LengthMismatch`] (O7),
-/// [`Error::IdentityMismatch`] (O8), [`Error::SegmentBusy`] when a segment stays locked
+/// [`Error::IdentityMismatch`] (O8), [`Error::Sparse`] (O12), [`Error::SegmentBusy`] when a segment stays locked
 /// exclusively for more than two seconds (retryable, [`Error::is_retryable`]),
 /// [`Error::StaleSegment`] (O10), [`Error::Map`] (O11), and [`Error::Io`] when `fstat` or
 /// `flock` fails.
@@ -67,6 +71,7 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     let fd = open_beneath(root, rel, mode == Mode::ReadWrite, opts.use_openat2, path)?;
     let file = File::from(fd);
     let st = check_file(&file, desc)?;
+    check_allocated(&file, &st, desc)?;
     let segment = lock_and_check_header(&file, desc)?;
     map(desc, mode, file, &st, segment, opts)
 }
@@ -75,8 +80,9 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
 /// and maps its enclosing buffer. The fd is consumed: kept while a writable mapping needs it,
 /// closed once a read-only map no longer does.
 ///
-/// Checks, in order: mode (O5), regular file (O6), length (O7), identity (O8), and — unless
-/// [`OpenOptions::allow_unsealed_fds`] — that the file is sealed against shrinking (O9). A
+/// Checks, in order: mode (O5), regular file (O6), length (O7), identity (O8), — unless
+/// [`OpenOptions::allow_unsealed_fds`] — that the file is sealed against shrinking (O9), and
+/// that a file in shared memory has its buffer's bytes allocated (O12). A
 /// read-only mapping of the received file (same device and inode) already in this process is
 /// reused.
 ///
@@ -84,7 +90,8 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
 /// [`Error::ModeNotAllowed`] (O5), [`Error::UnexpectedFd`] for a descriptor whose source is a
 /// path (the fd is closed; use [`open`] or [`open_source`]), [`Error::NotRegularFile`] (O6),
 /// [`Error::LengthMismatch`] (O7), [`Error::IdentityMismatch`] (O8), [`Error::NotSealed`]
-/// (O9, unless [`OpenOptions::allow_unsealed_fds`]), [`Error::SegmentBusy`] (retryable) and
+/// (O9, unless [`OpenOptions::allow_unsealed_fds`]), [`Error::Sparse`] (O12),
+/// [`Error::SegmentBusy`] (retryable) and
 /// [`Error::StaleSegment`] (O10) for a segment, [`Error::Map`] (O11), and [`Error::Io`] when
 /// `fstat` or `flock` fails.
 pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Result<Mapping> {
@@ -95,6 +102,7 @@ pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Resul
     let file = File::from(fd);
     let st = check_file(&file, desc)?;
     check_seals(&file, opts)?;
+    check_allocated(&file, &st, desc)?;
     // The received fd passed O6–O9 as the file (device, inode): any region of that very
     // file serves it.
     if let Some(m) = reuse_region(desc, mode, opts, (st.st_dev, st.st_ino), |_| true)? {
@@ -216,8 +224,31 @@ fn check_seals(file: &File, opts: &OpenOptions) -> Result<()> {
     }
 }
 
+/// `f_type` of a tmpfs (`fstatfs`), where memfds live too.
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// Whether `file` lives in a tmpfs (memfds do).
+fn on_tmpfs(file: &File) -> bool {
+    rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 & 0xffff_ffff == TMPFS_MAGIC)
+}
+
+/// O12: a file sealed against shrinking (a sealed memfd, a peer's) must have at least its
+/// buffer's bytes allocated, so that reading its holes cannot allocate more memory here than
+/// its producer already did.
+fn check_allocated(file: &File, st: &Stat, desc: &ValidDescriptor) -> Result<()> {
+    let allocated = (st.st_blocks as u64).saturating_mul(512);
+    let sealed = fcntl_get_seals(file).is_ok_and(|s| s.contains(SealFlags::SHRINK));
+    if allocated < desc.buffer_len() && sealed {
+        return Err(Error::Sparse {
+            allocated,
+            buffer_len: desc.buffer_len(),
+        });
+    }
+    Ok(())
+}
+
 /// A mapping that reuses a live read-only region of file `key` that `accept`s, after
-/// re-checking O6–O8 against the descriptor on the file the region holds.
+/// re-checking O6–O8 and O12 against the descriptor on the file the region holds.
 fn reuse_region(
     desc: &ValidDescriptor,
     mode: Mode,
@@ -240,7 +271,8 @@ fn reuse_region(
     if desc.generation() != 0 && region.segment() != Some(wanted) {
         return Ok(None);
     }
-    check_file(region.file(), desc)?;
+    let st = check_file(region.file(), desc)?;
+    check_allocated(region.file(), &st, desc)?;
     Ok(Some(Mapping::shared(desc.clone(), region, start)))
 }
 
@@ -265,7 +297,6 @@ fn map(
         Mode::ReadOnly => {
             let map = sys::map_read(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
-            let stable = Stable::of_sealed(&file);
             // The file stays open (path-opened or received) to re-check it with fstat when
             // the region is reused.
             let origin = match desc.path().filter(|_| desc.source() == Source::Path) {
@@ -276,7 +307,7 @@ fn map(
                 None => Origin::Fd,
             };
             let key = (st.st_dev, st.st_ino);
-            let region = SharedRegion::new(map, stable, file, origin, key, offset, segment);
+            let region = SharedRegion::new(map, file, origin, key, offset, segment);
             if opts.reuse {
                 region.publish();
             }
@@ -286,14 +317,13 @@ fn map(
             let map = sys::map_write(&file, offset, len).map_err(map_err)?;
             advise_huge(&file, len, |a| map.advise(a));
             // Never frozen: a file sealed against writes cannot be mapped shared-writable.
-            Ok(Mapping::own(desc.clone(), mode, map, None, file))
+            Ok(Mapping::own(desc.clone(), mode, map, file))
         }
         Mode::CopyOnWrite => {
             let map = sys::map_private(&file, offset, len).map_err(map_err)?;
             // Private pages not yet written still show the file's bytes: only seals make them
-            // stable.
-            let stable = Stable::of_sealed(&file);
-            Ok(Mapping::own(desc.clone(), mode, map, stable, file))
+            // stable (the map checks them).
+            Ok(Mapping::own(desc.clone(), mode, map, file))
         }
     }
 }
@@ -309,10 +339,7 @@ fn advise_huge(
     len: usize,
     advise: impl FnOnce(memmap2::Advice) -> std::io::Result<()>,
 ) {
-    const TMPFS_MAGIC: u64 = 0x0102_1994;
-    if len >= 2 << 20
-        && rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 & 0xffff_ffff == TMPFS_MAGIC)
-    {
+    if len >= 2 << 20 && on_tmpfs(file) {
         let _ = advise(memmap2::Advice::HugePage);
     }
 }

@@ -43,8 +43,9 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Opens the descriptor under `opts`: by its fd if one came with it (closed once mapped),
-    /// else by its path ([`open_source`]).
+    /// Opens the descriptor under `opts`: by its fd if one came with it (kept open by the
+    /// mapping while it lives: it holds the segment lock of SPEC.md §7, and a shared region
+    /// re-checks it with `fstat` on reuse), else by its path ([`open_source`]).
     ///
     /// ```
     /// fn total(stream: &std::os::unix::net::UnixStream) -> Result<f64, stridemap::Error> {

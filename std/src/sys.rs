@@ -9,11 +9,13 @@
 //! "is subsequently modified, in or out of process". This module discharges that contract in
 //! exactly two ways, and everything outside it can only use what it exports:
 //!
-//! - **References** (`&[u8]`, `&mut [u8]`) to mapped bytes exist only with a [`Stable`] proof:
-//!   made by [`Stable::of_sealed`] from the seals of the file this process mapped (the kernel
-//!   forbids shrinking, growing and new writers: a frozen memfd), or by the caller's promise
-//!   ([`Stable::assume`], an `unsafe fn`, reached only through
-//!   `Mapping::assume_no_outside_writes`).
+//! - **References** (`&[u8]`, `&mut [u8]`) to mapped bytes exist only where the map itself
+//!   says they are sound: the file it maps was sealed for good when checked on the fd this
+//!   process holds (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`, see [`sealed_for_good`]:
+//!   the kernel refuses every writer, old maps included, from then on), or the caller
+//!   promised it for that one map ([`Promise::for_map`], an `unsafe fn`, reached only
+//!   through `Mapping::assume_no_outside_writes`). A map of no bytes is not a map: the
+//!   mapping lends `&[]` without either.
 //! - **Raw access** ([`SharedBytes`], [`SharedBytesMut`]) for every other map: no reference to
 //!   the bytes is ever made; each element is read or written with one volatile access, bulk
 //!   copies go to or from memory this process owns. The compiler assumes nothing about the
@@ -36,44 +38,45 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use bytemuck::Pod;
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{SealFlags, fcntl_get_seals};
 use stridemap_core::Layout;
 
-/// Proof that no one can change the bytes of a mapping while it lives, so references to them
-/// are sound. Only [`Stable::of_sealed`] (the kernel's word) and [`Stable::assume`] (the
-/// caller's `unsafe` promise) make one.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Stable(());
+/// Whether `file` (the file this process maps, through the fd it holds) is sealed so that
+/// nobody can ever change its bytes or its size: `F_SEAL_WRITE | F_SEAL_SHRINK |
+/// F_SEAL_GROW`, read with `F_GET_SEALS` on that fd, never taken from a descriptor's word.
+///
+/// The kernel adds `F_SEAL_WRITE` only while no writable shared map of the file exists (else
+/// `EBUSY`), and from then on refuses write(2), new writable shared maps and `mprotect` to
+/// writable; seals are never removed. So once this returns true, no process (this one
+/// included) can write or resize the file for the rest of its life. `F_SEAL_FUTURE_WRITE`
+/// alone is not enough: a writable map made before it stays writable (issue 20).
+fn sealed_for_good(file: &File) -> bool {
+    fcntl_get_seals(file)
+        .is_ok_and(|s| s.contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW))
+}
 
-impl Stable {
-    /// The proof, if `file` (the one this process maps) is sealed against shrinking, growing
-    /// and writes (`F_SEAL_WRITE`, or `F_SEAL_FUTURE_WRITE`, which also refuses new writable
-    /// maps). Seals can only ever be added, so the proof holds for the file's whole life.
-    ///
-    /// With `F_SEAL_FUTURE_WRITE`, maps made before the seal (the producer's own) stay
-    /// writable: stridemap-shm writes its map again only after taking the segment's exclusive
-    /// lock, i.e. once no reader maps it (SPEC.md §7).
-    pub(crate) fn of_sealed(file: &File) -> Option<Stable> {
-        let seals = fcntl_get_seals(file).ok()?;
-        let frozen = seals.contains(SealFlags::SHRINK | SealFlags::GROW)
-            && seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE);
-        frozen.then_some(Stable(()))
-    }
+/// The caller's promise that nobody changes the bytes of one map while it lives: what lets
+/// the reference-lending views work on a map that is not sealed. Made only by the `unsafe`
+/// [`Promise::for_map`], for the map at one address, and honoured only by that map (the
+/// `bytes` methods compare the address); not `Clone` or `Copy`.
+#[derive(Debug)]
+pub(crate) struct Promise {
+    base: usize,
+}
 
-    /// For a mapping of no bytes at all.
-    pub(crate) fn of_nothing() -> Stable {
-        Stable(())
-    }
-
-    /// The caller's word instead of the kernel's.
+impl Promise {
+    /// The promise for the map whose first byte is at `base`.
     ///
     /// # Safety
-    /// For as long as the mapping this proof is used with lives, no other process, and no
-    /// other map or file handle in this one, writes or truncates the mapped bytes (memmap2's
-    /// contract for `Mmap`/`MmapMut`).
-    pub(crate) unsafe fn assume() -> Stable {
-        Stable(())
+    /// For as long as that map lives, no other process, and no other map or file handle in
+    /// this one, writes or truncates its bytes (memmap2's contract for `Mmap`/`MmapMut`).
+    pub(crate) unsafe fn for_map(base: usize) -> Promise {
+        Promise { base }
+    }
+
+    fn covers(promise: Option<&Promise>, base: usize) -> bool {
+        promise.is_some_and(|p| p.base == base)
     }
 }
 
@@ -100,97 +103,162 @@ impl crate::Mapping {
     ///
     /// The promise is an `unsafe` call; it cannot be made by accident:
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0133
     /// # fn f(mut m: stridemap::Mapping) {
     /// m.assume_no_outside_writes();
     /// # }
     /// ```
     pub unsafe fn assume_no_outside_writes(&mut self) {
-        // SAFETY: the caller's promise is `Stable::assume`'s contract, for this mapping's
-        // life (the proof is stored in it and dies with it).
-        self.set_stable(unsafe { Stable::assume() });
+        if let Some(base) = self.map_base() {
+            // SAFETY: the caller's promise is `Promise::for_map`'s contract, for this
+            // mapping's map and life (the promise is stored in the mapping and dies with it).
+            self.set_promise(unsafe { Promise::for_map(base) });
+        }
     }
 }
 
 /// A read-only shared map (`MAP_SHARED`, `PROT_READ`) of a checked file range.
 #[derive(Debug)]
-pub(crate) struct ReadMap(Mmap);
+pub(crate) struct ReadMap {
+    map: MmapRaw,
+    /// The mapped file was [sealed for good](sealed_for_good) when checked after mapping.
+    sealed: bool,
+}
 
 /// A writable map: shared (`r+`, writes reach the file) or private copy-on-write (`c`).
 #[derive(Debug)]
-pub(crate) struct WriteMap(MmapMut);
+pub(crate) struct WriteMap {
+    map: MmapRaw,
+    /// `c` only: the mapped file was [sealed for good](sealed_for_good) (an `r+` map of such
+    /// a file cannot exist).
+    sealed: bool,
+}
 
 /// `[offset, offset + len)` of `file`, shared and read-only (`MAP_SHARED`, `PROT_READ`).
 pub(crate) fn map_read(file: &File, offset: u64, len: usize) -> io::Result<ReadMap> {
-    // SAFETY: memmap2 asks that the bytes not change while a reference to them exists.
-    // `ReadMap` hands out `&[u8]` only with a `Stable` proof (see `Stable`) and otherwise only
-    // `SharedBytes`, which makes no reference. The range is backed when mapped: the caller
-    // checked that `file` is a regular file of at least `offset + len` bytes (O6, O7).
-    unsafe { MmapOptions::new().offset(offset).len(len).map(file) }.map(ReadMap)
+    // A raw map lends no reference by itself (`MmapRaw` has inherent `as_ptr`/`len`, no
+    // `Deref` to a whole-map slice): references are made in `bytes` alone, under its proof.
+    let map = MmapOptions::new()
+        .offset(offset)
+        .len(len)
+        .map_raw_read_only(file)?;
+    Ok(ReadMap {
+        map,
+        sealed: sealed_for_good(file),
+    })
 }
 
 /// `[offset, offset + len)` of `file`, shared and writable (`MAP_SHARED`): writes reach the
 /// file and every other process mapping it.
 pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
-    // SAFETY: as for `map_read`: `WriteMap` hands out references only with a `Stable` proof;
-    // other processes writing the same bytes (the point of `r+`) meet only raw accesses.
-    unsafe { MmapOptions::new().offset(offset).len(len).map_mut(file) }.map(WriteMap)
+    // A raw map, as in `map_read`; a file sealed for good cannot be mapped shared-writable,
+    // so only a `Promise` makes references to it.
+    let map = MmapOptions::new().offset(offset).len(len).map_raw(file)?;
+    Ok(WriteMap { map, sealed: false })
 }
 
 /// `[offset, offset + len)` of `file`, private copy-on-write (`MAP_PRIVATE`): writes stay in
 /// this process. Not a private copy: pages this process has not written still show later
-/// writes to the file, so it is treated like `map_read`.
+/// writes to the file, so it lends references only when the file is sealed for good.
 pub(crate) fn map_private(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
-    // SAFETY: as for `map_write`: references only with a `Stable` proof, raw access otherwise.
-    unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }.map(WriteMap)
+    // SAFETY: memmap2 asks that no reference to the bytes exist while they may change. The
+    // `MmapMut` is turned into an `MmapRaw` at once, before anything dereferences it (no
+    // `Deref` of it is called: `From` moves the map), and `WriteMap` makes references only
+    // in `bytes`/`bytes_mut`, under their proof. memmap2 has no raw copy-on-write map.
+    let map = unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }?;
+    Ok(WriteMap {
+        map: MmapRaw::from(map),
+        sealed: sealed_for_good(file),
+    })
 }
 
 impl ReadMap {
     pub(crate) fn len(&self) -> usize {
-        self.0.len()
+        self.map.len()
+    }
+
+    /// The address of the first byte.
+    pub(crate) fn addr(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+
+    /// Whether the mapped file is sealed for good (the kernel's word, not a promise).
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// `madvise` with a non-destructive advice (e.g. huge pages): contents are unchanged.
     pub(crate) fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
-        self.0.advise(advice)
+        self.map.advise(advice)
     }
 
     /// The bytes, for raw access.
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
         // SAFETY: the map is `len` readable bytes and stays mapped while `self` is borrowed.
-        unsafe { SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len()) }
+        unsafe { SharedBytes::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 
-    /// The bytes as a slice: needs the proof that they cannot change.
-    pub(crate) fn bytes(&self, _: Stable) -> &[u8] {
-        &self.0
+    /// The bytes as a slice, if nobody can change them: the file is sealed for good, or
+    /// `promise` is the caller's promise for this map.
+    pub(crate) fn bytes(&self, promise: Option<&Promise>) -> Option<&[u8]> {
+        if !(self.sealed || Promise::covers(promise, self.addr())) {
+            return None;
+        }
+        // SAFETY: `len` readable bytes, mapped while `self` is borrowed. They cannot change
+        // meanwhile: the file was sealed for good (the kernel refuses every writer and
+        // shrinking from then on, `sealed_for_good`), or the caller promised it for this map
+        // in an `unsafe fn` (`Promise::for_map`; `covers` checks the map).
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) })
     }
 }
 
 impl WriteMap {
+    /// The address of the first byte.
+    pub(crate) fn addr(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+
+    /// Whether the mapped file is sealed for good (`c` maps only).
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
     /// `madvise` with a non-destructive advice (e.g. huge pages): contents are unchanged.
     pub(crate) fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
-        self.0.advise(advice)
+        self.map.advise(advice)
     }
 
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
         // SAFETY: the map is `len` readable bytes and stays mapped while `self` is borrowed.
-        unsafe { SharedBytes::from_raw_parts(self.0.as_ptr(), self.0.len()) }
+        unsafe { SharedBytes::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 
     pub(crate) fn shared_mut(&mut self) -> SharedBytesMut<'_> {
         // SAFETY: the map is `len` readable and writable bytes, mapped while `self` is
         // borrowed; the borrow is exclusive, so in this process nothing else reaches the map
         // (no `bytes`/`bytes_mut` reference, no other handle) while the handle lives.
-        unsafe { SharedBytesMut::from_raw_parts(self.0.as_mut_ptr(), self.0.len()) }
+        unsafe { SharedBytesMut::from_raw_parts(self.map.as_mut_ptr(), self.map.len()) }
     }
 
-    pub(crate) fn bytes(&self, _: Stable) -> &[u8] {
-        &self.0
+    /// As [`ReadMap::bytes`].
+    pub(crate) fn bytes(&self, promise: Option<&Promise>) -> Option<&[u8]> {
+        if !(self.sealed || Promise::covers(promise, self.addr())) {
+            return None;
+        }
+        // SAFETY: as in `ReadMap::bytes`; this process writes the map only through
+        // `&mut self`, which the borrow excludes.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) })
     }
 
-    pub(crate) fn bytes_mut(&mut self, _: Stable) -> &mut [u8] {
-        &mut self.0
+    /// As [`ReadMap::bytes`], writable: a `c` map of a sealed file is this process's own
+    /// (writes stay private, and nobody can write the file), an `r+` one needs the promise.
+    pub(crate) fn bytes_mut(&mut self, promise: Option<&Promise>) -> Option<&mut [u8]> {
+        if !(self.sealed || Promise::covers(promise, self.addr())) {
+            return None;
+        }
+        // SAFETY: as in `bytes`, and the map is writable (`r+` or `c`) and borrowed mutably
+        // for the slice's life, so nothing else in this process reaches it meanwhile.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.map.len()) })
     }
 }
 

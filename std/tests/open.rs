@@ -416,23 +416,81 @@ fn only_frozen_memfds_lend_references() {
     assert!(!m.is_frozen());
     assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
     assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
-    // Frozen: resizing and writes sealed (either write seal), checked on the fd itself.
-    for write_seal in [SealFlags::WRITE, SealFlags::FUTURE_WRITE] {
-        let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW | write_seal);
-        let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
-        assert!(m.is_frozen(), "{write_seal:?}");
-        let v = m.view::<f64>().unwrap();
-        assert_eq!(v.as_slice().unwrap().iter().sum::<f64>(), 2016.0);
-        assert_eq!(m.view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
-        assert_eq!(v[[7, 7]], 63.0);
-        assert_eq!(m.bytes().unwrap().len(), 512);
-        // Copy-on-write of a frozen file is frozen too (nobody can write the file).
-        let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW | write_seal);
-        let mut c = open_fd(&desc(dev, ino), fd, &opts.clone().mode(Mode::CopyOnWrite)).unwrap();
-        assert!(c.is_frozen());
-        c.view_mut::<f64>().unwrap().fill(1.0);
-        assert_eq!(c.view::<f64>().unwrap().iter().sum::<f64>(), 64.0);
-    }
+    // F_SEAL_FUTURE_WRITE alone is not frozen: a map made before it stays writable (issue 20).
+    let future = SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE;
+    let (fd, dev, ino) = memfd_with(bytes, future);
+    let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
+    assert!(!m.is_frozen());
+    assert!(matches!(m.bytes(), Err(ViewError::NotFrozen)));
+    assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
+    assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+    let (fd, dev, ino) = memfd_with(bytes, future);
+    let mut c = open_fd(&desc(dev, ino), fd, &opts.clone().mode(Mode::CopyOnWrite)).unwrap();
+    assert!(!c.is_frozen());
+    assert!(matches!(c.view_mut::<f64>(), Err(ViewError::NotFrozen)));
+    // Frozen: resizing and writes sealed with F_SEAL_WRITE, checked on the fd itself.
+    let sealed = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
+    let (fd, dev, ino) = memfd_with(bytes, sealed);
+    let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
+    assert!(m.is_frozen());
+    let v = m.view::<f64>().unwrap();
+    assert_eq!(v.as_slice().unwrap().iter().sum::<f64>(), 2016.0);
+    assert_eq!(m.view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+    assert_eq!(v[[7, 7]], 63.0);
+    assert_eq!(m.bytes().unwrap().len(), 512);
+    // Copy-on-write of a frozen file is frozen too (nobody can write the file).
+    let (fd, dev, ino) = memfd_with(bytes, sealed);
+    let mut c = open_fd(&desc(dev, ino), fd, &opts.clone().mode(Mode::CopyOnWrite)).unwrap();
+    assert!(c.is_frozen());
+    c.view_mut::<f64>().unwrap().fill(1.0);
+    assert_eq!(c.view::<f64>().unwrap().iter().sum::<f64>(), 64.0);
+}
+
+/// Issue 20, item 1, in safe code only: a writable map made before `F_SEAL_FUTURE_WRITE`
+/// (here a second mapping of this process, opened `r+`) still writes the memfd after the
+/// seal. A consumer of that memfd must not get a slice: before the fix `bytes()` lent one,
+/// and the write below changed it under the live reference.
+#[test]
+fn a_future_write_seal_is_not_frozen_while_an_older_writable_map_writes() {
+    let data: Vec<f64> = (0..64).map(f64::from).collect();
+    let (fd, dev, ino) = memfd_with(
+        bytemuck::cast_slice(&data),
+        SealFlags::SHRINK | SealFlags::GROW,
+    );
+    let desc = Builder::new(DType::parse("<f8").unwrap(), &[64])
+        .fd()
+        .file_len(512)
+        .identity(dev, ino)
+        .mode(Mode::ReadWrite)
+        .build()
+        .unwrap();
+    let opts = OpenOptions::new().reuse_mappings(false);
+    // The producer's writable map, made before the seal.
+    let mut producer = open_fd(
+        &desc,
+        fd.try_clone().unwrap(),
+        &opts.clone().mode(Mode::ReadWrite),
+    )
+    .unwrap();
+    fcntl_add_seals(&fd, SealFlags::FUTURE_WRITE).unwrap();
+    // The kernel refuses new writers now …
+    assert!(rustix::io::write(&fd, &[0u8]).is_err());
+    // … but the consumer gets no reference: only element copies.
+    let consumer = open_fd(&desc, fd, &opts).unwrap();
+    assert!(!consumer.is_frozen());
+    assert!(matches!(consumer.bytes(), Err(ViewError::NotFrozen)));
+    assert!(matches!(consumer.view::<f64>(), Err(ViewError::NotFrozen)));
+    assert!(matches!(consumer.byte_view(), Err(ViewError::NotFrozen)));
+    let v = consumer.shared_view::<f64>().unwrap();
+    assert_eq!(v.get(&[0]).unwrap(), 0.0);
+    // The old map still writes, and the consumer's copies see it: values change, soundness
+    // does not.
+    producer
+        .shared_view_mut::<f64>()
+        .unwrap()
+        .set(&[0], 666.0)
+        .unwrap();
+    assert_eq!(v.get(&[0]).unwrap(), 666.0);
 }
 
 #[test]

@@ -185,9 +185,9 @@ fn matrix(pool: &Pool) -> SharedArray<f64> {
     a.freeze().unwrap()
 }
 
-/// The same matrix, written once into a segment by `Pool::share` (which, unlike `alloc`, may
-/// reuse a frozen memfd segment: a sealed memfd never serves a writable array again).
-fn shared_matrix(pool: &Pool) -> SharedArray {
+/// The same matrix, written once into a segment by `Pool::publish`: not frozen, so its
+/// segment is recycled once nobody maps it (a frozen memfd never is).
+fn published_matrix(pool: &Pool) -> SharedArray {
     let data: Vec<f64> = (0..3000).map(f64::from).collect();
     let layout = Layout::contiguous(8, &[1000, 3], Order::C).unwrap();
     let view = ByteView::new(
@@ -195,7 +195,7 @@ fn shared_matrix(pool: &Pool) -> SharedArray {
         layout,
         DType::parse("<f8").unwrap(),
     );
-    pool.share(&view.unwrap()).unwrap()
+    pool.publish(&view.unwrap()).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -463,6 +463,17 @@ fn python_share_opened_by_rust_by_fd_and_by_path() {
         };
         let want = floats(&c["values"]);
         assert_eq!(values_of(&m), want, "{what}: Rust reading Python's segment");
+        // Python's share() seals its memfds F_SEAL_WRITE (no writable map is left), so Rust
+        // lends references to them; a named file never backs one (root ignores mode 0400).
+        let kind = c["kind"].as_str().unwrap();
+        assert_eq!(m.is_frozen(), kind == "memfd", "{what}: frozen");
+        if kind == "memfd" && m.descriptor().dtype().to_string() == "<f8" {
+            assert_eq!(
+                m.view::<f64>().unwrap().to_vec(),
+                want,
+                "{what}: as a slice"
+            );
+        }
         held.push((what, m, want));
     }
     // Python exits normally: its pool folder goes; Rust's mappings keep reading (SPEC.md §7).
@@ -612,7 +623,7 @@ fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
     for kind in [SegmentKind::File, SegmentKind::Memfd] {
         let h = Harness::new();
         let pool = h.pool(kind, true);
-        let a = matrix(&pool);
+        let a = published_matrix(&pool);
         let old = a.descriptor().clone();
         let (mut py, stream) = h.consumer(true);
         a.send(&stream).unwrap();
@@ -630,7 +641,7 @@ fn a_segment_recycled_after_python_exits_refuses_the_stale_descriptor() {
             (pool.stats().free, pool.stats().pending) == (1, 0)
         });
         // The next array of the same size reuses it as generation 2.
-        let b = shared_matrix(&pool);
+        let b = published_matrix(&pool);
         assert_eq!(b.descriptor().segment_id(), old.segment_id());
         assert_eq!(b.descriptor().generation(), 2);
         // A Python reader given the old descriptor gets O10 ...

@@ -245,6 +245,52 @@ fn a_tmpfs_mounted_huge_always_gives_huge_file_segments_and_recycles_them() {
     drop((b, small, p));
 }
 
+/// Issue 20, item 5: an output array in huge pages has its data at the huge page size, and
+/// the producer's views of it must use that offset too. A worker writes 7.0 at element 0
+/// through the descriptor; the producer reads it back (it read 0.0, 2 MiB off, before).
+#[test]
+fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
+    let _s = serial();
+    if !is_root() {
+        eprintln!("note: not root: no huge= tmpfs mounted; huge-page outputs not exercised");
+        return;
+    }
+    let Some(t) = Tmpfs::mount("size=64m,huge=always") else {
+        return;
+    };
+    let p = pool(SegmentKind::File, HugePages::Auto, Some(t.path()));
+    let n = 4 * MIB / 8;
+    let mut out = p.alloc_output::<f64>(&[n], Order::C).unwrap();
+    let desc = out.descriptor().unwrap();
+    let h = huge_probe(SegmentKind::File, Some(t.path()), 4 * MIB).page_size;
+    assert_eq!(
+        desc.buffer_offset(),
+        h,
+        "the data starts at the huge page size"
+    );
+    // The producer writes its last element; the worker reads it where the descriptor says.
+    out.shared_view_mut()
+        .unwrap()
+        .set(&[n as usize - 1], 3.0)
+        .unwrap();
+    let opts = OpenOptions::new()
+        .allow_root(t.path())
+        .mode(stridemap_core::Mode::ReadWrite);
+    let mut m = stridemap::open(&desc, &opts).unwrap();
+    let mut w = m.shared_view_mut::<f64>().unwrap();
+    assert_eq!(
+        w.get(&[n as usize - 1]).unwrap(),
+        3.0,
+        "the worker sees the producer's write"
+    );
+    w.set(&[0], 7.0).unwrap();
+    drop(m);
+    // The producer sees the worker's write at element 0.
+    assert_eq!(out.shared_view().unwrap().get(&[0]).unwrap(), 7.0);
+    assert_eq!(out.to_vec().unwrap()[0], 7.0);
+    drop((out, p));
+}
+
 fn auto_falls_back_to_base_pages_on_a_plain_folder() {
     // A folder on the disk (not tmpfs): no huge pages for named files; Auto gives base pages
     // and says why.

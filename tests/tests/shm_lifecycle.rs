@@ -237,7 +237,10 @@ fn the_same_arc_is_written_once() {
     drop(data);
     let fresh: Arc<Vec<f64>> = Arc::new(vec![1.0; 10]);
     let fourth = pool.share_arc(&fresh).unwrap();
-    assert_eq!(fourth.view_as::<f64>().unwrap().to_vec(), vec![1.0; 10]);
+    // A named file is not frozen: its elements are read by copy.
+    assert!(fourth.view_as::<f64>().is_err());
+    let fourth = fourth.typed::<f64>().unwrap();
+    assert_eq!(fourth.shared_view().unwrap().to_vec(), vec![1.0; 10]);
 }
 
 #[test]
@@ -303,7 +306,9 @@ fn frozen_segments_cannot_be_written_by_consumers() {
             assert!(report.contains("writable_map_refused=true"), "{report}");
         }
         assert!(c.wait().unwrap().success());
-        assert_eq!(a.view().unwrap().get(&[0, 0]).unwrap(), &0.0);
+        assert_eq!(a.shared_view().unwrap().get(&[0, 0]).unwrap(), 0.0);
+        // Only the memfd is frozen: the producer's references are sound there alone.
+        assert_eq!(a.view().is_ok(), kind == SegmentKind::Memfd, "{kind:?}");
     }
     // Consumers have no way to delete: only the producer's pool unlinks (SPEC.md §7), and a
     // folder's files are only removed by its owner or, once the owner is dead, by the sweep.
@@ -381,15 +386,28 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
 }
 
 #[test]
-fn frozen_memfds_are_recycled_for_the_producer_to_fill_again() {
+fn frozen_memfds_are_never_recycled_and_published_ones_are() {
     let h = Harness::new();
     let pool = h.pool(SegmentKind::Memfd);
+    // Frozen (sealed F_SEAL_WRITE): never written again, so dropped, not kept for reuse.
     let a = matrix(&pool);
+    assert!(a.is_frozen());
+    drop(a);
+    pool.collect();
+    assert_eq!((pool.stats().free, pool.stats().pending), (0, 0));
+    assert_eq!(pool.stats().held_bytes, 0);
+    // Published (F_SEAL_FUTURE_WRITE only): recycled, and the next alloc fills it again …
+    let publish = |v: f64| {
+        let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
+        a.as_mut_slice().fill(v);
+        a.publish().unwrap()
+    };
+    let a = publish(1.0);
+    assert!(!a.is_frozen());
     let id = a.descriptor().segment_id();
     drop(a);
     wait_until("the segment is on the free list", || pool.stats().free == 1);
-    // The sealed memfd serves the next alloc (the producer writes through its own map) …
-    let b = matrix(&pool);
+    let b = publish(2.0);
     assert_eq!(
         (b.descriptor().segment_id(), b.descriptor().generation()),
         (id, 2)
@@ -399,12 +417,86 @@ fn frozen_memfds_are_recycled_for_the_producer_to_fill_again() {
     let m = stridemap::socket::recv(&rx)
         .and_then(|i| i.open(&OpenOptions::new()))
         .unwrap();
-    assert_eq!(column_sum(&m), COLUMN_SUM);
-    // … but not an output array consumers write: that one is a fresh, unsealed segment.
+    // … which consumers read through copies only: the producer writes it again later.
+    assert!(!m.is_frozen());
+    assert!(m.view::<f64>().is_err());
+    assert_eq!(m.shared_view::<f64>().unwrap().get(&[0, 0]).unwrap(), 2.0);
+    // But not an output array consumers write: that one is a fresh, unsealed segment.
     drop((m, b));
     wait_until("the segment is on the free list", || pool.stats().free == 1);
     let out = pool.alloc_output::<f64>(&[1000, 3], Order::C).unwrap();
     assert_ne!(out.descriptor().unwrap().segment_id(), id);
+}
+
+/// Issue 20, item 2: a consumer clones its fd before opening, drops the segment lock through
+/// the clone (same open file description), and the producer drops the array. Before, the
+/// pool then recycled the sealed memfd and wrote the next array through its pre-seal map,
+/// changing a live `&[f64]` from 1.0 to 666.0. A frozen memfd is never recycled now.
+#[test]
+fn a_reader_that_drops_its_lock_keeps_unchanged_bytes() {
+    let h = Harness::new();
+    let pool = h.pool(SegmentKind::Memfd);
+    let mut a = pool.alloc::<f64>(&[1000], Order::C).unwrap();
+    a.as_mut_slice().fill(1.0);
+    let a = a.freeze().unwrap();
+    let (tx, rx) = UnixStream::pair().unwrap();
+    a.send(&tx).unwrap();
+    let incoming = stridemap::socket::recv(&rx).unwrap();
+    let fd = incoming.fd.unwrap();
+    let dup = fd.try_clone().unwrap();
+    let m = stridemap::open_fd(&incoming.descriptor, fd, &OpenOptions::new()).unwrap();
+    let v = m.view::<f64>().unwrap();
+    let live: &[f64] = v.as_slice().unwrap();
+    assert_eq!(live[0], 1.0);
+    // Safe code drops the reader's lock.
+    rustix::fs::flock(&dup, rustix::fs::FlockOperation::Unlock).unwrap();
+    drop(a);
+    pool.collect();
+    // The next array of that size: a fresh segment, never the frozen one.
+    let mut b = pool.alloc::<f64>(&[1000], Order::C).unwrap();
+    b.as_mut_slice().fill(666.0);
+    let b = b.freeze().unwrap();
+    assert_ne!(
+        b.descriptor().segment_id(),
+        incoming.descriptor.segment_id()
+    );
+    assert!(live.iter().all(|&x| x == 1.0), "a live &[f64] changed");
+    drop(dup);
+}
+
+/// Issue 20, item 3: mode 0400 does not stop root (`dd conv=notrunc` changed a value under a
+/// live `&[f64]` of a named-file segment). A named file is never frozen: the producer gets
+/// no reference, only copies, which see the write.
+#[test]
+fn named_file_segments_lend_the_producer_no_reference() {
+    let h = Harness::new();
+    let pool = h.pool(SegmentKind::File);
+    let mut a = pool.alloc::<f64>(&[1000], Order::C).unwrap();
+    a.as_mut_slice().fill(1.0);
+    let a = a.freeze().unwrap();
+    assert!(!a.is_frozen());
+    assert!(matches!(
+        a.view(),
+        Err(stridemap_shm::Error::Stridemap(StdError::View(
+            stridemap::ViewError::NotFrozen
+        )))
+    ));
+    assert!(a.byte_view().is_err() && a.view_as::<f64>().is_err());
+    let v = a.shared_view().unwrap();
+    assert_eq!(v.get(&[0]).unwrap(), 1.0);
+    let path = h.segment_files().pop().unwrap();
+    // Root opens a 0400 file for writing; anyone else is refused (and nothing is tested).
+    let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else {
+        eprintln!("note: not root: the 0400 segment cannot be opened for writing here");
+        return;
+    };
+    let at = a.descriptor().buffer_offset();
+    std::os::unix::fs::FileExt::write_all_at(&f, &666f64.to_le_bytes(), at).unwrap();
+    assert_eq!(
+        v.get(&[0]).unwrap(),
+        666.0,
+        "copies see the write; no reference was lent"
+    );
 }
 
 #[test]
@@ -492,7 +584,15 @@ fn segments_consumers_wrote_never_serve_the_producers_arrays() {
             .freeze()
             .unwrap();
         assert_ne!(a.descriptor().segment_id(), id, "{kind:?}");
-        let shared = pool.share(&a.byte_view().unwrap()).unwrap();
+        let data = a.shared_view().unwrap().to_vec();
+        let layout = stridemap::Layout::contiguous(8, &[1000], Order::C).unwrap();
+        let bytes = stridemap_shm::ByteView::new(
+            bytemuck::cast_slice(&data),
+            layout,
+            stridemap::DType::parse("<f8").unwrap(),
+        )
+        .unwrap();
+        let shared = pool.share(&bytes).unwrap();
         assert_ne!(shared.descriptor().segment_id(), id, "{kind:?}");
         // … while the next output array reuses it.
         let again = pool.alloc_output::<f64>(&[1000], Order::C).unwrap();

@@ -180,6 +180,7 @@ fn a_quota_gives_the_clear_error_and_leaves_no_file() {
                 folder: f,
                 needed,
                 available,
+                limit: None,
             }) => {
                 assert!(f.starts_with(&folder), "{f:?}");
                 assert!(needed > available);

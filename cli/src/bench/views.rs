@@ -19,6 +19,8 @@ use super::{Budget, Row, Scratch, fmt_rate, fmt_secs, paired};
 type Result<T> = std::result::Result<T, String>;
 
 /// A file of `len` bytes (sparse beyond the first page) and the descriptor of its doubles.
+/// Readers refuse a sparse file in shared memory (SPEC §6 O12), so [`open_rows`] keeps its
+/// files on the system temp dir; where that is a tmpfs too, the file is allocated.
 fn f64_file(path: &Path, len: u64, fill: bool) -> Result<ValidDescriptor> {
     let mut f = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if fill {
@@ -29,6 +31,11 @@ fn f64_file(path: &Path, len: u64, fill: bool) -> Result<ValidDescriptor> {
     } else {
         f.set_len(len).map_err(|e| e.to_string())?;
         f.write_all(&[0u8; 4096]).map_err(|e| e.to_string())?;
+        const TMPFS_MAGIC: u64 = 0x0102_1994;
+        if rustix::fs::fstatfs(&f).is_ok_and(|st| st.f_type as u64 & 0xffff_ffff == TMPFS_MAGIC) {
+            rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, len)
+                .map_err(|e| format!("{}: fallocate: {e}", path.display()))?;
+        }
     }
     let meta = f.metadata().map_err(|e| e.to_string())?;
     Builder::new(DType::parse("<f8").map_err(|e| e.to_string())?, &[len / 8])
@@ -63,13 +70,17 @@ fn open_first_view(wire: &[u8], opts: &OpenOptions, calls: usize) -> Result<f64>
 }
 
 pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
+    // The sizes' files are sparse: on a disk, not in shared memory (see `f64_file`).
+    let disk = tempfile::tempdir().map_err(|e| format!("a temp folder: {e}"))?;
+    let disk_dir = disk.path().canonicalize().map_err(|e| e.to_string())?;
     let fresh = OpenOptions::new()
         .allow_root(scratch.dir())
+        .allow_root(&disk_dir)
         .reuse_mappings(false);
     let sizes: [(&str, u64); 3] = [("1 MiB", 1 << 20), ("64 MiB", 64 << 20), ("1 GiB", 1 << 30)];
     let mut wires = Vec::new();
     for (name, len) in sizes {
-        let d = f64_file(&scratch.path(&format!("open-{len}")), len, false)?;
+        let d = f64_file(&disk_dir.join(format!("open-{len}")), len, false)?;
         open(&d, &fresh).map_err(|e| format!("open {name}: {e}"))?;
         wires.push((name, d.to_bytes()));
     }
@@ -100,7 +111,9 @@ pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
 
     // Re-opening a view of a segment this process already maps.
     let keep = decode(small).map_err(|e| e.to_string())?;
-    let reuse = OpenOptions::new().allow_root(scratch.dir());
+    let reuse = OpenOptions::new()
+        .allow_root(scratch.dir())
+        .allow_root(&disk_dir);
     let _live = open(&keep, &reuse).map_err(|e| e.to_string())?;
     let sub = keep
         .layout()

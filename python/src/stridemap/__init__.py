@@ -33,6 +33,9 @@ from .segments.share import SharedArray, empty, share
 from .segments.sweep import SweepReport, sweep
 from .transport.fdpass import recv, send
 
+# The package's version (pyproject.toml reads it from here: keep it a plain string literal).
+__version__ = "0.1.0"
+
 __all__ = [
     "Descriptor",
     "Export",

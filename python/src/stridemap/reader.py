@@ -1,8 +1,8 @@
-"""Opening a descriptor (SPEC §6): the checks O1–O11 and a zero-copy numpy view of the mapping.
+"""Opening a descriptor (SPEC §6): the checks O1–O12 and a zero-copy numpy view of the mapping.
 
 The checks run in the order of SPEC §6: O5 first (the open flags depend on the granted mode),
 then O1, O2, O3/O4 for a path (a symbolic link met on the walk is O3, any other failure to open
-is O4), O6, O7, O8, O9 for an fd, O10 (after taking the segment's lock, SPEC §7) and O11.
+is O4), O6, O7, O8, O9 for an fd, O12, O10 (after taking the segment's lock, SPEC §7) and O11.
 
 >>> import os, tempfile, numpy as np
 >>> from stridemap import Descriptor, encode, open as sm_open
@@ -19,13 +19,15 @@ import fcntl
 import mmap
 import os
 import stat
+from collections.abc import Iterable
+from typing import Protocol
 
 import numpy as np
 
 from .codec import errors
 from .codec.decode import decode
-from .codec.descriptor import Descriptor
-from .codec.record import encode
+from .codec.descriptor import Descriptor, Mode
+from .codec.record import BYTES_LIKE, BytesLike, encode, require_buffer
 from .segments import backing, header
 
 _ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
@@ -35,8 +37,18 @@ _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
 _FILE_FLAGS = os.O_NOCTTY | os.O_NONBLOCK
 
 
-def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
-         default_roots=True):
+class HasFileno(Protocol):
+    """An object with a file descriptor (a socket, a file), which ``open(fd=...)`` takes."""
+
+    def fileno(self) -> int: ...
+
+
+Root = str | os.PathLike[str]
+
+
+def open(desc: Descriptor | BytesLike, *, fd: int | HasFileno | None = None,
+         allowed_roots: Root | Iterable[Root] = (), mode: Mode | None = None,
+         allow_unsealed: bool = False, default_roots: bool = True) -> np.ndarray:
     """Map a descriptor's buffer and return the array it describes, without copying.
 
     ``desc`` is a :class:`Descriptor` or the bytes of either form. For an fd source pass the
@@ -67,12 +79,13 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
     if isinstance(desc, Descriptor):
         encode(desc)  # validates it, as decode() would have
     else:
+        require_buffer(desc, f"open() takes a Descriptor or the bytes of one ({BYTES_LIKE})")
         desc = decode(desc)
     granted = _grant(desc, mode)
     if desc.source == "fd":
         if fd is None:
             raise TypeError("the descriptor's file travels as an fd: pass fd=")
-        file_fd, owned = fd if isinstance(fd, int) else fd.fileno(), False
+        file_fd, owned = _fd_number(fd), False
     else:
         if fd is not None:
             raise TypeError("the descriptor names a path: do not pass fd=")
@@ -81,6 +94,7 @@ def open(desc, *, fd=None, allowed_roots=(), mode=None, allow_unsealed=False,
         _check_file(file_fd, desc)
         if desc.source == "fd":
             _check_seals(file_fd, allow_unsealed)
+        _check_allocated(file_fd, desc)
         header.enter(file_fd, desc)  # SPEC §7 lock, O10
         return _map(file_fd, desc, granted)
     finally:
@@ -96,8 +110,8 @@ def open_handed(record, fd, *, mode, named):
     for a passed fd, O9 included (``F_SEAL_SHRINK`` must be set; an fd that cannot be sealed is
     refused). True: a named file (a segment in a temp root, an ``np.memmap``'s file) that the
     sender opened by its path, with the flags of O4, and found to be the file it described
-    (O8): the receiver checks what it would check had it opened that path itself, O6-O8, O10
-    and O11, and not O9, which is for passed fds; a named file cannot be sealed (an fd of a
+    (O8): the receiver checks what it would check had it opened that path itself, O6-O8, O12,
+    O10 and O11, and not O9, which is for passed fds; a named file cannot be sealed (an fd of a
     tmpfs file, in /dev/shm, answers ``F_GET_SEALS`` with ``F_SEAL_SEAL`` alone: no seal can
     ever be added). One that can still be sealed is a memfd whatever the sender says, and is
     held to O9. Views of the array are handed on the same way (``stridemap.segment_of(...)
@@ -114,6 +128,7 @@ def open_handed(record, fd, *, mode, named):
         _check_seals_of_named(fd)
     else:
         _check_seals(fd, allow_unsealed=False)
+    _check_allocated(fd, desc)
     header.enter(fd, desc)  # SPEC §7 lock, O10
     return _map(fd, desc, granted, named=named)
 
@@ -280,11 +295,27 @@ def _is_symlink(dir_fd, name):
         return False
 
 
+def _fd_number(fd):
+    """The number of the ``fd=`` argument: an int, or an object's ``fileno()``."""
+    if isinstance(fd, int) and not isinstance(fd, bool):
+        return fd
+    fileno = getattr(fd, "fileno", None)
+    if fileno is None:
+        raise TypeError(f"fd must be a file descriptor (an int, or an object with fileno()), "
+                        f"not {type(fd).__name__}")
+    return fileno()
+
+
 def _check_file(fd, desc):
     """O6, O7, O8 on the opened (or received) fd."""
     try:
         st = os.fstat(fd)
     except OSError as e:
+        if e.errno == errno.EBADF:
+            raise errors.NotRegularFile(
+                f"O6: fd {fd} is not an open file descriptor (EBADF): pass the fd that came "
+                "with the descriptor, and close it only once open() has returned", e.errno,
+            ) from None
         raise errors.NotRegularFile(f"O6: cannot fstat the file: {e.strerror}", e.errno) from None
     if not stat.S_ISREG(st.st_mode):
         raise errors.NotRegularFile(
@@ -332,6 +363,27 @@ def _check_seals_of_named(fd):
         raise errors.NotSealed(
             "O9: the fd was handed as a named file's, but it can still be sealed: it is a memfd, "
             "and F_SEAL_SHRINK is not set")
+
+
+def _sealed_against_shrinking(fd):
+    """Whether ``fd``'s file carries ``F_SEAL_SHRINK`` (a sealed memfd)."""
+    try:
+        return bool(fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK)
+    except OSError:  # not sealable: not a memfd
+        return False
+
+
+def _check_allocated(fd, desc):
+    """O12: a file sealed against shrinking (a sealed memfd, a peer's) must have its buffer's
+    bytes allocated, so that reading its holes cannot allocate more here than its producer
+    already did."""
+    allocated = os.fstat(fd).st_blocks * 512
+    if allocated < desc.buffer_len and _sealed_against_shrinking(fd):
+        raise errors.Sparse(
+            f"O12: the file is a sealed memfd and has {allocated} bytes allocated, fewer "
+            f"than its {desc.buffer_len}-byte buffer: reading its holes would allocate memory "
+            "here; the producer must write (or fallocate) the buffer before sending it"
+        )
 
 
 def _map(fd, desc, granted, named=False):

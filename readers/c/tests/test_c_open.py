@@ -178,6 +178,29 @@ def test_fd_checks_agree_with_python(c_build, rule, seals, mode, allow):
         assert got["bytes"] == np.arange(12, dtype="<f8").tobytes().hex()
 
 
+@pytest.mark.parametrize("written,rule", [(0, "O12"), (4096, "O12"), (8192, "OK")])
+def test_allocation_checks_agree_with_python(c_build, written, rule):
+    """O12: a memfd of two pages (ftruncate) viewed whole is taken only once both are
+    written; a one-element view reads one byte, however the verdict goes."""
+    fd = os.memfd_create("stridemap-c-test", os.MFD_ALLOW_SEALING)
+    try:
+        os.ftruncate(fd, 8192)
+        os.pwrite(fd, bytes(written), 0)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+        st = os.fstat(fd)
+        desc = Descriptor(dtype="|u1", shape=(1,), strides=(1,), buffer_len=8192,
+                          file_len=8192, source="fd", device=st.st_dev, inode=st.st_ino)
+        [got] = c_open(c_build, [encode(desc)], fd=fd)
+        try:
+            stridemap.open(desc, fd=fd)
+            py_rule = "OK"
+        except stridemap.errors.OpenError as e:
+            py_rule = e.rule
+    finally:
+        os.close(fd)
+    assert got.get("rule", "OK") == py_rule == rule
+
+
 def test_an_unsealable_fd_is_refused_unless_allowed(c_build, live):
     _, desc = live
     fd = os.open(desc.path, os.O_RDONLY)

@@ -43,6 +43,7 @@ int main(void) {
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_R22), "R22") == 0);
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_C4), "C4") == 0);
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_O11), "O11") == 0);
+    CHECK(strcmp(stridemap_rule_name(STRIDEMAP_O12), "O12") == 0);
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_EINVAL), "EINVAL") == 0);
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_EBUSY), "EBUSY") == 0);
     CHECK(strcmp(stridemap_rule_name(STRIDEMAP_ESYS), "ESYS") == 0);

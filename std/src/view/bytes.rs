@@ -74,7 +74,7 @@ impl<'a> ByteView<'a> {
     /// The bytes of the element at `index`.
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Layout`] error (wrong axis count, index out of range).
     pub fn element(&self, index: &[usize]) -> Result<&'a [u8]> {
         let off = self.layout.element_offset(super::as_u64s(index))?;
         self.at(off).ok_or(ViewError::BufferTooShort {

@@ -85,7 +85,7 @@ macro_rules! subviews {
             /// `self[..., start:stop:step, ...]` on `axis` (Python semantics, any step but 0).
             ///
             /// # Errors
-            /// A [`ViewError::Descriptor`] error for a bad axis or a zero step.
+            /// A [`ViewError::Layout`] error for a bad axis or a zero step.
             pub fn slice_axis(self, axis: usize, slice: impl Into<stridemap_core::Slice>) -> Result<Self> {
                 let l = self.layout.slice_axis(axis, slice.into())?;
                 self.with_layout(l)
@@ -106,7 +106,7 @@ macro_rules! subviews {
             /// `axis` fixed at `index`; the result has one axis fewer.
             ///
             /// # Errors
-            /// A [`ViewError::Descriptor`] error for a bad axis or an index out of range.
+            /// A [`ViewError::Layout`] error for a bad axis or an index out of range.
             pub fn index_axis(self, axis: usize, index: usize) -> Result<Self> {
                 // Lossless on the 64-bit targets this crate builds for.
                 let index = u64::try_from(index).unwrap_or(u64::MAX);
@@ -117,7 +117,7 @@ macro_rules! subviews {
             /// The axes reordered: axis `k` of the result is axis `axes[k]` of this view.
             ///
             /// # Errors
-            /// A [`ViewError::Descriptor`] error if `axes` is not a permutation.
+            /// A [`ViewError::Layout`] error if `axes` is not a permutation.
             pub fn permute(self, axes: &[usize]) -> Result<Self> {
                 let l = self.layout.permute(axes)?;
                 self.with_layout(l)
@@ -133,7 +133,7 @@ macro_rules! subviews {
             /// The same elements with a new shape, when the strides allow it without a copy.
             ///
             /// # Errors
-            /// A [`ViewError::Descriptor`] error if the size differs or the strides need a copy.
+            /// A [`ViewError::Layout`] error if the size differs or the strides need a copy.
             pub fn reshape(self, shape: &[usize], order: stridemap_core::Order) -> Result<Self> {
                 let l = self.layout.reshape($crate::view::as_u64s(shape), order)?;
                 self.with_layout(l)

@@ -151,7 +151,7 @@ impl<'a, T: Element> SharedView<'a, T> {
     /// The element at `index` (one entry per axis), copied.
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Layout`] error (wrong axis count, index out of range).
     pub fn get(&self, index: &[usize]) -> Result<T> {
         let off = self.layout.element_offset(super::as_u64s(index))?;
         self.bytes
@@ -201,7 +201,7 @@ impl<'a, T: Element> SharedView<'a, T> {
     /// The views of each index along `axis` (numpy's iteration over `a` for axis 0).
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
+    /// A [`ViewError::Layout`] error if `axis` is out of range.
     pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = SharedView<'a, T>> + 'a>
     where
         T: 'a,
@@ -393,7 +393,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     ///
     /// # Errors
     /// [`ViewError::Overlapping`] if elements of this view share bytes (zero or short strides),
-    /// a [`ViewError::Descriptor`] error if `axis` is out of range.
+    /// a [`ViewError::Layout`] error if `axis` is out of range.
     pub fn split_axis(self, axis: usize, at: usize) -> Result<(Self, Self)> {
         if axis >= self.ndim() {
             return Err(stridemap_core::LayoutError::NoSuchAxis {

@@ -169,7 +169,7 @@ impl<'a, T: Element> View<'a, T> {
     /// The element at `index` (one entry per axis).
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Layout`] error (wrong axis count, index out of range).
     pub fn get(&self, index: &[usize]) -> Result<&'a T> {
         let off = self.layout.element_offset(super::as_u64s(index))?;
         self.elems
@@ -188,7 +188,7 @@ impl<'a, T: Element> View<'a, T> {
     /// The views of each index along `axis` (numpy's iteration over `a` for axis 0).
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
+    /// A [`ViewError::Layout`] error if `axis` is out of range.
     pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = View<'a, T>> + 'a> {
         let this = *self;
         let n = *self
@@ -205,7 +205,7 @@ impl<'a, T: Element> View<'a, T> {
     /// row blocks to hand to threads.
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] error if `axis` is out of range; [`ViewError::ZeroChunk`] if
+    /// A [`ViewError::Layout`] error if `axis` is out of range; [`ViewError::ZeroChunk`] if
     /// `size` is 0.
     pub fn axis_chunks(
         &self,
@@ -342,7 +342,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
     /// The element at `index`.
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Layout`] error (wrong axis count, index out of range).
     pub fn get(&self, index: &[usize]) -> Result<&T> {
         let off = self.layout.element_offset(super::as_u64s(index))?;
         self.elems
@@ -353,7 +353,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
     /// The element at `index`, writable.
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] index error (wrong axis count, index out of range).
+    /// A [`ViewError::Layout`] error (wrong axis count, index out of range).
     pub fn get_mut(&mut self, index: &[usize]) -> Result<&mut T> {
         let off = self.layout.element_offset(super::as_u64s(index))?;
         let layout = self.layout;
@@ -382,7 +382,7 @@ impl<'a, T: Element> ViewMut<'a, T> {
     /// The views of each index along `axis`, writable, one after the other.
     ///
     /// # Errors
-    /// A [`ViewError::Descriptor`] error if `axis` is out of range.
+    /// A [`ViewError::Layout`] error if `axis` is out of range.
     pub fn for_each_axis(
         &mut self,
         axis: usize,

@@ -11,7 +11,7 @@ written by hand, and the checks C1–C4 followed by the record rules.
 
 from . import errors, rules
 from .descriptor import MODES, ORDERS, SOURCES, Descriptor
-from .record import MAX_NDIM, MAX_PATH, VERSION, flag_bits
+from .record import BYTES_LIKE, BytesLike, MAX_NDIM, MAX_PATH, VERSION, flag_bits, require_buffer
 
 MAGIC = b"\x89SMC"
 MAX_TYPESTR = 16
@@ -81,8 +81,10 @@ class _Reader:
         return tuple(read_one() for _ in range(n))
 
 
-def decode_compact(buf):
-    """Decode and validate a compact form; raises the error of the first rule broken (SPEC §4)."""
+def decode_compact(buf: BytesLike) -> Descriptor:
+    """Decode and validate a compact form; raises the error of the first rule broken (SPEC §4),
+    a ``TypeError`` when ``buf`` is not bytes-like."""
+    require_buffer(buf, f"decode_compact() takes the bytes of a compact form ({BYTES_LIKE})")
     data = bytes(buf)
     if data[:4] != MAGIC:
         raise errors.CompactBadMagic("C2: not a compact stridemap descriptor (bad magic)")
@@ -154,7 +156,7 @@ def _string(s):
     return _varint(len(s), _U64) + s
 
 
-def encode_compact(desc):
+def encode_compact(desc: Descriptor) -> bytes:
     """Encode ``desc`` in the compact form (version 1.0, minimal varints) and validate it."""
     if desc.version[0] != VERSION[0]:
         raise errors.UnsupportedVersion(f"R3: cannot write major version {desc.version[0]}")

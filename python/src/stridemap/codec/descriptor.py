@@ -10,8 +10,12 @@ True
 """
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from . import rules
+
+#: A mode of a descriptor or of an open: read-only, shared writes, private copy-on-write.
+Mode = Literal["r", "r+", "c"]
 
 ORDERS = ("C", "F")
 MODES = ("r", "r+", "c")
@@ -50,17 +54,17 @@ class Descriptor:
         object.__setattr__(self, "segment_id", bytes(self.segment_id))
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         """The number of axes."""
         return len(self.shape)
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int:
         """Bytes per element, from the typestr."""
         return int(self.dtype[2:])
 
     @property
-    def len(self):
+    def len(self) -> int:
         """The number of elements (1 for a 0-d array)."""
         n = 1
         for s in self.shape:
@@ -68,26 +72,26 @@ class Descriptor:
         return n
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """``len * itemsize``."""
         return self.len * self.itemsize
 
     @property
-    def span(self):
+    def span(self) -> tuple[int, int]:
         """The bytes ``(lo, hi)`` of the buffer the array touches (SPEC §1.2)."""
         return rules.span(self.itemsize, self.shape, self.strides, self.offset)
 
     @property
-    def c_contiguous(self):
+    def c_contiguous(self) -> bool:
         """numpy's relaxed C-contiguity (SPEC §1.3)."""
         return rules.is_contiguous(self.itemsize, self.shape, self.strides, fortran=False)
 
     @property
-    def f_contiguous(self):
+    def f_contiguous(self) -> bool:
         """numpy's relaxed F-contiguity (SPEC §1.3)."""
         return rules.is_contiguous(self.itemsize, self.shape, self.strides, fortran=True)
 
-    def as_json(self):
+    def as_json(self) -> dict[str, Any]:
         """The ``fields`` and ``derived`` objects of a valid vector's JSON (SPEC §10)."""
         return {
             "fields": {

@@ -1,7 +1,7 @@
 """Exceptions: one class per rule of SPEC.md, each carrying the rule id in ``.rule``.
 
 Decoding errors (SPEC §3 R1–R22 and §4 C1–C4) derive from :class:`DescriptorError`, a
-``ValueError``. Open-time errors (SPEC §6 O1–O11) derive from :class:`OpenError`, an
+``ValueError``. Open-time errors (SPEC §6 O1–O12) derive from :class:`OpenError`, an
 ``OSError``; ``.errno`` is set when a system call failed. One open-time error is not a rule:
 :class:`SegmentBusy` (SPEC §7: a segment stayed locked by its producer), whose ``rule`` is "".
 
@@ -183,7 +183,7 @@ class BadTypestr(DescriptorError):
 class OpenError(StridemapError, OSError):
     """A valid descriptor could not be opened (SPEC §6)."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
 
@@ -219,7 +219,8 @@ class ModeNotAllowed(OpenError):
 
 
 class NotRegularFile(OpenError):
-    """O6: the file is not a regular file."""
+    """O6: ``fstat`` of the file fails (``errno`` EBADF: the fd passed is not open) or it is
+    not a regular file."""
 
     rule = "O6"
 
@@ -242,6 +243,14 @@ class NotSealed(OpenError):
     rule = "O9"
 
 
+class Sparse(OpenError):
+    """O12: a file in shared memory (a tmpfs, a memfd) has fewer bytes allocated
+    (``st_blocks`` * 512) than its buffer: reading its holes would allocate memory in this
+    process (a peer's sealed memfd made by ``ftruncate`` alone)."""
+
+    rule = "O12"
+
+
 class StaleSegment(OpenError):
     """O10: the file's segment header is not valid, or does not match the descriptor (another
     segment, another generation: the segment was recycled, or the buffer is outside its data
@@ -250,7 +259,7 @@ class StaleSegment(OpenError):
 
     rule = "O10"
 
-    def __init__(self, message, errno=None, found=None):
+    def __init__(self, message: str, errno: int | None = None, found: object = None) -> None:
         super().__init__(message, errno)
         self.found = found
 
@@ -273,39 +282,77 @@ class ProducerError(StridemapError, OSError):
     """Sharing an array failed for a reason of the system (no file descriptor left, no memfd,
     an I/O error); ``errno`` is set when a system call failed. Nothing is left behind."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
 
 
 class NoSpace(ProducerError):
     """There is no room for a segment: ``folder`` (a path, or "memfd" for anonymous shared
-    memory), ``needed`` and ``available`` bytes. Nothing is left behind."""
+    memory), ``needed`` and ``available`` bytes, and ``limit``: the memory limit that refused it
+    ("MemAvailable", or a cgroup's file), or None for a filesystem's free space. Nothing is
+    left behind."""
 
-    def __init__(self, message, folder=None, needed=0, available=0):
+    def __init__(self, message: str, folder: str | None = None, needed: int = 0,
+                 available: int = 0, limit: str | None = None) -> None:
         import errno as _errno
 
         super().__init__(message, _errno.ENOSPC)
         self.folder = folder
         self.needed = needed
         self.available = available
+        self.limit = limit
 
     @classmethod
-    def make(cls, folder, needed, available):
-        """The error with a message that says what to do."""
+    def make(cls, folder: str, needed: int, available: int,
+             filesystem: tuple[str, str, int] | None = None) -> "NoSpace":
+        """The error with a message that says what to do, which depends on the filesystem
+        that holds ``folder``: ``filesystem`` is ``(mount point, type, size in bytes)``, or
+        None when unknown."""
+        where = folder
+        other = "set STRIDEMAP_TEMP_FOLDER to a folder with room"
+        point, fstype, size = filesystem or (None, None, 0)
         if folder == "memfd":
-            fix = ("free memory, or share with kind='file' and set STRIDEMAP_TEMP_FOLDER to a "
-                   "folder with room")
+            fix = f"free memory, or share with kind='file' and {other}"
             where = "anonymous shared memory (memfd)"
+        elif fstype == "tmpfs":
+            bigger = _size_option(size + needed - min(available, needed))
+            fix = f"{other}, or make the tmpfs bigger (`mount -o remount,size={bigger} {point}`)"
+        elif fstype == "hugetlbfs":
+            fix = (f"{other}, or reserve more huge pages (/proc/sys/vm/nr_hugepages) or mount "
+                   f"{point} with a bigger size=")
+        elif point is not None:
+            fix = f"{other}, or free space on {point} ({fstype})"
         else:
-            fix = ("set STRIDEMAP_TEMP_FOLDER to a folder with room, or make the tmpfs bigger "
-                   f"(e.g. `mount -o remount,size=8G {folder}` for /dev/shm)")
-            where = folder
+            fix = other
         return cls(
             f"no space for a {needed}-byte stridemap segment in {where}: {available} bytes "
             f"available; {fix}",
             folder, needed, available,
         )
+
+    @classmethod
+    def memory(cls, folder: str, needed: int, available: int, limit: str,
+               margin: int) -> "NoSpace":
+        """A segment of shared memory that ``limit`` cannot hold with its ``margin`` (the
+        admission check, SPEC §7, rule 6)."""
+        where = ("anonymous shared memory (memfd)" if folder == "memfd"
+                 else f"shared memory (the tmpfs {folder})")
+        return cls(
+            f"no memory for a {needed}-byte stridemap segment in {where}: {limit} leaves "
+            f"{available} bytes available, and {margin} of them are kept free (64 MiB and 1/32 "
+            "of the limit); free memory or raise the limit (a container's memory limit), or "
+            "share a smaller array (with kind='file' and STRIDEMAP_TEMP_FOLDER on a disk "
+            "folder, a segment takes no memory)",
+            folder, needed, available, limit,
+        )
+
+
+def _size_option(nbytes):
+    """A tmpfs ``size=`` of at least ``nbytes``: whole GiB from 1 GiB, else whole MiB."""
+    if nbytes >= 1 << 30:
+        return f"{-(-nbytes // (1 << 30))}G"
+    return f"{-(-nbytes // (1 << 20))}M"
 
 
 class NotShareable(StridemapError, ValueError):

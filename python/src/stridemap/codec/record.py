@@ -8,9 +8,15 @@
 """
 
 import struct
+import sys
 
 from . import crc as _crc, errors, rules
 from .descriptor import MODES, ORDERS, SOURCES, Descriptor
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer as BytesLike
+else:  # any object with the buffer protocol is taken; before 3.12 no type names them all
+    BytesLike = bytes | bytearray | memoryview
 
 SIZE = 1024
 MAGIC = b"\x89SMD\r\n\x1a\n"
@@ -29,7 +35,7 @@ _STRIDE_SLOTS = struct.Struct("<32q")
 _CRC_TABLE = _crc.BYTE_TABLE
 
 
-def crc32c(data):
+def crc32c(data: BytesLike) -> int:
     """CRC-32C (Castagnoli) of ``data`` (SPEC §2.3).
 
     >>> hex(crc32c(b"123456789"))
@@ -58,12 +64,26 @@ def _first_nonzero(data, start, stop):
 _memo = {}
 _MEMO_SIZE = 256
 
+BYTES_LIKE = "bytes, bytearray, memoryview or another buffer"
 
-def decode_fixed(buf):
+
+def require_buffer(buf: object, takes: str) -> None:
+    """A ``TypeError`` unless ``buf`` has the buffer protocol; ``takes`` begins its message
+    (what the caller takes), which ends with the type it got."""
+    if not isinstance(buf, (bytes, bytearray, memoryview)):
+        try:
+            memoryview(buf)
+        except TypeError:
+            raise TypeError(f"{takes}, not {type(buf).__name__}") from None
+
+
+def decode_fixed(buf: BytesLike) -> Descriptor:
     """Decode and validate a fixed record (the first 1024 bytes of ``buf``).
 
-    Raises the :class:`~stridemap.DescriptorError` of the first rule broken (SPEC §3).
+    Raises the :class:`~stridemap.DescriptorError` of the first rule broken (SPEC §3), a
+    ``TypeError`` when ``buf`` is not bytes-like.
     """
+    require_buffer(buf, f"decode_fixed() takes the bytes of a fixed record ({BYTES_LIKE})")
     if len(buf) < SIZE:
         raise errors.Truncated(f"R1: truncated record: needs {SIZE} bytes, got {len(buf)}")
     rec = bytes(buf[:SIZE])
@@ -158,7 +178,7 @@ def flag_bits(desc):
     )
 
 
-def encode(desc):
+def encode(desc: Descriptor) -> bytes:
     """Encode ``desc`` as a version 1.0 fixed record (1024 bytes) and validate it.
 
     ``desc.version`` is not copied: a 1.0 writer writes 1.0 (SPEC §5). Raises the same errors

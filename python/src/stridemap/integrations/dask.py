@@ -65,10 +65,13 @@ import tempfile
 import time
 import weakref
 from collections import Counter
+from typing import Any
 
 import numpy as np
 from dask.sizeof import sizeof as _sizeof_dispatch
+from distributed import Client, Worker
 from distributed.comm.core import Comm
+from distributed.core import Server
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.protocol import numpy as _dask_numpy  # noqa: F401 - numpy's dask serializer
 from distributed.protocol.serialize import dask_deserialize, dask_serialize
@@ -121,7 +124,7 @@ def _boot_id():
         return None
 
 
-def default_root(temp_folder=None):
+def default_root(temp_folder: str | os.PathLike[str] | None = None) -> str:
     """The temp root this process's segments go to: ``temp_folder``, else the Dask config
     ``stridemap.dask.temp-folder``, else ``$STRIDEMAP_TEMP_FOLDER``, else ``/dev/shm`` when it
     is writable, else the system temp dir (the producer's policy, without the room test:
@@ -137,7 +140,7 @@ def default_root(temp_folder=None):
     return os.path.realpath(tempfile.gettempdir())
 
 
-def token(root=None):
+def token(root: str | os.PathLike[str] | None = None) -> str | None:
     """The sharing token of this process for segments below ``root`` (default:
     :func:`default_root`): ``stridemap-1:<boot id>:<device>:<inode>:<uid>``, or None when the
     boot id or the root cannot be read (then nothing is shared)."""
@@ -598,7 +601,8 @@ Comm.handshake_info = _handshake_info
 # Activation: the plugin, the preload, the client
 # ---------------------------------------------------------------------------------------------
 
-def activate(worker=None, *, min_bytes=None, temp_folder=None):
+def activate(worker: Worker | None = None, *, min_bytes: int | None = None,
+             temp_folder: str | os.PathLike[str] | None = None) -> str | None:
     """Share arrays from and to this process: sweep the temp root of dead owners' folders,
     compute the token and publish it in every later connection's handshake.
 
@@ -647,7 +651,7 @@ def activate(worker=None, *, min_bytes=None, temp_folder=None):
     return state.token
 
 
-def deactivate(worker=None):
+def deactivate(worker: Worker | None = None) -> None:
     """Stop sharing (arrays already shared stay valid while they are held); logs the
     counters at debug level."""
     global _STATE
@@ -659,7 +663,7 @@ def deactivate(worker=None):
         log.debug("stridemap.dask: inactive; counters %s", STATS.snapshot())
 
 
-def stats():
+def stats() -> dict[str, Any]:
     """This process's counters (``client.run(stridemap.dask.stats)`` for every worker):
     ``sent``/``sent_bytes`` (arrays described to a peer), ``received``/``received_bytes``
     (arrays mapped from a peer's segment), ``copied``/``copied_bytes`` (plain arrays copied
@@ -676,7 +680,7 @@ def stats():
     return out
 
 
-def reset_stats():
+def reset_stats() -> None:
     """Zero this process's counters (``client.run(stridemap.dask.reset_stats)``)."""
     with STATS.lock:
         STATS.counts.clear()
@@ -689,26 +693,25 @@ class StridemapPlugin(WorkerPlugin):
 
     name = "stridemap"
 
-    def __init__(self, min_bytes=None, temp_folder=None):
+    def __init__(self, min_bytes: int | None = None,
+                 temp_folder: str | os.PathLike[str] | None = None) -> None:
         self.min_bytes = min_bytes
         self.temp_folder = temp_folder
 
-    def setup(self, worker):
+    def setup(self, worker: Worker) -> None:
         activate(worker, min_bytes=self.min_bytes, temp_folder=self.temp_folder)
 
-    def teardown(self, worker):
+    def teardown(self, worker: Worker) -> None:
         deactivate(worker)
 
 
-def install(client, **kwargs):
+def install(client: Client, **kwargs: Any) -> Any:
     """Register :class:`StridemapPlugin` (with ``kwargs``) on ``client``'s cluster."""
     return client.register_plugin(StridemapPlugin(**kwargs))
 
 
-def dask_setup(server):
+def dask_setup(server: Server) -> None:
     """The preload hook: ``--preload stridemap.dask`` activates stridemap in each worker."""
-    from distributed import Worker
-
     if isinstance(server, Worker):
         activate(server)
     else:
@@ -716,9 +719,7 @@ def dask_setup(server):
                  type(server).__name__)
 
 
-def dask_teardown(server):
+def dask_teardown(server: Server) -> None:
     """The preload's teardown."""
-    from distributed import Worker
-
     if isinstance(server, Worker):
         deactivate(server)

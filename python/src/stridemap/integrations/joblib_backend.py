@@ -4,9 +4,21 @@ It runs its own loky workers (never loky's process-wide reusable executor, which
 default backend keeps using) and passes every ndarray argument and result of at least joblib's
 ``max_nbytes`` through stridemap (:mod:`stridemap.transport.handoff`), and every view of an
 ``np.memmap`` in place whatever its strides.
+
+Where joblib's default (loky) backend lets workers write, so does this one: arguments are
+mapped as joblib's ``mmap_mode`` says ("r", the default: read-only; "r+" and "w+": a writable
+copy, shared; "c": copy-on-write, private to the worker; None: plain ndarrays are pickled, as
+joblib copies them into the worker), and results come back writable, mapped copy-on-write (no
+copy until the caller writes). A view of an ``np.memmap`` goes as the memmap allows, as joblib
+sends it.
+
+The backend is known in every worker that runs a joblib task, also one of joblib's own loky
+backend: while this module is loaded, loky pickles joblib's tasks (``BatchedCalls``) so that
+unpickling one imports it first, and a nested ``Parallel(backend="stridemap")`` finds it.
 """
 
 import sys
+from typing import Any
 
 from .. import forksafe
 from ..transport import handoff as _handoff
@@ -16,6 +28,7 @@ try:
     import joblib
     import joblib.externals.loky.backend.reduction  # noqa: F401 - registered with below
     from joblib._parallel_backends import FallbackToBackend, LokyBackend, SequentialBackend
+    from joblib.parallel import BatchedCalls
 except ImportError:  # joblib is optional: the backend exists only where joblib does
     joblib = None
 
@@ -32,7 +45,7 @@ def _nbytes(value):
     return memstr_to_bytes(value)
 
 
-def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, policy):
+def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, policy, mmap_mode):
     """The backend's loky executor for these settings: the running one when they match and it
     is healthy, else a new one (the old is shut down without killing running tasks)."""
     global _executor
@@ -40,7 +53,7 @@ def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, pol
     from joblib.externals.loky.backend.context import get_context
 
     key = (n_jobs, start_method, timeout, tuple(sorted((env or {}).items())), initializer,
-           tuple(initargs), policy)
+           tuple(initargs), policy, mmap_mode)
     with _executors_lock:
         if _executor is not None:
             old_key, ex = _executor
@@ -49,12 +62,12 @@ def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, pol
                 return ex
             ex.shutdown(wait=False)
             _executor = None
-        reducer = _handoff.Reducer(policy)
-        reducers = {t: reducer for t in _handoff.array_types()}
+        jobs = _handoff.Reducer(policy, "r+" if mmap_mode == "w+" else mmap_mode)
+        results = _handoff.Reducer(policy, "c")  # joblib's results are writable
         ex = ProcessPoolExecutor(
             n_jobs,
-            job_reducers=reducers,
-            result_reducers=reducers,
+            job_reducers={t: jobs for t in _handoff.array_types()},
+            result_reducers={t: results for t in _handoff.array_types()},
             timeout=timeout,
             context=get_context(start_method) if start_method else None,
             initializer=initializer,
@@ -75,7 +88,12 @@ class _NoTemporaryFolders:
         pass
 
 
-def shutdown_backend(*, kill_workers=False):
+def _rebuild_batched_calls(rebuild, args):
+    """A joblib task, in the worker that unpickles it (this module is imported by then)."""
+    return rebuild(*args)
+
+
+def shutdown_backend(*, kill_workers: bool = False) -> None:
     """Stop the ``"stridemap"`` backend's worker processes (a later call starts new ones)."""
     global _executor
     with _executors_lock:
@@ -93,11 +111,14 @@ if joblib is not None:
         ``start_method`` of the workers ("loky", the default, "spawn", "forkserver" or
         "fork"); ``idle_worker_timeout`` (seconds, default 300);
         ``initializer``/``initargs``. ``max_nbytes`` (joblib's, default "1M") is the size from
-        which plain ndarrays are shared; ``None`` shares only stridemap arrays and memmap views.
+        which plain ndarrays are shared; ``None`` shares only stridemap arrays and memmap views,
+        as does ``mmap_mode=None``. ``mmap_mode`` (joblib's, default "r") is how workers map
+        the plain ndarrays they receive (see the module's documentation).
         """
 
-        def configure(self, n_jobs=1, parallel=None, prefer=None, require=None,
-                      idle_worker_timeout=None, **kwargs):
+        def configure(self, n_jobs: int = 1, parallel: "joblib.Parallel | None" = None,
+                      prefer: str | None = None, require: str | None = None,
+                      idle_worker_timeout: float | None = None, **kwargs: Any) -> int:
             n_jobs = self.effective_n_jobs(n_jobs)
             if n_jobs == 1:
                 raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
@@ -105,6 +126,12 @@ if joblib is not None:
             if idle_worker_timeout is None:
                 idle_worker_timeout = kwargs.get("idle_worker_timeout", 300)
             max_nbytes = _nbytes(kwargs.get("max_nbytes", "1M"))
+            mmap_mode = kwargs.get("mmap_mode", "r")
+            if mmap_mode not in _handoff.MMAP_MODES:
+                raise ValueError(f"mmap_mode must be one of {_handoff.MMAP_MODES}, not "
+                                 f"{mmap_mode!r}")
+            if mmap_mode is None:  # joblib then loads its dumps in memory: copies
+                max_nbytes = None
             policy = Policy(numpy=True, max_nbytes=max_nbytes if max_nbytes is not None
                             else sys.maxsize)
             self._workers = _get_executor(
@@ -115,27 +142,48 @@ if joblib is not None:
                 kwargs.get("initializer"),
                 tuple(kwargs.get("initargs", ())),
                 policy,
+                mmap_mode,
             )
             self.parallel = parallel
+            if not getattr(self, "_reuse_scope", False):
+                # The call's arguments are read once, as joblib reads them: an array passed to
+                # many of its tasks is copied once (handoff.open_reuse_scope).
+                _handoff.open_reuse_scope()
+                self._reuse_scope = True
             return n_jobs
 
-        def terminate(self):
+        def _close_reuse_scope(self) -> None:
+            if getattr(self, "_reuse_scope", False):
+                self._reuse_scope = False
+                _handoff.close_reuse_scope()
+
+        def terminate(self) -> None:
             # The workers stay for the next call; there are no temporary files to clean.
             self._workers = None
+            self._close_reuse_scope()
             self.reset_batch_stats()
 
-        def abort_everything(self, ensure_ready=True):
+        def abort_everything(self, ensure_ready: bool = True) -> None:
             shutdown_backend(kill_workers=True)
             self._workers = None
+            self._close_reuse_scope()
             if ensure_ready:
                 self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel)
 
+    def _reduce_batched_calls(batch):
+        """loky's reduction of a joblib task while this module is loaded: the task's own,
+        rebuilt by :func:`_rebuild_batched_calls`, whose import in the worker registers the
+        backend there."""
+        rebuild, args = batch.__reduce__()[:2]  # also tells joblib which call pickles it
+        return _rebuild_batched_calls, (rebuild, args)
+
     joblib.register_parallel_backend("stridemap", StridemapBackend)
     _handoff.register_with_loky()
+    joblib.externals.loky.backend.reduction.register(BatchedCalls, _reduce_batched_calls)
 else:  # pragma: no cover - joblib is pinned in the test requirements
 
     class StridemapBackend:
         """Needs joblib (``pip install joblib``)."""
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             raise ImportError("the 'stridemap' joblib backend needs joblib installed")

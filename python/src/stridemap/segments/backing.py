@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import forksafe
 from ..codec import errors
-from ..codec.descriptor import Descriptor
+from ..codec.descriptor import Descriptor, Mode
 from ..codec.record import encode
 from ..codec.rules import KINDS
 
@@ -30,7 +30,9 @@ class Segment:
     ``kind`` is ``"memfd"``, ``"file"`` (a named segment) or ``"memmap"`` (the file of an
     ``np.memmap``); ``path`` is the file's path (None for a memfd), ``folder`` the pool folder
     of a named segment this process made (a consumer's allowed root), ``frozen`` whether
-    consumers may only read it. :meth:`describe` writes the descriptor of a view of it,
+    consumers may only read it, ``private`` whether this process maps it copy-on-write (its
+    views hold changes no other process sees: they cannot be described, only copied).
+    :meth:`describe` writes the descriptor of a view of it,
     :meth:`new_fd` opens a new open file description of a memfd for one receiver.
     """
 
@@ -38,14 +40,15 @@ class Segment:
     path = None
     folder = None
     frozen = True
+    private = False
     generation = 0
     segment_id = bytes(16)
 
-    def describe(self, view, mode="r"):
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         """The fixed record (1024 bytes) of ``view``, which must lie in this segment."""
         raise NotImplementedError
 
-    def new_fd(self, mode="r"):
+    def new_fd(self, mode: Mode = "r") -> int | None:
         """A new open file description (close-on-exec, the caller's) of a memfd, or None for a
         file consumers open by path."""
         return None
@@ -153,16 +156,16 @@ class _Opened(Segment):
         self.generation = desc.generation
         self.segment_id = desc.segment_id
         self.frozen = granted != "r+"
+        self.private = granted == "c"
         self._desc = desc
-        self._granted = granted
         self._fd = fd
         self._buf_addr = buf_addr
         if fd is not None:
             self._finalizer = weakref.finalize(self, os.close, fd)
             self._finalizer.atexit = False
 
-    def describe(self, view, mode="r"):
-        if self._granted == "c":
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
+        if self.private:
             raise errors.NotShareable(
                 "the view is of a copy-on-write mapping: its changes are private to this "
                 "process; open the descriptor with mode 'r' or 'r+' to share views of it"
@@ -176,7 +179,7 @@ class _Opened(Segment):
             mode=mode,
         )
 
-    def new_fd(self, mode="r"):
+    def new_fd(self, mode: Mode = "r") -> int | None:
         if self._desc.source != "fd":
             return None
         if self._fd is None:
@@ -198,7 +201,7 @@ class _MemmapFile(Segment):
         self.path = os.path.realpath(owner.filename) if owner.filename else None
         self.frozen = owner.mode not in ("r+", "w+")
 
-    def describe(self, view, mode="r"):
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         from .describe import describe  # it finds segments here: imported late
 
         return describe(view, mode=mode)
@@ -236,7 +239,7 @@ def backing(array):
     return None, None
 
 
-def segment_of(array):
+def segment_of(array: object) -> Segment | None:
     """The :class:`Segment` backing ``array``, any view of an array from :func:`share`,
     :func:`empty` or :func:`stridemap.open`, or of an ``np.memmap``; None for anything else
     (copies such as ``a + 1`` or ``a[[0, 2]]`` included)."""

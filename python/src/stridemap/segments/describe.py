@@ -19,13 +19,13 @@ import stat
 import numpy as np
 
 from ..codec import errors
-from ..codec.descriptor import Descriptor
+from ..codec.descriptor import Descriptor, Mode
 from ..codec.record import encode
 from ..codec.rules import KINDS
 from .backing import segment_of
 
 
-def describe(array, *, fd=None, mode="r"):
+def describe(array: np.ndarray, *, fd: int | None = None, mode: Mode = "r") -> bytes:
     """A fixed record (1024 bytes) describing ``array``, without copying it: any view of an array
     from :func:`stridemap.share`, :func:`stridemap.empty` or :func:`stridemap.open` (sub-views,
     reversed, transposed, ``r+`` outputs), or a view at any depth of an ``np.memmap``.

@@ -4,8 +4,11 @@ new open file description for one receiver (:func:`export`, SPEC §7.4).
 
 import os
 
+import numpy as np
+
 from ..codec import errors
-from .backing import segment_of
+from ..codec.descriptor import Mode
+from .backing import Segment, segment_of
 
 
 # Handing views on
@@ -19,18 +22,18 @@ class Export:
 
     __slots__ = ("record", "fd", "segment", "__weakref__")
 
-    def __init__(self, record, fd, segment):
+    def __init__(self, record: bytes, fd: int | None, segment: Segment) -> None:
         self.record = record
         self.fd = fd
         self.segment = segment
 
-    def close(self):
+    def close(self) -> None:
         """Closes ``fd`` if it is still here (take it with ``detach_fd`` to keep it)."""
         fd, self.fd = self.fd, None
         if fd is not None:
             os.close(fd)
 
-    def detach_fd(self):
+    def detach_fd(self) -> int | None:
         """Returns ``fd`` and forgets it (the caller closes it)."""
         fd, self.fd = self.fd, None
         return fd
@@ -56,7 +59,7 @@ def describe_view(view, mode="r"):
     return seg, seg.describe(view, mode)
 
 
-def export(view, *, mode="r"):
+def export(view: np.ndarray, *, mode: Mode = "r") -> Export:
     """The descriptor of ``view`` (any view of an array from :func:`share`, :func:`empty`,
     :func:`stridemap.open`, or of an ``np.memmap``) and, for a memfd, a new fd for one
     receiver: an :class:`Export`. No data is copied.

@@ -118,9 +118,43 @@ def _usable_cpus():
         return os.cpu_count() or 1
 
 
+FILL_THREADS_ENV = "STRIDEMAP_FILL_THREADS"
+USERFAULTFD_ENV = "STRIDEMAP_USERFAULTFD"
+_SWITCHES = {
+    FILL_THREADS_ENV: {"1": "this thread alone", "2": "a helper thread too (the default)"},
+    USERFAULTFD_ENV: {"0": "never", "1": "where the system allows (the default)"},
+}
+
+
+def _switch(name):
+    """The value of the environment variable ``name`` (one of ``_SWITCHES``; unset or empty:
+    the default); a ``ValueError`` naming it and its values for anything else."""
+    choices = _SWITCHES[name]
+    value = os.environ.get(name) or max(choices)
+    if value not in choices:
+        said = "; ".join(f"{k}: {v}" for k, v in choices.items())
+        raise ValueError(f"{name}={value!r} means nothing: set it to one of {said}")
+    return value
+
+
+def fill_threads():
+    """How many threads a fill may use, from ``$STRIDEMAP_FILL_THREADS``: 1 (this thread
+    alone) or 2 (the default: a helper thread too, where two CPUs are usable)."""
+    return int(_switch(FILL_THREADS_ENV))
+
+
+def userfaultfd_allowed():
+    """Whether the helper may place pages with userfaultfd, from ``$STRIDEMAP_USERFAULTFD``:
+    0 never, 1 (the default) where the system allows."""
+    return _switch(USERFAULTFD_ENV) == "1"
+
+
 def parallel_worthwhile(nbytes):
-    """Whether :func:`fill_fresh` would use a helper thread for ``nbytes``."""
-    return nbytes >= PARALLEL_MIN and _populate_works and _usable_cpus() >= 2
+    """Whether :func:`fill_fresh` would use a helper thread for ``nbytes``. Reads both
+    switches, so that a wrong value is an error of any fill, whatever its size."""
+    allowed = fill_threads() >= 2
+    userfaultfd_allowed()
+    return allowed and nbytes >= PARALLEL_MIN and _populate_works and _usable_cpus() >= 2
 
 
 def fill_fresh(fd, raw, pos):
@@ -131,7 +165,7 @@ def fill_fresh(fd, raw, pos):
     if not parallel_worthwhile(raw.size) or not _madvise_ready():
         pwrite_all(fd, raw, pos)
         return
-    _fill_two_ways(fd, raw, pos)
+    _fill_two_ways(fd, raw, pos, userfaultfd=userfaultfd_allowed())
 
 
 class _Claims:
@@ -180,7 +214,7 @@ def fill_fresh_huge(fd, raw, pos, page, advise):
     return True
 
 
-def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
+def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False, userfaultfd=False):
     page = page or mmap.PAGESIZE
     chunk = max(page, _CHUNK - _CHUNK % page)
     if front is None:
@@ -208,9 +242,10 @@ def _fill_two_ways(fd, raw, pos, page=None, front=None, advise=False):
 
     def helper():
         k = None
-        # Base pages: placed with UFFDIO_COPY where the system allows (no zeroing, no inode
-        # lock: .uffd), else faulted in and copied.
-        uffd = _uffd.open_uffd() if page == mmap.PAGESIZE and not advise else None
+        # Base pages: placed with UFFDIO_COPY where the system and $STRIDEMAP_USERFAULTFD
+        # allow (no zeroing, no inode lock: .uffd), else faulted in and copied.
+        uffd = (_uffd.open_uffd() if userfaultfd and page == mmap.PAGESIZE and not advise
+                else None)
         try:
             while True:
                 k = claims.back()

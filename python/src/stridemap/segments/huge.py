@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..codec import errors
+from . import roots
 from .backing import segment_of
 from .header import DATA_OFFSET
 
@@ -175,26 +176,36 @@ def shmem_mode():
     return _selected(_read(f"{THP}/shmem_enabled"))
 
 
-def _unescape(s):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+def _unescape(b):
+    return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]), b)
 
 
 def mount_of(path):
-    """(mount point, fs type, super options) of the mount holding ``path``."""
-    path = os.path.realpath(path)
+    """(mount point, fs type, super options) of the mount holding ``path``. mountinfo is read
+    as bytes: a mount point anywhere on the system may have a name that is not UTF-8 (any user
+    can make one with FUSE); the mount point comes back as ``os.fsdecode`` gives it."""
+    path = os.fsencode(os.path.realpath(path))
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
     best = None
-    for line in (_read("/proc/self/mountinfo") or "").splitlines():
-        left, sep, right = line.partition(" - ")
+    for line in text.splitlines():
+        left, sep, right = line.partition(b" - ")
         if not sep:
             continue
-        fields, rest = left.split(" "), right.split(" ")
+        fields, rest = left.split(b" "), right.split(b" ")
         if len(fields) < 5 or len(rest) < 3:
             continue
         point = _unescape(fields[4])
-        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        inside = path == point or path.startswith(point.rstrip(b"/") + b"/")
         if inside and (best is None or len(point) >= len(best[0])):
             best = (point, rest[0], rest[2])
-    return best
+    if best is None:
+        return None
+    point, fstype, opts = best
+    return os.fsdecode(point), fstype.decode("ascii", "replace"), opts.decode("utf-8", "replace")
 
 
 def _option(opts, key):
@@ -323,7 +334,7 @@ def choose(mode, kind, capacity, folder):
     if c is not None:
         return Plan(c.backing, p.page_size, c.advise_only)
     if kind == "file" and folder and hugetlbfs_page(folder):
-        raise errors.NoSpace.make(folder, capacity + p.page_size, 0)
+        raise roots.no_space(folder, capacity + p.page_size, 0)
     if mode == "require":
         raise HugePagesUnavailable(
             f"huge pages are required but none are available for a {kind} segment: "
@@ -331,11 +342,15 @@ def choose(mode, kind, capacity, folder):
     return Plan(BASE, p.page_size)  # base pages, with the huge layout already decided
 
 
-def prepare(fd, plan, header, file_len, where):
+def prepare(fd, plan, header, file_len, where, reserve=False):
     """Sizes a huge segment, writes its header and reserves its space, without a pass over
     its memory where possible: hugetlb pages are reserved by a shared mapping (mmap fails
-    when too few are free), a THP memfd has no size limit, a named tmpfs file is
-    fallocated (or prefaulted through an advised map for ``huge=advise``)."""
+    when too few are free), a named tmpfs file is fallocated (or prefaulted through an
+    advised map for ``huge=advise``). A THP memfd has no size limit; one to be filled in
+    place (``reserve``: :func:`~stridemap.empty`) is prefaulted through an advised map
+    (fallocate would give it base pages), so that no hole is left for a consumer to fault in
+    (readers refuse a shared-memory file with fewer bytes allocated than its buffer, SPEC §6
+    O12)."""
     off = plan.data_offset
     try:
         if not plan.hugetlb:
@@ -343,7 +358,8 @@ def prepare(fd, plan, header, file_len, where):
         os.ftruncate(fd, file_len)
         if plan.backing == THP_FILE and not plan.advise_only and file_len > off:
             os.posix_fallocate(fd, off, file_len - off)
-        if plan.hugetlb or (plan.backing == THP_FILE and plan.advise_only):
+        if (plan.hugetlb or (plan.backing == THP_FILE and plan.advise_only)
+                or (plan.backing == THP_MEMFD and reserve)):
             mm = mmap.mmap(fd, file_len)
             try:
                 if plan.hugetlb:
@@ -355,7 +371,7 @@ def prepare(fd, plan, header, file_len, where):
                 mm.close()
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFAULT):
-            raise errors.NoSpace.make(where, file_len, 0) from None
+            raise roots.no_space(where, file_len, 0) from None
         raise
 
 

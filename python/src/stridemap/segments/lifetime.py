@@ -29,7 +29,7 @@ class _State:
         self.pending = []  # FileState of named segments a consumer still maps
         self.reaper = None
         self.wake = threading.Event()
-        self.reused = {}  # (id(source), kind) -> (weakref(source), SharedArray)
+        self.reused = {}  # (id(source), kind, temp_folder) -> (weakref(source), SharedArray)
 
 
 _state = _State()
@@ -105,7 +105,7 @@ def _try_unlink(fs):
     return True
 
 
-def reap():
+def reap() -> int:
     """Retries deleting named segments consumers still mapped when this process let go of
     them; how many are still pending. (A reaper thread calls it while any are.)"""
     with _state.lock:
@@ -179,14 +179,15 @@ def _remove_folders_at_process_exit():
     util.Finalize(None, _at_exit, exitpriority=-60)
 
 
-def producer_root(needed=0, *, temp_folder=None):
+def producer_root(needed: int = 0, *,
+                  temp_folder: str | os.PathLike[str] | None = None) -> str:
     """This process's pool folder for a named segment of ``needed`` bytes (made, and its temp
     root swept, if it is the first): the allowed root a consumer needs for named segments."""
     check_fork()
     return folder_for(DATA_OFFSET + needed, temp_folder).path
 
 
-def producer_folders():
+def producer_folders() -> list[str]:
     """The pool folders this process has made so far."""
     check_fork()
     with _state.lock:

@@ -12,8 +12,11 @@ import os
 import uuid
 import weakref
 
+import numpy as np
+
 from ..codec import errors
-from . import huge, lifetime, roots
+from ..codec.descriptor import Mode
+from . import admit, huge, lifetime, roots
 from .backing import Segment, record_of_view, reopen, system_error
 from .header import encode_header
 from .plan import plan_segment
@@ -26,6 +29,7 @@ F_GET_SEALS = getattr(fcntl, "F_GET_SEALS", 1034)
 F_SEAL_SEAL = getattr(fcntl, "F_SEAL_SEAL", 0x1)
 F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x2)
 F_SEAL_GROW = getattr(fcntl, "F_SEAL_GROW", 0x4)
+F_SEAL_WRITE = getattr(fcntl, "F_SEAL_WRITE", 0x8)
 F_SEAL_FUTURE_WRITE = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x10)
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
@@ -43,6 +47,7 @@ class Produced(Segment):
         self.segment_id = seg_id
         self.generation = 1
         self.frozen = False
+        self.write_sealed = False  # F_SEAL_WRITE: no writer at all, in any process (freeze)
         self.folder = folder.path if folder is not None else None
         self.path = os.path.join(folder.path, name) if folder is not None else None
         st = os.fstat(fd)
@@ -57,7 +62,7 @@ class Produced(Segment):
         """The producer's own fd of the segment (holds its shared lock); do not close it."""
         return self._fs.fd
 
-    def describe(self, view, mode="r"):
+    def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         self._grant(view, mode)
         return record_of_view(
             view, buf_addr=self._buf_addr, buffer_offset=self.data_offset,
@@ -66,21 +71,39 @@ class Produced(Segment):
             source="fd" if self.kind == "memfd" else "path", path=self.path, mode=mode,
         )
 
-    def new_fd(self, mode="r"):
+    def new_fd(self, mode: Mode = "r") -> int | None:
         if self.kind != "memfd":
             return None
         return reopen(self._fs.fd, mode)
 
     def freeze(self):
-        """Consumers may only read from now on: a memfd is sealed against writes
-        (``F_SEAL_FUTURE_WRITE``: no new writable mapping or write, in any process), a named
-        file made mode 0400."""
+        """Consumers may only read from now on.
+
+        A memfd with no writable map of it left in this process (every :func:`stridemap.share`)
+        is sealed for good, ``F_SEAL_WRITE | F_SEAL_SEAL``: the kernel then refuses every
+        writer, so consumers may lend references to its bytes (SPEC §9; Rust's ``view()``).
+        While a writable map lives (the array of :func:`stridemap.empty` itself), the kernel
+        refuses ``F_SEAL_WRITE``: the memfd is sealed ``F_SEAL_FUTURE_WRITE`` (no new writer, in
+        any process, but that map stays writable), :attr:`write_sealed` stays False, a line
+        on the ``stridemap`` logger says so, and Rust consumers read it through volatile views.
+        A named file is made mode 0400 (which root ignores: never write-sealed)."""
         if self.frozen:
             return
         fd = self._fs.fd
         try:
             if self.kind == "memfd":
-                fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL)
+                try:
+                    fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SEAL)
+                    self.write_sealed = True
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        raise
+                    # No F_SEAL_SEAL: nothing else to seal now, and a later F_SEAL_WRITE stays
+                    # possible for whoever holds the fd once the writable map is gone.
+                    fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE)
+                    log.info("stridemap: segment %s is frozen against new writers only: a "
+                             "writable map of it lives in this process (F_SEAL_WRITE refused)",
+                             self.segment_id.hex())
             else:
                 os.fchmod(fd, 0o400)
         except OSError as e:
@@ -117,6 +140,8 @@ def make(plan):
     which spares the kernel a zeroing pass. On any error nothing is left behind."""
     if lifetime.state().pending:
         lifetime.reap()
+    if plan.memory and not plan.pages.hugetlb:  # hugetlb pages are reserved apart
+        admit.check(plan.file_len, plan.where)
     seg_id = uuid.uuid4().bytes
     kind, pages, folder, where = plan.kind, plan.pages, plan.folder, plan.where
     name = None
@@ -137,7 +162,7 @@ def make(plan):
         header = encode_header(seg_id, generation=1, capacity=plan.capacity,
                                owner_pid=os.getpid(), data_offset=plan.data_offset)
         if pages.huge:
-            huge.prepare(fd, pages, header, plan.file_len, where)
+            huge.prepare(fd, pages, header, plan.file_len, where, plan.reserve)
         else:
             if os.pwrite(fd, header, 0) != len(header):
                 raise OSError(errno.EIO, "short write of the segment header")
@@ -176,7 +201,7 @@ def raise_if_no_space(e, where, file_len):
             available = roots.space(where)[0] if where != "memfd" else 0
         except OSError:
             available = 0
-        raise errors.NoSpace.make(where, file_len, available) from None
+        raise roots.no_space(where, file_len, available) from None
 
 
 def map_segment(seg, writable, populate=False):

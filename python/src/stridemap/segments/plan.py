@@ -65,6 +65,10 @@ class SegmentPlan:
     pages: huge.Plan
     folder: object = None
     reserve: bool = True
+    memory: bool = True
+
+    # ``memory``: its pages are memory (a memfd, a file in a tmpfs), which the admission check
+    # (:mod:`.admit`) weighs before it is made.
 
     @property
     def where(self):
@@ -88,4 +92,16 @@ def plan_segment(kind, capacity, temp_folder=None, huge_pages="auto", *, reserve
     pages = huge.BASE_PLAN
     if page:
         pages = huge.choose(huge_pages, kind, capacity, folder.path if folder else None)
-    return SegmentPlan(kind, capacity, data_offset, file_len, pages, folder, reserve)
+    memory = folder is None or _in_tmpfs(folder.path)
+    return SegmentPlan(kind, capacity, data_offset, file_len, pages, folder, reserve, memory)
+
+
+_tmpfs_folders = {}  # pool folder path -> whether it is in a tmpfs (a folder stays where it is)
+
+
+def _in_tmpfs(path):
+    hit = _tmpfs_folders.get(path)
+    if hit is None:
+        mount = huge.mount_of(path)
+        hit = _tmpfs_folders[path] = mount is not None and mount[1] == "tmpfs"
+    return hit

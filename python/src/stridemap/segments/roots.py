@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import re
+import time
 import uuid
 
 from .. import forksafe
@@ -36,6 +37,23 @@ def space(folder):
     if st.f_blocks == 0:  # no limit reported (hugetlbfs without size=): the kernel decides
         return 1 << 62, 1 << 62
     return st.f_bavail * unit, st.f_blocks * unit
+
+
+def no_space(folder, needed, available):
+    """:class:`~stridemap.NoSpace` for a segment of ``needed`` bytes in ``folder`` (a path, or
+    "memfd"), its hint chosen by the filesystem that holds the folder."""
+    from ..codec.errors import NoSpace
+    from .huge import mount_of  # huge imports modules that import this one
+
+    filesystem = None
+    if folder != "memfd":
+        try:
+            mount = mount_of(folder)
+            if mount is not None:
+                filesystem = (mount[0], mount[1], space(mount[0])[1])
+        except OSError:
+            pass
+    return NoSpace.make(folder, needed, available, filesystem)
 
 
 def _margin(total):
@@ -70,14 +88,12 @@ def choose_root(explicit, needed, *, shm=SHM):
     An explicit folder (the argument, then ``$STRIDEMAP_TEMP_FOLDER``) without room is an
     error, not a fallback: :class:`~stridemap.NoSpace`.
     """
-    from ..codec.errors import NoSpace
-
     chosen = explicit if explicit is not None else os.environ.get(TEMP_FOLDER_ENV) or None
     if chosen is not None:
         chosen = os.fspath(chosen)
         free, _ = space(chosen)
         if free < needed:
-            raise NoSpace.make(chosen, needed, free)
+            raise no_space(chosen, needed, free)
         return chosen
     why = None
     if not os.access(shm, os.W_OK):
@@ -95,7 +111,7 @@ def choose_root(explicit, needed, *, shm=SHM):
     tmp = temp_dir()
     free, _ = space(tmp)
     if free < needed:
-        raise NoSpace.make(tmp, needed, free)
+        raise no_space(tmp, needed, free)
     log.info("stridemap: %s %s; this %d MiB segment goes to %s (set %s to choose)",
              shm, why, needed >> 20, tmp, TEMP_FOLDER_ENV)
     return tmp
@@ -143,13 +159,18 @@ class PoolFolder:
 
         A sweep that finds the folder between its ``mkdir`` and the lock may remove it (it is
         empty and unlocked): then the lock is not taken on the linked folder, and another name
-        is tried.
+        is tried. A sweep holds its exclusive lock only while it empties a folder, so the lock
+        is waited for at most :data:`LOCK_PATIENCE` seconds; a folder that stays locked (some
+        process of this user locks every new folder) is removed again and another name tried,
+        up to :data:`LOCKED_OUT_ATTEMPTS` folders; then :class:`OSError` (``EAGAIN``), and
+        nothing is left behind.
         """
         root = os.path.realpath(os.fspath(root))
         pid = os.getpid()
         start = start_time(pid) or 0
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
+            locked_out = 0
             for _ in range(16):
                 name = folder_name(pid, start)
                 os.mkdir(name, 0o700, dir_fd=root_fd)
@@ -158,13 +179,19 @@ class PoolFolder:
                 except FileNotFoundError:
                     continue
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    if not _lock_shared_within(fd, LOCK_PATIENCE):
+                        locked_out += 1
+                        os.close(fd)
+                        _rmdir_quietly(name, root_fd)
+                        if locked_out == LOCKED_OUT_ATTEMPTS:
+                            break
+                        continue
                     st = os.fstat(fd)
                     now = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
                     if (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino):
                         raise FileNotFoundError(name)
                     os.fchmod(fd, 0o700)  # whatever the umask
-                except (BlockingIOError, FileNotFoundError):
+                except FileNotFoundError:
                     os.close(fd)
                     continue
                 except BaseException:
@@ -174,8 +201,9 @@ class PoolFolder:
                 path = os.path.join(root, name)
                 log.debug("stridemap: created pool folder %s", path)
                 return cls(root, path, fd)
-            raise OSError(errno.EAGAIN, f"cannot make a pool folder in {root}: a sweep kept "
-                                        "removing it")
+            why = (f"{locked_out} new folder(s) stayed locked by another process for "
+                   f"{LOCK_PATIENCE} s" if locked_out else "a sweep kept removing it")
+            raise OSError(errno.EAGAIN, f"cannot make a pool folder in {root}: {why}")
         finally:
             os.close(root_fd)
 
@@ -221,6 +249,28 @@ class PoolFolder:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+# How long a new pool folder's shared lock is waited for (a sweep holds the exclusive lock only
+# while it empties a folder), and how many new folders may stay locked before giving up.
+LOCK_PATIENCE = 0.5
+LOCKED_OUT_ATTEMPTS = 4
+
+
+def _lock_shared_within(fd, seconds):
+    """``LOCK_SH | LOCK_NB`` on ``fd``, retried with a growing pause for up to ``seconds``:
+    whether it was taken."""
+    deadline = time.monotonic() + seconds
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
 
 def _rmdir_quietly(name, dir_fd):

@@ -27,15 +27,24 @@ folder) or by Rust's ``stridemap gc``.
 """
 
 import logging
+import os
 import weakref
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from ..codec import errors
 from . import fill, fresh, lifetime
-from .backing import MAX_NDIM, address, backing, check_dtype, register, segment_of
+from .backing import MAX_NDIM, Segment, address, backing, check_dtype, register, segment_of
 from .make import Produced, map_segment, new_segment, raise_if_no_space
 from .plan import KINDS_OF_SEGMENT, copy_layout
+
+#: Where a segment lives: a sealed memfd, or a named file in this process's folder.
+SegmentKind = Literal["memfd", "file"]
+#: ``huge_pages=`` of :func:`share` and :func:`empty` (:mod:`.huge`).
+HugePages = Literal["auto", "never", "require"]
 
 log = logging.getLogger("stridemap")
 
@@ -69,14 +78,17 @@ class SharedArray(np.ndarray):
         return np.asarray(self).copy().__reduce__()
 
     @property
-    def segment(self):
+    def segment(self) -> Segment | None:
         """The :class:`Segment` that backs this array (None for a copy)."""
         return segment_of(self)
 
-    def freeze(self):
-        """Seals the segment (consumers may only read it, SPEC: ``F_SEAL_FUTURE_WRITE`` for a
-        memfd, mode 0400 for a file) and makes this array read-only; returns it. Views taken
-        before stay writable in this process: let go of them first."""
+    def freeze(self) -> "SharedArray":
+        """Seals the segment (consumers may only read it: see ``Produced.freeze``, mode 0400
+        for a file) and makes this array read-only; returns it. This array's own map stays
+        writable underneath, so the memfd gets ``F_SEAL_FUTURE_WRITE``, not ``F_SEAL_WRITE``
+        (``self.segment.write_sealed`` is False: Rust consumers read it through volatile
+        views); :func:`stridemap.share` of it makes a write-sealed copy. Views taken before
+        stay writable in this process: let go of them first."""
         seg = segment_of(self)
         if not isinstance(seg, Produced):
             raise errors.NotShareable("only an array from stridemap.empty() can be frozen")
@@ -100,7 +112,9 @@ def _check_array(a):
         raise errors.NotShareable(f"the array has {a.ndim} axes; a descriptor holds {MAX_NDIM}")
 
 
-def share(array, *, kind="memfd", temp_folder=None, reuse=True, huge_pages="auto"):
+def share(array: npt.ArrayLike, *, kind: SegmentKind = "memfd",
+          temp_folder: str | os.PathLike[str] | None = None, reuse: bool = True,
+          huge_pages: HugePages = "auto") -> SharedArray:
     """A read-only copy of ``array`` in a frozen stridemap segment: a :class:`SharedArray`
     equal to it, with the same shape, dtype and (where possible) strides.
 
@@ -139,7 +153,7 @@ def share(array, *, kind="memfd", temp_folder=None, reuse=True, huge_pages="auto
     except errors.NotShareable as e:
         log.debug("stridemap: not shared: %s", e)
         raise
-    key = (id(source), kind)
+    key = (id(source), kind, temp_folder if temp_folder is None else os.fspath(temp_folder))
     if reuse and source is not None:
         st = lifetime.state()
         with st.lock:
@@ -184,7 +198,9 @@ def _forget(key, ref):
             del st.reused[key]
 
 
-def empty(shape, dtype, *, order="C", kind="memfd", temp_folder=None, huge_pages="auto"):
+def empty(shape: int | Sequence[int], dtype: npt.DTypeLike, *, order: Literal["C", "F"] = "C",
+          kind: SegmentKind = "memfd", temp_folder: str | os.PathLike[str] | None = None,
+          huge_pages: HugePages = "auto") -> SharedArray:
     """A writable :class:`SharedArray` (zeroed) in a new segment, to fill in place; then
     :meth:`~SharedArray.freeze` it, or :func:`export` views of it with ``mode="r+"`` for
     consumers that write their results into it. Errors and ``huge_pages`` as for

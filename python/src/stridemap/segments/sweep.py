@@ -4,7 +4,8 @@ A sweep takes ``LOCK_EX | LOCK_NB`` on each pool folder (:mod:`.roots`); if that
 owner is alive. If it succeeds the owner is gone; then if every entry is a regular file (not a
 mount point) that can be locked exclusively (readers hold ``LOCK_SH`` while they map one, SPEC
 §7), the files are unlinked under those locks and the folder removed; otherwise the folder is
-kept, with the reason. Every step is relative to a directory fd (``O_NOFOLLOW``, ``fstatat``,
+kept, with the reason. Files are locked and unlinked in batches of :data:`SWEEP_BATCH`, so that a
+sweep needs a bounded number of fds whatever a folder holds. Every step is relative to a directory fd (``O_NOFOLLOW``, ``fstatat``,
 ``unlinkat``), and only folders of the caller's effective uid are touched. Rust's ``stridemap
 gc`` follows the same rules, so each cleans up the other's orphans.
 
@@ -47,12 +48,13 @@ class SweepReport:
     other_users: list = field(default_factory=list)
     failed: list = field(default_factory=list)
 
-    def succeeded(self):
+    def succeeded(self) -> bool:
         """Whether every folder looked at was handled (nothing ``failed``)."""
         return not self.failed
 
 
-def sweep(root=None, *, dry_run=False, all_users=False):
+def sweep(root: str | os.PathLike[str] | None = None, *, dry_run: bool = False,
+          all_users: bool = False) -> SweepReport:
     """Removes the pool folders of dead producers directly below ``root`` (default: every
     base of :func:`segment_bases`) by SPEC §7.5, the rules of the module docstring: a folder
     nobody holds locked whose entries are all segment files nobody maps is removed with them;
@@ -86,6 +88,8 @@ def sweep(root=None, *, dry_run=False, all_users=False):
     return report
 
 
+SWEEP_BATCH = 32  # files of a folder a sweep holds open (and locked) at once
+
 _KINDS = {stat.S_IFDIR: "folder", stat.S_IFLNK: "symbolic link", stat.S_IFIFO: "FIFO",
           stat.S_IFSOCK: "socket", stat.S_IFCHR: "device", stat.S_IFBLK: "device"}
 
@@ -100,7 +104,6 @@ def _sweep_folder(root_fd, name, path, me, all_users, dry_run, report):
             return  # a symlink or a file named like a folder (not ours to follow), or gone
         report.failed.append((path, f"cannot open: {e.strerror or e}"))
         return
-    locked = []
     try:
         st = os.fstat(fd)
         if st.st_uid != me and not all_users:
@@ -119,7 +122,8 @@ def _sweep_folder(root_fd, name, path, me, all_users, dry_run, report):
                 return
         with os.scandir(fd) as it:
             entries = [e.name for e in it]
-        for entry in entries:  # every entry must be a segment file nobody maps
+        files = []
+        for entry in entries:  # every entry must be a segment file (types first, no fd)
             try:
                 est = os.stat(entry, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -134,30 +138,13 @@ def _sweep_folder(root_fd, name, path, me, all_users, dry_run, report):
                 report.failed.append((os.path.join(path, entry),
                                       "a mount point: cannot be removed (unmount it first)"))
                 return
-            try:
-                efd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-                              | os.O_CLOEXEC, dir_fd=fd)
-            except FileNotFoundError:
-                continue
-            locked.append(efd)
-            now = os.fstat(efd)
-            if (now.st_dev, now.st_ino) != (est.st_dev, est.st_ino):
-                report.failed.append((os.path.join(path, entry),
-                                      "replaced while being checked"))
-                return
-            try:
-                fcntl.flock(efd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                report.in_use.append(path)
-                report.kept.append((path, f"owner dead, {entry} still mapped by a reader"))
+            files.append((entry, est))
+        # Then nobody may map them: in batches of SWEEP_BATCH (SPEC §7.5), so that a sweep
+        # needs a bounded number of fds whatever the folder holds.
+        for i in range(0, len(files), SWEEP_BATCH):
+            if not _lock_and_unlink(fd, files[i:i + SWEEP_BATCH], path, dry_run, report):
                 return
         if not dry_run:
-            # Unlinked while the locks are held: no reader can start on a file being removed.
-            for entry in entries:
-                try:
-                    os.unlink(entry, dir_fd=fd)
-                except FileNotFoundError:
-                    pass
             now = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
             if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
                 report.failed.append((path, "replaced while being swept"))
@@ -169,6 +156,40 @@ def _sweep_folder(root_fd, name, path, me, all_users, dry_run, report):
         report.failed.append((path, f"{e.strerror or e}"))
         log.warning("stridemap: sweep: %s: %s", path, e)
     finally:
-        for efd in locked:
-            os.close(efd)
         os.close(fd)
+
+
+def _lock_and_unlink(fd, batch, path, dry_run, report):
+    """Opens and locks ``LOCK_EX | LOCK_NB`` each ``(name, stat)`` of ``batch``, then unless
+    ``dry_run`` unlinks them while the locks are held, and closes them. False (the reason in
+    ``report``) when the folder must be kept: a reader maps a file, or one was replaced."""
+    locked = []
+    try:
+        for entry, est in batch:
+            try:
+                efd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                              | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                continue
+            locked.append((entry, efd))
+            now = os.fstat(efd)
+            if (now.st_dev, now.st_ino) != (est.st_dev, est.st_ino):
+                report.failed.append((os.path.join(path, entry), "replaced while being checked"))
+                return False
+            try:
+                fcntl.flock(efd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                report.in_use.append(path)
+                report.kept.append((path, f"owner dead, {entry} still mapped by a reader"))
+                return False
+        if not dry_run:
+            # Unlinked while the locks are held: no reader can start on a file being removed.
+            for entry, _ in locked:
+                try:
+                    os.unlink(entry, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+        return True
+    finally:
+        for _, efd in locked:
+            os.close(efd)

@@ -15,13 +15,13 @@ import array
 import os
 import socket
 
-from ..codec.record import SIZE
+from ..codec.record import SIZE, BytesLike
 
 _MAX_MESSAGE = 1 << 16
 _FD_SIZE = array.array("i").itemsize
 
 
-def send(sock, desc_bytes, fd=None):
+def send(sock: socket.socket, desc_bytes: BytesLike, fd: int | None = None) -> None:
     """Send one descriptor's bytes, with ``fd`` beside it when given."""
     data = bytes(desc_bytes)
     stream = sock.type == socket.SOCK_STREAM
@@ -34,7 +34,7 @@ def send(sock, desc_bytes, fd=None):
         sock.sendall(data[sent:])
 
 
-def recv(sock):
+def recv(sock: socket.socket) -> tuple[bytes, int | None]:
     """Receive one descriptor: ``(desc_bytes, fd)``, ``fd`` None when none came with it.
 
     A received fd is close-on-exec and belongs to the caller. Raises ``EOFError`` when the

@@ -79,7 +79,11 @@ class Policy:
 
 
 _lock = forksafe.Lock()
-_installed = None  # the Policy of install(), once called in this process
+_installed = None  # the Policy in force in this process (install(), or the first array's)
+# _installed is the default that a bare install() chose knowing no policy: the first array
+# received replaces it with its sender's.
+_provisional = False
+_parents = None  # the policy the parent process pickled stridemap.pools.install with
 
 
 def _producer():
@@ -98,30 +102,61 @@ def array_types():
     return types
 
 
-def install(policy):
-    """Register the reducers with ``ForkingPickler`` (and loky's pickler when loaded)."""
-    global _installed
+def install(policy, *, provisional=False):
+    """Register the reducers with ``ForkingPickler`` (and loky's pickler when loaded).
+    ``provisional``: ``policy`` is a default that the first array received replaces."""
+    global _installed, _provisional
     reducer = Reducer(policy)
     with _lock:
         for t in array_types():
             _mp_reduction.ForkingPickler.register(t, reducer)
-        _installed = policy
+        _installed, _provisional = policy, provisional
     register_with_loky()
     _ensure_exit_wait()
 
 
+def install_known():
+    """``install()`` without arguments: the policy in force in this process (installed here,
+    or inherited by fork), else the one the parent pickled ``install`` with
+    (:func:`note_parents_policy`), else the default until the first array received brings its
+    sender's."""
+    with _lock:
+        known = pass_on()
+        installed_default = _installed
+    if known is not None:
+        install(known)
+    else:
+        install(installed_default or Policy(), provisional=True)
+
+
+def pass_on():
+    """The policy a child started with a pickled ``install`` should take: the one in force
+    here unless it is a provisional default, else the one this process's parent passed on;
+    None when there is none."""
+    if _installed is not None and not _provisional:
+        return _installed
+    return _parents
+
+
+def note_parents_policy(policy):
+    """Remember the policy the parent passed on (unpickling ``install``, as a child starts)."""
+    global _parents
+    _parents = policy
+
+
 def uninstall():
-    """Remove the reducers from ``ForkingPickler``: arrays are pickled as before."""
-    global _installed
+    """Remove the reducers from ``ForkingPickler``: arrays are pickled as before. The parent's
+    policy is forgotten too: no policy is known any more."""
+    global _installed, _provisional, _parents
     with _lock:
         for t in array_types():
             if isinstance(_mp_reduction.ForkingPickler._extra_reducers.get(t), Reducer):
                 del _mp_reduction.ForkingPickler._extra_reducers[t]
-        _installed = None
+        _installed, _provisional, _parents = None, False, None
 
 
 def installed():
-    """The :class:`Policy` installed in this process, or None."""
+    """The :class:`Policy` in force in this process, or None."""
     return _installed
 
 
@@ -144,29 +179,66 @@ def register_with_loky():
             module.register(shared, Reducer(Policy()))
 
 
+MMAP_MODES = (None, "r", "r+", "w+", "c")
+
+
 class Reducer:
     """A pickle reducer for arrays: a descriptor plus an fd when :func:`handoff` can share the
-    array under ``policy``, else numpy's own pickling (a copy)."""
+    array under ``policy``, else a copy (:func:`pickled`).
 
-    __slots__ = ("policy",)
+    ``mmap_mode`` is joblib's: how the receiver maps what this reducer shares. None (the pools):
+    as the sender's view allows, read-only or, for a writable view of a writable segment,
+    shared writes. "r": the same. "r+" and "w+": a plain ndarray is copied into a writable
+    segment, mapped with shared writes. "c": what would reach the receiver read-only is mapped
+    copy-on-write, writable and private to it.
+    """
 
-    def __init__(self, policy):
+    __slots__ = ("policy", "mmap_mode")
+
+    def __init__(self, policy, mmap_mode=None):
+        if mmap_mode not in MMAP_MODES:
+            raise ValueError(f"mmap_mode must be one of {MMAP_MODES}, not {mmap_mode!r}")
         self.policy = policy
+        self.mmap_mode = mmap_mode
 
     def __call__(self, array):
-        shared = handoff(array, self.policy)
+        shared = handoff(array, self.policy, self.mmap_mode)
         if shared is None:
-            return np.ndarray.__reduce_ex__(array, 4)  # any pickler's protocol reads it
+            return pickled(array)
         return shared
 
     def __reduce__(self):  # loky pickles the reducers into its workers
-        return Reducer, (self.policy,)
+        return Reducer, (self.policy, self.mmap_mode)
 
     def __eq__(self, other):
-        return isinstance(other, Reducer) and other.policy == self.policy
+        return (isinstance(other, Reducer) and other.policy == self.policy
+                and other.mmap_mode == self.mmap_mode)
 
     def __hash__(self):
-        return hash(self.policy)
+        return hash((self.policy, self.mmap_mode))
+
+
+def pickled(array):
+    """A reduction of ``array`` as a copy that any pickle protocol reads, byte order, dtype,
+    shape and strides' order kept, rebuilt writable.
+
+    Not numpy's own reduction at a fixed protocol: a reducer does not know its pickler's
+    protocol, and below protocol 5 numpy rebuilds a ``>i4`` array as ``<i4``. The bytes travel
+    as a bytearray (one copy, as numpy's in-band pickling makes). Arrays of Python objects, and
+    dtypes of no size, go by numpy's reduction: their elements are pickled one by one.
+    """
+    dt = array.dtype
+    if dt.hasobject or dt.itemsize == 0:
+        return np.ndarray.__reduce__(array)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    data = bytearray(array.nbytes)
+    _from_bytes(data, dt, array.shape, order)[...] = array
+    return _from_bytes, (data, dt, array.shape, order)
+
+
+def _from_bytes(data, dtype, shape, order):
+    """The array :func:`pickled` sends: a view of ``data`` (writable, a bytearray)."""
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
 
 
 def _typestr_problem(dt):
@@ -179,13 +251,15 @@ def _typestr_problem(dt):
     return None
 
 
-def handoff(array, policy):
+def handoff(array, policy, mmap_mode=None):
     """``(_rebuild, args)`` passing ``array`` as a descriptor and an fd, or None to pickle it.
 
     None (with a debug log line saying why) for a dtype stridemap cannot describe, and, unless
     ``policy.numpy``, for an array no stridemap segment backs; with ``policy.numpy``, a plain
-    array smaller than ``policy.max_nbytes``. Errors of the producer (shared memory full, too
-    many open files) are raised: an array the policy says to share is never silently copied.
+    array smaller than ``policy.max_nbytes``. A view of a copy-on-write mapping counts as a plain
+    array (its changes are this process's own). ``mmap_mode`` as for :class:`Reducer`. Errors of
+    the producer (shared memory full, too many open files) are raised: an array the policy says
+    to share is never silently copied.
     """
     sm = _producer()
     problem = _typestr_problem(array.dtype)
@@ -193,6 +267,8 @@ def handoff(array, policy):
         log.debug("stridemap.pools: pickling a %s array: %s", array.shape, problem)
         return None
     seg = sm.segment_of(array)
+    if seg is not None and seg.private:
+        seg = None
     view = array
     if seg is not None and _is_memmap(seg) and not policy.numpy:
         log.debug("stridemap.pools: pickling an np.memmap view (install(numpy=True) shares "
@@ -207,20 +283,75 @@ def handoff(array, policy):
             log.debug("stridemap.pools: pickling a %d-byte array: below max_nbytes=%d",
                       array.nbytes, policy.max_nbytes)
             return None
-        view = sm.share(array)
-    return _rebuild, (*export_for_receiver(view), policy)
+        view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
+    return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"), policy)
+
+
+# A plain ndarray can change in place between two pickles of it, so its shared copy is reused
+# only inside a reuse scope: joblib's "stridemap" backend opens one for each Parallel call
+# (joblib reads an argument's contents when the call dispatches it, so a change made between
+# two calls reaches the second, as with loky). Outside a scope (multiprocessing, executors)
+# every pickle of it copies it once, as every pickle of it copied it before: never a stale
+# copy. Arrays from stridemap.share()/empty() and memmap views are never copied.
+_scope_lock = forksafe.Lock()
+_scopes = 0  # open reuse scopes
+_scoped = {}  # id(array) -> (weakref(array), its shared copy), while any scope is open
+
+
+def open_reuse_scope():
+    """From now until the matching :func:`close_reuse_scope`, a plain ndarray pickled again
+    is sent as the copy made the first time (call it where the array cannot change)."""
+    global _scopes
+    with _scope_lock:
+        _scopes += 1
+
+
+def close_reuse_scope():
+    """Ends a scope of :func:`open_reuse_scope`; when none is left, the copies are let go."""
+    global _scopes
+    with _scope_lock:
+        _scopes = max(_scopes - 1, 0)
+        if not _scopes:
+            _scoped.clear()
+
+
+def _copy(array):
+    """``array`` copied into a frozen segment, or the copy made earlier in the open scope."""
+    with _scope_lock:
+        hit = _scoped.get(id(array)) if _scopes else None
+    if hit is not None and hit[0]() is array:
+        return hit[1]
+    shared = _producer().share(array, reuse=False)
+    try:
+        ref = weakref.ref(array)
+    except TypeError:
+        return shared
+    with _scope_lock:
+        if _scopes:
+            _scoped[id(array)] = (ref, shared)
+    return shared
+
+
+def _writable_copy(array):
+    """A copy of ``array`` in a new writable segment, for a receiver that writes (mmap_mode
+    "r+"): each handoff its own copy (never reused: the receiver changes it)."""
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    copy = _producer().empty(array.shape, array.dtype, order=order)
+    copy[...] = array
+    return copy
 
 
 def _is_memmap(seg):
     return getattr(seg, "kind", None) == "memmap"
 
 
-def export_for_receiver(view):
+def export_for_receiver(view, *, copy_on_write=False):
     """``(record, handle, kind, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
     ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
     locked shared (SPEC §7); what the file is, as its segment says: "memfd", or "file" for a
     named one (opened by its path here, or received as a named file's fd and handed on); and
-    the mode the receiver maps with."""
+    the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
+    or "c" (copy-on-write) with ``copy_on_write``."""
     sm = _producer()
     mode = "r+" if view.flags.writeable else "r"
     quick = _export_frozen_memfd(view) if mode == "r" else None
@@ -250,7 +381,7 @@ def export_for_receiver(view):
     finally:
         if fd is not None:
             os.close(fd)
-    return record, handle, kind, mode
+    return record, handle, kind, "c" if copy_on_write and mode == "r" else mode
 
 
 # Records of views of frozen memfd segments, per segment: a repeated handoff of the same view
@@ -516,7 +647,7 @@ def _rebuild(record, handle, kind, mode, policy):
     """The receiving end: map the descriptor's fd (then close it) and return the array, or,
     when that fails, a stand-in that raises the error where it is used (never raised here).
     ``kind`` is the sender's word for the fd: "file" (a named file's), else a memfd's."""
-    if _installed is None:
+    if _installed is None or _provisional:
         install(policy)  # results and onward tasks go back the same way
     _ensure_exit_wait()
     try:
@@ -535,3 +666,12 @@ def _rebuild(record, handle, kind, mode, policy):
 def _as_shared(array):
     shared = getattr(_producer(), "SharedArray", None)
     return array if shared is None else array.view(shared)
+
+
+def _reset_reuse_scopes_in_child():  # after forksafe's: the lock is free
+    global _scopes
+    _scopes = 0
+    _scoped.clear()
+
+
+os.register_at_fork(after_in_child=_reset_reuse_scopes_in_child)
