@@ -1,25 +1,23 @@
 """The soak, in its CI form: ``python -m stridemap.bench.soak --quick`` (5,000 tasks through
 ``multiprocessing.Pool``, ``ProcessPoolExecutor`` and joblib's ``"stridemap"`` backend, 1% of
 them killing their worker with SIGKILL), run once in a subprocess; its report is asserted here.
-It runs with its temp root on disk and without the memmaps in /dev/shm: those fail today
-whatever the kills (the first bug below, which the last tests show), and would stop the pools
-before they see their kills.
+It runs with its temp root on disk and without the memmaps in /dev/shm (a test of its own shows
+those reach the workers: the first bug it found, fixed since).
 
 What holds today is asserted plainly. What the soak found broken is a strict xfail naming the
 bug, so that the fix turns it into a failure here until the marker goes:
 
-- a named segment (``share(kind="file")``) in a tmpfs root (/dev/shm, the default) or a view of
-  an ``np.memmap`` in /dev/shm cannot be received by a pool worker: ``NotSealed`` (O9), since a
-  tmpfs file answers ``F_GET_SEALS`` and the sender takes it for a memfd. ``multiprocessing.Pool``
-  workers exit on it (an ``OSError``) and their tasks are lost without a kill;
+- (fixed: the sender now names the kind) a named segment (``share(kind="file")``) in a tmpfs root
+  (/dev/shm, the default) or a view of an ``np.memmap`` in /dev/shm could not be received by a
+  pool worker: ``NotSealed`` (O9), since a tmpfs file answers ``F_GET_SEALS``;
 - a ``multiprocessing.Pool`` worker killed before the parent fetched the fd of its last result:
   the parent's result handler thread gets ``OpenFailed`` (an ``OSError``) and ends, silently;
   the pool never delivers a result again;
 - fds offered for tasks that a broken ``ProcessPoolExecutor`` or joblib call had already
   pickled are never fetched: the parent keeps them (and the arrays they hold: a named input
   segment is never deleted) until it exits, and then waits 10 s for them;
-- the parent keeps its fd-channel connection to every worker it received a result from, after
-  the worker is gone: one socket per dead or retired worker.
+- (fixed: test_pools_channel_peers.py) the parent kept its fd-channel connection to every
+  worker it received a result from, after the worker was gone: one socket per dead worker.
 """
 
 import os
@@ -129,8 +127,6 @@ def test_the_soak_reports_a_wrong_result():
     assert r["rc"] == 1 and r["verdict"] == "verdict: FAIL", r["stdout"]
 
 
-@pytest.mark.xfail(strict=True, reason="a tmpfs file answers F_GET_SEALS: the receiver holds it "
-                   "to O9 as a memfd and refuses it (module docstring)")
 def test_named_segments_and_memmaps_in_dev_shm_reach_the_workers():
     """Named segments in the default root (/dev/shm) and memmaps there, no kills: every task
     comes back exact."""

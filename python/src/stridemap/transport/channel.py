@@ -25,6 +25,7 @@ children do.
 
 import errno
 import os
+import select
 import socket
 import struct
 import tempfile
@@ -201,12 +202,37 @@ def _connection(address):
         c = _conns.get(address)
     if c is not None:
         return c
+    _prune()  # a new peer: let go of the connections to peers that are gone
     c = _Conn(address)
     with _conns_lock:
         old = _conns.setdefault(address, c)
     if old is not c:
         c.close()
     return old
+
+
+_GONE = select.POLLIN | select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0x2000)
+
+
+def _prune():
+    """Closes the idle connections whose peer has gone (a worker that exited): the peer only
+    ever answers a request, so an idle connection that polls readable or hung up is at its
+    end. A connection in use by another thread (its lock held) is left for the next time."""
+    with _conns_lock:
+        conns = list(_conns.items())
+    for address, c in conns:
+        if not c.lock.acquire(blocking=False):
+            continue
+        try:
+            p = select.poll()
+            p.register(c.sock.fileno(), _GONE)
+            gone = bool(p.poll(0))
+        except (OSError, ValueError):
+            gone = True
+        finally:
+            c.lock.release()
+        if gone:
+            _drop(address, c)
 
 
 def _drop(address, c):
