@@ -332,22 +332,23 @@ def _check_file(fd, desc):
 
 
 def _check_seals(fd, allow_unsealed):
-    """O9: a sealable fd must have F_SEAL_SHRINK; one that is not sealable is refused unless
-    ``allow_unsealed``."""
+    """O9: the fd must be sealed against shrinking, unless ``allow_unsealed`` (the consumer
+    trusts its sender: a file that can shrink under the mapping is then its own risk)."""
+    if allow_unsealed:
+        return
     get_seals = getattr(fcntl, "F_GET_SEALS", None)
     try:
         if get_seals is None:
             raise OSError(None, "this system has no file seals")
         seals = fcntl.fcntl(fd, get_seals)
     except OSError as e:
-        if allow_unsealed:
-            return
         raise errors.NotSealed(
             f"O9: the fd cannot be sealed ({e.strerror}); pass allow_unsealed=True to accept it",
             e.errno,
         ) from None
     if not seals & fcntl.F_SEAL_SHRINK:
-        raise errors.NotSealed("O9: the fd is sealable but F_SEAL_SHRINK is not set")
+        raise errors.NotSealed("O9: the fd is not sealed against shrinking (F_SEAL_SHRINK); "
+                               "pass allow_unsealed=True to accept it from a sender you trust")
 
 
 def _sealed_against_shrinking(fd):
