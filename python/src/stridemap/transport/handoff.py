@@ -53,7 +53,7 @@ from ..codec.record import encode
 from ..codec.rules import KINDS
 from ..reader import open_handed
 from ..segments import header
-from ..segments.backing import segment_of
+from ..segments.backing import segment_of, system_error
 from ..segments.export import Export, export
 from ..segments.make import Produced
 from ..segments.share import SharedArray, empty, share
@@ -365,7 +365,7 @@ def export_for_receiver(view, *, copy_on_write=False):
         try:
             handle = _dup_for_receiver(fd, view)
         except OSError as e:
-            raise _fd_error("handing a shared array's fd to a pool process", e) from None
+            raise system_error("handing a shared array's fd to a pool process", e) from None
     finally:
         if fd is not None:
             os.close(fd)
@@ -409,23 +409,13 @@ def _export_frozen_memfd(view):
         raise
 
 
-def _fd_error(what, e):
-    if e.errno in (errno.EMFILE, errno.ENFILE):
-        return errors.ProducerError(
-            f"{what}: too many open files ({os.strerror(e.errno)}); raise the limit "
-            "(`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE)) or let go of shared arrays",
-            e.errno,
-        )
-    return errors.ProducerError(f"{what}: {e.strerror or e}", e.errno)
-
-
 def _open_again(desc):
     flags = (os.O_RDWR if desc.mode == "r+" else os.O_RDONLY) | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(desc.path, flags | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as e:
         if e.errno in (errno.EMFILE, errno.ENFILE):
-            raise _fd_error(f"opening {desc.path!r} for a pool process", e) from None
+            raise system_error(f"opening {desc.path!r} for a pool process", e) from None
         raise errors.OpenFailed(
             f"cannot open {desc.path!r} again to hand it to a pool worker: {e.strerror}",
             e.errno,
