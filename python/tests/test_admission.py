@@ -186,3 +186,17 @@ def test_cgroup_limits_are_found_from_proc_self_cgroup():
     for lim in admit.limits()[1:]:
         assert lim.name.startswith("cgroup v") and os.path.exists(lim.name.split(" ", 2)[2])
         assert 0 <= lim.available <= lim.size
+
+
+def test_the_file_size_limit_is_named_when_it_refuses():
+    """Below the memory limits but above RLIMIT_FSIZE (64 MiB here): the refusal names the
+    file size limit, not a full filesystem."""
+    run_guarded("""
+        for kind in ("memfd", "file"):
+            try:
+                stridemap.empty((16 << 20,), "f8", kind=kind)  # 128 MiB
+            except stridemap.NoSpace as e:
+                assert e.limit == "RLIMIT_FSIZE" and "ulimit -f" in str(e), str(e)
+            else:
+                raise AssertionError(kind + ": admitted past RLIMIT_FSIZE")
+    """)

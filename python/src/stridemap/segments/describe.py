@@ -15,6 +15,7 @@ not the lowest byte the view touches — and the strides are the view's, whateve
 import mmap
 import os
 import stat
+import weakref
 
 import numpy as np
 
@@ -67,6 +68,13 @@ def describe(array: np.ndarray, *, fd: int | None = None, mode: Mode = "r") -> b
             raise ValueError("the memmap has no file name: pass the file's fd=")
         path = os.path.realpath(owner.filename)
         st = _stat_path(path)
+        mapped = mapped_inode(mm, mm_addr)
+        if mapped is not None and st.st_ino != mapped:
+            raise errors.NotShareable(
+                f"{path} is no longer the file this memmap maps (it was replaced at its path, "
+                "e.g. written to a temporary file and renamed over it): a consumer opening the "
+                "path would see the new file; share() the array, or map the new file"
+            )
     else:
         path = ""
         st = os.fstat(fd)
@@ -112,6 +120,27 @@ def _backing_mmap(array):
 
 def _address(a):
     return a.__array_interface__["data"][0]
+
+
+_inodes = weakref.WeakKeyDictionary()  # mmap -> the inode of the file it maps
+
+
+def mapped_inode(mm, addr):
+    """The inode of the file the mapping ``mm`` (at ``addr``) maps, from ``/proc/self/maps``
+    (what a path names may since be another file); None if not found. (Not the device: on some
+    filesystems, btrfs subvolumes, the maps show another device number than ``fstat``; a file
+    still mapped keeps its inode, so no other file on it has that one.)"""
+    hit = _inodes.get(mm)
+    if hit is not None:
+        return hit
+    with open("/proc/self/maps", "rb") as f:
+        for line in f:
+            fields = line.split(None, 5)
+            lo, _, hi = fields[0].partition(b"-")
+            if int(lo, 16) <= addr < int(hi, 16):
+                hit = _inodes[mm] = int(fields[4])
+                return hit
+    return None
 
 
 def _stat_path(path):

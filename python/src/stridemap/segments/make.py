@@ -195,8 +195,18 @@ def make(plan):
 
 def raise_if_no_space(e, where, file_len):
     """Raises :class:`~stridemap.NoSpace` (naming ``where``, the bytes needed and
-    available) when ``e`` says the filesystem or memory is full."""
-    if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+    available) when ``e`` says the filesystem or memory is full, or the file size limit
+    (``RLIMIT_FSIZE``) refuses the segment."""
+    if e.errno == errno.EFBIG:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        raise errors.NoSpace(
+            f"no room for a {file_len}-byte stridemap segment in {where}: this process's file "
+            f"size limit (RLIMIT_FSIZE, `ulimit -f`) is {soft} bytes; raise it, or share less",
+            where, file_len, max(soft, 0), "RLIMIT_FSIZE",
+        ) from None
+    if e.errno in (errno.ENOSPC, errno.ENOMEM):
         try:
             available = roots.space(where)[0] if where != "memfd" else 0
         except OSError:

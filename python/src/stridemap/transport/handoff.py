@@ -263,6 +263,15 @@ def handoff(array, policy, mmap_mode=None):
         log.debug("stridemap.pools: pickling an np.memmap view (install(numpy=True) shares "
                   "them in place)")
         return None
+    if seg is not None and _is_memmap(seg):
+        try:
+            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"),
+                              policy)
+        except (errors.NotShareable, FileNotFoundError) as e:
+            # Its file was deleted or replaced at its path: the bytes this process maps are
+            # only here now, so they travel as a copy (as pickling would have sent them).
+            log.debug("stridemap.pools: copying an np.memmap view: %s", e)
+            seg = None
     if seg is None:
         if not policy.numpy:
             log.debug("stridemap.pools: pickling a %s array: no stridemap segment backs it "
