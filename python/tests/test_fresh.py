@@ -27,25 +27,34 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(_fresh, "_usable_cpus", lambda: 2)
 
 
-def counting(monkeypatch, slow_front=0.0):
+def counting(monkeypatch, slow_front=0.0, back_after_front=False):
     """Count the chunks each side writes; ``slow_front`` seconds per front chunk give the
-    helper time to take some."""
+    helper time to take some. With ``back_after_front`` the helper's first chunk waits (5 s at
+    most) until the front has claimed one: whichever thread the scheduler runs first, both
+    sides then write (on a busy machine the helper could otherwise take every chunk before
+    the caller's thread ran again)."""
     counts = {"front": 0, "back": 0, "threads": set()}
+    front_started = threading.Event()
+    if not back_after_front:
+        front_started.set()
     pwrite_all, map_and_copy, copy_into = (_fresh.pwrite_all, _fresh._map_and_copy,
                                            _uffd.copy_into)
 
     def front(fd, raw, pos):
         counts["front"] += 1
+        front_started.set()
         time.sleep(slow_front)
         return pwrite_all(fd, raw, pos)
 
     def back(fd, part, at, page, advise=False):
+        front_started.wait(5)
         done = map_and_copy(fd, part, at, page, advise)
         counts["back"] += done is None
         counts["threads"].add(threading.current_thread().name)
         return done
 
     def placed(uffd, fd, part, at):
+        front_started.wait(5)
         err = copy_into(uffd, fd, part, at)
         counts["back"] += err is None
         counts["threads"].add(threading.current_thread().name)
@@ -79,7 +88,7 @@ def test_every_byte_lands_once_in_place(small_chunks, size, pos):
 @pytest.mark.parametrize("extra", [0, 3])  # whole pages, and a last chunk of part of one
 def test_both_sides_write_and_the_helper_is_a_thread_of_its_own(small_chunks, monkeypatch,
                                                                 extra):
-    counts = counting(monkeypatch, slow_front=0.002)
+    counts = counting(monkeypatch, slow_front=0.002, back_after_front=True)
     a = np.arange(64 * 1024 + extra, dtype="<f8")[::-1]  # 512 KiB (+24 B): 65 chunks
     s = stridemap.share(a)
     assert np.array_equal(s, a) and s.strides == a.strides
