@@ -73,11 +73,10 @@ def memfd_count(_=None):
 def test_received_fds_are_close_on_exec_and_closed_once_mapped(pool, policy):
     stridemap.pools.install()
     a = stridemap.share(np.arange(10_000.0))
-    # While the worker holds the array: the mmap's own duplicate of the received fd (Python's
-    # mmap keeps one) and the one stridemap.open keeps to export views again; the received fd
-    # itself is closed. All close-on-exec.
+    # While the worker holds the array: only the one stridemap.open keeps to export views again
+    # (the mapping keeps none of its own); the received fd itself is closed. Close-on-exec.
     found = pool.submit(fd_report, a[::-3]).result()
-    assert found == [False, False], f"fds open on the received memfd (inheritable?): {found}"
+    assert found == [False], f"fds open on the received memfd (inheritable?): {found}"
     # Once the task is done (the worker dropped its argument), none.
     assert pool.submit(memfd_count).result() == 0
 

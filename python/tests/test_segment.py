@@ -65,9 +65,9 @@ def test_the_lock_lives_exactly_as_long_as_the_array(seg):
     assert exclusive_free(path)
     a = stridemap.open(encode(desc), allowed_roots=[root])
     view = a[1:, ::-1]
-    # The reader's own fd is closed; the mmap behind the array keeps a duplicate of it (and
-    # the mapping itself holds the open file description), so the lock stays.
-    assert len(fds_of(path)) == 1
+    # The reader's own fd is closed, and the mmap behind the array keeps none (mapfd): the
+    # mapping itself holds the open file description, and with it the lock.
+    assert fds_of(path) == []
     assert not exclusive_free(path)
     del a
     gc.collect()

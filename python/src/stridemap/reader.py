@@ -29,8 +29,14 @@ from .codec.decode import decode
 from .codec.descriptor import Descriptor, Mode
 from .codec.record import BYTES_LIKE, BytesLike, encode, require_buffer
 from .segments import backing, header
+from .segments.mapfd import map_fd
 
-_ACCESS = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}
+# What each granted mode maps with: (prot, flags).
+_MAPPING = {
+    "r": (mmap.PROT_READ, mmap.MAP_SHARED),
+    "r+": (mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED),
+    "c": (mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE),
+}
 # Folders on the walk need only be searchable: O_PATH where the system has it.
 _DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
 # O_NONBLOCK: opening a FIFO must not hang before O6 refuses it; O_NOCTTY: nor adopt a terminal.
@@ -394,7 +400,8 @@ def _map(fd, desc, granted, named=False):
         start = desc.buffer_offset - desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
         delta = desc.buffer_offset - start
         try:
-            buf = mmap.mmap(fd, delta + desc.buffer_len, access=_ACCESS[granted], offset=start)
+            prot, flags = _MAPPING[granted]
+            buf = map_fd(fd, delta + desc.buffer_len, offset=start, prot=prot, flags=flags)
         except (OSError, ValueError, OverflowError) as e:
             raise errors.MapFailed(
                 f"O11: cannot map {desc.buffer_len} bytes at {desc.buffer_offset}: {e}",

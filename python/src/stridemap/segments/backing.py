@@ -150,7 +150,7 @@ class _Opened(Segment):
     "file" for a path, and for an fd a pool handed as a named file's; "memfd" for any other fd.
     """
 
-    def __init__(self, desc, granted, fd, buf_addr, named=False):
+    def __init__(self, desc, granted, fd, buf_addr, named=False, why=None):
         self.kind = "file" if desc.source == "path" or named else "memfd"
         self.path = desc.path or None
         self.generation = desc.generation
@@ -160,9 +160,16 @@ class _Opened(Segment):
         self._desc = desc
         self._fd = fd
         self._buf_addr = buf_addr
+        self._why = why  # why no fd was kept
         if fd is not None:
-            self._finalizer = weakref.finalize(self, os.close, fd)
+            self._finalizer = weakref.finalize(self, _let_go_of_kept, fd)
             self._finalizer.atexit = False
+
+    @property
+    def can_hand_on(self) -> bool:
+        """Whether views of it can be exported as they are: a received fd is kept for that
+        (within :data:`KEPT_FDS`), a path can be opened again."""
+        return self._fd is not None or self._desc.source != "fd"
 
     def describe(self, view: np.ndarray, mode: Mode = "r") -> bytes:
         if self.private:
@@ -184,8 +191,8 @@ class _Opened(Segment):
             return None
         if self._fd is None:
             raise errors.ProducerError(
-                "cannot hand on a view of this received file: no fd of it was kept (the fd "
-                "limit was reached when it was opened); raise the limit (`ulimit -n`)",
+                "cannot hand on a view of this received file as it is (copy it: "
+                f"stridemap.share(view)): no fd of it was kept: {self._why}",
                 errno.EMFILE,
             )
         return reopen(self._fd, mode)
@@ -207,20 +214,58 @@ class _MemmapFile(Segment):
         return describe(view, mode=mode)
 
 
+# A received fd is needed only to hand views of it on as they are (a new open file description
+# of it for each receiver): the mapping holds the file, and its SPEC §7 lock, without any fd.
+# So a duplicate is kept for that while fewer than kept_fds_cap() are kept; views of arrays
+# received beyond that are copied when handed on (stridemap.pools) or refused (export).
+_kept = {"pid": None, "n": 0}
+_kept_lock = forksafe.Lock()
+
+
+def kept_fds_cap() -> int:
+    """At most this many received fds are kept at once: 256, or an eighth of the soft fd limit
+    (``RLIMIT_NOFILE``) when that is less."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 256 if soft == resource.RLIM_INFINITY else max(0, min(256, soft // 8))
+
+
+def _keep(fd):
+    with _kept_lock:
+        if _kept["pid"] != os.getpid():  # a fork's kept fds are its parent's count's
+            _kept["pid"], _kept["n"] = os.getpid(), 0
+        cap = kept_fds_cap()
+        if _kept["n"] >= cap:
+            return None, (f"at most {cap} received fds are kept for that, and that many were "
+                          "live when it was received; let go of other received arrays")
+        _kept["n"] += 1
+    try:
+        return os.dup(fd), None  # not inheritable, like every fd Python makes
+    except OSError as e:  # the view is fine; only handing views of it on copies them
+        log.debug("stridemap: no fd kept for handing on a received fd: %s", e)
+        _let_go_of_kept(None)
+        return None, (f"duplicating it failed: {e.strerror}; raise the fd limit (`ulimit -n`, "
+                      "resource.setrlimit(RLIMIT_NOFILE))")
+
+
+def _let_go_of_kept(fd):
+    if fd is not None:
+        os.close(fd)
+    with _kept_lock:
+        if _kept["pid"] == os.getpid():
+            _kept["n"] = max(0, _kept["n"] - 1)
+
+
 def register_opened(mm, desc, granted, fd, named=False):
     """Called by :func:`stridemap.open` for each mapping it makes, so that views of it can be
-    described again. ``fd`` (an fd source's received fd) is duplicated and kept; the copy
-    shares the lock (same open file description). ``named``: a pool handed ``fd`` as a named
-    file's."""
-    kept = None
-    if fd is not None:
-        try:
-            kept = os.dup(fd)  # not inheritable, like every fd Python makes
-        except OSError as e:  # the view is fine; only exporting views of it will fail
-            log.debug("stridemap: no fd kept for re-exporting a received fd: %s", e)
+    described again. Of ``fd`` (an fd source's received fd) a duplicate is kept, within
+    :func:`kept_fds_cap`; it shares the lock (same open file description). ``named``: a pool
+    handed ``fd`` as a named file's."""
+    kept, why = _keep(fd) if fd is not None else (None, None)
     start = address(np.frombuffer(mm, dtype=np.uint8))
     delta = desc.buffer_offset % mmap.ALLOCATIONGRANULARITY
-    register(mm, _Opened(desc, granted, kept, start + delta, named))
+    register(mm, _Opened(desc, granted, kept, start + delta, named, why))
 
 
 def backing(array):

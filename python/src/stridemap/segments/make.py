@@ -19,6 +19,7 @@ from ..codec.descriptor import Mode
 from . import admit, huge, lifetime, roots
 from .backing import Segment, record_of_view, reopen, system_error
 from .header import encode_header
+from .mapfd import map_fd
 from .plan import plan_segment
 
 log = logging.getLogger("stridemap")
@@ -219,7 +220,7 @@ def map_segment(seg, writable, populate=False):
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     flags = mmap.MAP_SHARED | (_POPULATE if populate else 0)
     try:
-        mm = mmap.mmap(seg.fd, seg.file_len, flags=flags, prot=prot)
+        mm = map_fd(seg.fd, seg.file_len, flags=flags, prot=prot)
     except OSError as e:
         raise system_error(f"mapping a {seg.file_len}-byte segment", e) from None
     huge.advise(mm, seg.huge_plan)

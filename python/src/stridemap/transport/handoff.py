@@ -272,6 +272,14 @@ def handoff(array, policy, mmap_mode=None):
             # only here now, so they travel as a copy (as pickling would have sent them).
             log.debug("stridemap.pools: copying an np.memmap view: %s", e)
             seg = None
+    if seg is not None and not getattr(seg, "can_hand_on", True):
+        # A received array whose fd was not kept (kept_fds_cap): handed on as a frozen copy,
+        # shared (read-only in the receiver even when writable here: writes there could not
+        # reach this array, so they fail loudly instead of going nowhere).
+        log.debug("stridemap.pools: copying a received %s array to hand it on (no fd of it "
+                  "was kept)", array.shape)
+        return _rebuild, (*export_for_receiver(_copy(array), copy_on_write=mmap_mode == "c"),
+                          policy)
     if seg is None:
         if not policy.numpy:
             log.debug("stridemap.pools: pickling a %s array: no stridemap segment backs it "
@@ -608,7 +616,7 @@ def _recv_fd_cloexec(conn_fd):
             os.close(fd)
         raise errors.OpenFailed(
             "the fd of a shared array was dropped on receipt: this process is out of file "
-            "descriptors (each received array holds two while it lives); raise the limit "
+            "descriptors (received arrays hold none, but the fds in flight do); raise the limit "
             "(ulimit -n, resource.setrlimit(RLIMIT_NOFILE)) or let go of received arrays",
             errno.EMFILE,
         )
