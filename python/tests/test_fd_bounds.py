@@ -168,3 +168,24 @@ def test_map_fd_keeps_no_fd_and_maps_the_file(tag, monkeypatch):
             m.close()
     finally:
         os.close(fd)
+
+
+def test_the_reuse_cache_keeps_no_copy_alive():
+    """share(a) again while the first SharedArray lives reuses it; once that is dropped, its
+    segment (fd and memory) goes, though ``a`` lives on (before, the cache held every copy)."""
+    import gc
+
+    import numpy as np
+
+    import stridemap
+
+    a = np.arange(100_000.0)
+    before = len(os.listdir("/proc/self/fd"))
+    s = stridemap.share(a)
+    assert stridemap.share(a) is s
+    assert len(os.listdir("/proc/self/fd")) == before + 1  # the segment's one fd
+    del s
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before
+    t = stridemap.share(a)  # a new copy, exact
+    assert np.array_equal(t, a) and len(os.listdir("/proc/self/fd")) == before + 1

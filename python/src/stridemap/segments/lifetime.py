@@ -29,7 +29,7 @@ class _State:
         self.pending = []  # FileState of named segments a consumer still maps
         self.reaper = None
         self.wake = threading.Event()
-        self.reused = {}  # (id(source), kind, temp_folder) -> (weakref(source), SharedArray)
+        self.reused = {}  # (id(source), kind, temp_folder) -> (weakref(source), weakref(SharedArray))
 
 
 _state = _State()

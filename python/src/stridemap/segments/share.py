@@ -124,8 +124,10 @@ def share(array: npt.ArrayLike, *, kind: SegmentKind = "memfd",
     against shrinking, growing and writing; it travels as an fd) or ``"file"`` (a named file in
     this process's private folder below the temp root, or below ``temp_folder``).
 
-    With ``reuse`` (the default), sharing the same array object again while it lives returns
-    the same SharedArray without copying: the key is the object's identity, never its
+    With ``reuse`` (the default), sharing the same array object again while it and the
+    SharedArray of the first share live returns that SharedArray without copying (the
+    SharedArray is not kept alive for this: hold it to reuse it): the key is the object's
+    identity, never its
     contents, so share it again after changing it in place with ``reuse=False``. A
     SharedArray from a frozen segment is returned as it is.
 
@@ -159,7 +161,9 @@ def share(array: npt.ArrayLike, *, kind: SegmentKind = "memfd",
         with st.lock:
             hit = st.reused.get(key)
         if hit is not None and hit[0]() is source:
-            return hit[1]
+            again = hit[1]()
+            if again is not None:
+                return again
     strides, offset, capacity = copy_layout(array.shape, array.strides, array.itemsize)
     # A fill that writes every byte of the segment with pwrite reserves its space as it goes
     # (ENOSPC there, before anything maps it); only a fill through a map needs fallocate.
@@ -184,8 +188,8 @@ def share(array: npt.ArrayLike, *, kind: SegmentKind = "memfd",
         except TypeError:
             return shared
         st = lifetime.state()
-        with st.lock:
-            st.reused[key] = (ref, shared)
+        with st.lock:  # weakly: the cache never keeps a copy (its fd, its memory) alive
+            st.reused[key] = (ref, weakref.ref(shared))
         weakref.finalize(source, _forget, key, ref).atexit = False
     return shared
 
