@@ -109,7 +109,9 @@ def test_the_dask_plugin_takes_the_normal_path_when_refused(huge_tmpfs, tmp_path
         os.ftruncate = os.posix_fallocate = os.pwrite = allocated
         state = sd._State({huge_tmpfs!r}, 1, None)
         m = np.memmap({str(path)!r}, dtype="f8", mode="r")
-        context = {{"recipient": {{sd.TOKEN_KEY: state.token}}}}
+        ends = ["127.0.0.1:1", "127.0.0.1:2"]  # a connection, with the peer's proof for it
+        context = {{"sender": {{sd.ENDS_KEY: ends}},
+                    "recipient": {{sd.TOKEN_KEY: state.proof(ends[1], ends[0])}}}}
         t = time.monotonic()
         assert state.dumps(m, context) is None
         assert time.monotonic() - t < 1.0

@@ -49,9 +49,12 @@ def root():
 
 
 def leftovers(root):
-    """Everything below the temp root (pool folders and their files)."""
+    """Everything below the temp root (pool folders and their files), except the user's key
+    folder (``.stridemap-dask-<uid>``), which stays by design."""
     out = []
     for folder in sorted(os.listdir(root)):
+        if folder == f".stridemap-dask-{os.geteuid()}":
+            continue
         path = os.path.join(root, folder)
         out.append(folder)
         if os.path.isdir(path):
@@ -112,8 +115,10 @@ def counters(client):
 
 
 PEER_FAILURES = ("other-host", "other-temp-root", "other-user", "token-version", "no-token",
-                 "segment-gone", "stale-segment", "segment-replaced", "segment-busy",
-                 "open-failed", "share-failed", "no-space", "error")
+                 "unproven-token", "segment-gone", "stale-segment", "segment-replaced",
+                 "segment-busy", "open-failed", "share-failed", "no-space", "error",
+                 "refused-unsigned", "refused-folder", "refused-file", "refused-descriptor",
+                 "refused-inactive")
 
 
 def assert_no_sharing_failures(stats):
@@ -127,6 +132,51 @@ def test_plugin_is_active_with_one_token(client):
     tokens = {s["token"] for s in stats.values()}
     assert len(tokens) == 1 and None not in tokens
     assert tokens == {sd.token(os.environ["STRIDEMAP_TEMP_FOLDER"])}
+
+
+KEY_RACE = """
+import sys, stridemap.dask as sd
+print(sd.trust.load_key(sys.argv[1]).hex())
+"""
+
+
+def test_processes_racing_to_make_the_key_all_get_one(tmp_path):
+    """The first processes of a user make the key in the temp root: eight at once all end
+    with the same key, and nothing else is left in its folder."""
+    procs = [subprocess.Popen([sys.executable, "-c", KEY_RACE, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    out = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in out]
+    keys = {o.strip() for o, _ in out}
+    assert len(keys) == 1 and len(keys.pop()) == 64, out
+    folder = tmp_path / f".stridemap-dask-{os.geteuid()}"
+    assert os.listdir(folder) == ["key"]
+    assert oct(os.stat(folder).st_mode & 0o7777) == "0o700"
+    assert oct(os.stat(folder / "key").st_mode & 0o7777) == "0o600"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes a folder of uid 65534")
+@pytest.mark.parametrize("squat", ["another user's folder", "a link", "a 0755 folder"])
+def test_a_key_folder_that_is_not_the_users_own_means_no_sharing(tmp_path, squat):
+    """A key folder someone else made first (or a link, or a folder others can read) is not
+    trusted: the process has no token, and arrays take the normal path."""
+    path = tmp_path / f".stridemap-dask-{os.geteuid()}"
+    if squat == "a link":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        os.symlink(tmp_path / "elsewhere", path)
+    else:
+        path.mkdir(mode=0o700)
+        if squat == "a 0755 folder":
+            os.chmod(path, 0o755)
+        else:
+            os.chown(path, 65534, 65534)
+    with pytest.raises(OSError, match="nothing is shared"):
+        sd.trust.load_key(str(tmp_path))
+    state = sd._State(str(tmp_path), MIN, None)
+    assert state.token is None and state.public is not None
+    context = {"sender": {sd.ENDS_KEY: ["a:1", "b:2"]}, "recipient": {sd.TOKEN_KEY: "x"}}
+    assert state.decline_reason(np.zeros(MIN), context) == "no-token"
 
 
 def test_transpose_add_sum(client, counters):

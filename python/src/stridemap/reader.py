@@ -138,6 +138,25 @@ def open_handed(record, fd, *, mode, named):
     return _map(fd, desc, granted, named=named)
 
 
+def open_opened(desc: Descriptor | BytesLike, fd: int, *, mode: Mode | None = None) -> np.ndarray:
+    """What :func:`open` does once it has opened a path descriptor's file, for a caller that
+    opened the file itself, through checks of its own that are stricter than O1–O4 (the Dask
+    receiver opens only a file of its user in a private folder of its user, through the
+    folder's fd): O5, then O6–O8, O12, O10 (the segment's lock) and O11 on ``fd``, which must
+    be open for the granted access (read-only for ``"r"`` and ``"c"``). ``fd`` is not closed;
+    the mapping keeps what it needs."""
+    if not isinstance(desc, Descriptor):
+        require_buffer(desc, f"open_opened() takes a Descriptor or the bytes of one ({BYTES_LIKE})")
+        desc = decode(desc)
+    if desc.source != "path":
+        raise errors.SourceMismatch("the descriptor's file travels as an fd: use open(fd=...)")
+    granted = _grant(desc, mode)
+    _check_file(fd, desc)
+    _check_allocated(fd, desc)
+    header.enter(fd, desc)  # SPEC §7 lock, O10
+    return _map(fd, desc, granted)
+
+
 def _grant(desc, mode):
     """O5: the mode the caller gets."""
     wanted = "r" if mode is None else mode

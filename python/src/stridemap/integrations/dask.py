@@ -10,13 +10,26 @@ Install it in one of two ways (both do the same thing in each worker):
 
 **Who shares with whom.** A worker publishes a sharing token in the handshake of every
 connection it makes or accepts (``"stridemap-token"``, next to Dask's own ``compression`` and
-``pickle-protocol``): the boot id, the device and inode of the temp root its segments live in,
-and its uid. Dask passes that handshake to serializers as ``context["recipient"]``
-(``distributed/comm/tcp.py``). A sender describes an array only when the recipient's token
-equals its own: same boot, same folder (not a container's separate ``/dev/shm``), same user.
+``pickle-protocol``). Dask passes that handshake to serializers as ``context["recipient"]``
+(``distributed/comm/tcp.py``). The token's public part names the boot id, the device and inode
+of the temp root its segments live in, and the uid; its proof is an HMAC, with a key only the
+user's processes can read (``<root>/.stridemap-dask-<uid>/key``, 0700 folder, 0600 file), of
+that public part and of the connection's two ends (:mod:`.dask_trust`). A sender describes an
+array only when the recipient's public part equals its own (same boot, same temp root: not a
+container's separate ``/dev/shm``, same user) and its proof is right for this connection.
+
+What the token proves: that the peer is a process that read this user's key for this temp
+root on this host, on this very connection (a token copied from another connection, or
+reflected back, proves nothing). It does not prove that the peer belongs to the same Dask
+cluster (two clusters of one user on one host may share), nor anything about who may talk to
+the workers at all: that is Dask's own security (TLS), and without it any peer that reaches a
+worker can run code in it. A sender's descriptors are signed with the key, and a receiver
+opens only a signed descriptor of a segment of its own uid in a private (0700, not a link)
+pool folder of its own uid in its temp root (:class:`DescriptorRefused` otherwise).
+
 Everything else declines and takes Dask's normal path, unchanged: another host or temp root,
-a peer without stridemap, spilling to disk (no recipient), arrays below ``min-bytes``, dtypes
-without a stridemap typestr (objects, strings, datetimes, records).
+a peer without stridemap or with an unproven token, spilling to disk (no recipient), arrays
+below ``min-bytes``, dtypes without a stridemap typestr (objects, strings, datetimes, records).
 
 **Where it hooks.** The module wraps the ``dask`` serialization family's entry for numpy
 arrays (``dask_serialize``/``dask_deserialize`` of ``np.ndarray``); declining hands the array to
@@ -37,7 +50,14 @@ reader maps it.
 **When a segment is gone.** A reader that cannot open a segment (removed, recycled: O10,
 replaced: O8) raises :class:`TransferFallback`, an ``OSError``: the worker's ``gather_dep``
 treats it as a failed connection and fetches the key again, and the next connection to that
-peer is made without the token, so that fetch takes the normal path. No task fails for it.
+peer is made without the token, so that fetch takes the normal path. No task fails for it. A
+descriptor the receiver refuses (:class:`DescriptorRefused`, a ``TransferFallback``) goes the
+same way, with a warning.
+
+**Truncation.** A named segment cannot be sealed: a process that truncates it while a reader
+maps it makes the reader fault (SIGBUS). Only the receiver's own uid can: the receiver maps
+only files of its uid in 0700 folders of its uid. A process of that uid can kill or ptrace
+the worker anyway; the uid is the trust boundary (:mod:`.dask_trust`).
 
 **Memory accounting.** :func:`dask.sizeof.sizeof` of an array that maps another process's
 segment is 0: the pages are counted once per host, by the worker that holds the segment (its
@@ -53,7 +73,7 @@ debug level on the ``stridemap.dask`` logger.
 
 >>> import stridemap.dask as sd
 >>> t = sd.token("/dev/shm")
->>> t.startswith("stridemap-1:") and sd.token("/dev/shm") == t
+>>> t.startswith("stridemap-2:") and sd.token("/dev/shm") == t
 True
 """
 
@@ -81,16 +101,22 @@ import stridemap
 from .. import forksafe
 from ..codec.rules import KINDS
 from ..segments.header import read_header
+from . import dask_trust as trust
+from .dask_trust import DescriptorRefused, TransferFallback
 
 log = logging.getLogger("stridemap.dask")
 
 TOKEN_KEY = "stridemap-token"
+# This process's view of a connection's ends, kept in the handshake it sends (Dask hands it to
+# serializers as context["sender"]): the recipient's proof is checked against it.
+ENDS_KEY = "stridemap-ends"
 HEADER_KEY = "stridemap"
 DEFAULT_MIN_BYTES = 1 << 20
 # How long after a failed open the connections this worker makes to that peer carry no token.
 DEGRADE_SECONDS = 30.0
 
 __all__ = [
+    "DescriptorRefused",
     "StridemapPlugin",
     "TransferFallback",
     "activate",
@@ -103,26 +129,9 @@ __all__ = [
 ]
 
 
-class TransferFallback(OSError):
-    """A descriptor arrived whose segment could not be opened (gone, recycled, replaced, busy).
-
-    It is an ``OSError`` on purpose: the receiving worker's ``gather_dep`` handles it as a
-    broken connection and fetches the key again; the next connection to that peer is made
-    without the sharing token, so the key then travels by Dask's normal path.
-    """
-
-
 # ---------------------------------------------------------------------------------------------
 # The sharing token
 # ---------------------------------------------------------------------------------------------
-
-def _boot_id():
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-            return f.read().strip().decode("ascii")
-    except (OSError, UnicodeDecodeError):
-        return None
-
 
 def default_root(temp_folder: str | os.PathLike[str] | None = None) -> str:
     """The temp root this process's segments go to: ``temp_folder``, else the Dask config
@@ -141,30 +150,11 @@ def default_root(temp_folder: str | os.PathLike[str] | None = None) -> str:
 
 
 def token(root: str | os.PathLike[str] | None = None) -> str | None:
-    """The sharing token of this process for segments below ``root`` (default:
-    :func:`default_root`): ``stridemap-1:<boot id>:<device>:<inode>:<uid>``, or None when the
-    boot id or the root cannot be read (then nothing is shared)."""
-    root = default_root() if root is None else root
-    boot = _boot_id()
-    try:
-        st = os.stat(root)
-    except OSError:
-        return None
-    if not boot:
-        return None
-    return f"stridemap-1:{boot}:{st.st_dev}:{st.st_ino}:{os.getuid()}"
-
-
-def _mismatch(mine, theirs):
-    """Why two different tokens cannot share: the fallback reason."""
-    a, b = mine.split(":"), str(theirs).split(":")
-    if len(a) != len(b) or a[0] != b[0]:
-        return "token-version"
-    if a[1] != b[1]:
-        return "other-host"
-    if a[2:4] != b[2:4]:
-        return "other-temp-root"
-    return "other-user"
+    """The public part of this process's sharing token for segments below ``root`` (default:
+    :func:`default_root`): ``stridemap-2:<boot id>:<device>:<inode>:<uid>``, or None when the
+    boot id or the root cannot be read (then nothing is shared). Anyone can compute it: the
+    handshake adds a proof per connection that only holders of the user's key can make."""
+    return trust.public_token(default_root() if root is None else root)
 
 
 def _typestr_ok(dt):
@@ -218,12 +208,29 @@ class _State:
 
     def __init__(self, root, min_bytes, worker):
         self.root = root
-        self.token = token(root)
+        self.public = token(root)
+        self.key = None
+        if self.public is not None:
+            try:
+                self.key = trust.load_key(root)
+            except OSError as e:
+                log.warning("stridemap.dask: no key to prove the sharing token (%s): arrays "
+                            "take Dask's normal path", e)
+        self.warned = set()  # peers whose unproven tokens were logged
         self.min_bytes = int(min_bytes)
         self.worker = weakref.ref(worker) if worker is not None else (lambda: None)
         self.lock = forksafe.RLock()
         self.entries = {}  # id(array) -> _Entry
         self.degraded = {}  # peer address -> monotonic time until which no token is sent
+
+    @property
+    def token(self):
+        """The public part of the token, or None when this process cannot share."""
+        return self.public if self.key is not None else None
+
+    def proof(self, mine, theirs):
+        """The token this process sends on a connection with these ends (its own first)."""
+        return trust.prove(self.key, self.public, mine, theirs)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -232,11 +239,24 @@ class _State:
             return "no-recipient"  # spilling to disk, or a comm that passes no context
         if self.token is None:
             return "no-token"
-        theirs = context["recipient"].get(TOKEN_KEY)
+        recipient = context["recipient"]
+        theirs = recipient.get(TOKEN_KEY)
         if theirs is None:
             return "peer-without-stridemap"
-        if theirs != self.token:
-            return _mismatch(self.token, theirs)
+        reason = trust.mismatch(self.public, theirs)
+        sender = context.get("sender")
+        ends = sender.get(ENDS_KEY) if isinstance(sender, dict) else None
+        if reason is None and not trust.proven(self.key, self.public, theirs, ends):
+            reason = "unproven-token"
+        if reason == "unproven-token":
+            peer = recipient.get("address")
+            if peer not in self.warned and len(self.warned) < 1024:
+                self.warned.add(peer)
+                log.warning("stridemap.dask: the peer %s presented a sharing token that does "
+                            "not prove this user's key on this connection: it gets arrays by "
+                            "Dask's normal path", peer)
+        if reason is not None:
+            return reason
         if x.nbytes < self.min_bytes:
             return "small"
         if not _typestr_ok(x.dtype):
@@ -265,6 +285,7 @@ class _State:
             return None
         w = self.worker()
         header = {HEADER_KEY: 1, "folder": folder, "from": getattr(w, "address", None)}
+        trust.sign(self.key, self.public, header, record)
         STATS.add(sent=1, sent_bytes=x.nbytes, redescribed=0 if copied else 1)
         log.debug("stridemap.dask: sent %s array %s (%d bytes) as a descriptor%s",
                   x.dtype, x.shape, x.nbytes, " (copied once)" if copied else "")
@@ -436,11 +457,21 @@ def _deserialize(header, frames):
 
 def _open_received(header, frames):
     st = _STATE
-    root = st.root if st is not None else default_root()
     peer = header.get("from")
     try:
-        folder = _checked_folder(header.get("folder"), root)
-        view = _open(bytes(frames[0]), folder)
+        record = bytes(frames[0]) if frames else b""
+        if st is None or st.key is None:
+            raise DescriptorRefused(
+                "refused-inactive", f"a descriptor from {peer!r} reached a process that does "
+                "not share (stridemap.dask is not active here, or has no key)")
+        trust.check_signature(st.key, st.public, header, record)
+        view = _open(record, header.get("folder"))
+    except DescriptorRefused as e:
+        STATS.fallback(e.reason)
+        if st is not None and peer:
+            st.degraded[peer] = time.monotonic() + DEGRADE_SECONDS
+        log.warning("stridemap.dask: %s; the key is fetched again by the normal path", e)
+        raise
     except (stridemap.StridemapError, OSError) as e:
         reason = _open_failure_reason(e)
         STATS.fallback(reason)
@@ -460,18 +491,11 @@ def _open_received(header, frames):
     return view
 
 
-def _checked_folder(folder, root):
-    """The sender's pool folder, when it is one directly below this process's temp root (the
-    only root a descriptor is opened from; O2 then keeps the file inside it)."""
-    if not isinstance(folder, str) or not _is_pool_folder(folder, root):
-        raise stridemap.PathNotAllowed(
-            f"O2: the segment's folder {folder!r} is not a pool folder below {root}")
-    return folder
-
-
 def _open(record, folder):
-    """Opens a received descriptor (a module-level function, so that tests can fault it)."""
-    return stridemap.open(record, allowed_roots=[folder], mode="r")
+    """Opens a received, signed descriptor whose header names ``folder``, with the checks of
+    :func:`.dask_trust.open_received` (a module-level function, so that tests can fault it)."""
+    st = _STATE
+    return trust.open_received(record, folder, st.root if st is not None else default_root())
 
 
 def _open_failure_reason(e):
@@ -589,8 +613,10 @@ def _handshake_info(self):
             peer = self.peer_address
         except Exception:
             peer = None
-        if not (peer and st.is_degraded(peer)):
-            info[TOKEN_KEY] = st.token
+        ends = trust.connection_ends(self)
+        if ends is not None and not (peer and st.is_degraded(peer)):
+            info[TOKEN_KEY] = st.proof(*ends)
+            info[ENDS_KEY] = list(ends)
     return info
 
 
@@ -609,7 +635,8 @@ def activate(worker: Worker | None = None, *, min_bytes: int | None = None,
     ``worker`` is the :class:`distributed.Worker` of this process (None in a client).
     ``min_bytes`` (default: Dask config ``stridemap.dask.min-bytes``, else 1 MiB) is the
     smallest array shared; ``temp_folder`` the temp root (see :func:`default_root`).
-    Returns the token (None: this process cannot share; everything takes the normal path).
+    Returns the token's public part (None: this process cannot share, no boot id, root or
+    key; everything takes the normal path).
     """
     import dask
 
@@ -635,7 +662,7 @@ def activate(worker: Worker | None = None, *, min_bytes: int | None = None,
     state = _State(root, min_bytes, worker)
     with _STATE_LOCK:
         _STATE = state
-    if state.token is None:
+    if state.public is None:
         log.warning("stridemap.dask: no sharing token (boot id or %s unreadable): arrays take "
                     "Dask's normal path", root)
     else:
@@ -670,7 +697,7 @@ def stats() -> dict[str, Any]:
     once into a segment), ``redescribed`` (sends without a copy), ``swapped`` (keys whose
     in-memory value became the segment), ``fallbacks`` (normal-path transfers by reason) and
     ``bytes_not_copied`` (``sent_bytes - copied_bytes + received_bytes``), plus ``active``,
-    ``token`` and ``root``."""
+    ``token`` (its public part) and ``root``."""
     out = STATS.snapshot()
     st = _STATE
     out["active"] = st is not None
