@@ -57,7 +57,7 @@ from ..segments.backing import segment_of, system_error
 from ..segments.export import Export, export
 from ..segments.make import Produced
 from ..segments.share import SharedArray, empty, share
-from . import channel, unreceived
+from . import channel, mapcache, unreceived
 
 log = logging.getLogger("stridemap.pools")
 
@@ -644,17 +644,51 @@ def _rebuild(record, handle, kind, mode, policy):
     if _installed is None or _provisional:
         install(policy)  # results and onward tasks go back the same way
     _ensure_exit_wait()
+    named = kind == "file"
+    key = None
+    if mode != "c":  # a private copy-on-write map is never shared by two arrays
+        try:
+            desc = decode(record)
+        except Exception as e:  # noqa: BLE001
+            _release(handle)
+            return unreceived.stand_in(e)
+        key = mapcache.key_of(_sender_of(handle), desc, mode, named)
+        hit = mapcache.lookup(key, desc)
+        if hit is not None:
+            _release(handle)
+            return _as_shared(hit)
     try:
         fd = _detach(handle)
     except Exception as e:  # noqa: BLE001 - any failure: the task gets it, not the pool
         return unreceived.stand_in(e)
     try:
-        array = open_handed(record, fd, mode=mode, named=kind == "file")
+        array = open_handed(record, fd, mode=mode, named=named)
     except Exception as e:  # noqa: BLE001
         return unreceived.stand_in(e)
     finally:
         os.close(fd)
+    mapcache.remember(key, array)
     return _as_shared(array)
+
+
+def _sender_of(handle):
+    """Who handed ``handle``: its channel's or resource_sharer's address; None for an fd
+    inherited at a process's start (never cached: no later handle comes from there)."""
+    if type(handle) is channel.ChannelFd:
+        return handle.address
+    ident = getattr(handle, "_id", None)
+    if isinstance(handle, _resource_sharer.DupFd) and ident is not None:
+        return ident[0]
+    return None
+
+
+def _release(handle):
+    """A handle whose fd is not needed (its segment is mapped already): the sender lets go of
+    it all the same."""
+    try:
+        os.close(_detach(handle))
+    except Exception as e:  # noqa: BLE001 - the array is fine; the sender's copy is its own
+        log.debug("stridemap.pools: letting go of an unneeded fd failed: %s", e)
 
 
 def _as_shared(array):
