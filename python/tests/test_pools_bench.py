@@ -18,3 +18,11 @@ def test_bench_quick_runs_and_reports_every_way():
     # joblib's failing views: whatever joblib does, the stridemap backend is exact.
     views = [line for line in lines if line.startswith("| `m")]
     assert len(views) == 2 and all(line.rstrip(" |").endswith("exact") for line in views), views
+    # Where a handoff's time goes: every step measured, a hit cheaper than a miss.
+    steps = dict((c[1].strip(), float(c[2])) for c in (line.split("|") for line in lines)
+                 if len(c) == 4 and c[2].strip().replace(".", "").isdigit())
+    for step in ("record", "fd for the receiver", "offer", "fetch fd", "checks", "map",
+                 "cache hit", "pickle", "unpickle (miss)", "unpickle (hit)",
+                 "shared_memory: attach, view, detach"):
+        assert step in steps and steps[step] > 0, (step, steps)
+    assert steps["unpickle (hit)"] < steps["unpickle (miss)"], steps

@@ -358,6 +358,9 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None):
             print(f"| `{name}` | {verdicts[(name, 'loky')]} | {verdicts[(name, 'stridemap')]} |",
                   file=out)
         medians["failing views"] = verdicts
+        from . import breakdown
+
+        medians["breakdown"] = breakdown.print_table(out)
     finally:
         bench.close()
     return medians

@@ -65,10 +65,9 @@ def map_fd(fd: int, length: int, *, offset: int = 0, prot: int = mmap.PROT_READ,
         return mmap.mmap(fd, length, flags=flags, prot=prot, offset=offset, trackfd=False)
     if _mmap is None or length <= 0 or length >= HUGE:
         return mmap.mmap(fd, length, flags=flags, prot=prot, offset=offset)
-    # The region: anonymous and shared, so that the kernel picks its address as it would for a
-    # shmem file (aligned for transparent huge pages where shmem has them); private copies of
-    # zero pages are never made: it is replaced before anything touches it.
-    region = mmap.mmap(-1, length, flags=mmap.MAP_SHARED, prot=prot)
+    # The region: anonymous and private (no page of it is ever touched: the file replaces it
+    # first). Its address is not aligned for huge pages, hence HUGE.
+    region = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE, prot=prot)
     try:
         addr = ctypes.addressof(ctypes.c_char.from_buffer(region)) if prot & mmap.PROT_WRITE \
             else _address_of_readonly(region)
