@@ -3,7 +3,7 @@ connect to a sender's listener and never authenticate, a sender out of fds, and 
 pool's key that guesses another receiver's id.
 
 The sender runs in a child process of its own (its fds, threads and CPU time are counted there,
-and its fd limit can be lowered); the attacker is this process.
+and its fd limit can be lowered); the attackers are this process or children of it.
 
 Run by `bash scripts/test.sh attacks` with the repository's .venv.
 """
@@ -27,7 +27,6 @@ import concurrent.futures, json, logging, multiprocessing, os, pickle, resource,
 import threading, time
 from multiprocessing import reduction
 import numpy as np
-import pytest
 import stridemap, stridemap.pools
 from stridemap.transport import channel
 
