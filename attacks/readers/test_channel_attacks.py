@@ -8,6 +8,7 @@ and its fd limit can be lowered); the attackers are this process or children of 
 Run by `bash scripts/test.sh attacks` with the repository's .venv.
 """
 
+import io
 import json
 import os
 import pickle
@@ -267,6 +268,15 @@ class _Peek(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _handle(payload):
+    """The fd handle a handoff's pickle carries, the pickle not received."""
+    stream = io.BytesIO(payload)
+    args = _Peek(stream).load()
+    handle = args[1]
+    del args  # before the stream: the record may be a view of its buffer
+    return handle
+
+
 def _neighbours(ident, reach=64):
     """Guesses of the ids offered just before and after ``ident``, in every encoding an id
     that counts up could have."""
@@ -295,7 +305,7 @@ def test_a_peer_with_the_key_cannot_guess_another_receivers_id():
     before = [bytes(reduction.ForkingPickler.dumps(a[i:])) for i in range(1, 4)]
     mine = bytes(reduction.ForkingPickler.dumps(a))
     after = [bytes(reduction.ForkingPickler.dumps(a[:-i])) for i in range(1, 4)]
-    _, handle, *_ = _Peek(__import__("io").BytesIO(mine)).load()
+    handle = _handle(mine)
     assert type(handle) is channel.ChannelFd
     stolen = []
     for guess in _neighbours(handle.ident):
@@ -326,7 +336,7 @@ def test_ids_are_distinct_and_not_a_sequence():
     stridemap.pools.install()
     a = stridemap.share(np.arange(10.0))
     payloads = [bytes(reduction.ForkingPickler.dumps(a)) for _ in range(1000)]
-    ids = [_Peek(__import__("io").BytesIO(p)).load()[1].ident for p in payloads]
+    ids = [_handle(p).ident for p in payloads]
     try:
         assert len(set(ids)) == len(ids)
         assert all(isinstance(i, bytes) and len(i) >= 16 for i in ids), ids[:3]
