@@ -186,8 +186,8 @@ sys.stdin.read()
 def test_200_idle_connections_leave_the_sender_bounded_and_a_real_receiver_gets_through(
         tmp_path, processes):
     """The sender's fd limit is its fds + 100. 200 connections that never authenticate (from
-    one process, or 25 from each of 8) took an fd and a thread each: the listener hit EMFILE,
-    share() failed, and the pool worker's first receive from the sender hung. Now
+    one process, or 25 from each of 8) took an fd and a thread each: the sender ran out of fds
+    (here the handoff to the worker failed with EMFILE; in the issue's run a receiver hung). Now
     unauthenticated connections are capped (and a peer's own are capped lower), served by the
     one channel thread: the worker's round trip ends within 30 s, and the sender's fds and
     threads grew by a bounded number (the cap: 32)."""
