@@ -155,3 +155,47 @@ def test_without_a_channel_dupfd_carries_the_fd(monkeypatch):
     assert type(handle) is resource_sharer.DupFd
     got = _handoff._rebuild(record, handle, kind, mode, _handoff.Policy())
     assert np.array_equal(got, a[::-1])
+
+
+def test_a_receiver_dropped_in_its_handshake_connects_again(monkeypatch):
+    """A sender flooded with connections drops the oldest still in their handshake: the
+    receiver tries again (here its first two tries are dropped) and gets its fd."""
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(100.0))
+    payload = reduction.ForkingPickler.dumps(a[::-1])
+    real, tries = _channel._handshake, []
+
+    def dropped_twice(address, timeout):
+        tries.append(timeout)
+        if len(tries) <= 2:
+            raise _channel._Dropped("dropped")
+        return real(address, timeout)
+
+    for address, c in list(_channel._conns.items()):  # a new connection, not one made earlier
+        _channel._drop(address, c)
+    monkeypatch.setattr(_channel, "_handshake", dropped_twice)
+    assert np.array_equal(pickle.loads(payload), a[::-1])
+    assert len(tries) == 3
+
+
+def test_a_sender_that_never_answers_fails_the_receive_within_the_deadline(monkeypatch,
+                                                                           tmp_path):
+    """A listener that never takes the connection (a sender out of fds, stopped): the receive
+    fails after CONNECT_DEADLINE, with an error that says so, rather than hanging."""
+    import socket
+    import time
+
+    monkeypatch.setattr(_channel, "CONNECT_DEADLINE", 1.5)
+    monkeypatch.setattr(_channel, "HANDSHAKE_TIMEOUT", 0.5)
+    path = str(tmp_path / "mute.sock")
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mute.bind(path)
+    mute.listen(64)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(stridemap.OpenError, match="did not let this one connect"):
+            _channel.ChannelFd(path, bytes(_channel.ID_SIZE)).detach()
+        took = time.monotonic() - t0
+    finally:
+        mute.close()
+    assert 1.0 < took < 10, took

@@ -5,6 +5,9 @@ result comes back through a Queue; byte for byte, and zero-copy on both sides. T
 right after its last put: it waits at exit until the parent has fetched the fds."""
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -53,3 +56,48 @@ def test_process_arguments_and_queues(method):
     assert np.array_equal(back, poolwork.expected("big-endian")[::2])
     for a in (made, back):
         assert poolwork.zero_copy(poolwork.mapping_of(a)), poolwork.mapping_of(a)
+
+
+BROKEN_POOL = r"""
+import concurrent.futures, multiprocessing, os, signal, sys, time
+import numpy as np, stridemap, stridemap.pools
+from stridemap.transport import channel
+
+
+def die():
+    time.sleep(0.5)  # the tasks behind this one are in the queue by now
+    os._exit(9)
+
+
+if __name__ == "__main__":
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(1000.0))
+    ex = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(
+        "forkserver"))
+    ex.submit(os.getpid).result(60)  # the worker is up
+    # The worker kills itself on its next task: the tasks queued behind it were pickled (their
+    # fds offered) and are never read.
+    futures = [ex.submit(die)] + [ex.submit(np.sum, a[i:]) for i in range(1, 4)]
+    concurrent.futures.wait(futures, timeout=60)
+    ex.shutdown(wait=True)
+    print(channel.pending(), time.monotonic(), flush=True)
+"""
+
+
+def test_exit_does_not_wait_for_fds_that_no_live_process_can_fetch(tmp_path):
+    """The soak's open finding, the exit half: the fds offered for tasks pickled into a broken
+    pool's queue are never fetched, and the parent waited the whole STRIDEMAP_POOLS_EXIT_WAIT
+    (10 s) for them at exit. Its workers are gone and it has no parent that could fetch them:
+    it exits at once now."""
+    script = tmp_path / "broken_pool.py"
+    script.write_text(BROKEN_POOL)
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "STRIDEMAP_POOLS_EXIT_WAIT": "30"})
+    ended = time.monotonic()
+    assert out.returncode == 0, out.stderr[-3000:]
+    pending, at = out.stdout.split()
+    print(f"{pending} fds offered and never fetched; the exit took {ended - float(at):.2f} s")
+    assert int(pending) > 0, "no fd was left offered: the test showed nothing"
+    assert ended - float(at) < 10, f"the exit waited {ended - float(at):.1f} s"
+    assert ended - t0 < 100

@@ -15,7 +15,8 @@ bug, so that the fix turns it into a failure here until the marker goes:
   the pool never delivers a result again;
 - fds offered for tasks that a broken ``ProcessPoolExecutor`` or joblib call had already
   pickled are never fetched: the parent keeps them (and the arrays they hold: a named input
-  segment is never deleted) until it exits, and then waits 10 s for them;
+  segment is never deleted) until it exits (it no longer waits 10 s for them at exit:
+  test_pools_process.py);
 - (fixed: test_pools_channel_peers.py) the parent kept its fd-channel connection to every
   worker it received a result from, after the worker was gone: one socket per dead worker.
 """

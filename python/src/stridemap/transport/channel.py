@@ -5,14 +5,37 @@ for every fd, with an HMAC handshake each time: about a millisecond per array on
 machine. Here each sending process runs one listener (a Unix socket in multiprocessing's private
 temp folder) and each receiving process keeps one connection to each sender it has received
 from. The connection is authenticated once, both ways, with the process's ``authkey`` (the pool's,
-exactly as ``resource_sharer`` does); after that every fd is one request on it: the receiver
-sends the 8-byte id the pickle carried, the sender answers one byte and the fd (``SCM_RIGHTS``),
-or one byte and no fd when it holds nothing under that id.
+as ``resource_sharer`` uses); after that every fd is one request on it: the receiver sends the
+16-byte id the pickle carried, the sender answers one byte and the fd (``SCM_RIGHTS``), or one
+byte and no fd when it holds nothing under that id.
+
+The wire (both ends are in this file):
+
+- the sender greets each new connection with :data:`_MAGIC` and a 32-byte random nonce ``S``;
+- the receiver answers a 32-byte random nonce ``C`` and ``HMAC-SHA256(authkey, b"c" + S + C)``;
+- the sender answers ``b"\\x01"`` and ``HMAC-SHA256(authkey, b"s" + S + C)`` (its own proof of
+  the key), or ``b"\\x00"`` (a wrong key) and closes;
+- then requests: the id (16 bytes) in, ``b"\\x01"`` plus the fd or ``b"\\x00"`` out.
+
+Ids are 16 random bytes (``secrets``): a peer that has the key and one id cannot work out the
+ids offered to other receivers.
+
+What a peer can cost the sender, whatever it does: one serving thread per sending process
+serves every connection, the handshakes and the requests (``epoll``: no thread per peer). A
+connection not yet authenticated is closed after :data:`HANDSHAKE_TIMEOUT` seconds. At most
+:data:`MAX_PENDING` such connections are held at once, and at most
+:data:`MAX_PENDING_PER_PEER` from one process (by ``SO_PEERCRED``): a new one beyond either cap
+closes the oldest pending one (of that process, else of all), so that a peer holding idle
+connections pushes out its own, and a receiver that was pushed out connects again (for up to
+:data:`CONNECT_DEADLINE` seconds; a handshake takes a millisecond). When the sender is out of
+fds (``EMFILE``) its listener stops accepting for a moment (50 ms, doubling up to 1 s) and
+says so once (a warning), rather than spinning; receivers wait in the listen queue meanwhile.
+Authenticated connections are not capped: they are the pool's own processes, one per receiver.
 
 Sender side: :func:`offer` duplicates nothing: it takes ownership of an fd (and of an object to
 keep alive with it) and returns a :class:`ChannelFd` handle to pickle. The fd is sent to the one
 process that asks for it, once, then closed, and the object let go. :func:`pending` counts what
-is waiting, for the wait at exit.
+is waiting, :func:`peers` the other processes connected, for the wait at exit.
 
 Receiver side: :meth:`ChannelFd.detach` returns the fd, received with ``MSG_CMSG_CLOEXEC``.
 After any error the connection is closed (the next request makes a new one).
@@ -23,13 +46,18 @@ uses, and a receiver sees the connection close when the parent goes, whatever it
 children do.
 """
 
+import collections
 import errno
+import hmac
+import logging
 import os
+import secrets
 import select
 import socket
 import struct
 import tempfile
 import threading
+import time
 from multiprocessing import connection as _mp_connection
 from multiprocessing import process as _mp_process
 from multiprocessing import util as _mp_util
@@ -37,8 +65,29 @@ from multiprocessing import util as _mp_util
 from .. import forksafe
 from ..codec import errors
 
-_KEY = struct.Struct("<Q")
+log = logging.getLogger("stridemap.pools")
+
+HANDSHAKE_TIMEOUT = 5.0  # seconds a connection may take to authenticate, then it is closed
+MAX_PENDING = 32  # connections not yet authenticated, held at once
+MAX_PENDING_PER_PEER = 4  # of them from one process
+CONNECT_DEADLINE = 30.0  # seconds a receiver keeps trying to connect and authenticate
+ID_SIZE = 16  # bytes of an offer's random id
+
+_MAGIC = b"stridemap-fdch/1"
+_NONCE = 32
+_MAC = 32  # HMAC-SHA256
+_HELLO = len(_MAGIC) + _NONCE
+_ANSWER = _NONCE + _MAC
+_ACCEPTED, _REFUSED = b"\x01", b"\x00"
 _FOUND, _MISSING = b"\x01", b"\x00"
+_ACCEPTS_PER_WAKE = 16
+_BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
+_CRED = struct.Struct("3i")
+
+
+def _mac(key, side, server_nonce, client_nonce):
+    return hmac.digest(key, side + server_nonce + client_nonce, "sha256")
+
 
 # --- the sending side ---------------------------------------------------------------------
 
@@ -57,9 +106,10 @@ def _settle_tempfile():
 
 _settle_tempfile()
 _lock = forksafe.Lock()
-_state = {"pid": None, "address": None, "listener": None, "next": 0}
+_state = {"pid": None, "address": None, "listener": None, "epoll": None}
 _offered = {}  # id -> (fd, keep)
-_served = set()  # the receivers' connections this process serves (closed in a forked child)
+_served = {}  # the connections this process's serving thread holds -> the peer's pid, once
+# authenticated (None before)
 
 
 def _authkey():
@@ -73,16 +123,22 @@ def _listening():
             return _state["address"]
         address = _mp_connection.arbitrary_address("AF_UNIX")  # in multiprocessing's 0700 folder
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ep = None
         try:
             sock.bind(address)
             sock.listen(64)
+            sock.setblocking(False)
+            ep = select.epoll()
+            ep.register(sock.fileno(), select.EPOLLIN)
         except BaseException:
             sock.close()
+            if ep is not None:
+                ep.close()
             raise
-        t = threading.Thread(target=_accept_loop, args=(sock,), name="stridemap-fd-channel",
-                             daemon=True)
+        server = _Server(sock, ep)
+        t = threading.Thread(target=server.run, name="stridemap-fd-channel", daemon=True)
         t.start()
-        _state.update(pid=os.getpid(), address=address, listener=sock)
+        _state.update(pid=os.getpid(), address=address, listener=sock, epoll=ep)
         # The socket file goes with multiprocessing's temp folder at exit; remove it earlier
         # (and only in this process) when the process exits normally.
         _mp_util.Finalize(None, _unlink_if_mine, args=(address, os.getpid()), exitpriority=-50)
@@ -97,76 +153,207 @@ def _unlink_if_mine(address, pid):
             pass
 
 
-def _accept_loop(listener):
-    pid = os.getpid()
-    while True:
-        try:
-            sock, _ = listener.accept()
-        except OSError:
-            if os.getpid() != pid or listener.fileno() == -1:
-                return
-            continue
-        threading.Thread(target=_serve, args=(sock,), name="stridemap-fd-channel-conn",
-                         daemon=True).start()
+class _Peer:
+    """A connection the serving thread holds: pending (``deadline`` set) until authenticated."""
+
+    __slots__ = ("sock", "fd", "pid", "buf", "got", "nonce", "deadline")
+
+    def __init__(self, sock, pid, nonce, deadline):
+        self.sock, self.fd, self.pid = sock, sock.fileno(), pid
+        self.buf, self.got = bytearray(_ANSWER), 0
+        self.nonce, self.deadline = nonce, deadline
 
 
-def _serve(sock):
-    """One receiver's connection: authenticate it, then answer its requests until it closes."""
-    conn = _mp_connection.Connection(sock.detach())
-    with _lock:
-        _served.add(conn)
-    try:
-        key = _authkey()
-        _mp_connection.deliver_challenge(conn, key)
-        _mp_connection.answer_challenge(conn, key)
-    except Exception:  # a wrong key, a process that went: drop it
-        with _lock:
-            _served.discard(conn)
-        conn.close()
-        return
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn.fileno())
-    buf = bytearray(_KEY.size)
-    try:
-        while _recv_exact(s, buf):
-            (ident,) = _KEY.unpack(buf)
-            with _lock:
-                entry = _offered.pop(ident, None)
-            if entry is None:
-                s.sendall(_MISSING)
-                continue
-            fd, keep = entry
+class _Server:
+    """The serving thread of one process: accepts, authenticates and answers every connection
+    to its listener, with bounded fds and no thread per peer (module docstring)."""
+
+    def __init__(self, listener, ep):
+        self.listener, self.ep = listener, ep
+        self.lfd = listener.fileno()
+        self.peers = {}  # fd -> _Peer
+        self.pending = collections.OrderedDict()  # fd -> _Peer not yet authenticated, oldest first
+        self.paused_until = None  # accepting again at this time (after EMFILE)
+        self.backoff = _BACKOFF_MIN
+        self.warned = False
+
+    def run(self):
+        while True:
+            timeout = self._timeout()
             try:
-                socket.send_fds(s, [_FOUND], [fd])
-            finally:
-                os.close(fd)
-                del keep, entry
-    except OSError:
-        pass
-    finally:
-        s.detach()
+                events = self.ep.poll(timeout)
+            except (OSError, ValueError):  # closed: a fork's child does that to its copy
+                return
+            for fd, _ in events:
+                if fd == self.lfd:
+                    if not self._accept():
+                        return
+                    continue
+                peer = self.peers.get(fd)
+                if peer is None:
+                    continue
+                try:
+                    keep = self._readable(peer)
+                except Exception:  # noqa: BLE001 - a bug must cost one connection, not all
+                    log.exception("stridemap.pools: the fd channel dropped a connection")
+                    keep = False
+                if not keep:
+                    self._close(peer)
+            now = time.monotonic()
+            while self.pending:
+                oldest = next(iter(self.pending.values()))
+                if oldest.deadline > now:
+                    break
+                self._close(oldest)
+            if self.paused_until is not None and now >= self.paused_until:
+                self.paused_until = None
+                try:
+                    self.ep.register(self.lfd, select.EPOLLIN)
+                except (OSError, ValueError):
+                    return
+
+    def _timeout(self):
+        """Seconds until the next handshake deadline or the end of a pause; -1: none."""
+        ends = [self.paused_until] if self.paused_until is not None else []
+        if self.pending:
+            ends.append(next(iter(self.pending.values())).deadline)
+        if not ends:
+            return -1
+        return max(min(ends) - time.monotonic(), 0) + 0.001
+
+    def _accept(self):
+        """Take the connections waiting (a few at a time); False when the listener is gone."""
+        for _ in range(_ACCEPTS_PER_WAKE):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError as e:
+                if self.listener.fileno() == -1:
+                    return False
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                self._pause(e)
+                return True
+            self.backoff = _BACKOFF_MIN
+            self._admit(sock)
+        return True
+
+    def _pause(self, e):
+        """Out of fds (or another failure of accept): stop accepting for a while, not spin."""
+        if not self.warned:
+            self.warned = True
+            what = ("this process is out of file descriptors"
+                    if e.errno in (errno.EMFILE, errno.ENFILE) else "accept failed")
+            log.warning("stridemap.pools: the fd channel cannot take a connection: %s (%s); it "
+                        "tries again every %g s at most, receivers wait meanwhile (said once)",
+                        what, e.strerror or e, _BACKOFF_MAX)
+        try:
+            self.ep.unregister(self.lfd)
+        except (OSError, ValueError):
+            pass
+        self.paused_until = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
+
+    def _admit(self, sock):
+        try:
+            pid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               _CRED.size))[0]
+        except OSError:
+            pid = 0
+        mine = [p for p in self.pending.values() if p.pid == pid]
+        if len(mine) >= MAX_PENDING_PER_PEER:
+            self._close(mine[0])
+        elif len(self.pending) >= MAX_PENDING:
+            self._close(next(iter(self.pending.values())))
+        nonce = secrets.token_bytes(_NONCE)
+        try:
+            sock.setblocking(False)
+            if sock.send(_MAGIC + nonce) != _HELLO:  # a new socket's buffer takes it whole
+                raise OSError(errno.EAGAIN, "greeting cut short")
+            self.ep.register(sock.fileno(), select.EPOLLIN)
+        except (OSError, ValueError):
+            sock.close()
+            return
+        peer = _Peer(sock, pid, nonce, time.monotonic() + HANDSHAKE_TIMEOUT)
+        self.peers[peer.fd] = self.pending[peer.fd] = peer
         with _lock:
-            _served.discard(conn)
-        conn.close()
+            _served[sock] = None
 
+    def _close(self, peer):
+        try:
+            self.ep.unregister(peer.fd)
+        except (OSError, ValueError):
+            pass
+        self.peers.pop(peer.fd, None)
+        self.pending.pop(peer.fd, None)
+        with _lock:
+            _served.pop(peer.sock, None)
+        peer.sock.close()
 
-def _recv_exact(s, buf):
-    view = memoryview(buf)
-    got = 0
-    while got < len(buf):
-        n = s.recv_into(view[got:])
+    def _readable(self, peer):
+        """Read what came on ``peer``; False when it is to be closed."""
+        view = memoryview(peer.buf)
+        try:
+            n = peer.sock.recv_into(view[peer.got:])
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
         if n == 0:
             return False
-        got += n
-    return True
+        peer.got += n
+        if peer.got < len(peer.buf):
+            return True
+        peer.got = 0
+        if peer.deadline is not None:
+            return self._authenticate(peer)
+        return _answer(peer.sock, bytes(peer.buf))
+
+    def _authenticate(self, peer):
+        key = _authkey()
+        client_nonce, proof = bytes(peer.buf[:_NONCE]), bytes(peer.buf[_NONCE:])
+        try:
+            if not hmac.compare_digest(proof, _mac(key, b"c", peer.nonce, client_nonce)):
+                peer.sock.send(_REFUSED)
+                return False
+            reply = _ACCEPTED + _mac(key, b"s", peer.nonce, client_nonce)
+            if peer.sock.send(reply) != len(reply):
+                return False
+        except OSError:
+            return False
+        del self.pending[peer.fd]
+        peer.buf, peer.deadline, peer.nonce = bytearray(ID_SIZE), None, None
+        with _lock:
+            _served[peer.sock] = peer.pid
+        return True
+
+
+def _answer(sock, ident):
+    """One request: the fd offered under ``ident`` (then closed here), or none."""
+    with _lock:
+        entry = _offered.pop(ident, None)
+    try:
+        if entry is None:
+            return sock.send(_MISSING) == 1
+        fd, keep = entry
+        try:
+            return socket.send_fds(sock, [_FOUND], [fd]) == 1
+        finally:
+            os.close(fd)
+            del keep, entry
+    except OSError:  # a receiver that does not read its replies, or gone
+        return False
 
 
 def offer(fd, keep):
     """Hand ``fd`` (now owned here) to the one process that asks for it; a :class:`ChannelFd`
     to pickle. Raises OSError when this process cannot listen (the caller falls back)."""
     address = _listening()
+    ident = secrets.token_bytes(ID_SIZE)
     with _lock:
-        ident = _state["next"]
-        _state["next"] = ident + 1
+        while ident in _offered:  # never, in practice
+            ident = secrets.token_bytes(ID_SIZE)
         _offered[ident] = (fd, keep)
     return ChannelFd(address, ident)
 
@@ -177,24 +364,100 @@ def pending():
         return len(_offered) if _state["pid"] == os.getpid() else 0
 
 
+def peers():
+    """How many authenticated connections from other processes this process's listener holds:
+    each is a process of the pool that may still fetch an offered fd. (Not the connections
+    still in their handshake: a peer without the key must not hold up the wait at exit.)"""
+    me = os.getpid()
+    with _lock:
+        if _state["pid"] != me:
+            return 0
+        return sum(1 for pid in _served.values() if pid is not None and pid != me)
+
+
 # --- the receiving side -------------------------------------------------------------------
 
 _conns_lock = forksafe.Lock()
 _conns = {}  # address -> _Conn
 
 
+class _Refused(Exception):
+    """The sender refused this process (another key), or is no fd channel."""
+
+
+class _Dropped(Exception):
+    """The sender closed the connection during the handshake (too many pending, a timeout)."""
+
+
+class _Unreachable(Exception):
+    """The handshake never completed within :data:`CONNECT_DEADLINE`."""
+
+
 class _Conn:
-    __slots__ = ("conn", "sock", "lock")
+    __slots__ = ("sock", "lock")
 
     def __init__(self, address):
-        conn = _mp_connection.Client(address, family="AF_UNIX", authkey=_authkey())
-        self.conn = conn
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn.fileno())
+        self.sock = _connect(address)
         self.lock = forksafe.Lock()
 
     def close(self):
-        self.sock.detach()
-        self.conn.close()
+        self.sock.close()
+
+
+def _connect(address):
+    """A connection to the sender at ``address``, authenticated both ways. A connection the
+    sender dropped or left unanswered (it is flooded, or out of fds) is made again, for up to
+    :data:`CONNECT_DEADLINE` seconds. Raises OSError (the sender is gone; this process is out
+    of fds), _Refused or _Unreachable."""
+    deadline = time.monotonic() + CONNECT_DEADLINE
+    delay, tries = 0.005, 0
+    while True:
+        tries += 1
+        left = deadline - time.monotonic()
+        try:
+            return _handshake(address, max(min(HANDSHAKE_TIMEOUT, left), 0.05))
+        except (_Dropped, BlockingIOError, TimeoutError, ConnectionResetError,
+                BrokenPipeError) as e:
+            last = e
+        if time.monotonic() + delay >= deadline:
+            raise _Unreachable(f"{tries} tries in {CONNECT_DEADLINE:g} s, the last: "
+                               f"{type(last).__name__} {last}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
+def _handshake(address, timeout):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec (Python's default)
+    try:
+        s.settimeout(timeout)
+        s.connect(address)  # BlockingIOError: the listen queue is full
+        hello = _recv_exact(s, _HELLO)
+        if hello[:len(_MAGIC)] != _MAGIC:
+            raise _Refused("it does not speak stridemap's fd channel")
+        server_nonce = hello[len(_MAGIC):]
+        key = _authkey()
+        client_nonce = secrets.token_bytes(_NONCE)
+        s.sendall(client_nonce + _mac(key, b"c", server_nonce, client_nonce))
+        if _recv_exact(s, 1) != _ACCEPTED:
+            raise _Refused("it has another authkey")
+        proof = _recv_exact(s, _MAC)
+        if not hmac.compare_digest(proof, _mac(key, b"s", server_nonce, client_nonce)):
+            raise _Refused("it did not prove it has this pool's authkey")
+        s.settimeout(None)
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def _recv_exact(s, n):
+    data = b""
+    while len(data) < n:
+        more = s.recv(n - len(data))
+        if not more:
+            raise _Dropped("the sender closed the connection")
+        data += more
+    return data
 
 
 def _connection(address):
@@ -256,6 +519,10 @@ class ChannelFd:
 
     def detach(self):
         """The fd, close-on-exec, owned by the caller."""
+        if type(self.ident) is not bytes or len(self.ident) != ID_SIZE:
+            raise errors.OpenFailed(
+                f"the pickle names its fd by {self.ident!r}, not a {ID_SIZE}-byte id: it was "
+                "made by another version of stridemap")
         try:
             c = _connection(self.address)
         except OSError as e:
@@ -266,14 +533,20 @@ class ChannelFd:
                 f"({e.strerror or e}): it must live until its receivers have the array",
                 e.errno,
             ) from None
-        except (EOFError, _mp_connection.AuthenticationError) as e:
+        except _Refused as e:
             raise errors.OpenFailed(
                 f"the process that sent this array refused this one ({e}): only processes "
                 "of the same pool (the same authkey) can receive it"
             ) from None
+        except _Unreachable as e:
+            raise errors.OpenFailed(
+                "the process that sent this array did not let this one connect to its fd "
+                f"channel ({e}): it may be out of file descriptors, or flooded with connections",
+                errno.ETIMEDOUT,
+            ) from None
         with c.lock:
             try:
-                c.sock.sendall(_KEY.pack(self.ident))
+                c.sock.sendall(self.ident)
                 return _recv_fd(c.sock)
             except BaseException:
                 _drop(self.address, c)
@@ -328,16 +601,19 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
         except OSError:
             pass
     _offered.clear()
-    for conn in _served:  # a copy: the parent's thread still serves it; EOF must reach the
-        try:              # receiver when the parent goes, whatever this child does
-            conn.close()
+    for sock in list(_served):  # a copy: the parent's thread still serves it; EOF must reach
+        try:                    # the receiver when the parent goes, whatever this child does
+            sock.close()
         except OSError:
             pass
     _served.clear()
-    listener = _state["listener"]
-    if listener is not None:
-        listener.close()  # this process's copy; the file and the parent's socket stay
-    _state.update(pid=None, address=None, listener=None, next=0)
+    for what in ("listener", "epoll"):  # this process's copies; the file and the parent's stay
+        if _state[what] is not None:
+            try:
+                _state[what].close()
+            except OSError:
+                pass
+    _state.update(pid=None, address=None, listener=None, epoll=None)
     for c in list(_conns.values()):
         try:
             c.close()

@@ -41,6 +41,7 @@ import os
 import socket
 import weakref
 from multiprocessing import context as _mp_context
+from multiprocessing import process as _mp_process
 from multiprocessing import reduction as _mp_reduction
 from multiprocessing import resource_sharer as _resource_sharer
 
@@ -504,7 +505,11 @@ def _hold_until_fetched(handle, keep):
 # a process that exits before then (a Process whose last act is to put a result in a Queue, a
 # pool worker retired by maxtasksperchild) would leave the receiver nothing to fetch. So at exit
 # (multiprocessing's exit function, which its children run too) the process waits until its
-# handles have been fetched, for up to EXIT_WAIT seconds.
+# handles have been fetched, for up to EXIT_WAIT seconds, and only while a process that could
+# fetch them lives (_a_receiver_may_live): the process that started it, a child (none are left
+# by then in a pool's parent: multiprocessing has joined them), or a peer connected to its fd
+# channel. The fds offered for tasks pickled into a broken pool's queue are never fetched, and
+# the parent whose workers are gone no longer waits for them.
 EXIT_WAIT = float(os.environ.get("STRIDEMAP_POOLS_EXIT_WAIT", "10"))
 _pending = {"pid": None, "ids": set(), "finalizer": None}
 _pending_lock = forksafe.Lock()
@@ -568,11 +573,41 @@ def _unfetched():
         return set(_pending["ids"])
 
 
+def _a_receiver_may_live():
+    """Whether a process that could still fetch this process's fds lives: a process connected
+    to its fd channel, a child of its own, or the process that started it. At exit
+    ``multiprocessing`` has joined (or terminated) the children already: in a pool's parent
+    whose workers are gone, nothing is left that could fetch the fds offered for tasks that
+    never reached a worker (pickled into a broken pool's queue)."""
+    if channel.peers():
+        return True
+    if _mp_process.active_children():
+        return True
+    parent = _mp_process.parent_process()
+    if parent is not None:
+        return parent.is_alive()
+    ppid = getattr(_mp_process.current_process(), "_parent_pid", None)
+    if ppid is None:  # the main process
+        return False
+    try:
+        os.kill(ppid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
 def _wait_for_receivers():
     import time
 
     deadline = time.monotonic() + EXIT_WAIT
     while _unfetched() or channel.pending():
+        if not _a_receiver_may_live():
+            log.info("stridemap.pools: exiting with %d shared array(s) never received: no "
+                     "process that could receive them is alive (no child, parent or peer "
+                     "connected)", len(_unfetched()) + channel.pending())
+            return
         if time.monotonic() >= deadline:
             log.warning(
                 "stridemap.pools: exiting with %d shared array(s) never received (their "
