@@ -15,7 +15,9 @@ The wire (both ends are in this file):
 - the receiver answers a 32-byte random nonce ``C`` and ``HMAC-SHA256(authkey, b"c" + S + C)``;
 - the sender answers ``b"\\x01"`` and ``HMAC-SHA256(authkey, b"s" + S + C)`` (its own proof of
   the key), or ``b"\\x00"`` (a wrong key) and closes;
-- then requests: the id (16 bytes) in, ``b"\\x01"`` plus the fd or ``b"\\x00"`` out.
+- then requests, each an op byte and an id (16 bytes): ``b"\\x01"`` (fetch) is answered
+  ``b"\\x01"`` plus the fd or ``b"\\x00"``; ``b"\\x02"`` (release: the receiver maps the
+  segment already and needs no fd) is not answered: the sender lets go of what it offered.
 
 Ids are 16 random bytes (``secrets``): a peer that has the key and one id cannot work out the
 ids offered to other receivers.
@@ -80,6 +82,8 @@ _HELLO = len(_MAGIC) + _NONCE
 _ANSWER = _NONCE + _MAC
 _ACCEPTED, _REFUSED = b"\x01", b"\x00"
 _FOUND, _MISSING = b"\x01", b"\x00"
+_FETCH, _RELEASE = b"\x01", b"\x02"
+_REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
 _CRED = struct.Struct("3i")
@@ -107,7 +111,7 @@ def _settle_tempfile():
 _settle_tempfile()
 _lock = forksafe.Lock()
 _state = {"pid": None, "address": None, "listener": None, "epoll": None}
-_offered = {}  # id -> (fd, keep)
+_offered = {}  # id -> (fd, keep, make): fd None until a fetch asks make() for it
 _served = {}  # the connections this process's serving thread holds -> the peer's pid, once
 # authenticated (None before)
 
@@ -323,20 +327,35 @@ class _Server:
         except OSError:
             return False
         del self.pending[peer.fd]
-        peer.buf, peer.deadline, peer.nonce = bytearray(ID_SIZE), None, None
+        peer.buf, peer.deadline, peer.nonce = bytearray(_REQUEST), None, None
         with _lock:
             _served[peer.sock] = peer.pid
         return True
 
 
-def _answer(sock, ident):
-    """One request: the fd offered under ``ident`` (then closed here), or none."""
+def _answer(sock, request):
+    """One request: the fd offered under its id (then closed here), or none; or a release,
+    not answered. False when the connection is to be closed."""
+    op, ident = request[:1], request[1:]
     with _lock:
         entry = _offered.pop(ident, None)
+    if op == _RELEASE:
+        if entry is not None and entry[0] is not None:
+            os.close(entry[0])
+        del entry
+        return True
+    if op != _FETCH:
+        return False
     try:
         if entry is None:
             return sock.send(_MISSING) == 1
-        fd, keep = entry
+        fd, keep, make = entry
+        if fd is None:
+            try:
+                fd = make()
+            except Exception as e:  # noqa: BLE001 - the receiver is told it holds nothing
+                log.debug("stridemap.pools: making an offered fd failed: %s", e)
+                return sock.send(_MISSING) == 1
         try:
             return socket.send_fds(sock, [_FOUND], [fd]) == 1
         finally:
@@ -349,12 +368,23 @@ def _answer(sock, ident):
 def offer(fd, keep):
     """Hand ``fd`` (now owned here) to the one process that asks for it; a :class:`ChannelFd`
     to pickle. Raises OSError when this process cannot listen (the caller falls back)."""
+    return _offer(fd, keep, None)
+
+
+def offer_lazy(make, keep):
+    """Like :func:`offer` for an fd made only when its receiver asks for it: ``make()``
+    returns it then (in the serving thread, so it must not block), and a receiver that
+    needs none (:meth:`ChannelFd.release`) costs no fd at all."""
+    return _offer(None, keep, make)
+
+
+def _offer(fd, keep, make):
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
     with _lock:
         while ident in _offered:  # never, in practice
             ident = secrets.token_bytes(ID_SIZE)
-        _offered[ident] = (fd, keep)
+        _offered[ident] = (fd, keep, make)
     return ChannelFd(address, ident)
 
 
@@ -546,17 +576,33 @@ class ChannelFd:
             ) from None
         with c.lock:
             try:
-                c.sock.sendall(self.ident)
+                c.sock.sendall(_FETCH + self.ident)
                 return _recv_fd(c.sock)
             except BaseException:
                 _drop(self.address, c)
                 raise
 
+    def release(self):
+        """Tell the sender that this receiver needs no fd (it maps the segment already): it
+        lets go of what it offered. Sent and not answered; never raises (a sender that cannot
+        be told keeps its offer until it exits, as for a pickle never received)."""
+        if type(self.ident) is not bytes or len(self.ident) != ID_SIZE:
+            return
+        try:
+            c = _connection(self.address)
+        except Exception:  # noqa: BLE001
+            return
+        with c.lock:
+            try:
+                c.sock.sendall(_RELEASE + self.ident)
+            except OSError:
+                _drop(self.address, c)
+
 
 def _out_of_fds():
     return errors.OpenFailed(
         "the fd of a shared array was dropped on receipt: this process is out of file "
-        "descriptors (each received array holds two while it lives); raise the limit "
+        "descriptors (received arrays hold none, but the fds in flight do); raise the limit "
         "(ulimit -n, resource.setrlimit(RLIMIT_NOFILE)) or let go of received arrays",
         errno.EMFILE,
     )
@@ -595,7 +641,9 @@ def _recv_fd(s):
 # --- fork -----------------------------------------------------------------------------------
 
 def _after_fork_in_child():  # after forksafe's: the locks are free
-    for fd, _keep in _offered.values():
+    for fd, _keep, _make in _offered.values():
+        if fd is None:  # a lazy offer: nothing made yet
+            continue
         try:
             os.close(fd)
         except OSError:

@@ -36,6 +36,7 @@ live until the receiver has fetched it (hence the wait at exit below).
 
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import socket
@@ -360,6 +361,11 @@ def export_for_receiver(view, *, copy_on_write=False):
     the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
     or "c" (copy-on-write) with ``copy_on_write``."""
     mode = "r+" if view.flags.writeable else "r"
+    if mode == "r" and _mp_context.get_spawning_popen() is None:
+        lazy = _offer_frozen_memfd(view)
+        if lazy is not None:
+            record, handle = lazy
+            return record, handle, "memfd", "c" if copy_on_write else "r"
     quick = _export_frozen_memfd(view) if mode == "r" else None
     try:
         ex = quick or export(view, mode=mode)
@@ -399,9 +405,39 @@ _records_lock = forksafe.Lock()
 _RECORDS_PER_SEGMENT = 64
 
 
-def _export_frozen_memfd(view):
-    """``stridemap.export(view, mode="r")`` for a view of a frozen memfd segment, its record
-    remembered per segment; None for any other view (the caller exports it the usual way)."""
+def _offer_frozen_memfd(view):
+    """``(record, handle)`` for a view of a frozen memfd segment, its fd made only when the
+    receiver asks for it (a receiver that maps the segment already releases the offer: no fd,
+    no round trip); None for any other view, or when this process cannot listen."""
+    found = _frozen_memfd_record(view)
+    if found is None:
+        return None
+    seg, record = found
+    try:
+        handle = channel.offer_lazy(functools.partial(_locked_fd, seg), view)
+    except OSError:
+        return None
+    _ensure_exit_wait()
+    return record, handle
+
+
+def _locked_fd(seg):
+    """A receiver's open file description of ``seg`` (a frozen memfd), locked shared (SPEC
+    §7): made by the channel's serving thread when the receiver asks, so it never waits (the
+    offer holds the view, so the segment lives and no one recycles it)."""
+    fd = seg.new_fd("r")
+    try:
+        if not header.lock_shared(fd, wait=False):
+            raise errors.SegmentBusy("the segment is locked by its producer", errno.EWOULDBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _frozen_memfd_record(view):
+    """``(segment, record)`` of a view of a frozen memfd segment, its record remembered per
+    segment; None for any other view."""
     seg = segment_of(view)
     if not isinstance(seg, Produced) or seg.kind != "memfd" or not seg.frozen:
         return None
@@ -411,7 +447,7 @@ def _export_frozen_memfd(view):
         try:
             records = _records.setdefault(seg, {})
         except TypeError:  # not weakly referable: no memory of it
-            return None
+            return seg, seg.describe(view, "r")
         record = records.get(key)
     if record is None:
         record = seg.describe(view, "r")
@@ -419,6 +455,16 @@ def _export_frozen_memfd(view):
             if len(records) >= _RECORDS_PER_SEGMENT:
                 records.clear()
             records[key] = record
+    return seg, record
+
+
+def _export_frozen_memfd(view):
+    """``stridemap.export(view, mode="r")`` for a view of a frozen memfd segment, its record
+    remembered per segment; None for any other view (the caller exports it the usual way)."""
+    found = _frozen_memfd_record(view)
+    if found is None:
+        return None
+    seg, record = found
     fd = seg.new_fd("r")
     try:
         return Export(record, fd, seg)
@@ -720,6 +766,9 @@ def _sender_of(handle):
 def _release(handle):
     """A handle whose fd is not needed (its segment is mapped already): the sender lets go of
     it all the same."""
+    if type(handle) is channel.ChannelFd:
+        handle.release()
+        return
     try:
         os.close(_detach(handle))
     except Exception as e:  # noqa: BLE001 - the array is fine; the sender's copy is its own

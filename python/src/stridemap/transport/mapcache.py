@@ -35,6 +35,7 @@ from ..segments import backing
 
 GRACE = float(os.environ.get("STRIDEMAP_MAP_GRACE", "1.0"))
 HELD = 32
+IDLE_EXIT = 10.0  # seconds the sweeping thread waits with nothing to sweep before it ends
 
 _lock = forksafe.Lock()
 _entries = {}  # key -> weakref(mmap)
@@ -158,11 +159,19 @@ def _start_sweeper():  # with _lock held
 
 
 def _sweep_loop():
+    period = max(GRACE / 2, 0.05)
+    idle_since = None
     while True:
-        time.sleep(max(GRACE / 2, 0.05))
+        time.sleep(period)
         sweep()
         with _lock:
-            if not _held:
+            if _held:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > IDLE_EXIT:
+                # Gone only after a while with nothing to keep: starting a thread costs a
+                # receive more than the whole hit it serves.
                 _state["sweeper"] = None
                 return
 
