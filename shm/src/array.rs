@@ -81,14 +81,16 @@ impl Drop for Lease {
 }
 
 /// A shared array only the producer writes, in place (no copy), until
-/// [`freeze`](SharedArrayMut::freeze) shares it read-only. Nobody else holds its segment yet,
-/// so its views lend references at slice speed.
+/// [`freeze`](SharedArrayMut::freeze) shares it read-only. A memfd segment is
+/// [private](SharedArrayMut::is_private): the kernel lets no one else write it, so its views
+/// lend references at slice speed. A named file lends none (other processes of this user
+/// can write it): fill it through [`shared_view_mut`](SharedArrayMut::shared_view_mut).
 ///
 /// ```
 /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
 /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 /// let mut a = pool.alloc::<f64>(&[2, 3], Order::C)?;
-/// for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+/// for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
 ///     *x = i as f64;
 /// }
 /// let a = a.freeze()?; // a memfd sealed F_SEAL_WRITE: frozen, views lend references
@@ -174,13 +176,27 @@ impl<T> SharedArrayMut<T> {
         Ok(self.lease.seg()?.page_backing())
     }
 
-    /// The array's bytes (packed in its order), writable.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    /// The array's bytes (packed in its order), writable, if the segment is
+    /// [private](Self::is_private).
+    ///
+    /// # Errors
+    /// As [`as_mut_slice`](Self::as_mut_slice).
+    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         let n = self.layout.nbytes() as usize;
-        match self.lease.seg_mut() {
-            Ok(seg) => seg.data_mut().get_mut(..n).unwrap_or_default(),
-            Err(_) => &mut [],
-        }
+        let seg = self.lease.seg_mut()?;
+        let why = not_private(seg);
+        let data = seg.private_data_mut().ok_or(Error::NotPrivate { why })?;
+        Ok(data.get_mut(..n).unwrap_or_default())
+    }
+
+    /// Whether the segment is a private memfd, which lends references for the fill in place
+    /// ([`as_mut_slice`](Self::as_mut_slice), [`view_mut`](Self::view_mut)): a memfd of a
+    /// [`SegmentKind::Memfd`](crate::SegmentKind::Memfd) pool, sealed by the kernel so that
+    /// the producer's map is the only writer it can ever have. A named file never is (other
+    /// processes of this user, and root, can open it for writing): fill it through
+    /// [`shared_view_mut`](Self::shared_view_mut).
+    pub fn is_private(&self) -> bool {
+        self.lease.seg().is_ok_and(Segment::is_private)
     }
 
     /// Makes the array read-only for good and returns the shareable handle. A memfd is
@@ -207,7 +223,7 @@ impl<T> SharedArrayMut<T> {
     /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
     /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
-    /// a.as_mut_slice().copy_from_slice(&[1.0, 2.0, 3.0]);
+    /// a.as_mut_slice()?.copy_from_slice(&[1.0, 2.0, 3.0]);
     /// let a = a.publish()?;
     /// assert!(!a.is_frozen());
     /// assert_eq!(a.shared_view()?.to_vec(), [1.0, 2.0, 3.0]);
@@ -251,26 +267,94 @@ impl<T> SharedArrayMut<T> {
 }
 
 impl<T: Element> SharedArrayMut<T> {
-    /// The elements in memory order (the array's order, C or F), to fill in place.
-    pub fn as_mut_slice(&mut self) -> &mut [T] {
-        bytemuck::try_cast_slice_mut(self.bytes_mut()).unwrap_or_default()
+    /// The elements in memory order (the array's order, C or F), to fill in place at slice
+    /// speed, if the segment is [private](Self::is_private) (a memfd). A named file's bytes
+    /// can be written by others meanwhile, so it lends no slice: fill it through
+    /// [`shared_view_mut`](Self::shared_view_mut), which copies in (`copy_from_slice` runs at
+    /// memcpy speed).
+    ///
+    /// Issue 20: a named file written through `std::fs` under a live slice changed the
+    /// slice's values. That program now gets the refusal:
+    ///
+    /// ```
+    /// use stridemap_shm::{Error, Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::File))?;
+    /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
+    /// assert!(matches!(a.as_mut_slice(), Err(Error::NotPrivate { .. })));
+    /// a.shared_view_mut()?.copy_from_slice(&[1.0, 2.0, 3.0])?;
+    /// assert_eq!(a.shared_view()?.to_vec(), [1.0, 2.0, 3.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotPrivate`] for a segment others may write (a named file).
+    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
+        Ok(bytemuck::try_cast_slice_mut(self.bytes_mut()?).unwrap_or_default())
     }
 
-    /// A writable typed view of the array.
+    /// A writable typed view of the array, lending `&mut T`s, if the segment is
+    /// [private](Self::is_private).
+    ///
+    /// # Errors
+    /// As [`as_mut_slice`](Self::as_mut_slice).
+    pub fn view_mut(&mut self) -> Result<ViewMut<'_, T>> {
+        let layout = self.layout;
+        Ok(ViewMut::new(self.bytes_mut()?, layout)?)
+    }
+
+    /// A read-only typed view lending `&T`s, if the segment is [private](Self::is_private).
+    ///
+    /// # Errors
+    /// As [`as_mut_slice`](Self::as_mut_slice).
+    pub fn view(&self) -> Result<View<'_, T>> {
+        let seg = self.lease.seg()?;
+        let why = not_private(seg);
+        let data = seg.private_data().ok_or(Error::NotPrivate { why })?;
+        Ok(View::new(data, self.layout)?)
+    }
+
+    /// A writable view that copies elements in and out and lends no reference: works on
+    /// every segment, named files included.
+    ///
+    /// ```
+    /// use stridemap_shm::{Order, Pool};
+    /// let pool = Pool::new()?; // named files by default
+    /// let mut a = pool.alloc::<f64>(&[2, 2], Order::C)?;
+    /// a.shared_view_mut()?.fill_with({ let mut i = 0.0; move || { i += 1.0; i } });
+    /// assert_eq!(a.freeze()?.shared_view()?.to_vec(), [1.0, 2.0, 3.0, 4.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
-    pub fn view_mut(&mut self) -> Result<ViewMut<'_, T>> {
+    pub fn shared_view_mut(&mut self) -> Result<SharedViewMut<'_, T>> {
         let layout = self.layout;
-        Ok(ViewMut::new(self.lease.seg_mut()?.data_mut(), layout)?)
+        Ok(self.lease.seg_mut()?.output_view_mut(layout)?)
     }
 
-    /// A read-only typed view.
+    /// A read-only view that copies elements out and lends no reference.
     ///
     /// # Errors
-    /// As [`view_mut`](Self::view_mut).
-    pub fn view(&self) -> Result<View<'_, T>> {
-        Ok(View::new(self.lease.seg()?.data_unshared(), self.layout)?)
+    /// As [`shared_view_mut`](Self::shared_view_mut).
+    pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
+        Ok(self.lease.seg()?.data_view(self.layout)?)
+    }
+
+    /// The segment, for `sys`'s unchecked slice.
+    pub(crate) fn segment_mut(&mut self) -> Result<&mut Segment> {
+        self.lease.seg_mut()
+    }
+}
+
+/// Why a segment is not private (for [`Error::NotPrivate`]).
+fn not_private(seg: &Segment) -> &'static str {
+    match seg.backing {
+        Backing::File(_) => {
+            "the segment is a named file, which other processes of this user (and root) can open for writing"
+        }
+        Backing::Memfd => {
+            "this kernel did not seal the memfd against new writers (F_SEAL_FUTURE_WRITE, Linux 5.1; on hugetlbfs, a kernel that enforces it at mmap)"
+        }
     }
 }
 

@@ -175,9 +175,12 @@ impl Harness {
 /// A 1000×3 f64 array whose element (i, j) is i * 3 + j, frozen.
 fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let n = a.layout().len() as usize;
+    let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    a.shared_view_mut()
+        .unwrap()
+        .copy_from_slice(&values)
+        .unwrap();
     a.freeze().unwrap()
 }
 
@@ -399,7 +402,7 @@ fn frozen_memfds_are_never_recycled_and_published_ones_are() {
     // Published (F_SEAL_FUTURE_WRITE only): recycled, and the next alloc fills it again …
     let publish = |v: f64| {
         let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-        a.as_mut_slice().fill(v);
+        a.as_mut_slice().unwrap().fill(v);
         a.publish().unwrap()
     };
     let a = publish(1.0);
@@ -437,7 +440,7 @@ fn a_reader_that_drops_its_lock_keeps_unchanged_bytes() {
     let h = Harness::new();
     let pool = h.pool(SegmentKind::Memfd);
     let mut a = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    a.as_mut_slice().fill(1.0);
+    a.as_mut_slice().unwrap().fill(1.0);
     let a = a.freeze().unwrap();
     let (tx, rx) = UnixStream::pair().unwrap();
     a.send(&tx).unwrap();
@@ -454,7 +457,7 @@ fn a_reader_that_drops_its_lock_keeps_unchanged_bytes() {
     pool.collect();
     // The next array of that size: a fresh segment, never the frozen one.
     let mut b = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    b.as_mut_slice().fill(666.0);
+    b.as_mut_slice().unwrap().fill(666.0);
     let b = b.freeze().unwrap();
     assert_ne!(
         b.descriptor().segment_id(),
@@ -472,7 +475,12 @@ fn named_file_segments_lend_the_producer_no_reference() {
     let h = Harness::new();
     let pool = h.pool(SegmentKind::File);
     let mut a = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    a.as_mut_slice().fill(1.0);
+    assert!(!a.is_private());
+    assert!(matches!(
+        a.as_mut_slice(),
+        Err(stridemap_shm::Error::NotPrivate { .. })
+    ));
+    a.shared_view_mut().unwrap().fill(1.0);
     let a = a.freeze().unwrap();
     assert!(!a.is_frozen());
     assert!(matches!(
