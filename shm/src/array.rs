@@ -393,15 +393,68 @@ impl<T> OutputArray<T> {
     /// # Errors
     /// [`Error::Io`] if the socket fails; those of [`descriptor`](Self::descriptor).
     pub fn send(&self, stream: &UnixStream) -> Result<()> {
+        self.send_view(stream, &self.descriptor()?)
+    }
+
+    /// Sends `desc`, a descriptor of a view of this array (e.g. one worker's block of rows,
+    /// from a layout of [`descriptor`](Self::descriptor)), with the segment's fd for a memfd:
+    /// writable for an `r+` descriptor, read-only for an `r` one.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind, Slice};
+    ///
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let out = pool.alloc_output::<f64>(&[4, 2], Order::C)?;
+    /// // The worker that fills rows 2 and 3 gets those rows only, and a writable fd.
+    /// let whole = out.descriptor()?;
+    /// let rows = whole.layout().slice_axis(0, Slice::range(2, 4))?;
+    /// let (tx, rx) = UnixStream::pair()?;
+    /// out.send_view(&tx, &whole.to_builder().layout(&rows).build()?)?;
+    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
+    /// let mut m = stridemap::socket::recv(&rx)?.open(&opts)?;
+    /// m.shared_view_mut::<f64>()?.fill(7.0);
+    /// assert_eq!(out.to_vec()?, [0.0, 0.0, 0.0, 0.0, 7.0, 7.0, 7.0, 7.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotThisSegment`] if `desc` is not a view of this segment's current use;
+    /// [`Error::Io`] if the socket fails.
+    pub fn send_view(&self, stream: &UnixStream, desc: &ValidDescriptor) -> Result<()> {
         let seg = self.lease.seg()?;
-        let desc = self.descriptor()?;
+        let same = desc.segment_id() == Some(seg.id) && desc.generation() == seg.generation;
+        if !same {
+            return Err(Error::NotThisSegment);
+        }
         match seg.backing {
             Backing::Memfd => {
-                let fd = seg.fd_for_peer(true)?;
-                Ok(socket::send(stream, &desc, Some(fd.as_fd()))?)
+                let fd = seg.fd_for_peer(desc.mode() == Mode::ReadWrite)?;
+                Ok(socket::send(stream, desc, Some(fd.as_fd()))?)
             }
-            Backing::File(_) => Ok(socket::send(stream, &desc, None)?),
+            Backing::File(_) => Ok(socket::send(stream, desc, None)?),
         }
+    }
+
+    /// A writable fd of the segment for a peer (a new open file description, SPEC.md §7):
+    /// for passing it some other way than [`send`](Self::send), with the `r+`
+    /// [`descriptor`](Self::descriptor).
+    ///
+    /// ```
+    /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let out = pool.alloc_output::<u32>(&[8], Order::C)?;
+    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
+    /// let mut m = stridemap::open_fd(&out.descriptor()?, out.fd_for_peer()?, &opts)?;
+    /// m.shared_view_mut::<u32>()?.set(&[0], 5)?;
+    /// assert_eq!(out.shared_view()?.get(&[0])?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TooManyFiles`] and other errors of reopening the segment.
+    pub fn fd_for_peer(&self) -> Result<std::os::fd::OwnedFd> {
+        self.lease.seg()?.fd_for_peer(true)
     }
 
     /// The same array with its element type named (the dtype must be `U`'s).

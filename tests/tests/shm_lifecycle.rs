@@ -607,3 +607,40 @@ fn segments_consumers_wrote_never_serve_the_producers_arrays() {
         assert_eq!(again.descriptor().unwrap().segment_id(), id, "{kind:?}");
     }
 }
+
+/// Issue 20 item 8: outputs of every kind are sent to workers a view at a time (a block of
+/// rows each; for a memfd, with a writable fd), and only views of their own segment.
+#[test]
+fn outputs_send_views_of_their_own_segment_only() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind);
+        let out = pool.alloc_output::<f64>(&[4, 2], Order::C).unwrap();
+        let whole = out.descriptor().unwrap();
+        let opts = OpenOptions::new().allow_root(&h.root).mode(Mode::ReadWrite);
+        for (k, lo) in [0i64, 2].into_iter().enumerate() {
+            let rows = whole
+                .layout()
+                .slice_axis(0, Slice::range(lo, lo + 2))
+                .unwrap();
+            let (tx, rx) = UnixStream::pair().unwrap();
+            out.send_view(&tx, &whole.to_builder().layout(&rows).build().unwrap())
+                .unwrap();
+            let mut m = stridemap::socket::recv(&rx)
+                .and_then(|i| i.open(&opts))
+                .unwrap();
+            m.shared_view_mut::<f64>().unwrap().fill(k as f64 + 1.0);
+        }
+        assert_eq!(
+            out.to_vec().unwrap(),
+            [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+        );
+        // A descriptor of another array is refused, whatever its layout.
+        let other = matrix(&pool);
+        let (tx, _rx) = UnixStream::pair().unwrap();
+        assert!(matches!(
+            out.send_view(&tx, other.descriptor()),
+            Err(stridemap_shm::Error::NotThisSegment)
+        ));
+    }
+}
