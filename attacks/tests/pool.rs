@@ -48,9 +48,11 @@ fn a_forked_child_dropping_its_pool_leaves_the_parents_segments_alone() {
         )
         .unwrap();
         let mut a = pool.alloc::<u64>(&[1 << 12], Order::C).unwrap();
-        for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
-            *x = i as u64;
-        }
+        let values: Vec<u64> = (0..1 << 12).collect();
+        a.shared_view_mut()
+            .unwrap()
+            .copy_from_slice(&values)
+            .unwrap();
         let a = a.freeze().unwrap();
         let desc = a.descriptor().clone();
         let folders = pool.folders();

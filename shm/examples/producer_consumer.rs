@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Producer: a 1000x3 array in a sealed memfd, filled in place, frozen, handed over.
     let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C)?;
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+    for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
         *x = i as f64;
     }
     let a = a.freeze()?;

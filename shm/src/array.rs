@@ -81,14 +81,16 @@ impl Drop for Lease {
 }
 
 /// A shared array only the producer writes, in place (no copy), until
-/// [`freeze`](SharedArrayMut::freeze) shares it read-only. Nobody else holds its segment yet,
-/// so its views lend references at slice speed.
+/// [`freeze`](SharedArrayMut::freeze) shares it read-only. A memfd segment is
+/// [private](SharedArrayMut::is_private): the kernel lets no one else write it, so its views
+/// lend references at slice speed. A named file lends none (other processes of this user
+/// can write it): fill it through [`shared_view_mut`](SharedArrayMut::shared_view_mut).
 ///
 /// ```
 /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
 /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 /// let mut a = pool.alloc::<f64>(&[2, 3], Order::C)?;
-/// for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+/// for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
 ///     *x = i as f64;
 /// }
 /// let a = a.freeze()?; // a memfd sealed F_SEAL_WRITE: frozen, views lend references
@@ -174,13 +176,27 @@ impl<T> SharedArrayMut<T> {
         Ok(self.lease.seg()?.page_backing())
     }
 
-    /// The array's bytes (packed in its order), writable.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
+    /// The array's bytes (packed in its order), writable, if the segment is
+    /// [private](Self::is_private).
+    ///
+    /// # Errors
+    /// As [`as_mut_slice`](Self::as_mut_slice).
+    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         let n = self.layout.nbytes() as usize;
-        match self.lease.seg_mut() {
-            Ok(seg) => seg.data_mut().get_mut(..n).unwrap_or_default(),
-            Err(_) => &mut [],
-        }
+        let seg = self.lease.seg_mut()?;
+        let why = not_private(seg);
+        let data = seg.private_data_mut().ok_or(Error::NotPrivate { why })?;
+        Ok(data.get_mut(..n).unwrap_or_default())
+    }
+
+    /// Whether the segment is a private memfd, which lends references for the fill in place
+    /// ([`as_mut_slice`](Self::as_mut_slice), [`view_mut`](Self::view_mut)): a memfd of a
+    /// [`SegmentKind::Memfd`](crate::SegmentKind::Memfd) pool, sealed by the kernel so that
+    /// the producer's map is the only writer it can ever have. A named file never is (other
+    /// processes of this user, and root, can open it for writing): fill it through
+    /// [`shared_view_mut`](Self::shared_view_mut).
+    pub fn is_private(&self) -> bool {
+        self.lease.seg().is_ok_and(Segment::is_private)
     }
 
     /// Makes the array read-only for good and returns the shareable handle. A memfd is
@@ -207,7 +223,7 @@ impl<T> SharedArrayMut<T> {
     /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
     /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
-    /// a.as_mut_slice().copy_from_slice(&[1.0, 2.0, 3.0]);
+    /// a.as_mut_slice()?.copy_from_slice(&[1.0, 2.0, 3.0]);
     /// let a = a.publish()?;
     /// assert!(!a.is_frozen());
     /// assert_eq!(a.shared_view()?.to_vec(), [1.0, 2.0, 3.0]);
@@ -251,26 +267,94 @@ impl<T> SharedArrayMut<T> {
 }
 
 impl<T: Element> SharedArrayMut<T> {
-    /// The elements in memory order (the array's order, C or F), to fill in place.
-    pub fn as_mut_slice(&mut self) -> &mut [T] {
-        bytemuck::try_cast_slice_mut(self.bytes_mut()).unwrap_or_default()
+    /// The elements in memory order (the array's order, C or F), to fill in place at slice
+    /// speed, if the segment is [private](Self::is_private) (a memfd). A named file's bytes
+    /// can be written by others meanwhile, so it lends no slice: fill it through
+    /// [`shared_view_mut`](Self::shared_view_mut), which copies in (`copy_from_slice` runs at
+    /// memcpy speed).
+    ///
+    /// Issue 20: a named file written through `std::fs` under a live slice changed the
+    /// slice's values. That program now gets the refusal:
+    ///
+    /// ```
+    /// use stridemap_shm::{Error, Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::File))?;
+    /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
+    /// assert!(matches!(a.as_mut_slice(), Err(Error::NotPrivate { .. })));
+    /// a.shared_view_mut()?.copy_from_slice(&[1.0, 2.0, 3.0])?;
+    /// assert_eq!(a.shared_view()?.to_vec(), [1.0, 2.0, 3.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotPrivate`] for a segment others may write (a named file).
+    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
+        Ok(bytemuck::try_cast_slice_mut(self.bytes_mut()?).unwrap_or_default())
     }
 
-    /// A writable typed view of the array.
+    /// A writable typed view of the array, lending `&mut T`s, if the segment is
+    /// [private](Self::is_private).
+    ///
+    /// # Errors
+    /// As [`as_mut_slice`](Self::as_mut_slice).
+    pub fn view_mut(&mut self) -> Result<ViewMut<'_, T>> {
+        let layout = self.layout;
+        Ok(ViewMut::new(self.bytes_mut()?, layout)?)
+    }
+
+    /// A read-only typed view lending `&T`s, if the segment is [private](Self::is_private).
+    ///
+    /// # Errors
+    /// As [`as_mut_slice`](Self::as_mut_slice).
+    pub fn view(&self) -> Result<View<'_, T>> {
+        let seg = self.lease.seg()?;
+        let why = not_private(seg);
+        let data = seg.private_data().ok_or(Error::NotPrivate { why })?;
+        Ok(View::new(data, self.layout)?)
+    }
+
+    /// A writable view that copies elements in and out and lends no reference: works on
+    /// every segment, named files included.
+    ///
+    /// ```
+    /// use stridemap_shm::{Order, Pool};
+    /// let pool = Pool::new()?; // named files by default
+    /// let mut a = pool.alloc::<f64>(&[2, 2], Order::C)?;
+    /// a.shared_view_mut()?.fill_with({ let mut i = 0.0; move || { i += 1.0; i } });
+    /// assert_eq!(a.freeze()?.shared_view()?.to_vec(), [1.0, 2.0, 3.0, 4.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
-    pub fn view_mut(&mut self) -> Result<ViewMut<'_, T>> {
+    pub fn shared_view_mut(&mut self) -> Result<SharedViewMut<'_, T>> {
         let layout = self.layout;
-        Ok(ViewMut::new(self.lease.seg_mut()?.data_mut(), layout)?)
+        Ok(self.lease.seg_mut()?.output_view_mut(layout)?)
     }
 
-    /// A read-only typed view.
+    /// A read-only view that copies elements out and lends no reference.
     ///
     /// # Errors
-    /// As [`view_mut`](Self::view_mut).
-    pub fn view(&self) -> Result<View<'_, T>> {
-        Ok(View::new(self.lease.seg()?.data_unshared(), self.layout)?)
+    /// As [`shared_view_mut`](Self::shared_view_mut).
+    pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
+        Ok(self.lease.seg()?.data_view(self.layout)?)
+    }
+
+    /// The segment, for `sys`'s unchecked slice.
+    pub(crate) fn segment_mut(&mut self) -> Result<&mut Segment> {
+        self.lease.seg_mut()
+    }
+}
+
+/// Why a segment is not private (for [`Error::NotPrivate`]).
+fn not_private(seg: &Segment) -> &'static str {
+    match seg.backing {
+        Backing::File(_) => {
+            "the segment is a named file, which other processes of this user (and root) can open for writing"
+        }
+        Backing::Memfd => {
+            "this kernel did not seal the memfd against new writers (F_SEAL_FUTURE_WRITE, Linux 5.1; on hugetlbfs, a kernel that enforces it at mmap)"
+        }
     }
 }
 
@@ -309,15 +393,68 @@ impl<T> OutputArray<T> {
     /// # Errors
     /// [`Error::Io`] if the socket fails; those of [`descriptor`](Self::descriptor).
     pub fn send(&self, stream: &UnixStream) -> Result<()> {
+        self.send_view(stream, &self.descriptor()?)
+    }
+
+    /// Sends `desc`, a descriptor of a view of this array (e.g. one worker's block of rows,
+    /// from a layout of [`descriptor`](Self::descriptor)), with the segment's fd for a memfd:
+    /// writable for an `r+` descriptor, read-only for an `r` one.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind, Slice};
+    ///
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let out = pool.alloc_output::<f64>(&[4, 2], Order::C)?;
+    /// // The worker that fills rows 2 and 3 gets those rows only, and a writable fd.
+    /// let whole = out.descriptor()?;
+    /// let rows = whole.layout().slice_axis(0, Slice::range(2, 4))?;
+    /// let (tx, rx) = UnixStream::pair()?;
+    /// out.send_view(&tx, &whole.to_builder().layout(&rows).build()?)?;
+    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
+    /// let mut m = stridemap::socket::recv(&rx)?.open(&opts)?;
+    /// m.shared_view_mut::<f64>()?.fill(7.0);
+    /// assert_eq!(out.to_vec()?, [0.0, 0.0, 0.0, 0.0, 7.0, 7.0, 7.0, 7.0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotThisSegment`] if `desc` is not a view of this segment's current use;
+    /// [`Error::Io`] if the socket fails.
+    pub fn send_view(&self, stream: &UnixStream, desc: &ValidDescriptor) -> Result<()> {
         let seg = self.lease.seg()?;
-        let desc = self.descriptor()?;
+        let same = desc.segment_id() == Some(seg.id) && desc.generation() == seg.generation;
+        if !same {
+            return Err(Error::NotThisSegment);
+        }
         match seg.backing {
             Backing::Memfd => {
-                let fd = seg.fd_for_peer(true)?;
-                Ok(socket::send(stream, &desc, Some(fd.as_fd()))?)
+                let fd = seg.fd_for_peer(desc.mode() == Mode::ReadWrite)?;
+                Ok(socket::send(stream, desc, Some(fd.as_fd()))?)
             }
-            Backing::File(_) => Ok(socket::send(stream, &desc, None)?),
+            Backing::File(_) => Ok(socket::send(stream, desc, None)?),
         }
+    }
+
+    /// A writable fd of the segment for a peer (a new open file description, SPEC.md §7):
+    /// for passing it some other way than [`send`](Self::send), with the `r+`
+    /// [`descriptor`](Self::descriptor).
+    ///
+    /// ```
+    /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
+    /// let out = pool.alloc_output::<u32>(&[8], Order::C)?;
+    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
+    /// let mut m = stridemap::open_fd(&out.descriptor()?, out.fd_for_peer()?, &opts)?;
+    /// m.shared_view_mut::<u32>()?.set(&[0], 5)?;
+    /// assert_eq!(out.shared_view()?.get(&[0])?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::TooManyFiles`] and other errors of reopening the segment.
+    pub fn fd_for_peer(&self) -> Result<std::os::fd::OwnedFd> {
+        self.lease.seg()?.fd_for_peer(true)
     }
 
     /// The same array with its element type named (the dtype must be `U`'s).

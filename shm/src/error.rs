@@ -68,11 +68,18 @@ pub enum Error {
         /// The system's error.
         source: io::Error,
     },
-    /// A descriptor sent with a segment's fd is not a read-only view of that segment's
-    /// current use.
+    /// A descriptor sent with a segment's fd is not a view of that segment's current use
+    /// (read-only, for a [`SharedArray`](crate::SharedArray)).
     NotThisSegment,
     /// The pool was dropped.
     PoolClosed,
+    /// A reference (`&mut [T]`, a `View`) into a segment that others may write: a named
+    /// file, or a memfd the kernel did not seal against new writers. Fill it through
+    /// [`SharedArrayMut::shared_view_mut`](crate::SharedArrayMut::shared_view_mut).
+    NotPrivate {
+        /// Why others may write it.
+        why: &'static str,
+    },
     /// An array [`Pool::share_arc`](crate::Pool::share_arc) cannot lend as one buffer.
     NotShareable {
         /// Why, and what to do.
@@ -90,7 +97,7 @@ pub enum Error {
     Stridemap(stridemap::Error),
     /// Another I/O error.
     Io {
-        /// What was being done.
+        /// What was being done (empty for an `io::Error` converted by `?`).
         context: String,
         /// The system's error.
         source: io::Error,
@@ -158,6 +165,38 @@ impl Error {
         match self {
             Error::Stridemap(e) => e.rule(),
             _ => None,
+        }
+    }
+}
+
+/// An I/O error of the caller's own, so that `?` works on `std::io` calls in functions that
+/// return this crate's [`Result`]: out of file descriptors as [`Error::TooManyFiles`] (whose
+/// message says what to do), anything else as [`Error::Io`] with no context of its own.
+///
+/// ```
+/// use std::io::Write;
+/// fn log_shape(pool: &stridemap_shm::Pool, out: &mut impl Write) -> stridemap_shm::Result<()> {
+///     let a = pool.alloc::<f64>(&[2, 3], stridemap_shm::Order::C)?;
+///     writeln!(out, "{:?}", a.layout().shape())?;
+///     Ok(())
+/// }
+/// let mut out = Vec::new();
+/// log_shape(&stridemap_shm::Pool::new()?, &mut out)?;
+/// assert_eq!(out, b"[2, 3]\n");
+/// # Ok::<(), stridemap_shm::Error>(())
+/// ```
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        let fds = [rustix::io::Errno::MFILE, rustix::io::Errno::NFILE];
+        if fds
+            .iter()
+            .any(|c| e.raw_os_error() == Some(c.raw_os_error()))
+        {
+            return Error::TooManyFiles { source: e };
+        }
+        Error::Io {
+            context: String::new(),
+            source: e,
         }
     }
 }
@@ -256,9 +295,17 @@ impl fmt::Display for Error {
             ),
             Error::NotThisSegment => write!(
                 f,
-                "the descriptor is not a read-only view of this segment (same id and generation)"
+                "the descriptor is not a view of this segment's current use (same id and \
+                 generation; read-only for a shared array): describe a layout of the array's \
+                 own descriptor"
             ),
             Error::PoolClosed => write!(f, "the pool was dropped"),
+            Error::NotPrivate { why } => write!(
+                f,
+                "no reference into this segment: {why}; fill it with shared_view_mut() \
+                 (copy_from_slice, fill, set), or use SegmentKind::Memfd to fill in place \
+                 with as_mut_slice()"
+            ),
             Error::NotShareable { reason } => write!(f, "cannot share this array: {reason}"),
             Error::HugePagesUnavailable { kind, why } => write!(
                 f,
@@ -270,6 +317,7 @@ impl fmt::Display for Error {
                 }
             ),
             Error::Stridemap(e) => write!(f, "{e}"),
+            Error::Io { context, source } if context.is_empty() => write!(f, "{source}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

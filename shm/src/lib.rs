@@ -24,7 +24,7 @@
 //!
 //! let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 //! let mut a = pool.alloc::<f64>(&[4, 3], Order::C)?;
-//! for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+//! for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
 //!     *x = i as f64;
 //! }
 //! let a = a.freeze()?;
@@ -41,26 +41,33 @@
 //!
 //! # Soundness
 //!
-//! The producer's map of a segment lends references only while nobody else can write it:
-//! a [`SharedArrayMut`] (from [`Pool::alloc`]) before it is shared, when no descriptor or fd
-//! of this use has left the process; a [`SharedArray`] only if it
+//! The producer's map of a segment lends references only where the kernel lets nobody else
+//! write it: a [`SharedArrayMut`] (from [`Pool::alloc`]) only if it
+//! [`is_private`](SharedArrayMut::is_private): a memfd sealed `F_SEAL_FUTURE_WRITE` as soon
+//! as the producer's one writable map of it existed (the kernel then refuses write(2) and new
+//! writable maps to everyone, which the pool checks by trying one), so that this map is its
+//! only writer, whoever gets its fd later; a [`SharedArray`] only if it
 //! [`is_frozen`](SharedArray::is_frozen): a memfd that [`SharedArrayMut::freeze`] sealed
 //! `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` after dropping its writable map, and mapped
 //! again read-only. The kernel grants that seal only when no writable map exists and refuses
 //! every writer after, so such a segment is never written again, and never recycled.
 //! Everything else is read through `stridemap`'s [`SharedView`] (element copies, no
-//! reference): named files (mode 0400 does not stop root), arrays
+//! reference, and [`SharedViewMut`] for the fill): named files (every process of this user
+//! can open them for writing, and mode 0400 does not stop root), arrays
 //! [published](SharedArrayMut::publish) unfrozen into segments the pool recycles (the
 //! streaming fast path), and arrays consumers write ([`OutputArray`], from
 //! [`Pool::alloc_output`], also written through [`SharedViewMut`]). The handles are one type
-//! per stage, so the compiler enforces the rest: an [`OutputArray`] has no `view_mut`.
+//! per stage, so the compiler enforces the rest: an [`OutputArray`] has no `view_mut`, and
+//! the one way to a slice of a named file is the `unsafe`
+//! [`SharedArrayMut::as_mut_slice_unchecked`].
 //! Consumers get references only for frozen memfds (see `stridemap`'s Soundness section).
 //!
 //! # Platform
 //!
 //! Linux only (a `compile_error!` elsewhere). Memfd segments need `memfd_create` with sealing
-//! (Linux 3.17) and, to publish them unfrozen, `F_SEAL_FUTURE_WRITE` (Linux 5.1): without it,
-//! publishing a memfd segment fails with [`Error::Unsupported`], while named-file
+//! (Linux 3.17) and, to publish them unfrozen or fill them through slices,
+//! `F_SEAL_FUTURE_WRITE` (Linux 5.1): without it, publishing a memfd segment fails with
+//! [`Error::Unsupported`] and its fill lends no slice ([`Error::NotPrivate`]), while named-file
 //! segments ([`SegmentKind::File`], the default) need neither. Recycled segments are
 //! prefaulted with `MADV_POPULATE_WRITE` (Linux 5.14); older kernels ignore it and the pages
 //! fault in on first write instead.

@@ -168,7 +168,7 @@ pub struct PoolStats {
 /// use stridemap_shm::{Order, Pool};
 /// let pool = Pool::new()?;
 /// let mut out = pool.alloc::<f64>(&[1000, 1000], Order::C)?;
-/// out.as_mut_slice().fill(1.0);              // filled in place: no copy
+/// out.shared_view_mut()?.fill(1.0);          // filled in place: no copy
 /// let frozen = out.freeze()?;                 // read-only from now on
 /// let wire = frozen.descriptor().to_bytes();  // send this; consumers map the same pages
 /// # Ok::<(), stridemap_shm::Error>(())
@@ -437,7 +437,7 @@ impl Pool {
         };
         let (mut seg, recycled) = self.inner.obtain(n, false, fill)?;
         if recycled || packed.is_none() {
-            copy_into(view, seg.data_mut());
+            seg.write_elements(view);
         }
         let layout = Layout::contiguous(view.dtype().itemsize(), view.layout().shape(), Order::C)?;
         let lease = Lease::new(seg, Arc::downgrade(&self.inner));
@@ -538,27 +538,6 @@ impl Drop for PoolInner {
     }
 }
 
-/// Copies the elements of `view`, packed in C order, to the start of `dst`.
-fn copy_into(view: &ByteView<'_>, dst: &mut [u8]) {
-    let span = view.layout().span();
-    if view.layout().is_c_contiguous()
-        && let (Some(src), Some(d)) = (
-            view.buffer().get(span.start as usize..span.end as usize),
-            dst.get_mut(..(span.end - span.start) as usize),
-        )
-    {
-        d.copy_from_slice(src);
-        return;
-    }
-    let mut at = 0;
-    for e in view.elements() {
-        if let Some(d) = dst.get_mut(at..at + e.len()) {
-            d.copy_from_slice(e);
-        }
-        at += e.len();
-    }
-}
-
 impl PoolInner {
     /// Whether this is a child `fork`ed from the process that made the pool: then the pool
     /// recycles, unlocks and removes nothing, and dropping it only closes its fds.
@@ -630,7 +609,7 @@ impl PoolInner {
                 return Ok((seg, true));
             }
         }
-        let seg = self.create(n, capacity, fill, huge)?;
+        let seg = self.create(n, capacity, fill, huge, !writable)?;
         lock(&self.state).held += seg.file_len();
         let mut seg = seg;
         seg.lent_writable |= writable;
@@ -639,8 +618,16 @@ impl PoolInner {
 
     /// A new segment of `capacity` data bytes (`n` used), in huge pages of `huge` bytes when
     /// asked for and available (the first mechanism of [`crate::huge_probe`] that works),
-    /// else in base pages, or for [`HugePages::Require`] an error naming what to enable.
-    fn create(&self, n: u64, capacity: u64, fill: Fill<'_>, huge: Option<u64>) -> Result<Segment> {
+    /// else in base pages, or for [`HugePages::Require`] an error naming what to enable. A
+    /// `private` memfd is one consumers never write (see [`Segment::create_memfd`]).
+    fn create(
+        &self,
+        n: u64,
+        capacity: u64,
+        fill: Fill<'_>,
+        huge: Option<u64>,
+        private: bool,
+    ) -> Result<Segment> {
         let offset = huge.unwrap_or(SEGMENT_DATA_OFFSET);
         let needed = offset.saturating_add(n);
         let folder = match self.config.kind {
@@ -653,7 +640,7 @@ impl PoolInner {
         self.check_quota(&at, needed)?;
         let make = |plan: Plan| match &folder {
             Some(f) => Segment::create_file(f, capacity, fill, self.config.prewarm, plan),
-            None => Segment::create_memfd(capacity, fill, self.config.prewarm, plan),
+            None => Segment::create_memfd(capacity, fill, self.config.prewarm, plan, private),
         };
         let Some(_) = huge else {
             return make(Plan::BASE);

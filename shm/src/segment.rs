@@ -2,15 +2,14 @@
 //! header, its lock, and the producer's writable map of it.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::{
     AtFlags, FallocateFlags, FlockOperation, MemfdFlags, OFlags, SealFlags, fallocate,
-    fcntl_add_seals, flock, fstat, memfd_create, openat, unlinkat,
+    fcntl_add_seals, fcntl_get_seals, flock, fstat, openat, unlinkat,
 };
 use rustix::io::Errno;
 use stridemap_core::{
@@ -145,7 +144,7 @@ impl Segment {
         let made = Segment::init(
             id,
             Backing::File(path),
-            File::from(fd),
+            sys::NewFile::named(File::from(fd)),
             capacity,
             fill,
             populate,
@@ -165,12 +164,15 @@ impl Segment {
 
     /// Creates a memfd (MFD_ALLOW_SEALING | MFD_CLOEXEC, plus MFD_HUGETLB for a hugetlb
     /// plan) with room for `capacity` data bytes, sealed against shrinking and growing once
-    /// sized.
+    /// sized. A `private` one (consumers never write it) is also sealed
+    /// `F_SEAL_FUTURE_WRITE` as soon as the producer's map exists, so that this map stays its
+    /// only writer and the producer's fill may lend references ([`sys::NewFile::map`]).
     pub(crate) fn create_memfd(
         capacity: u64,
         fill: Fill<'_>,
         populate: bool,
         plan: Plan,
+        private: bool,
     ) -> Result<Segment> {
         let id = *uuid::Uuid::new_v4().as_bytes();
         let name = format!("stridemap-{}", uuid::Uuid::from_bytes(id).simple());
@@ -180,25 +182,19 @@ impl Segment {
             flags |= MemfdFlags::HUGETLB
                 | MemfdFlags::from_bits_retain(plan.page_size.trailing_zeros() << 26);
         }
-        let fd = memfd_create(&name, flags).map_err(errno("memfd_create", Path::new("memfd")))?;
-        let seg = Segment::init(
-            id,
-            Backing::Memfd,
-            File::from(fd),
-            capacity,
-            fill,
-            populate,
-            plan,
-        )?;
+        let file = sys::NewFile::memfd(&name, flags, private)
+            .map_err(errno("memfd_create", Path::new("memfd")))?;
+        let mut seg = Segment::init(id, Backing::Memfd, file, capacity, fill, populate, plan)?;
         fcntl_add_seals(&seg.file, SealFlags::SHRINK | SealFlags::GROW)
             .map_err(errno("memfd seals", Path::new("memfd")))?;
+        seg.sealed = fcntl_get_seals(&seg.file).is_ok_and(|s| s.contains(SealFlags::FUTURE_WRITE));
         Ok(seg)
     }
 
     fn init(
         id: [u8; 16],
         backing: Backing,
-        mut file: File,
+        file: sys::NewFile,
         capacity: u64,
         fill: Fill<'_>,
         populate: bool,
@@ -220,17 +216,18 @@ impl Segment {
             Fill::Reserve(n) => *n,
             Fill::Write(bytes) => bytes.len() as u64,
         };
-        admit_memory(&file, &where_, plan, data_offset.saturating_add(filled))?;
-        let (mut map, used) = if plan.backing.is_huge() {
-            Segment::fill_huge(&mut file, &where_, &header, fill, populate, plan, len)?
+        let in_memory = backing == Backing::Memfd || file.is_tmpfs();
+        admit_memory(in_memory, &where_, plan, data_offset.saturating_add(filled))?;
+        let (file, mut map, used) = if plan.backing.is_huge() {
+            Segment::fill_huge(file, &where_, &header, fill, populate, plan, len)?
         } else {
-            file.write_all(header.as_bytes())
+            file.write_all_at(header.as_bytes(), 0)
                 .map_err(io_err("writing the header of", &where_))?;
             let used = match fill {
                 Fill::Reserve(n) => {
                     // Reserve the space now, so a full filesystem is an error here and not
                     // a SIGBUS when the map is written.
-                    fallocate(&file, FallocateFlags::empty(), 0, SEGMENT_DATA_OFFSET + n)
+                    file.fallocate(0, SEGMENT_DATA_OFFSET + n)
                         .map_err(nospace(&where_, SEGMENT_DATA_OFFSET + n))?;
                     n
                 }
@@ -241,8 +238,10 @@ impl Segment {
                 }
             };
             file.set_len(file_len).map_err(io_err("sizing", &where_))?;
-            let map = sys::map_segment(&file, len, populate).map_err(io_err("mapping", &where_))?;
-            (map, used)
+            let (file, map) = file
+                .map(len, populate)
+                .map_err(io_err("mapping", &where_))?;
+            (file, map, used)
         };
         // A large segment to be filled in place: its pages' first touch shared by two threads
         // now (the space is already reserved: fallocate, or a hugetlb map). A hint.
@@ -287,18 +286,18 @@ impl Segment {
     /// allocates a huge page only inside the file's size); hugetlb files cannot be written
     /// with write(2), so their header and data go through the map.
     fn fill_huge(
-        file: &mut File,
+        file: sys::NewFile,
         where_: &Path,
         header: &SegmentHeader,
         fill: Fill<'_>,
         populate: bool,
         plan: Plan,
         len: usize,
-    ) -> Result<(sys::SegmentMap, u64)> {
+    ) -> Result<(File, sys::SegmentMap, u64)> {
         let off = plan.data_offset();
         if plan.is_thp() {
             // The header's page, written while the file is still small, stays a base page.
-            file.write_all(header.as_bytes())
+            file.write_all_at(header.as_bytes(), 0)
                 .map_err(io_err("writing the header of", where_))?;
         }
         file.set_len(len as u64).map_err(io_err("sizing", where_))?;
@@ -315,10 +314,10 @@ impl Segment {
         // - a named file in a tmpfs of limited size gets its pages now (fallocate, or faults
         //   through the advised map), so a full tmpfs is an error here and not a SIGBUS.
         if plan.backing == PageBacking::ThpFile && !plan.advise_only {
-            fallocate(&*file, FallocateFlags::empty(), off, n.max(1))
+            file.fallocate(off, n.max(1))
                 .map_err(nospace(where_, off + n))?;
         }
-        let mut map = sys::map_segment(file, len, populate).map_err(|e| {
+        let (file, mut map) = file.map(len, populate).map_err(|e| {
             if plan.backing.is_hugetlb() && e.raw_os_error() == Some(Errno::NOMEM.raw_os_error()) {
                 Error::NoSpace {
                     folder: where_.to_path_buf(),
@@ -351,7 +350,7 @@ impl Segment {
         if let Fill::Write(bytes) = fill {
             map.write_at(off as usize, bytes);
         }
-        Ok((map, n))
+        Ok((file, map, n))
     }
 
     /// A short name for logs.
@@ -369,22 +368,58 @@ impl Segment {
         self.map.frozen_bytes()?.get(self.data_offset as usize..)
     }
 
-    /// The data area, for the producer's fill in place before anyone else maps this use
-    /// (see `sys`).
-    pub(crate) fn data_unshared(&self) -> &[u8] {
-        self.map
-            .bytes()
-            .get(self.data_offset as usize..)
-            .unwrap_or_default()
+    /// The data area of a private memfd, the producer's alone to write (see `sys`); `None`
+    /// for a segment others may write.
+    pub(crate) fn private_data(&self) -> Option<&[u8]> {
+        self.map.private_bytes()?.get(self.data_offset as usize..)
     }
 
-    /// The data area, writable, for the producer's fill in place before anyone else maps
-    /// this use (see `sys`); empty once frozen.
-    pub(crate) fn data_mut(&mut self) -> &mut [u8] {
-        self.map
-            .bytes_mut()
-            .get_mut(self.data_offset as usize..)
-            .unwrap_or_default()
+    /// The data area, writable, of a private memfd (see `sys`); `None` for any other.
+    pub(crate) fn private_data_mut(&mut self) -> Option<&mut [u8]> {
+        let off = self.data_offset as usize;
+        self.map.private_bytes_mut()?.get_mut(off..)
+    }
+
+    /// Whether the producer's map is the only writer the segment can ever have (a private
+    /// memfd, see `sys`): its fill lends references.
+    pub(crate) fn is_private(&self) -> bool {
+        self.map.is_private()
+    }
+
+    /// The producer's map and the data offset (for `sys`'s unchecked fill).
+    pub(crate) fn map_mut(&mut self) -> (&mut sys::SegmentMap, usize) {
+        (&mut self.map, self.data_offset as usize)
+    }
+
+    /// Copies the elements of `view`, packed in C order, to the start of the data area: into
+    /// the producer's slice for a private memfd, else through raw copies only (others may
+    /// map the segment).
+    pub(crate) fn write_elements(&mut self, view: &stridemap::ByteView<'_>) {
+        if let Some(dst) = self.private_data_mut() {
+            copy_into(view, dst);
+            return;
+        }
+        let start = self.data_offset as usize;
+        let span = view.layout().span();
+        if view.layout().is_c_contiguous()
+            && let Some(src) = view.buffer().get(span.start as usize..span.end as usize)
+        {
+            self.map.write_at(start, src);
+            return;
+        }
+        // Gathered into a buffer of this process, then copied raw, 256 KiB at a time.
+        const CHUNK: usize = 256 << 10;
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut at = start;
+        for e in view.elements() {
+            buf.extend_from_slice(e);
+            if buf.len() >= CHUNK {
+                self.map.write_at(at, &buf);
+                at += buf.len();
+                buf.clear();
+            }
+        }
+        self.map.write_at(at, &buf);
     }
 
     /// Whether the segment is a memfd sealed for good, mapped read-only.
@@ -455,7 +490,8 @@ impl Segment {
                 .path()
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| "memfd".into());
-            admit_memory(&self.file, &where_, self.plan, n - self.used)?;
+            let in_memory = self.backing == Backing::Memfd || sys::is_tmpfs(&self.file);
+            admit_memory(in_memory, &where_, self.plan, n - self.used)?;
             let backing = self.plan.backing;
             if backing.is_hugetlb() || backing == PageBacking::ThpMemfd {
                 // Reserved by the map, or no limit (see `fill_huge`).
@@ -677,16 +713,34 @@ impl Segment {
 }
 
 /// The admission check ([`crate::admit`]) for `bytes` more of a segment's file, when they are
-/// memory: a memfd, or a file in a tmpfs; never hugetlb pages (reserved apart).
-fn admit_memory(file: &File, where_: &Path, plan: Plan, bytes: u64) -> Result<()> {
-    const TMPFS_MAGIC: u64 = 0x0102_1994;
+/// memory (`in_memory`: a memfd, or a file in a tmpfs); never hugetlb pages (reserved apart).
+fn admit_memory(in_memory: bool, where_: &Path, plan: Plan, bytes: u64) -> Result<()> {
     if plan.backing.is_hugetlb() {
         return Ok(());
     }
-    let in_memory = where_ == Path::new("memfd")
-        || rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 == TMPFS_MAGIC);
     if in_memory {
         crate::admit::check(bytes, where_)?;
     }
     Ok(())
+}
+
+/// Copies the elements of `view`, packed in C order, to the start of `dst`.
+fn copy_into(view: &stridemap::ByteView<'_>, dst: &mut [u8]) {
+    let span = view.layout().span();
+    if view.layout().is_c_contiguous()
+        && let (Some(src), Some(d)) = (
+            view.buffer().get(span.start as usize..span.end as usize),
+            dst.get_mut(..(span.end - span.start) as usize),
+        )
+    {
+        d.copy_from_slice(src);
+        return;
+    }
+    let mut at = 0;
+    for e in view.elements() {
+        if let Some(d) = dst.get_mut(at..at + e.len()) {
+            d.copy_from_slice(e);
+        }
+        at += e.len();
+    }
 }

@@ -434,7 +434,9 @@ pub enum ViewError {
     /// change: the mapping is not a sealed (frozen) memfd, and its owner has not promised
     /// otherwise with [`Mapping::assume_no_outside_writes`](crate::Mapping::assume_no_outside_writes).
     NotFrozen,
-    /// The mapping or view is read-only.
+    /// The mapping or view is read-only: a mapping opened with the default
+    /// [`OpenOptions`](crate::OpenOptions), whose mode is `r`; ask for
+    /// `.mode(Mode::ReadWrite)` (an `r+` descriptor) or `.mode(Mode::CopyOnWrite)`.
     ReadOnly,
     /// A mutable operation over a layout whose elements overlap (zero or short strides).
     Overlapping,
@@ -509,7 +511,13 @@ impl fmt::Display for ViewError {
                  Mapping::copy_array, or promise that nobody writes them with unsafe \
                  Mapping::assume_no_outside_writes"
             ),
-            ViewError::ReadOnly => write!(f, "the mapping is read-only; open it with mode r+ or c"),
+            ViewError::ReadOnly => write!(
+                f,
+                "the mapping is read-only (OpenOptions opens with mode r unless asked): to \
+                 write, open an r+ descriptor (as OutputArray::send sends) with \
+                 OpenOptions::new().mode(Mode::ReadWrite), or use Mode::CopyOnWrite for \
+                 writes that stay in this process"
+            ),
             ViewError::Overlapping => write!(
                 f,
                 "the view's elements overlap (zero or short strides), so it cannot be written \

@@ -368,7 +368,9 @@ impl Mapping {
     }
 
     /// A writable typed view that copies elements in and out and lends no reference: how a
-    /// worker writes its part of a shared `r+` output while others write theirs.
+    /// worker writes its part of a shared `r+` output while others write theirs. The mapping
+    /// must be opened writable: `OpenOptions::new().mode(Mode::ReadWrite)` (the default
+    /// options map read-only).
     ///
     /// # Errors
     /// As [`shared_view`](Mapping::shared_view), and [`ViewError::ReadOnly`] for an `r` mapping.

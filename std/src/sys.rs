@@ -23,8 +23,13 @@
 //!   machine, like a device writing memory) can only change the *values* read, and every bit
 //!   pattern is a valid value of an `Element` (they are `Pod`). An element written by another
 //!   process at the same moment may be read torn, as in C. Inside this process, raw writers
-//!   of one map never touch the same element from two threads: [`SharedBytesMut`] is not
-//!   `Clone` or `Sync`, and is only split along disjoint element sets ([`split_disjoint`]).
+//!   of one map never touch the same byte from two threads: [`SharedBytesMut`] is not
+//!   `Clone` or `Sync`, and a split ([`split_ranges`]) gives each piece a handle allowed
+//!   bytes no other piece is allowed: a window of its own, or a [`Part`] (the elements of
+//!   one layout with an index range of their own on one axis). Every access checks that it
+//!   stays inside what its handle is allowed, so the proof rests on those checks and on
+//!   [`Part::new`]'s (no two elements share a byte), all in this module, never on the
+//!   layouts the views compute.
 //!
 //! What no check can rule out, and the README's trust model states: a producer that truncates
 //! a path-named file after it was mapped makes this process fault (SIGBUS) on access. Sealed
@@ -266,14 +271,33 @@ fn nonnull(p: *mut u8) -> NonNull<u8> {
     NonNull::new(p).unwrap_or(NonNull::dangling())
 }
 
+/// Whether a handle whose range is `len` bytes, allowed `lo..hi` (`hi ≤ len`) and inside the
+/// elements every one of `parts` admits, may touch `off .. off + n`. No byte is touched when
+/// `n` is 0: then only `off ≤ len` is asked, so that `ptr + off` stays in the range.
+#[inline(always)]
+fn allowed(len: usize, lo: usize, hi: usize, parts: &[Part], off: usize, n: usize) -> bool {
+    let Some(end) = off.checked_add(n) else {
+        return false;
+    };
+    if n == 0 {
+        return off <= len;
+    }
+    off >= lo && end <= hi && parts.iter().all(|p| p.covers(off as u64, n as u64))
+}
+
 /// Bytes that may change behind this process's back (or any bytes, viewed that way): read
 /// only through raw pointers, one volatile access per element, never as a reference.
 ///
-/// Invariant: `ptr .. ptr + len` is readable for `'a` (it is a live map or borrowed memory).
+/// Invariant: `ptr .. ptr + len` is readable for `'a` (it is a live map or borrowed memory);
+/// `lo ≤ hi ≤ len`. Reads touch only bytes [`allowed`] (the bytes of a handle split from a
+/// writer: [`split_disjoint`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SharedBytes<'a> {
     ptr: NonNull<u8>,
     len: usize,
+    lo: usize,
+    hi: usize,
+    parts: &'a [Part],
     _life: PhantomData<&'a [u8]>,
 }
 
@@ -285,12 +309,17 @@ unsafe impl Sync for SharedBytes<'_> {}
 
 /// Bytes this handle may write (and read) through raw pointers only.
 ///
-/// Invariant: `ptr .. ptr + len` is readable and writable for `'a`, and in this process only
-/// this handle (and handles split from it, on disjoint elements) accesses it for `'a`.
+/// Invariant: `ptr .. ptr + len` is readable and writable for `'a`; `lo ≤ hi ≤ len`; every
+/// access touches only bytes [`allowed`] by `lo`, `hi` and `parts`; and in this process no
+/// access but this handle's (and those of handles it lends or was split into) reaches those
+/// bytes for `'a`. Two handles split from one ([`split_disjoint`]) are allowed disjoint bytes.
 #[derive(Debug)]
 pub(crate) struct SharedBytesMut<'a> {
     ptr: NonNull<u8>,
     len: usize,
+    lo: usize,
+    hi: usize,
+    parts: Vec<Part>,
     _life: PhantomData<&'a mut [u8]>,
 }
 
@@ -308,6 +337,9 @@ impl<'a> SharedBytes<'a> {
         SharedBytes {
             ptr: nonnull(ptr.cast_mut()),
             len,
+            lo: 0,
+            hi: len,
+            parts: &[],
             _life: PhantomData,
         }
     }
@@ -322,7 +354,9 @@ impl<'a> SharedBytes<'a> {
         self.len
     }
 
-    /// The `len` bytes from `start` (clamped to what is there).
+    /// The `len` bytes from `start` (clamped to what is there), as a handle of its own. For
+    /// the whole of a map; a handle split from a writer gets an empty window (its parts are
+    /// placed in its own range).
     pub(crate) fn window(self, start: usize, len: usize) -> SharedBytes<'a> {
         let start = start.min(self.len);
         let len = len.min(self.len - start);
@@ -330,7 +364,14 @@ impl<'a> SharedBytes<'a> {
         let ptr = unsafe { self.ptr.as_ptr().add(start) };
         // SAFETY: `start + len ≤ self.len`: the window lies inside this handle's range, which
         // is readable for 'a (type invariant).
-        unsafe { SharedBytes::from_raw_parts(ptr, len) }
+        let mut w = unsafe { SharedBytes::from_raw_parts(ptr, len) };
+        if self.parts.is_empty() {
+            w.lo = self.lo.saturating_sub(start).min(len);
+            w.hi = self.hi.saturating_sub(start).clamp(w.lo, len);
+        } else {
+            w.hi = 0;
+        }
+        w
     }
 
     /// The address of the first byte (for alignment checks).
@@ -343,21 +384,26 @@ impl<'a> SharedBytes<'a> {
         self.ptr.as_ptr()
     }
 
-    /// The `T` at byte `off`, if `off .. off + size_of::<T>()` is inside.
+    #[inline(always)]
+    fn allows(&self, off: usize, n: usize) -> bool {
+        allowed(self.len, self.lo, self.hi, self.parts, off, n)
+    }
+
+    /// The `T` at byte `off`, if `off .. off + size_of::<T>()` is inside and allowed.
     #[inline(always)]
     pub(crate) fn read<T: Pod>(&self, off: usize) -> Option<T> {
-        let end = off.checked_add(size_of::<T>())?;
-        if end > self.len {
+        if size_of::<T>() == 0 || !self.allows(off, size_of::<T>()) {
             return None;
         }
-        // SAFETY: `off + size_of::<T>() ≤ len`, so the bytes are inside the readable range
-        // (type invariant); `ptr + off` cannot wrap for the same reason.
+        // SAFETY: `off + size_of::<T>() ≤ hi ≤ len` (`allows`), so the bytes are inside the
+        // readable range (type invariant); `ptr + off` cannot wrap for the same reason.
         let p = unsafe { self.ptr.as_ptr().add(off) };
         Some(read_at::<T>(p))
     }
 
     /// Folds `f` over the `n` consecutive `T`s from byte `off` (one volatile read each, the
-    /// bounds checked once); `Err(init)` untouched if they are not all inside or not aligned.
+    /// bounds checked once); `Err(init)` untouched if they are not all inside and allowed, or
+    /// not aligned.
     #[inline]
     pub(crate) fn fold_run<T: Pod, B>(
         &self,
@@ -366,35 +412,33 @@ impl<'a> SharedBytes<'a> {
         init: B,
         mut f: impl FnMut(B, T) -> B,
     ) -> Result<B, B> {
-        let end = n
-            .checked_mul(size_of::<T>())
-            .and_then(|b| b.checked_add(off));
-        if !end.is_some_and(|e| e <= self.len && size_of::<T>() > 0) {
+        let bytes = n.checked_mul(size_of::<T>());
+        if !bytes.is_some_and(|b| b > 0 && self.allows(off, b)) {
             return Err(init);
         }
-        // SAFETY: `off ≤ end ≤ len`: inside the readable range (type invariant).
+        // SAFETY: `off + n·size ≤ hi ≤ len` (`allows`): inside the readable range.
         let p = unsafe { self.ptr.as_ptr().add(off) }.cast::<T>();
         if !(p as usize).is_multiple_of(align_of::<T>()) {
             return Err(init);
         }
         let mut acc = init;
         for i in 0..n {
-            // SAFETY: element `i < n` lies in `off .. end`, inside the readable range; `p` is
-            // aligned (checked) and so is every `p + i`; every bit pattern is a `T` (`Pod`).
+            // SAFETY: element `i < n` lies in the allowed run, inside the readable range; `p`
+            // is aligned (checked) and so is every `p + i`; every bit pattern is a `T` (`Pod`).
             acc = f(acc, unsafe { p.add(i).read_volatile() });
         }
         Ok(acc)
     }
 
-    /// Copies `dst.len()` bytes from byte `off` into `dst`; `None` if they are not all inside.
+    /// Copies `dst.len()` bytes from byte `off` into `dst`; `None` if they are not all inside
+    /// and allowed.
     pub(crate) fn copy_to(&self, off: usize, dst: &mut [u8]) -> Option<()> {
-        let end = off.checked_add(dst.len())?;
-        if end > self.len {
+        if !self.allows(off, dst.len()) {
             return None;
         }
-        // SAFETY: the source range is inside the readable range (checked above); `dst` is a
-        // unique borrow of memory this process owns, so the two cannot overlap with a
-        // reference in use. No reference to the source is made.
+        // SAFETY: the source range is inside the readable range (`allows`; for no bytes,
+        // `off ≤ len`); `dst` is a unique borrow of memory this process owns, so the two
+        // cannot overlap with a reference in use. No reference to the source is made.
         unsafe {
             std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
         };
@@ -424,12 +468,34 @@ impl<'a> SharedBytesMut<'a> {
     ///
     /// # Safety
     /// `ptr .. ptr + len` is readable and writable for all of `'a`, and during `'a` nothing
-    /// else in this process accesses those bytes except through this handle and handles split
-    /// from it on disjoint elements (the type invariant).
+    /// else in this process accesses those bytes except through this handle and handles it
+    /// lends or is split into (the type invariant).
     unsafe fn from_raw_parts(ptr: *mut u8, len: usize) -> Self {
+        // SAFETY: the caller's promise is the invariant for the whole range, all allowed.
+        unsafe { SharedBytesMut::with_bounds(nonnull(ptr), len, 0, len, Vec::new()) }
+    }
+
+    /// The raw writing handle to `len` bytes at `ptr`, allowed the bytes `lo..hi` (clamped to
+    /// `..len`) and inside every one of `parts`.
+    ///
+    /// # Safety
+    /// The type invariant for the handle made: `ptr .. ptr + len` is readable and writable
+    /// for all of `'a`, and during `'a` nothing else in this process accesses the bytes it
+    /// allows except through it and handles it lends or is split into.
+    unsafe fn with_bounds(
+        ptr: NonNull<u8>,
+        len: usize,
+        lo: usize,
+        hi: usize,
+        parts: Vec<Part>,
+    ) -> Self {
+        let hi = hi.min(len);
         SharedBytesMut {
-            ptr: nonnull(ptr),
+            ptr,
             len,
+            lo: lo.min(hi),
+            hi,
+            parts,
             _life: PhantomData,
         }
     }
@@ -443,15 +509,22 @@ impl<'a> SharedBytesMut<'a> {
 
     /// A shorter-lived handle to the same bytes.
     pub(crate) fn reborrow(&mut self) -> SharedBytesMut<'_> {
-        // SAFETY: the same range as `self` (type invariant); `self` is borrowed mutably for
-        // the new handle's life, so the two are never used at once.
-        unsafe { SharedBytesMut::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        let (lo, hi, parts) = (self.lo, self.hi, self.parts.clone());
+        // SAFETY: the same range and allowed bytes as `self` (type invariant); `self` is
+        // borrowed mutably for the new handle's life, so the two are never used at once.
+        unsafe { SharedBytesMut::with_bounds(self.ptr, self.len, lo, hi, parts) }
     }
 
-    /// Read access for as long as this handle is borrowed.
+    /// Read access for as long as this handle is borrowed (to the same allowed bytes).
     pub(crate) fn shared(&self) -> SharedBytes<'_> {
-        // SAFETY: the range is readable for 'a (type invariant), which outlives this borrow.
-        unsafe { SharedBytes::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        SharedBytes {
+            ptr: self.ptr,
+            len: self.len,
+            lo: self.lo,
+            hi: self.hi,
+            parts: &self.parts,
+            _life: PhantomData,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -463,46 +536,52 @@ impl<'a> SharedBytesMut<'a> {
     }
 
     #[inline(always)]
+    fn allows(&self, off: usize, n: usize) -> bool {
+        allowed(self.len, self.lo, self.hi, &self.parts, off, n)
+    }
+
+    #[inline(always)]
     pub(crate) fn read<T: Pod>(&self, off: usize) -> Option<T> {
         self.shared().read(off)
     }
 
-    /// Writes `v` at byte `off` (one volatile store if aligned); `None` if it is not inside.
+    /// Writes `v` at byte `off` (one volatile store if aligned); `None` if it is not inside
+    /// and allowed.
     #[inline(always)]
     pub(crate) fn write<T: Pod>(&mut self, off: usize, v: T) -> Option<()> {
-        let end = off.checked_add(size_of::<T>())?;
-        if end > self.len {
+        if size_of::<T>() == 0 || !self.allows(off, size_of::<T>()) {
             return None;
         }
-        // SAFETY: inside the writable range (checked above, type invariant).
+        // SAFETY: inside the writable range (`allows`: `off + size ≤ hi ≤ len`).
         let p = unsafe { self.ptr.as_ptr().add(off) };
         if (p as usize).is_multiple_of(align_of::<T>()) {
-            // SAFETY: writable, aligned (checked), and no reference to these bytes exists in
-            // this process (type invariant); any bytes are a valid `T` for later readers.
+            // SAFETY: writable, aligned (checked), allowed to this handle alone in this
+            // process (type invariant); any bytes are a valid `T` for later readers.
             unsafe { p.cast::<T>().write_volatile(v) };
         } else {
             for (i, b) in bytemuck::bytes_of(&v).iter().enumerate() {
-                // SAFETY: byte `i` of the writable range checked above.
+                // SAFETY: byte `i` of the allowed, writable range checked above.
                 unsafe { p.add(i).write_volatile(*b) };
             }
         }
         Some(())
     }
 
-    /// The aligned start of `n` consecutive `T`s from byte `off`, if all are inside.
+    /// The aligned start of `n` consecutive `T`s from byte `off`, if all are inside and
+    /// allowed.
     fn run<T: Pod>(&mut self, off: usize, n: usize) -> Option<*mut T> {
-        let end = n.checked_mul(size_of::<T>())?.checked_add(off)?;
-        if end > self.len || size_of::<T>() == 0 {
+        let bytes = n.checked_mul(size_of::<T>())?;
+        if bytes == 0 || !self.allows(off, bytes) {
             return None;
         }
-        // SAFETY: `off ≤ end ≤ len`: inside the writable range (type invariant).
+        // SAFETY: `off + bytes ≤ hi ≤ len` (`allows`): inside the writable range.
         let p = unsafe { self.ptr.as_ptr().add(off) }.cast::<T>();
         (p as usize).is_multiple_of(align_of::<T>()).then_some(p)
     }
 
     /// Writes `f()` to the `n` consecutive `T`s from byte `off` (one volatile store each, the
-    /// bounds checked once); `None` (and nothing written) if they are not all inside or not
-    /// aligned.
+    /// bounds checked once); `None` (and nothing written) if they are not all inside and
+    /// allowed, or not aligned.
     #[inline]
     pub(crate) fn fill_run<T: Pod>(
         &mut self,
@@ -512,7 +591,7 @@ impl<'a> SharedBytesMut<'a> {
     ) -> Option<()> {
         let p = self.run::<T>(off, n)?;
         for i in 0..n {
-            // SAFETY: element `i < n` lies inside the range `run` checked, which this handle
+            // SAFETY: element `i < n` lies inside the run `run` allowed, which this handle
             // alone accesses in this process (type invariant); `p + i` is aligned.
             unsafe { p.add(i).write_volatile(f()) };
         }
@@ -539,15 +618,14 @@ impl<'a> SharedBytesMut<'a> {
         Some(())
     }
 
-    /// Copies `src` to byte `off`; `None` if it does not fit.
+    /// Copies `src` to byte `off`; `None` if it is not all inside and allowed.
     pub(crate) fn copy_from(&mut self, off: usize, src: &[u8]) -> Option<()> {
-        let end = off.checked_add(src.len())?;
-        if end > self.len {
+        if !self.allows(off, src.len()) {
             return None;
         }
-        // SAFETY: the destination is inside the writable range (checked), accessed only
-        // through this handle in this process (type invariant), so it cannot overlap `src`,
-        // which is borrowed memory of this process that no raw handle writes.
+        // SAFETY: the destination is inside the writable range (`allows`; for no bytes, `off
+        // ≤ len`) and allowed to this handle alone in this process (type invariant), so it
+        // cannot overlap `src`, borrowed memory of this process that no raw handle writes.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
         };
@@ -555,34 +633,234 @@ impl<'a> SharedBytesMut<'a> {
     }
 }
 
-/// Splits a writer of the elements of `layout` into writers of `a` and `b`, which must be
-/// sub-layouts of it over the same buffer. `None` unless the two are disjoint: `layout` has
-/// no overlapping elements and `a`, `b` take different index ranges of one axis — the caller
-/// states which with `axis`/`at`, and this function re-derives both layouts to check.
+/// The elements of a layout whose elements never share a byte, cut to the indices `lo..hi`
+/// of one axis: the bytes a writer split along that axis may touch ([`split_disjoint`]).
+///
+/// Made only by [`Part::new`], which checks that no two elements share a byte; the parts
+/// of one layout and axis with disjoint index ranges then admit disjoint bytes.
+#[derive(Clone, Debug)]
+pub(crate) struct Part {
+    /// The axes of length 2 or more, outermost (largest |stride|) first.
+    axes: Vec<PartAxis>,
+    /// Offset of the lowest byte of any element (the layout's span start).
+    base: u64,
+    itemsize: u64,
+    /// The cut axis's indices admitted.
+    lo: u64,
+    hi: u64,
+    /// Nothing is admitted: the layout is empty, or the cut axis has length 1 and its index
+    /// 0 is not in `lo..hi`.
+    none: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PartAxis {
+    stride: u64,
+    len: u64,
+    /// The stride is negative: the index counts down from the lowest address.
+    down: bool,
+    /// The cut axis.
+    cut: bool,
+}
+
+impl Part {
+    /// The elements of `layout` whose index on `axis` lies in `lo..hi`. `None` if `axis` is
+    /// not one, or if two elements of `layout` may share a byte: sorted by |stride|, every
+    /// axis must step past all the bytes the axes inside it reach (so each byte belongs to
+    /// one element at most, and [`Part::element_end`] finds it by division).
+    fn new(layout: &Layout, axis: usize, lo: u64, hi: u64) -> Option<Part> {
+        let cut_len = *layout.shape().get(axis)?;
+        let itemsize = u64::from(layout.itemsize());
+        if layout.is_empty() {
+            return Some(Part {
+                axes: Vec::new(),
+                base: 0,
+                itemsize,
+                lo,
+                hi,
+                none: true,
+            });
+        }
+        let mut axes: Vec<PartAxis> = layout
+            .shape()
+            .iter()
+            .zip(layout.strides())
+            .enumerate()
+            .filter(|&(_, (&d, _))| d > 1)
+            .map(|(k, (&d, &s))| PartAxis {
+                stride: s.unsigned_abs(),
+                len: d,
+                down: s < 0,
+                cut: k == axis,
+            })
+            .collect();
+        axes.sort_unstable_by_key(|a| a.stride);
+        let mut reach = itemsize;
+        for a in &axes {
+            if a.stride < reach || itemsize == 0 {
+                return None;
+            }
+            reach = a.stride.checked_mul(a.len - 1)?.checked_add(reach)?;
+        }
+        axes.reverse();
+        let none = cut_len == 1 && !(lo == 0 && hi >= 1);
+        Some(Part {
+            axes,
+            base: layout.span().start,
+            itemsize,
+            lo,
+            hi,
+            none,
+        })
+    }
+
+    /// The end of the admitted element that holds byte `at`, if one does: the axes from the
+    /// outermost, each index the quotient of what is left by its stride (exact, since every
+    /// axis steps past all the inner ones reach), the cut axis's index in `lo..hi`, and
+    /// what is left inside one element.
+    #[inline]
+    fn element_end(&self, at: u64) -> Option<u64> {
+        if self.none {
+            return None;
+        }
+        let mut rel = at.checked_sub(self.base)?;
+        for a in &self.axes {
+            let q = rel / a.stride;
+            if q >= a.len {
+                return None;
+            }
+            // `q·stride ≤ rel`: no overflow.
+            rel -= q * a.stride;
+            if a.cut {
+                let i = if a.down { a.len - 1 - q } else { q };
+                if i < self.lo || i >= self.hi {
+                    return None;
+                }
+            }
+        }
+        // `rel ≤ at`: the element starts at `at - rel`.
+        (rel < self.itemsize).then(|| at - rel + self.itemsize)
+    }
+
+    /// Whether every byte of `off .. off + n` lies in an admitted element.
+    fn covers(&self, off: u64, n: u64) -> bool {
+        let Some(end) = off.checked_add(n) else {
+            return false;
+        };
+        let mut at = off;
+        while at < end {
+            match self.element_end(at) {
+                Some(e) => at = e,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The byte range of `layout`'s elements in a handle's range, empty for no elements.
+fn span_of(layout: &Layout) -> std::ops::Range<usize> {
+    let s = layout.span();
+    let start = usize::try_from(s.start).unwrap_or(usize::MAX);
+    let end = usize::try_from(s.end).unwrap_or(usize::MAX);
+    if layout.is_empty() {
+        start..start
+    } else {
+        start..end.max(start)
+    }
+}
+
+/// Splits a writer of the elements of `layout` along `axis` at index `at`: writers of the
+/// indices before `at` and of those from it on, with their layouts ([`split_ranges`]).
 pub(crate) fn split_disjoint<'a>(
     bytes: SharedBytesMut<'a>,
     layout: &Layout,
     axis: usize,
     at: u64,
 ) -> Option<(SharedBytesMut<'a>, Layout, SharedBytesMut<'a>, Layout)> {
-    if layout.may_overlap() {
+    let len = *layout.shape().get(axis)?;
+    let mut halves = split_ranges(bytes, layout, axis, &[0, at.min(len), len])?.into_iter();
+    let (ha, a) = halves.next()?;
+    let (hb, b) = halves.next()?;
+    Some((ha, a, hb, b))
+}
+
+/// Splits a writer of the elements of `layout` along `axis` into writers of the indices
+/// `bounds[k] .. bounds[k + 1]`, with their layouts; `bounds` must not decrease and must end
+/// at or below the axis's length. Either the pieces' spans do not meet, and each handle is
+/// narrowed to its piece's span (no cost per access), or they interleave, and each handle
+/// gets a [`Part`] of `layout` (a division per axis per access). `None` if pieces interleave
+/// and elements of `layout` may share bytes, or `axis` or `bounds` is wrong.
+pub(crate) fn split_ranges<'a>(
+    bytes: SharedBytesMut<'a>,
+    layout: &Layout,
+    axis: usize,
+    bounds: &[u64],
+) -> Option<Vec<(SharedBytesMut<'a>, Layout)>> {
+    let len = *layout.shape().get(axis)?;
+    if bounds.windows(2).any(|w| w[0] > w[1]) || bounds.last().is_some_and(|&b| b > len) {
         return None;
     }
-    let len = *layout.shape().get(axis)?;
-    let at = at.min(len);
-    let a = layout
-        .slice_axis(axis, stridemap_core::Slice::range(0, at as i64))
-        .ok()?;
-    let b = layout
-        .slice_axis(axis, stridemap_core::Slice::new(Some(at as i64), None, 1))
-        .ok()?;
-    // SAFETY: the twin covers `bytes`'s range (readable and writable for 'a, type invariant).
-    // Both handles cover the same bytes, but each goes to a view of one of `a` and `b`, whose
-    // element sets are disjoint (no two elements of `layout` share a byte, checked above, and
-    // they take different indices on `axis`); a view accesses only its own elements, so the
-    // two handles never touch the same byte: "split on disjoint elements".
-    let twin = unsafe { SharedBytesMut::from_raw_parts(bytes.ptr.as_ptr(), bytes.len) };
-    Some((bytes, a, twin, b))
+    let ranges: Vec<(u64, u64)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut pieces = Vec::with_capacity(ranges.len());
+    for &(lo, hi) in &ranges {
+        let l = layout
+            .slice_axis(
+                axis,
+                stridemap_core::Slice::range(i64::try_from(lo).ok()?, i64::try_from(hi).ok()?),
+            )
+            .ok()?;
+        pieces.push(l);
+    }
+    let SharedBytesMut {
+        ptr,
+        len: n,
+        lo,
+        hi,
+        parts,
+        ..
+    } = bytes;
+    // The pieces' windows inside `lo..hi`, in order of address, the empty ones left out
+    // (they allow no byte).
+    let windows: Vec<(usize, usize)> = pieces
+        .iter()
+        .map(|l| {
+            let w = span_of(l);
+            (w.start.max(lo), w.end.min(hi))
+        })
+        .collect();
+    let mut sorted: Vec<(usize, usize)> = windows.iter().copied().filter(|w| w.0 < w.1).collect();
+    sorted.sort_unstable();
+    let apart = sorted.windows(2).all(|w| w[0].1 <= w[1].0);
+    let mut bounds_and_parts = Vec::with_capacity(ranges.len());
+    for (&(a, b), &w) in ranges.iter().zip(&windows) {
+        if apart {
+            bounds_and_parts.push((w, parts.clone()));
+        } else {
+            let mut p = parts.clone();
+            p.push(Part::new(layout, axis, a, b)?);
+            bounds_and_parts.push(((lo, hi), p));
+        }
+    }
+    drop(parts);
+    let mut out = Vec::with_capacity(pieces.len());
+    for (((wlo, whi), p), l) in bounds_and_parts.into_iter().zip(pieces) {
+        // SAFETY: every handle covers `bytes`'s range, readable and writable for 'a, and
+        // together they replace it (`bytes` is consumed); each is allowed only bytes `bytes`
+        // was (its window inside `lo..hi`, all of its parts kept), so in this process nothing
+        // else reaches them. Any two are allowed disjoint bytes: either all the non-empty
+        // windows are apart (sorted and compared just above; an empty window allows no byte),
+        // or each handle's last part is a `Part` of `layout` and `axis` for its own index
+        // range `bounds[k]..bounds[k + 1]`, and these ranges are disjoint (`bounds` checked
+        // not to decrease), while a part admits a byte only inside the one element holding
+        // it (`Part::element_end`; `Part::new` checked that no two elements share a byte)
+        // when that element's index is in its range. Neither premise rests on the
+        // sub-layouts `pieces` (core's slicing): a wrong one could only make its view's
+        // accesses fail.
+        let h = unsafe { SharedBytesMut::with_bounds(ptr, n, wlo, whi, p) };
+        out.push((h, l));
+    }
+    Some(out)
 }
 
 #[cfg(feature = "ndarray")]
@@ -779,5 +1057,132 @@ impl<'a, T: crate::Element> crate::SharedViewMut<'a, T> {
         // this view and views split from it) is `from_raw_parts`'s contract.
         let bytes = unsafe { SharedBytesMut::from_raw_parts(ptr, len) };
         crate::SharedViewMut::with_source(bytes, layout, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use stridemap_core::Layout;
+
+    use super::{Part, SharedBytesMut, split_ranges};
+
+    /// A layout of up to 3 axes (lengths 0–4, strides any multiple of the itemsize, negative
+    /// and zero included) over a buffer just large enough.
+    fn layout() -> impl Strategy<Value = Layout> {
+        let axis = (0u64..5, -6i64..7);
+        (
+            prop::sample::select(vec![1u32, 2, 4, 8]),
+            prop::collection::vec(axis, 0..4),
+        )
+            .prop_filter_map("a layout inside its buffer", |(size, axes)| {
+                let shape: Vec<u64> = axes.iter().map(|a| a.0).collect();
+                let strides: Vec<i64> = axes.iter().map(|a| a.1 * i64::from(size)).collect();
+                // The offset that puts the lowest element at 0.
+                let low: i64 = axes
+                    .iter()
+                    .zip(&strides)
+                    .map(|(a, &s)| {
+                        if s < 0 && a.0 > 0 {
+                            s * (a.0 as i64 - 1)
+                        } else {
+                            0
+                        }
+                    })
+                    .sum();
+                let offset = u64::try_from(-low).ok()?;
+                Layout::new(size, &shape, &strides, offset, 1 << 12).ok()
+            })
+    }
+
+    /// Every index of `shape`, in C order.
+    fn indices(shape: &[u64]) -> Vec<Vec<u64>> {
+        let mut out = vec![vec![]];
+        for &d in shape {
+            out = out
+                .into_iter()
+                .flat_map(|ix| {
+                    (0..d).map(move |i| {
+                        let mut ix = ix.clone();
+                        ix.push(i);
+                        ix
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
+    /// The naive model: each element's index and first byte.
+    fn elements(l: &Layout) -> Vec<(Vec<u64>, u64)> {
+        indices(l.shape())
+            .into_iter()
+            .map(|ix| {
+                let off = l.element_offset(&ix).unwrap();
+                (ix, off)
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// `Part::new` accepts only layouts whose elements share no byte, and a part admits a
+        /// byte range exactly when it lies inside one element whose index on the cut axis is
+        /// in its range (so parts with disjoint ranges admit disjoint bytes).
+        #[test]
+        fn parts_admit_what_the_model_says(l in layout(), axis in 0usize..3, lo in 0u64..5, hi in 0u64..5) {
+            let Some(part) = Part::new(&l, axis, lo, hi) else {
+                // Refused: only when the axis is missing or two elements may share a byte.
+                prop_assert!(axis >= l.ndim() || l.may_overlap());
+                return Ok(());
+            };
+            prop_assert!(!l.may_overlap(), "core and the part disagree on {:?}", l);
+            let size = u64::from(l.itemsize());
+            let els = elements(&l);
+            for (i, (_, a)) in els.iter().enumerate() {
+                for (_, b) in &els[i + 1..] {
+                    prop_assert!(a + size <= *b || b + size <= *a, "elements share a byte");
+                }
+            }
+            for off in 0..l.span().end + 2 * size {
+                for n in [1, size, 2 * size] {
+                    let model = (off..off + n).all(|b| {
+                        els.iter()
+                            .any(|(ix, e)| *e <= b && b < e + size && (lo..hi).contains(&ix[axis]))
+                    });
+                    prop_assert_eq!(part.covers(off, n), model, "bytes {}..{}", off, off + n);
+                }
+            }
+        }
+
+        /// Split writers are allowed disjoint bytes, and each is allowed its own elements.
+        #[test]
+        fn split_pieces_are_allowed_disjoint_bytes(l in layout(), axis in 0usize..3, cut in 0u64..5) {
+            if axis >= l.ndim() {
+                return Ok(());
+            }
+            let len = l.shape()[axis];
+            let bounds = [0, cut.min(len), len];
+            let mut buf = vec![0u8; 1 << 12];
+            let whole = SharedBytesMut::from_slice(&mut buf);
+            let Some(pieces) = split_ranges(whole, &l, axis, &bounds) else {
+                prop_assert!(l.may_overlap());
+                return Ok(());
+            };
+            let size = l.itemsize() as usize;
+            for (k, (h, piece)) in pieces.iter().enumerate() {
+                for ix in indices(piece.shape()) {
+                    let off = piece.element_offset(&ix).unwrap() as usize;
+                    prop_assert!(h.allows(off, size), "piece {} is refused its element", k);
+                }
+            }
+            for off in 0..buf_len(&l) {
+                let owners = pieces.iter().filter(|(h, _)| h.allows(off, 1)).count();
+                prop_assert!(owners <= 1, "byte {} allowed to {} pieces", off, owners);
+            }
+        }
+    }
+
+    fn buf_len(l: &Layout) -> usize {
+        (l.span().end as usize + 16).min(1 << 12)
     }
 }

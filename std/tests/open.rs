@@ -261,10 +261,13 @@ fn modes_r_plus_and_copy_on_write() {
     let ro = describe(&path, &[16], 0);
     assert!(open(&ro, &fx.opts().mode(Mode::CopyOnWrite)).is_ok());
     let mut r = open(&ro, &fx.opts()).unwrap();
-    assert!(matches!(
-        r.shared_view_mut::<f64>(),
-        Err(ViewError::ReadOnly)
-    ));
+    let refused = r.shared_view_mut::<f64>().unwrap_err();
+    assert!(matches!(refused, ViewError::ReadOnly));
+    // The default options map read-only: the refusal names the option that writes.
+    assert!(
+        refused.to_string().contains(".mode(Mode::ReadWrite)"),
+        "{refused}"
+    );
     assert!(matches!(r.bytes_mut(), Err(ViewError::ReadOnly)));
     // None of these is frozen (a path-named file), so none lends references …
     assert!(!c.is_frozen() && !r.is_frozen());
@@ -543,8 +546,10 @@ fn ndarray_views_and_descriptors() {
         .slice_axis(2, Slice::REVERSED)
         .unwrap()
         .t();
-    let a = v.to_ndarray().unwrap();
+    let a = v.as_ndarray().unwrap();
     assert_eq!(a.shape(), &[5, 4, 3]);
+    // to_ndarray copies, on a View as on a SharedView.
+    assert_eq!(v.to_ndarray().unwrap(), a.to_owned());
     for (ix, x) in a.indexed_iter() {
         assert_eq!(v.get(ndarray::Dimension::slice(&ix)).unwrap(), x);
     }

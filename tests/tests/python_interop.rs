@@ -179,9 +179,12 @@ impl Harness {
 /// A frozen 1000×3 f64 array whose element (i, j) is i * 3 + j.
 fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let n = a.layout().len() as usize;
+    let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    a.shared_view_mut()
+        .unwrap()
+        .copy_from_slice(&values)
+        .unwrap();
     a.freeze().unwrap()
 }
 

@@ -33,7 +33,7 @@ fn a_rust_memfd_in_a_python_pool_worker_and_back_to_its_parent() {
     )
     .unwrap();
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+    for (i, x) in a.as_mut_slice().unwrap().iter_mut().enumerate() {
         *x = i as f64;
     }
     let a = a.freeze().unwrap();

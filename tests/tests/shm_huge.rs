@@ -143,9 +143,12 @@ fn pool(kind: SegmentKind, mode: HugePages, root: Option<&Path>) -> Pool {
 /// A frozen array of `bytes` bytes of f64 values 0, 1, 2, …
 fn filled(pool: &Pool, bytes: u64) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[bytes / 8], Order::C).unwrap();
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let n = a.layout().len() as usize;
+    let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    a.shared_view_mut()
+        .unwrap()
+        .copy_from_slice(&values)
+        .unwrap();
     a.freeze().unwrap()
 }
 

@@ -175,9 +175,12 @@ impl Harness {
 /// A 1000×3 f64 array whose element (i, j) is i * 3 + j, frozen.
 fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let n = a.layout().len() as usize;
+    let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    a.shared_view_mut()
+        .unwrap()
+        .copy_from_slice(&values)
+        .unwrap();
     a.freeze().unwrap()
 }
 
@@ -399,7 +402,7 @@ fn frozen_memfds_are_never_recycled_and_published_ones_are() {
     // Published (F_SEAL_FUTURE_WRITE only): recycled, and the next alloc fills it again …
     let publish = |v: f64| {
         let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-        a.as_mut_slice().fill(v);
+        a.as_mut_slice().unwrap().fill(v);
         a.publish().unwrap()
     };
     let a = publish(1.0);
@@ -437,7 +440,7 @@ fn a_reader_that_drops_its_lock_keeps_unchanged_bytes() {
     let h = Harness::new();
     let pool = h.pool(SegmentKind::Memfd);
     let mut a = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    a.as_mut_slice().fill(1.0);
+    a.as_mut_slice().unwrap().fill(1.0);
     let a = a.freeze().unwrap();
     let (tx, rx) = UnixStream::pair().unwrap();
     a.send(&tx).unwrap();
@@ -454,7 +457,7 @@ fn a_reader_that_drops_its_lock_keeps_unchanged_bytes() {
     pool.collect();
     // The next array of that size: a fresh segment, never the frozen one.
     let mut b = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    b.as_mut_slice().fill(666.0);
+    b.as_mut_slice().unwrap().fill(666.0);
     let b = b.freeze().unwrap();
     assert_ne!(
         b.descriptor().segment_id(),
@@ -472,7 +475,12 @@ fn named_file_segments_lend_the_producer_no_reference() {
     let h = Harness::new();
     let pool = h.pool(SegmentKind::File);
     let mut a = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    a.as_mut_slice().fill(1.0);
+    assert!(!a.is_private());
+    assert!(matches!(
+        a.as_mut_slice(),
+        Err(stridemap_shm::Error::NotPrivate { .. })
+    ));
+    a.shared_view_mut().unwrap().fill(1.0);
     let a = a.freeze().unwrap();
     assert!(!a.is_frozen());
     assert!(matches!(
@@ -597,5 +605,42 @@ fn segments_consumers_wrote_never_serve_the_producers_arrays() {
         // … while the next output array reuses it.
         let again = pool.alloc_output::<f64>(&[1000], Order::C).unwrap();
         assert_eq!(again.descriptor().unwrap().segment_id(), id, "{kind:?}");
+    }
+}
+
+/// Issue 20 item 8: outputs of every kind are sent to workers a view at a time (a block of
+/// rows each; for a memfd, with a writable fd), and only views of their own segment.
+#[test]
+fn outputs_send_views_of_their_own_segment_only() {
+    for kind in [SegmentKind::File, SegmentKind::Memfd] {
+        let h = Harness::new();
+        let pool = h.pool(kind);
+        let out = pool.alloc_output::<f64>(&[4, 2], Order::C).unwrap();
+        let whole = out.descriptor().unwrap();
+        let opts = OpenOptions::new().allow_root(&h.root).mode(Mode::ReadWrite);
+        for (k, lo) in [0i64, 2].into_iter().enumerate() {
+            let rows = whole
+                .layout()
+                .slice_axis(0, Slice::range(lo, lo + 2))
+                .unwrap();
+            let (tx, rx) = UnixStream::pair().unwrap();
+            out.send_view(&tx, &whole.to_builder().layout(&rows).build().unwrap())
+                .unwrap();
+            let mut m = stridemap::socket::recv(&rx)
+                .and_then(|i| i.open(&opts))
+                .unwrap();
+            m.shared_view_mut::<f64>().unwrap().fill(k as f64 + 1.0);
+        }
+        assert_eq!(
+            out.to_vec().unwrap(),
+            [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+        );
+        // A descriptor of another array is refused, whatever its layout.
+        let other = matrix(&pool);
+        let (tx, _rx) = UnixStream::pair().unwrap();
+        assert!(matches!(
+            out.send_view(&tx, other.descriptor()),
+            Err(stridemap_shm::Error::NotThisSegment)
+        ));
     }
 }

@@ -64,7 +64,10 @@ fn fresh_fill(pool: &Pool, src: &[f64]) -> Result<(f64, SharedArray<f64>)> {
     let mut a = pool
         .alloc::<f64>(&[src.len() as u64], Order::C)
         .map_err(s)?;
-    a.as_mut_slice().copy_from_slice(std::hint::black_box(src));
+    a.shared_view_mut()
+        .map_err(s)?
+        .copy_from_slice(std::hint::black_box(src))
+        .map_err(|e| e.to_string())?;
     let t = t0.elapsed().as_secs_f64();
     Ok((t, a.freeze().map_err(s)?))
 }

@@ -160,7 +160,10 @@ fn ours_round(
     let mut a = pool
         .alloc::<f64>(&[src.len() as u64], Order::C)
         .map_err(s)?;
-    a.as_mut_slice().copy_from_slice(src);
+    a.shared_view_mut()
+        .map_err(s)?
+        .copy_from_slice(src)
+        .map_err(|e| e.to_string())?;
     let a = a.freeze().map_err(s)?;
     let backing = a.page_backing().map_err(s)?;
     let rev = a

@@ -48,9 +48,11 @@ fn f64_view(data: &[f64]) -> Result<ByteView<'_>> {
 /// A frozen f64 array of `n` elements, values 0, 1, 2, …
 fn filled(pool: &Pool, n: u64) -> Result<SharedArray<f64>> {
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(s)?;
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
-        *x = (i % 4096) as f64;
-    }
+    let mut i = 0u64;
+    a.shared_view_mut().map_err(s)?.fill_with(|| {
+        i += 1;
+        ((i - 1) % 4096) as f64
+    });
     a.freeze().map_err(s)
 }
 

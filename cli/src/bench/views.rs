@@ -150,7 +150,7 @@ fn frozen_memfd(n: u64) -> Result<(Pool, stridemap::Mapping)> {
     )
     .map_err(e)?;
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(e)?;
-    for (i, x) in a.as_mut_slice().iter_mut().enumerate() {
+    for (i, x) in a.as_mut_slice().map_err(e)?.iter_mut().enumerate() {
         *x = (i % 1024) as f64;
     }
     let a = a.freeze().map_err(e)?;

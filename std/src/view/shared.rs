@@ -8,7 +8,7 @@ use stridemap_core::{Layout, ValidDescriptor};
 
 use super::typed::check;
 use super::{describe, subviews};
-use crate::sys::{SharedBytes, SharedBytesMut, split_disjoint};
+use crate::sys::{SharedBytes, SharedBytesMut, split_disjoint, split_ranges};
 use crate::{Element, ViewError, ViewError as Error, ViewResult as Result};
 
 /// A read-only strided view of `T`s that other processes may write while it lives (an `r+`
@@ -389,11 +389,14 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     }
 
     /// The elements before index `at` of `axis` and those from it on, as two writers that can
-    /// be used at once (e.g. by two threads).
+    /// be used at once (e.g. by two threads). When the two parts lie apart in memory (rows of
+    /// a C-ordered array, columns of an F-ordered one), each writer is held to its part's
+    /// bytes at no cost; when they interleave, each access checks that its element is the
+    /// writer's (a division per axis), so split along the outer axis where speed matters.
     ///
     /// # Errors
-    /// [`ViewError::Overlapping`] if elements of this view share bytes (zero or short strides),
-    /// a [`ViewError::Layout`] error if `axis` is out of range.
+    /// [`ViewError::Overlapping`] if the parts interleave and elements of this view share
+    /// bytes (zero or short strides), a [`ViewError::Layout`] error if `axis` is out of range.
     pub fn split_axis(self, axis: usize, at: usize) -> Result<(Self, Self)> {
         if axis >= self.ndim() {
             return Err(stridemap_core::LayoutError::NoSuchAxis {
@@ -430,24 +433,37 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
         if size == 0 {
             return Err(ViewError::ZeroChunk);
         }
-        let mut out = Vec::new();
-        let mut rest = self;
-        loop {
-            let left = *rest
-                .shape()
-                .get(axis)
-                .ok_or(stridemap_core::LayoutError::NoSuchAxis {
-                    axis,
-                    ndim: rest.ndim(),
-                })?;
-            if left <= size {
-                out.push(rest);
-                return Ok(out);
-            }
-            let (a, b) = rest.split_axis(axis, size)?;
-            out.push(a);
-            rest = b;
+        let len = *self
+            .shape()
+            .get(axis)
+            .ok_or(stridemap_core::LayoutError::NoSuchAxis {
+                axis,
+                ndim: self.ndim(),
+            })?;
+        if len <= size {
+            return Ok(vec![self]);
         }
+        let SharedViewMut {
+            bytes,
+            layout,
+            source,
+            ..
+        } = self;
+        let bounds: Vec<u64> = (0..len)
+            .step_by(size)
+            .chain([len])
+            .map(|b| b as u64)
+            .collect();
+        let pieces = split_ranges(bytes, &layout, axis, &bounds).ok_or(ViewError::Overlapping)?;
+        Ok(pieces
+            .into_iter()
+            .map(|(bytes, layout)| SharedViewMut {
+                bytes,
+                layout,
+                source,
+                _t: PhantomData,
+            })
+            .collect())
     }
 
     /// The descriptor this view was made from, if it came from a mapping.
