@@ -65,7 +65,13 @@ def test_handoffs_reuse_one_connection_per_pair_of_processes():
     assert all(total == a[::-2].sum() for total, _, _ in later)
     assert {sockets for _, sockets, _ in later} == {first[1]}, "the worker opened sockets per task"
     assert first[2] and all(cloexec for _, _, cloexec in later)
-    assert _channel.pending() == 0
+    assert no_offers_left()
+
+
+def no_offers_left():
+    """Whether every offer of this process was fetched or released, waiting for releases in
+    flight (a receive that maps the segment already sends one, and does not wait for it)."""
+    return settled(_channel.pending, lambda n: n == 0) == 0
 
 
 def fetch_with_another_key(payload, conn):
@@ -92,7 +98,7 @@ def test_a_process_without_the_pools_authkey_gets_no_fd():
     assert kind == "OpenFailed" and "same authkey" in message, (kind, message)
     # The fd is still held for a process that has the key.
     assert np.array_equal(pickle.loads(payload), a[::-1])
-    assert _channel.pending() == 0
+    assert no_offers_left()
 
 
 def test_each_pickle_is_received_once():
@@ -146,7 +152,7 @@ def test_a_forked_child_starts_with_no_channel_of_its_own():
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert _channel.pending() == 0
+    assert no_offers_left()
 
 
 def test_without_a_channel_dupfd_carries_the_fd(monkeypatch):
@@ -204,3 +210,55 @@ def test_a_sender_that_never_answers_fails_the_receive_within_the_deadline(monke
     finally:
         mute.close()
     assert 1.0 < took < 10, took
+
+
+def _offer_in_child(conn):
+    """In a forked child: share an array, pickle it, send the bytes and wait to be told."""
+    import time as _time
+
+    stridemap.pools.install()
+    a = stridemap.share(np.arange(50.0))
+    conn.send_bytes(bytes(reduction.ForkingPickler.dumps(a)))
+    conn.recv()  # until the parent has it
+    _time.sleep(0.2)
+
+
+def test_a_result_is_taken_from_its_senders_fd_table_only_when_it_is_the_named_file(
+        monkeypatch):
+    """A parent receiving from its child takes the fd with pidfd_getfd (no round trip) when the
+    file is the one the record names; a wrong identity (a reused fd number, a pid of another
+    namespace) is closed and the fd fetched over the channel instead: the values are exact
+    either way."""
+    if _channel._pidfd_getfd is None:
+        pytest.skip("no pidfd_getfd here")
+    taken, fetched = [], []
+    real_take, real_recv = _channel._take, _channel._recv_fd
+
+    def take(c, pid, fdnum, expect):
+        got = real_take(c, pid, fdnum, expect)
+        taken.append(got is not None)
+        return got
+
+    def recv(sock):
+        fetched.append(True)
+        return real_recv(sock)
+
+    monkeypatch.setattr(_channel, "_take", take)
+    monkeypatch.setattr(_channel, "_recv_fd", recv)
+    ctx = multiprocessing.get_context("fork")
+    for lie in (False, True):
+        taken.clear(), fetched.clear()
+        if lie:  # the record names another file: what _take gets must be refused
+            monkeypatch.setattr(_handoff, "_detach", lambda h, e=None, d=_handoff._detach:
+                                d(h, (e[0], e[1] + 1) if e else e))
+        here, there = ctx.Pipe()
+        p = ctx.Process(target=_offer_in_child, args=(there,))
+        p.start()
+        try:
+            got = pickle.loads(here.recv_bytes())
+            assert got.tolist() == list(map(float, range(50)))
+            here.send(None)
+        finally:
+            p.join(30)
+        assert taken == [not lie], taken
+        assert fetched == ([True] if lie else []), fetched

@@ -111,7 +111,7 @@ def _settle_tempfile():
 _settle_tempfile()
 _lock = forksafe.Lock()
 _state = {"pid": None, "address": None, "listener": None, "epoll": None}
-_offered = {}  # id -> (fd, keep, make): fd None until a fetch asks make() for it
+_offered = {}  # id -> (fd, keep)
 _served = {}  # the connections this process's serving thread holds -> the peer's pid, once
 # authenticated (None before)
 
@@ -340,7 +340,7 @@ def _answer(sock, request):
     with _lock:
         entry = _offered.pop(ident, None)
     if op == _RELEASE:
-        if entry is not None and entry[0] is not None:
+        if entry is not None:
             os.close(entry[0])
         del entry
         return True
@@ -349,13 +349,7 @@ def _answer(sock, request):
     try:
         if entry is None:
             return sock.send(_MISSING) == 1
-        fd, keep, make = entry
-        if fd is None:
-            try:
-                fd = make()
-            except Exception as e:  # noqa: BLE001 - the receiver is told it holds nothing
-                log.debug("stridemap.pools: making an offered fd failed: %s", e)
-                return sock.send(_MISSING) == 1
+        fd, keep = entry
         try:
             return socket.send_fds(sock, [_FOUND], [fd]) == 1
         finally:
@@ -368,24 +362,13 @@ def _answer(sock, request):
 def offer(fd, keep):
     """Hand ``fd`` (now owned here) to the one process that asks for it; a :class:`ChannelFd`
     to pickle. Raises OSError when this process cannot listen (the caller falls back)."""
-    return _offer(fd, keep, None)
-
-
-def offer_lazy(make, keep):
-    """Like :func:`offer` for an fd made only when its receiver asks for it: ``make()``
-    returns it then (in the serving thread, so it must not block), and a receiver that
-    needs none (:meth:`ChannelFd.release`) costs no fd at all."""
-    return _offer(None, keep, make)
-
-
-def _offer(fd, keep, make):
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
     with _lock:
         while ident in _offered:  # never, in practice
             ident = secrets.token_bytes(ID_SIZE)
-        _offered[ident] = (fd, keep, make)
-    return ChannelFd(address, ident)
+        _offered[ident] = (fd, keep)
+    return ChannelFd(address, ident, os.getpid(), fd)
 
 
 def pending():
@@ -424,14 +407,72 @@ class _Unreachable(Exception):
 
 
 class _Conn:
-    __slots__ = ("sock", "lock")
+    __slots__ = ("sock", "lock", "pid", "pidfd", "take")
 
     def __init__(self, address):
         self.sock = _connect(address)
         self.lock = forksafe.Lock()
+        self.pid = self.pidfd = None
+        self.take = _pidfd_getfd is not None  # False once the kernel refused it for this peer
 
     def close(self):
         self.sock.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _syscall_pidfd_getfd():
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_long
+    return lambda pidfd, fd: (fn(_SYS_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(fd),
+                                 ctypes.c_uint(0)), ctypes.get_errno())
+
+
+_SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture (the unified table)
+_pidfd_getfd = _syscall_pidfd_getfd()
+
+
+def _take(c, pid, fdnum, expect):
+    """The sender's fd ``fdnum`` taken straight from its fd table (``pidfd_getfd``: no round
+    trip, no wake-up of the sender), or None when that cannot be done here, in which case the
+    caller fetches it over the channel. The kernel allows it only to a process that may ptrace
+    the sender (same user, and under Yama's default scope an ancestor: a pool's parent taking
+    its workers' results). What it gets must be the file the record names (``expect``: device
+    and inode), checked here: a pid of another namespace, or an fd number the sender has since
+    reused, gives another file, which is closed."""
+    if not c.take:
+        return None
+    try:
+        if c.pid != pid:
+            if c.pidfd is not None:
+                os.close(c.pidfd)
+                c.pidfd = None
+            c.pidfd, c.pid = os.pidfd_open(pid), pid
+        fd, err = _pidfd_getfd(c.pidfd, fdnum)
+    except OSError:
+        c.take = False
+        return None
+    if fd < 0:
+        if err in (errno.EPERM, errno.EACCES, errno.ENOSYS, errno.ESRCH):
+            c.take = False  # not allowed here (or gone): the channel from now on
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if expect is None or (st.st_dev, st.st_ino) != tuple(expect):
+        os.close(fd)
+        return None
+    return fd  # close-on-exec: pidfd_getfd sets it
 
 
 def _connect(address):
@@ -538,17 +579,21 @@ def _drop(address, c):
 class ChannelFd:
     """A pickled reference to an fd a sender holds for one receiver."""
 
-    __slots__ = ("address", "ident")
+    __slots__ = ("address", "ident", "pid", "fdnum")
 
-    def __init__(self, address, ident):
+    def __init__(self, address, ident, pid=None, fdnum=-1):
         self.address = address
         self.ident = ident
+        self.pid = pid
+        self.fdnum = fdnum
 
     def __reduce__(self):
-        return ChannelFd, (self.address, self.ident)
+        return ChannelFd, (self.address, self.ident, self.pid, self.fdnum)
 
-    def detach(self):
-        """The fd, close-on-exec, owned by the caller."""
+    def detach(self, expect=None):
+        """The fd, close-on-exec, owned by the caller. With ``expect`` (the device and inode
+        the record names), it is first taken from the sender's fd table where the kernel
+        allows it (:func:`_take`), and the sender told to let go of its copy."""
         if type(self.ident) is not bytes or len(self.ident) != ID_SIZE:
             raise errors.OpenFailed(
                 f"the pickle names its fd by {self.ident!r}, not a {ID_SIZE}-byte id: it was "
@@ -575,6 +620,15 @@ class ChannelFd:
                 errno.ETIMEDOUT,
             ) from None
         with c.lock:
+            if (expect is not None and type(self.fdnum) is int and self.fdnum >= 0
+                    and type(self.pid) is int and self.pid != os.getpid()):
+                fd = _take(c, self.pid, self.fdnum, expect)
+                if fd is not None:
+                    try:
+                        c.sock.sendall(_RELEASE + self.ident)
+                    except OSError:
+                        _drop(self.address, c)
+                    return fd
             try:
                 c.sock.sendall(_FETCH + self.ident)
                 return _recv_fd(c.sock)
@@ -641,9 +695,7 @@ def _recv_fd(s):
 # --- fork -----------------------------------------------------------------------------------
 
 def _after_fork_in_child():  # after forksafe's: the locks are free
-    for fd, _keep, _make in _offered.values():
-        if fd is None:  # a lazy offer: nothing made yet
-            continue
+    for fd, _keep in _offered.values():
         try:
             os.close(fd)
         except OSError:

@@ -36,7 +36,6 @@ live until the receiver has fetched it (hence the wait at exit below).
 
 import dataclasses
 import errno
-import functools
 import logging
 import os
 import socket
@@ -361,11 +360,6 @@ def export_for_receiver(view, *, copy_on_write=False):
     the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
     or "c" (copy-on-write) with ``copy_on_write``."""
     mode = "r+" if view.flags.writeable else "r"
-    if mode == "r" and _mp_context.get_spawning_popen() is None:
-        lazy = _offer_frozen_memfd(view)
-        if lazy is not None:
-            record, handle = lazy
-            return record, handle, "memfd", "c" if copy_on_write else "r"
     quick = _export_frozen_memfd(view) if mode == "r" else None
     try:
         ex = quick or export(view, mode=mode)
@@ -403,36 +397,6 @@ def export_for_receiver(view, *, copy_on_write=False):
 _records = weakref.WeakKeyDictionary()
 _records_lock = forksafe.Lock()
 _RECORDS_PER_SEGMENT = 64
-
-
-def _offer_frozen_memfd(view):
-    """``(record, handle)`` for a view of a frozen memfd segment, its fd made only when the
-    receiver asks for it (a receiver that maps the segment already releases the offer: no fd,
-    no round trip); None for any other view, or when this process cannot listen."""
-    found = _frozen_memfd_record(view)
-    if found is None:
-        return None
-    seg, record = found
-    try:
-        handle = channel.offer_lazy(functools.partial(_locked_fd, seg), view)
-    except OSError:
-        return None
-    _ensure_exit_wait()
-    return record, handle
-
-
-def _locked_fd(seg):
-    """A receiver's open file description of ``seg`` (a frozen memfd), locked shared (SPEC
-    §7): made by the channel's serving thread when the receiver asks, so it never waits (the
-    offer holds the view, so the segment lives and no one recycles it)."""
-    fd = seg.new_fd("r")
-    try:
-        if not header.lock_shared(fd, wait=False):
-            raise errors.SegmentBusy("the segment is locked by its producer", errno.EWOULDBLOCK)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _frozen_memfd_record(view):
@@ -663,10 +627,11 @@ def _wait_for_receivers():
         time.sleep(0.01)
 
 
-def _detach(handle):
-    """The fd a handle carries, close-on-exec, owned by the caller."""
+def _detach(handle, expect=None):
+    """The fd a handle carries, close-on-exec, owned by the caller. ``expect``: the device and
+    inode the record names (a channel's handle may then be taken without a round trip)."""
     if type(handle) is channel.ChannelFd:
-        return handle.detach()
+        return handle.detach(expect)
     if isinstance(handle, _resource_sharer.DupFd):
         get_connection = getattr(_resource_sharer._ResourceSharer, "get_connection", None)
         ident = getattr(handle, "_id", None)
@@ -726,20 +691,20 @@ def _rebuild(record, handle, kind, mode, policy):
         install(policy)  # results and onward tasks go back the same way
     _ensure_exit_wait()
     named = kind == "file"
+    try:
+        desc = decode(record)
+    except Exception as e:  # noqa: BLE001
+        _release(handle)
+        return unreceived.stand_in(e)
     key = None
     if mode != "c":  # a private copy-on-write map is never shared by two arrays
-        try:
-            desc = decode(record)
-        except Exception as e:  # noqa: BLE001
-            _release(handle)
-            return unreceived.stand_in(e)
         key = mapcache.key_of(_sender_of(handle), desc, mode, named)
         hit = mapcache.lookup(key, desc)
         if hit is not None:
             _release(handle)
             return _as_shared(hit)
     try:
-        fd = _detach(handle)
+        fd = _detach(handle, (desc.device, desc.inode) if desc.inode else None)
     except Exception as e:  # noqa: BLE001 - any failure: the task gets it, not the pool
         return unreceived.stand_in(e)
     try:
