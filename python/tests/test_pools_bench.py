@@ -18,6 +18,10 @@ def test_bench_quick_runs_and_reports_every_way():
     # joblib's failing views: whatever joblib does, the stridemap backend is exact.
     views = [line for line in lines if line.startswith("| `m")]
     assert len(views) == 2 and all(line.rstrip(" |").endswith("exact") for line in views), views
+    # Many arrays in one task: every way ran and was exact (the bench checks the values).
+    for way in ("pickle", "shared_memory, a block per array", "shared_memory, one block",
+                "stridemap.share_many"):
+        assert any(line.startswith(f"| {way} |") for line in lines), way
     # Where a handoff's time goes: every step measured, a hit cheaper than a miss.
     steps = dict((c[1].strip(), float(c[2])) for c in (line.split("|") for line in lines)
                  if len(c) == 4 and c[2].strip().replace(".", "").isdigit())

@@ -29,6 +29,7 @@ from .segments.backing import Segment, segment_of
 from .segments.describe import describe
 from .segments.export import Export, export
 from .segments.lifetime import producer_folders, producer_root, reap
+from .segments.pack import PackedDict, PackedList, share_many
 from .segments.share import SharedArray, empty, share
 from .segments.sweep import SweepReport, sweep
 from .transport.fdpass import recv, send
@@ -49,6 +50,9 @@ __all__ = [
     "reap",
     "segment_of",
     "share",
+    "share_many",
+    "PackedDict",
+    "PackedList",
     "sweep",
     "crc32c",
     "decode",

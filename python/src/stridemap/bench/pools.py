@@ -84,6 +84,33 @@ def _attach(name):
     return shared_memory.SharedMemory(name)
 
 
+def total_of(arrays):
+    """A task that reads two elements of every array of a dict."""
+    return float(sum(float(a[0]) + float(a[-1]) for a in arrays.values()))
+
+
+def total_of_blocks(blocks):
+    """The same task on ``shared_memory`` blocks sent by name, one per array."""
+    out = 0.0
+    for name, n in blocks:
+        out += touch_block(name, n)
+    return out
+
+
+def total_of_one_block(name, layout):
+    """The same task on one ``shared_memory`` block holding every array at its offset."""
+    shm = _attach(name)
+    try:
+        out = 0.0
+        for offset, n in layout:
+            a = np.ndarray((n,), dtype="<f8", buffer=shm.buf, offset=offset)
+            out += float(a[0]) + float(a[-1])
+            del a
+    finally:
+        shm.close()
+    return out
+
+
 def make_plain(n):
     """A new array, returned as is (pickled back, or joblib's way)."""
     a = np.empty(n)
@@ -210,6 +237,52 @@ class Bench:
         return t
 
 
+MANY_WAYS = ("pickle", "shared_memory, a block per array", "shared_memory, one block",
+             "stridemap.share_many")
+
+
+def many(bench, count, n, way):
+    """Hand a dict of ``count`` arrays of ``n`` float64 to one worker, which reads two elements
+    of each: seconds, including each way's copy (pickling, the blocks, share_many)."""
+    from multiprocessing import shared_memory
+
+    arrays = {f"a{i}": np.full(n, float(i)) for i in range(count)}
+    want = total_of(arrays)
+    blocks = []
+    t0 = time.perf_counter()
+    try:
+        if way == "pickle":
+            got = bench.pool.submit(total_of, arrays).result()
+        elif way == "shared_memory, a block per array":
+            names = []
+            for a in arrays.values():
+                shm = shared_memory.SharedMemory(create=True, size=a.nbytes)
+                blocks.append(shm)
+                np.ndarray(a.shape, a.dtype, buffer=shm.buf)[...] = a
+                names.append((shm.name, a.size))
+            got = bench.pool.submit(total_of_blocks, names).result()
+        elif way == "shared_memory, one block":
+            layout, end = [], 0
+            for a in arrays.values():
+                layout.append((end, a.size))
+                end += -(-a.nbytes // 64) * 64
+            shm = shared_memory.SharedMemory(create=True, size=end)
+            blocks.append(shm)
+            for (offset, size), a in zip(layout, arrays.values()):
+                np.ndarray((size,), "<f8", buffer=shm.buf, offset=offset)[...] = a
+            got = bench.pool.submit(total_of_one_block, shm.name, layout).result()
+        else:
+            got = bench.pool.submit(total_of, stridemap.share_many(arrays)).result()
+        t = time.perf_counter() - t0
+    finally:
+        for shm in blocks:
+            shm.close()
+            shm.unlink()
+    if got != want:
+        raise AssertionError(f"{way}: the worker read {got}, not {want}")
+    return t
+
+
 def end_to_end(n, way):
     """Fill n float64, hand to 2 workers, each sums every other element, reply: seconds."""
     import joblib
@@ -282,7 +355,7 @@ def _ratio(other, ours):
     return f"{other / ours:.1f}x" if ours > 0 else "-"
 
 
-def run(sizes, repeats, out=sys.stdout, end_to_end_size=None):
+def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
     """Run the benchmark; print markdown tables to ``out``; return the medians."""
     import joblib
 
@@ -347,6 +420,22 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None):
         print("| joblib default backend | joblib \"stridemap\" backend | ratio |", file=out)
         print("|---:|---:|---:|", file=out)
         print(f"| {_fmt_t(ej)} | {_fmt_t(es)} | {_ratio(ej, es)} |", file=out)
+        count, n = (100, 8192) if quick else (1000, 8192)
+        ts = {w: [] for w in MANY_WAYS}
+        for r in range(min(repeats, 5) if not quick else 1):
+            for way in MANY_WAYS[r % len(MANY_WAYS):] + MANY_WAYS[:r % len(MANY_WAYS)]:
+                ts[way].append(many(bench, count, n, way))
+        m = {w: statistics.median(v) for w, v in ts.items()}
+        medians["many"] = m
+        print("", file=out)
+        print(f"{count:,} arrays of {n * 8 >> 10} KiB in one task (a dict; the worker reads two "
+              "elements of each), each way's copy included:", file=out)
+        print("", file=out)
+        print("| way | time | stridemap.share_many is |", file=out)
+        print("|---|---:|---:|", file=out)
+        for w in MANY_WAYS:
+            print(f"| {w} | {_fmt_t(m[w])} | {_ratio(m[w], m['stridemap.share_many'])} |",
+                  file=out)
         verdicts = failing_views(min(sizes[-1], 64 * MIB) // 8)
         print("", file=out)
         print("joblib's failing views of an np.memmap "
@@ -374,7 +463,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="1 MiB, one repeat (a smoke run)")
     args = p.parse_args(argv)
     if args.quick:
-        run([MIB], 1)
+        run([MIB], 1, quick=True)
     else:
         run([_size(s) for s in args.sizes.split(",")], max(args.repeats, 1))
 
