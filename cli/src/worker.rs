@@ -44,13 +44,13 @@ fn step(
     match tag {
         wire::VIEW => {
             let id = wire::get_u32(s)?;
-            let m = socket::recv(s)?.open(opts)?;
+            let m = opts.open(socket::recv(s)?)?;
             // Hold a mapped, validated, typed view before answering.
             m.shared_view::<f64>()?;
             views.insert(id, m);
         }
         wire::OUTPUT => {
-            *output = Some(socket::recv(s)?.open(&opts.clone().mode(Mode::ReadWrite))?);
+            *output = Some(opts.clone().mode(Mode::ReadWrite).open(socket::recv(s)?)?);
         }
         wire::TASK => {
             let id = wire::get_u32(s)?;

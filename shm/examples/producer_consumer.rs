@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Consumer: any process that receives a descriptor (here, this program run again).
     if let Some(path) = std::env::args().nth(1) {
         let stream = UnixStream::connect(path)?;
-        let m = socket::recv(&stream)?.open(&OpenOptions::new())?; // checked, mapped
+        let m = OpenOptions::new().open(socket::recv(&stream)?)?; // checked, mapped
         // A frozen memfd (sealed by the kernel, checked on our fd): views lend &f64s.
         let col = m
             .view::<f64>()?

@@ -412,7 +412,7 @@ impl<T> OutputArray<T> {
     /// let (tx, rx) = UnixStream::pair()?;
     /// out.send_view(&tx, &whole.to_builder().layout(&rows).build()?)?;
     /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
-    /// let mut m = stridemap::socket::recv(&rx)?.open(&opts)?;
+    /// let mut m = opts.open(stridemap::socket::recv(&rx)?)?;
     /// m.shared_view_mut::<f64>()?.fill(7.0);
     /// assert_eq!(out.to_vec()?, [0.0, 0.0, 0.0, 0.0, 7.0, 7.0, 7.0, 7.0]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -445,7 +445,7 @@ impl<T> OutputArray<T> {
     /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     /// let out = pool.alloc_output::<u32>(&[8], Order::C)?;
     /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
-    /// let mut m = stridemap::open_fd(&out.descriptor()?, out.fd_for_peer()?, &opts)?;
+    /// let mut m = opts.open((&out.descriptor()?, out.fd_for_peer()?))?;
     /// m.shared_view_mut::<u32>()?.set(&[0], 5)?;
     /// assert_eq!(out.shared_view()?.get(&[0])?, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -32,7 +32,7 @@
 //! // The consumer (another process, usually) gets the descriptor and a sealed fd.
 //! let (tx, rx) = UnixStream::pair()?;
 //! a.send(&tx)?;
-//! let m = stridemap::socket::recv(&rx)?.open(&stridemap::OpenOptions::new())?;
+//! let m = stridemap::OpenOptions::new().open(stridemap::socket::recv(&rx)?)?;
 //! assert!(m.is_frozen()); // a sealed memfd: views lend references
 //! let col = m.view::<f64>()?.index_axis(1, 2)?.slice_axis(0, Slice::REVERSED)?;
 //! assert_eq!(col.to_vec(), [11.0, 8.0, 5.0, 2.0]);

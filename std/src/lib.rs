@@ -3,16 +3,17 @@
 //!
 //! A producer sends a [`ValidDescriptor`]'s bytes (over a Unix socket with [`socket`], or in
 //! any message: [`decode_any`] reads both forms, [`message`] carries small arrays inline);
-//! this crate checks the file it names under a trust policy ([`OpenOptions`]), maps exactly its
-//! enclosing buffer ([`open`], [`open_fd`], [`open_source`]) and hands out bounds-checked
-//! strided views with numpy's `as_strided` semantics. Views slice with any step, transpose,
-//! reshape, and describe themselves again as descriptors of the same file. [`npy`] reads and
+//! this crate checks the file it names under a trust policy and maps exactly its enclosing
+//! buffer ([`OpenOptions::open`], the one way in, for every kind of descriptor and message),
+//! and hands out bounds-checked strided views with numpy's `as_strided` semantics. Views
+//! slice with any step, transpose, reshape, and describe themselves again as descriptors of
+//! the same file. [`npy`] reads and
 //! writes `.npy` files; the `ndarray` feature converts views to `ndarray` views, the
 //! documented way to compute on them.
 //!
 //! ```
 //! use std::io::Write;
-//! use stridemap::{Builder, DType, OpenOptions, Slice, decode_any, open};
+//! use stridemap::{Builder, DType, OpenOptions, Slice, decode_any};
 //!
 //! // A producer wrote 1000 doubles to a file and describes them reversed (m[::-1]).
 //! let dir = tempfile::tempdir()?;
@@ -26,12 +27,13 @@
 //! // A consumer that allows that folder opens it and sees the elements in reverse. The file
 //! // is path-named (anyone allowed can rewrite it), so the view copies elements out.
 //! let desc = decode_any(&wire)?;
-//! let m = open(&desc, &OpenOptions::new().allow_root(dir.path()))?;
+//! let opts = OpenOptions::new().allow_root(dir.path());
+//! let m = opts.open(&desc)?;
 //! let v = m.shared_view::<f64>()?;
 //! assert_eq!((v.get(&[0])?, v.get(&[999])?), (999.0, 0.0));
 //! // Any sub-view describes itself again, here m[::-1][500:490:-1] = m[499:509].
 //! let w = v.slice_axis(0, Slice::new(Some(500), Some(490), -1))?;
-//! let again = open(&w.describe()?, &OpenOptions::new().allow_root(dir.path()))?;
+//! let again = opts.open(&w.describe()?)?;
 //! assert_eq!(again.shared_view::<f64>()?.to_vec(), (499..509).map(f64::from).collect::<Vec<_>>());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -144,6 +146,8 @@ pub use decode::decode_any;
 pub use element::Element;
 pub use error::{Error, Result, Unaligned, ViewError, ViewResult};
 pub use mapping::Mapping;
+pub use open::Openable;
+#[allow(deprecated)]
 pub use open::{open, open_fd, open_source};
 pub use options::OpenOptions;
 pub use owned::OwnedArray;

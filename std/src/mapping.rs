@@ -16,7 +16,8 @@ use crate::{
 /// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
 ///
 /// A mapping of a path-named file faults (`SIGBUS`) on access to bytes its writer truncated
-/// away after it was mapped (see [`open`](crate::open)); fds are sealed against shrinking.
+/// away after it was mapped (see [`OpenOptions::open`](crate::OpenOptions::open)); fds are
+/// sealed against shrinking.
 ///
 /// Views borrow the mapping, so none can outlive it. A read-only mapping may share its
 /// memory with other `Mapping`s of the same file region (see
@@ -34,10 +35,10 @@ use crate::{
 ///   [`assume_no_outside_writes`](Mapping::assume_no_outside_writes).
 ///
 /// ```
-/// use stridemap::{OpenOptions, ValidDescriptor, open};
+/// use stridemap::{OpenOptions, ValidDescriptor};
 ///
 /// fn total(desc: &ValidDescriptor) -> Result<f64, stridemap::Error> {
-///     let m = open(desc, &OpenOptions::new())?; // checked and mapped
+///     let m = OpenOptions::new().open(desc)?; // checked and mapped
 ///     Ok(m.shared_view::<f64>()?.iter().sum())
 /// }
 /// ```

@@ -391,7 +391,7 @@ fn joblib_failure_cases_round_trip_python_rust_python() {
         let py_strides = ints(&c["strides"]);
         assert_eq!(desc.strides(), py_strides, "{}", case.name);
         // Rust opens the Python descriptor: the same elements, where joblib gets garbage.
-        let m = stridemap::open(&desc, &opts).unwrap();
+        let m = opts.open(&desc).unwrap();
         let (values, sub) = read_and_describe_sub(&m, &case.sub);
         assert_eq!(
             values, case.values,
@@ -460,8 +460,8 @@ fn python_share_opened_by_rust_by_fd_and_by_path() {
         );
         assert_eq!(ints(&c["strides"]), desc.strides(), "{what}: strides kept");
         let m = match (c["kind"].as_str().unwrap(), fd) {
-            ("memfd", Some(fd)) => stridemap::open_fd(&desc, fd, &opts).unwrap(),
-            ("file", None) => stridemap::open(&desc, &opts).unwrap(),
+            ("memfd", Some(fd)) => opts.open((&desc, fd)).unwrap(),
+            ("file", None) => opts.open(&desc).unwrap(),
             (kind, fd) => panic!("{what}: a {kind} segment with fd {fd:?}"),
         };
         let want = floats(&c["values"]);

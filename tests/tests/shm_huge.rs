@@ -161,9 +161,9 @@ fn consume<T>(a: &SharedArray<T>, root: Option<&Path>) -> Mapping {
     let m = if a.is_memfd() {
         let (tx, rx) = UnixStream::pair().unwrap();
         a.send(&tx).unwrap();
-        stridemap::socket::recv(&rx).unwrap().open(&opts).unwrap()
+        opts.open(stridemap::socket::recv(&rx).unwrap()).unwrap()
     } else {
-        stridemap::open(a.descriptor(), &opts).unwrap()
+        opts.open(a.descriptor()).unwrap()
     };
     // Named files are not frozen: element copies, one per page.
     let v = m.shared_view::<f64>().unwrap();
@@ -181,9 +181,8 @@ fn consume<T>(a: &SharedArray<T>, root: Option<&Path>) -> Mapping {
 fn consume_zeros<T>(a: &SharedArray<T>) -> Mapping {
     let (tx, rx) = UnixStream::pair().unwrap();
     a.send(&tx).unwrap();
-    let m = stridemap::socket::recv(&rx)
-        .unwrap()
-        .open(&OpenOptions::new())
+    let m = OpenOptions::new()
+        .open(stridemap::socket::recv(&rx).unwrap())
         .unwrap();
     // A frozen memfd: its bytes are lent as a slice.
     let bytes = m.bytes().unwrap();
@@ -279,7 +278,7 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
     let opts = OpenOptions::new()
         .allow_root(t.path())
         .mode(stridemap_core::Mode::ReadWrite);
-    let mut m = stridemap::open(&desc, &opts).unwrap();
+    let mut m = opts.open(&desc).unwrap();
     let mut w = m.shared_view_mut::<f64>().unwrap();
     assert_eq!(
         w.get(&[n as usize - 1]).unwrap(),
@@ -500,7 +499,7 @@ sys.stdin.read()  # keep the segment until Rust has read it
     // Python makes one, Rust reads it.
     let folder = lines.next().unwrap().unwrap();
     let desc = stridemap_core::decode(&std::fs::read(&out).unwrap()).unwrap();
-    let m = stridemap::open(&desc, &OpenOptions::new().allow_root(&folder)).unwrap();
+    let m = OpenOptions::new().allow_root(&folder).open(&desc).unwrap();
     let got: f64 = m.shared_view::<f64>().unwrap().iter().sum();
     let want: f64 = (0..(1u64 << 19)).rev().step_by(3).map(|i| i as f64).sum();
     assert_eq!(got, want, "Rust read the Python hugetlb segment");

@@ -27,7 +27,7 @@ fn child_process_entry() {
         // Receive one array, reply with the sum of its reversed second column, exit.
         "sum" => {
             let m = stridemap::socket::recv(&stream)
-                .and_then(|i| i.open(&opts))
+                .and_then(|i| opts.open(i))
                 .unwrap();
             let s = column_sum(&m);
             reply(&stream, &format!("{s}"));
@@ -35,7 +35,7 @@ fn child_process_entry() {
         // Receive, map, say "ready", wait for "go", read again, say the sum, wait for "bye".
         "hold" => {
             let m = stridemap::socket::recv(&stream)
-                .and_then(|i| i.open(&opts))
+                .and_then(|i| opts.open(i))
                 .unwrap();
             reply(&stream, "ready");
             expect(&stream, "go");
@@ -54,12 +54,11 @@ fn child_process_entry() {
             let mut report = Vec::new();
             // Through the API: r+ of a read-only descriptor.
             let r = match fd.as_ref() {
-                Some(fd) => stridemap::open_fd(
-                    &desc,
-                    fd.try_clone().unwrap(),
-                    &opts.clone().mode(Mode::ReadWrite),
-                ),
-                None => stridemap::open(&desc, &opts.clone().mode(Mode::ReadWrite)),
+                Some(fd) => opts
+                    .clone()
+                    .mode(Mode::ReadWrite)
+                    .open((&desc, fd.try_clone().unwrap())),
+                None => opts.clone().mode(Mode::ReadWrite).open(&desc),
             };
             report.push(format!(
                 "api_rw={}",
@@ -327,7 +326,7 @@ fn recycled_segments_refuse_stale_descriptors() {
     assert_eq!(old.generation(), 1);
     drop(a);
     wait_until("the segment is on the free list", || pool.stats().free == 1);
-    let err = stridemap::open(&old, &opts).unwrap_err();
+    let err = opts.open(&old).unwrap_err();
     assert!(
         matches!(
             err,
@@ -344,10 +343,10 @@ fn recycled_segments_refuse_stale_descriptors() {
     assert_eq!(b.descriptor().segment_id(), old.segment_id());
     assert_eq!(b.descriptor().generation(), 2);
     assert_eq!(h.segment_files().len(), 1);
-    let m = stridemap::open(b.descriptor(), &opts).unwrap();
+    let m = opts.open(b.descriptor()).unwrap();
     assert_eq!(column_sum(&m), COLUMN_SUM);
     assert!(matches!(
-        stridemap::open(&old, &opts),
+        opts.open(&old),
         Err(StdError::StaleSegment { .. })
     ));
 }
@@ -363,7 +362,7 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
         let (tx, rx) = UnixStream::pair().unwrap();
         out.send(&tx).unwrap();
         let opts = OpenOptions::new().allow_root(&h.root).mode(Mode::ReadWrite);
-        let mut m = stridemap::socket::recv(&rx).unwrap().open(&opts).unwrap();
+        let mut m = opts.open(stridemap::socket::recv(&rx).unwrap()).unwrap();
         // An r+ output is never frozen: it lends no references, only copies.
         assert!(!m.is_frozen());
         assert!(matches!(
@@ -418,7 +417,7 @@ fn frozen_memfds_are_never_recycled_and_published_ones_are() {
     let (tx, rx) = UnixStream::pair().unwrap();
     b.send(&tx).unwrap();
     let m = stridemap::socket::recv(&rx)
-        .and_then(|i| i.open(&OpenOptions::new()))
+        .and_then(|i| OpenOptions::new().open(i))
         .unwrap();
     // … which consumers read through copies only: the producer writes it again later.
     assert!(!m.is_frozen());
@@ -447,7 +446,7 @@ fn a_reader_that_drops_its_lock_keeps_unchanged_bytes() {
     let incoming = stridemap::socket::recv(&rx).unwrap();
     let fd = incoming.fd.unwrap();
     let dup = fd.try_clone().unwrap();
-    let m = stridemap::open_fd(&incoming.descriptor, fd, &OpenOptions::new()).unwrap();
+    let m = OpenOptions::new().open((&incoming.descriptor, fd)).unwrap();
     let v = m.view::<f64>().unwrap();
     let live: &[f64] = v.as_slice().unwrap();
     assert_eq!(live[0], 1.0);
@@ -535,7 +534,7 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
         assert!(out.keep.is_none());
         let wire = postcard::to_allocvec(&out.message).unwrap();
         let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
-        let got = back.open(None, &opts).unwrap();
+        let got = opts.open(&back).unwrap();
         assert!(matches!(got, Received::Owned(_)));
         assert_eq!(got.view::<f64>().unwrap().to_vec(), data[..64]);
         // Large: the segment's compact descriptor (and, for a memfd, its fd beside it).
@@ -546,7 +545,7 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
         let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
         assert!(matches!(back, ArrayMessage::Shared(_)));
         let fd = (kind == SegmentKind::Memfd).then(|| keep.fd_for_peer().unwrap());
-        let got = back.open(fd, &opts).unwrap();
+        let got = opts.open((&back, fd)).unwrap();
         let Received::Mapped(m) = &got else {
             panic!("{kind:?}: not mapped")
         };
@@ -560,12 +559,12 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
         // path descriptor with one, is refused.
         let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
         let err = match kind {
-            SegmentKind::Memfd => back.open(None, &opts).unwrap_err(),
-            _ => back
-                .open(
+            SegmentKind::Memfd => opts.open(&back).unwrap_err(),
+            _ => opts
+                .open((
+                    &back,
                     Some(std::fs::File::open("/dev/null").unwrap().into()),
-                    &opts,
-                )
+                ))
                 .unwrap_err(),
         };
         assert!(
@@ -627,7 +626,7 @@ fn outputs_send_views_of_their_own_segment_only() {
             out.send_view(&tx, &whole.to_builder().layout(&rows).build().unwrap())
                 .unwrap();
             let mut m = stridemap::socket::recv(&rx)
-                .and_then(|i| i.open(&opts))
+                .and_then(|i| opts.open(i))
                 .unwrap();
             m.shared_view_mut::<f64>().unwrap().fill(k as f64 + 1.0);
         }

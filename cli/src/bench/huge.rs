@@ -85,10 +85,10 @@ fn first_read(a: &SharedArray<f64>, root: &Option<PathBuf>) -> Result<(f64, f64)
         let (tx, rx) = UnixStream::pair().map_err(s)?;
         a.send(&tx).map_err(s)?;
         stridemap::socket::recv(&rx)
-            .and_then(|i| i.open(&opts))
+            .and_then(|i| opts.open(i))
             .map_err(|e| e.to_string())?
     } else {
-        stridemap::open(a.descriptor(), &opts).map_err(s)?
+        opts.open(a.descriptor()).map_err(s)?
     };
     // One element per 4 KiB page, copied out (a named file is not frozen).
     let v = m.shared_view::<f64>().map_err(|e| e.to_string())?;

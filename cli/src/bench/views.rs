@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use std::os::unix::net::UnixStream;
 
-use stridemap::{OpenOptions, SharedView, SharedViewMut, open, socket};
+use stridemap::{OpenOptions, SharedView, SharedViewMut, socket};
 use stridemap_core::{Builder, DType, Layout, Order, Slice, ValidDescriptor, decode};
 use stridemap_shm::{Pool, PoolConfig, SegmentKind};
 
@@ -55,7 +55,7 @@ fn open_first_view(wire: &[u8], opts: &OpenOptions, calls: usize) -> Result<f64>
         let t0 = Instant::now();
         let m = decode(wire)
             .map_err(stridemap::Error::from)
-            .and_then(|d| open(&d, opts))
+            .and_then(|d| opts.open(&d))
             .map_err(|e| e.to_string())?;
         black_box(
             m.shared_view::<f64>()
@@ -81,7 +81,7 @@ pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
     let mut wires = Vec::new();
     for (name, len) in sizes {
         let d = f64_file(&disk_dir.join(format!("open-{len}")), len, false)?;
-        open(&d, &fresh).map_err(|e| format!("open {name}: {e}"))?;
+        fresh.open(&d).map_err(|e| format!("open {name}: {e}"))?;
         wires.push((name, d.to_bytes()));
     }
     let mut rows = Vec::new();
@@ -114,7 +114,7 @@ pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
     let reuse = OpenOptions::new()
         .allow_root(scratch.dir())
         .allow_root(&disk_dir);
-    let _live = open(&keep, &reuse).map_err(|e| e.to_string())?;
+    let _live = reuse.open(&keep).map_err(|e| e.to_string())?;
     let sub = keep
         .layout()
         .slice_axis(0, Slice::range(1000, 2000))
@@ -157,7 +157,7 @@ fn frozen_memfd(n: u64) -> Result<(Pool, stridemap::Mapping)> {
     let (tx, rx) = UnixStream::pair().map_err(|e| e.to_string())?;
     a.send(&tx).map_err(e)?;
     let m = socket::recv(&rx)
-        .and_then(|i| i.open(&OpenOptions::new()))
+        .and_then(|i| OpenOptions::new().open(i))
         .map_err(|e| e.to_string())?;
     if !m.is_frozen() {
         return Err("a frozen memfd was not seen as frozen".into());
