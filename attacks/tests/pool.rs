@@ -49,7 +49,7 @@ fn a_forked_child_dropping_its_pool_leaves_the_parents_segments_alone() {
         .unwrap();
         let mut a = pool.alloc::<u64>(&[1 << 12], Order::C).unwrap();
         let values: Vec<u64> = (0..1 << 12).collect();
-        a.shared_view_mut()
+        a.volatile_view_mut()
             .unwrap()
             .copy_from_slice(&values)
             .unwrap();

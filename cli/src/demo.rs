@@ -52,7 +52,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     {
         // Element copies in (a named file lends the producer no slice: others may write it).
         let mut k = 0u64;
-        a.shared_view_mut()?.fill_with(|| {
+        a.volatile_view_mut()?.fill_with(|| {
             let (i, j) = (k / COLS, k % COLS);
             k += 1;
             let x = value(i, j);
@@ -111,7 +111,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
 
     // The same bytes through the socket, for comparison.
     // A named file is not frozen (no slice of it is lent): copied out first, untimed.
-    let elems = a.shared_view()?.to_vec();
+    let elems = a.volatile_view()?.to_vec();
     let bytes: &[u8] = bytemuck::cast_slice(&elems);
     let t0 = Instant::now();
     wire::put(&crew.conns[0], &[wire::BULK])?;

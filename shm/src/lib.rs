@@ -51,12 +51,12 @@
 //! `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` after dropping its writable map, and mapped
 //! again read-only. The kernel grants that seal only when no writable map exists and refuses
 //! every writer after, so such a segment is never written again, and never recycled.
-//! Everything else is read through `stridemap`'s [`SharedView`] (element copies, no
-//! reference, and [`SharedViewMut`] for the fill): named files (every process of this user
+//! Everything else is read through `stridemap`'s [`VolatileView`] (element copies, no
+//! reference, and [`VolatileViewMut`] for the fill): named files (every process of this user
 //! can open them for writing, and mode 0400 does not stop root), arrays
 //! [published](SharedArrayMut::publish) unfrozen into segments the pool recycles (the
 //! streaming fast path), and arrays consumers write ([`OutputArray`], from
-//! [`Pool::alloc_output`], also written through [`SharedViewMut`]). The handles are one type
+//! [`Pool::alloc_output`], also written through [`VolatileViewMut`]). The handles are one type
 //! per stage, so the compiler enforces the rest: an [`OutputArray`] has no `view_mut`, and
 //! the one way to a slice of a named file is the `unsafe`
 //! [`SharedArrayMut::as_mut_slice_unchecked`].
@@ -117,9 +117,12 @@ pub use temp::spare_space;
 
 pub use stridemap::message::{ArrayMessage, Received};
 pub use stridemap::{
-    ByteView, DType, Element, Kind, Layout, Mode, Order, SharedView, SharedViewMut, Slice,
-    ValidDescriptor, View, ViewMut, socket,
+    ByteView, DType, Element, Kind, Layout, Mode, Order, Slice, ValidDescriptor, View, ViewMut,
+    VolatileView, VolatileViewMut, socket,
 };
+#[allow(deprecated)]
+#[doc(hidden)]
+pub use stridemap::{SharedView, SharedViewMut};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -168,7 +168,7 @@ pub struct PoolStats {
 /// use stridemap_shm::{Order, Pool};
 /// let pool = Pool::new()?;
 /// let mut out = pool.alloc::<f64>(&[1000, 1000], Order::C)?;
-/// out.shared_view_mut()?.fill(1.0);          // filled in place: no copy
+/// out.volatile_view_mut()?.fill(1.0);          // filled in place: no copy
 /// let frozen = out.freeze()?;                 // read-only from now on
 /// let wire = frozen.descriptor().to_bytes();  // send this; consumers map the same pages
 /// # Ok::<(), stridemap_shm::Error>(())
@@ -403,7 +403,7 @@ impl Pool {
 
     /// Writes the elements of `view` into a new or recycled segment, as [`Pool::share`], and
     /// returns it [published](SharedArrayMut::publish) rather than frozen: read-only for
-    /// consumers, read through [`SharedView`](stridemap::SharedView)s, and recycled once
+    /// consumers, read through [`VolatileView`](stridemap::VolatileView)s, and recycled once
     /// nobody maps it. The fast path of a producer that streams new data every step.
     ///
     /// ```
@@ -413,7 +413,7 @@ impl Pool {
     /// let layout = Layout::contiguous(8, &[4], Order::C)?;
     /// let v = ByteView::new(bytemuck::cast_slice(&step), layout, DType::parse("<f8")?)?;
     /// let a = pool.publish(&v)?;
-    /// assert_eq!(a.typed::<f64>()?.shared_view()?.to_vec(), step);
+    /// assert_eq!(a.typed::<f64>()?.volatile_view()?.to_vec(), step);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///

@@ -373,7 +373,7 @@ impl std::error::Error for Error {
     }
 }
 
-/// Everything that can go wrong making or using a view (typed, byte-level or shared) or
+/// Everything that can go wrong making or using a view (typed, byte-level or volatile) or
 /// reaching a mapping's bytes: the errors of the view operations, apart from opening.
 ///
 /// ```
@@ -507,7 +507,7 @@ impl fmt::Display for ViewError {
             ViewError::NotFrozen => write!(
                 f,
                 "another process may change these bytes (not a sealed memfd), so no reference \
-                 to them is lent: read with Mapping::shared_view (element copies) or \
+                 to them is lent: read with Mapping::volatile_view (element copies) or \
                  Mapping::copy_array, or promise that nobody writes them with unsafe \
                  Mapping::assume_no_outside_writes"
             ),

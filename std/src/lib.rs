@@ -29,14 +29,23 @@
 //! let desc = decode_any(&wire)?;
 //! let opts = OpenOptions::new().allow_root(dir.path());
 //! let m = opts.open(&desc)?;
-//! let v = m.shared_view::<f64>()?;
+//! let v = m.volatile_view::<f64>()?;
 //! assert_eq!((v.get(&[0])?, v.get(&[999])?), (999.0, 0.0));
 //! // Any sub-view describes itself again, here m[::-1][500:490:-1] = m[499:509].
 //! let w = v.slice_axis(0, Slice::new(Some(500), Some(490), -1))?;
 //! let again = opts.open(&w.describe()?)?;
-//! assert_eq!(again.shared_view::<f64>()?.to_vec(), (499..509).map(f64::from).collect::<Vec<_>>());
+//! assert_eq!(again.volatile_view::<f64>()?.to_vec(), (499..509).map(f64::from).collect::<Vec<_>>());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Words
+//!
+//! One word, one meaning, here and in stridemap-shm: *shared* is what processes share (a
+//! segment, stridemap-shm's `SharedArray`, a [`Mapping`] of one); *frozen* memory is sealed
+//! so that nobody can write it again, and only it (or memory this process owns) backs the
+//! views that lend references, [`View`] and [`ViewMut`]; *volatile* views,
+//! [`VolatileView`] and [`VolatileViewMut`], lend none and copy each element in or out, for
+//! memory others may write.
 //!
 //! # Soundness
 //!
@@ -51,19 +60,19 @@
 //!   The kernel adds `F_SEAL_WRITE` only when no writable map of the file exists, and then
 //!   refuses every writer, so no promise of the producer's is taken. `F_SEAL_FUTURE_WRITE`
 //!   is not enough: a map made before it stays writable, so such a file gets
-//!   [`SharedView`]s like any other (SPEC.md §9 says what a producer must seal). Arrays
+//!   [`VolatileView`]s like any other (SPEC.md §9 says what a producer must seal). Arrays
 //!   this process owns ([`OwnedArray`]: [`Mapping::copy_array`], inline messages) and views
 //!   of the caller's own buffers ([`View::new`]) lend references too. A copy-on-write (`c`)
 //!   mapping is not a private copy: pages not yet written still show the file's later writes,
 //!   so it counts as frozen only when the file is sealed.
 //! - **Copies everywhere else.** Path-named files, unsealed fds and `r+` outputs get
-//!   [`SharedView`] and [`SharedViewMut`] ([`Mapping::shared_view`],
-//!   [`Mapping::shared_view_mut`]): every element is read or written with one volatile access
+//!   [`VolatileView`] and [`VolatileViewMut`] ([`Mapping::volatile_view`],
+//!   [`Mapping::volatile_view_mut`]): every element is read or written with one volatile access
 //!   through a raw pointer, bulk copies go to or from the caller's memory, and no reference
 //!   to the mapped bytes is made, so another process writing them changes values, never the
 //!   program's soundness. An element written concurrently elsewhere may be read torn. Workers
-//!   that fill disjoint parts of one shared output use [`SharedViewMut`], whose
-//!   [`split_axis`](SharedViewMut::split_axis) and [`axis_chunks`](SharedViewMut::axis_chunks)
+//!   that fill disjoint parts of one shared output use [`VolatileViewMut`], whose
+//!   [`split_axis`](VolatileViewMut::split_axis) and [`axis_chunks`](VolatileViewMut::axis_chunks)
 //!   give threads disjoint writers.
 //! - **The opt-in.** A caller who knows no one else writes a non-frozen file may say so in one
 //!   place, [`Mapping::assume_no_outside_writes`], an `unsafe fn` whose `# Safety` section is
@@ -73,20 +82,20 @@
 //! path-named file after it was mapped makes the reader fault (SIGBUS) on access; fd-passed
 //! files must be sealed against shrinking (O9) and segments are locked while mapped (§7).
 //!
-//! A non-frozen mapping cannot lend a slice without the opt-in: [`SharedView`] has no
+//! A non-frozen mapping cannot lend a slice without the opt-in: [`VolatileView`] has no
 //! `as_slice`, and its elements come by value.
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # fn f(m: &stridemap::Mapping) -> stridemap::Result<()> {
-//! let s: &[f64] = m.shared_view::<f64>()?.as_slice().unwrap();
+//! let s: &[f64] = m.volatile_view::<f64>()?.as_slice().unwrap();
 //! # Ok(()) }
 //! ```
 //!
 //! Nor can a view outlive its mapping:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0505
 //! # fn f(m: stridemap::Mapping) -> stridemap::Result<()> {
-//! let v = m.shared_view::<f64>()?;
+//! let v = m.volatile_view::<f64>()?;
 //! drop(m);
 //! v.get(&[0])?;
 //! # Ok(()) }
@@ -151,7 +160,23 @@ pub use open::Openable;
 pub use open::{open, open_fd, open_source};
 pub use options::OpenOptions;
 pub use owned::OwnedArray;
-pub use view::{ByteView, Iter, IterMut, SharedIter, SharedView, SharedViewMut, View, ViewMut};
+pub use view::{
+    ByteView, Iter, IterMut, View, ViewMut, VolatileIter, VolatileView, VolatileViewMut,
+};
+
+/// The old name of [`VolatileView`]: "shared" now means only what is shared between
+/// processes (a segment, stridemap-shm's `SharedArray`), never a kind of view.
+#[deprecated(note = "renamed VolatileView (views that copy elements in and out)")]
+#[doc(hidden)]
+pub type SharedView<'a, T> = VolatileView<'a, T>;
+/// The old name of [`VolatileViewMut`].
+#[deprecated(note = "renamed VolatileViewMut (views that copy elements in and out)")]
+#[doc(hidden)]
+pub type SharedViewMut<'a, T> = VolatileViewMut<'a, T>;
+/// The old name of [`VolatileIter`].
+#[deprecated(note = "renamed VolatileIter")]
+#[doc(hidden)]
+pub type SharedIter<'a, T> = VolatileIter<'a, T>;
 
 /// The descriptor layer's errors: [`DecodeError`] for a descriptor that breaks a SPEC rule
 /// (inside [`Error::Descriptor`]), [`LayoutError`] for an impossible layout operation (inside

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use stridemap_core::{CompactDescriptor, DType};
 
 use crate::{
-    ByteView, Element, Mapping, OpenOptions, OwnedArray, Result, SharedView, View, ViewResult,
+    ByteView, Element, Mapping, OpenOptions, OwnedArray, Result, View, ViewResult, VolatileView,
 };
 
 /// An array as a message carries it: the bytes themselves when small, else the compact
@@ -100,11 +100,11 @@ impl Received {
     /// A typed view that copies elements out: works for every received array.
     ///
     /// # Errors
-    /// Those of [`Mapping::shared_view`] (a dtype other than `T`'s).
-    pub fn shared_view<T: Element>(&self) -> ViewResult<SharedView<'_, T>> {
+    /// Those of [`Mapping::volatile_view`] (a dtype other than `T`'s).
+    pub fn volatile_view<T: Element>(&self) -> ViewResult<VolatileView<'_, T>> {
         match self {
-            Received::Owned(a) => Ok(a.view()?.as_shared()),
-            Received::Mapped(m) => m.shared_view(),
+            Received::Owned(a) => Ok(a.view()?.as_volatile()),
+            Received::Mapped(m) => m.volatile_view(),
         }
     }
 

@@ -12,7 +12,7 @@ use rustix::fs::{FileType, FlockOperation, SealFlags, Stat, fcntl_get_seals, flo
 use rustix::io::Errno;
 use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescriptor};
 
-use crate::mapping::{Origin, SharedRegion};
+use crate::mapping::{Origin, ReusableRegion};
 use crate::message::{ArrayMessage, Received};
 use crate::resolve::{check_form, find_root, open_beneath};
 use crate::socket::Incoming;
@@ -57,7 +57,7 @@ impl OpenOptions {
     /// fn total(stream: &UnixStream) -> Result<f64, stridemap::Error> {
     ///     // Whatever came: a path descriptor, or an fd descriptor and its fd.
     ///     let m = OpenOptions::new().open(socket::recv(stream)?)?;
-    ///     Ok(m.shared_view::<f64>()?.iter().sum())
+    ///     Ok(m.volatile_view::<f64>()?.iter().sum())
     /// }
     ///
     /// // A descriptor of a file outside the allowed folders is refused before it is opened.
@@ -209,7 +209,7 @@ fn by_path(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     let (root, rel) = find_root(path, opts)?;
     if let Some(key) = desc.identity() {
         // Only a region this process opened by the same path under an equal policy.
-        let accept = |r: &SharedRegion| match r.origin() {
+        let accept = |r: &ReusableRegion| match r.origin() {
             Origin::Path { path: p, policy } => p == path && opts.same_policy(policy),
             Origin::Fd => false,
         };
@@ -377,13 +377,13 @@ fn reuse_region(
     mode: Mode,
     opts: &OpenOptions,
     key: (u64, u64),
-    accept: impl Fn(&SharedRegion) -> bool,
+    accept: impl Fn(&ReusableRegion) -> bool,
 ) -> Result<Option<Mapping>> {
     if !opts.reuse || mode != Mode::ReadOnly || desc.buffer_len() == 0 {
         return Ok(None);
     }
     let Some((region, start)) =
-        SharedRegion::find(key, desc.buffer_offset(), desc.buffer_len(), accept)
+        ReusableRegion::find(key, desc.buffer_offset(), desc.buffer_len(), accept)
     else {
         return Ok(None);
     };
@@ -396,7 +396,7 @@ fn reuse_region(
     }
     let st = check_file(region.file(), desc)?;
     check_allocated(region.file(), &st, desc)?;
-    Ok(Some(Mapping::shared(desc.clone(), region, start)))
+    Ok(Some(Mapping::reusable(desc.clone(), region, start)))
 }
 
 /// O11: maps the enclosing buffer of the checked `file`.
@@ -430,11 +430,11 @@ fn map(
                 None => Origin::Fd,
             };
             let key = (st.st_dev, st.st_ino);
-            let region = SharedRegion::new(map, file, origin, key, offset, segment);
+            let region = ReusableRegion::new(map, file, origin, key, offset, segment);
             if opts.reuse {
                 region.publish();
             }
-            Ok(Mapping::shared(desc.clone(), region, 0))
+            Ok(Mapping::reusable(desc.clone(), region, 0))
         }
         Mode::ReadWrite => {
             let map = sys::map_write(&file, offset, len).map_err(map_err)?;

@@ -2,7 +2,7 @@
 
 use stridemap_core::{DType, Layout, Order};
 
-use crate::sys::SharedBytes;
+use crate::sys::VolatileBytes;
 use crate::{ByteView, Element, Error, Result, View, ViewError, ViewMut, ViewResult};
 
 /// An array whose bytes this process owns, packed in C order in an 8-byte-aligned buffer:
@@ -58,7 +58,7 @@ impl OwnedArray {
 
     /// The elements of `layout` over `src`, copied and packed in C order.
     pub(crate) fn copy_from(
-        src: SharedBytes<'_>,
+        src: VolatileBytes<'_>,
         layout: Layout,
         dtype: DType,
     ) -> ViewResult<OwnedArray> {

@@ -40,7 +40,7 @@ fn io(context: &str, e: impl Into<std::io::Error>) -> Error {
 /// ```
 /// fn total(stream: &std::os::unix::net::UnixStream) -> Result<f64, stridemap::Error> {
 ///     let m = stridemap::OpenOptions::new().open(stridemap::socket::recv(stream)?)?;
-///     Ok(m.shared_view::<f64>()?.iter().sum())
+///     Ok(m.volatile_view::<f64>()?.iter().sum())
 /// }
 /// ```
 #[derive(Debug)]

@@ -56,7 +56,7 @@ fn joblib_failure_cases_round_trip() {
     let fx = Fixture::new();
     let path = fx.write_f64("m.bin", 1000, 4096);
     let m = fx.opts().open(&describe(&path, &[1000], 4096)).unwrap();
-    let v = m.shared_view::<f64>().unwrap();
+    let v = m.volatile_view::<f64>().unwrap();
     let cases: Vec<(&str, Slice, Vec<f64>)> = vec![
         (
             "m[::-1]",
@@ -82,21 +82,21 @@ fn joblib_failure_cases_round_trip() {
         let wire = stridemap_core::decode(&desc.to_bytes()).unwrap();
         let again = fx.opts().open(&wire).unwrap();
         assert_eq!(
-            again.shared_view::<f64>().unwrap().to_vec(),
+            again.volatile_view::<f64>().unwrap().to_vec(),
             want,
             "{name} after describe → open"
         );
     }
     // The transpose of a C-ordered 2-d mapping.
     let m2 = fx.opts().open(&describe(&path, &[25, 40], 4096)).unwrap();
-    let t = m2.shared_view::<f64>().unwrap().t();
+    let t = m2.volatile_view::<f64>().unwrap().t();
     let desc = t.describe().unwrap();
     assert_eq!(
         (desc.shape(), desc.strides()),
         (&[40, 25][..], &[8, 320][..])
     );
     let again = fx.opts().open(&desc).unwrap();
-    let tv = again.shared_view::<f64>().unwrap();
+    let tv = again.volatile_view::<f64>().unwrap();
     for i in 0..40usize {
         for j in 0..25usize {
             assert_eq!(tv.get(&[i, j]).unwrap(), (j * 40 + i) as f64);
@@ -109,7 +109,10 @@ fn joblib_failure_cases_round_trip() {
         .slice_axis(1, Slice::step(3))
         .unwrap();
     let reopened = fx.opts().open(&w.describe().unwrap()).unwrap();
-    assert_eq!(reopened.shared_view::<f64>().unwrap().to_vec(), w.to_vec());
+    assert_eq!(
+        reopened.volatile_view::<f64>().unwrap().to_vec(),
+        w.to_vec()
+    );
 }
 
 #[test]
@@ -237,14 +240,14 @@ fn modes_r_plus_and_copy_on_write() {
         .unwrap();
     // r+: writes reach the file (another mapping sees them).
     let mut a = fx.opts().mode(Mode::ReadWrite).open(&rw).unwrap();
-    a.shared_view_mut::<f64>()
+    a.volatile_view_mut::<f64>()
         .unwrap()
         .index_axis(0, 1)
         .unwrap()
         .fill(-1.0);
     let b = fx.opts().reuse_mappings(false).open(&rw).unwrap();
     assert_eq!(
-        b.shared_view::<f64>()
+        b.volatile_view::<f64>()
             .unwrap()
             .index_axis(0, 1)
             .unwrap()
@@ -253,15 +256,21 @@ fn modes_r_plus_and_copy_on_write() {
     );
     // c: private writes stay in the writer.
     let mut c = fx.opts().mode(Mode::CopyOnWrite).open(&rw).unwrap();
-    c.shared_view_mut::<f64>().unwrap().fill(42.0);
-    assert_eq!(c.shared_view::<f64>().unwrap().get(&[3, 3]).unwrap(), 42.0);
+    c.volatile_view_mut::<f64>().unwrap().fill(42.0);
+    assert_eq!(
+        c.volatile_view::<f64>().unwrap().get(&[3, 3]).unwrap(),
+        42.0
+    );
     let d = fx.opts().reuse_mappings(false).open(&rw).unwrap();
-    assert_eq!(d.shared_view::<f64>().unwrap().get(&[3, 3]).unwrap(), 15.0);
+    assert_eq!(
+        d.volatile_view::<f64>().unwrap().get(&[3, 3]).unwrap(),
+        15.0
+    );
     // c is allowed from an r descriptor; r+ is not; the read-only mapping refuses writes.
     let ro = describe(&path, &[16], 0);
     assert!(fx.opts().mode(Mode::CopyOnWrite).open(&ro).is_ok());
     let mut r = fx.opts().open(&ro).unwrap();
-    let refused = r.shared_view_mut::<f64>().unwrap_err();
+    let refused = r.volatile_view_mut::<f64>().unwrap_err();
     assert!(matches!(refused, ViewError::ReadOnly));
     // The default options map read-only: the refusal names the option that writes.
     assert!(
@@ -310,7 +319,7 @@ fn read_only_mappings_of_one_region_are_reused() {
     for (i, m) in views.iter().enumerate() {
         assert_eq!(m.as_ptr(), base, "view {i} mapped again");
         assert_eq!(
-            m.shared_view::<f64>().unwrap().get(&[0]).unwrap(),
+            m.volatile_view::<f64>().unwrap().get(&[0]).unwrap(),
             i as f64 * 10.0
         );
     }
@@ -329,7 +338,10 @@ fn read_only_mappings_of_one_region_are_reused() {
     drop(views);
     drop(first);
     let again = fx.opts().open(&whole).unwrap();
-    assert_eq!(again.shared_view::<f64>().unwrap().get(&[7]).unwrap(), 7.0);
+    assert_eq!(
+        again.volatile_view::<f64>().unwrap().get(&[7]).unwrap(),
+        7.0
+    );
 }
 
 fn memfd_with(data: &[u8], seals: SealFlags) -> (OwnedFd, u64, u64) {
@@ -363,7 +375,7 @@ fn fd_sources_need_seals() {
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW);
     let m = OpenOptions::new().open((&desc(dev, ino), fd)).unwrap();
     assert_eq!(
-        m.shared_view::<f64>().unwrap().t().get(&[1, 2]).unwrap(),
+        m.volatile_view::<f64>().unwrap().t().get(&[1, 2]).unwrap(),
         17.0
     );
 
@@ -420,7 +432,10 @@ fn only_frozen_memfds_lend_references() {
     let m = opts.open((&desc(dev, ino), fd)).unwrap();
     assert!(!m.is_frozen());
     assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
-    assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+    assert_eq!(
+        m.volatile_view::<f64>().unwrap().iter().sum::<f64>(),
+        2016.0
+    );
     // F_SEAL_FUTURE_WRITE alone is not frozen: a map made before it stays writable (issue 20).
     let future = SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE;
     let (fd, dev, ino) = memfd_with(bytes, future);
@@ -428,7 +443,10 @@ fn only_frozen_memfds_lend_references() {
     assert!(!m.is_frozen());
     assert!(matches!(m.bytes(), Err(ViewError::NotFrozen)));
     assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
-    assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+    assert_eq!(
+        m.volatile_view::<f64>().unwrap().iter().sum::<f64>(),
+        2016.0
+    );
     let (fd, dev, ino) = memfd_with(bytes, future);
     let mut c = opts
         .clone()
@@ -493,12 +511,12 @@ fn a_future_write_seal_is_not_frozen_while_an_older_writable_map_writes() {
     assert!(matches!(consumer.bytes(), Err(ViewError::NotFrozen)));
     assert!(matches!(consumer.view::<f64>(), Err(ViewError::NotFrozen)));
     assert!(matches!(consumer.byte_view(), Err(ViewError::NotFrozen)));
-    let v = consumer.shared_view::<f64>().unwrap();
+    let v = consumer.volatile_view::<f64>().unwrap();
     assert_eq!(v.get(&[0]).unwrap(), 0.0);
     // The old map still writes, and the consumer's copies see it: values change, soundness
     // does not.
     producer
-        .shared_view_mut::<f64>()
+        .volatile_view_mut::<f64>()
         .unwrap()
         .set(&[0], 666.0)
         .unwrap();
@@ -524,7 +542,7 @@ fn npy_files_are_described_in_place_and_written_back() {
     assert_eq!(desc.shape(), &[4, 3, 2]);
     assert_eq!(desc.buffer_offset() % 64, 0);
     let m = fx.opts().open(&desc).unwrap();
-    let got = m.shared_view::<i32>().unwrap().to_vec();
+    let got = m.volatile_view::<i32>().unwrap().to_vec();
     let want: Vec<i32> = view
         .elements()
         .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
@@ -545,7 +563,7 @@ fn ndarray_views_and_descriptors() {
     let whole = describe(&path, &[3, 4, 5], 0);
     let mut m = fx.opts().open(&whole).unwrap();
     // A copy as an owned ndarray works on any mapping.
-    let copied = m.shared_view::<f64>().unwrap().to_ndarray().unwrap();
+    let copied = m.volatile_view::<f64>().unwrap().to_ndarray().unwrap();
     assert_eq!((copied.shape(), copied[[2, 3, 4]]), (&[3, 4, 5][..], 59.0));
     // SAFETY: nothing writes the file while `m` lives (the r+ mapping below comes after).
     unsafe { m.assume_no_outside_writes() };
@@ -557,7 +575,7 @@ fn ndarray_views_and_descriptors() {
         .t();
     let a = v.as_ndarray().unwrap();
     assert_eq!(a.shape(), &[5, 4, 3]);
-    // to_ndarray copies, on a View as on a SharedView.
+    // to_ndarray copies, on a View as on a VolatileView.
     assert_eq!(v.to_ndarray().unwrap(), a.to_owned());
     for (ix, x) in a.indexed_iter() {
         assert_eq!(v.get(ndarray::Dimension::slice(&ix)).unwrap(), x);
@@ -566,7 +584,7 @@ fn ndarray_views_and_descriptors() {
     let s = a.slice(ndarray::s![1..4;2, ..;-1, 1]).into_dyn();
     let desc = m.describe_array(&s).unwrap();
     let again = fx.opts().open(&desc).unwrap();
-    let got = again.shared_view::<f64>().unwrap().to_vec();
+    let got = again.volatile_view::<f64>().unwrap().to_vec();
     assert_eq!(got, s.iter().copied().collect::<Vec<_>>());
     // A heap array is not in the mapping.
     let heap = ndarray::Array2::<f64>::zeros((2, 2)).into_dyn();
@@ -593,7 +611,7 @@ fn ndarray_views_and_descriptors() {
             .reuse_mappings(false)
             .open(&whole)
             .unwrap()
-            .shared_view::<f64>()
+            .volatile_view::<f64>()
             .unwrap()
             .get(&[2, 3, 4])
             .unwrap(),
@@ -618,7 +636,7 @@ fn a_root_folder_made_again_is_found_again() {
     };
     let d = write(4);
     assert_eq!(
-        opts.open(&d).unwrap().shared_view::<f64>().unwrap().len(),
+        opts.open(&d).unwrap().volatile_view::<f64>().unwrap().len(),
         4
     );
     // The root (whose fd the options cached) is removed and made again.
@@ -626,19 +644,24 @@ fn a_root_folder_made_again_is_found_again() {
     fs::create_dir(&root).unwrap();
     let d = write(6);
     assert_eq!(
-        opts.open(&d).unwrap().shared_view::<f64>().unwrap().len(),
+        opts.open(&d).unwrap().volatile_view::<f64>().unwrap().len(),
         6
     );
 }
 
-/// The entry points before `OpenOptions::open` still work, as thin deprecated wrappers of it.
+/// The entry points before `OpenOptions::open` still work, as thin deprecated wrappers of it,
+/// and the volatile views' old names are aliases.
 #[test]
 #[allow(deprecated)]
 fn deprecated_opens_are_wrappers_of_the_one_open() {
     let fx = Fixture::new();
     let path = fx.write_f64("old.bin", 4, 0);
     let d = describe(&path, &[4], 0);
-    let read = |m: stridemap::Mapping| m.shared_view::<f64>().unwrap().to_vec();
+    let read = |m: stridemap::Mapping| {
+        // The views' old name is an alias of the new one.
+        let v: stridemap::SharedView<'_, f64> = m.volatile_view().unwrap();
+        v.to_vec()
+    };
     assert_eq!(
         read(stridemap::open(&d, &fx.opts()).unwrap()),
         [0.0, 1.0, 2.0, 3.0]
@@ -662,7 +685,7 @@ fn deprecated_opens_are_wrappers_of_the_one_open() {
     let msg = stridemap::message::ArrayMessage::Shared(d.to_compact());
     let got = msg.open(None, &fx.opts()).unwrap();
     assert_eq!(
-        got.shared_view::<f64>().unwrap().to_vec(),
+        got.volatile_view::<f64>().unwrap().to_vec(),
         [0.0, 1.0, 2.0, 3.0]
     );
 }

@@ -28,8 +28,8 @@ fn child_process_entry() {
         .open(&desc)
         .unwrap();
     // Write -1 into every element of the second row, through a reversed view for good measure.
-    // The other process maps the same bytes meanwhile: a shared view (no references).
-    let mut v = m.shared_view_mut::<f64>().unwrap();
+    // The other process maps the same bytes meanwhile: a volatile view (no references).
+    let mut v = m.volatile_view_mut::<f64>().unwrap();
     v.reborrow()
         .index_axis(0, 1)
         .unwrap()
@@ -69,7 +69,7 @@ fn r_plus_writes_reach_the_other_process() {
         reader.view::<f64>(),
         Err(stridemap::ViewError::NotFrozen)
     ));
-    let before = reader.shared_view::<f64>().unwrap().to_vec();
+    let before = reader.volatile_view::<f64>().unwrap().to_vec();
     child::run(
         ENTRY,
         "writer",
@@ -78,7 +78,7 @@ fn r_plus_writes_reach_the_other_process() {
             ("ROOT", root.clone()),
         ],
     );
-    let after = reader.shared_view::<f64>().unwrap().to_vec();
+    let after = reader.volatile_view::<f64>().unwrap().to_vec();
     assert_eq!(before[4..8], [4.0, 5.0, 6.0, 7.0]);
     assert_eq!(after[4..8], [-1.0; 4]);
     assert_eq!(after[..4], before[..4]);
@@ -89,7 +89,7 @@ fn r_plus_writes_reach_the_other_process() {
 fn copy_on_write_writes_stay_in_the_writer() {
     let (_dir, root, desc) = fixture();
     let reader = OpenOptions::new().allow_root(&root).open(&desc).unwrap();
-    let before = reader.shared_view::<f64>().unwrap().to_vec();
+    let before = reader.volatile_view::<f64>().unwrap().to_vec();
     child::run(
         ENTRY,
         "private-writer",
@@ -98,11 +98,11 @@ fn copy_on_write_writes_stay_in_the_writer() {
             ("ROOT", root.clone()),
         ],
     );
-    assert_eq!(reader.shared_view::<f64>().unwrap().to_vec(), before);
+    assert_eq!(reader.volatile_view::<f64>().unwrap().to_vec(), before);
     let fresh = OpenOptions::new()
         .allow_root(&root)
         .reuse_mappings(false)
         .open(&desc)
         .unwrap();
-    assert_eq!(fresh.shared_view::<f64>().unwrap().to_vec(), before);
+    assert_eq!(fresh.volatile_view::<f64>().unwrap().to_vec(), before);
 }

@@ -145,7 +145,7 @@ fn filled(pool: &Pool, bytes: u64) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[bytes / 8], Order::C).unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    a.shared_view_mut()
+    a.volatile_view_mut()
         .unwrap()
         .copy_from_slice(&values)
         .unwrap();
@@ -166,7 +166,7 @@ fn consume<T>(a: &SharedArray<T>, root: Option<&Path>) -> Mapping {
         opts.open(a.descriptor()).unwrap()
     };
     // Named files are not frozen: element copies, one per page.
-    let v = m.shared_view::<f64>().unwrap();
+    let v = m.volatile_view::<f64>().unwrap();
     let n = v.len();
     let mut sum = 0.0;
     for i in (0..n).step_by(512) {
@@ -271,7 +271,7 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
         "the data starts at the huge page size"
     );
     // The producer writes its last element; the worker reads it where the descriptor says.
-    out.shared_view_mut()
+    out.volatile_view_mut()
         .unwrap()
         .set(&[n as usize - 1], 3.0)
         .unwrap();
@@ -279,7 +279,7 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
         .allow_root(t.path())
         .mode(stridemap_core::Mode::ReadWrite);
     let mut m = opts.open(&desc).unwrap();
-    let mut w = m.shared_view_mut::<f64>().unwrap();
+    let mut w = m.volatile_view_mut::<f64>().unwrap();
     assert_eq!(
         w.get(&[n as usize - 1]).unwrap(),
         3.0,
@@ -288,7 +288,7 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
     w.set(&[0], 7.0).unwrap();
     drop(m);
     // The producer sees the worker's write at element 0.
-    assert_eq!(out.shared_view().unwrap().get(&[0]).unwrap(), 7.0);
+    assert_eq!(out.volatile_view().unwrap().get(&[0]).unwrap(), 7.0);
     assert_eq!(out.to_vec().unwrap()[0], 7.0);
     drop((out, p));
 }
@@ -500,7 +500,7 @@ sys.stdin.read()  # keep the segment until Rust has read it
     let folder = lines.next().unwrap().unwrap();
     let desc = stridemap_core::decode(&std::fs::read(&out).unwrap()).unwrap();
     let m = OpenOptions::new().allow_root(&folder).open(&desc).unwrap();
-    let got: f64 = m.shared_view::<f64>().unwrap().iter().sum();
+    let got: f64 = m.volatile_view::<f64>().unwrap().iter().sum();
     let want: f64 = (0..(1u64 << 19)).rev().step_by(3).map(|i| i as f64).sum();
     assert_eq!(got, want, "Rust read the Python hugetlb segment");
     assert!(mapping_huge_page_bytes(&m).unwrap() >= 4 * MIB - 2 * MIB);

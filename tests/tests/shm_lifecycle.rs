@@ -90,7 +90,7 @@ fn child_process_entry() {
 fn column_sum(m: &stridemap::Mapping) -> f64 {
     // Named-file segments are not frozen (their owner could make them writable again), so
     // the copying view, which works for both kinds.
-    let v = m.shared_view::<f64>().unwrap();
+    let v = m.volatile_view::<f64>().unwrap();
     let col = v
         .index_axis(1, 1)
         .unwrap()
@@ -176,7 +176,7 @@ fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    a.shared_view_mut()
+    a.volatile_view_mut()
         .unwrap()
         .copy_from_slice(&values)
         .unwrap();
@@ -242,7 +242,7 @@ fn the_same_arc_is_written_once() {
     // A named file is not frozen: its elements are read by copy.
     assert!(fourth.view_as::<f64>().is_err());
     let fourth = fourth.typed::<f64>().unwrap();
-    assert_eq!(fourth.shared_view().unwrap().to_vec(), vec![1.0; 10]);
+    assert_eq!(fourth.volatile_view().unwrap().to_vec(), vec![1.0; 10]);
 }
 
 #[test]
@@ -308,7 +308,7 @@ fn frozen_segments_cannot_be_written_by_consumers() {
             assert!(report.contains("writable_map_refused=true"), "{report}");
         }
         assert!(c.wait().unwrap().success());
-        assert_eq!(a.shared_view().unwrap().get(&[0, 0]).unwrap(), 0.0);
+        assert_eq!(a.volatile_view().unwrap().get(&[0, 0]).unwrap(), 0.0);
         // Only the memfd is frozen: the producer's references are sound there alone.
         assert_eq!(a.view().is_ok(), kind == SegmentKind::Memfd, "{kind:?}");
     }
@@ -371,12 +371,12 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
         ));
         // Two writers at once (the consumer's map and the producer's), disjoint halves.
         let (mut left, _) = m
-            .shared_view_mut::<f64>()
+            .volatile_view_mut::<f64>()
             .unwrap()
             .split_axis(0, 2)
             .unwrap();
         left.fill(2.5);
-        out.shared_view_mut()
+        out.volatile_view_mut()
             .unwrap()
             .slice_axis(0, Slice::range(2, 4))
             .unwrap()
@@ -422,7 +422,7 @@ fn frozen_memfds_are_never_recycled_and_published_ones_are() {
     // … which consumers read through copies only: the producer writes it again later.
     assert!(!m.is_frozen());
     assert!(m.view::<f64>().is_err());
-    assert_eq!(m.shared_view::<f64>().unwrap().get(&[0, 0]).unwrap(), 2.0);
+    assert_eq!(m.volatile_view::<f64>().unwrap().get(&[0, 0]).unwrap(), 2.0);
     // But not an output array consumers write: that one is a fresh, unsealed segment.
     drop((m, b));
     wait_until("the segment is on the free list", || pool.stats().free == 1);
@@ -479,7 +479,7 @@ fn named_file_segments_lend_the_producer_no_reference() {
         a.as_mut_slice(),
         Err(stridemap_shm::Error::NotPrivate { .. })
     ));
-    a.shared_view_mut().unwrap().fill(1.0);
+    a.volatile_view_mut().unwrap().fill(1.0);
     let a = a.freeze().unwrap();
     assert!(!a.is_frozen());
     assert!(matches!(
@@ -489,7 +489,7 @@ fn named_file_segments_lend_the_producer_no_reference() {
         )))
     ));
     assert!(a.byte_view().is_err() && a.view_as::<f64>().is_err());
-    let v = a.shared_view().unwrap();
+    let v = a.volatile_view().unwrap();
     assert_eq!(v.get(&[0]).unwrap(), 1.0);
     let path = h.segment_files().pop().unwrap();
     // Root opens a 0400 file for writing; anyone else is refused (and nothing is tested).
@@ -550,7 +550,11 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
             panic!("{kind:?}: not mapped")
         };
         assert_eq!(m.is_frozen(), kind == SegmentKind::Memfd, "{kind:?}");
-        assert_eq!(got.shared_view::<f64>().unwrap().to_vec(), data, "{kind:?}");
+        assert_eq!(
+            got.volatile_view::<f64>().unwrap().to_vec(),
+            data,
+            "{kind:?}"
+        );
         assert_eq!(
             got.into_owned().unwrap().view::<f64>().unwrap()[[63, 63]],
             4095.0
@@ -591,7 +595,7 @@ fn segments_consumers_wrote_never_serve_the_producers_arrays() {
             .freeze()
             .unwrap();
         assert_ne!(a.descriptor().segment_id(), id, "{kind:?}");
-        let data = a.shared_view().unwrap().to_vec();
+        let data = a.volatile_view().unwrap().to_vec();
         let layout = stridemap::Layout::contiguous(8, &[1000], Order::C).unwrap();
         let bytes = stridemap_shm::ByteView::new(
             bytemuck::cast_slice(&data),
@@ -628,7 +632,7 @@ fn outputs_send_views_of_their_own_segment_only() {
             let mut m = stridemap::socket::recv(&rx)
                 .and_then(|i| opts.open(i))
                 .unwrap();
-            m.shared_view_mut::<f64>().unwrap().fill(k as f64 + 1.0);
+            m.volatile_view_mut::<f64>().unwrap().fill(k as f64 + 1.0);
         }
         assert_eq!(
             out.to_vec().unwrap(),

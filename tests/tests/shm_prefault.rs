@@ -68,7 +68,7 @@ fn a_large_alloc_is_resident_before_it_is_written_and_fills_in_place() {
         }
         let frozen = a.freeze().unwrap();
         assert_eq!(
-            frozen.shared_view().unwrap().get(&[n - 1]).unwrap(),
+            frozen.volatile_view().unwrap().get(&[n - 1]).unwrap(),
             (n - 1) as f64
         );
     }

@@ -71,7 +71,7 @@ fn soak(kind: SegmentKind, recycle: bool) {
         let m = stridemap::socket::recv(&rx)
             .and_then(|i| opts.open(i))
             .unwrap();
-        let v = m.shared_view::<f64>().unwrap();
+        let v = m.volatile_view::<f64>().unwrap();
         assert_eq!(v.get(&[i % 64, 5]).unwrap(), (i % 64) as f64 * 128.0 + 5.0);
         drop(m);
         drop(shared);

@@ -64,7 +64,7 @@ fn fresh_fill(pool: &Pool, src: &[f64]) -> Result<(f64, SharedArray<f64>)> {
     let mut a = pool
         .alloc::<f64>(&[src.len() as u64], Order::C)
         .map_err(s)?;
-    a.shared_view_mut()
+    a.volatile_view_mut()
         .map_err(s)?
         .copy_from_slice(std::hint::black_box(src))
         .map_err(|e| e.to_string())?;
@@ -91,7 +91,7 @@ fn first_read(a: &SharedArray<f64>, root: &Option<PathBuf>) -> Result<(f64, f64)
         opts.open(a.descriptor()).map_err(s)?
     };
     // One element per 4 KiB page, copied out (a named file is not frozen).
-    let v = m.shared_view::<f64>().map_err(|e| e.to_string())?;
+    let v = m.volatile_view::<f64>().map_err(|e| e.to_string())?;
     let n = v.len();
     let read = || {
         let t0 = Instant::now();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use std::os::unix::net::UnixStream;
 
-use stridemap::{OpenOptions, SharedView, SharedViewMut, socket};
+use stridemap::{OpenOptions, VolatileView, VolatileViewMut, socket};
 use stridemap_core::{Builder, DType, Layout, Order, Slice, ValidDescriptor, decode};
 use stridemap_shm::{Pool, PoolConfig, SegmentKind};
 
@@ -58,7 +58,7 @@ fn open_first_view(wire: &[u8], opts: &OpenOptions, calls: usize) -> Result<f64>
             .and_then(|d| opts.open(&d))
             .map_err(|e| e.to_string())?;
         black_box(
-            m.shared_view::<f64>()
+            m.volatile_view::<f64>()
                 .and_then(|v| v.get(&[0]))
                 .map_err(|e| e.to_string())?,
         );
@@ -197,7 +197,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     });
 
     // The same sum through the copying view every mapping has (volatile element reads).
-    let shared = m.shared_view::<f64>().map_err(|e| e.to_string())?;
+    let shared = m.volatile_view::<f64>().map_err(|e| e.to_string())?;
     let (t_shared, t_slice) = paired(
         || {
             black_box(shared.iter().sum::<f64>());
@@ -210,7 +210,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     );
     rows.push(Row {
         group: "views",
-        name: "sum contiguous f64, shared view (volatile reads)".into(),
+        name: "sum contiguous f64, volatile view (element copies)".into(),
         ours: fmt_rate(n * 8, t_shared),
         reference: fmt_rate(n * 8, t_slice),
         ratio: Some(t_slice / t_shared),
@@ -220,7 +220,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
 
     // An integer sum, which a slice loop vectorizes and volatile reads cannot.
     let ints: &[u64] = bytemuck::cast_slice(slice);
-    let shared_ints = SharedView::<u64>::new(bytemuck::cast_slice(slice), *view.layout())
+    let shared_ints = VolatileView::<u64>::new(bytemuck::cast_slice(slice), *view.layout())
         .map_err(|e| e.to_string())?;
     let (t_shared, t_slice) = paired(
         || {
@@ -234,7 +234,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     );
     rows.push(Row {
         group: "views",
-        name: "sum contiguous u64, shared view (volatile reads)".into(),
+        name: "sum contiguous u64, volatile view (element copies)".into(),
         ours: fmt_rate(n * 8, t_shared),
         reference: fmt_rate(n * 8, t_slice),
         ratio: Some(t_slice / t_shared),
@@ -328,7 +328,8 @@ fn shared_write_rows(budget: Budget, n: u64) -> Result<Vec<Row>> {
     // Element by element: set() per element against `slice[i] = x`.
     let (t_set, t_plain) = paired(
         || {
-            if let Ok(mut v) = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
+            if let Ok(mut v) =
+                VolatileViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
             {
                 let mut k = 0.0;
                 v.fill_with(|| {
@@ -365,7 +366,8 @@ fn shared_write_rows(budget: Budget, n: u64) -> Result<Vec<Row>> {
     // Row by row: copy_from_slice per row (one memcpy) against `copy_from_slice` on slices.
     let (t_rows, t_plain) = paired(
         || {
-            if let Ok(mut v) = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
+            if let Ok(mut v) =
+                VolatileViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
             {
                 for i in 0..usize::try_from(rows_n).unwrap_or(0) {
                     if let Ok(mut r) = v.reborrow().index_axis(0, i) {
