@@ -43,7 +43,8 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
 
     // Allocate and fill in place: the producer writes the segment itself, no copy.
     let start = Instant::now();
-    let mut a = pool.alloc::<f64>(&[rows, COLS], Order::C)?;
+    let shape = [rows, COLS].map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut a = pool.alloc::<f64>(&shape, Order::C)?;
     let bar = ProgressBar::new(nbytes).with_style(
         ProgressStyle::with_template("  filling {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -70,7 +71,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let pages = huge_pages_line(&a, kind, nbytes);
 
     let tasks = tasks(&a, rows, workers, &row_sums, &col_sums)?;
-    let output = pool.alloc_output::<f64>(&[tasks.len() as u64], Order::C)?;
+    let output = pool.alloc_output::<f64>(&[tasks.len()], Order::C)?;
     let crew = Crew::spawn(workers)?;
     for c in &crew.conns {
         wire::put(c, &[wire::OUTPUT])?;

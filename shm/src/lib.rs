@@ -39,6 +39,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Numbers follow `stridemap`'s convention: shapes and indices in memory are `usize`
+//! ([`Pool::alloc`]), layouts, descriptors and byte counts `u64` (the wire's), and only
+//! strides and slices are signed.
+//!
 //! # Soundness
 //!
 //! The producer's map of a segment lends references only where the kernel lets nobody else

@@ -341,7 +341,7 @@ impl Pool {
     /// # Errors
     /// [`Error::NoSpace`] (checked before anything is written), [`Error::TooManyFiles`],
     /// [`Error::PoolClosed`], and a shape error for a shape that does not fit.
-    pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut<T>> {
+    pub fn alloc<T: Element>(&self, shape: &[usize], order: Order) -> Result<SharedArrayMut<T>> {
         self.alloc_dtype(T::dtype()?, shape, order)?.typed()
     }
 
@@ -351,7 +351,11 @@ impl Pool {
     ///
     /// # Errors
     /// As [`Pool::alloc`].
-    pub fn alloc_output<T: Element>(&self, shape: &[u64], order: Order) -> Result<OutputArray<T>> {
+    pub fn alloc_output<T: Element>(
+        &self,
+        shape: &[usize],
+        order: Order,
+    ) -> Result<OutputArray<T>> {
         self.alloc_output_dtype(T::dtype()?, shape, order)?.typed()
     }
 
@@ -359,7 +363,12 @@ impl Pool {
     ///
     /// # Errors
     /// As [`Pool::alloc`].
-    pub fn alloc_dtype(&self, dtype: DType, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+    pub fn alloc_dtype(
+        &self,
+        dtype: DType,
+        shape: &[usize],
+        order: Order,
+    ) -> Result<SharedArrayMut> {
         let (lease, layout) = self.lease(dtype, shape, order, false)?;
         Ok(SharedArrayMut::new(lease, dtype, layout))
     }
@@ -371,7 +380,7 @@ impl Pool {
     pub fn alloc_output_dtype(
         &self,
         dtype: DType,
-        shape: &[u64],
+        shape: &[usize],
         order: Order,
     ) -> Result<OutputArray> {
         let (lease, layout) = self.lease(dtype, shape, order, true)?;
@@ -381,11 +390,18 @@ impl Pool {
     fn lease(
         &self,
         dtype: DType,
-        shape: &[u64],
+        shape: &[usize],
         order: Order,
         for_consumers: bool,
     ) -> Result<(Lease, Layout)> {
-        let layout = Layout::contiguous(dtype.itemsize(), shape, order)?;
+        // Lengths in memory are usize, a layout's the wire's u64: the same on the 64-bit
+        // targets this crate builds for, and a length that did not fit would make the layout
+        // too large, an error.
+        let shape: Vec<u64> = shape
+            .iter()
+            .map(|&n| u64::try_from(n).unwrap_or(u64::MAX))
+            .collect();
+        let layout = Layout::contiguous(dtype.itemsize(), &shape, order)?;
         let n = layout.nbytes();
         let (seg, _) = self.inner.obtain(n, for_consumers, Fill::Reserve(n))?;
         Ok((Lease::new(seg, Arc::downgrade(&self.inner)), layout))

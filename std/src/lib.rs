@@ -47,6 +47,24 @@
 //! [`VolatileView`] and [`VolatileViewMut`], lend none and copy each element in or out, for
 //! memory others may write.
 //!
+//! # Numbers
+//!
+//! One convention for every number in the API:
+//!
+//! - **In memory, `usize`**: the shapes, lengths, indices and axes of views, of owned arrays
+//!   and of stridemap-shm's handles (`Pool::alloc` takes a `&[usize]` shape), as for slices.
+//! - **On the wire and on disk, `u64`**: a [`Layout`], a descriptor and its [`Builder`], an
+//!   inline [`ArrayMessage`](message::ArrayMessage), a `.npy` header, and the byte counts of
+//!   files and segments. A view's [`shape`](View::shape) is its
+//!   [`layout`](View::layout)'s, as `usize`.
+//! - **Signed (`i64`) only where a sign means something**: strides in bytes (negative for a
+//!   reversed axis) and [`Slice`] bounds and steps (negative bounds count from the end,
+//!   negative steps walk backwards); [`Slice::between`] takes `usize` positions.
+//!
+//! `usize` and `u64` are one size on the 64-bit targets this crate builds for, so converting
+//! between them loses nothing; a `usize` position made an `i64` saturates at `i64::MAX`,
+//! past the end of any axis, which selects the same elements. No conversion panics.
+//!
 //! # Soundness
 //!
 //! A mapped file is memory other processes can change. Safe code in this crate never holds a

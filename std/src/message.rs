@@ -33,7 +33,7 @@ pub enum ArrayMessage {
     Inline {
         /// numpy typestr.
         dtype: String,
-        /// Length of each axis.
+        /// Length of each axis (`u64`, as on the wire).
         shape: Vec<u64>,
         /// The elements' bytes.
         data: Vec<u8>,
@@ -74,7 +74,7 @@ pub(crate) fn receive(
     match msg {
         ArrayMessage::Inline { dtype, shape, data } => Ok(Received::Owned(OwnedArray::from_bytes(
             DType::parse(dtype)?,
-            shape,
+            crate::view::as_usizes(shape),
             data,
         )?)),
         ArrayMessage::Shared(c) => {

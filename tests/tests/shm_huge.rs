@@ -142,7 +142,9 @@ fn pool(kind: SegmentKind, mode: HugePages, root: Option<&Path>) -> Pool {
 
 /// A frozen array of `bytes` bytes of f64 values 0, 1, 2, …
 fn filled(pool: &Pool, bytes: u64) -> SharedArray<f64> {
-    let mut a = pool.alloc::<f64>(&[bytes / 8], Order::C).unwrap();
+    let mut a = pool
+        .alloc::<f64>(&[(bytes / 8) as usize], Order::C)
+        .unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
     a.volatile_view_mut()
@@ -262,7 +264,7 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
     };
     let p = pool(SegmentKind::File, HugePages::Auto, Some(t.path()));
     let n = 4 * MIB / 8;
-    let mut out = p.alloc_output::<f64>(&[n], Order::C).unwrap();
+    let mut out = p.alloc_output::<f64>(&[n as usize], Order::C).unwrap();
     let desc = out.descriptor().unwrap();
     let h = huge_probe(SegmentKind::File, Some(t.path()), 4 * MIB).page_size;
     assert_eq!(
@@ -541,7 +543,7 @@ fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
     // Pages nobody wrote yet (alloc() of a THP memfd reserves nothing) come in when a consumer
     // reads them: huge too, since the consumer's map asks for them (MADV_HUGEPAGE).
     let holes = p
-        .alloc::<f64>(&[8 * MIB / 8], Order::C)
+        .alloc::<f64>(&[MIB as usize], Order::C)
         .unwrap()
         .freeze()
         .unwrap();
@@ -571,7 +573,7 @@ fn require_without_any_mechanism_is_the_clear_error() {
     let probe = huge_probe(SegmentKind::File, Some(dir.path()), 8 * MIB);
     if probe.chosen().is_none() {
         let p = pool(SegmentKind::File, HugePages::Require, Some(dir.path()));
-        match p.alloc::<f64>(&[MIB], Order::C) {
+        match p.alloc::<f64>(&[MIB as usize], Order::C) {
             Err(e @ Error::HugePagesUnavailable { .. }) => {
                 let text = e.to_string();
                 for want in [
@@ -613,7 +615,7 @@ fn require_without_any_mechanism_is_the_clear_error() {
         return;
     }
     let p = pool(SegmentKind::Memfd, HugePages::Require, None);
-    match p.alloc::<f64>(&[MIB], Order::C) {
+    match p.alloc::<f64>(&[MIB as usize], Order::C) {
         Err(e @ Error::HugePagesUnavailable { .. }) => {
             let text = e.to_string();
             for want in ["vm.nr_hugepages", "shmem_enabled", "advise", "memfd"] {

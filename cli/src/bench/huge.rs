@@ -61,9 +61,7 @@ fn pool(kind: SegmentKind, root: &Option<PathBuf>, mode: HugePages) -> Result<Po
 /// Seconds to allocate a fresh segment of `src.len()` bytes and fill it in place from `src`.
 fn fresh_fill(pool: &Pool, src: &[f64]) -> Result<(f64, SharedArray<f64>)> {
     let t0 = Instant::now();
-    let mut a = pool
-        .alloc::<f64>(&[src.len() as u64], Order::C)
-        .map_err(s)?;
+    let mut a = pool.alloc::<f64>(&[src.len()], Order::C).map_err(s)?;
     a.volatile_view_mut()
         .map_err(s)?
         .copy_from_slice(std::hint::black_box(src))

@@ -157,9 +157,7 @@ fn ours_round(
 ) -> Result<(f64, stridemap_shm::PageBacking), String> {
     let s = |e: stridemap_shm::Error| e.to_string();
     let t0 = Instant::now();
-    let mut a = pool
-        .alloc::<f64>(&[src.len() as u64], Order::C)
-        .map_err(s)?;
+    let mut a = pool.alloc::<f64>(&[src.len()], Order::C).map_err(s)?;
     a.volatile_view_mut()
         .map_err(s)?
         .copy_from_slice(src)

@@ -47,6 +47,7 @@ fn f64_view(data: &[f64]) -> Result<ByteView<'_>> {
 
 /// A frozen f64 array of `n` elements, values 0, 1, 2, …
 fn filled(pool: &Pool, n: u64) -> Result<SharedArray<f64>> {
+    let n = usize::try_from(n).map_err(s)?;
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(s)?;
     let mut i = 0u64;
     a.volatile_view_mut().map_err(s)?.fill_with(|| {

@@ -149,6 +149,7 @@ fn frozen_memfd(n: u64) -> Result<(Pool, stridemap::Mapping)> {
             .sweep_on_start(false),
     )
     .map_err(e)?;
+    let n = usize::try_from(n).map_err(|e| e.to_string())?;
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(e)?;
     for (i, x) in a.as_mut_slice().map_err(e)?.iter_mut().enumerate() {
         *x = (i % 1024) as f64;
