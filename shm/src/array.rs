@@ -411,8 +411,8 @@ impl<T> OutputArray<T> {
     /// let rows = whole.layout().slice_axis(0, Slice::range(2, 4))?;
     /// let (tx, rx) = UnixStream::pair()?;
     /// out.send_view(&tx, &whole.to_builder().layout(&rows).build()?)?;
-    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
-    /// let mut m = opts.open(stridemap::socket::recv(&rx)?)?;
+    /// let opts = stridemap_shm::OpenOptions::new().mode(stridemap_shm::Mode::ReadWrite);
+    /// let mut m = opts.open(stridemap_shm::socket::recv(&rx)?)?;
     /// m.volatile_view_mut::<f64>()?.fill(7.0);
     /// assert_eq!(out.to_vec()?, [0.0, 0.0, 0.0, 0.0, 7.0, 7.0, 7.0, 7.0]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -444,7 +444,7 @@ impl<T> OutputArray<T> {
     /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
     /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     /// let out = pool.alloc_output::<u32>(&[8], Order::C)?;
-    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
+    /// let opts = stridemap_shm::OpenOptions::new().mode(stridemap_shm::Mode::ReadWrite);
     /// let mut m = opts.open((&out.descriptor()?, out.fd_for_peer()?))?;
     /// m.volatile_view_mut::<u32>()?.set(&[0], 5)?;
     /// assert_eq!(out.volatile_view()?.get(&[0])?, 5);

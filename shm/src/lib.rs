@@ -1,6 +1,8 @@
 //! stridemap segments, producer side: where they live, who may read them, when they go away.
 //! A producer's Cargo.toml names this one crate: it re-exports what a producer needs from
-//! `stridemap` (views, dtypes, layouts, the socket and message types).
+//! `stridemap` (views, dtypes, layouts, the socket and message types), and what a program
+//! that also consumes needs ([`OpenOptions`], [`Mapping`]); [`prelude`] brings the common
+//! ones in one `use`.
 //!
 //! A [`Pool`] puts arrays in segments — named files in a private folder (any process and
 //! language opens them by path) or sealed memfds passed as fds — either allocated in place
@@ -20,7 +22,7 @@
 //!
 //! ```
 //! use std::os::unix::net::UnixStream;
-//! use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind, Slice};
+//! use stridemap_shm::{OpenOptions, Order, Pool, PoolConfig, SegmentKind, Slice, socket};
 //!
 //! let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 //! let mut a = pool.alloc::<f64>(&[4, 3], Order::C)?;
@@ -32,7 +34,7 @@
 //! // The consumer (another process, usually) gets the descriptor and a sealed fd.
 //! let (tx, rx) = UnixStream::pair()?;
 //! a.send(&tx)?;
-//! let m = stridemap::OpenOptions::new().open(stridemap::socket::recv(&rx)?)?;
+//! let m = OpenOptions::new().open(socket::recv(&rx)?)?;
 //! assert!(m.is_frozen()); // a sealed memfd: views lend references
 //! let col = m.view::<f64>()?.index_axis(1, 2)?.slice_axis(0, Slice::REVERSED)?;
 //! assert_eq!(col.to_vec(), [11.0, 8.0, 5.0, 2.0]);
@@ -100,6 +102,7 @@ mod error;
 mod huge;
 mod message;
 mod pool;
+pub mod prelude;
 mod segment;
 mod source;
 mod sweep;
@@ -121,8 +124,8 @@ pub use temp::spare_space;
 
 pub use stridemap::message::{ArrayMessage, Received};
 pub use stridemap::{
-    ByteView, DType, Element, Kind, Layout, Mode, Order, Slice, ValidDescriptor, View, ViewMut,
-    VolatileView, VolatileViewMut, socket,
+    Builder, ByteView, DType, Element, Kind, Layout, Mapping, Mode, OpenOptions, Order, Slice,
+    ValidDescriptor, View, ViewError, ViewMut, VolatileView, VolatileViewMut, decode_any, socket,
 };
 #[allow(deprecated)]
 #[doc(hidden)]

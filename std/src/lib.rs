@@ -1,5 +1,6 @@
 //! Open stridemap descriptors: the consumer side of zero-copy array sharing. A consumer's
-//! Cargo.toml names this one crate.
+//! Cargo.toml names this one crate (it re-exports the descriptor layer's types), and
+//! [`prelude`] brings the common names in one `use`.
 //!
 //! A producer sends a [`ValidDescriptor`]'s bytes (over a Unix socket with [`socket`], or in
 //! any message: [`decode_any`] reads both forms, [`message`] carries small arrays inline);
@@ -164,6 +165,7 @@ pub mod npy;
 mod open;
 mod options;
 mod owned;
+pub mod prelude;
 mod resolve;
 pub mod socket;
 mod sys;
