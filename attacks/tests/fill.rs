@@ -57,11 +57,11 @@ fn a_named_file_written_under_the_producers_fill_lends_no_slice() {
         }
         Err(e) => {
             assert!(matches!(e, Error::NotPrivate { .. }), "{e}");
-            assert!(e.to_string().contains("shared_view_mut"), "{e}");
+            assert!(e.to_string().contains("volatile_view_mut"), "{e}");
         }
     }
     assert!(!a.is_private() && a.view().is_err() && a.view_mut().is_err());
-    let mut v = a.shared_view_mut().unwrap();
+    let mut v = a.volatile_view_mut().unwrap();
     v.fill(1.0);
     write_666();
     assert_eq!(v.get(&[0]).unwrap(), 666.0, "copies see the write");

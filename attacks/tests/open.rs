@@ -38,7 +38,7 @@ fn mapping_reuse_does_not_cross_peers() {
     let st = fstat(&fd).unwrap();
     let key = (st.st_dev, st.st_ino);
     let len = secret.len() as u64;
-    let held = stridemap::open_fd(&fd_desc(len, key), fd, &OpenOptions::new()).unwrap();
+    let held = OpenOptions::new().open((&fd_desc(len, key), fd)).unwrap();
     assert_eq!(held.copy_array().unwrap().bytes(), &secret[..]);
 
     let allowed = Scratch::new();
@@ -49,7 +49,7 @@ fn mapping_reuse_does_not_cross_peers() {
         .path(allowed.join("does-not-exist").to_str().unwrap())
         .build()
         .unwrap();
-    let got = stridemap::open(&forged, &OpenOptions::new().allow_root(&allowed.p));
+    let got = OpenOptions::new().allow_root(&allowed.p).open(&forged);
     match got {
         Ok(m) => panic!(
             "served another peer's bytes: {:?}",
@@ -79,12 +79,9 @@ fn an_o_path_fd_is_o9() {
     )
     .unwrap();
     let st = fstat(&fd).unwrap();
-    let e = stridemap::open_fd(
-        &fd_desc(10, (st.st_dev, st.st_ino)),
-        fd,
-        &OpenOptions::new(),
-    )
-    .unwrap_err();
+    let e = OpenOptions::new()
+        .open((&fd_desc(10, (st.st_dev, st.st_ino)), fd))
+        .unwrap_err();
     assert_eq!(e.rule(), Some("O9"), "{e}");
 }
 
@@ -113,7 +110,10 @@ fn the_o10_message_for_an_all_zero_segment_id_names_the_id() {
         .path(d.path().unwrap())
         .build()
         .unwrap();
-    let e = stridemap::open(&forged, &OpenOptions::new().allow_root(&dir.p)).unwrap_err();
+    let e = OpenOptions::new()
+        .allow_root(&dir.p)
+        .open(&forged)
+        .unwrap_err();
     let msg = e.to_string();
     assert_eq!(e.rule(), Some("O10"), "{msg}");
     assert!(!msg.contains("now holds generation"), "{msg}");
@@ -137,7 +137,7 @@ fn a_root_given_through_a_symbolic_link() {
             .path(p.to_str().unwrap())
             .build()
             .unwrap();
-        match stridemap::open(&d, &opts) {
+        match opts.open(&d) {
             Ok(m) => assert_eq!(m.copy_array().unwrap().bytes(), b"abc"),
             Err(e) => panic!("{}: {e}", p.display()),
         }
@@ -150,10 +150,7 @@ fn a_root_given_through_a_symbolic_link() {
         .path(link.join("y").to_str().unwrap())
         .build()
         .unwrap();
-    assert!(matches!(
-        stridemap::open(&d, &opts),
-        Err(Error::Symlink { .. })
-    ));
+    assert!(matches!(opts.open(&d), Err(Error::Symlink { .. })));
 }
 
 /// Issue 10 item 4: a reused mapping must not let a descriptor skip the path walk: a path
@@ -178,8 +175,8 @@ fn mapping_reuse_does_not_skip_the_symlink_check() {
             .unwrap()
     };
     let opts = OpenOptions::new().allow_root(&root.p);
-    let held = stridemap::open(&desc(&file), &opts).unwrap();
-    let e = stridemap::open(&desc(&root.join("link/x")), &opts);
+    let held = opts.open(&desc(&file)).unwrap();
+    let e = opts.open(&desc(&root.join("link/x")));
     assert!(
         matches!(e, Err(Error::Symlink { .. })),
         "{:?}",
@@ -210,11 +207,7 @@ fn a_sparse_memfd_is_refused_before_anything_is_read() {
     fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
     let st = fstat(&fd).unwrap();
     assert_eq!(st.st_blocks, 0, "the peer's memfd should have no page yet");
-    match stridemap::open_fd(
-        &striding(LEN, (st.st_dev, st.st_ino)),
-        fd,
-        &OpenOptions::new(),
-    ) {
+    match OpenOptions::new().open((&striding(LEN, (st.st_dev, st.st_ino)), fd)) {
         // Not read: the view would fault in 131072 pages.
         Ok(_) => panic!("a 512 MiB sparse memfd was mapped: reading its view allocates 512 MiB"),
         Err(e) => {
@@ -234,11 +227,8 @@ fn a_sparse_memfd_is_refused_before_anything_is_read() {
     }
     let dense = peer_memfd(&vec![7u8; 1 << 20]);
     let st = fstat(&dense).unwrap();
-    let m = stridemap::open_fd(
-        &striding(1 << 20, (st.st_dev, st.st_ino)),
-        dense,
-        &OpenOptions::new(),
-    )
-    .expect("a written memfd is taken");
+    let m = OpenOptions::new()
+        .open((&striding(1 << 20, (st.st_dev, st.st_ino)), dense))
+        .expect("a written memfd is taken");
     assert!(m.copy_array().unwrap().bytes().iter().all(|&b| b == 7));
 }

@@ -49,7 +49,7 @@ fn a_forked_child_dropping_its_pool_leaves_the_parents_segments_alone() {
         .unwrap();
         let mut a = pool.alloc::<u64>(&[1 << 12], Order::C).unwrap();
         let values: Vec<u64> = (0..1 << 12).collect();
-        a.shared_view_mut()
+        a.volatile_view_mut()
             .unwrap()
             .copy_from_slice(&values)
             .unwrap();
@@ -78,7 +78,9 @@ fn a_forked_child_dropping_its_pool_leaves_the_parents_segments_alone() {
             );
         }
         let fd = (kind == SegmentKind::Memfd).then(|| a.fd_for_peer().unwrap());
-        let m = stridemap::open_source(&desc, fd, &OpenOptions::new().allow_root(&root.p))
+        let m = OpenOptions::new()
+            .allow_root(&root.p)
+            .open((&desc, fd))
             .unwrap_or_else(|e| panic!("{kind:?}: the parent's descriptor after the child: {e}"));
         let got = m.copy_array().unwrap();
         assert_eq!(got.bytes().len(), 8 << 12);

@@ -43,7 +43,8 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
 
     // Allocate and fill in place: the producer writes the segment itself, no copy.
     let start = Instant::now();
-    let mut a = pool.alloc::<f64>(&[rows, COLS], Order::C)?;
+    let shape = [rows, COLS].map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut a = pool.alloc::<f64>(&shape, Order::C)?;
     let bar = ProgressBar::new(nbytes).with_style(
         ProgressStyle::with_template("  filling {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -52,7 +53,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     {
         // Element copies in (a named file lends the producer no slice: others may write it).
         let mut k = 0u64;
-        a.shared_view_mut()?.fill_with(|| {
+        a.volatile_view_mut()?.fill_with(|| {
             let (i, j) = (k / COLS, k % COLS);
             k += 1;
             let x = value(i, j);
@@ -70,7 +71,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let pages = huge_pages_line(&a, kind, nbytes);
 
     let tasks = tasks(&a, rows, workers, &row_sums, &col_sums)?;
-    let output = pool.alloc_output::<f64>(&[tasks.len() as u64], Order::C)?;
+    let output = pool.alloc_output::<f64>(&[tasks.len()], Order::C)?;
     let crew = Crew::spawn(workers)?;
     for c in &crew.conns {
         wire::put(c, &[wire::OUTPUT])?;
@@ -111,7 +112,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
 
     // The same bytes through the socket, for comparison.
     // A named file is not frozen (no slice of it is lent): copied out first, untimed.
-    let elems = a.shared_view()?.to_vec();
+    let elems = a.volatile_view()?.to_vec();
     let bytes: &[u8] = bytemuck::cast_slice(&elems);
     let t0 = Instant::now();
     wire::put(&crew.conns[0], &[wire::BULK])?;

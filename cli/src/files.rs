@@ -360,7 +360,7 @@ pub(crate) fn export(
     for r in roots {
         opts = opts.allow_root(r);
     }
-    let m = stridemap::open(&d, &opts)?;
+    let m = opts.open(&d)?;
     // Copied out a chunk at a time: the file may be rewritten by others while it is read.
     write_atomic(output, |f| {
         let mut w = std::io::BufWriter::new(f);

@@ -44,13 +44,13 @@ fn step(
     match tag {
         wire::VIEW => {
             let id = wire::get_u32(s)?;
-            let m = socket::recv(s)?.open(opts)?;
+            let m = opts.open(socket::recv(s)?)?;
             // Hold a mapped, validated, typed view before answering.
-            m.shared_view::<f64>()?;
+            m.volatile_view::<f64>()?;
             views.insert(id, m);
         }
         wire::OUTPUT => {
-            *output = Some(socket::recv(s)?.open(&opts.clone().mode(Mode::ReadWrite))?);
+            *output = Some(opts.clone().mode(Mode::ReadWrite).open(socket::recv(s)?)?);
         }
         wire::TASK => {
             let id = wire::get_u32(s)?;
@@ -63,7 +63,7 @@ fn step(
             let sum: f64 = if view.is_frozen() {
                 view.view::<f64>()?.iter().sum()
             } else {
-                view.shared_view::<f64>()?.iter().sum()
+                view.volatile_view::<f64>()?.iter().sum()
             };
             let out = output
                 .as_mut()
@@ -72,7 +72,7 @@ fn step(
             // write is a single volatile store, no reference to the shared bytes is made.
             let slot = usize::try_from(slot)
                 .map_err(|_| Failure::other("output slot does not fit this machine's usize"))?;
-            out.shared_view_mut::<f64>()?.set(&[slot], sum)?;
+            out.volatile_view_mut::<f64>()?.set(&[slot], sum)?;
         }
         wire::DROP => {
             let id = wire::get_u32(s)?;

@@ -37,6 +37,22 @@ impl Slice {
         Slice::new(Some(start), Some(stop), 1)
     }
 
+    /// `start:stop` from positions counted from the front as `usize`, as a view's indices and
+    /// lengths are: [`Slice::range`] without a cast. A position above `i64::MAX` (past the
+    /// end of any axis) is taken as `i64::MAX`, which selects the same elements, since
+    /// bounds past the end are clamped.
+    ///
+    /// ```
+    /// use stridemap_core::Slice;
+    /// let (lo, hi): (usize, usize) = (2, 5);
+    /// assert_eq!(Slice::between(lo, hi), Slice::range(2, 5));
+    /// assert_eq!(Slice::between(3, usize::MAX).indices(10), Ok((3, 7)));
+    /// ```
+    pub fn between(start: usize, stop: usize) -> Slice {
+        let position = |i: usize| i64::try_from(i).unwrap_or(i64::MAX);
+        Slice::range(position(start), position(stop))
+    }
+
     /// `::step`.
     pub const fn step(step: i64) -> Slice {
         Slice::new(None, None, step)
@@ -179,6 +195,15 @@ mod tests {
         assert_eq!(s(None, None, i64::MIN).indices(10), Ok((9, 1)));
         assert_eq!(s(None, None, i64::MAX).indices(u64::MAX), Ok((0, 3)));
         assert_eq!(s(None, None, 0).indices(3), Err(LayoutError::ZeroStep));
+    }
+
+    #[test]
+    fn between_is_range_of_positions() {
+        assert_eq!(Slice::between(2, 5), Slice::range(2, 5));
+        let past = Slice::between(usize::MAX - 1, usize::MAX);
+        assert_eq!(past, Slice::range(i64::MAX, i64::MAX));
+        assert_eq!(past.indices(u64::MAX), Ok((0, 0)));
+        assert_eq!(Slice::between(0, usize::MAX).indices(7), Ok((0, 7)));
     }
 
     proptest! {

@@ -1,37 +1,56 @@
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Command;
 
-use stridemap::{OpenOptions, socket};
-use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind, Slice};
+use stridemap_shm::prelude::*;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Consumer: any process that receives a descriptor (here, this program run again).
-    if let Some(path) = std::env::args().nth(1) {
+    // A worker (this program run again): sums rows k*500..(k+1)*500 into its part of the output.
+    let mut args = std::env::args().skip(1);
+    if let (Some(path), Some(k)) = (args.next(), args.next()) {
+        let k: usize = k.parse()?;
+        let rows = Slice::between(k * 500, (k + 1) * 500);
         let stream = UnixStream::connect(path)?;
-        let m = socket::recv(&stream)?.open(&OpenOptions::new())?; // checked, mapped
-        // A frozen memfd (sealed by the kernel, checked on our fd): views lend &f64s.
-        let col = m
-            .view::<f64>()?
-            .index_axis(1, 1)?
-            .slice_axis(0, Slice::REVERSED)?;
-        println!(
-            "consumer: column 1 reversed starts {:?}",
-            &col.to_vec()[..3]
-        );
+        let input = OpenOptions::new().open(socket::recv(&stream)?)?; // checked, mapped
+        let writable = OpenOptions::new().mode(Mode::ReadWrite);
+        let mut output = writable.open(socket::recv(&stream)?)?; // r+: written in place
+        // The input is a frozen memfd (sealed by the kernel, checked on our fd): its views lend
+        // &f64s. Both workers write the output: its views copy each element in (volatile).
+        let mine = input.view::<f64>()?.slice_axis(0, rows)?;
+        let mut sums = output.volatile_view_mut::<f64>()?.slice_axis(0, rows)?;
+        for (i, row) in mine.axis_iter(0)?.enumerate() {
+            sums.set(&[i], row.iter().sum())?;
+        }
         return Ok(());
     }
-    // Producer: a 1000x3 array in a sealed memfd, filled in place, frozen, handed over.
+    // Producer: a 1000x3 array in a memfd, filled in place and frozen; an output for the sums.
     let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C)?;
     for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
         *x = i as f64;
     }
     let a = a.freeze()?;
+    let sums = pool.alloc_output::<f64>(&[1000], Order::C)?;
     let dir = tempfile::tempdir()?;
     let sock = dir.path().join("s");
-    let listener = std::os::unix::net::UnixListener::bind(&sock)?;
-    let mut child = Command::new(std::env::current_exe()?).arg(&sock).spawn()?;
-    a.send(&listener.accept()?.0)?; // 1 KiB descriptor + fd, whatever the array's size
-    child.wait()?;
+    let listener = UnixListener::bind(&sock)?;
+    let mut workers = Vec::new();
+    for k in ["0", "1"] {
+        workers.push(
+            Command::new(std::env::current_exe()?)
+                .arg(&sock)
+                .arg(k)
+                .spawn()?,
+        );
+        let (stream, _) = listener.accept()?;
+        a.send(&stream)?; // 1 KiB descriptor + fd, whatever the array's size
+        sums.send(&stream)?; // r+, with a writable fd
+    }
+    for mut w in workers {
+        if !w.wait()?.success() {
+            return Err("a worker failed".into());
+        }
+    }
+    let sums = sums.to_vec()?;
+    println!("row sums: {:?}", (sums.first(), sums.last()));
     Ok(())
 }

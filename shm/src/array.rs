@@ -5,16 +5,16 @@
 //!
 //! An output array lends no references to its bytes (consumers write them meanwhile):
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # fn f(pool: &stridemap_shm::Pool) -> stridemap_shm::Result<()> {
 //! let mut out = pool.alloc_output::<f64>(&[4], stridemap::Order::C)?;
-//! let v = out.view_mut()?; // no such method: use shared_view_mut
+//! let v = out.view_mut()?; // no such method: use volatile_view_mut
 //! # Ok(()) }
 //! ```
 //!
 //! And an array the producer fills cannot reach a consumer before it is frozen:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # fn f(pool: &stridemap_shm::Pool, s: &std::os::unix::net::UnixStream) -> stridemap_shm::Result<()> {
 //! let a = pool.alloc::<f64>(&[4], stridemap::Order::C)?;
 //! a.send(s)?; // no such method: freeze() first
@@ -27,8 +27,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Weak};
 
 use stridemap::{
-    ByteView, DType, Element, Layout, Mode, SharedView, SharedViewMut, ValidDescriptor, View,
-    ViewMut, socket,
+    ByteView, DType, Element, Layout, Mode, ValidDescriptor, View, ViewMut, VolatileView,
+    VolatileViewMut, socket,
 };
 
 use crate::huge::PageBacking;
@@ -84,7 +84,7 @@ impl Drop for Lease {
 /// [`freeze`](SharedArrayMut::freeze) shares it read-only. A memfd segment is
 /// [private](SharedArrayMut::is_private): the kernel lets no one else write it, so its views
 /// lend references at slice speed. A named file lends none (other processes of this user
-/// can write it): fill it through [`shared_view_mut`](SharedArrayMut::shared_view_mut).
+/// can write it): fill it through [`volatile_view_mut`](SharedArrayMut::volatile_view_mut).
 ///
 /// ```
 /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
@@ -107,8 +107,8 @@ pub struct SharedArrayMut<T = Untyped> {
 
 /// A shared array that consumers write in place (`r+`: workers filling an output), from
 /// [`Pool::alloc_output`](crate::Pool::alloc_output). Its bytes change under the producer's
-/// feet, so it lends no references: read and write it through [`SharedView`] /
-/// [`SharedViewMut`], which copy elements in and out.
+/// feet, so it lends no references: read and write it through [`VolatileView`] /
+/// [`VolatileViewMut`], which copy elements in and out.
 #[derive(Debug)]
 pub struct OutputArray<T = Untyped> {
     lease: Lease,
@@ -194,7 +194,7 @@ impl<T> SharedArrayMut<T> {
     /// [`SegmentKind::Memfd`](crate::SegmentKind::Memfd) pool, sealed by the kernel so that
     /// the producer's map is the only writer it can ever have. A named file never is (other
     /// processes of this user, and root, can open it for writing): fill it through
-    /// [`shared_view_mut`](Self::shared_view_mut).
+    /// [`volatile_view_mut`](Self::volatile_view_mut).
     pub fn is_private(&self) -> bool {
         self.lease.seg().is_ok_and(Segment::is_private)
     }
@@ -204,7 +204,7 @@ impl<T> SharedArrayMut<T> {
     /// kernel, mapped again read-only, so consumers' and the producer's views lend references
     /// ([`SharedArray::view`]); it is never written again, so never recycled. A named file
     /// gets mode 0400 but is not frozen (root opens it for writing): read it through
-    /// [`SharedArray::shared_view`]. For arrays streamed into recycled segments, see
+    /// [`SharedArray::volatile_view`]. For arrays streamed into recycled segments, see
     /// [`publish`](Self::publish).
     ///
     /// # Errors
@@ -217,7 +217,7 @@ impl<T> SharedArrayMut<T> {
     /// recycled once nobody maps it: the fast path of a producer that streams new data every
     /// step. A memfd is sealed `F_SEAL_FUTURE_WRITE` (consumers can never write it; the
     /// producer's own map still can, for the next use), a named file gets mode 0400.
-    /// Consumers and the producer read it through [`SharedView`]s, which copy elements out.
+    /// Consumers and the producer read it through [`VolatileView`]s, which copy elements out.
     ///
     /// ```
     /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
@@ -226,7 +226,7 @@ impl<T> SharedArrayMut<T> {
     /// a.as_mut_slice()?.copy_from_slice(&[1.0, 2.0, 3.0]);
     /// let a = a.publish()?;
     /// assert!(!a.is_frozen());
-    /// assert_eq!(a.shared_view()?.to_vec(), [1.0, 2.0, 3.0]);
+    /// assert_eq!(a.volatile_view()?.to_vec(), [1.0, 2.0, 3.0]);
     /// assert!(a.view().is_err()); // no references into a segment that will be written again
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -270,7 +270,7 @@ impl<T: Element> SharedArrayMut<T> {
     /// The elements in memory order (the array's order, C or F), to fill in place at slice
     /// speed, if the segment is [private](Self::is_private) (a memfd). A named file's bytes
     /// can be written by others meanwhile, so it lends no slice: fill it through
-    /// [`shared_view_mut`](Self::shared_view_mut), which copies in (`copy_from_slice` runs at
+    /// [`volatile_view_mut`](Self::volatile_view_mut), which copies in (`copy_from_slice` runs at
     /// memcpy speed).
     ///
     /// Issue 20: a named file written through `std::fs` under a live slice changed the
@@ -281,8 +281,8 @@ impl<T: Element> SharedArrayMut<T> {
     /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::File))?;
     /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
     /// assert!(matches!(a.as_mut_slice(), Err(Error::NotPrivate { .. })));
-    /// a.shared_view_mut()?.copy_from_slice(&[1.0, 2.0, 3.0])?;
-    /// assert_eq!(a.shared_view()?.to_vec(), [1.0, 2.0, 3.0]);
+    /// a.volatile_view_mut()?.copy_from_slice(&[1.0, 2.0, 3.0])?;
+    /// assert_eq!(a.volatile_view()?.to_vec(), [1.0, 2.0, 3.0]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -320,14 +320,14 @@ impl<T: Element> SharedArrayMut<T> {
     /// use stridemap_shm::{Order, Pool};
     /// let pool = Pool::new()?; // named files by default
     /// let mut a = pool.alloc::<f64>(&[2, 2], Order::C)?;
-    /// a.shared_view_mut()?.fill_with({ let mut i = 0.0; move || { i += 1.0; i } });
-    /// assert_eq!(a.freeze()?.shared_view()?.to_vec(), [1.0, 2.0, 3.0, 4.0]);
+    /// a.volatile_view_mut()?.fill_with({ let mut i = 0.0; move || { i += 1.0; i } });
+    /// assert_eq!(a.freeze()?.volatile_view()?.to_vec(), [1.0, 2.0, 3.0, 4.0]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
     /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
-    pub fn shared_view_mut(&mut self) -> Result<SharedViewMut<'_, T>> {
+    pub fn volatile_view_mut(&mut self) -> Result<VolatileViewMut<'_, T>> {
         let layout = self.layout;
         Ok(self.lease.seg_mut()?.output_view_mut(layout)?)
     }
@@ -335,8 +335,8 @@ impl<T: Element> SharedArrayMut<T> {
     /// A read-only view that copies elements out and lends no reference.
     ///
     /// # Errors
-    /// As [`shared_view_mut`](Self::shared_view_mut).
-    pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
+    /// As [`volatile_view_mut`](Self::volatile_view_mut).
+    pub fn volatile_view(&self) -> Result<VolatileView<'_, T>> {
         Ok(self.lease.seg()?.data_view(self.layout)?)
     }
 
@@ -411,9 +411,9 @@ impl<T> OutputArray<T> {
     /// let rows = whole.layout().slice_axis(0, Slice::range(2, 4))?;
     /// let (tx, rx) = UnixStream::pair()?;
     /// out.send_view(&tx, &whole.to_builder().layout(&rows).build()?)?;
-    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
-    /// let mut m = stridemap::socket::recv(&rx)?.open(&opts)?;
-    /// m.shared_view_mut::<f64>()?.fill(7.0);
+    /// let opts = stridemap_shm::OpenOptions::new().mode(stridemap_shm::Mode::ReadWrite);
+    /// let mut m = opts.open(stridemap_shm::socket::recv(&rx)?)?;
+    /// m.volatile_view_mut::<f64>()?.fill(7.0);
     /// assert_eq!(out.to_vec()?, [0.0, 0.0, 0.0, 0.0, 7.0, 7.0, 7.0, 7.0]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -444,10 +444,10 @@ impl<T> OutputArray<T> {
     /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
     /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     /// let out = pool.alloc_output::<u32>(&[8], Order::C)?;
-    /// let opts = stridemap::OpenOptions::new().mode(stridemap::Mode::ReadWrite);
-    /// let mut m = stridemap::open_fd(&out.descriptor()?, out.fd_for_peer()?, &opts)?;
-    /// m.shared_view_mut::<u32>()?.set(&[0], 5)?;
-    /// assert_eq!(out.shared_view()?.get(&[0])?, 5);
+    /// let opts = stridemap_shm::OpenOptions::new().mode(stridemap_shm::Mode::ReadWrite);
+    /// let mut m = opts.open((&out.descriptor()?, out.fd_for_peer()?))?;
+    /// m.volatile_view_mut::<u32>()?.set(&[0], 5)?;
+    /// assert_eq!(out.volatile_view()?.get(&[0])?, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -472,15 +472,15 @@ impl<T: Element> OutputArray<T> {
     ///
     /// # Errors
     /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
-    pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
+    pub fn volatile_view(&self) -> Result<VolatileView<'_, T>> {
         Ok(self.lease.seg()?.data_view(self.layout)?)
     }
 
     /// A view that copies elements in and out, beside the consumers' writes.
     ///
     /// # Errors
-    /// As [`shared_view`](Self::shared_view).
-    pub fn shared_view_mut(&mut self) -> Result<SharedViewMut<'_, T>> {
+    /// As [`volatile_view`](Self::volatile_view).
+    pub fn volatile_view_mut(&mut self) -> Result<VolatileViewMut<'_, T>> {
         let layout = self.layout;
         Ok(self.lease.seg_mut()?.output_view_mut(layout)?)
     }
@@ -488,9 +488,9 @@ impl<T: Element> OutputArray<T> {
     /// A C-ordered copy of the elements (e.g. once the workers answered).
     ///
     /// # Errors
-    /// As [`shared_view`](Self::shared_view).
+    /// As [`volatile_view`](Self::volatile_view).
     pub fn to_vec(&self) -> Result<Vec<T>> {
-        Ok(self.shared_view()?.to_vec())
+        Ok(self.volatile_view()?.to_vec())
     }
 }
 
@@ -648,13 +648,13 @@ impl<T: Element> SharedArray<T> {
     ///     a.view(),
     ///     Err(stridemap_shm::Error::Stridemap(stridemap::Error::View(stridemap::ViewError::NotFrozen)))
     /// ));
-    /// assert_eq!(a.shared_view()?.to_vec(), [0.0; 3]);
+    /// assert_eq!(a.volatile_view()?.to_vec(), [0.0; 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
     /// [`stridemap::ViewError::NotFrozen`] (inside [`Error::Stridemap`]) unless frozen: use
-    /// [`shared_view`](Self::shared_view).
+    /// [`volatile_view`](Self::volatile_view).
     pub fn view(&self) -> Result<View<'_, T>> {
         Ok(View::new(self.frozen_data()?, self.layout)?)
     }
@@ -664,7 +664,7 @@ impl<T: Element> SharedArray<T> {
     ///
     /// # Errors
     /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
-    pub fn shared_view(&self) -> Result<SharedView<'_, T>> {
+    pub fn volatile_view(&self) -> Result<VolatileView<'_, T>> {
         Ok(self.lease.seg()?.data_view(self.layout)?)
     }
 }

@@ -75,7 +75,7 @@ pub enum Error {
     PoolClosed,
     /// A reference (`&mut [T]`, a `View`) into a segment that others may write: a named
     /// file, or a memfd the kernel did not seal against new writers. Fill it through
-    /// [`SharedArrayMut::shared_view_mut`](crate::SharedArrayMut::shared_view_mut).
+    /// [`SharedArrayMut::volatile_view_mut`](crate::SharedArrayMut::volatile_view_mut).
     NotPrivate {
         /// Why others may write it.
         why: &'static str,
@@ -302,7 +302,7 @@ impl fmt::Display for Error {
             Error::PoolClosed => write!(f, "the pool was dropped"),
             Error::NotPrivate { why } => write!(
                 f,
-                "no reference into this segment: {why}; fill it with shared_view_mut() \
+                "no reference into this segment: {why}; fill it with volatile_view_mut() \
                  (copy_from_slice, fill, set), or use SegmentKind::Memfd to fill in place \
                  with as_mut_slice()"
             ),

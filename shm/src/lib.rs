@@ -1,6 +1,8 @@
 //! stridemap segments, producer side: where they live, who may read them, when they go away.
 //! A producer's Cargo.toml names this one crate: it re-exports what a producer needs from
-//! `stridemap` (views, dtypes, layouts, the socket and message types).
+//! `stridemap` (views, dtypes, layouts, the socket and message types), and what a program
+//! that also consumes needs ([`OpenOptions`], [`Mapping`]); [`prelude`] brings the common
+//! ones in one `use`.
 //!
 //! A [`Pool`] puts arrays in segments — named files in a private folder (any process and
 //! language opens them by path) or sealed memfds passed as fds — either allocated in place
@@ -20,7 +22,7 @@
 //!
 //! ```
 //! use std::os::unix::net::UnixStream;
-//! use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind, Slice};
+//! use stridemap_shm::{OpenOptions, Order, Pool, PoolConfig, SegmentKind, Slice, socket};
 //!
 //! let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 //! let mut a = pool.alloc::<f64>(&[4, 3], Order::C)?;
@@ -32,12 +34,16 @@
 //! // The consumer (another process, usually) gets the descriptor and a sealed fd.
 //! let (tx, rx) = UnixStream::pair()?;
 //! a.send(&tx)?;
-//! let m = stridemap::socket::recv(&rx)?.open(&stridemap::OpenOptions::new())?;
+//! let m = OpenOptions::new().open(socket::recv(&rx)?)?;
 //! assert!(m.is_frozen()); // a sealed memfd: views lend references
 //! let col = m.view::<f64>()?.index_axis(1, 2)?.slice_axis(0, Slice::REVERSED)?;
 //! assert_eq!(col.to_vec(), [11.0, 8.0, 5.0, 2.0]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Numbers follow `stridemap`'s convention: shapes and indices in memory are `usize`
+//! ([`Pool::alloc`]), layouts, descriptors and byte counts `u64` (the wire's), and only
+//! strides and slices are signed.
 //!
 //! # Soundness
 //!
@@ -51,12 +57,12 @@
 //! `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` after dropping its writable map, and mapped
 //! again read-only. The kernel grants that seal only when no writable map exists and refuses
 //! every writer after, so such a segment is never written again, and never recycled.
-//! Everything else is read through `stridemap`'s [`SharedView`] (element copies, no
-//! reference, and [`SharedViewMut`] for the fill): named files (every process of this user
+//! Everything else is read through `stridemap`'s [`VolatileView`] (element copies, no
+//! reference, and [`VolatileViewMut`] for the fill): named files (every process of this user
 //! can open them for writing, and mode 0400 does not stop root), arrays
 //! [published](SharedArrayMut::publish) unfrozen into segments the pool recycles (the
 //! streaming fast path), and arrays consumers write ([`OutputArray`], from
-//! [`Pool::alloc_output`], also written through [`SharedViewMut`]). The handles are one type
+//! [`Pool::alloc_output`], also written through [`VolatileViewMut`]). The handles are one type
 //! per stage, so the compiler enforces the rest: an [`OutputArray`] has no `view_mut`, and
 //! the one way to a slice of a named file is the `unsafe`
 //! [`SharedArrayMut::as_mut_slice_unchecked`].
@@ -96,6 +102,7 @@ mod error;
 mod huge;
 mod message;
 mod pool;
+pub mod prelude;
 mod segment;
 mod source;
 mod sweep;
@@ -117,9 +124,12 @@ pub use temp::spare_space;
 
 pub use stridemap::message::{ArrayMessage, Received};
 pub use stridemap::{
-    ByteView, DType, Element, Kind, Layout, Mode, Order, SharedView, SharedViewMut, Slice,
-    ValidDescriptor, View, ViewMut, socket,
+    Builder, ByteView, DType, Element, Kind, Layout, Mapping, Mode, OpenOptions, Order, Slice,
+    ValidDescriptor, View, ViewError, ViewMut, VolatileView, VolatileViewMut, decode_any, socket,
 };
+#[allow(deprecated)]
+#[doc(hidden)]
+pub use stridemap::{SharedView, SharedViewMut};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

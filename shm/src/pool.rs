@@ -168,7 +168,7 @@ pub struct PoolStats {
 /// use stridemap_shm::{Order, Pool};
 /// let pool = Pool::new()?;
 /// let mut out = pool.alloc::<f64>(&[1000, 1000], Order::C)?;
-/// out.shared_view_mut()?.fill(1.0);          // filled in place: no copy
+/// out.volatile_view_mut()?.fill(1.0);          // filled in place: no copy
 /// let frozen = out.freeze()?;                 // read-only from now on
 /// let wire = frozen.descriptor().to_bytes();  // send this; consumers map the same pages
 /// # Ok::<(), stridemap_shm::Error>(())
@@ -341,7 +341,7 @@ impl Pool {
     /// # Errors
     /// [`Error::NoSpace`] (checked before anything is written), [`Error::TooManyFiles`],
     /// [`Error::PoolClosed`], and a shape error for a shape that does not fit.
-    pub fn alloc<T: Element>(&self, shape: &[u64], order: Order) -> Result<SharedArrayMut<T>> {
+    pub fn alloc<T: Element>(&self, shape: &[usize], order: Order) -> Result<SharedArrayMut<T>> {
         self.alloc_dtype(T::dtype()?, shape, order)?.typed()
     }
 
@@ -351,7 +351,11 @@ impl Pool {
     ///
     /// # Errors
     /// As [`Pool::alloc`].
-    pub fn alloc_output<T: Element>(&self, shape: &[u64], order: Order) -> Result<OutputArray<T>> {
+    pub fn alloc_output<T: Element>(
+        &self,
+        shape: &[usize],
+        order: Order,
+    ) -> Result<OutputArray<T>> {
         self.alloc_output_dtype(T::dtype()?, shape, order)?.typed()
     }
 
@@ -359,7 +363,12 @@ impl Pool {
     ///
     /// # Errors
     /// As [`Pool::alloc`].
-    pub fn alloc_dtype(&self, dtype: DType, shape: &[u64], order: Order) -> Result<SharedArrayMut> {
+    pub fn alloc_dtype(
+        &self,
+        dtype: DType,
+        shape: &[usize],
+        order: Order,
+    ) -> Result<SharedArrayMut> {
         let (lease, layout) = self.lease(dtype, shape, order, false)?;
         Ok(SharedArrayMut::new(lease, dtype, layout))
     }
@@ -371,7 +380,7 @@ impl Pool {
     pub fn alloc_output_dtype(
         &self,
         dtype: DType,
-        shape: &[u64],
+        shape: &[usize],
         order: Order,
     ) -> Result<OutputArray> {
         let (lease, layout) = self.lease(dtype, shape, order, true)?;
@@ -381,11 +390,18 @@ impl Pool {
     fn lease(
         &self,
         dtype: DType,
-        shape: &[u64],
+        shape: &[usize],
         order: Order,
         for_consumers: bool,
     ) -> Result<(Lease, Layout)> {
-        let layout = Layout::contiguous(dtype.itemsize(), shape, order)?;
+        // Lengths in memory are usize, a layout's the wire's u64: the same on the 64-bit
+        // targets this crate builds for, and a length that did not fit would make the layout
+        // too large, an error.
+        let shape: Vec<u64> = shape
+            .iter()
+            .map(|&n| u64::try_from(n).unwrap_or(u64::MAX))
+            .collect();
+        let layout = Layout::contiguous(dtype.itemsize(), &shape, order)?;
         let n = layout.nbytes();
         let (seg, _) = self.inner.obtain(n, for_consumers, Fill::Reserve(n))?;
         Ok((Lease::new(seg, Arc::downgrade(&self.inner)), layout))
@@ -403,7 +419,7 @@ impl Pool {
 
     /// Writes the elements of `view` into a new or recycled segment, as [`Pool::share`], and
     /// returns it [published](SharedArrayMut::publish) rather than frozen: read-only for
-    /// consumers, read through [`SharedView`](stridemap::SharedView)s, and recycled once
+    /// consumers, read through [`VolatileView`](stridemap::VolatileView)s, and recycled once
     /// nobody maps it. The fast path of a producer that streams new data every step.
     ///
     /// ```
@@ -413,7 +429,7 @@ impl Pool {
     /// let layout = Layout::contiguous(8, &[4], Order::C)?;
     /// let v = ByteView::new(bytemuck::cast_slice(&step), layout, DType::parse("<f8")?)?;
     /// let a = pool.publish(&v)?;
-    /// assert_eq!(a.typed::<f64>()?.shared_view()?.to_vec(), step);
+    /// assert_eq!(a.typed::<f64>()?.volatile_view()?.to_vec(), step);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///

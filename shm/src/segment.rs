@@ -436,7 +436,7 @@ impl Segment {
     pub(crate) fn data_view<T: stridemap::Element>(
         &self,
         layout: Layout,
-    ) -> stridemap::ViewResult<stridemap::SharedView<'_, T>> {
+    ) -> stridemap::ViewResult<stridemap::VolatileView<'_, T>> {
         self.map.view_at(self.data_offset as usize, layout)
     }
 
@@ -444,7 +444,7 @@ impl Segment {
     pub(crate) fn output_view_mut<T: stridemap::Element>(
         &mut self,
         layout: Layout,
-    ) -> stridemap::ViewResult<stridemap::SharedViewMut<'_, T>> {
+    ) -> stridemap::ViewResult<stridemap::VolatileViewMut<'_, T>> {
         self.map.view_mut_at(self.data_offset as usize, layout)
     }
 

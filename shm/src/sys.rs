@@ -30,7 +30,7 @@
 //! Named files (root and every process of this user open them for writing) and outputs
 //! (consumers write them) are never private. Every other access (outputs, named files,
 //! segments shared unfrozen, the header of a recycled segment) is raw:
-//! [`SharedView`]/[`SharedViewMut`] (one volatile access per element) or a copy to or from
+//! [`VolatileView`]/[`VolatileViewMut`] (one volatile access per element) or a copy to or from
 //! memory this process owns, never a reference.
 
 #![allow(unsafe_code)]
@@ -46,7 +46,7 @@ use rustix::fs::{
     FallocateFlags, MemfdFlags, SealFlags, fallocate, fcntl_add_seals, fcntl_get_seals,
     memfd_create,
 };
-use stridemap::{Element, Layout, SharedView, SharedViewMut, ViewError};
+use stridemap::{Element, Layout, ViewError, VolatileView, VolatileViewMut};
 
 /// The producer's map of a whole segment, header included.
 #[derive(Debug)]
@@ -323,25 +323,25 @@ impl SegmentMap {
         &self,
         start: usize,
         layout: Layout,
-    ) -> stridemap::ViewResult<SharedView<'_, T>> {
+    ) -> stridemap::ViewResult<VolatileView<'_, T>> {
         let start = start.min(self.raw.len());
         let len = self.raw.len() - start;
         // SAFETY: `start ≤ len`, so the pointer stays inside (or one past) the map, and the
         // `len - start` bytes from it are readable while the map lives, which the borrow of
-        // `self` ensures. `SharedView` makes no reference, and this process makes no `&mut`
+        // `self` ensures. `VolatileView` makes no reference, and this process makes no `&mut`
         // to them meanwhile: that needs `&mut self`, which the borrow excludes.
-        unsafe { SharedView::from_raw_parts(self.raw.as_ptr().add(start), len, layout) }
+        unsafe { VolatileView::from_raw_parts(self.raw.as_ptr().add(start), len, layout) }
     }
 
     /// `layout` over `map[start..]`, written and read through raw accesses only.
     ///
     /// # Errors
-    /// [`ViewError::ReadOnly`] once the map is read-only; else as `SharedViewMut::new`.
+    /// [`ViewError::ReadOnly`] once the map is read-only; else as `VolatileViewMut::new`.
     pub(crate) fn view_mut_at<T: Element>(
         &mut self,
         start: usize,
         layout: Layout,
-    ) -> stridemap::ViewResult<SharedViewMut<'_, T>> {
+    ) -> stridemap::ViewResult<VolatileViewMut<'_, T>> {
         if !self.writable {
             return Err(ViewError::ReadOnly);
         }
@@ -350,7 +350,7 @@ impl SegmentMap {
         // SAFETY: as in `view_at`, the range is inside the live map for the borrow, and it
         // is writable (checked); `self` is borrowed mutably, so nothing else in this process
         // reaches these bytes meanwhile except through the returned view.
-        unsafe { SharedViewMut::from_raw_parts(self.raw.as_mut_ptr().add(start), len, layout) }
+        unsafe { VolatileViewMut::from_raw_parts(self.raw.as_mut_ptr().add(start), len, layout) }
     }
 
     /// `madvise(advice)` over `[start, start + len)`, an advice that never changes contents.
@@ -500,7 +500,7 @@ impl<T: stridemap::Element> crate::SharedArrayMut<T> {
     /// The elements in memory order, to fill in place, whatever the segment: a named file
     /// too, on the caller's promise. Prefer [`as_mut_slice`](crate::SharedArrayMut::as_mut_slice)
     /// (a private memfd, checked by the kernel) or
-    /// [`shared_view_mut`](crate::SharedArrayMut::shared_view_mut) (no reference).
+    /// [`volatile_view_mut`](crate::SharedArrayMut::volatile_view_mut) (no reference).
     ///
     /// ```
     /// use stridemap_shm::{Order, Pool};

@@ -19,7 +19,7 @@ use stridemap_core::{DType, Mode};
 /// use stridemap::{Error, OpenOptions};
 /// use stridemap::{Builder, DType};
 /// let d = Builder::new(DType::parse("<f8")?, &[4]).path("relative/x").build()?;
-/// let err = stridemap::open(&d, &OpenOptions::new()).unwrap_err();
+/// let err = OpenOptions::new().open(&d).unwrap_err();
 /// assert!(matches!(err, Error::BadPath { .. }));
 /// assert_eq!(err.rule(), Some("O1"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -93,8 +93,8 @@ pub enum Error {
         /// The file's (device, inode).
         actual: (u64, u64),
     },
-    /// A descriptor whose source is an fd was opened without one (a path descriptor with
-    /// [`open_fd`](crate::open_fd) or `open_source(…, None, …)`).
+    /// A descriptor whose source is an fd was opened without one (`opts.open(&desc)`, or
+    /// `opts.open((&desc, None))`, with [`OpenOptions::open`](crate::OpenOptions::open)).
     MissingFd,
     /// A descriptor whose source is a path came with an fd (the pair of [`Error::MissingFd`]):
     /// the peer sent an fd the descriptor does not account for; it was closed.
@@ -373,7 +373,7 @@ impl std::error::Error for Error {
     }
 }
 
-/// Everything that can go wrong making or using a view (typed, byte-level or shared) or
+/// Everything that can go wrong making or using a view (typed, byte-level or volatile) or
 /// reaching a mapping's bytes: the errors of the view operations, apart from opening.
 ///
 /// ```
@@ -507,7 +507,7 @@ impl fmt::Display for ViewError {
             ViewError::NotFrozen => write!(
                 f,
                 "another process may change these bytes (not a sealed memfd), so no reference \
-                 to them is lent: read with Mapping::shared_view (element copies) or \
+                 to them is lent: read with Mapping::volatile_view (element copies) or \
                  Mapping::copy_array, or promise that nobody writes them with unsafe \
                  Mapping::assume_no_outside_writes"
             ),

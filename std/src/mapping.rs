@@ -7,16 +7,17 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use stridemap_core::{Mode, ValidDescriptor};
 
-use crate::sys::{Promise, ReadMap, SharedBytes, WriteMap};
+use crate::sys::{Promise, ReadMap, VolatileBytes, WriteMap};
 use crate::{
-    ByteView, Element, OwnedArray, SharedView, SharedViewMut, View, ViewError, ViewMut,
-    ViewResult as Result,
+    ByteView, Element, OwnedArray, View, ViewError, ViewMut, ViewResult as Result, VolatileView,
+    VolatileViewMut,
 };
 
 /// The enclosing buffer of a descriptor, mapped, with the descriptor it was opened for.
 ///
 /// A mapping of a path-named file faults (`SIGBUS`) on access to bytes its writer truncated
-/// away after it was mapped (see [`open`](crate::open)); fds are sealed against shrinking.
+/// away after it was mapped (see [`OpenOptions::open`](crate::OpenOptions::open)); fds are
+/// sealed against shrinking.
 ///
 /// Views borrow the mapping, so none can outlive it. A read-only mapping may share its
 /// memory with other `Mapping`s of the same file region (see
@@ -24,7 +25,7 @@ use crate::{
 /// copy-on-write one never does.
 ///
 /// Two kinds of views (see the crate's Soundness section):
-/// - [`shared_view`](Mapping::shared_view) / [`shared_view_mut`](Mapping::shared_view_mut)
+/// - [`volatile_view`](Mapping::volatile_view) / [`volatile_view_mut`](Mapping::volatile_view_mut)
 ///   work on every mapping: elements are copied in and out, no reference is lent, so other
 ///   processes may write the bytes meanwhile (an `r+` output, a path-named file).
 /// - [`view`](Mapping::view), [`view_mut`](Mapping::view_mut), [`byte_view`](Mapping::byte_view)
@@ -34,11 +35,11 @@ use crate::{
 ///   [`assume_no_outside_writes`](Mapping::assume_no_outside_writes).
 ///
 /// ```
-/// use stridemap::{OpenOptions, ValidDescriptor, open};
+/// use stridemap::{OpenOptions, ValidDescriptor};
 ///
 /// fn total(desc: &ValidDescriptor) -> Result<f64, stridemap::Error> {
-///     let m = open(desc, &OpenOptions::new())?; // checked and mapped
-///     Ok(m.shared_view::<f64>()?.iter().sum())
+///     let m = OpenOptions::new().open(desc)?; // checked and mapped
+///     Ok(m.volatile_view::<f64>()?.iter().sum())
 /// }
 /// ```
 #[derive(Debug)]
@@ -55,8 +56,8 @@ enum Region {
     /// A zero-length buffer: nothing is mapped.
     Empty,
     /// Read-only, possibly shared with other mappings; the buffer starts `start` bytes in.
-    Shared {
-        region: Arc<SharedRegion>,
+    Reusable {
+        region: Arc<ReusableRegion>,
         start: usize,
     },
     /// Writable (`r+`, shared with the file) or private copy-on-write (`c`); this mapping's own.
@@ -67,7 +68,7 @@ enum Region {
     },
 }
 
-/// How a shared region's file was reached: what a later open must match to reuse it.
+/// How a reusable region's file was reached: what a later open must match to reuse it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// Opened by this path under a policy with these roots (see `OpenOptions::policy`).
@@ -81,7 +82,7 @@ pub(crate) enum Origin {
 
 /// A read-only map of `[offset, offset + map.len())` of one file (device, inode).
 #[derive(Debug)]
-pub(crate) struct SharedRegion {
+pub(crate) struct ReusableRegion {
     map: ReadMap,
     /// The file, kept (whether opened by path or received as an fd) to re-check it with
     /// fstat on reuse. (The segment lock lives as long as the map, which holds the open file
@@ -94,12 +95,12 @@ pub(crate) struct SharedRegion {
     segment: Option<([u8; 16], u64)>,
 }
 
-/// Live shared regions of each file, by (device, inode).
-type Registry = HashMap<(u64, u64), Vec<Weak<SharedRegion>>>;
+/// Live reusable regions of each file, by (device, inode).
+type Registry = HashMap<(u64, u64), Vec<Weak<ReusableRegion>>>;
 
 static REGIONS: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
 
-impl SharedRegion {
+impl ReusableRegion {
     pub(crate) fn new(
         map: ReadMap,
         file: File,
@@ -107,8 +108,8 @@ impl SharedRegion {
         key: (u64, u64),
         offset: u64,
         segment: Option<([u8; 16], u64)>,
-    ) -> Arc<SharedRegion> {
-        Arc::new(SharedRegion {
+    ) -> Arc<ReusableRegion> {
+        Arc::new(ReusableRegion {
             map,
             file,
             origin,
@@ -130,7 +131,7 @@ impl SharedRegion {
         self.segment
     }
 
-    /// Makes this region findable by [`SharedRegion::find`].
+    /// Makes this region findable by [`ReusableRegion::find`].
     pub(crate) fn publish(self: &Arc<Self>) {
         let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
         let list = regions.entry(self.key).or_default();
@@ -144,8 +145,8 @@ impl SharedRegion {
         key: (u64, u64),
         offset: u64,
         len: u64,
-        accept: impl Fn(&SharedRegion) -> bool,
-    ) -> Option<(Arc<SharedRegion>, usize)> {
+        accept: impl Fn(&ReusableRegion) -> bool,
+    ) -> Option<(Arc<ReusableRegion>, usize)> {
         let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
         let list = regions.get_mut(&key)?;
         list.retain(|w| w.strong_count() > 0);
@@ -160,7 +161,7 @@ impl SharedRegion {
     }
 }
 
-impl Drop for SharedRegion {
+impl Drop for ReusableRegion {
     fn drop(&mut self) {
         let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(list) = regions.get_mut(&self.key) {
@@ -182,15 +183,15 @@ impl Mapping {
         }
     }
 
-    pub(crate) fn shared(
+    pub(crate) fn reusable(
         desc: ValidDescriptor,
-        region: Arc<SharedRegion>,
+        region: Arc<ReusableRegion>,
         start: usize,
     ) -> Mapping {
         Mapping {
             desc,
             mode: Mode::ReadOnly,
-            region: Region::Shared { region, start },
+            region: Region::Reusable { region, start },
             promise: None,
         }
     }
@@ -224,7 +225,7 @@ impl Mapping {
     pub fn is_frozen(&self) -> bool {
         match &self.region {
             Region::Empty => true,
-            Region::Shared { region, .. } => region.map.is_sealed(),
+            Region::Reusable { region, .. } => region.map.is_sealed(),
             Region::Own { map, .. } => map.is_sealed(),
         }
     }
@@ -234,12 +235,12 @@ impl Mapping {
         self.promise = Some(promise);
     }
 
-    /// The address of the first byte of the map behind this mapping (a shared region's whole
+    /// The address of the first byte of the map behind this mapping (a reusable region's whole
     /// map), if anything is mapped.
     pub(crate) fn map_base(&self) -> Option<usize> {
         match &self.region {
             Region::Empty => None,
-            Region::Shared { region, .. } => Some(region.map.addr()),
+            Region::Reusable { region, .. } => Some(region.map.addr()),
             Region::Own { map, .. } => Some(map.addr()),
         }
     }
@@ -249,36 +250,36 @@ impl Mapping {
     /// is mapped, or the map is private (`c`: this process's writes are only in the map).
     pub(crate) fn file_to_read(&self) -> Option<&File> {
         match &self.region {
-            Region::Shared { region, .. } => Some(region.file()),
+            Region::Reusable { region, .. } => Some(region.file()),
             Region::Own { file, .. } if self.mode == Mode::ReadWrite => Some(file),
             _ => None,
         }
     }
 
     /// The bytes, for raw access (always allowed).
-    pub(crate) fn shared_bytes(&self) -> SharedBytes<'_> {
+    pub(crate) fn volatile_bytes(&self) -> VolatileBytes<'_> {
         match &self.region {
-            Region::Empty => SharedBytes::from_slice(&[]),
-            Region::Shared { region, start } => {
+            Region::Empty => VolatileBytes::from_slice(&[]),
+            Region::Reusable { region, start } => {
                 let len = self.desc.buffer_len() as usize;
-                let all = region.map.shared();
+                let all = region.map.volatile();
                 all.window(*start, len)
             }
-            Region::Own { map, .. } => map.shared(),
+            Region::Own { map, .. } => map.volatile(),
         }
     }
 
     /// The enclosing buffer's address (for [`Mapping::describe_array`]).
     #[cfg_attr(not(feature = "ndarray"), allow(dead_code))]
     pub(crate) fn base_addr(&self) -> usize {
-        self.shared_bytes().addr()
+        self.volatile_bytes().addr()
     }
 
     /// The address of the enclosing buffer's first byte, e.g. to tell whether two mappings
     /// share memory, or for FFI (reading through it is the caller's `unsafe`, under the
     /// contract of [`assume_no_outside_writes`](Mapping::assume_no_outside_writes)).
     pub fn as_ptr(&self) -> *const u8 {
-        self.shared_bytes().as_ptr()
+        self.volatile_bytes().as_ptr()
     }
 
     /// The enclosing buffer's bytes.
@@ -286,12 +287,12 @@ impl Mapping {
     /// # Errors
     /// [`ViewError::NotFrozen`] unless the mapping [`is_frozen`](Mapping::is_frozen) or its
     /// owner [promised](Mapping::assume_no_outside_writes): use [`copy_array`](Mapping::copy_array)
-    /// or [`shared_view`](Mapping::shared_view) then.
+    /// or [`volatile_view`](Mapping::volatile_view) then.
     pub fn bytes(&self) -> Result<&[u8]> {
         let promise = self.promise.as_ref();
         Ok(match &self.region {
             Region::Empty => &[],
-            Region::Shared { region, start } => {
+            Region::Reusable { region, start } => {
                 let len = self.desc.buffer_len() as usize;
                 region
                     .map
@@ -311,7 +312,7 @@ impl Mapping {
     pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
         match &mut self.region {
             Region::Empty => Ok(&mut []),
-            Region::Shared { .. } => Err(ViewError::ReadOnly),
+            Region::Reusable { .. } => Err(ViewError::ReadOnly),
             Region::Own { map, .. } => map
                 .bytes_mut(self.promise.as_ref())
                 .ok_or(ViewError::NotFrozen),
@@ -322,7 +323,7 @@ impl Mapping {
     ///
     /// # Errors
     /// [`ViewError::DtypeMismatch`]; [`ViewError::NotFrozen`] as for [`bytes`](Mapping::bytes) (use
-    /// [`shared_view`](Mapping::shared_view) there); alignment errors as for [`View::new`].
+    /// [`volatile_view`](Mapping::volatile_view) there); alignment errors as for [`View::new`].
     pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
         self.check_dtype::<T>()?;
         View::with_source(self.bytes()?, self.desc.layout(), Some(&self.desc))
@@ -333,13 +334,13 @@ impl Mapping {
     ///
     /// # Errors
     /// As [`view`](Mapping::view), and [`ViewError::ReadOnly`] for an `r` mapping. For an `r+`
-    /// output other processes also write, use [`shared_view_mut`](Mapping::shared_view_mut).
+    /// output other processes also write, use [`volatile_view_mut`](Mapping::volatile_view_mut).
     pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
         self.check_dtype::<T>()?;
         let layout = self.desc.layout();
         let bytes = match &mut self.region {
             Region::Empty => &mut [][..],
-            Region::Shared { .. } => return Err(ViewError::ReadOnly),
+            Region::Reusable { .. } => return Err(ViewError::ReadOnly),
             Region::Own { map, .. } => map
                 .bytes_mut(self.promise.as_ref())
                 .ok_or(ViewError::NotFrozen)?,
@@ -362,9 +363,9 @@ impl Mapping {
     ///
     /// # Errors
     /// [`ViewError::DtypeMismatch`]; alignment errors as for [`View::new`].
-    pub fn shared_view<T: Element>(&self) -> Result<SharedView<'_, T>> {
+    pub fn volatile_view<T: Element>(&self) -> Result<VolatileView<'_, T>> {
         self.check_dtype::<T>()?;
-        SharedView::with_source(self.shared_bytes(), self.desc.layout(), Some(&self.desc))
+        VolatileView::with_source(self.volatile_bytes(), self.desc.layout(), Some(&self.desc))
     }
 
     /// A writable typed view that copies elements in and out and lends no reference: how a
@@ -373,16 +374,16 @@ impl Mapping {
     /// options map read-only).
     ///
     /// # Errors
-    /// As [`shared_view`](Mapping::shared_view), and [`ViewError::ReadOnly`] for an `r` mapping.
-    pub fn shared_view_mut<T: Element>(&mut self) -> Result<SharedViewMut<'_, T>> {
+    /// As [`volatile_view`](Mapping::volatile_view), and [`ViewError::ReadOnly`] for an `r` mapping.
+    pub fn volatile_view_mut<T: Element>(&mut self) -> Result<VolatileViewMut<'_, T>> {
         self.check_dtype::<T>()?;
         let layout = self.desc.layout();
         let bytes = match &mut self.region {
-            Region::Empty => crate::sys::SharedBytesMut::from_slice(&mut []),
-            Region::Shared { .. } => return Err(ViewError::ReadOnly),
-            Region::Own { map, .. } => map.shared_mut(),
+            Region::Empty => crate::sys::VolatileBytesMut::from_slice(&mut []),
+            Region::Reusable { .. } => return Err(ViewError::ReadOnly),
+            Region::Own { map, .. } => map.volatile_mut(),
         };
-        SharedViewMut::with_source(bytes, layout, Some(&self.desc))
+        VolatileViewMut::with_source(bytes, layout, Some(&self.desc))
     }
 
     /// A private copy of the described array's elements, packed in C order, that this
@@ -391,7 +392,7 @@ impl Mapping {
     /// # Errors
     /// [`ViewError::TooLarge`] if the elements do not fit in memory's address space.
     pub fn copy_array(&self) -> Result<OwnedArray> {
-        OwnedArray::copy_from(self.shared_bytes(), self.desc.layout(), self.desc.dtype())
+        OwnedArray::copy_from(self.volatile_bytes(), self.desc.layout(), self.desc.dtype())
     }
 
     fn check_dtype<T: Element>(&self) -> Result<()> {

@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use stridemap_core::{CompactDescriptor, DType};
 
 use crate::{
-    ByteView, Element, Mapping, OpenOptions, OwnedArray, Result, SharedView, View, ViewResult,
-    open_source,
+    ByteView, Element, Mapping, OpenOptions, OwnedArray, Result, View, ViewResult, VolatileView,
 };
 
 /// An array as a message carries it: the bytes themselves when small, else the compact
@@ -20,7 +19,7 @@ use crate::{
 /// let msg = ArrayMessage::Inline { dtype: "|u1".into(), shape: vec![2, 2], data: vec![1, 2, 3, 4] };
 /// let wire = postcard::to_allocvec(&msg).unwrap();
 /// let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
-/// let got = back.open(None, &stridemap::OpenOptions::new())?;
+/// let got = stridemap::OpenOptions::new().open(&back)?; // inline: no fd
 /// assert_eq!(got.view::<u8>()?.to_vec(), [1, 2, 3, 4]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -34,7 +33,7 @@ pub enum ArrayMessage {
     Inline {
         /// numpy typestr.
         dtype: String,
-        /// Length of each axis.
+        /// Length of each axis (`u64`, as on the wire).
         shape: Vec<u64>,
         /// The elements' bytes.
         data: Vec<u8>,
@@ -57,23 +56,30 @@ pub enum Received {
 }
 
 impl ArrayMessage {
-    /// Turns the message into an array: inline bytes are checked and copied, a shared
-    /// descriptor is validated and opened under `opts` (with `fd` for a memfd).
-    ///
-    /// # Errors
-    /// For inline arrays, a bad typestr ([`Error::Descriptor`](crate::Error::Descriptor)), a
-    /// shape that does not fit ([`Error::View`](crate::Error::View) with
-    /// [`ViewError::Layout`](crate::ViewError::Layout)) or bytes of the wrong length ([`Error::InlineLength`](crate::Error::InlineLength));
-    /// for shared ones, those of [`open_source`].
+    /// Turns the message into an array.
+    #[deprecated(note = "use OpenOptions::open, the one open: `opts.open((&msg, fd))`")]
+    #[doc(hidden)]
     pub fn open(&self, fd: Option<OwnedFd>, opts: &OpenOptions) -> Result<Received> {
-        match self {
-            ArrayMessage::Inline { dtype, shape, data } => Ok(Received::Owned(
-                OwnedArray::from_bytes(DType::parse(dtype)?, shape, data)?,
-            )),
-            ArrayMessage::Shared(c) => {
-                let desc = c.validate()?;
-                Ok(Received::Mapped(open_source(&desc, fd, opts)?))
-            }
+        receive(self, fd, opts)
+    }
+}
+
+/// [`OpenOptions::open`] of a message: inline bytes are checked and copied, a shared
+/// descriptor is validated and opened under `opts` (with `fd` for a memfd).
+pub(crate) fn receive(
+    msg: &ArrayMessage,
+    fd: Option<OwnedFd>,
+    opts: &OpenOptions,
+) -> Result<Received> {
+    match msg {
+        ArrayMessage::Inline { dtype, shape, data } => Ok(Received::Owned(OwnedArray::from_bytes(
+            DType::parse(dtype)?,
+            crate::view::as_usizes(shape),
+            data,
+        )?)),
+        ArrayMessage::Shared(c) => {
+            let desc = c.validate()?;
+            opts.open((&desc, fd)).map(Received::Mapped)
         }
     }
 }
@@ -94,11 +100,11 @@ impl Received {
     /// A typed view that copies elements out: works for every received array.
     ///
     /// # Errors
-    /// Those of [`Mapping::shared_view`] (a dtype other than `T`'s).
-    pub fn shared_view<T: Element>(&self) -> ViewResult<SharedView<'_, T>> {
+    /// Those of [`Mapping::volatile_view`] (a dtype other than `T`'s).
+    pub fn volatile_view<T: Element>(&self) -> ViewResult<VolatileView<'_, T>> {
         match self {
-            Received::Owned(a) => Ok(a.view()?.as_shared()),
-            Received::Mapped(m) => m.shared_view(),
+            Received::Owned(a) => Ok(a.view()?.as_volatile()),
+            Received::Mapped(m) => m.volatile_view(),
         }
     }
 

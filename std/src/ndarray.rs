@@ -3,22 +3,22 @@
 //!
 //! The names say what is copied: `as_ndarray` borrows the same bytes (a [`View`], which
 //! lends references), `into_ndarray` turns a [`ViewMut`] into a mutable ndarray view, and
-//! `to_ndarray` always copies into an owned `ArrayD` (on [`View`] and [`SharedView`] alike).
+//! `to_ndarray` always copies into an owned `ArrayD` (on [`View`] and [`VolatileView`] alike).
 
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use stridemap_core::{Layout, ValidDescriptor};
 
-use crate::{Element, Mapping, SharedView, View, ViewError, ViewMut, ViewResult as Result, sys};
+use crate::{Element, Mapping, View, ViewError, ViewMut, ViewResult as Result, VolatileView, sys};
 
-impl<T: Element> SharedView<'_, T> {
+impl<T: Element> VolatileView<'_, T> {
     /// A C-ordered copy of the elements as an owned `ndarray` array: how to compute with
     /// ndarray on bytes other processes may write (a [`View`] lends an `ndarray` view
     /// without copying where references are sound: [`View::as_ndarray`]).
     ///
     /// ```
-    /// use stridemap::{Layout, Order, SharedView};
+    /// use stridemap::{Layout, Order, VolatileView};
     /// let data = [1.0f64, 2.0, 3.0, 4.0];
-    /// let v = SharedView::<f64>::new(bytemuck::cast_slice(&data), Layout::contiguous(8, &[2, 2], Order::C)?)?;
+    /// let v = VolatileView::<f64>::new(bytemuck::cast_slice(&data), Layout::contiguous(8, &[2, 2], Order::C)?)?;
     /// let a = v.t().to_ndarray()?;
     /// assert_eq!(a[[0, 1]], 3.0);
     /// # Ok::<(), stridemap::Error>(())
@@ -53,7 +53,7 @@ impl<'a, T: Element> View<'a, T> {
     }
 
     /// A C-ordered copy of the elements as an owned `ndarray` array, as
-    /// [`SharedView::to_ndarray`] makes.
+    /// [`VolatileView::to_ndarray`] makes.
     ///
     /// ```
     /// use stridemap::{Layout, Order, View};

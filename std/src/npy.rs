@@ -255,7 +255,7 @@ pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
     let layout = desc.layout();
     let mut src = match m.file_to_read().filter(|_| !m.is_frozen()) {
         Some(file) => Source::File(Window::new(file, desc.buffer_offset(), desc.buffer_len())),
-        None => Source::Map(m.shared_bytes()),
+        None => Source::Map(m.volatile_bytes()),
     };
     out.write_all(&header_bytes(desc.dtype(), desc.shape()))
         .map_err(io_err)?;
@@ -295,7 +295,7 @@ pub fn write_mapping(m: &crate::Mapping, out: &mut impl Write) -> Result<()> {
 /// Where [`write_mapping`] copies elements from.
 enum Source<'a> {
     /// The map (frozen, private or empty).
-    Map(crate::sys::SharedBytes<'a>),
+    Map(crate::sys::VolatileBytes<'a>),
     /// The file, through a window.
     File(Window<'a>),
 }

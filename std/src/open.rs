@@ -1,4 +1,6 @@
-//! Opening a descriptor: the checks of SPEC.md §6, then the map.
+//! Opening what a producer sent: [`OpenOptions::open`], the one way in, takes a descriptor
+//! (with the fd that came with it), an [`Incoming`] or an [`ArrayMessage`] ([`Openable`]);
+//! then the checks of SPEC.md §6, then the map.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -10,47 +12,194 @@ use rustix::fs::{FileType, FlockOperation, SealFlags, Stat, fcntl_get_seals, flo
 use rustix::io::Errno;
 use stridemap_core::{Mode, SEGMENT_HEADER_LEN, SegmentHeader, Source, ValidDescriptor};
 
-use crate::mapping::{Origin, SharedRegion};
+use crate::mapping::{Origin, ReusableRegion};
+use crate::message::{ArrayMessage, Received};
 use crate::resolve::{check_form, find_root, open_beneath};
+use crate::socket::Incoming;
 use crate::{Error, Mapping, OpenOptions, Result, sys};
 
-/// Opens a descriptor whose source is a path, under the trust policy of `opts`, and maps its
-/// enclosing buffer.
+impl OpenOptions {
+    /// Opens what a producer sent, under this trust policy, and maps it: the one `open` of
+    /// this crate. It takes a descriptor, with the fd that came with it if its source is an
+    /// fd, as [`socket::recv`](crate::socket::recv) gives them ([`Incoming`]) or as a pair,
+    /// and gives a [`Mapping`]; or an [`ArrayMessage`], and gives a [`Received`] array (see
+    /// [`Openable`] for every form).
+    ///
+    /// A descriptor whose source is a **path** is checked in this order: the mode asked for
+    /// is allowed (O5), the path is absolute and normalized (O1) and below an allowed root
+    /// (O2), no component is a symlink (O3); the file is opened read-only unless `r+` was
+    /// granted, never created or truncated (O4); it is a regular file (O6) exactly as long as
+    /// described (O7) with the described identity (O8), with its buffer's bytes allocated if
+    /// it is in shared memory (O12); a segment (generation ≠ 0) is locked shared for as long
+    /// as it is mapped (SPEC.md §7) and its header must name the descriptor's segment and
+    /// generation (O10); then the buffer is mapped (O11). A read-only mapping of a region
+    /// this process already mapped from the same path under an equal policy reuses that map
+    /// after re-checking the file with `fstat` (O6–O8).
+    ///
+    /// A descriptor whose source is an **fd** (received with SCM_RIGHTS) consumes the fd,
+    /// which the mapping keeps while it lives (it holds the segment lock of SPEC.md §7, and a
+    /// reused region re-checks it with `fstat`). Checks, in order: mode (O5), regular file
+    /// (O6), length (O7), identity (O8), — unless [`OpenOptions::allow_unsealed_fds`] — that
+    /// the file is sealed against shrinking (O9), that a file in shared memory has its
+    /// buffer's bytes allocated (O12), then the segment lock and header (O10) and the map
+    /// (O11). A read-only mapping of the received file (same device and inode) already in
+    /// this process is reused.
+    ///
+    /// A path-named file can still be truncated by whoever may write it after it was mapped;
+    /// reading or writing the lost part then kills this process with `SIGBUS` (as with
+    /// memmap2's maps), a fault no check can rule out. Files passed as fds must be sealed
+    /// against shrinking (O9), and stridemap segments are locked while mapped (SPEC.md §7).
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use stridemap::{Builder, DType, OpenOptions, socket};
+    ///
+    /// fn total(stream: &UnixStream) -> Result<f64, stridemap::Error> {
+    ///     // Whatever came: a path descriptor, or an fd descriptor and its fd.
+    ///     let m = OpenOptions::new().open(socket::recv(stream)?)?;
+    ///     Ok(m.volatile_view::<f64>()?.iter().sum())
+    /// }
+    ///
+    /// // A descriptor of a file outside the allowed folders is refused before it is opened.
+    /// let desc = Builder::new(DType::parse("<f8")?, &[4]).path("/etc/passwd").build()?;
+    /// let (tx, rx) = UnixStream::pair()?;
+    /// socket::send(&tx, &desc, None)?;
+    /// assert!(matches!(total(&rx), Err(stridemap::Error::OutsideRoots { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// One per failed check, each naming what to fix: [`Error::ModeNotAllowed`] (O5),
+    /// [`Error::MissingFd`] for an fd descriptor that came without its fd,
+    /// [`Error::UnexpectedFd`] for a path descriptor that came with one (which is closed),
+    /// [`Error::BadPath`] (O1), [`Error::OutsideRoots`] or [`Error::UntrustedFolder`] (O2),
+    /// [`Error::Symlink`] (O3), [`Error::Open`] (O4), [`Error::NotRegularFile`] (O6),
+    /// [`Error::LengthMismatch`] (O7), [`Error::IdentityMismatch`] (O8),
+    /// [`Error::NotSealed`] (O9, unless [`OpenOptions::allow_unsealed_fds`]),
+    /// [`Error::Sparse`] (O12), [`Error::SegmentBusy`] when a segment stays locked
+    /// exclusively for more than two seconds (retryable, [`Error::is_retryable`]),
+    /// [`Error::StaleSegment`] (O10), [`Error::Map`] (O11), and [`Error::Io`] when `fstat` or
+    /// `flock` fails. For an [`ArrayMessage`]: a compact descriptor that breaks a SPEC rule,
+    /// or an inline array's bad typestr ([`Error::Descriptor`]), shape
+    /// ([`Error::View`]) or length ([`Error::InlineLength`]).
+    pub fn open<W: Openable>(&self, what: W) -> Result<W::Output> {
+        what.open_under(self, sealed::Token(()))
+    }
+}
+
+mod sealed {
+    /// Only this crate's types are [`Openable`](super::Openable).
+    pub trait Sealed {}
+
+    /// Only this crate can call `Openable::open_under`.
+    #[derive(Debug)]
+    pub struct Token(pub(super) ());
+}
+
+/// What [`OpenOptions::open`] takes, and what it gives for each:
 ///
-/// The checks, in order: the mode asked for is allowed (O5), the path is absolute and
-/// normalized (O1) and below an allowed root (O2), no component is a symlink (O3); the file
-/// is opened read-only unless `r+` was granted, never created or truncated (O4); it is a
-/// regular file (O6) exactly as long as described (O7) with the described identity (O8),
-/// with its buffer's bytes allocated if it is in shared memory (O12); a segment (generation ≠ 0) is locked shared for as long as it is mapped (SPEC.md §7) and its
-/// header must name the descriptor's segment and generation (O10); then the buffer is mapped
-/// (O11). A read-only mapping of a region this process already mapped from the same path
-/// under an equal policy reuses that map after re-checking the file with `fstat` (O6–O8).
+/// | what came | `opts.open(…)` | gives |
+/// |---|---|---|
+/// | a path descriptor | `opts.open(&desc)` | [`Mapping`] |
+/// | an fd descriptor and its fd | `opts.open((&desc, fd))` | [`Mapping`] |
+/// | a descriptor and the fd if any (`Option<OwnedFd>`) | `opts.open((&desc, fd))` | [`Mapping`] |
+/// | what [`socket::recv`](crate::socket::recv) received | `opts.open(incoming)` | [`Mapping`] |
+/// | an [`ArrayMessage`] (inline or a compact descriptor) | `opts.open(&msg)` | [`Received`] |
+/// | an [`ArrayMessage`] and the fd if any | `opts.open((&msg, fd))` | [`Received`] |
 ///
-/// A path-named file can still be truncated by whoever may write it after it was mapped;
-/// reading or writing the lost part then kills this process with `SIGBUS` (as with
-/// memmap2's maps), a fault no check can rule out. Files passed as fds must be sealed
-/// against shrinking (O9), and stridemap segments are locked while mapped (SPEC.md §7).
+/// Sealed: only these types implement it.
 ///
-/// ```no_run
-/// use stridemap::{OpenOptions, decode_any, open};
-/// # let bytes = [0u8; 1024];
-/// let desc = decode_any(&bytes)?;
-/// let m = open(&desc, &OpenOptions::new().allow_root("/data"))?;
-/// println!("{} elements", m.shared_view::<f32>()?.len());
+/// ```
+/// use stridemap::{OpenOptions, message::ArrayMessage};
+/// let msg = ArrayMessage::Inline { dtype: "<u2".into(), shape: vec![3], data: vec![1, 0, 2, 0, 3, 0] };
+/// let got = OpenOptions::new().open(&msg)?; // inline: a copy this process owns
+/// assert_eq!(got.view::<u16>()?.to_vec(), [1, 2, 3]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-///
-/// # Errors
-/// One per failed check, each naming what to fix: [`Error::ModeNotAllowed`] (O5),
-/// [`Error::MissingFd`] for a descriptor whose source is an fd (use [`open_fd`] or
-/// [`open_source`]), [`Error::BadPath`] (O1), [`Error::OutsideRoots`] or
-/// [`Error::UntrustedFolder`] (O2), [`Error::Symlink`] (O3), [`Error::Open`] (O4),
-/// [`Error::NotRegularFile`] (O6), [`Error::LengthMismatch`] (O7),
-/// [`Error::IdentityMismatch`] (O8), [`Error::Sparse`] (O12), [`Error::SegmentBusy`] when a segment stays locked
-/// exclusively for more than two seconds (retryable, [`Error::is_retryable`]),
-/// [`Error::StaleSegment`] (O10), [`Error::Map`] (O11), and [`Error::Io`] when `fstat` or
-/// `flock` fails.
+pub trait Openable: sealed::Sealed + Sized {
+    /// What opening gives: a [`Mapping`] for a descriptor, a [`Received`] array for a message.
+    type Output;
+
+    /// Opens `self` under `opts` (called by [`OpenOptions::open`] only).
+    #[doc(hidden)]
+    fn open_under(self, opts: &OpenOptions, token: sealed::Token) -> Result<Self::Output>;
+}
+
+impl sealed::Sealed for &ValidDescriptor {}
+impl Openable for &ValidDescriptor {
+    type Output = Mapping;
+    fn open_under(self, opts: &OpenOptions, _: sealed::Token) -> Result<Mapping> {
+        by_source(self, None, opts)
+    }
+}
+
+impl sealed::Sealed for (&ValidDescriptor, OwnedFd) {}
+impl Openable for (&ValidDescriptor, OwnedFd) {
+    type Output = Mapping;
+    fn open_under(self, opts: &OpenOptions, _: sealed::Token) -> Result<Mapping> {
+        by_source(self.0, Some(self.1), opts)
+    }
+}
+
+impl sealed::Sealed for (&ValidDescriptor, Option<OwnedFd>) {}
+impl Openable for (&ValidDescriptor, Option<OwnedFd>) {
+    type Output = Mapping;
+    fn open_under(self, opts: &OpenOptions, _: sealed::Token) -> Result<Mapping> {
+        by_source(self.0, self.1, opts)
+    }
+}
+
+impl sealed::Sealed for Incoming {}
+impl Openable for Incoming {
+    type Output = Mapping;
+    fn open_under(self, opts: &OpenOptions, _: sealed::Token) -> Result<Mapping> {
+        by_source(&self.descriptor, self.fd, opts)
+    }
+}
+
+impl sealed::Sealed for &ArrayMessage {}
+impl Openable for &ArrayMessage {
+    type Output = Received;
+    fn open_under(self, opts: &OpenOptions, _: sealed::Token) -> Result<Received> {
+        crate::message::receive(self, None, opts)
+    }
+}
+
+impl sealed::Sealed for (&ArrayMessage, Option<OwnedFd>) {}
+impl Openable for (&ArrayMessage, Option<OwnedFd>) {
+    type Output = Received;
+    fn open_under(self, opts: &OpenOptions, _: sealed::Token) -> Result<Received> {
+        crate::message::receive(self.0, self.1, opts)
+    }
+}
+
+/// Opens a descriptor whose source is a path.
+#[deprecated(note = "use OpenOptions::open, the one open: `opts.open(&desc)`")]
+#[doc(hidden)]
 pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
+    by_path(desc, opts)
+}
+
+/// Opens a descriptor whose source is a passed fd.
+#[deprecated(note = "use OpenOptions::open, the one open: `opts.open((&desc, fd))`")]
+#[doc(hidden)]
+pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Result<Mapping> {
+    by_fd(desc, fd, opts)
+}
+
+/// Opens a descriptor by whatever came with it.
+#[deprecated(note = "use OpenOptions::open, the one open: `opts.open((&desc, fd))`")]
+#[doc(hidden)]
+pub fn open_source(
+    desc: &ValidDescriptor,
+    fd: Option<OwnedFd>,
+    opts: &OpenOptions,
+) -> Result<Mapping> {
+    by_source(desc, fd, opts)
+}
+
+/// The path case of [`OpenOptions::open`] (O5, O1–O4, O6–O8, O12, §7, O10, O11).
+fn by_path(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     let mode = grant(desc, opts)?;
     let Some(path) = desc.path().filter(|_| desc.source() == Source::Path) else {
         return Err(Error::MissingFd);
@@ -60,7 +209,7 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     let (root, rel) = find_root(path, opts)?;
     if let Some(key) = desc.identity() {
         // Only a region this process opened by the same path under an equal policy.
-        let accept = |r: &SharedRegion| match r.origin() {
+        let accept = |r: &ReusableRegion| match r.origin() {
             Origin::Path { path: p, policy } => p == path && opts.same_policy(policy),
             Origin::Fd => false,
         };
@@ -76,25 +225,8 @@ pub fn open(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mapping> {
     map(desc, mode, file, &st, segment, opts)
 }
 
-/// Opens a descriptor whose source is a passed file descriptor (received with SCM_RIGHTS),
-/// and maps its enclosing buffer. The fd is consumed: kept while a writable mapping needs it,
-/// closed once a read-only map no longer does.
-///
-/// Checks, in order: mode (O5), regular file (O6), length (O7), identity (O8), — unless
-/// [`OpenOptions::allow_unsealed_fds`] — that the file is sealed against shrinking (O9), and
-/// that a file in shared memory has its buffer's bytes allocated (O12). A
-/// read-only mapping of the received file (same device and inode) already in this process is
-/// reused.
-///
-/// # Errors
-/// [`Error::ModeNotAllowed`] (O5), [`Error::UnexpectedFd`] for a descriptor whose source is a
-/// path (the fd is closed; use [`open`] or [`open_source`]), [`Error::NotRegularFile`] (O6),
-/// [`Error::LengthMismatch`] (O7), [`Error::IdentityMismatch`] (O8), [`Error::NotSealed`]
-/// (O9, unless [`OpenOptions::allow_unsealed_fds`]), [`Error::Sparse`] (O12),
-/// [`Error::SegmentBusy`] (retryable) and
-/// [`Error::StaleSegment`] (O10) for a segment, [`Error::Map`] (O11), and [`Error::Io`] when
-/// `fstat` or `flock` fails.
-pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Result<Mapping> {
+/// The fd case of [`OpenOptions::open`] (O5, O6–O9, O12, §7, O10, O11).
+fn by_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Result<Mapping> {
     let mode = grant(desc, opts)?;
     if desc.source() != Source::Fd {
         return Err(Error::UnexpectedFd);
@@ -112,21 +244,12 @@ pub fn open_fd(desc: &ValidDescriptor, fd: OwnedFd, opts: &OpenOptions) -> Resul
     map(desc, mode, file, &st, segment, opts)
 }
 
-/// Opens a descriptor by whatever came with it: `fd` for an fd descriptor ([`open_fd`]),
-/// nothing for a path descriptor ([`open`]). The one dispatch every receiver uses.
-///
-/// # Errors
-/// [`Error::MissingFd`] for an fd descriptor without an fd, [`Error::UnexpectedFd`] for a
-/// path descriptor with one (which is closed); otherwise those of [`open`] and [`open_fd`].
-pub fn open_source(
-    desc: &ValidDescriptor,
-    fd: Option<OwnedFd>,
-    opts: &OpenOptions,
-) -> Result<Mapping> {
+/// The dispatch of [`OpenOptions::open`]: by the fd that came, or by the path.
+fn by_source(desc: &ValidDescriptor, fd: Option<OwnedFd>, opts: &OpenOptions) -> Result<Mapping> {
     match (desc.source(), fd) {
-        (Source::Fd, Some(fd)) => open_fd(desc, fd, opts),
+        (Source::Fd, Some(fd)) => by_fd(desc, fd, opts),
         (Source::Fd, None) => Err(Error::MissingFd),
-        (Source::Path, None) => open(desc, opts),
+        (Source::Path, None) => by_path(desc, opts),
         (Source::Path, Some(_)) => Err(Error::UnexpectedFd),
     }
 }
@@ -254,13 +377,13 @@ fn reuse_region(
     mode: Mode,
     opts: &OpenOptions,
     key: (u64, u64),
-    accept: impl Fn(&SharedRegion) -> bool,
+    accept: impl Fn(&ReusableRegion) -> bool,
 ) -> Result<Option<Mapping>> {
     if !opts.reuse || mode != Mode::ReadOnly || desc.buffer_len() == 0 {
         return Ok(None);
     }
     let Some((region, start)) =
-        SharedRegion::find(key, desc.buffer_offset(), desc.buffer_len(), accept)
+        ReusableRegion::find(key, desc.buffer_offset(), desc.buffer_len(), accept)
     else {
         return Ok(None);
     };
@@ -273,7 +396,7 @@ fn reuse_region(
     }
     let st = check_file(region.file(), desc)?;
     check_allocated(region.file(), &st, desc)?;
-    Ok(Some(Mapping::shared(desc.clone(), region, start)))
+    Ok(Some(Mapping::reusable(desc.clone(), region, start)))
 }
 
 /// O11: maps the enclosing buffer of the checked `file`.
@@ -307,11 +430,11 @@ fn map(
                 None => Origin::Fd,
             };
             let key = (st.st_dev, st.st_ino);
-            let region = SharedRegion::new(map, file, origin, key, offset, segment);
+            let region = ReusableRegion::new(map, file, origin, key, offset, segment);
             if opts.reuse {
                 region.publish();
             }
-            Ok(Mapping::shared(desc.clone(), region, 0))
+            Ok(Mapping::reusable(desc.clone(), region, 0))
         }
         Mode::ReadWrite => {
             let map = sys::map_write(&file, offset, len).map_err(map_err)?;

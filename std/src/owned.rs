@@ -2,7 +2,8 @@
 
 use stridemap_core::{DType, Layout, Order};
 
-use crate::sys::SharedBytes;
+use crate::sys::VolatileBytes;
+use crate::view::as_u64s;
 use crate::{ByteView, Element, Error, Result, View, ViewError, ViewMut, ViewResult};
 
 /// An array whose bytes this process owns, packed in C order in an 8-byte-aligned buffer:
@@ -37,8 +38,8 @@ impl OwnedArray {
     /// # Errors
     /// [`ViewError::Layout`](crate::ViewError::Layout) (inside [`Error::View`]) for a shape
     /// that does not fit; [`Error::InlineLength`] if `bytes` is not exactly the array's size.
-    pub fn from_bytes(dtype: DType, shape: &[u64], bytes: &[u8]) -> Result<OwnedArray> {
-        let layout = Layout::contiguous(dtype.itemsize(), shape, Order::C)?;
+    pub fn from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Result<OwnedArray> {
+        let layout = Layout::contiguous(dtype.itemsize(), as_u64s(shape), Order::C)?;
         if layout.nbytes() != bytes.len() as u64 {
             return Err(Error::InlineLength {
                 expected: layout.nbytes(),
@@ -58,7 +59,7 @@ impl OwnedArray {
 
     /// The elements of `layout` over `src`, copied and packed in C order.
     pub(crate) fn copy_from(
-        src: SharedBytes<'_>,
+        src: VolatileBytes<'_>,
         layout: Layout,
         dtype: DType,
     ) -> ViewResult<OwnedArray> {

@@ -263,7 +263,7 @@ mod tests {
         };
         let ok = folder("stridemap-ok", 0o700);
         assert_eq!(
-            crate::open(&desc_of(&ok), &opts)
+            opts.open(&desc_of(&ok))
                 .unwrap()
                 .copy_array()
                 .unwrap()
@@ -272,7 +272,7 @@ mod tests {
         );
         // Open to the group: not private.
         let wide = folder("stridemap-wide", 0o755);
-        let e = crate::open(&desc_of(&wide), &opts).unwrap_err();
+        let e = opts.open(&desc_of(&wide)).unwrap_err();
         assert!(matches!(e, Error::UntrustedFolder { .. }), "{e}");
         assert_eq!(e.rule(), Some("O2"));
         assert!(e.to_string().contains("0755"), "{e}");
@@ -280,14 +280,16 @@ mod tests {
         let theirs = folder("stridemap-theirs", 0o700);
         if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(theirs.parent().unwrap(), Some(65534), None).unwrap();
-            let e = crate::open(&desc_of(&theirs), &opts).unwrap_err();
+            let e = opts.open(&desc_of(&theirs)).unwrap_err();
             assert!(e.to_string().contains("uid 65534"), "{e}");
         } else {
             eprintln!("note: not root; the foreign-uid folder case is not exercised");
         }
         // A plain file and a symbolic link named like a folder.
         std::fs::write(base.join("stridemap-file"), b"abc").unwrap();
-        let e = crate::open(&desc_of(&base.join("stridemap-file")), &opts).unwrap_err();
+        let e = opts
+            .open(&desc_of(&base.join("stridemap-file")))
+            .unwrap_err();
         assert!(matches!(e, Error::UntrustedFolder { .. }), "{e}");
         std::os::unix::fs::symlink(base.join("stridemap-ok"), base.join("stridemap-link")).unwrap();
         let mut d = desc_of(&ok);
@@ -298,7 +300,7 @@ mod tests {
             .path(linked.to_str().unwrap())
             .build()
             .unwrap();
-        let e = crate::open(&d, &opts.clone().reuse_mappings(false)).unwrap_err();
+        let e = opts.clone().reuse_mappings(false).open(&d).unwrap_err();
         assert!(matches!(e, Error::UntrustedFolder { .. }), "{e}");
     }
 
@@ -312,7 +314,7 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let opts = OpenOptions::new().only_roots([&link]).reuse_mappings(false);
         for p in [real.join("x"), link.join("x")] {
-            let m = crate::open(&desc_of(&p), &opts).unwrap();
+            let m = opts.open(&desc_of(&p)).unwrap();
             assert_eq!(m.copy_array().unwrap().bytes(), b"abc", "{}", p.display());
         }
     }

@@ -1,8 +1,8 @@
 //! Passing descriptors over a Unix stream socket (SPEC.md §6.1): fixed records back to back,
 //! the segment's fd as SCM_RIGHTS on the same `sendmsg`, received close-on-exec.
 //!
-//! A producer [`send`]s; a consumer [`recv`]s an [`Incoming`] descriptor and
-//! [`open`](Incoming::open)s it (by its fd if one came with it, else by its path).
+//! A producer [`send`]s; a consumer [`recv`]s an [`Incoming`] descriptor and opens it with
+//! [`OpenOptions::open`] (by its fd if one came with it, else by its path).
 //!
 //! ```
 //! use std::os::unix::net::UnixStream;
@@ -27,13 +27,22 @@ use rustix::net::{
 };
 use stridemap_core::{RECORD_LEN, ValidDescriptor, decode};
 
-use crate::{Error, Mapping, OpenOptions, Result, open_source};
+use crate::{Error, Mapping, OpenOptions, Result};
 
 fn io(context: &str, e: impl Into<std::io::Error>) -> Error {
     Error::io(context, e.into())
 }
 
-/// A descriptor received from a peer, and the fd that came with it (close-on-exec).
+/// A descriptor received from a peer, and the fd that came with it (close-on-exec): open it
+/// with [`OpenOptions::open`] (by its fd if one came, kept open by the mapping while it
+/// lives: it holds the segment lock of SPEC.md §7; else by its path).
+///
+/// ```
+/// fn total(stream: &std::os::unix::net::UnixStream) -> Result<f64, stridemap::Error> {
+///     let m = stridemap::OpenOptions::new().open(stridemap::socket::recv(stream)?)?;
+///     Ok(m.volatile_view::<f64>()?.iter().sum())
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Incoming {
     /// The descriptor, validated.
@@ -43,21 +52,11 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Opens the descriptor under `opts`: by its fd if one came with it (kept open by the
-    /// mapping while it lives: it holds the segment lock of SPEC.md §7, and a shared region
-    /// re-checks it with `fstat` on reuse), else by its path ([`open_source`]).
-    ///
-    /// ```
-    /// fn total(stream: &std::os::unix::net::UnixStream) -> Result<f64, stridemap::Error> {
-    ///     let m = stridemap::socket::recv(stream)?.open(&stridemap::OpenOptions::new())?;
-    ///     Ok(m.shared_view::<f64>()?.iter().sum())
-    /// }
-    /// ```
-    ///
-    /// # Errors
-    /// Those of [`open_source`].
+    /// Opens the descriptor under `opts`.
+    #[deprecated(note = "use OpenOptions::open, the one open: `opts.open(incoming)`")]
+    #[doc(hidden)]
     pub fn open(self, opts: &OpenOptions) -> Result<Mapping> {
-        open_source(&self.descriptor, self.fd, opts)
+        opts.open(self)
     }
 }
 

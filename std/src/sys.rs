@@ -16,14 +16,14 @@
 //!   promised it for that one map ([`Promise::for_map`], an `unsafe fn`, reached only
 //!   through `Mapping::assume_no_outside_writes`). A map of no bytes is not a map: the
 //!   mapping lends `&[]` without either.
-//! - **Raw access** ([`SharedBytes`], [`SharedBytesMut`]) for every other map: no reference to
+//! - **Raw access** ([`VolatileBytes`], [`VolatileBytesMut`]) for every other map: no reference to
 //!   the bytes is ever made; each element is read or written with one volatile access, bulk
 //!   copies go to or from memory this process owns. The compiler assumes nothing about the
 //!   bytes between accesses, so a change made by another process (outside the Rust abstract
 //!   machine, like a device writing memory) can only change the *values* read, and every bit
 //!   pattern is a valid value of an `Element` (they are `Pod`). An element written by another
 //!   process at the same moment may be read torn, as in C. Inside this process, raw writers
-//!   of one map never touch the same byte from two threads: [`SharedBytesMut`] is not
+//!   of one map never touch the same byte from two threads: [`VolatileBytesMut`] is not
 //!   `Clone` or `Sync`, and a split ([`split_ranges`]) gives each piece a handle allowed
 //!   bytes no other piece is allowed: a window of its own, or a [`Part`] (the elements of
 //!   one layout with an index range of their own on one axis). Every access checks that it
@@ -96,7 +96,7 @@ impl crate::Mapping {
     /// memmap2's contract for `Mmap`: the views lend `&T`/`&mut T`, and the compiler may
     /// assume that what they point to does not change (or, for `&mut`, that nothing else
     /// reads it). A writer elsewhere while views exist is undefined behaviour. For an `r+`
-    /// output that workers write, use [`shared_view_mut`](crate::Mapping::shared_view_mut) instead.
+    /// output that workers write, use [`volatile_view_mut`](crate::Mapping::volatile_view_mut) instead.
     ///
     /// ```
     /// # fn f(mut m: stridemap::Mapping) -> stridemap::Result<()> {
@@ -198,9 +198,9 @@ impl ReadMap {
     }
 
     /// The bytes, for raw access.
-    pub(crate) fn shared(&self) -> SharedBytes<'_> {
+    pub(crate) fn volatile(&self) -> VolatileBytes<'_> {
         // SAFETY: the map is `len` readable bytes and stays mapped while `self` is borrowed.
-        unsafe { SharedBytes::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+        unsafe { VolatileBytes::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 
     /// The bytes as a slice, if nobody can change them: the file is sealed for good, or
@@ -233,16 +233,16 @@ impl WriteMap {
         self.map.advise(advice)
     }
 
-    pub(crate) fn shared(&self) -> SharedBytes<'_> {
+    pub(crate) fn volatile(&self) -> VolatileBytes<'_> {
         // SAFETY: the map is `len` readable bytes and stays mapped while `self` is borrowed.
-        unsafe { SharedBytes::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+        unsafe { VolatileBytes::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 
-    pub(crate) fn shared_mut(&mut self) -> SharedBytesMut<'_> {
+    pub(crate) fn volatile_mut(&mut self) -> VolatileBytesMut<'_> {
         // SAFETY: the map is `len` readable and writable bytes, mapped while `self` is
         // borrowed; the borrow is exclusive, so in this process nothing else reaches the map
         // (no `bytes`/`bytes_mut` reference, no other handle) while the handle lives.
-        unsafe { SharedBytesMut::from_raw_parts(self.map.as_mut_ptr(), self.map.len()) }
+        unsafe { VolatileBytesMut::from_raw_parts(self.map.as_mut_ptr(), self.map.len()) }
     }
 
     /// As [`ReadMap::bytes`].
@@ -292,7 +292,7 @@ fn allowed(len: usize, lo: usize, hi: usize, parts: &[Part], off: usize, n: usiz
 /// `lo ≤ hi ≤ len`. Reads touch only bytes [`allowed`] (the bytes of a handle split from a
 /// writer: [`split_disjoint`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct SharedBytes<'a> {
+pub(crate) struct VolatileBytes<'a> {
     ptr: NonNull<u8>,
     len: usize,
     lo: usize,
@@ -301,11 +301,11 @@ pub(crate) struct SharedBytes<'a> {
     _life: PhantomData<&'a [u8]>,
 }
 
-// SAFETY: `SharedBytes` only reads, through raw volatile loads and copies into memory the
+// SAFETY: `VolatileBytes` only reads, through raw volatile loads and copies into memory the
 // caller owns; reads from several threads at once are not data races.
-unsafe impl Send for SharedBytes<'_> {}
-// SAFETY: as above; `&SharedBytes` allows nothing but reads.
-unsafe impl Sync for SharedBytes<'_> {}
+unsafe impl Send for VolatileBytes<'_> {}
+// SAFETY: as above; `&VolatileBytes` allows nothing but reads.
+unsafe impl Sync for VolatileBytes<'_> {}
 
 /// Bytes this handle may write (and read) through raw pointers only.
 ///
@@ -314,7 +314,7 @@ unsafe impl Sync for SharedBytes<'_> {}
 /// access but this handle's (and those of handles it lends or was split into) reaches those
 /// bytes for `'a`. Two handles split from one ([`split_disjoint`]) are allowed disjoint bytes.
 #[derive(Debug)]
-pub(crate) struct SharedBytesMut<'a> {
+pub(crate) struct VolatileBytesMut<'a> {
     ptr: NonNull<u8>,
     len: usize,
     lo: usize,
@@ -324,17 +324,17 @@ pub(crate) struct SharedBytesMut<'a> {
 }
 
 // SAFETY: the handle owns its (raw, exclusive within this process) access, as `&mut [u8]`
-// does; moving it to another thread moves that access. It is not `Sync`: `&SharedBytesMut`
+// does; moving it to another thread moves that access. It is not `Sync`: `&VolatileBytesMut`
 // only reads, but `Sync` would let a read race a write of the handle's owner.
-unsafe impl Send for SharedBytesMut<'_> {}
+unsafe impl Send for VolatileBytesMut<'_> {}
 
-impl<'a> SharedBytes<'a> {
+impl<'a> VolatileBytes<'a> {
     /// The raw handle to `len` bytes at `ptr`.
     ///
     /// # Safety
     /// `ptr .. ptr + len` is readable for all of `'a` (the type invariant).
     unsafe fn from_raw_parts(ptr: *const u8, len: usize) -> Self {
-        SharedBytes {
+        VolatileBytes {
             ptr: nonnull(ptr.cast_mut()),
             len,
             lo: 0,
@@ -344,10 +344,10 @@ impl<'a> SharedBytes<'a> {
         }
     }
 
-    /// Borrowed memory, viewed raw (what a `View` made from a slice lends its shared twin).
+    /// Borrowed memory, viewed raw (what a `View` made from a slice lends its volatile twin).
     pub(crate) fn from_slice(s: &'a [u8]) -> Self {
         // SAFETY: a slice borrowed for 'a is readable for 'a.
-        unsafe { SharedBytes::from_raw_parts(s.as_ptr(), s.len()) }
+        unsafe { VolatileBytes::from_raw_parts(s.as_ptr(), s.len()) }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -357,14 +357,14 @@ impl<'a> SharedBytes<'a> {
     /// The `len` bytes from `start` (clamped to what is there), as a handle of its own. For
     /// the whole of a map; a handle split from a writer gets an empty window (its parts are
     /// placed in its own range).
-    pub(crate) fn window(self, start: usize, len: usize) -> SharedBytes<'a> {
+    pub(crate) fn window(self, start: usize, len: usize) -> VolatileBytes<'a> {
         let start = start.min(self.len);
         let len = len.min(self.len - start);
         // SAFETY: `start ≤ self.len`, so the pointer stays inside (or one past) the range.
         let ptr = unsafe { self.ptr.as_ptr().add(start) };
         // SAFETY: `start + len ≤ self.len`: the window lies inside this handle's range, which
         // is readable for 'a (type invariant).
-        let mut w = unsafe { SharedBytes::from_raw_parts(ptr, len) };
+        let mut w = unsafe { VolatileBytes::from_raw_parts(ptr, len) };
         if self.parts.is_empty() {
             w.lo = self.lo.saturating_sub(start).min(len);
             w.hi = self.hi.saturating_sub(start).clamp(w.lo, len);
@@ -463,7 +463,7 @@ fn read_at<T: Pod>(p: *const u8) -> T {
     }
 }
 
-impl<'a> SharedBytesMut<'a> {
+impl<'a> VolatileBytesMut<'a> {
     /// The raw writing handle to `len` bytes at `ptr`.
     ///
     /// # Safety
@@ -472,7 +472,7 @@ impl<'a> SharedBytesMut<'a> {
     /// lends or is split into (the type invariant).
     unsafe fn from_raw_parts(ptr: *mut u8, len: usize) -> Self {
         // SAFETY: the caller's promise is the invariant for the whole range, all allowed.
-        unsafe { SharedBytesMut::with_bounds(nonnull(ptr), len, 0, len, Vec::new()) }
+        unsafe { VolatileBytesMut::with_bounds(nonnull(ptr), len, 0, len, Vec::new()) }
     }
 
     /// The raw writing handle to `len` bytes at `ptr`, allowed the bytes `lo..hi` (clamped to
@@ -490,7 +490,7 @@ impl<'a> SharedBytesMut<'a> {
         parts: Vec<Part>,
     ) -> Self {
         let hi = hi.min(len);
-        SharedBytesMut {
+        VolatileBytesMut {
             ptr,
             len,
             lo: lo.min(hi),
@@ -504,20 +504,20 @@ impl<'a> SharedBytesMut<'a> {
     pub(crate) fn from_slice(s: &'a mut [u8]) -> Self {
         // SAFETY: a slice borrowed mutably for 'a is readable, writable and reached only
         // through this borrow for 'a.
-        unsafe { SharedBytesMut::from_raw_parts(s.as_mut_ptr(), s.len()) }
+        unsafe { VolatileBytesMut::from_raw_parts(s.as_mut_ptr(), s.len()) }
     }
 
     /// A shorter-lived handle to the same bytes.
-    pub(crate) fn reborrow(&mut self) -> SharedBytesMut<'_> {
+    pub(crate) fn reborrow(&mut self) -> VolatileBytesMut<'_> {
         let (lo, hi, parts) = (self.lo, self.hi, self.parts.clone());
         // SAFETY: the same range and allowed bytes as `self` (type invariant); `self` is
         // borrowed mutably for the new handle's life, so the two are never used at once.
-        unsafe { SharedBytesMut::with_bounds(self.ptr, self.len, lo, hi, parts) }
+        unsafe { VolatileBytesMut::with_bounds(self.ptr, self.len, lo, hi, parts) }
     }
 
     /// Read access for as long as this handle is borrowed (to the same allowed bytes).
-    pub(crate) fn shared(&self) -> SharedBytes<'_> {
-        SharedBytes {
+    pub(crate) fn volatile(&self) -> VolatileBytes<'_> {
+        VolatileBytes {
             ptr: self.ptr,
             len: self.len,
             lo: self.lo,
@@ -542,7 +542,7 @@ impl<'a> SharedBytesMut<'a> {
 
     #[inline(always)]
     pub(crate) fn read<T: Pod>(&self, off: usize) -> Option<T> {
-        self.shared().read(off)
+        self.volatile().read(off)
     }
 
     /// Writes `v` at byte `off` (one volatile store if aligned); `None` if it is not inside
@@ -773,11 +773,11 @@ fn span_of(layout: &Layout) -> std::ops::Range<usize> {
 /// Splits a writer of the elements of `layout` along `axis` at index `at`: writers of the
 /// indices before `at` and of those from it on, with their layouts ([`split_ranges`]).
 pub(crate) fn split_disjoint<'a>(
-    bytes: SharedBytesMut<'a>,
+    bytes: VolatileBytesMut<'a>,
     layout: &Layout,
     axis: usize,
     at: u64,
-) -> Option<(SharedBytesMut<'a>, Layout, SharedBytesMut<'a>, Layout)> {
+) -> Option<(VolatileBytesMut<'a>, Layout, VolatileBytesMut<'a>, Layout)> {
     let len = *layout.shape().get(axis)?;
     let mut halves = split_ranges(bytes, layout, axis, &[0, at.min(len), len])?.into_iter();
     let (ha, a) = halves.next()?;
@@ -792,11 +792,11 @@ pub(crate) fn split_disjoint<'a>(
 /// gets a [`Part`] of `layout` (a division per axis per access). `None` if pieces interleave
 /// and elements of `layout` may share bytes, or `axis` or `bounds` is wrong.
 pub(crate) fn split_ranges<'a>(
-    bytes: SharedBytesMut<'a>,
+    bytes: VolatileBytesMut<'a>,
     layout: &Layout,
     axis: usize,
     bounds: &[u64],
-) -> Option<Vec<(SharedBytesMut<'a>, Layout)>> {
+) -> Option<Vec<(VolatileBytesMut<'a>, Layout)>> {
     let len = *layout.shape().get(axis)?;
     if bounds.windows(2).any(|w| w[0] > w[1]) || bounds.last().is_some_and(|&b| b > len) {
         return None;
@@ -812,7 +812,7 @@ pub(crate) fn split_ranges<'a>(
             .ok()?;
         pieces.push(l);
     }
-    let SharedBytesMut {
+    let VolatileBytesMut {
         ptr,
         len: n,
         lo,
@@ -857,7 +857,7 @@ pub(crate) fn split_ranges<'a>(
         // when that element's index is in its range. Neither premise rests on the
         // sub-layouts `pieces` (core's slicing): a wrong one could only make its view's
         // accesses fail.
-        let h = unsafe { SharedBytesMut::with_bounds(ptr, n, wlo, whi, p) };
+        let h = unsafe { VolatileBytesMut::with_bounds(ptr, n, wlo, whi, p) };
         out.push((h, l));
     }
     Some(out)
@@ -1016,8 +1016,8 @@ impl<'a, T> Iterator for IterMut<'a, T> {
     }
 }
 
-impl<'a, T: crate::Element> crate::SharedView<'a, T> {
-    /// A shared view of `layout` over `len` bytes at `ptr` that something else may change
+impl<'a, T: crate::Element> crate::VolatileView<'a, T> {
+    /// A volatile view of `layout` over `len` bytes at `ptr` that something else may change
     /// (e.g. a producer's own map of an `r+` output that consumers write).
     ///
     /// # Safety
@@ -1025,20 +1025,20 @@ impl<'a, T: crate::Element> crate::SharedView<'a, T> {
     /// this process makes no `&mut` reference to those bytes during `'a`.
     ///
     /// # Errors
-    /// As [`SharedView::new`](crate::SharedView::new).
+    /// As [`VolatileView::new`](crate::VolatileView::new).
     pub unsafe fn from_raw_parts(
         ptr: *const u8,
         len: usize,
         layout: Layout,
-    ) -> crate::ViewResult<crate::SharedView<'a, T>> {
+    ) -> crate::ViewResult<crate::VolatileView<'a, T>> {
         // SAFETY: the caller's promise (readable for 'a) is `from_raw_parts`'s contract.
-        let bytes = unsafe { SharedBytes::from_raw_parts(ptr, len) };
-        crate::SharedView::with_source(bytes, layout, None)
+        let bytes = unsafe { VolatileBytes::from_raw_parts(ptr, len) };
+        crate::VolatileView::with_source(bytes, layout, None)
     }
 }
 
-impl<'a, T: crate::Element> crate::SharedViewMut<'a, T> {
-    /// A writable shared view of `layout` over `len` bytes at `ptr` that other processes
+impl<'a, T: crate::Element> crate::VolatileViewMut<'a, T> {
+    /// A writable volatile view of `layout` over `len` bytes at `ptr` that other processes
     /// may read and write meanwhile (a producer's own map of an `r+` output).
     ///
     /// # Safety
@@ -1047,16 +1047,16 @@ impl<'a, T: crate::Element> crate::SharedViewMut<'a, T> {
     /// through this view and views split from it.
     ///
     /// # Errors
-    /// As [`SharedViewMut::new`](crate::SharedViewMut::new).
+    /// As [`VolatileViewMut::new`](crate::VolatileViewMut::new).
     pub unsafe fn from_raw_parts(
         ptr: *mut u8,
         len: usize,
         layout: Layout,
-    ) -> crate::ViewResult<crate::SharedViewMut<'a, T>> {
+    ) -> crate::ViewResult<crate::VolatileViewMut<'a, T>> {
         // SAFETY: the caller's promise (readable and writable for 'a, reached only through
         // this view and views split from it) is `from_raw_parts`'s contract.
-        let bytes = unsafe { SharedBytesMut::from_raw_parts(ptr, len) };
-        crate::SharedViewMut::with_source(bytes, layout, None)
+        let bytes = unsafe { VolatileBytesMut::from_raw_parts(ptr, len) };
+        crate::VolatileViewMut::with_source(bytes, layout, None)
     }
 }
 
@@ -1065,7 +1065,7 @@ mod tests {
     use proptest::prelude::*;
     use stridemap_core::Layout;
 
-    use super::{Part, SharedBytesMut, split_ranges};
+    use super::{Part, VolatileBytesMut, split_ranges};
 
     /// A layout of up to 3 axes (lengths 0–4, strides any multiple of the itemsize, negative
     /// and zero included) over a buffer just large enough.
@@ -1163,7 +1163,7 @@ mod tests {
             let len = l.shape()[axis];
             let bounds = [0, cut.min(len), len];
             let mut buf = vec![0u8; 1 << 12];
-            let whole = SharedBytesMut::from_slice(&mut buf);
+            let whole = VolatileBytesMut::from_slice(&mut buf);
             let Some(pieces) = split_ranges(whole, &l, axis, &bounds) else {
                 prop_assert!(l.may_overlap());
                 return Ok(());

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{MemfdFlags, SealFlags, fcntl_add_seals, ftruncate, memfd_create};
-use stridemap::{Error, OpenOptions, ViewError, npy, open, open_fd, open_source};
+use stridemap::{Error, OpenOptions, ViewError, npy};
 use stridemap_core::{Builder, DType, Mode, Order, Slice, ValidDescriptor};
 
 struct Fixture {
@@ -55,8 +55,8 @@ fn describe(path: &Path, shape: &[u64], pad: u64) -> ValidDescriptor {
 fn joblib_failure_cases_round_trip() {
     let fx = Fixture::new();
     let path = fx.write_f64("m.bin", 1000, 4096);
-    let m = open(&describe(&path, &[1000], 4096), &fx.opts()).unwrap();
-    let v = m.shared_view::<f64>().unwrap();
+    let m = fx.opts().open(&describe(&path, &[1000], 4096)).unwrap();
+    let v = m.volatile_view::<f64>().unwrap();
     let cases: Vec<(&str, Slice, Vec<f64>)> = vec![
         (
             "m[::-1]",
@@ -80,23 +80,23 @@ fn joblib_failure_cases_round_trip() {
         let desc = sub.describe().unwrap();
         assert!(desc.strides()[0] < 0, "{name}");
         let wire = stridemap_core::decode(&desc.to_bytes()).unwrap();
-        let again = open(&wire, &fx.opts()).unwrap();
+        let again = fx.opts().open(&wire).unwrap();
         assert_eq!(
-            again.shared_view::<f64>().unwrap().to_vec(),
+            again.volatile_view::<f64>().unwrap().to_vec(),
             want,
             "{name} after describe → open"
         );
     }
     // The transpose of a C-ordered 2-d mapping.
-    let m2 = open(&describe(&path, &[25, 40], 4096), &fx.opts()).unwrap();
-    let t = m2.shared_view::<f64>().unwrap().t();
+    let m2 = fx.opts().open(&describe(&path, &[25, 40], 4096)).unwrap();
+    let t = m2.volatile_view::<f64>().unwrap().t();
     let desc = t.describe().unwrap();
     assert_eq!(
         (desc.shape(), desc.strides()),
         (&[40, 25][..], &[8, 320][..])
     );
-    let again = open(&desc, &fx.opts()).unwrap();
-    let tv = again.shared_view::<f64>().unwrap();
+    let again = fx.opts().open(&desc).unwrap();
+    let tv = again.volatile_view::<f64>().unwrap();
     for i in 0..40usize {
         for j in 0..25usize {
             assert_eq!(tv.get(&[i, j]).unwrap(), (j * 40 + i) as f64);
@@ -108,8 +108,11 @@ fn joblib_failure_cases_round_trip() {
         .unwrap()
         .slice_axis(1, Slice::step(3))
         .unwrap();
-    let reopened = open(&w.describe().unwrap(), &fx.opts()).unwrap();
-    assert_eq!(reopened.shared_view::<f64>().unwrap().to_vec(), w.to_vec());
+    let reopened = fx.opts().open(&w.describe().unwrap()).unwrap();
+    assert_eq!(
+        reopened.volatile_view::<f64>().unwrap().to_vec(),
+        w.to_vec()
+    );
 }
 
 #[test]
@@ -117,7 +120,7 @@ fn each_open_check_has_its_error() {
     let fx = Fixture::new();
     let path = fx.write_f64("a.bin", 100, 0);
     let good = describe(&path, &[100], 0);
-    assert!(open(&good, &fx.opts()).is_ok());
+    assert!(fx.opts().open(&good).is_ok());
 
     // O7: a file shorter than the descriptor says (truncated after describing).
     let short = fx.write_f64("short.bin", 100, 0);
@@ -129,7 +132,7 @@ fn each_open_check_has_its_error() {
         .set_len(400)
         .unwrap();
     assert!(matches!(
-        open(&d, &fx.opts()),
+        fx.opts().open(&d),
         Err(Error::LengthMismatch {
             expected: 800,
             actual: 400
@@ -143,12 +146,12 @@ fn each_open_check_has_its_error() {
     fs::rename(&replaced, fx.root.join("r.old")).unwrap();
     fx.write_f64("r.bin", 100, 0);
     assert!(matches!(
-        open(&d, &fx.opts()),
+        fx.opts().open(&d),
         Err(Error::IdentityMismatch { .. })
     ));
 
     // O2: outside the roots (the default roots only allow stridemap's segment folders).
-    let err = open(&good, &OpenOptions::new()).unwrap_err();
+    let err = OpenOptions::new().open(&good).unwrap_err();
     assert!(matches!(err, Error::OutsideRoots { .. }), "{err}");
     assert_eq!(err.rule(), Some("O2"));
 
@@ -160,7 +163,7 @@ fn each_open_check_has_its_error() {
         "a.bin".to_string(),
     ] {
         let d = good.to_builder().path(&p).build().unwrap();
-        let err = open(&d, &fx.opts()).unwrap_err();
+        let err = fx.opts().open(&d).unwrap_err();
         assert!(matches!(err, Error::BadPath { .. }), "{p}: {err}");
     }
 
@@ -176,7 +179,7 @@ fn each_open_check_has_its_error() {
                 .path(p.to_str().unwrap())
                 .build()
                 .unwrap();
-            let err = open(&d, &opts).unwrap_err();
+            let err = opts.open(&d).unwrap_err();
             assert!(matches!(err, Error::Symlink { .. }), "{name}: {err}");
             assert_eq!(err.rule(), Some("O3"));
         }
@@ -186,11 +189,11 @@ fn each_open_check_has_its_error() {
             .path(p.to_str().unwrap())
             .build()
             .unwrap();
-        assert!(open(&d, &opts).is_ok());
+        assert!(opts.open(&d).is_ok());
     }
 
     // O5: a write request on a read-only descriptor.
-    let err = open(&good, &fx.opts().mode(Mode::ReadWrite)).unwrap_err();
+    let err = fx.opts().mode(Mode::ReadWrite).open(&good).unwrap_err();
     assert!(matches!(
         err,
         Error::ModeNotAllowed {
@@ -205,14 +208,14 @@ fn each_open_check_has_its_error() {
         .path(fx.root.join("gone.bin").to_str().unwrap())
         .build()
         .unwrap();
-    assert!(matches!(open(&gone, &fx.opts()), Err(Error::Open { .. })));
+    assert!(matches!(fx.opts().open(&gone), Err(Error::Open { .. })));
     fs::create_dir(fx.root.join("adir")).unwrap();
     let dir = Builder::new(DType::parse("|u1").unwrap(), &[0])
         .file_len(4096)
         .path(fx.root.join("adir").to_str().unwrap())
         .build()
         .unwrap();
-    let err = open(&dir, &fx.opts()).unwrap_err();
+    let err = fx.opts().open(&dir).unwrap_err();
     assert!(
         matches!(
             err,
@@ -223,7 +226,7 @@ fn each_open_check_has_its_error() {
 
     // An fd descriptor opened as a path (and the reverse).
     let fd_desc = good.to_builder().fd().build().unwrap();
-    assert!(matches!(open(&fd_desc, &fx.opts()), Err(Error::MissingFd)));
+    assert!(matches!(fx.opts().open(&fd_desc), Err(Error::MissingFd)));
 }
 
 #[test]
@@ -236,15 +239,15 @@ fn modes_r_plus_and_copy_on_write() {
         .build()
         .unwrap();
     // r+: writes reach the file (another mapping sees them).
-    let mut a = open(&rw, &fx.opts().mode(Mode::ReadWrite)).unwrap();
-    a.shared_view_mut::<f64>()
+    let mut a = fx.opts().mode(Mode::ReadWrite).open(&rw).unwrap();
+    a.volatile_view_mut::<f64>()
         .unwrap()
         .index_axis(0, 1)
         .unwrap()
         .fill(-1.0);
-    let b = open(&rw, &fx.opts().reuse_mappings(false)).unwrap();
+    let b = fx.opts().reuse_mappings(false).open(&rw).unwrap();
     assert_eq!(
-        b.shared_view::<f64>()
+        b.volatile_view::<f64>()
             .unwrap()
             .index_axis(0, 1)
             .unwrap()
@@ -252,16 +255,22 @@ fn modes_r_plus_and_copy_on_write() {
         [-1.0; 4]
     );
     // c: private writes stay in the writer.
-    let mut c = open(&rw, &fx.opts().mode(Mode::CopyOnWrite)).unwrap();
-    c.shared_view_mut::<f64>().unwrap().fill(42.0);
-    assert_eq!(c.shared_view::<f64>().unwrap().get(&[3, 3]).unwrap(), 42.0);
-    let d = open(&rw, &fx.opts().reuse_mappings(false)).unwrap();
-    assert_eq!(d.shared_view::<f64>().unwrap().get(&[3, 3]).unwrap(), 15.0);
+    let mut c = fx.opts().mode(Mode::CopyOnWrite).open(&rw).unwrap();
+    c.volatile_view_mut::<f64>().unwrap().fill(42.0);
+    assert_eq!(
+        c.volatile_view::<f64>().unwrap().get(&[3, 3]).unwrap(),
+        42.0
+    );
+    let d = fx.opts().reuse_mappings(false).open(&rw).unwrap();
+    assert_eq!(
+        d.volatile_view::<f64>().unwrap().get(&[3, 3]).unwrap(),
+        15.0
+    );
     // c is allowed from an r descriptor; r+ is not; the read-only mapping refuses writes.
     let ro = describe(&path, &[16], 0);
-    assert!(open(&ro, &fx.opts().mode(Mode::CopyOnWrite)).is_ok());
-    let mut r = open(&ro, &fx.opts()).unwrap();
-    let refused = r.shared_view_mut::<f64>().unwrap_err();
+    assert!(fx.opts().mode(Mode::CopyOnWrite).open(&ro).is_ok());
+    let mut r = fx.opts().open(&ro).unwrap();
+    let refused = r.volatile_view_mut::<f64>().unwrap_err();
     assert!(matches!(refused, ViewError::ReadOnly));
     // The default options map read-only: the refusal names the option that writes.
     assert!(
@@ -290,11 +299,17 @@ fn read_only_mappings_of_one_region_are_reused() {
     let fx = Fixture::new();
     let path = fx.write_f64("big.bin", 1 << 16, 0);
     let whole = describe(&path, &[1 << 16], 0);
-    let first = open(&whole, &fx.opts()).unwrap();
-    let maps_before = fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count();
+    let first = fx.opts().open(&whole).unwrap();
+    // Maps of this file only: other tests of this binary map and unmap files meanwhile.
+    let maps_of_file = || {
+        fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with(path.to_str().unwrap()))
+            .count()
+    };
+    let maps_before = maps_of_file();
+    assert_eq!(maps_before, 1);
     let base = first.as_ptr();
     let views: Vec<_> = (0..100u64)
         .map(|i| {
@@ -302,32 +317,31 @@ fn read_only_mappings_of_one_region_are_reused() {
                 .layout()
                 .slice_axis(0, Slice::range(i as i64 * 10, i as i64 * 10 + 10))
                 .unwrap();
-            open(&whole.to_builder().layout(&l).build().unwrap(), &fx.opts()).unwrap()
+            fx.opts()
+                .open(&whole.to_builder().layout(&l).build().unwrap())
+                .unwrap()
         })
         .collect();
     for (i, m) in views.iter().enumerate() {
         assert_eq!(m.as_ptr(), base, "view {i} mapped again");
         assert_eq!(
-            m.shared_view::<f64>().unwrap().get(&[0]).unwrap(),
+            m.volatile_view::<f64>().unwrap().get(&[0]).unwrap(),
             i as f64 * 10.0
         );
     }
-    let maps_after = fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count();
-    assert!(
-        maps_after <= maps_before + 1,
-        "{maps_before} → {maps_after}"
-    );
+    let maps_after = maps_of_file();
+    assert_eq!(maps_after, maps_before, "{maps_before} → {maps_after}");
     // Writable and private mappings are never shared.
-    let cow = open(&whole, &fx.opts().mode(Mode::CopyOnWrite)).unwrap();
+    let cow = fx.opts().mode(Mode::CopyOnWrite).open(&whole).unwrap();
     assert_ne!(cow.as_ptr(), base);
     // Once every mapping is gone, a new open maps afresh (and still reads the file).
     drop(views);
     drop(first);
-    let again = open(&whole, &fx.opts()).unwrap();
-    assert_eq!(again.shared_view::<f64>().unwrap().get(&[7]).unwrap(), 7.0);
+    let again = fx.opts().open(&whole).unwrap();
+    assert_eq!(
+        again.volatile_view::<f64>().unwrap().get(&[7]).unwrap(),
+        7.0
+    );
 }
 
 fn memfd_with(data: &[u8], seals: SealFlags) -> (OwnedFd, u64, u64) {
@@ -359,24 +373,22 @@ fn fd_sources_need_seals() {
             .unwrap()
     };
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW);
-    let m = open_fd(&desc(dev, ino), fd, &OpenOptions::new()).unwrap();
+    let m = OpenOptions::new().open((&desc(dev, ino), fd)).unwrap();
     assert_eq!(
-        m.shared_view::<f64>().unwrap().t().get(&[1, 2]).unwrap(),
+        m.volatile_view::<f64>().unwrap().t().get(&[1, 2]).unwrap(),
         17.0
     );
 
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::empty());
-    let err = open_fd(&desc(dev, ino), fd, &OpenOptions::new()).unwrap_err();
+    let err = OpenOptions::new().open((&desc(dev, ino), fd)).unwrap_err();
     assert!(matches!(err, Error::NotSealed { seals: Some(_) }), "{err}");
     assert_eq!(err.rule(), Some("O9"));
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::empty());
     assert!(
-        open_fd(
-            &desc(dev, ino),
-            fd,
-            &OpenOptions::new().allow_unsealed_fds(true)
-        )
-        .is_ok()
+        OpenOptions::new()
+            .allow_unsealed_fds(true)
+            .open((&desc(dev, ino), fd))
+            .is_ok()
     );
 
     // A regular file passed as an fd cannot be sealed.
@@ -384,18 +396,20 @@ fn fd_sources_need_seals() {
     let path = fx.write_f64("f.bin", 64, 0);
     let meta = fs::metadata(&path).unwrap();
     let fd: OwnedFd = File::open(&path).unwrap().into();
-    let err = open_fd(&desc(meta.dev(), meta.ino()), fd, &OpenOptions::new()).unwrap_err();
+    let err = OpenOptions::new()
+        .open((&desc(meta.dev(), meta.ino()), fd))
+        .unwrap_err();
     assert!(matches!(err, Error::NotSealed { seals: None }), "{err}");
     // A path descriptor given an fd.
     let fd: OwnedFd = File::open(&path).unwrap().into();
     assert!(matches!(
-        open_fd(&describe(&path, &[64], 0), fd, &OpenOptions::new()),
+        OpenOptions::new().open((&describe(&path, &[64], 0), fd)),
         Err(Error::UnexpectedFd)
     ));
     // And the pair: an fd descriptor opened without its fd.
     let (_, dev, ino) = memfd_with(bytes, SealFlags::SHRINK);
     assert!(matches!(
-        open_source(&desc(dev, ino), None, &OpenOptions::new()),
+        OpenOptions::new().open((&desc(dev, ino), None)),
         Err(Error::MissingFd)
     ));
 }
@@ -415,26 +429,36 @@ fn only_frozen_memfds_lend_references() {
     let opts = OpenOptions::new().reuse_mappings(false);
     // Sealed against resizing but not writes: a peer may still write it.
     let (fd, dev, ino) = memfd_with(bytes, SealFlags::SHRINK | SealFlags::GROW);
-    let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
+    let m = opts.open((&desc(dev, ino), fd)).unwrap();
     assert!(!m.is_frozen());
     assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
-    assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+    assert_eq!(
+        m.volatile_view::<f64>().unwrap().iter().sum::<f64>(),
+        2016.0
+    );
     // F_SEAL_FUTURE_WRITE alone is not frozen: a map made before it stays writable (issue 20).
     let future = SealFlags::SHRINK | SealFlags::GROW | SealFlags::FUTURE_WRITE;
     let (fd, dev, ino) = memfd_with(bytes, future);
-    let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
+    let m = opts.open((&desc(dev, ino), fd)).unwrap();
     assert!(!m.is_frozen());
     assert!(matches!(m.bytes(), Err(ViewError::NotFrozen)));
     assert!(matches!(m.view::<f64>(), Err(ViewError::NotFrozen)));
-    assert_eq!(m.shared_view::<f64>().unwrap().iter().sum::<f64>(), 2016.0);
+    assert_eq!(
+        m.volatile_view::<f64>().unwrap().iter().sum::<f64>(),
+        2016.0
+    );
     let (fd, dev, ino) = memfd_with(bytes, future);
-    let mut c = open_fd(&desc(dev, ino), fd, &opts.clone().mode(Mode::CopyOnWrite)).unwrap();
+    let mut c = opts
+        .clone()
+        .mode(Mode::CopyOnWrite)
+        .open((&desc(dev, ino), fd))
+        .unwrap();
     assert!(!c.is_frozen());
     assert!(matches!(c.view_mut::<f64>(), Err(ViewError::NotFrozen)));
     // Frozen: resizing and writes sealed with F_SEAL_WRITE, checked on the fd itself.
     let sealed = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
     let (fd, dev, ino) = memfd_with(bytes, sealed);
-    let m = open_fd(&desc(dev, ino), fd, &opts).unwrap();
+    let m = opts.open((&desc(dev, ino), fd)).unwrap();
     assert!(m.is_frozen());
     let v = m.view::<f64>().unwrap();
     assert_eq!(v.as_slice().unwrap().iter().sum::<f64>(), 2016.0);
@@ -443,7 +467,11 @@ fn only_frozen_memfds_lend_references() {
     assert_eq!(m.bytes().unwrap().len(), 512);
     // Copy-on-write of a frozen file is frozen too (nobody can write the file).
     let (fd, dev, ino) = memfd_with(bytes, sealed);
-    let mut c = open_fd(&desc(dev, ino), fd, &opts.clone().mode(Mode::CopyOnWrite)).unwrap();
+    let mut c = opts
+        .clone()
+        .mode(Mode::CopyOnWrite)
+        .open((&desc(dev, ino), fd))
+        .unwrap();
     assert!(c.is_frozen());
     c.view_mut::<f64>().unwrap().fill(1.0);
     assert_eq!(c.view::<f64>().unwrap().iter().sum::<f64>(), 64.0);
@@ -469,27 +497,26 @@ fn a_future_write_seal_is_not_frozen_while_an_older_writable_map_writes() {
         .unwrap();
     let opts = OpenOptions::new().reuse_mappings(false);
     // The producer's writable map, made before the seal.
-    let mut producer = open_fd(
-        &desc,
-        fd.try_clone().unwrap(),
-        &opts.clone().mode(Mode::ReadWrite),
-    )
-    .unwrap();
+    let mut producer = opts
+        .clone()
+        .mode(Mode::ReadWrite)
+        .open((&desc, fd.try_clone().unwrap()))
+        .unwrap();
     fcntl_add_seals(&fd, SealFlags::FUTURE_WRITE).unwrap();
     // The kernel refuses new writers now …
     assert!(rustix::io::write(&fd, &[0u8]).is_err());
     // … but the consumer gets no reference: only element copies.
-    let consumer = open_fd(&desc, fd, &opts).unwrap();
+    let consumer = opts.open((&desc, fd)).unwrap();
     assert!(!consumer.is_frozen());
     assert!(matches!(consumer.bytes(), Err(ViewError::NotFrozen)));
     assert!(matches!(consumer.view::<f64>(), Err(ViewError::NotFrozen)));
     assert!(matches!(consumer.byte_view(), Err(ViewError::NotFrozen)));
-    let v = consumer.shared_view::<f64>().unwrap();
+    let v = consumer.volatile_view::<f64>().unwrap();
     assert_eq!(v.get(&[0]).unwrap(), 0.0);
     // The old map still writes, and the consumer's copies see it: values change, soundness
     // does not.
     producer
-        .shared_view_mut::<f64>()
+        .volatile_view_mut::<f64>()
         .unwrap()
         .set(&[0], 666.0)
         .unwrap();
@@ -514,8 +541,8 @@ fn npy_files_are_described_in_place_and_written_back() {
     let desc = npy::describe(&path).unwrap();
     assert_eq!(desc.shape(), &[4, 3, 2]);
     assert_eq!(desc.buffer_offset() % 64, 0);
-    let m = open(&desc, &fx.opts()).unwrap();
-    let got = m.shared_view::<i32>().unwrap().to_vec();
+    let m = fx.opts().open(&desc).unwrap();
+    let got = m.volatile_view::<i32>().unwrap().to_vec();
     let want: Vec<i32> = view
         .elements()
         .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
@@ -534,9 +561,9 @@ fn ndarray_views_and_descriptors() {
     let fx = Fixture::new();
     let path = fx.write_f64("nd.bin", 60, 0);
     let whole = describe(&path, &[3, 4, 5], 0);
-    let mut m = open(&whole, &fx.opts()).unwrap();
+    let mut m = fx.opts().open(&whole).unwrap();
     // A copy as an owned ndarray works on any mapping.
-    let copied = m.shared_view::<f64>().unwrap().to_ndarray().unwrap();
+    let copied = m.volatile_view::<f64>().unwrap().to_ndarray().unwrap();
     assert_eq!((copied.shape(), copied[[2, 3, 4]]), (&[3, 4, 5][..], 59.0));
     // SAFETY: nothing writes the file while `m` lives (the r+ mapping below comes after).
     unsafe { m.assume_no_outside_writes() };
@@ -548,7 +575,7 @@ fn ndarray_views_and_descriptors() {
         .t();
     let a = v.as_ndarray().unwrap();
     assert_eq!(a.shape(), &[5, 4, 3]);
-    // to_ndarray copies, on a View as on a SharedView.
+    // to_ndarray copies, on a View as on a VolatileView.
     assert_eq!(v.to_ndarray().unwrap(), a.to_owned());
     for (ix, x) in a.indexed_iter() {
         assert_eq!(v.get(ndarray::Dimension::slice(&ix)).unwrap(), x);
@@ -556,8 +583,8 @@ fn ndarray_views_and_descriptors() {
     // An ndarray slice of it, described and opened again.
     let s = a.slice(ndarray::s![1..4;2, ..;-1, 1]).into_dyn();
     let desc = m.describe_array(&s).unwrap();
-    let again = open(&desc, &fx.opts()).unwrap();
-    let got = again.shared_view::<f64>().unwrap().to_vec();
+    let again = fx.opts().open(&desc).unwrap();
+    let got = again.volatile_view::<f64>().unwrap().to_vec();
     assert_eq!(got, s.iter().copied().collect::<Vec<_>>());
     // A heap array is not in the mapping.
     let heap = ndarray::Array2::<f64>::zeros((2, 2)).into_dyn();
@@ -568,7 +595,7 @@ fn ndarray_views_and_descriptors() {
     drop(m);
     // A mutable ndarray view writes through an r+ mapping; broadcast layouts are refused.
     let rw = whole.to_builder().mode(Mode::ReadWrite).build().unwrap();
-    let mut w = open(&rw, &fx.opts().mode(Mode::ReadWrite)).unwrap();
+    let mut w = fx.opts().mode(Mode::ReadWrite).open(&rw).unwrap();
     // SAFETY: this test is the only writer of the file while `w` lives.
     unsafe { w.assume_no_outside_writes() };
     let mut nd = w
@@ -580,9 +607,11 @@ fn ndarray_views_and_descriptors() {
         .unwrap();
     nd.fill(7.0);
     assert_eq!(
-        open(&whole, &fx.opts().reuse_mappings(false))
+        fx.opts()
+            .reuse_mappings(false)
+            .open(&whole)
             .unwrap()
-            .shared_view::<f64>()
+            .volatile_view::<f64>()
             .unwrap()
             .get(&[2, 3, 4])
             .unwrap(),
@@ -607,7 +636,7 @@ fn a_root_folder_made_again_is_found_again() {
     };
     let d = write(4);
     assert_eq!(
-        open(&d, &opts).unwrap().shared_view::<f64>().unwrap().len(),
+        opts.open(&d).unwrap().volatile_view::<f64>().unwrap().len(),
         4
     );
     // The root (whose fd the options cached) is removed and made again.
@@ -615,7 +644,48 @@ fn a_root_folder_made_again_is_found_again() {
     fs::create_dir(&root).unwrap();
     let d = write(6);
     assert_eq!(
-        open(&d, &opts).unwrap().shared_view::<f64>().unwrap().len(),
+        opts.open(&d).unwrap().volatile_view::<f64>().unwrap().len(),
         6
+    );
+}
+
+/// The entry points before `OpenOptions::open` still work, as thin deprecated wrappers of it,
+/// and the volatile views' old names are aliases.
+#[test]
+#[allow(deprecated)]
+fn deprecated_opens_are_wrappers_of_the_one_open() {
+    let fx = Fixture::new();
+    let path = fx.write_f64("old.bin", 4, 0);
+    let d = describe(&path, &[4], 0);
+    let read = |m: stridemap::Mapping| {
+        // The views' old name is an alias of the new one.
+        let v: stridemap::SharedView<'_, f64> = m.volatile_view().unwrap();
+        v.to_vec()
+    };
+    assert_eq!(
+        read(stridemap::open(&d, &fx.opts()).unwrap()),
+        [0.0, 1.0, 2.0, 3.0]
+    );
+    assert_eq!(
+        read(stridemap::open_source(&d, None, &fx.opts()).unwrap()),
+        [0.0, 1.0, 2.0, 3.0]
+    );
+    let fd: OwnedFd = File::open(&path).unwrap().into();
+    assert!(matches!(
+        stridemap::open_fd(&d, fd, &fx.opts()),
+        Err(Error::UnexpectedFd)
+    ));
+    let (tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    stridemap::socket::send(&tx, &d, None).unwrap();
+    let incoming = stridemap::socket::recv(&rx).unwrap();
+    assert_eq!(
+        read(incoming.open(&fx.opts()).unwrap()),
+        [0.0, 1.0, 2.0, 3.0]
+    );
+    let msg = stridemap::message::ArrayMessage::Shared(d.to_compact());
+    let got = msg.open(None, &fx.opts()).unwrap();
+    assert_eq!(
+        got.volatile_view::<f64>().unwrap().to_vec(),
+        [0.0, 1.0, 2.0, 3.0]
     );
 }

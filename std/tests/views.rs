@@ -3,7 +3,7 @@
 //! and unaligned offsets, and random chains of sub-views. Runs under Miri too (few cases).
 
 use proptest::prelude::*;
-use stridemap::{ByteView, SharedView, SharedViewMut, View, ViewMut};
+use stridemap::{ByteView, View, ViewMut, VolatileView, VolatileViewMut};
 use stridemap_core::{DType, Layout, Order, Slice};
 
 /// Element (multi-index) → byte offset, the long way.
@@ -191,7 +191,7 @@ proptest! {
         let packed: Vec<u8> = want.iter().flat_map(|&o| bytes[o as usize..o as usize + 8].to_vec()).collect();
         prop_assert_eq!(bv.to_contiguous(), packed);
         // The shared (copying) view reads the same elements, by every route.
-        let sv = view.as_shared();
+        let sv = view.as_volatile();
         let bits = |v: Vec<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         prop_assert_eq!(bits(sv.iter().collect()), bits(got.clone()));
         prop_assert_eq!(bits(sv.iter().fold(Vec::new(), |mut v, x| { v.push(x); v })), bits(got.clone()));
@@ -199,7 +199,7 @@ proptest! {
         for (ix, g) in indices(layout.shape()).iter().zip(&got) {
             prop_assert_eq!(sv.get(&ix_us(ix)).unwrap().to_bits(), g.to_bits());
         }
-        prop_assert_eq!(SharedView::<f64>::new(bytes, layout).unwrap().to_vec().len(), got.len());
+        prop_assert_eq!(VolatileView::<f64>::new(bytes, layout).unwrap().to_vec().len(), got.len());
     }
 
     #[test]
@@ -229,11 +229,11 @@ proptest! {
         prop_assert_eq!(&words, &expect);
         // The shared writer lands on the same bytes, by fill and by copy_from_slice.
         let mut shared = c.words.clone();
-        let mut sv = SharedViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut shared), c.layout).unwrap();
+        let mut sv = VolatileViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut shared), c.layout).unwrap();
         sv.fill(value);
         prop_assert_eq!(&shared, &expect);
         let mut shared = c.words.clone();
-        let mut sv = SharedViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut shared), c.layout).unwrap();
+        let mut sv = VolatileViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut shared), c.layout).unwrap();
         let n = sv.len();
         sv.copy_from_slice(&vec![value; n]).unwrap();
         prop_assert_eq!(&shared, &expect);
@@ -253,7 +253,7 @@ proptest! {
             return Ok(());
         }
         let mut words = vec![0u64; c.words.len()];
-        let sv = SharedViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut words), c.layout).unwrap();
+        let sv = VolatileViewMut::<u64>::new(bytemuck::cast_slice_mut(&mut words), c.layout).unwrap();
         let n = sv.len();
         let (mut a, mut b) = sv.split_axis(0, us(at)).unwrap();
         prop_assert_eq!(a.len() + b.len(), n);
@@ -272,7 +272,7 @@ proptest! {
 fn shared_writers_fill_disjoint_chunks_from_threads() {
     let mut data = vec![0u32; 7 * 5];
     let layout = Layout::contiguous(4, &[7, 5], Order::C).unwrap();
-    let v = SharedViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), layout).unwrap();
+    let v = VolatileViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), layout).unwrap();
     let chunks = v.axis_chunks(0, 3).unwrap();
     assert_eq!(
         chunks.iter().map(|c| c.shape()[0]).collect::<Vec<_>>(),
@@ -288,13 +288,13 @@ fn shared_writers_fill_disjoint_chunks_from_threads() {
     // Overlapping layouts cannot be split (the halves would share bytes).
     let mut data = vec![0u32; 4];
     let broadcast = Layout::new(4, &[3, 4], &[0, 4], 0, 16).unwrap();
-    let v = SharedViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), broadcast).unwrap();
+    let v = VolatileViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), broadcast).unwrap();
     assert!(matches!(
         v.split_axis(0, 1),
         Err(stridemap::ViewError::Overlapping)
     ));
     let mut data = vec![0u32; 4];
-    let v = SharedViewMut::<u32>::new(
+    let v = VolatileViewMut::<u32>::new(
         bytemuck::cast_slice_mut(&mut data),
         Layout::contiguous(4, &[4], Order::C).unwrap(),
     )
@@ -312,7 +312,7 @@ fn shared_writers_fill_disjoint_chunks_from_threads() {
 fn interleaved_writers_fill_columns_from_threads() {
     let mut data = vec![0u32; 4 * 6];
     let layout = Layout::contiguous(4, &[4, 6], Order::C).unwrap();
-    let v = SharedViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), layout).unwrap();
+    let v = VolatileViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), layout).unwrap();
     let chunks = v.axis_chunks(1, 2).unwrap();
     assert_eq!(chunks.len(), 3);
     std::thread::scope(|s| {
@@ -322,7 +322,7 @@ fn interleaved_writers_fill_columns_from_threads() {
                 // A row of the chunk is contiguous: one copy, checked element by element.
                 let mut row = chunk.reborrow().index_axis(0, 3).unwrap();
                 row.copy_from_slice(&[9, 9]).unwrap();
-                assert_eq!(row.as_shared().to_vec(), [9, 9]);
+                assert_eq!(row.as_volatile().to_vec(), [9, 9]);
             });
         }
     });
@@ -331,7 +331,7 @@ fn interleaved_writers_fill_columns_from_threads() {
         .collect();
     assert_eq!(data, want);
     // Split once more: a half of a half.
-    let v = SharedViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), layout).unwrap();
+    let v = VolatileViewMut::<u32>::new(bytemuck::cast_slice_mut(&mut data), layout).unwrap();
     let (left, right) = v.split_axis(1, 3).unwrap();
     let (mut ll, mut lr) = left.split_axis(1, 1).unwrap();
     let mut right = right;
@@ -364,7 +364,7 @@ fn ergonomics_iterate_temporaries_index_and_walk_axes() {
         Err(stridemap::ViewError::ZeroChunk)
     ));
     let cols: Vec<f64> = v
-        .as_shared()
+        .as_volatile()
         .axis_iter(1)
         .unwrap()
         .map(|c| c.iter().sum())

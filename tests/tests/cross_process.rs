@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
-use stridemap::{OpenOptions, open};
+use stridemap::OpenOptions;
 use stridemap_core::{Builder, DType, Mode, Slice, ValidDescriptor, decode};
 use stridemap_tests::child;
 
@@ -22,10 +22,14 @@ fn child_process_entry() {
         "private-writer" => Mode::CopyOnWrite,
         other => panic!("unknown role {other}"),
     };
-    let mut m = open(&desc, &OpenOptions::new().allow_root(&root).mode(mode)).unwrap();
+    let mut m = OpenOptions::new()
+        .allow_root(&root)
+        .mode(mode)
+        .open(&desc)
+        .unwrap();
     // Write -1 into every element of the second row, through a reversed view for good measure.
-    // The other process maps the same bytes meanwhile: a shared view (no references).
-    let mut v = m.shared_view_mut::<f64>().unwrap();
+    // The other process maps the same bytes meanwhile: a volatile view (no references).
+    let mut v = m.volatile_view_mut::<f64>().unwrap();
     v.reborrow()
         .index_axis(0, 1)
         .unwrap()
@@ -59,13 +63,13 @@ fn fixture() -> (tempfile::TempDir, String, ValidDescriptor) {
 fn r_plus_writes_reach_the_other_process() {
     let (_dir, root, desc) = fixture();
     // Map first: the change must appear in a mapping that already exists.
-    let reader = open(&desc, &OpenOptions::new().allow_root(&root)).unwrap();
+    let reader = OpenOptions::new().allow_root(&root).open(&desc).unwrap();
     // A path-named file another process writes: no reference-lending view without a promise.
     assert!(matches!(
         reader.view::<f64>(),
         Err(stridemap::ViewError::NotFrozen)
     ));
-    let before = reader.shared_view::<f64>().unwrap().to_vec();
+    let before = reader.volatile_view::<f64>().unwrap().to_vec();
     child::run(
         ENTRY,
         "writer",
@@ -74,7 +78,7 @@ fn r_plus_writes_reach_the_other_process() {
             ("ROOT", root.clone()),
         ],
     );
-    let after = reader.shared_view::<f64>().unwrap().to_vec();
+    let after = reader.volatile_view::<f64>().unwrap().to_vec();
     assert_eq!(before[4..8], [4.0, 5.0, 6.0, 7.0]);
     assert_eq!(after[4..8], [-1.0; 4]);
     assert_eq!(after[..4], before[..4]);
@@ -84,8 +88,8 @@ fn r_plus_writes_reach_the_other_process() {
 #[test]
 fn copy_on_write_writes_stay_in_the_writer() {
     let (_dir, root, desc) = fixture();
-    let reader = open(&desc, &OpenOptions::new().allow_root(&root)).unwrap();
-    let before = reader.shared_view::<f64>().unwrap().to_vec();
+    let reader = OpenOptions::new().allow_root(&root).open(&desc).unwrap();
+    let before = reader.volatile_view::<f64>().unwrap().to_vec();
     child::run(
         ENTRY,
         "private-writer",
@@ -94,11 +98,11 @@ fn copy_on_write_writes_stay_in_the_writer() {
             ("ROOT", root.clone()),
         ],
     );
-    assert_eq!(reader.shared_view::<f64>().unwrap().to_vec(), before);
-    let fresh = open(
-        &desc,
-        &OpenOptions::new().allow_root(&root).reuse_mappings(false),
-    )
-    .unwrap();
-    assert_eq!(fresh.shared_view::<f64>().unwrap().to_vec(), before);
+    assert_eq!(reader.volatile_view::<f64>().unwrap().to_vec(), before);
+    let fresh = OpenOptions::new()
+        .allow_root(&root)
+        .reuse_mappings(false)
+        .open(&desc)
+        .unwrap();
+    assert_eq!(fresh.volatile_view::<f64>().unwrap().to_vec(), before);
 }

@@ -181,7 +181,7 @@ fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    a.shared_view_mut()
+    a.volatile_view_mut()
         .unwrap()
         .copy_from_slice(&values)
         .unwrap();
@@ -364,11 +364,11 @@ fn joblib_cases() -> Vec<Case> {
 /// of it described again.
 fn read_and_describe_sub(m: &stridemap::Mapping, sub: &[Slice]) -> (Vec<f64>, ValidDescriptor) {
     if m.descriptor().dtype().to_string() == "<f8" {
-        let v = m.shared_view::<f64>().unwrap();
+        let v = m.volatile_view::<f64>().unwrap();
         let values = v.to_vec();
         (values, v.slice(sub).unwrap().describe().unwrap())
     } else {
-        let v = m.shared_view::<i32>().unwrap();
+        let v = m.volatile_view::<i32>().unwrap();
         let values = v.to_vec().into_iter().map(f64::from).collect();
         (values, v.slice(sub).unwrap().describe().unwrap())
     }
@@ -391,7 +391,7 @@ fn joblib_failure_cases_round_trip_python_rust_python() {
         let py_strides = ints(&c["strides"]);
         assert_eq!(desc.strides(), py_strides, "{}", case.name);
         // Rust opens the Python descriptor: the same elements, where joblib gets garbage.
-        let m = stridemap::open(&desc, &opts).unwrap();
+        let m = opts.open(&desc).unwrap();
         let (values, sub) = read_and_describe_sub(&m, &case.sub);
         assert_eq!(
             values, case.values,
@@ -425,9 +425,9 @@ fn joblib_failure_cases_round_trip_python_rust_python() {
 /// The values (C order) of a `<f8` or `<i4` mapping, as f64.
 fn values_of(m: &stridemap::Mapping) -> Vec<f64> {
     if m.descriptor().dtype().to_string() == "<f8" {
-        m.shared_view::<f64>().unwrap().to_vec()
+        m.volatile_view::<f64>().unwrap().to_vec()
     } else {
-        let v = m.shared_view::<i32>().unwrap().to_vec();
+        let v = m.volatile_view::<i32>().unwrap().to_vec();
         v.into_iter().map(f64::from).collect()
     }
 }
@@ -460,8 +460,8 @@ fn python_share_opened_by_rust_by_fd_and_by_path() {
         );
         assert_eq!(ints(&c["strides"]), desc.strides(), "{what}: strides kept");
         let m = match (c["kind"].as_str().unwrap(), fd) {
-            ("memfd", Some(fd)) => stridemap::open_fd(&desc, fd, &opts).unwrap(),
-            ("file", None) => stridemap::open(&desc, &opts).unwrap(),
+            ("memfd", Some(fd)) => opts.open((&desc, fd)).unwrap(),
+            ("file", None) => opts.open(&desc).unwrap(),
             (kind, fd) => panic!("{what}: a {kind} segment with fd {fd:?}"),
         };
         let want = floats(&c["values"]);

@@ -67,7 +67,8 @@ fn the_rust_example_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("column 1 reversed starts [2998.0, 2995.0, 2992.0]"),
+        // Row i holds 3i, 3i + 1, 3i + 2: the first sum is 3, the last (i = 999) 8994.
+        text.contains("row sums: (Some(3.0), Some(8994.0))"),
         "{text}"
     );
 }

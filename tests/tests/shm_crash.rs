@@ -27,7 +27,7 @@ fn child_process_entry() {
     let held: Vec<_> = (0..3)
         .map(|i| {
             let mut a = pool.alloc::<f64>(&[1000 + i], Order::C).unwrap();
-            a.shared_view_mut().unwrap().fill(i as f64);
+            a.volatile_view_mut().unwrap().fill(i as f64);
             a.freeze().unwrap()
         })
         .collect();

@@ -142,10 +142,12 @@ fn pool(kind: SegmentKind, mode: HugePages, root: Option<&Path>) -> Pool {
 
 /// A frozen array of `bytes` bytes of f64 values 0, 1, 2, …
 fn filled(pool: &Pool, bytes: u64) -> SharedArray<f64> {
-    let mut a = pool.alloc::<f64>(&[bytes / 8], Order::C).unwrap();
+    let mut a = pool
+        .alloc::<f64>(&[(bytes / 8) as usize], Order::C)
+        .unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    a.shared_view_mut()
+    a.volatile_view_mut()
         .unwrap()
         .copy_from_slice(&values)
         .unwrap();
@@ -161,12 +163,12 @@ fn consume<T>(a: &SharedArray<T>, root: Option<&Path>) -> Mapping {
     let m = if a.is_memfd() {
         let (tx, rx) = UnixStream::pair().unwrap();
         a.send(&tx).unwrap();
-        stridemap::socket::recv(&rx).unwrap().open(&opts).unwrap()
+        opts.open(stridemap::socket::recv(&rx).unwrap()).unwrap()
     } else {
-        stridemap::open(a.descriptor(), &opts).unwrap()
+        opts.open(a.descriptor()).unwrap()
     };
     // Named files are not frozen: element copies, one per page.
-    let v = m.shared_view::<f64>().unwrap();
+    let v = m.volatile_view::<f64>().unwrap();
     let n = v.len();
     let mut sum = 0.0;
     for i in (0..n).step_by(512) {
@@ -181,9 +183,8 @@ fn consume<T>(a: &SharedArray<T>, root: Option<&Path>) -> Mapping {
 fn consume_zeros<T>(a: &SharedArray<T>) -> Mapping {
     let (tx, rx) = UnixStream::pair().unwrap();
     a.send(&tx).unwrap();
-    let m = stridemap::socket::recv(&rx)
-        .unwrap()
-        .open(&OpenOptions::new())
+    let m = OpenOptions::new()
+        .open(stridemap::socket::recv(&rx).unwrap())
         .unwrap();
     // A frozen memfd: its bytes are lent as a slice.
     let bytes = m.bytes().unwrap();
@@ -263,7 +264,7 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
     };
     let p = pool(SegmentKind::File, HugePages::Auto, Some(t.path()));
     let n = 4 * MIB / 8;
-    let mut out = p.alloc_output::<f64>(&[n], Order::C).unwrap();
+    let mut out = p.alloc_output::<f64>(&[n as usize], Order::C).unwrap();
     let desc = out.descriptor().unwrap();
     let h = huge_probe(SegmentKind::File, Some(t.path()), 4 * MIB).page_size;
     assert_eq!(
@@ -272,15 +273,15 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
         "the data starts at the huge page size"
     );
     // The producer writes its last element; the worker reads it where the descriptor says.
-    out.shared_view_mut()
+    out.volatile_view_mut()
         .unwrap()
         .set(&[n as usize - 1], 3.0)
         .unwrap();
     let opts = OpenOptions::new()
         .allow_root(t.path())
         .mode(stridemap_core::Mode::ReadWrite);
-    let mut m = stridemap::open(&desc, &opts).unwrap();
-    let mut w = m.shared_view_mut::<f64>().unwrap();
+    let mut m = opts.open(&desc).unwrap();
+    let mut w = m.volatile_view_mut::<f64>().unwrap();
     assert_eq!(
         w.get(&[n as usize - 1]).unwrap(),
         3.0,
@@ -289,7 +290,7 @@ fn huge_page_outputs_are_read_and_written_at_the_descriptors_data_offset() {
     w.set(&[0], 7.0).unwrap();
     drop(m);
     // The producer sees the worker's write at element 0.
-    assert_eq!(out.shared_view().unwrap().get(&[0]).unwrap(), 7.0);
+    assert_eq!(out.volatile_view().unwrap().get(&[0]).unwrap(), 7.0);
     assert_eq!(out.to_vec().unwrap()[0], 7.0);
     drop((out, p));
 }
@@ -500,8 +501,8 @@ sys.stdin.read()  # keep the segment until Rust has read it
     // Python makes one, Rust reads it.
     let folder = lines.next().unwrap().unwrap();
     let desc = stridemap_core::decode(&std::fs::read(&out).unwrap()).unwrap();
-    let m = stridemap::open(&desc, &OpenOptions::new().allow_root(&folder)).unwrap();
-    let got: f64 = m.shared_view::<f64>().unwrap().iter().sum();
+    let m = OpenOptions::new().allow_root(&folder).open(&desc).unwrap();
+    let got: f64 = m.volatile_view::<f64>().unwrap().iter().sum();
     let want: f64 = (0..(1u64 << 19)).rev().step_by(3).map(|i| i as f64).sum();
     assert_eq!(got, want, "Rust read the Python hugetlb segment");
     assert!(mapping_huge_page_bytes(&m).unwrap() >= 4 * MIB - 2 * MIB);
@@ -542,7 +543,7 @@ fn shmem_enabled_advise_gives_thp_memfd_segments_and_never_gives_base_pages() {
     // Pages nobody wrote yet (alloc() of a THP memfd reserves nothing) come in when a consumer
     // reads them: huge too, since the consumer's map asks for them (MADV_HUGEPAGE).
     let holes = p
-        .alloc::<f64>(&[8 * MIB / 8], Order::C)
+        .alloc::<f64>(&[MIB as usize], Order::C)
         .unwrap()
         .freeze()
         .unwrap();
@@ -572,7 +573,7 @@ fn require_without_any_mechanism_is_the_clear_error() {
     let probe = huge_probe(SegmentKind::File, Some(dir.path()), 8 * MIB);
     if probe.chosen().is_none() {
         let p = pool(SegmentKind::File, HugePages::Require, Some(dir.path()));
-        match p.alloc::<f64>(&[MIB], Order::C) {
+        match p.alloc::<f64>(&[MIB as usize], Order::C) {
             Err(e @ Error::HugePagesUnavailable { .. }) => {
                 let text = e.to_string();
                 for want in [
@@ -614,7 +615,7 @@ fn require_without_any_mechanism_is_the_clear_error() {
         return;
     }
     let p = pool(SegmentKind::Memfd, HugePages::Require, None);
-    match p.alloc::<f64>(&[MIB], Order::C) {
+    match p.alloc::<f64>(&[MIB as usize], Order::C) {
         Err(e @ Error::HugePagesUnavailable { .. }) => {
             let text = e.to_string();
             for want in ["vm.nr_hugepages", "shmem_enabled", "advise", "memfd"] {

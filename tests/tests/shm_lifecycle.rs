@@ -27,7 +27,7 @@ fn child_process_entry() {
         // Receive one array, reply with the sum of its reversed second column, exit.
         "sum" => {
             let m = stridemap::socket::recv(&stream)
-                .and_then(|i| i.open(&opts))
+                .and_then(|i| opts.open(i))
                 .unwrap();
             let s = column_sum(&m);
             reply(&stream, &format!("{s}"));
@@ -35,7 +35,7 @@ fn child_process_entry() {
         // Receive, map, say "ready", wait for "go", read again, say the sum, wait for "bye".
         "hold" => {
             let m = stridemap::socket::recv(&stream)
-                .and_then(|i| i.open(&opts))
+                .and_then(|i| opts.open(i))
                 .unwrap();
             reply(&stream, "ready");
             expect(&stream, "go");
@@ -54,12 +54,11 @@ fn child_process_entry() {
             let mut report = Vec::new();
             // Through the API: r+ of a read-only descriptor.
             let r = match fd.as_ref() {
-                Some(fd) => stridemap::open_fd(
-                    &desc,
-                    fd.try_clone().unwrap(),
-                    &opts.clone().mode(Mode::ReadWrite),
-                ),
-                None => stridemap::open(&desc, &opts.clone().mode(Mode::ReadWrite)),
+                Some(fd) => opts
+                    .clone()
+                    .mode(Mode::ReadWrite)
+                    .open((&desc, fd.try_clone().unwrap())),
+                None => opts.clone().mode(Mode::ReadWrite).open(&desc),
             };
             report.push(format!(
                 "api_rw={}",
@@ -91,7 +90,7 @@ fn child_process_entry() {
 fn column_sum(m: &stridemap::Mapping) -> f64 {
     // Named-file segments are not frozen (their owner could make them writable again), so
     // the copying view, which works for both kinds.
-    let v = m.shared_view::<f64>().unwrap();
+    let v = m.volatile_view::<f64>().unwrap();
     let col = v
         .index_axis(1, 1)
         .unwrap()
@@ -177,7 +176,7 @@ fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    a.shared_view_mut()
+    a.volatile_view_mut()
         .unwrap()
         .copy_from_slice(&values)
         .unwrap();
@@ -243,7 +242,7 @@ fn the_same_arc_is_written_once() {
     // A named file is not frozen: its elements are read by copy.
     assert!(fourth.view_as::<f64>().is_err());
     let fourth = fourth.typed::<f64>().unwrap();
-    assert_eq!(fourth.shared_view().unwrap().to_vec(), vec![1.0; 10]);
+    assert_eq!(fourth.volatile_view().unwrap().to_vec(), vec![1.0; 10]);
 }
 
 #[test]
@@ -309,7 +308,7 @@ fn frozen_segments_cannot_be_written_by_consumers() {
             assert!(report.contains("writable_map_refused=true"), "{report}");
         }
         assert!(c.wait().unwrap().success());
-        assert_eq!(a.shared_view().unwrap().get(&[0, 0]).unwrap(), 0.0);
+        assert_eq!(a.volatile_view().unwrap().get(&[0, 0]).unwrap(), 0.0);
         // Only the memfd is frozen: the producer's references are sound there alone.
         assert_eq!(a.view().is_ok(), kind == SegmentKind::Memfd, "{kind:?}");
     }
@@ -327,7 +326,7 @@ fn recycled_segments_refuse_stale_descriptors() {
     assert_eq!(old.generation(), 1);
     drop(a);
     wait_until("the segment is on the free list", || pool.stats().free == 1);
-    let err = stridemap::open(&old, &opts).unwrap_err();
+    let err = opts.open(&old).unwrap_err();
     assert!(
         matches!(
             err,
@@ -344,10 +343,10 @@ fn recycled_segments_refuse_stale_descriptors() {
     assert_eq!(b.descriptor().segment_id(), old.segment_id());
     assert_eq!(b.descriptor().generation(), 2);
     assert_eq!(h.segment_files().len(), 1);
-    let m = stridemap::open(b.descriptor(), &opts).unwrap();
+    let m = opts.open(b.descriptor()).unwrap();
     assert_eq!(column_sum(&m), COLUMN_SUM);
     assert!(matches!(
-        stridemap::open(&old, &opts),
+        opts.open(&old),
         Err(StdError::StaleSegment { .. })
     ));
 }
@@ -363,7 +362,7 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
         let (tx, rx) = UnixStream::pair().unwrap();
         out.send(&tx).unwrap();
         let opts = OpenOptions::new().allow_root(&h.root).mode(Mode::ReadWrite);
-        let mut m = stridemap::socket::recv(&rx).unwrap().open(&opts).unwrap();
+        let mut m = opts.open(stridemap::socket::recv(&rx).unwrap()).unwrap();
         // An r+ output is never frozen: it lends no references, only copies.
         assert!(!m.is_frozen());
         assert!(matches!(
@@ -372,12 +371,12 @@ fn writable_arrays_are_filled_by_consumers_in_place() {
         ));
         // Two writers at once (the consumer's map and the producer's), disjoint halves.
         let (mut left, _) = m
-            .shared_view_mut::<f64>()
+            .volatile_view_mut::<f64>()
             .unwrap()
             .split_axis(0, 2)
             .unwrap();
         left.fill(2.5);
-        out.shared_view_mut()
+        out.volatile_view_mut()
             .unwrap()
             .slice_axis(0, Slice::range(2, 4))
             .unwrap()
@@ -418,12 +417,12 @@ fn frozen_memfds_are_never_recycled_and_published_ones_are() {
     let (tx, rx) = UnixStream::pair().unwrap();
     b.send(&tx).unwrap();
     let m = stridemap::socket::recv(&rx)
-        .and_then(|i| i.open(&OpenOptions::new()))
+        .and_then(|i| OpenOptions::new().open(i))
         .unwrap();
     // … which consumers read through copies only: the producer writes it again later.
     assert!(!m.is_frozen());
     assert!(m.view::<f64>().is_err());
-    assert_eq!(m.shared_view::<f64>().unwrap().get(&[0, 0]).unwrap(), 2.0);
+    assert_eq!(m.volatile_view::<f64>().unwrap().get(&[0, 0]).unwrap(), 2.0);
     // But not an output array consumers write: that one is a fresh, unsealed segment.
     drop((m, b));
     wait_until("the segment is on the free list", || pool.stats().free == 1);
@@ -447,7 +446,7 @@ fn a_reader_that_drops_its_lock_keeps_unchanged_bytes() {
     let incoming = stridemap::socket::recv(&rx).unwrap();
     let fd = incoming.fd.unwrap();
     let dup = fd.try_clone().unwrap();
-    let m = stridemap::open_fd(&incoming.descriptor, fd, &OpenOptions::new()).unwrap();
+    let m = OpenOptions::new().open((&incoming.descriptor, fd)).unwrap();
     let v = m.view::<f64>().unwrap();
     let live: &[f64] = v.as_slice().unwrap();
     assert_eq!(live[0], 1.0);
@@ -480,7 +479,7 @@ fn named_file_segments_lend_the_producer_no_reference() {
         a.as_mut_slice(),
         Err(stridemap_shm::Error::NotPrivate { .. })
     ));
-    a.shared_view_mut().unwrap().fill(1.0);
+    a.volatile_view_mut().unwrap().fill(1.0);
     let a = a.freeze().unwrap();
     assert!(!a.is_frozen());
     assert!(matches!(
@@ -490,7 +489,7 @@ fn named_file_segments_lend_the_producer_no_reference() {
         )))
     ));
     assert!(a.byte_view().is_err() && a.view_as::<f64>().is_err());
-    let v = a.shared_view().unwrap();
+    let v = a.volatile_view().unwrap();
     assert_eq!(v.get(&[0]).unwrap(), 1.0);
     let path = h.segment_files().pop().unwrap();
     // Root opens a 0400 file for writing; anyone else is refused (and nothing is tested).
@@ -535,7 +534,7 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
         assert!(out.keep.is_none());
         let wire = postcard::to_allocvec(&out.message).unwrap();
         let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
-        let got = back.open(None, &opts).unwrap();
+        let got = opts.open(&back).unwrap();
         assert!(matches!(got, Received::Owned(_)));
         assert_eq!(got.view::<f64>().unwrap().to_vec(), data[..64]);
         // Large: the segment's compact descriptor (and, for a memfd, its fd beside it).
@@ -546,12 +545,16 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
         let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
         assert!(matches!(back, ArrayMessage::Shared(_)));
         let fd = (kind == SegmentKind::Memfd).then(|| keep.fd_for_peer().unwrap());
-        let got = back.open(fd, &opts).unwrap();
+        let got = opts.open((&back, fd)).unwrap();
         let Received::Mapped(m) = &got else {
             panic!("{kind:?}: not mapped")
         };
         assert_eq!(m.is_frozen(), kind == SegmentKind::Memfd, "{kind:?}");
-        assert_eq!(got.shared_view::<f64>().unwrap().to_vec(), data, "{kind:?}");
+        assert_eq!(
+            got.volatile_view::<f64>().unwrap().to_vec(),
+            data,
+            "{kind:?}"
+        );
         assert_eq!(
             got.into_owned().unwrap().view::<f64>().unwrap()[[63, 63]],
             4095.0
@@ -560,12 +563,12 @@ fn array_messages_go_inline_or_shared_and_open_on_the_other_side() {
         // path descriptor with one, is refused.
         let back: ArrayMessage = postcard::from_bytes(&wire).unwrap();
         let err = match kind {
-            SegmentKind::Memfd => back.open(None, &opts).unwrap_err(),
-            _ => back
-                .open(
+            SegmentKind::Memfd => opts.open(&back).unwrap_err(),
+            _ => opts
+                .open((
+                    &back,
                     Some(std::fs::File::open("/dev/null").unwrap().into()),
-                    &opts,
-                )
+                ))
                 .unwrap_err(),
         };
         assert!(
@@ -592,7 +595,7 @@ fn segments_consumers_wrote_never_serve_the_producers_arrays() {
             .freeze()
             .unwrap();
         assert_ne!(a.descriptor().segment_id(), id, "{kind:?}");
-        let data = a.shared_view().unwrap().to_vec();
+        let data = a.volatile_view().unwrap().to_vec();
         let layout = stridemap::Layout::contiguous(8, &[1000], Order::C).unwrap();
         let bytes = stridemap_shm::ByteView::new(
             bytemuck::cast_slice(&data),
@@ -627,9 +630,9 @@ fn outputs_send_views_of_their_own_segment_only() {
             out.send_view(&tx, &whole.to_builder().layout(&rows).build().unwrap())
                 .unwrap();
             let mut m = stridemap::socket::recv(&rx)
-                .and_then(|i| i.open(&opts))
+                .and_then(|i| opts.open(i))
                 .unwrap();
-            m.shared_view_mut::<f64>().unwrap().fill(k as f64 + 1.0);
+            m.volatile_view_mut::<f64>().unwrap().fill(k as f64 + 1.0);
         }
         assert_eq!(
             out.to_vec().unwrap(),

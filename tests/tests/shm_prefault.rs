@@ -49,7 +49,7 @@ fn a_large_alloc_is_resident_before_it_is_written_and_fills_in_place() {
     for kind in [SegmentKind::Memfd, SegmentKind::File] {
         let pool = pool(kind);
         let n = (32 * MIB / 8) as usize;
-        let mut a = pool.alloc::<f64>(&[n as u64], Order::C).unwrap();
+        let mut a = pool.alloc::<f64>(&[n], Order::C).unwrap();
         // SAFETY: the pool's folder is this test's own; nothing else opens its files.
         let slice = unsafe { a.as_mut_slice_unchecked() };
         let addr = slice.as_ptr() as usize;
@@ -68,7 +68,7 @@ fn a_large_alloc_is_resident_before_it_is_written_and_fills_in_place() {
         }
         let frozen = a.freeze().unwrap();
         assert_eq!(
-            frozen.shared_view().unwrap().get(&[n - 1]).unwrap(),
+            frozen.volatile_view().unwrap().get(&[n - 1]).unwrap(),
             (n - 1) as f64
         );
     }
@@ -78,7 +78,7 @@ fn a_large_alloc_is_resident_before_it_is_written_and_fills_in_place() {
 fn a_small_alloc_is_not_prefaulted() {
     let pool = pool(SegmentKind::Memfd);
     let n = (8 * MIB / 8) as usize;
-    let mut a = pool.alloc::<f64>(&[n as u64], Order::C).unwrap();
+    let mut a = pool.alloc::<f64>(&[n], Order::C).unwrap();
     let rss = rss_of_mapping(a.as_mut_slice().unwrap().as_ptr() as usize);
     assert!(
         rss < 8 * MIB / 2,

@@ -69,9 +69,9 @@ fn soak(kind: SegmentKind, recycle: bool) {
         let shared = pool.share(&view).unwrap();
         shared.send(&tx).unwrap();
         let m = stridemap::socket::recv(&rx)
-            .and_then(|i| i.open(&opts))
+            .and_then(|i| opts.open(i))
             .unwrap();
-        let v = m.shared_view::<f64>().unwrap();
+        let v = m.volatile_view::<f64>().unwrap();
         assert_eq!(v.get(&[i % 64, 5]).unwrap(), (i % 64) as f64 * 128.0 + 5.0);
         drop(m);
         drop(shared);

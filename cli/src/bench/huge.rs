@@ -61,10 +61,8 @@ fn pool(kind: SegmentKind, root: &Option<PathBuf>, mode: HugePages) -> Result<Po
 /// Seconds to allocate a fresh segment of `src.len()` bytes and fill it in place from `src`.
 fn fresh_fill(pool: &Pool, src: &[f64]) -> Result<(f64, SharedArray<f64>)> {
     let t0 = Instant::now();
-    let mut a = pool
-        .alloc::<f64>(&[src.len() as u64], Order::C)
-        .map_err(s)?;
-    a.shared_view_mut()
+    let mut a = pool.alloc::<f64>(&[src.len()], Order::C).map_err(s)?;
+    a.volatile_view_mut()
         .map_err(s)?
         .copy_from_slice(std::hint::black_box(src))
         .map_err(|e| e.to_string())?;
@@ -85,13 +83,13 @@ fn first_read(a: &SharedArray<f64>, root: &Option<PathBuf>) -> Result<(f64, f64)
         let (tx, rx) = UnixStream::pair().map_err(s)?;
         a.send(&tx).map_err(s)?;
         stridemap::socket::recv(&rx)
-            .and_then(|i| i.open(&opts))
+            .and_then(|i| opts.open(i))
             .map_err(|e| e.to_string())?
     } else {
-        stridemap::open(a.descriptor(), &opts).map_err(s)?
+        opts.open(a.descriptor()).map_err(s)?
     };
     // One element per 4 KiB page, copied out (a named file is not frozen).
-    let v = m.shared_view::<f64>().map_err(|e| e.to_string())?;
+    let v = m.volatile_view::<f64>().map_err(|e| e.to_string())?;
     let n = v.len();
     let read = || {
         let t0 = Instant::now();

@@ -157,10 +157,8 @@ fn ours_round(
 ) -> Result<(f64, stridemap_shm::PageBacking), String> {
     let s = |e: stridemap_shm::Error| e.to_string();
     let t0 = Instant::now();
-    let mut a = pool
-        .alloc::<f64>(&[src.len() as u64], Order::C)
-        .map_err(s)?;
-    a.shared_view_mut()
+    let mut a = pool.alloc::<f64>(&[src.len()], Order::C).map_err(s)?;
+    a.volatile_view_mut()
         .map_err(s)?
         .copy_from_slice(src)
         .map_err(|e| e.to_string())?;
@@ -194,7 +192,7 @@ fn ours_round(
     for c in &crew.conns {
         wire::ack(c).map_err(|f| f.message)?;
     }
-    let v = out.shared_view().map_err(s)?;
+    let v = out.volatile_view().map_err(s)?;
     let total = v.get(&[0]).map_err(|e| e.to_string())? + v.get(&[1]).map_err(|e| e.to_string())?;
     let t = t0.elapsed().as_secs_f64();
     std::hint::black_box(total);

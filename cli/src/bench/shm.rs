@@ -47,9 +47,10 @@ fn f64_view(data: &[f64]) -> Result<ByteView<'_>> {
 
 /// A frozen f64 array of `n` elements, values 0, 1, 2, …
 fn filled(pool: &Pool, n: u64) -> Result<SharedArray<f64>> {
+    let n = usize::try_from(n).map_err(s)?;
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(s)?;
     let mut i = 0u64;
-    a.shared_view_mut().map_err(s)?.fill_with(|| {
+    a.volatile_view_mut().map_err(s)?.fill_with(|| {
         i += 1;
         ((i - 1) % 4096) as f64
     });
@@ -371,7 +372,7 @@ pub(crate) fn end_to_end_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<R
             wire::put_u32(c, round).map_err(|f| f.message)?;
             wire::put_u64(c, 0).map_err(|f| f.message)?;
             wire::ack(c).map_err(|f| f.message)?;
-            let answer = out.shared_view().map_err(s)?.get(&[0]).map_err(s)?;
+            let answer = out.volatile_view().map_err(s)?.get(&[0]).map_err(s)?;
             times.push(t0.elapsed().as_secs_f64());
             std::hint::black_box(answer);
             wire::put(c, &[wire::DROP]).map_err(|f| f.message)?;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use std::os::unix::net::UnixStream;
 
-use stridemap::{OpenOptions, SharedView, SharedViewMut, open, socket};
+use stridemap::{OpenOptions, VolatileView, VolatileViewMut, socket};
 use stridemap_core::{Builder, DType, Layout, Order, Slice, ValidDescriptor, decode};
 use stridemap_shm::{Pool, PoolConfig, SegmentKind};
 
@@ -55,10 +55,10 @@ fn open_first_view(wire: &[u8], opts: &OpenOptions, calls: usize) -> Result<f64>
         let t0 = Instant::now();
         let m = decode(wire)
             .map_err(stridemap::Error::from)
-            .and_then(|d| open(&d, opts))
+            .and_then(|d| opts.open(&d))
             .map_err(|e| e.to_string())?;
         black_box(
-            m.shared_view::<f64>()
+            m.volatile_view::<f64>()
                 .and_then(|v| v.get(&[0]))
                 .map_err(|e| e.to_string())?,
         );
@@ -81,7 +81,7 @@ pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
     let mut wires = Vec::new();
     for (name, len) in sizes {
         let d = f64_file(&disk_dir.join(format!("open-{len}")), len, false)?;
-        open(&d, &fresh).map_err(|e| format!("open {name}: {e}"))?;
+        fresh.open(&d).map_err(|e| format!("open {name}: {e}"))?;
         wires.push((name, d.to_bytes()));
     }
     let mut rows = Vec::new();
@@ -114,7 +114,7 @@ pub(crate) fn open_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
     let reuse = OpenOptions::new()
         .allow_root(scratch.dir())
         .allow_root(&disk_dir);
-    let _live = open(&keep, &reuse).map_err(|e| e.to_string())?;
+    let _live = reuse.open(&keep).map_err(|e| e.to_string())?;
     let sub = keep
         .layout()
         .slice_axis(0, Slice::range(1000, 2000))
@@ -149,6 +149,7 @@ fn frozen_memfd(n: u64) -> Result<(Pool, stridemap::Mapping)> {
             .sweep_on_start(false),
     )
     .map_err(e)?;
+    let n = usize::try_from(n).map_err(|e| e.to_string())?;
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(e)?;
     for (i, x) in a.as_mut_slice().map_err(e)?.iter_mut().enumerate() {
         *x = (i % 1024) as f64;
@@ -157,7 +158,7 @@ fn frozen_memfd(n: u64) -> Result<(Pool, stridemap::Mapping)> {
     let (tx, rx) = UnixStream::pair().map_err(|e| e.to_string())?;
     a.send(&tx).map_err(e)?;
     let m = socket::recv(&rx)
-        .and_then(|i| i.open(&OpenOptions::new()))
+        .and_then(|i| OpenOptions::new().open(i))
         .map_err(|e| e.to_string())?;
     if !m.is_frozen() {
         return Err("a frozen memfd was not seen as frozen".into());
@@ -197,7 +198,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     });
 
     // The same sum through the copying view every mapping has (volatile element reads).
-    let shared = m.shared_view::<f64>().map_err(|e| e.to_string())?;
+    let shared = m.volatile_view::<f64>().map_err(|e| e.to_string())?;
     let (t_shared, t_slice) = paired(
         || {
             black_box(shared.iter().sum::<f64>());
@@ -210,7 +211,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     );
     rows.push(Row {
         group: "views",
-        name: "sum contiguous f64, shared view (volatile reads)".into(),
+        name: "sum contiguous f64, volatile view (element copies)".into(),
         ours: fmt_rate(n * 8, t_shared),
         reference: fmt_rate(n * 8, t_slice),
         ratio: Some(t_slice / t_shared),
@@ -220,7 +221,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
 
     // An integer sum, which a slice loop vectorizes and volatile reads cannot.
     let ints: &[u64] = bytemuck::cast_slice(slice);
-    let shared_ints = SharedView::<u64>::new(bytemuck::cast_slice(slice), *view.layout())
+    let shared_ints = VolatileView::<u64>::new(bytemuck::cast_slice(slice), *view.layout())
         .map_err(|e| e.to_string())?;
     let (t_shared, t_slice) = paired(
         || {
@@ -234,7 +235,7 @@ pub(crate) fn sum_rows(budget: Budget, _scratch: &Scratch) -> Result<Vec<Row>> {
     );
     rows.push(Row {
         group: "views",
-        name: "sum contiguous u64, shared view (volatile reads)".into(),
+        name: "sum contiguous u64, volatile view (element copies)".into(),
         ours: fmt_rate(n * 8, t_shared),
         reference: fmt_rate(n * 8, t_slice),
         ratio: Some(t_slice / t_shared),
@@ -328,7 +329,8 @@ fn shared_write_rows(budget: Budget, n: u64) -> Result<Vec<Row>> {
     // Element by element: set() per element against `slice[i] = x`.
     let (t_set, t_plain) = paired(
         || {
-            if let Ok(mut v) = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
+            if let Ok(mut v) =
+                VolatileViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
             {
                 let mut k = 0.0;
                 v.fill_with(|| {
@@ -365,7 +367,8 @@ fn shared_write_rows(budget: Budget, n: u64) -> Result<Vec<Row>> {
     // Row by row: copy_from_slice per row (one memcpy) against `copy_from_slice` on slices.
     let (t_rows, t_plain) = paired(
         || {
-            if let Ok(mut v) = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
+            if let Ok(mut v) =
+                VolatileViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut out), layout)
             {
                 for i in 0..usize::try_from(rows_n).unwrap_or(0) {
                     if let Ok(mut r) = v.reborrow().index_axis(0, i) {

@@ -8,13 +8,13 @@
 
 mod bytes;
 mod iter;
-mod shared;
 mod typed;
+mod volatile;
 
 pub use bytes::ByteView;
 pub use iter::Iter;
-pub use shared::{SharedIter, SharedView, SharedViewMut};
 pub use typed::{IterMut, View, ViewMut};
+pub use volatile::{VolatileIter, VolatileView, VolatileViewMut};
 
 use stridemap_core::{Layout, ValidDescriptor};
 

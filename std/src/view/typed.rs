@@ -4,8 +4,8 @@ use core::mem::{align_of, size_of};
 
 use stridemap_core::{Layout, ValidDescriptor};
 
-use super::{ByteView, Iter, SharedView, describe, subviews};
-use crate::sys::SharedBytes;
+use super::{ByteView, Iter, VolatileView, describe, subviews};
+use crate::sys::VolatileBytes;
 use crate::{Element, Unaligned, ViewError, ViewError as Error, ViewResult as Result};
 
 /// A read-only strided view whose elements are `T`.
@@ -231,10 +231,10 @@ impl<'a, T: Element> View<'a, T> {
         }))
     }
 
-    /// The same elements as a [`SharedView`] (for code written against shared views).
-    pub fn as_shared(&self) -> SharedView<'a, T> {
-        SharedView::checked(
-            SharedBytes::from_slice(self.bytes),
+    /// The same elements as a [`VolatileView`] (for code written against volatile views).
+    pub fn as_volatile(&self) -> VolatileView<'a, T> {
+        VolatileView::checked(
+            VolatileBytes::from_slice(self.bytes),
             self.layout,
             self.source,
         )

@@ -1,5 +1,5 @@
 //! Views of bytes another process may change: elements copied in and out one volatile access
-//! at a time, never lent as references ([`SharedView`], [`SharedViewMut`]).
+//! at a time, never lent as references ([`VolatileView`], [`VolatileViewMut`]).
 
 use core::marker::PhantomData;
 use core::mem::size_of;
@@ -8,20 +8,20 @@ use stridemap_core::{Layout, ValidDescriptor};
 
 use super::typed::check;
 use super::{describe, subviews};
-use crate::sys::{SharedBytes, SharedBytesMut, split_disjoint, split_ranges};
+use crate::sys::{VolatileBytes, VolatileBytesMut, split_disjoint, split_ranges};
 use crate::{Element, ViewError, ViewError as Error, ViewResult as Result};
 
 /// A read-only strided view of `T`s that other processes may write while it lives (an `r+`
 /// output, a path-named file): every read copies one element, no `&T` is ever made.
 ///
-/// Made by [`Mapping::shared_view`](crate::Mapping::shared_view) for any mapping, or from a
-/// [`View`](crate::View) with [`View::as_shared`](crate::View::as_shared). Sub-views, iteration
+/// Made by [`Mapping::volatile_view`](crate::Mapping::volatile_view) for any mapping, or from a
+/// [`View`](crate::View) with [`View::as_volatile`](crate::View::as_volatile). Sub-views, iteration
 /// and copies work as on a [`View`](crate::View); elements come by value.
 ///
 /// ```
-/// use stridemap::{Layout, Order, SharedView};
+/// use stridemap::{Layout, Order, VolatileView};
 /// let data: Vec<f64> = (0..6).map(f64::from).collect();
-/// let v = SharedView::<f64>::new(bytemuck::cast_slice(&data), Layout::contiguous(8, &[2, 3], Order::C)?)?;
+/// let v = VolatileView::<f64>::new(bytemuck::cast_slice(&data), Layout::contiguous(8, &[2, 3], Order::C)?)?;
 /// assert_eq!(v.get(&[1, 2])?, 5.0);
 /// assert_eq!(v.t().iter().sum::<f64>(), 15.0);
 /// # Ok::<(), stridemap::Error>(())
@@ -29,16 +29,16 @@ use crate::{Element, ViewError, ViewError as Error, ViewResult as Result};
 ///
 /// It lends no references, so this does not compile:
 ///
-/// ```compile_fail
-/// # use stridemap::{Layout, Order, SharedView};
+/// ```compile_fail,E0308
+/// # use stridemap::{Layout, Order, VolatileView};
 /// # let data = [1.0f64; 4];
-/// let v = SharedView::<f64>::new(bytemuck::cast_slice(&data), Layout::contiguous(8, &[4], Order::C)?)?;
+/// let v = VolatileView::<f64>::new(bytemuck::cast_slice(&data), Layout::contiguous(8, &[4], Order::C)?)?;
 /// let r: &f64 = v.get(&[0])?; // elements come by value
 /// # Ok::<(), stridemap::Error>(())
 /// ```
 #[derive(Clone, Copy)]
-pub struct SharedView<'a, T> {
-    bytes: SharedBytes<'a>,
+pub struct VolatileView<'a, T> {
+    bytes: VolatileBytes<'a>,
     layout: Layout,
     source: Option<&'a ValidDescriptor>,
     _t: PhantomData<fn() -> T>,
@@ -47,17 +47,17 @@ pub struct SharedView<'a, T> {
 /// A writable strided view of `T`s that other processes may read and write while it lives:
 /// the safe way for workers to fill disjoint parts of one shared `r+` output.
 ///
-/// Writes are single volatile stores ([`set`](SharedViewMut::set),
-/// [`fill`](SharedViewMut::fill), [`for_each_mut`](SharedViewMut::for_each_mut)) or one copy
-/// of a contiguous run ([`copy_from_slice`](SharedViewMut::copy_from_slice)). Within a
+/// Writes are single volatile stores ([`set`](VolatileViewMut::set),
+/// [`fill`](VolatileViewMut::fill), [`for_each_mut`](VolatileViewMut::for_each_mut)) or one copy
+/// of a contiguous run ([`copy_from_slice`](VolatileViewMut::copy_from_slice)). Within a
 /// process the view is the only writer of its elements: it is not `Clone`, sub-views consume
-/// it, and [`split_axis`](SharedViewMut::split_axis) / [`axis_chunks`](SharedViewMut::axis_chunks)
+/// it, and [`split_axis`](VolatileViewMut::split_axis) / [`axis_chunks`](VolatileViewMut::axis_chunks)
 /// hand out disjoint parts that can go to different threads.
 ///
 /// ```
-/// use stridemap::{Layout, Order, SharedViewMut};
+/// use stridemap::{Layout, Order, VolatileViewMut};
 /// let mut data = vec![0.0f64; 6];
-/// let v = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut data), Layout::contiguous(8, &[2, 3], Order::C)?)?;
+/// let v = VolatileViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut data), Layout::contiguous(8, &[2, 3], Order::C)?)?;
 /// let (mut top, mut bottom) = v.split_axis(0, 1)?;
 /// std::thread::scope(|s| {
 ///     s.spawn(move || top.copy_from_slice(&[1.0, 2.0, 3.0]));
@@ -69,10 +69,10 @@ pub struct SharedView<'a, T> {
 ///
 /// Two writers of the same elements cannot be made: it is not `Clone` (nor `Sync`).
 ///
-/// ```compile_fail
-/// # use stridemap::{Layout, Order, SharedViewMut};
+/// ```compile_fail,E0599
+/// # use stridemap::{Layout, Order, VolatileViewMut};
 /// # let mut data = vec![0.0f64; 6];
-/// let v = SharedViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut data), Layout::contiguous(8, &[6], Order::C)?)?;
+/// let v = VolatileViewMut::<f64>::new(bytemuck::cast_slice_mut(&mut data), Layout::contiguous(8, &[6], Order::C)?)?;
 /// let w = v.clone();
 /// # Ok::<(), stridemap::Error>(())
 /// ```
@@ -80,12 +80,12 @@ pub struct SharedView<'a, T> {
 /// Nor shared between threads by reference (it is `Send`, not `Sync`): threads get disjoint
 /// parts instead.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// fn sync<S: Sync>() {}
-/// sync::<stridemap::SharedViewMut<'static, f64>>();
+/// sync::<stridemap::VolatileViewMut<'static, f64>>();
 /// ```
-pub struct SharedViewMut<'a, T> {
-    bytes: SharedBytesMut<'a>,
+pub struct VolatileViewMut<'a, T> {
+    bytes: VolatileBytesMut<'a>,
     layout: Layout,
     source: Option<&'a ValidDescriptor>,
     _t: PhantomData<fn() -> T>,
@@ -105,23 +105,23 @@ fn outside(layout: &Layout, len: usize) -> Error {
     })
 }
 
-impl<'a, T: Element> SharedView<'a, T> {
-    /// A shared view of `layout` over `bytes` (its buffer: at least the bytes its elements
-    /// touch), for code that takes shared views.
+impl<'a, T: Element> VolatileView<'a, T> {
+    /// A volatile view of `layout` over `bytes` (its buffer: at least the bytes its elements
+    /// touch), for code that takes volatile views.
     ///
     /// # Errors
     /// [`ViewError::BufferTooShort`], [`ViewError::ItemsizeMismatch`], [`ViewError::Misaligned`].
-    pub fn new(bytes: &'a [u8], layout: Layout) -> Result<SharedView<'a, T>> {
-        SharedView::with_source(SharedBytes::from_slice(bytes), layout, None)
+    pub fn new(bytes: &'a [u8], layout: Layout) -> Result<VolatileView<'a, T>> {
+        VolatileView::with_source(VolatileBytes::from_slice(bytes), layout, None)
     }
 
     pub(crate) fn with_source(
-        bytes: SharedBytes<'a>,
+        bytes: VolatileBytes<'a>,
         layout: Layout,
         source: Option<&'a ValidDescriptor>,
-    ) -> Result<SharedView<'a, T>> {
+    ) -> Result<VolatileView<'a, T>> {
         check::<T>(bytes.addr(), bytes.len(), &layout)?;
-        Ok(SharedView {
+        Ok(VolatileView {
             bytes,
             layout,
             source,
@@ -131,11 +131,11 @@ impl<'a, T: Element> SharedView<'a, T> {
 
     /// A view whose layout was checked against these bytes already (e.g. a `View`'s).
     pub(crate) fn checked(
-        bytes: SharedBytes<'a>,
+        bytes: VolatileBytes<'a>,
         layout: Layout,
         source: Option<&'a ValidDescriptor>,
-    ) -> SharedView<'a, T> {
-        SharedView {
+    ) -> VolatileView<'a, T> {
+        VolatileView {
             bytes,
             layout,
             source,
@@ -145,7 +145,7 @@ impl<'a, T: Element> SharedView<'a, T> {
 
     fn with_layout(self, layout: Layout) -> Result<Self> {
         check::<T>(self.bytes.addr(), self.bytes.len(), &layout)?;
-        Ok(SharedView { layout, ..self })
+        Ok(VolatileView { layout, ..self })
     }
 
     /// The element at `index` (one entry per axis), copied.
@@ -160,8 +160,8 @@ impl<'a, T: Element> SharedView<'a, T> {
     }
 
     /// The elements in logical C order, copied one by one.
-    pub fn iter(&self) -> SharedIter<'a, T> {
-        SharedIter::new(self.bytes, &self.layout)
+    pub fn iter(&self) -> VolatileIter<'a, T> {
+        VolatileIter::new(self.bytes, &self.layout)
     }
 
     /// A C-ordered copy of the elements.
@@ -202,7 +202,7 @@ impl<'a, T: Element> SharedView<'a, T> {
     ///
     /// # Errors
     /// A [`ViewError::Layout`] error if `axis` is out of range.
-    pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = SharedView<'a, T>> + 'a>
+    pub fn axis_iter(&self, axis: usize) -> Result<impl Iterator<Item = VolatileView<'a, T>> + 'a>
     where
         T: 'a,
     {
@@ -223,32 +223,32 @@ impl<'a, T: Element> SharedView<'a, T> {
     }
 }
 
-subviews!(impl<'a, T: Element> SharedView<'a, T>);
+subviews!(impl<'a, T: Element> VolatileView<'a, T>);
 
-impl<'a, T: Element> IntoIterator for SharedView<'a, T> {
+impl<'a, T: Element> IntoIterator for VolatileView<'a, T> {
     type Item = T;
-    type IntoIter = SharedIter<'a, T>;
-    fn into_iter(self) -> SharedIter<'a, T> {
+    type IntoIter = VolatileIter<'a, T>;
+    fn into_iter(self) -> VolatileIter<'a, T> {
         self.iter()
     }
 }
 
-impl<'a, T: Element> SharedViewMut<'a, T> {
-    /// A writable shared view of `layout` over `bytes`, for code that takes shared views.
+impl<'a, T: Element> VolatileViewMut<'a, T> {
+    /// A writable volatile view of `layout` over `bytes`, for code that takes volatile views.
     ///
     /// # Errors
-    /// As [`SharedView::new`].
-    pub fn new(bytes: &'a mut [u8], layout: Layout) -> Result<SharedViewMut<'a, T>> {
-        SharedViewMut::with_source(SharedBytesMut::from_slice(bytes), layout, None)
+    /// As [`VolatileView::new`].
+    pub fn new(bytes: &'a mut [u8], layout: Layout) -> Result<VolatileViewMut<'a, T>> {
+        VolatileViewMut::with_source(VolatileBytesMut::from_slice(bytes), layout, None)
     }
 
     pub(crate) fn with_source(
-        bytes: SharedBytesMut<'a>,
+        bytes: VolatileBytesMut<'a>,
         layout: Layout,
         source: Option<&'a ValidDescriptor>,
-    ) -> Result<SharedViewMut<'a, T>> {
+    ) -> Result<VolatileViewMut<'a, T>> {
         check::<T>(bytes.addr(), bytes.len(), &layout)?;
-        Ok(SharedViewMut {
+        Ok(VolatileViewMut {
             bytes,
             layout,
             source,
@@ -258,13 +258,13 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
 
     fn with_layout(self, layout: Layout) -> Result<Self> {
         check::<T>(self.bytes.addr(), self.bytes.len(), &layout)?;
-        Ok(SharedViewMut { layout, ..self })
+        Ok(VolatileViewMut { layout, ..self })
     }
 
-    /// A read-only shared view of the same elements, while this one is borrowed.
-    pub fn as_shared(&self) -> SharedView<'_, T> {
-        SharedView {
-            bytes: self.bytes.shared(),
+    /// A read-only volatile view of the same elements, while this one is borrowed.
+    pub fn as_volatile(&self) -> VolatileView<'_, T> {
+        VolatileView {
+            bytes: self.bytes.volatile(),
             layout: self.layout,
             source: self.source,
             _t: PhantomData,
@@ -272,8 +272,8 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     }
 
     /// A shorter-lived writer of the same elements, e.g. to make a sub-view and keep this one.
-    pub fn reborrow(&mut self) -> SharedViewMut<'_, T> {
-        SharedViewMut {
+    pub fn reborrow(&mut self) -> VolatileViewMut<'_, T> {
+        VolatileViewMut {
             bytes: self.bytes.reborrow(),
             layout: self.layout,
             source: self.source,
@@ -284,7 +284,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// The element at `index`, copied.
     ///
     /// # Errors
-    /// As [`SharedView::get`].
+    /// As [`VolatileView::get`].
     pub fn get(&self, index: &[usize]) -> Result<T> {
         let off = self.layout.element_offset(super::as_u64s(index))?;
         self.bytes
@@ -295,7 +295,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// Writes `value` at `index`.
     ///
     /// # Errors
-    /// As [`SharedView::get`].
+    /// As [`VolatileView::get`].
     pub fn set(&mut self, index: &[usize], value: T) -> Result<()> {
         let off = self.layout.element_offset(super::as_u64s(index))?;
         let len = self.bytes.len();
@@ -305,13 +305,13 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     }
 
     /// The elements in logical C order, copied.
-    pub fn iter(&self) -> SharedIter<'_, T> {
-        SharedIter::new(self.bytes.shared(), &self.layout)
+    pub fn iter(&self) -> VolatileIter<'_, T> {
+        VolatileIter::new(self.bytes.volatile(), &self.layout)
     }
 
     /// A C-ordered copy of the elements.
     pub fn to_vec(&self) -> Vec<T> {
-        self.as_shared().to_vec()
+        self.as_volatile().to_vec()
     }
 
     /// Calls `f` on a copy of every element in logical C order and writes the result back.
@@ -325,7 +325,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     /// Replaces every element `x` by `f(x)`, in logical C order: one loop of volatile
     /// accesses for a contiguous view, an offset walk otherwise.
     fn update(&mut self, mut f: impl FnMut(T) -> T) {
-        let SharedViewMut { bytes, layout, .. } = self;
+        let VolatileViewMut { bytes, layout, .. } = self;
         if layout.is_c_contiguous() {
             let n = usize::try_from(layout.len()).unwrap_or(0);
             if bytes
@@ -345,7 +345,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
 
     /// Writes `f()` to every element in logical C order.
     pub fn fill_with(&mut self, mut f: impl FnMut() -> T) {
-        let SharedViewMut { bytes, layout, .. } = self;
+        let VolatileViewMut { bytes, layout, .. } = self;
         if layout.is_c_contiguous() {
             let n = usize::try_from(layout.len()).unwrap_or(0);
             if bytes
@@ -405,7 +405,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
             }
             .into());
         }
-        let SharedViewMut {
+        let VolatileViewMut {
             bytes,
             layout,
             source,
@@ -415,7 +415,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
         let at = u64::try_from(at).unwrap_or(u64::MAX);
         let (a, la, b, lb) =
             split_disjoint(bytes, &layout, axis, at).ok_or(ViewError::Overlapping)?;
-        let part = |bytes, layout| SharedViewMut {
+        let part = |bytes, layout| VolatileViewMut {
             bytes,
             layout,
             source,
@@ -443,7 +443,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
         if len <= size {
             return Ok(vec![self]);
         }
-        let SharedViewMut {
+        let VolatileViewMut {
             bytes,
             layout,
             source,
@@ -457,7 +457,7 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
         let pieces = split_ranges(bytes, &layout, axis, &bounds).ok_or(ViewError::Overlapping)?;
         Ok(pieces
             .into_iter()
-            .map(|(bytes, layout)| SharedViewMut {
+            .map(|(bytes, layout)| VolatileViewMut {
                 bytes,
                 layout,
                 source,
@@ -472,12 +472,12 @@ impl<'a, T: Element> SharedViewMut<'a, T> {
     }
 }
 
-subviews!(impl<'a, T: Element> SharedViewMut<'a, T>);
+subviews!(impl<'a, T: Element> VolatileViewMut<'a, T>);
 
-/// The elements of a [`SharedView`] in logical C order, copied one by one.
+/// The elements of a [`VolatileView`] in logical C order, copied one by one.
 #[derive(Clone, Debug)]
-pub struct SharedIter<'a, T> {
-    bytes: SharedBytes<'a>,
+pub struct VolatileIter<'a, T> {
+    bytes: VolatileBytes<'a>,
     inner: Inner,
     _t: PhantomData<fn() -> T>,
 }
@@ -496,8 +496,8 @@ enum Inner {
     Strided(stridemap_core::Offsets<'static>),
 }
 
-impl<'a, T: Element> SharedIter<'a, T> {
-    fn new(bytes: SharedBytes<'a>, layout: &Layout) -> Self {
+impl<'a, T: Element> VolatileIter<'a, T> {
+    fn new(bytes: VolatileBytes<'a>, layout: &Layout) -> Self {
         let inner = if layout.is_c_contiguous() {
             let next = usize_off(layout.offset());
             let n = usize::try_from(layout.len()).unwrap_or(0);
@@ -511,7 +511,7 @@ impl<'a, T: Element> SharedIter<'a, T> {
         } else {
             Inner::Strided(layout.into_offsets())
         };
-        SharedIter {
+        VolatileIter {
             bytes,
             inner,
             _t: PhantomData,
@@ -519,7 +519,7 @@ impl<'a, T: Element> SharedIter<'a, T> {
     }
 }
 
-impl<T: Element> Iterator for SharedIter<'_, T> {
+impl<T: Element> Iterator for VolatileIter<'_, T> {
     type Item = T;
 
     #[inline]
@@ -579,21 +579,21 @@ impl<T: Element> Iterator for SharedIter<'_, T> {
     }
 }
 
-impl<T: Element> ExactSizeIterator for SharedIter<'_, T> {}
-impl<T: Element> core::iter::FusedIterator for SharedIter<'_, T> {}
+impl<T: Element> ExactSizeIterator for VolatileIter<'_, T> {}
+impl<T: Element> core::iter::FusedIterator for VolatileIter<'_, T> {}
 
-impl<T: Element> core::fmt::Debug for SharedView<'_, T> {
+impl<T: Element> core::fmt::Debug for VolatileView<'_, T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SharedView")
+        f.debug_struct("VolatileView")
             .field("dtype", &T::dtype().map(|d| d.typestr()))
             .field("layout", &self.layout)
             .finish_non_exhaustive()
     }
 }
 
-impl<T: Element> core::fmt::Debug for SharedViewMut<'_, T> {
+impl<T: Element> core::fmt::Debug for VolatileViewMut<'_, T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SharedViewMut")
+        f.debug_struct("VolatileViewMut")
             .field("dtype", &T::dtype().map(|d| d.typestr()))
             .field("layout", &self.layout)
             .finish_non_exhaustive()
