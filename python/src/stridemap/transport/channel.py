@@ -630,7 +630,12 @@ class ChannelFd:
                         _drop(self.address, c)
                     return fd
             try:
-                c.sock.sendall(_FETCH + self.ident)
+                try:
+                    c.sock.sendall(_FETCH + self.ident)
+                except OSError as e:
+                    raise errors.OpenFailed(
+                        "the process that sent this array went before handing over its fd "
+                        f"({e.strerror or e})", e.errno) from None
                 return _recv_fd(c.sock)
             except BaseException:
                 _drop(self.address, c)
