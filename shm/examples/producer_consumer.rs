@@ -23,12 +23,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     // Producer: a 1000x3 array in a memfd, filled in place and frozen; an output for the sums.
+    // Until it is frozen, another process could map it writable, so the fill lends no &mut:
+    // it writes through copies (volatile, or copy_from_slice: one memcpy).
     let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C)?;
-    for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
-        *x = i as f64;
-    }
-    let a = a.freeze()?;
+    let mut values = (0..).map(f64::from);
+    a.volatile_view_mut()?
+        .fill_with(|| values.next().unwrap_or_default());
+    let a = a.freeze()?; // sealed F_SEAL_WRITE: from now on its views lend &f64s
     let sums = pool.alloc_output::<f64>(&[1000], Order::C)?;
     let dir = tempfile::tempdir()?;
     let sock = dir.path().join("s");

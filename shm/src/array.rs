@@ -12,7 +12,24 @@
 //! # Ok(()) }
 //! ```
 //!
-//! And an array the producer fills cannot reach a consumer before it is frozen:
+//! An array the producer fills lends no references either until it is frozen (any process of
+//! this user may map its segment writable meanwhile, a memfd too, through `/proc/<pid>/fd`):
+//!
+//! ```compile_fail,E0599
+//! # fn f(pool: &stridemap_shm::Pool) -> stridemap_shm::Result<()> {
+//! let mut a = pool.alloc::<f64>(&[4], stridemap::Order::C)?;
+//! let s: &mut [f64] = a.as_mut_slice()?; // no such method: copy_from_slice, fill, or freeze() first
+//! # Ok(()) }
+//! ```
+//!
+//! ```compile_fail,E0599
+//! # fn f(pool: &stridemap_shm::Pool) -> stridemap_shm::Result<()> {
+//! let a = pool.alloc::<f64>(&[4], stridemap::Order::C)?;
+//! let v = a.view()?; // no such method: volatile_view, or freeze() first
+//! # Ok(()) }
+//! ```
+//!
+//! And it cannot reach a consumer before it is frozen or published:
 //!
 //! ```compile_fail,E0599
 //! # fn f(pool: &stridemap_shm::Pool, s: &std::os::unix::net::UnixStream) -> stridemap_shm::Result<()> {
@@ -27,8 +44,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Weak};
 
 use stridemap::{
-    ByteView, DType, Element, Layout, Mode, ValidDescriptor, View, ViewMut, VolatileView,
-    VolatileViewMut, socket,
+    ByteView, DType, Element, Layout, Mode, ValidDescriptor, View, VolatileView, VolatileViewMut,
+    socket,
 };
 
 use crate::huge::PageBacking;
@@ -80,23 +97,35 @@ impl Drop for Lease {
     }
 }
 
-/// A shared array only the producer writes, in place (no copy), until
-/// [`freeze`](SharedArrayMut::freeze) shares it read-only. A memfd segment is
-/// [private](SharedArrayMut::is_private): the kernel lets no one else write it, so its views
-/// lend references at slice speed. A named file lends none (other processes of this user
-/// can write it): fill it through [`volatile_view_mut`](SharedArrayMut::volatile_view_mut).
+/// A shared array the producer fills in place (no copy) before
+/// [`freeze`](SharedArrayMut::freeze) shares it read-only (or
+/// [`publish`](SharedArrayMut::publish) shares it unfrozen). It lends no references: until the
+/// kernel has sealed the segment `F_SEAL_WRITE` at `freeze`, any process of this user (or
+/// root) may map it writable (a named file by path, a memfd through `/proc/<pid>/fd`), and a
+/// `&mut [T]` whose bytes another process changes is undefined behaviour. Fill it with
+/// [`copy_from_slice`](SharedArrayMut::copy_from_slice) or [`fill`](SharedArrayMut::fill)
+/// (one memcpy, no reference), or element by element through
+/// [`volatile_view_mut`](SharedArrayMut::volatile_view_mut); then `freeze` and read the
+/// frozen array through [`SharedArray::view`], which lends `&[T]`. A caller that can promise
+/// no other process writes the segment meanwhile has the `unsafe`
+/// [`as_mut_slice_unchecked`](SharedArrayMut::as_mut_slice_unchecked).
 ///
 /// ```
 /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
 /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 /// let mut a = pool.alloc::<f64>(&[2, 3], Order::C)?;
-/// for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
-///     *x = i as f64;
-/// }
+/// let data: Vec<f64> = (0..6).map(f64::from).collect();
+/// a.copy_from_slice(&data)?;
 /// let a = a.freeze()?; // a memfd sealed F_SEAL_WRITE: frozen, views lend references
 /// assert_eq!(a.view()?.get(&[1, 2])?, &5.0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A named file (the default pool) is never frozen (root can write 0400 files): after
+/// `freeze` it is read through [`SharedArray::volatile_view`]. A named file truncated by
+/// another process of this user meanwhile makes the producer's next access to the lost pages
+/// (a fill, a volatile view) crash with `SIGBUS`, as on the consumers' side; a memfd cannot
+/// be truncated (sealed against shrinking).
 #[derive(Debug)]
 pub struct SharedArrayMut<T = Untyped> {
     lease: Lease,
@@ -117,8 +146,14 @@ pub struct OutputArray<T = Untyped> {
     _t: PhantomData<fn() -> T>,
 }
 
-/// A frozen (read-only) shared array: cheap to clone; the segment is released when the last
-/// clone is dropped, and deleted or recycled once no reader maps it either.
+/// A shared array that consumers read (from [`SharedArrayMut::freeze`],
+/// [`SharedArrayMut::publish`] or [`Pool::share`](crate::Pool::share)): cheap to clone; the
+/// segment is released when the last clone is dropped, and deleted or recycled once no reader
+/// maps it either. Whether it is [frozen](SharedArray::is_frozen) (its bytes can never change
+/// again, so [`view`](SharedArray::view) lends `&[T]`) is known at run time: only a memfd
+/// that `freeze` (or `share`) sealed `F_SEAL_WRITE` is. A named file (read-only to consumers,
+/// mode 0400, which root ignores) and a published memfd (the producer writes it again once
+/// recycled) are read through [`volatile_view`](SharedArray::volatile_view).
 #[derive(Debug)]
 pub struct SharedArray<T = Untyped> {
     lease: Arc<Lease>,
@@ -176,29 +211,6 @@ impl<T> SharedArrayMut<T> {
         Ok(self.lease.seg()?.page_backing())
     }
 
-    /// The array's bytes (packed in its order), writable, if the segment is
-    /// [private](Self::is_private).
-    ///
-    /// # Errors
-    /// As [`as_mut_slice`](Self::as_mut_slice).
-    pub fn bytes_mut(&mut self) -> Result<&mut [u8]> {
-        let n = self.layout.nbytes() as usize;
-        let seg = self.lease.seg_mut()?;
-        let why = not_private(seg);
-        let data = seg.private_data_mut().ok_or(Error::NotPrivate { why })?;
-        Ok(data.get_mut(..n).unwrap_or_default())
-    }
-
-    /// Whether the segment is a private memfd, which lends references for the fill in place
-    /// ([`as_mut_slice`](Self::as_mut_slice), [`view_mut`](Self::view_mut)): a memfd of a
-    /// [`SegmentKind::Memfd`](crate::SegmentKind::Memfd) pool, sealed by the kernel so that
-    /// the producer's map is the only writer it can ever have. A named file never is (other
-    /// processes of this user, and root, can open it for writing): fill it through
-    /// [`volatile_view_mut`](Self::volatile_view_mut).
-    pub fn is_private(&self) -> bool {
-        self.lease.seg().is_ok_and(Segment::is_private)
-    }
-
     /// Makes the array read-only for good and returns the shareable handle. A memfd is
     /// frozen: its writable map dropped, sealed `F_SEAL_WRITE` (and against resizing) by the
     /// kernel, mapped again read-only, so consumers' and the producer's views lend references
@@ -223,7 +235,7 @@ impl<T> SharedArrayMut<T> {
     /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
     /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
-    /// a.as_mut_slice()?.copy_from_slice(&[1.0, 2.0, 3.0]);
+    /// a.copy_from_slice(&[1.0, 2.0, 3.0])?;
     /// let a = a.publish()?;
     /// assert!(!a.is_frozen());
     /// assert_eq!(a.volatile_view()?.to_vec(), [1.0, 2.0, 3.0]);
@@ -267,50 +279,64 @@ impl<T> SharedArrayMut<T> {
 }
 
 impl<T: Element> SharedArrayMut<T> {
-    /// The elements in memory order (the array's order, C or F), to fill in place at slice
-    /// speed, if the segment is [private](Self::is_private) (a memfd). A named file's bytes
-    /// can be written by others meanwhile, so it lends no slice: fill it through
-    /// [`volatile_view_mut`](Self::volatile_view_mut), which copies in (`copy_from_slice` runs at
-    /// memcpy speed).
+    /// Copies `src`, the elements in memory order (the array's order, C or F), into the
+    /// array: one memcpy into the segment, lending no reference (the segment is not frozen
+    /// yet: another process may map it writable meanwhile).
     ///
-    /// Issue 20: a named file written through `std::fs` under a live slice changed the
-    /// slice's values. That program now gets the refusal:
+    /// Before, `as_mut_slice` lent a `&mut [f64]` of a memfd that another process had mapped
+    /// writable through `/proc/<pid>/fd` before it was sealed, and changed under it. Now the
+    /// producer writes through copies and reads only once frozen:
     ///
     /// ```
-    /// use stridemap_shm::{Error, Order, Pool, PoolConfig, SegmentKind};
-    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::File))?;
+    /// use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
+    /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
     /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
-    /// assert!(matches!(a.as_mut_slice(), Err(Error::NotPrivate { .. })));
-    /// a.volatile_view_mut()?.copy_from_slice(&[1.0, 2.0, 3.0])?;
+    /// a.copy_from_slice(&[1.0, 2.0, 3.0])?;
     /// assert_eq!(a.volatile_view()?.to_vec(), [1.0, 2.0, 3.0]);
+    /// assert_eq!(a.freeze()?.view()?.as_slice(), Some(&[1.0, 2.0, 3.0][..]));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
-    /// [`Error::NotPrivate`] for a segment others may write (a named file).
-    pub fn as_mut_slice(&mut self) -> Result<&mut [T]> {
-        Ok(bytemuck::try_cast_slice_mut(self.bytes_mut()?).unwrap_or_default())
+    /// [`stridemap::ViewError::SliceLength`] (inside [`Error::Stridemap`]) if `src` does not
+    /// have the array's number of elements.
+    pub fn copy_from_slice(&mut self, src: &[T]) -> Result<()> {
+        let n = self.layout.len();
+        if src.len() as u64 != n {
+            return Err(stridemap::ViewError::SliceLength {
+                expected: n as usize,
+                actual: src.len(),
+            }
+            .into());
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(src);
+        if !self.lease.seg_mut()?.write_data(0, bytes) {
+            return Err(stridemap::ViewError::ReadOnly.into());
+        }
+        Ok(())
     }
 
-    /// A writable typed view of the array, lending `&mut T`s, if the segment is
-    /// [private](Self::is_private).
+    /// Sets every element to `value`: memcpys of a buffer of copies into the segment,
+    /// lending no reference.
     ///
     /// # Errors
-    /// As [`as_mut_slice`](Self::as_mut_slice).
-    pub fn view_mut(&mut self) -> Result<ViewMut<'_, T>> {
-        let layout = self.layout;
-        Ok(ViewMut::new(self.bytes_mut()?, layout)?)
-    }
-
-    /// A read-only typed view lending `&T`s, if the segment is [private](Self::is_private).
-    ///
-    /// # Errors
-    /// As [`as_mut_slice`](Self::as_mut_slice).
-    pub fn view(&self) -> Result<View<'_, T>> {
-        let seg = self.lease.seg()?;
-        let why = not_private(seg);
-        let data = seg.private_data().ok_or(Error::NotPrivate { why })?;
-        Ok(View::new(data, self.layout)?)
+    /// [`Error::PoolClosed`] only if the segment is gone (never while the handle lives).
+    pub fn fill(&mut self, value: T) -> Result<()> {
+        const CHUNK: usize = 64 << 10;
+        let size = std::mem::size_of::<T>().max(1);
+        let total = usize::try_from(self.layout.nbytes()).unwrap_or(usize::MAX);
+        let buf = vec![value; (CHUNK / size).max(1)];
+        let buf: &[u8] = bytemuck::cast_slice(&buf);
+        let seg = self.lease.seg_mut()?;
+        let mut at = 0;
+        while at < total {
+            let k = buf.len().min(total - at);
+            if !seg.write_data(at, &buf[..k]) {
+                return Err(stridemap::ViewError::ReadOnly.into());
+            }
+            at += k;
+        }
+        Ok(())
     }
 
     /// A writable view that copies elements in and out and lends no reference: works on
@@ -343,18 +369,6 @@ impl<T: Element> SharedArrayMut<T> {
     /// The segment, for `sys`'s unchecked slice.
     pub(crate) fn segment_mut(&mut self) -> Result<&mut Segment> {
         self.lease.seg_mut()
-    }
-}
-
-/// Why a segment is not private (for [`Error::NotPrivate`]).
-fn not_private(seg: &Segment) -> &'static str {
-    match seg.backing {
-        Backing::File(_) => {
-            "the segment is a named file, which other processes of this user (and root) can open for writing"
-        }
-        Backing::Memfd => {
-            "this kernel did not seal the memfd against new writers (F_SEAL_FUTURE_WRITE, Linux 5.1; on hugetlbfs, a kernel that enforces it at mmap)"
-        }
     }
 }
 

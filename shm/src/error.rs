@@ -73,13 +73,6 @@ pub enum Error {
     NotThisSegment,
     /// The pool was dropped.
     PoolClosed,
-    /// A reference (`&mut [T]`, a `View`) into a segment that others may write: a named
-    /// file, or a memfd the kernel did not seal against new writers. Fill it through
-    /// [`SharedArrayMut::volatile_view_mut`](crate::SharedArrayMut::volatile_view_mut).
-    NotPrivate {
-        /// Why others may write it.
-        why: &'static str,
-    },
     /// An array [`Pool::share_arc`](crate::Pool::share_arc) cannot lend as one buffer.
     NotShareable {
         /// Why, and what to do.
@@ -300,12 +293,6 @@ impl fmt::Display for Error {
                  own descriptor"
             ),
             Error::PoolClosed => write!(f, "the pool was dropped"),
-            Error::NotPrivate { why } => write!(
-                f,
-                "no reference into this segment: {why}; fill it with volatile_view_mut() \
-                 (copy_from_slice, fill, set), or use SegmentKind::Memfd to fill in place \
-                 with as_mut_slice()"
-            ),
             Error::NotShareable { reason } => write!(f, "cannot share this array: {reason}"),
             Error::HugePagesUnavailable { kind, why } => write!(
                 f,

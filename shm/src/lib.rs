@@ -26,9 +26,8 @@
 //!
 //! let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 //! let mut a = pool.alloc::<f64>(&[4, 3], Order::C)?;
-//! for (i, x) in a.as_mut_slice()?.iter_mut().enumerate() {
-//!     *x = i as f64;
-//! }
+//! let data: Vec<f64> = (0..12).map(f64::from).collect();
+//! a.copy_from_slice(&data)?; // one memcpy into the segment, no reference to it
 //! let a = a.freeze()?;
 //!
 //! // The consumer (another process, usually) gets the descriptor and a sealed fd.
@@ -48,32 +47,36 @@
 //! # Soundness
 //!
 //! The producer's map of a segment lends references only where the kernel lets nobody else
-//! write it: a [`SharedArrayMut`] (from [`Pool::alloc`]) only if it
-//! [`is_private`](SharedArrayMut::is_private): a memfd sealed `F_SEAL_FUTURE_WRITE` as soon
-//! as the producer's one writable map of it existed (the kernel then refuses write(2) and new
-//! writable maps to everyone, which the pool checks by trying one), so that this map is its
-//! only writer, whoever gets its fd later; a [`SharedArray`] only if it
-//! [`is_frozen`](SharedArray::is_frozen): a memfd that [`SharedArrayMut::freeze`] sealed
-//! `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` after dropping its writable map, and mapped
-//! again read-only. The kernel grants that seal only when no writable map exists and refuses
-//! every writer after, so such a segment is never written again, and never recycled.
-//! Everything else is read through `stridemap`'s [`VolatileView`] (element copies, no
-//! reference, and [`VolatileViewMut`] for the fill): named files (every process of this user
+//! write it: a [`SharedArray`] that [`is_frozen`](SharedArray::is_frozen), a memfd that
+//! [`SharedArrayMut::freeze`] sealed `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` after
+//! dropping its writable map, and mapped again read-only. The kernel grants that seal only
+//! when no writable map exists anywhere and refuses every writer after, so such a segment is
+//! never written again, and never recycled. Before that, a [`SharedArrayMut`] (from
+//! [`Pool::alloc`]) lends none, a memfd's included: any process of this user (or root) can
+//! open `/proc/<pid>/fd/N` for writing and map it, and a writable map made before a seal
+//! outlives it. The producer fills it through copies
+//! ([`copy_from_slice`](SharedArrayMut::copy_from_slice), [`fill`](SharedArrayMut::fill), one
+//! memcpy) or `stridemap`'s [`VolatileViewMut`]; if another process still maps it writable,
+//! `freeze` is refused (the kernel's `EBUSY`). Everything else is read through `stridemap`'s
+//! [`VolatileView`] (element copies, no reference): named files (every process of this user
 //! can open them for writing, and mode 0400 does not stop root), arrays
 //! [published](SharedArrayMut::publish) unfrozen into segments the pool recycles (the
 //! streaming fast path), and arrays consumers write ([`OutputArray`], from
 //! [`Pool::alloc_output`], also written through [`VolatileViewMut`]). The handles are one type
-//! per stage, so the compiler enforces the rest: an [`OutputArray`] has no `view_mut`, and
-//! the one way to a slice of a named file is the `unsafe`
-//! [`SharedArrayMut::as_mut_slice_unchecked`].
+//! per stage, so the compiler enforces the rest: a [`SharedArrayMut`] has no `as_mut_slice` or
+//! `view`, an [`OutputArray`] has no `view_mut`, and the one way to a slice of an unfrozen
+//! segment is the `unsafe` [`SharedArrayMut::as_mut_slice_unchecked`].
+//! A named file truncated by another process of this user (or root) makes the next access to
+//! its lost pages crash with `SIGBUS`, on the producer's side (a fill, a volatile view, an
+//! [`OutputArray`]) as on the consumers': a crash, not undefined behaviour; memfds are sealed
+//! against shrinking.
 //! Consumers get references only for frozen memfds (see `stridemap`'s Soundness section).
 //!
 //! # Platform
 //!
 //! Linux only (a `compile_error!` elsewhere). Memfd segments need `memfd_create` with sealing
-//! (Linux 3.17) and, to publish them unfrozen or fill them through slices,
-//! `F_SEAL_FUTURE_WRITE` (Linux 5.1): without it, publishing a memfd segment fails with
-//! [`Error::Unsupported`] and its fill lends no slice ([`Error::NotPrivate`]), while named-file
+//! (Linux 3.17) and, to publish them unfrozen, `F_SEAL_FUTURE_WRITE` (Linux 5.1): without
+//! it, publishing a memfd segment fails with [`Error::Unsupported`], while named-file
 //! segments ([`SegmentKind::File`], the default) need neither. Recycled segments are
 //! prefaulted with `MADV_POPULATE_WRITE` (Linux 5.14); older kernels ignore it and the pages
 //! fault in on first write instead.

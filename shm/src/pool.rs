@@ -21,7 +21,10 @@ use crate::{Error, Result, sweep};
 /// Which kind of segment a pool makes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SegmentKind {
-    /// A file in the pool's folder: any process and any language opens it by path.
+    /// A file in the pool's folder: any process and any language opens it by path. Never
+    /// frozen (root writes 0400 files), so read through volatile views; and a process of this
+    /// user (or root) that truncates it makes the next access to the lost pages crash with
+    /// `SIGBUS`, on the producer's side (its fill, its volatile views) as on consumers'.
     #[default]
     File,
     /// A memfd sealed against shrinking, passed to consumers as an fd over a Unix socket: it
@@ -625,7 +628,7 @@ impl PoolInner {
                 return Ok((seg, true));
             }
         }
-        let seg = self.create(n, capacity, fill, huge, !writable)?;
+        let seg = self.create(n, capacity, fill, huge)?;
         lock(&self.state).held += seg.file_len();
         let mut seg = seg;
         seg.lent_writable |= writable;
@@ -634,16 +637,8 @@ impl PoolInner {
 
     /// A new segment of `capacity` data bytes (`n` used), in huge pages of `huge` bytes when
     /// asked for and available (the first mechanism of [`crate::huge_probe`] that works),
-    /// else in base pages, or for [`HugePages::Require`] an error naming what to enable. A
-    /// `private` memfd is one consumers never write (see [`Segment::create_memfd`]).
-    fn create(
-        &self,
-        n: u64,
-        capacity: u64,
-        fill: Fill<'_>,
-        huge: Option<u64>,
-        private: bool,
-    ) -> Result<Segment> {
+    /// else in base pages, or for [`HugePages::Require`] an error naming what to enable.
+    fn create(&self, n: u64, capacity: u64, fill: Fill<'_>, huge: Option<u64>) -> Result<Segment> {
         let offset = huge.unwrap_or(SEGMENT_DATA_OFFSET);
         let needed = offset.saturating_add(n);
         let folder = match self.config.kind {
@@ -656,7 +651,7 @@ impl PoolInner {
         self.check_quota(&at, needed)?;
         let make = |plan: Plan| match &folder {
             Some(f) => Segment::create_file(f, capacity, fill, self.config.prewarm, plan),
-            None => Segment::create_memfd(capacity, fill, self.config.prewarm, plan, private),
+            None => Segment::create_memfd(capacity, fill, self.config.prewarm, plan),
         };
         let Some(_) = huge else {
             return make(Plan::BASE);

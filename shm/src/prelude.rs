@@ -8,7 +8,7 @@
 //!
 //! let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
 //! let mut a: SharedArrayMut<f64> = pool.alloc(&[4, 3], Order::C)?;
-//! a.as_mut_slice()?.fill(1.5);
+//! a.fill(1.5)?;
 //! let a: SharedArray<f64> = a.freeze()?;
 //! let (tx, rx) = std::os::unix::net::UnixStream::pair()?;
 //! a.send(&tx)?;

@@ -164,15 +164,12 @@ impl Segment {
 
     /// Creates a memfd (MFD_ALLOW_SEALING | MFD_CLOEXEC, plus MFD_HUGETLB for a hugetlb
     /// plan) with room for `capacity` data bytes, sealed against shrinking and growing once
-    /// sized. A `private` one (consumers never write it) is also sealed
-    /// `F_SEAL_FUTURE_WRITE` as soon as the producer's map exists, so that this map stays its
-    /// only writer and the producer's fill may lend references ([`sys::NewFile::map`]).
+    /// sized.
     pub(crate) fn create_memfd(
         capacity: u64,
         fill: Fill<'_>,
         populate: bool,
         plan: Plan,
-        private: bool,
     ) -> Result<Segment> {
         let id = *uuid::Uuid::new_v4().as_bytes();
         let name = format!("stridemap-{}", uuid::Uuid::from_bytes(id).simple());
@@ -182,8 +179,8 @@ impl Segment {
             flags |= MemfdFlags::HUGETLB
                 | MemfdFlags::from_bits_retain(plan.page_size.trailing_zeros() << 26);
         }
-        let file = sys::NewFile::memfd(&name, flags, private)
-            .map_err(errno("memfd_create", Path::new("memfd")))?;
+        let file =
+            sys::NewFile::memfd(&name, flags).map_err(errno("memfd_create", Path::new("memfd")))?;
         let mut seg = Segment::init(id, Backing::Memfd, file, capacity, fill, populate, plan)?;
         fcntl_add_seals(&seg.file, SealFlags::SHRINK | SealFlags::GROW)
             .map_err(errno("memfd seals", Path::new("memfd")))?;
@@ -368,22 +365,14 @@ impl Segment {
         self.map.frozen_bytes()?.get(self.data_offset as usize..)
     }
 
-    /// The data area of a private memfd, the producer's alone to write (see `sys`); `None`
-    /// for a segment others may write.
-    pub(crate) fn private_data(&self) -> Option<&[u8]> {
-        self.map.private_bytes()?.get(self.data_offset as usize..)
-    }
-
-    /// The data area, writable, of a private memfd (see `sys`); `None` for any other.
-    pub(crate) fn private_data_mut(&mut self) -> Option<&mut [u8]> {
-        let off = self.data_offset as usize;
-        self.map.private_bytes_mut()?.get_mut(off..)
-    }
-
-    /// Whether the producer's map is the only writer the segment can ever have (a private
-    /// memfd, see `sys`): its fill lends references.
-    pub(crate) fn is_private(&self) -> bool {
-        self.map.is_private()
+    /// Copies `src` to byte `at` of the data area through a raw copy (no reference: others
+    /// may map the segment until it is frozen); false (nothing written) if it does not fit
+    /// or the map is read-only.
+    pub(crate) fn write_data(&mut self, at: usize, src: &[u8]) -> bool {
+        let Some(off) = (self.data_offset as usize).checked_add(at) else {
+            return false;
+        };
+        self.map.write_at(off, src)
     }
 
     /// The producer's map and the data offset (for `sys`'s unchecked fill).
@@ -391,14 +380,9 @@ impl Segment {
         (&mut self.map, self.data_offset as usize)
     }
 
-    /// Copies the elements of `view`, packed in C order, to the start of the data area: into
-    /// the producer's slice for a private memfd, else through raw copies only (others may
-    /// map the segment).
+    /// Copies the elements of `view`, packed in C order, to the start of the data area,
+    /// through raw copies only (others may map the segment until it is frozen).
     pub(crate) fn write_elements(&mut self, view: &stridemap::ByteView<'_>) {
-        if let Some(dst) = self.private_data_mut() {
-            copy_into(view, dst);
-            return;
-        }
         let start = self.data_offset as usize;
         let span = view.layout().span();
         if view.layout().is_c_contiguous()
@@ -528,7 +512,16 @@ impl Segment {
             Backing::Memfd => {
                 let ro = self.fd_for_peer(false)?;
                 self.map.freeze(&self.file, &ro).map_err(|e| {
-                    Error::from_io("sealing a memfd F_SEAL_WRITE", Path::new("memfd"), e)
+                    let busy = e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error());
+                    let context = if busy {
+                        "sealing a memfd F_SEAL_WRITE: another mapping of it is writable (in \
+                         another process, e.g. one that opened /proc/<pid>/fd/N, or a view of \
+                         it not dropped yet), so it cannot be frozen; publish() shares an \
+                         array unfrozen"
+                    } else {
+                        "sealing a memfd F_SEAL_WRITE"
+                    };
+                    Error::from_io(context, Path::new("memfd"), e)
                 })?;
                 if self.plan.is_thp() {
                     let _ = self.map.advise_huge();
@@ -722,25 +715,4 @@ fn admit_memory(in_memory: bool, where_: &Path, plan: Plan, bytes: u64) -> Resul
         crate::admit::check(bytes, where_)?;
     }
     Ok(())
-}
-
-/// Copies the elements of `view`, packed in C order, to the start of `dst`.
-fn copy_into(view: &stridemap::ByteView<'_>, dst: &mut [u8]) {
-    let span = view.layout().span();
-    if view.layout().is_c_contiguous()
-        && let (Some(src), Some(d)) = (
-            view.buffer().get(span.start as usize..span.end as usize),
-            dst.get_mut(..(span.end - span.start) as usize),
-        )
-    {
-        d.copy_from_slice(src);
-        return;
-    }
-    let mut at = 0;
-    for e in view.elements() {
-        if let Some(d) = dst.get_mut(at..at + e.len()) {
-            d.copy_from_slice(e);
-        }
-        at += e.len();
-    }
 }

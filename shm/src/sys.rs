@@ -1,35 +1,30 @@
-//! The crate's only `unsafe` code: the producer's map of a segment ([`SegmentMap`]), making a
-//! memfd private or frozen for good, prefaulting, and the raw views of segments others may
-//! write.
+//! The crate's only `unsafe` code: the producer's map of a segment ([`SegmentMap`]), freezing
+//! a memfd for good, prefaulting, and the raw views of segments others may write.
 //!
 //! # The soundness argument
 //!
 //! memmap2's contract: no reference to mapped bytes while anyone else can change them. The
 //! map is a `memmap2::MmapRaw`, which makes no reference by itself (its `as_ptr`, `len` are
 //! inherent; `Mmap`/`MmapMut` reach them through `Deref` to a whole-map slice). References
-//! to its bytes are made in three places only, each on the kernel's word, read back on the
-//! fd this process holds:
+//! to its bytes are made in two places only:
 //!
 //! - [`SegmentMap::frozen_bytes`]: `&[u8]` of a map that [`SegmentMap::freeze`] made. It
 //!   dropped the writable map, sealed the memfd `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`
 //!   (the kernel grants `F_SEAL_WRITE` only when no writable map of the file exists anywhere,
 //!   and refuses every writer after), mapped it again read-only and read the seals back on
 //!   the fd. Nothing can change those bytes for the rest of the file's life.
-//! - [`SegmentMap::private_bytes`] / [`SegmentMap::private_bytes_mut`]: the producer's fill
-//!   in place of a *private* memfd, one that [`NewFile::map`] made: a memfd this module
-//!   created and whose fd it handed to nobody ([`NewFile`] gives out no `File` and no fd)
-//!   until its one writable map existed and the kernel had sealed it `F_SEAL_FUTURE_WRITE |
-//!   F_SEAL_SHRINK | F_SEAL_GROW` (read back) and refused a new writable map of it (tried).
-//!   From then on nobody, this process included, can write(2) it, map it writable or resize
-//!   it: the producer's map stays its only writer, whoever gets its fd later. The one way
-//!   around is `/proc/<pid>/fd` during the microseconds between `memfd_create` and the seal,
-//!   open to processes allowed to inspect this one, which `/proc/<pid>/mem` gives the same
-//!   power over all its memory: outside what Rust can promise.
 //! - [`SegmentMap::bytes_mut_unchecked`]: an `unsafe fn`; its caller promises.
 //!
-//! Named files (root and every process of this user open them for writing) and outputs
-//! (consumers write them) are never private. Every other access (outputs, named files,
-//! segments shared unfrozen, the header of a recycled segment) is raw:
+//! Nothing else lends a reference, the producer's fill included. Before
+//! [`SegmentMap::freeze`], any process of this user (or root) may map the segment writable:
+//! a named file by path, a memfd through `/proc/<pid>/fd/N`, which needs only
+//! `PTRACE_MODE_READ` (Yama's `ptrace_scope = 1` restricts `/proc/<pid>/mem`, not that), and
+//! a writable map made before a seal outlives it (`F_SEAL_FUTURE_WRITE` included). So until
+//! the kernel has granted `F_SEAL_WRITE` on the fd this process holds, which it does only
+//! when no writable map is left anywhere, no reference is sound.
+//!
+//! Every other access (the producer's fill, outputs, named files, segments shared unfrozen,
+//! the header of a recycled segment) is raw:
 //! [`VolatileView`]/[`VolatileViewMut`] (one volatile access per element) or a copy to or from
 //! memory this process owns, never a reference.
 
@@ -54,52 +49,29 @@ pub(crate) struct SegmentMap {
     raw: MmapRaw,
     /// `PROT_READ | PROT_WRITE` (else read-only: after [`SegmentMap::freeze`]).
     writable: bool,
-    /// Which references the kernel's seals allow.
-    lend: Lend,
+    /// Lends `&[u8]`: a memfd [`SegmentMap::freeze`] sealed `F_SEAL_WRITE` (else none:
+    /// others may write the file).
+    frozen: bool,
 }
 
-/// The references a [`SegmentMap`] may lend, by what the kernel enforces on its file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Lend {
-    /// None: others may write the file (a named file, an output, an unsealable memfd).
-    Never,
-    /// The producer's own, `&mut` included: a memfd [`NewFile::map`] sealed
-    /// `F_SEAL_FUTURE_WRITE` with this map as its only writable one.
-    Private,
-    /// Shared (`&[u8]`) only: a memfd [`SegmentMap::freeze`] sealed `F_SEAL_WRITE`.
-    Frozen,
-}
-
-/// A segment's file before the producer maps it: a named file, or a memfd no fd of which
-/// exists anywhere but in this value. It hands out no `File` and no fd, only the operations
-/// the producer needs before mapping, so that [`NewFile::map`] can prove a memfd private.
+/// A segment's file before the producer maps it: a named file or a new memfd, with only the
+/// operations the producer needs before mapping.
 #[derive(Debug)]
 pub(crate) struct NewFile {
     file: File,
-    /// A memfd made by [`NewFile::memfd`] to be filled by the producer alone.
-    private: bool,
 }
 
 impl NewFile {
-    /// A named file (never private: others may open it by path).
+    /// A named file.
     pub(crate) fn named(file: File) -> NewFile {
-        NewFile {
-            file,
-            private: false,
-        }
+        NewFile { file }
     }
 
-    /// A new memfd (`memfd_create(name, flags)`); `private` asks [`map`](Self::map) to seal
-    /// it for the producer's fill in place (consumers will never write it).
-    pub(crate) fn memfd(
-        name: &str,
-        flags: MemfdFlags,
-        private: bool,
-    ) -> rustix::io::Result<NewFile> {
+    /// A new memfd (`memfd_create(name, flags)`).
+    pub(crate) fn memfd(name: &str, flags: MemfdFlags) -> rustix::io::Result<NewFile> {
         let fd = memfd_create(name, flags)?;
         Ok(NewFile {
             file: File::from(fd),
-            private,
         })
     }
 
@@ -124,10 +96,7 @@ impl NewFile {
     }
 
     /// The whole file (`len` bytes), mapped shared and writable (`populate` prefaults it),
-    /// and the file. A private memfd is sealed `F_SEAL_FUTURE_WRITE | F_SEAL_SHRINK |
-    /// F_SEAL_GROW` once this map exists; its map lends `&mut` for the producer's fill if the
-    /// kernel then refuses a new writable map (else, on a kernel that does not enforce the
-    /// seal at mmap, it lends nothing: see the module docs).
+    /// and the file. The map lends nothing until [`SegmentMap::freeze`].
     pub(crate) fn map(self, len: usize, populate: bool) -> io::Result<(File, SegmentMap)> {
         let mut opts = MmapOptions::new();
         opts.len(len);
@@ -136,15 +105,10 @@ impl NewFile {
         }
         // A raw map is safe to make: it lends no reference (module docs).
         let raw = opts.map_raw(&self.file)?;
-        let lend = if self.private && seal_private(&self.file, len) {
-            Lend::Private
-        } else {
-            Lend::Never
-        };
         let map = SegmentMap {
             raw,
             writable: true,
-            lend,
+            frozen: false,
         };
         Ok((self.file, map))
     }
@@ -154,27 +118,6 @@ impl NewFile {
 pub(crate) fn is_tmpfs(file: &File) -> bool {
     const TMPFS_MAGIC: u64 = 0x0102_1994;
     rustix::fs::fstatfs(file).is_ok_and(|st| st.f_type as u64 == TMPFS_MAGIC)
-}
-
-/// Seals the memfd `file` (`len` bytes, mapped writable once) `F_SEAL_FUTURE_WRITE |
-/// F_SEAL_SHRINK | F_SEAL_GROW`, reads the seals back on the fd and tries a new writable
-/// shared map, which the kernel must refuse (`EPERM`; hugetlbfs ignored the seal at mmap on
-/// older kernels). Whether all three held: no writable map can be made from now on.
-fn seal_private(file: &File, len: usize) -> bool {
-    let seals = SealFlags::FUTURE_WRITE | SealFlags::SHRINK | SealFlags::GROW;
-    if fcntl_add_seals(file, seals).is_err() {
-        return false;
-    }
-    if !fcntl_get_seals(file).is_ok_and(|s| s.contains(seals)) {
-        return false;
-    }
-    match MmapOptions::new().len(len).map_raw(file) {
-        Ok(_) => {
-            log::debug!("stridemap: this kernel maps F_SEAL_FUTURE_WRITE memfds writable");
-            false
-        }
-        Err(e) => e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()),
-    }
 }
 
 /// Whether `file` is sealed `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` (read on this fd).
@@ -194,12 +137,7 @@ impl SegmentMap {
     }
 
     pub(crate) fn is_frozen(&self) -> bool {
-        self.lend == Lend::Frozen
-    }
-
-    /// Whether this is a private memfd's writable map (see [`NewFile::map`]).
-    pub(crate) fn is_private(&self) -> bool {
-        self.lend == Lend::Private && self.writable
+        self.frozen
     }
 
     pub(crate) fn is_writable(&self) -> bool {
@@ -215,7 +153,7 @@ impl SegmentMap {
     /// frozen (the pool then never recycles the segment). Either way it lends nothing more
     /// than before.
     pub(crate) fn freeze(&mut self, file: &File, read_only: impl AsFd) -> io::Result<()> {
-        if self.lend == Lend::Frozen {
+        if self.frozen {
             return Ok(());
         }
         let ro = MmapOptions::new()
@@ -226,63 +164,27 @@ impl SegmentMap {
         let seals = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
         if let Err(e) = fcntl_add_seals(file, seals) {
             if let Ok(w) = MmapOptions::new().len(self.raw.len()).map_raw(file) {
-                // The new map of a private memfd is made after its seal: it would not be
-                // its only writer any more, so it lends nothing from now on.
+                // Not frozen: it lends nothing, as before.
                 self.raw = w;
                 self.writable = true;
-                self.lend = Lend::Never;
             }
             return Err(e.into());
         }
-        self.lend = if sealed_for_good(file) {
-            Lend::Frozen
-        } else {
-            Lend::Never
-        };
+        self.frozen = sealed_for_good(file);
         Ok(())
     }
 
     /// The bytes, if frozen.
     pub(crate) fn frozen_bytes(&self) -> Option<&[u8]> {
-        if self.lend != Lend::Frozen {
+        if !self.frozen {
             return None;
         }
-        // SAFETY: `Lend::Frozen` is set only by `freeze`, after the kernel sealed the file
+        // SAFETY: `frozen` is set only by `freeze`, after the kernel sealed the file
         // against writes (granted only with no writable map left, this one included: it was
         // replaced first) and shrinking, read back with F_GET_SEALS. So the `len` mapped
         // bytes stay backed and unchanged while `self` is borrowed (the map lives that
         // long); a read-only map cannot be written through by this process either.
         Some(unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) })
-    }
-
-    /// The bytes, read-only, of a private memfd (or a frozen one): `None` for any other.
-    pub(crate) fn private_bytes(&self) -> Option<&[u8]> {
-        if self.lend == Lend::Frozen {
-            return self.frozen_bytes();
-        }
-        if !self.is_private() {
-            return None;
-        }
-        // SAFETY: a live map of `len` readable bytes, borrowed for the slice's life. Only
-        // this map writes them: `Lend::Private` is set only by `NewFile::map`, after the
-        // kernel sealed the memfd F_SEAL_FUTURE_WRITE|SHRINK|GROW (read back) and refused a
-        // new writable map, at a time when this map was the only one (the `NewFile` had given
-        // its fd to nobody; see the module docs for /proc). So no process can write(2) it,
-        // make a writable map or shrink it, and this process writes this map only through
-        // `&mut self`, which the borrow excludes.
-        Some(unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) })
-    }
-
-    /// The bytes, writable, of a private memfd: `None` for any other.
-    pub(crate) fn private_bytes_mut(&mut self) -> Option<&mut [u8]> {
-        if !self.is_private() {
-            return None;
-        }
-        // SAFETY: as in `private_bytes`, this map is the file's only writer and only process
-        // that can write it, forever (the kernel's seals, checked when the map was made); the
-        // map is writable (`is_private` checks it) and borrowed mutably for the slice's
-        // life, so nothing else in this process reaches it meanwhile.
-        Some(unsafe { std::slice::from_raw_parts_mut(self.raw.as_mut_ptr(), self.raw.len()) })
     }
 
     /// The bytes, writable, whatever the file is; empty once read-only.
@@ -497,16 +399,20 @@ pub(crate) const TWO_WAY_MIN: usize = 16 << 20;
 const TWO_WAY_CHUNK: usize = 8 << 20;
 
 impl<T: stridemap::Element> crate::SharedArrayMut<T> {
-    /// The elements in memory order, to fill in place, whatever the segment: a named file
-    /// too, on the caller's promise. Prefer [`as_mut_slice`](crate::SharedArrayMut::as_mut_slice)
-    /// (a private memfd, checked by the kernel) or
-    /// [`volatile_view_mut`](crate::SharedArrayMut::volatile_view_mut) (no reference).
+    /// The elements in memory order, to fill in place before
+    /// [`freeze`](crate::SharedArrayMut::freeze), on the caller's promise: the kernel does
+    /// not keep other processes from writing an unfrozen segment. Prefer
+    /// [`copy_from_slice`](crate::SharedArrayMut::copy_from_slice),
+    /// [`fill`](crate::SharedArrayMut::fill) or
+    /// [`volatile_view_mut`](crate::SharedArrayMut::volatile_view_mut), which lend no
+    /// reference.
     ///
     /// ```
     /// use stridemap_shm::{Order, Pool};
     /// let pool = Pool::new()?;
     /// let mut a = pool.alloc::<f64>(&[3], Order::C)?;
-    /// // SAFETY: no other process of this user or root opens the pool's files meanwhile.
+    /// // SAFETY: no other process of this user or root opens the pool's files, or maps this
+    /// // segment writable, while the slice lives.
     /// unsafe { a.as_mut_slice_unchecked() }.fill(2.0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -520,11 +426,13 @@ impl<T: stridemap::Element> crate::SharedArrayMut<T> {
     /// ```
     ///
     /// # Safety
-    /// While the slice lives, nobody else writes or truncates the segment's file: no other
-    /// process (a named file in the pool's folder can be opened for writing by every process
-    /// of this user, and by root whatever its mode) and no other map or file handle in this
-    /// one. A write meanwhile is undefined behaviour: the compiler may assume the slice's
-    /// values change only through it.
+    /// While the slice lives, nobody else writes or truncates the segment's file, and no
+    /// other process maps it writable: no other process (a named file in the pool's folder
+    /// can be opened for writing by every process of this user, and by root whatever its
+    /// mode; a memfd likewise through `/proc/<pid>/fd/N`, by any process allowed to read
+    /// this one's fds, and a writable map made then keeps writing whatever seals follow) and
+    /// no other map or file handle in this one. A write meanwhile is undefined behaviour:
+    /// the compiler may assume the slice's values change only through it.
     pub unsafe fn as_mut_slice_unchecked(&mut self) -> &mut [T] {
         let n = self.layout().nbytes() as usize;
         let Ok(seg) = self.segment_mut() else {

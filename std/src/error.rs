@@ -431,8 +431,10 @@ pub enum ViewError {
     /// Chunks of zero indices were asked for.
     ZeroChunk,
     /// A reference (`&[u8]`, a [`View`](crate::View)) to bytes that another process may
-    /// change: the mapping is not a sealed (frozen) memfd, and its owner has not promised
-    /// otherwise with [`Mapping::assume_no_outside_writes`](crate::Mapping::assume_no_outside_writes).
+    /// change: the mapping is not frozen (a memfd sealed `F_SEAL_WRITE`; a named file, an
+    /// `r+` array and a memfd sealed only `F_SEAL_FUTURE_WRITE` are not), and its owner has
+    /// not promised otherwise with
+    /// [`Mapping::assume_no_outside_writes`](crate::Mapping::assume_no_outside_writes).
     NotFrozen,
     /// The mapping or view is read-only: a mapping opened with the default
     /// [`OpenOptions`](crate::OpenOptions), whose mode is `r`; ask for
@@ -442,8 +444,8 @@ pub enum ViewError {
     Overlapping,
     /// The view is not backed by a described file, so it cannot be described.
     NotDescribable,
-    /// An `ndarray` view given to [`Mapping::describe_array`](crate::Mapping::describe_array)
-    /// does not point into the mapping's buffer.
+    /// An `ndarray` view given to `Mapping::describe_array` (feature `ndarray`) does not
+    /// point into the mapping's buffer.
     NotInMapping,
     /// A size, stride or offset does not fit this platform's `usize`/`isize`.
     TooLarge,
@@ -479,8 +481,9 @@ impl fmt::Display for ViewError {
             ViewError::Layout(e) => write!(f, "{e}"),
             ViewError::DtypeMismatch { have, want } => write!(
                 f,
-                "the array's dtype is {have}, not {want}; use a byte view \
-                 (Mapping::byte_view) to read other dtypes"
+                "the array's dtype is {have}, not {want}; view it with the Rust type of \
+                 {have}, or copy its bytes out with Mapping::copy_array (Mapping::byte_view \
+                 works on frozen mappings only)"
             ),
             ViewError::ItemsizeMismatch {
                 itemsize,
@@ -506,10 +509,12 @@ impl fmt::Display for ViewError {
             ViewError::ZeroChunk => write!(f, "chunks must hold at least one index"),
             ViewError::NotFrozen => write!(
                 f,
-                "another process may change these bytes (not a sealed memfd), so no reference \
-                 to them is lent: read with Mapping::volatile_view (element copies) or \
-                 Mapping::copy_array, or promise that nobody writes them with unsafe \
-                 Mapping::assume_no_outside_writes"
+                "another process may change these bytes, so no reference to them is lent: \
+                 they are not frozen (a memfd sealed F_SEAL_WRITE; a named file, an r+ array \
+                 and a memfd sealed only F_SEAL_FUTURE_WRITE are not, since a writable map \
+                 made before that seal keeps writing); read with volatile_view() (element \
+                 copies) or Mapping::copy_array, write with volatile_view_mut(), or promise \
+                 that nobody else writes them with unsafe Mapping::assume_no_outside_writes"
             ),
             ViewError::ReadOnly => write!(
                 f,
