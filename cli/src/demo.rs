@@ -51,7 +51,8 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     );
     let (mut row_sums, mut col_sums) = (vec![0f64; rows as usize], vec![0f64; COLS as usize]);
     {
-        // Element copies in (a named file lends the producer no slice: others may write it).
+        // Element copies in (an unfrozen segment lends the producer no slice: another process
+        // may map it writable until it is frozen).
         let mut k = 0u64;
         a.volatile_view_mut()?.fill_with(|| {
             let (i, j) = (k / COLS, k % COLS);

@@ -33,9 +33,8 @@ fn a_rust_memfd_in_a_python_pool_worker_and_back_to_its_parent() {
     )
     .unwrap();
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
-    for (i, x) in a.as_mut_slice().unwrap().iter_mut().enumerate() {
-        *x = i as f64;
-    }
+    let data: Vec<f64> = (0..3000).map(f64::from).collect();
+    a.copy_from_slice(&data).unwrap();
     let a = a.freeze().unwrap();
 
     let sock = root.join("pool.sock");

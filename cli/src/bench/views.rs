@@ -151,9 +151,11 @@ fn frozen_memfd(n: u64) -> Result<(Pool, stridemap::Mapping)> {
     .map_err(e)?;
     let n = usize::try_from(n).map_err(|e| e.to_string())?;
     let mut a = pool.alloc::<f64>(&[n], Order::C).map_err(e)?;
-    for (i, x) in a.as_mut_slice().map_err(e)?.iter_mut().enumerate() {
-        *x = (i % 1024) as f64;
-    }
+    let mut i = 0usize;
+    a.volatile_view_mut().map_err(e)?.fill_with(|| {
+        i += 1;
+        ((i - 1) % 1024) as f64
+    });
     let a = a.freeze().map_err(e)?;
     let (tx, rx) = UnixStream::pair().map_err(|e| e.to_string())?;
     a.send(&tx).map_err(e)?;
