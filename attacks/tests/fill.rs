@@ -1,14 +1,15 @@
 //! Attacks on the producer's fill in place (`SharedArrayMut`): another handle writes the
-//! segment while the producer holds a `&mut [f64]` of it (issue 20, "named-file segments
-//! never back a safe reference").
+//! segment while the producer fills it (issue 20, "named-file segments never back a safe
+//! reference"; NEWUSER-20, a memfd mapped writable through `/proc/<pid>/fd`).
 //!
 //! Keep this file to these tests: the memfd one writes every `stridemap-*` memfd this
 //! process holds, and other tests' outputs would take the writes.
 
 use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
 
 use stridemap_attacks::Scratch;
-use stridemap_shm::{Error, Order, Pool, PoolConfig, SegmentKind};
+use stridemap_shm::{Order, Pool, PoolConfig, SegmentKind};
 
 /// The data offset of a base-page segment (SPEC.md §7).
 const DATA: u64 = stridemap_core::SEGMENT_DATA_OFFSET;
@@ -26,8 +27,9 @@ fn pool(root: &Scratch, kind: SegmentKind) -> Pool {
 
 /// Before: `as_mut_slice()` lent a `&mut [f64]` of a named-file segment, and any process of
 /// this user (here: this one, through `std::fs`, safe code) wrote the file under it: the
-/// slice read 666.0 where the producer had written 1.0. Now the producer gets no slice of a
-/// named file, and its copies see the write as a value.
+/// slice read 666.0 where the producer had written 1.0. Now the producer's unfrozen array
+/// lends no slice at all (no such method: the `compile_fail` doctests of
+/// `stridemap_shm::SharedArrayMut`), and its copies see the write as a value.
 #[test]
 fn a_named_file_written_under_the_producers_fill_lends_no_slice() {
     let root = Scratch::new();
@@ -46,66 +48,95 @@ fn a_named_file_written_under_the_producers_fill_lends_no_slice() {
         let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&666f64.to_ne_bytes(), DATA).unwrap();
     };
-    match a.as_mut_slice() {
-        Ok(live) => {
-            live[0] = 1.0;
-            write_666();
-            panic!(
-                "a live &mut [f64] of a named file, {} after a write",
-                live[0]
-            );
-        }
-        Err(e) => {
-            assert!(matches!(e, Error::NotPrivate { .. }), "{e}");
-            assert!(e.to_string().contains("volatile_view_mut"), "{e}");
-        }
-    }
-    assert!(!a.is_private() && a.view().is_err() && a.view_mut().is_err());
     let mut v = a.volatile_view_mut().unwrap();
     v.fill(1.0);
     write_666();
     assert_eq!(v.get(&[0]).unwrap(), 666.0, "copies see the write");
+    let a = a.freeze().unwrap();
+    assert!(!a.is_frozen() && a.view().is_err());
 }
 
-/// Before: a fresh memfd was sealed only against resizing until it was shared, and any
-/// process that could open `/proc/<pid>/fd` (this one too, safe code) wrote it under the
-/// producer's `&mut [f64]`. Now the memfd is sealed `F_SEAL_FUTURE_WRITE` as soon as the
-/// producer's map exists: a write(2) or a new writable map through a reopened fd is refused,
-/// and the slice keeps its values.
+/// What another process of this user (or root) does to a producer's memfd (NEWUSER-20,
+/// `racer.c`): watch `/proc/<pid>/fd`, open the producer's memfd there for writing and map it
+/// writable, before any seal. A thread of this process stands in for it (the kernel makes no
+/// difference: a writable map of the file that is not the producer's). Returns the map, or
+/// `None` if no memfd appeared with room for the data before `deadline`.
+fn race_for_a_writable_map(deadline: Instant) -> Option<(std::fs::File, memmap2::MmapRaw)> {
+    let len = (DATA + 8) as usize;
+    while Instant::now() < deadline {
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let ours = std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:stridemap-"));
+            if !ours {
+                continue;
+            }
+            let Ok(f) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(e.path())
+            else {
+                continue;
+            };
+            if f.metadata().map_or(0, |m| m.len()) < len as u64 {
+                continue;
+            }
+            if let Ok(m) = memmap2::MmapOptions::new().len(len).map_raw(&f) {
+                return Some((f, m));
+            }
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
+/// NEWUSER-20: the producer's fill of a memfd lent a `&mut [f64]` (`as_mut_slice`, `view`)
+/// on the premise that the memfd, sealed `F_SEAL_FUTURE_WRITE` right after `alloc` mapped it,
+/// had no other writer. The kernel does not enforce that premise: a process of this user
+/// that opened `/proc/<pid>/fd/N` and mapped it before the seal keeps its writable map, and
+/// changed a live `&mut [f64]` from 1.0 to 666.0 (3 runs out of 3 at 64 MiB), and a spin
+/// loop on a `&f64` of it never saw the write (the load was hoisted). Now nothing lends a
+/// reference before `freeze` (no such method: the `compile_fail` doctests of
+/// `stridemap_shm::SharedArrayMut`), so the racer, which now always gets its map, changes
+/// values that the producer's copies see; `freeze` is refused while the racer's map exists,
+/// with a message that says so, and a frozen array lends `&[f64]` only once the kernel
+/// granted `F_SEAL_WRITE` (no writable map left anywhere).
 #[test]
-fn a_private_memfd_reopened_through_proc_cannot_be_written_under_the_fill() {
+fn a_racer_that_maps_the_memfd_during_the_fill_gets_no_reference_to_change() {
     let root = Scratch::new();
     let pool = pool(&root, SegmentKind::Memfd);
-    let mut a = pool.alloc::<f64>(&[1000], Order::C).unwrap();
-    assert!(a.is_private());
-    let live = a.as_mut_slice().unwrap();
-    live.fill(1.0);
-    let mut tried = 0;
-    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let is_ours = std::fs::read_link(e.path())
-            .is_ok_and(|l| l.to_string_lossy().starts_with("/memfd:stridemap-"));
-        let Ok(f) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(e.path())
-        else {
-            continue;
-        };
-        if !is_ours {
-            continue;
-        }
-        tried += 1;
-        let wrote = f.write_all_at(&666f64.to_ne_bytes(), DATA);
-        assert!(wrote.is_err(), "write(2) to the private memfd was allowed");
-        let mapped = memmap2::MmapOptions::new().len(4096).map_raw(&f);
-        assert!(mapped.is_err(), "a new writable map of the private memfd");
+    let n = (64 << 20) / 8; // NEWUSER-20: a 64 MiB fill left the racer ~23 ms before the seal
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let racer = std::thread::spawn(move || race_for_a_writable_map(deadline));
+    let mut a = pool.alloc::<f64>(&[n], Order::C).unwrap();
+    let (file, map) = racer
+        .join()
+        .unwrap()
+        .expect("the racer mapped the producer's memfd writable during the fill");
+    a.volatile_view_mut().unwrap().fill(1.0);
+    // SAFETY: the racer's map is `DATA + 8` bytes long (made above), so the element at `DATA`
+    // is inside it; the producer accesses these bytes only through volatile copies.
+    unsafe {
+        map.as_mut_ptr()
+            .add(DATA as usize)
+            .cast::<f64>()
+            .write_volatile(666.0);
     }
+    let v = a.volatile_view().unwrap();
+    assert_eq!(v.get(&[0]).unwrap(), 666.0, "copies see the racer's write");
+    assert_eq!(v.get(&[1]).unwrap(), 1.0);
+    // Sealing F_SEAL_WRITE is refused while the racer's writable map exists: no reference.
+    let e = a.freeze().unwrap_err();
     assert!(
-        tried >= 1,
-        "the segment's memfd was not found in /proc/self/fd"
+        e.to_string().contains("another mapping of it is writable"),
+        "{e}"
     );
-    assert!(
-        live.iter().all(|&x| x == 1.0),
-        "the live &mut [f64] changed"
-    );
+    drop((map, file));
+    // Without the racer's map, the kernel grants the seal: the frozen array lends &[f64],
+    // and nobody can write it any more.
+    let mut b = pool.alloc::<f64>(&[n], Order::C).unwrap();
+    b.volatile_view_mut().unwrap().fill(2.0);
+    let b = b.freeze().unwrap();
+    assert!(b.is_frozen());
+    let frozen = b.view().unwrap();
+    assert!(frozen.as_slice().unwrap().iter().all(|&x| x == 2.0));
 }
