@@ -181,10 +181,7 @@ fn matrix(pool: &Pool) -> SharedArray<f64> {
     let mut a = pool.alloc::<f64>(&[1000, 3], Order::C).unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    a.volatile_view_mut()
-        .unwrap()
-        .copy_from_slice(&values)
-        .unwrap();
+    a.copy_from_slice(&values).unwrap();
     a.freeze().unwrap()
 }
 

@@ -147,10 +147,7 @@ fn filled(pool: &Pool, bytes: u64) -> SharedArray<f64> {
         .unwrap();
     let n = a.layout().len() as usize;
     let values: Vec<f64> = (0..n).map(|i| i as f64).collect();
-    a.volatile_view_mut()
-        .unwrap()
-        .copy_from_slice(&values)
-        .unwrap();
+    a.copy_from_slice(&values).unwrap();
     a.freeze().unwrap()
 }
 
