@@ -144,15 +144,12 @@ def _untracked():
 
 
 def print_table(out=sys.stdout, nbytes=1 << 20):
+    from .pools import print_table as table
+
     m = measure(nbytes)
-    print("", file=out)
-    print(f"Where a handoff's time goes ({nbytes >> 20} MiB, one process, medians in us; "
-          "`pickle` and `unpickle` include the steps above them):", file=out)
-    print("", file=out)
-    print("| step | us |", file=out)
-    print("|---|---:|", file=out)
-    for k, v in m.items():
-        print(f"| {k} | {v:.1f} |", file=out)
+    table(out, f"Where a handoff's time goes ({nbytes >> 20} MiB, one process, medians in us; "
+          "`pickle` and `unpickle` include the steps above them):", ("step", "us"), "lr",
+          [(k, f"{v:.1f}") for k, v in m.items()])
     return m
 
 

@@ -351,6 +351,17 @@ def _fmt_t(t):
     return f"{t * 1e3:.2f} ms" if t < 1 else f"{t:.2f} s"
 
 
+def print_table(out, title, columns, aligns, rows):
+    """A markdown table under ``title``: ``aligns`` is "l" or "r" per column."""
+    print("", file=out)
+    print(title, file=out)
+    print("", file=out)
+    print("| " + " | ".join(columns) + " |", file=out)
+    print("|" + "|".join("---" if a == "l" else "---:" for a in aligns) + "|", file=out)
+    for row in rows:
+        print("| " + " | ".join(row) + " |", file=out)
+
+
 def _ratio(other, ours):
     return f"{other / ours:.1f}x" if ours > 0 else "-"
 
@@ -413,13 +424,10 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
         ej, es = statistics.median(ts["joblib"]), statistics.median(ts["stridemap"])
         medians[(e2e, "end to end", "joblib")] = ej
         medians[(e2e, "end to end", "stridemap")] = es
-        print("", file=out)
-        print(f"End to end, {_fmt_size(e2e)} (fill, hand to 2 workers, each sums every other "
-              "element, reply):", file=out)
-        print("", file=out)
-        print("| joblib default backend | joblib \"stridemap\" backend | ratio |", file=out)
-        print("|---:|---:|---:|", file=out)
-        print(f"| {_fmt_t(ej)} | {_fmt_t(es)} | {_ratio(ej, es)} |", file=out)
+        print_table(out, f"End to end, {_fmt_size(e2e)} (fill, hand to 2 workers, each sums "
+                    "every other element, reply):",
+                    ("joblib default backend", 'joblib "stridemap" backend', "ratio"), "rrr",
+                    [(_fmt_t(ej), _fmt_t(es), _ratio(ej, es))])
         count, n = (100, 8192) if quick else (1000, 8192)
         ts = {w: [] for w in MANY_WAYS}
         for r in range(min(repeats, 5) if not quick else 1):
@@ -427,15 +435,11 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
                 ts[way].append(many(bench, count, n, way))
         m = {w: statistics.median(v) for w, v in ts.items()}
         medians["many"] = m
-        print("", file=out)
-        print(f"{count:,} arrays of {n * 8 >> 10} KiB in one task (a dict; the worker reads two "
-              "elements of each), each way's copy included:", file=out)
-        print("", file=out)
-        print("| way | time | stridemap.share_many is |", file=out)
-        print("|---|---:|---:|", file=out)
-        for w in MANY_WAYS:
-            print(f"| {w} | {_fmt_t(m[w])} | {_ratio(m[w], m['stridemap.share_many'])} |",
-                  file=out)
+        print_table(out, f"{count:,} arrays of {n * 8 >> 10} KiB in one task (a dict; the worker "
+                    "reads two elements of each), each way's copy included:",
+                    ("way", "time", "stridemap.share_many is"), "lrr",
+                    [(w, _fmt_t(m[w]), _ratio(m[w], m["stridemap.share_many"]))
+                     for w in MANY_WAYS])
         verdicts = failing_views(min(sizes[-1], 64 * MIB) // 8)
         print("", file=out)
         print("joblib's failing views of an np.memmap "
