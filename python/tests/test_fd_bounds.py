@@ -189,3 +189,61 @@ def test_the_reuse_cache_keeps_no_copy_alive():
     assert len(os.listdir("/proc/self/fd")) == before
     t = stridemap.share(a)  # a new copy, exact
     assert np.array_equal(t, a) and len(os.listdir("/proc/self/fd")) == before + 1
+
+
+def test_thousands_of_plain_arrays_in_one_map_at_1024_fds():
+    """install(numpy=True): Pool.map pickles a whole chunk at once (here 6,000 arrays in chunks
+    of 750), two fds each until received. Past half the limit, plain arrays are pickled
+    (copied) instead: every result exact, no EMFILE, as arguments and as results."""
+    out = run("""
+        def first(a):
+            return float(a[0])
+
+        def make(i):
+            return np.full(8192, float(i))
+
+        if __name__ == "__main__":
+            pools.install(numpy=True, max_nbytes=0)
+            for method in ("fork", "spawn"):
+                with mp.get_context(method).Pool(2, initializer=pools.install) as pool:
+                    got = pool.map(first, [np.full(8192, float(i)) for i in range(6000)])
+                    wrong = sum(1 for i, v in enumerate(got) if v != i)
+                    back = pool.map(make, range(6000))
+                    wrong += sum(1 for i, a in enumerate(back) if a[0] != i or a[-1] != i)
+                    print(f"{method}_wrong={wrong}")
+    """)
+    got = parse(out)
+    assert got["fork_wrong"] == "0" and got["spawn_wrong"] == "0", out
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("not this one")
+
+
+def test_a_pickle_that_fails_withdraws_the_fds_it_offered():
+    """The arrays pickled before the failure were offered (an fd each); no receiver can ever
+    ask for them: they are withdrawn at once, not kept until the process exits."""
+    from multiprocessing import reduction
+
+    import numpy as np
+
+    import stridemap
+    import stridemap.pools
+    from stridemap.transport import channel
+
+    stridemap.pools.install()
+    arrays = [stridemap.share(np.arange(100.0) + i) for i in range(5)]
+    import pickle
+
+    pickle.loads(reduction.ForkingPickler.dumps(arrays[0]))  # the listener, made once
+    before = channel.pending()
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(TypeError, match="not this one"):
+        reduction.ForkingPickler.dumps([*arrays, Unpicklable()])
+    assert channel.pending() == before
+    assert len(os.listdir("/proc/self/fd")) == fds
+    # A pickle that succeeds keeps its offers for its receiver.
+    data = reduction.ForkingPickler.dumps(arrays)
+    assert channel.pending() == before + 5
+    assert [a[1] for a in pickle.loads(data)] == [1.0 + i for i in range(5)]

@@ -359,6 +359,46 @@ def _answer(sock, request):
         return False
 
 
+_scopes = threading.local()
+
+
+class pickle_scope:
+    """While a pickle is being made (``with pickle_scope(): ...dumps(...)``), the offers made
+    on this thread belong to it: when it fails (a later array out of fds, an object that cannot
+    be pickled), no receiver can ever ask for them, and they are withdrawn at once (their fds
+    closed, their arrays let go of) instead of staying until the process exits. Nested scopes
+    hand theirs on to the enclosing one."""
+
+    def __enter__(self):
+        stack = getattr(_scopes, "stack", None)
+        if stack is None:
+            stack = _scopes.stack = []
+        stack.append([])
+        return self
+
+    def __exit__(self, kind, value, tb):
+        stack = _scopes.stack
+        mine = stack.pop()
+        if kind is not None:
+            withdraw(mine)
+        elif stack:
+            stack[-1].extend(mine)
+        return False
+
+
+def withdraw(idents):
+    """Let go of the offers ``idents`` that no receiver has fetched."""
+    with _lock:
+        entries = [_offered.pop(i, None) for i in idents]
+    for entry in entries:
+        if entry is not None:
+            try:
+                os.close(entry[0])
+            except OSError:
+                pass
+    del entries
+
+
 def offer(fd, keep):
     """Hand ``fd`` (now owned here) to the one process that asks for it; a :class:`ChannelFd`
     to pickle. Raises OSError when this process cannot listen (the caller falls back)."""
@@ -368,6 +408,9 @@ def offer(fd, keep):
         while ident in _offered:  # never, in practice
             ident = secrets.token_bytes(ID_SIZE)
         _offered[ident] = (fd, keep)
+    stack = getattr(_scopes, "stack", None)
+    if stack:
+        stack[-1].append(ident)
     return ChannelFd(address, ident, os.getpid(), fd)
 
 

@@ -104,6 +104,7 @@ def install(policy, *, provisional=False):
         for t in array_types():
             _mp_reduction.ForkingPickler.register(t, reducer)
         _installed, _provisional = policy, provisional
+        _scope_dumps()
     register_with_loky()
     _ensure_exit_wait()
 
@@ -146,6 +147,49 @@ def uninstall():
             if isinstance(_mp_reduction.ForkingPickler._extra_reducers.get(t), Reducer):
                 del _mp_reduction.ForkingPickler._extra_reducers[t]
         _installed, _provisional, _parents = None, False, None
+        _unscope_dumps()
+
+
+def _scope_dumps():
+    """Make ``ForkingPickler.dumps`` (what multiprocessing's queues, pipes and pools pickle
+    with) run in a :class:`channel.pickle_scope`, so that a pickle that fails withdraws the
+    fds it had offered. Called with _lock held; once."""
+    pickler = _mp_reduction.ForkingPickler
+    current = pickler.__dict__.get("dumps")
+    func = getattr(current, "__func__", None)
+    if func is None or getattr(func, "_stridemap_unscoped", None) is not None:
+        return
+
+    def dumps(cls, obj, protocol=None):
+        with channel.pickle_scope():
+            return func(cls, obj, protocol)
+
+    dumps._stridemap_unscoped = current
+    dumps.__doc__ = func.__doc__
+    pickler.dumps = classmethod(dumps)
+
+
+def _unscope_dumps():
+    pickler = _mp_reduction.ForkingPickler
+    func = getattr(pickler.__dict__.get("dumps"), "__func__", None)
+    original = getattr(func, "_stridemap_unscoped", None)
+    if original is not None:
+        pickler.dumps = original
+
+
+def _scope_loky_dumps(module):
+    """The same for loky's queues (joblib's default backend and ours), which pickle with the
+    ``dumps`` of their own module."""
+    current = getattr(module, "dumps", None)
+    if current is None or getattr(current, "_stridemap_unscoped", None) is not None:
+        return
+
+    def dumps(obj, *args, **kwargs):
+        with channel.pickle_scope():
+            return current(obj, *args, **kwargs)
+
+    dumps._stridemap_unscoped = current
+    module.dumps = dumps
 
 
 def installed():
@@ -168,6 +212,10 @@ def register_with_loky():
         module = sys.modules.get(name)
         if module is not None:
             module.register(shared, Reducer(Policy()))
+    for name in ("joblib.externals.loky.backend.queues", "loky.backend.queues"):
+        module = sys.modules.get(name)
+        if module is not None:
+            _scope_loky_dumps(module)
 
 
 MMAP_MODES = (None, "r", "r+", "w+", "c")
@@ -290,8 +338,33 @@ def handoff(array, policy, mmap_mode=None):
             log.debug("stridemap.pools: pickling a %d-byte array: below max_nbytes=%d",
                       array.nbytes, policy.max_nbytes)
             return None
+        if _fds_scarce():
+            return None
         view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
     return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"), policy)
+
+
+_scarce_said = {"pid": None}
+
+
+def _fds_scarce():
+    """Whether the fds held for arrays not yet received (a copy's segment and the fd offered,
+    two each) already take half of this process's fd limit: a plain array is then pickled (a
+    copy, as multiprocessing alone would send it) instead of shared, so that a pool that
+    pickles thousands of arrays at once (``Pool.map``'s chunks) never runs out of fds. Said
+    once per process, as a warning."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or 2 * channel.pending() < soft // 2:
+        return False
+    if _scarce_said["pid"] != os.getpid():
+        _scarce_said["pid"] = os.getpid()
+        log.warning("stridemap.pools: %d arrays handed to other processes are not received "
+                    "yet, holding about %d of this process's %d fds: plain arrays are pickled "
+                    "(copied) until receivers catch up; raise the limit (`ulimit -n`) to share "
+                    "them", channel.pending(), 2 * channel.pending(), soft)
+    return True
 
 
 # A plain ndarray can change in place between two pickles of it, so its shared copy is reused
