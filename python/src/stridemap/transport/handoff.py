@@ -324,7 +324,10 @@ def handoff(array, policy, mmap_mode=None):
     if seg is not None and not getattr(seg, "can_hand_on", True):
         # A received array whose fd was not kept (kept_fds_cap): handed on as a frozen copy,
         # shared (read-only in the receiver even when writable here: writes there could not
-        # reach this array, so they fail loudly instead of going nowhere).
+        # reach this array, so they fail loudly instead of going nowhere), or pickled when
+        # fds are scarce (_fds_scarce).
+        if _fds_scarce():
+            return None
         log.debug("stridemap.pools: copying a received %s array to hand it on (no fd of it "
                   "was kept)", array.shape)
         return _rebuild, (*export_for_receiver(_copy(array), copy_on_write=mmap_mode == "c"),
