@@ -247,3 +247,28 @@ def test_a_pickle_that_fails_withdraws_the_fds_it_offered():
     data = reduction.ForkingPickler.dumps(arrays)
     assert channel.pending() == before + 5
     assert [a[1] for a in pickle.loads(data)] == [1.0 + i for i in range(5)]
+
+
+def test_joblib_hands_on_a_thousand_received_megabyte_arrays_at_1024_fds():
+    """A new user's finding: results received from one Parallel call, handed on as views in
+    the next (most of them as copies: only so many received fds are kept). The copies a call
+    remembers were all kept alive, an fd each, until EMFILE (then loky's manager died and the
+    process hung at exit). Now beyond a share of the limit they are remembered weakly."""
+    out = run("""
+        import joblib
+
+        def make(i):
+            return np.full(1 << 17, float(i))
+
+        def back(a):
+            return a[::-1]
+
+        if __name__ == "__main__":
+            with joblib.parallel_config(backend="stridemap", n_jobs=2):
+                res = joblib.Parallel()(joblib.delayed(make)(i) for i in range(1000))
+                rev = joblib.Parallel()(joblib.delayed(back)(r) for r in res)
+            wrong = sum(1 for i, r in enumerate(rev) if r[0] != i or r.shape != (1 << 17,))
+            print(f"wrong={wrong} fds={fds()}")
+    """, timeout=120)
+    got = parse(out)
+    assert got["wrong"] == "0", out

@@ -403,7 +403,9 @@ def _copy(array):
     with _scope_lock:
         hit = _scoped.get(id(array)) if _scopes else None
     if hit is not None and hit[0]() is array:
-        return hit[1]
+        again = hit[1]() if isinstance(hit[1], weakref.ref) else hit[1]
+        if again is not None:
+            return again
     shared = share(array, reuse=False)
     try:
         ref = weakref.ref(array)
@@ -411,8 +413,21 @@ def _copy(array):
         return shared
     with _scope_lock:
         if _scopes:
-            _scoped[id(array)] = (ref, shared)
+            # Each copy kept costs an fd: beyond a share of the fd limit they are remembered
+            # weakly (reused while a pending handoff still holds them, copied again after).
+            budget = _scope_budget()
+            strong = len(_scoped) < budget or sum(
+                1 for _, c in _scoped.values() if not isinstance(c, weakref.ref)) < budget
+            keep = shared if strong else weakref.ref(shared)
+            _scoped[id(array)] = (ref, keep)
     return shared
+
+
+def _scope_budget():
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else max(soft // 8, 1)
 
 
 def _writable_copy(array):
