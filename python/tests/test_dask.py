@@ -96,7 +96,10 @@ def fallbacks(stats):
     return out
 
 
-def workers(client):
+def workers(client, n=3):
+    """The cluster's workers, once all ``n`` are up (a test before may have had one restarted:
+    its nanny brings it back, in its own time)."""
+    client.wait_for_workers(n, timeout=120)
     return sorted(client.scheduler_info()["workers"])
 
 

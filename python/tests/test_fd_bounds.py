@@ -272,3 +272,31 @@ def test_joblib_hands_on_a_thousand_received_megabyte_arrays_at_1024_fds():
     """, timeout=120)
     got = parse(out)
     assert got["wrong"] == "0", out
+
+
+def test_a_plain_array_with_no_room_for_its_copy_travels_pickled(monkeypatch, caplog):
+    """install(numpy=True): a copy refused with NoSpace is pickled instead, with a warning
+    (as the Dask plugin falls back), not a failed task."""
+    import logging
+    import pickle
+    from multiprocessing import reduction
+
+    import numpy as np
+
+    import stridemap
+    import stridemap.pools
+    from stridemap.transport import handoff
+
+    def no_room(*args, **kwargs):
+        raise stridemap.NoSpace("no room here (test)", "memfd", 1, 0, "test")
+
+    stridemap.pools.install(numpy=True, max_nbytes=0)
+    try:
+        monkeypatch.setattr(handoff, "share", no_room)
+        a = np.arange(1000.0)
+        with caplog.at_level(logging.WARNING, logger="stridemap.pools"):
+            got = pickle.loads(reduction.ForkingPickler.dumps(a))
+        assert got.tolist() == a.tolist() and stridemap.segment_of(got) is None
+        assert "pickled (copied), not shared" in caplog.text
+    finally:
+        stridemap.pools.uninstall()

@@ -296,9 +296,10 @@ def handoff(array, policy, mmap_mode=None):
     None (with a debug log line saying why) for a dtype stridemap cannot describe, and, unless
     ``policy.numpy``, for an array no stridemap segment backs; with ``policy.numpy``, a plain
     array smaller than ``policy.max_nbytes``. A view of a copy-on-write mapping counts as a plain
-    array (its changes are this process's own). ``mmap_mode`` as for :class:`Reducer`. Errors of
-    the producer (shared memory full, too many open files) are raised: an array the policy says
-    to share is never silently copied.
+    array (its changes are this process's own). ``mmap_mode`` as for :class:`Reducer`. A plain
+    array whose copy finds no room (``NoSpace``), or that comes while the fds held for arrays
+    not yet received take half the limit, is pickled, with a warning (never silently); other
+    errors of the producer are raised.
     """
     problem = _typestr_problem(array.dtype)
     if problem is not None:
@@ -343,7 +344,14 @@ def handoff(array, policy, mmap_mode=None):
             return None
         if _fds_scarce():
             return None
-        view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
+        try:
+            view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
+        except errors.NoSpace as e:
+            # No room for its copy: it travels pickled, as multiprocessing alone sends it (the
+            # Dask plugin falls back the same way).
+            log.warning("stridemap.pools: a %d-byte array is pickled (copied), not shared: %s",
+                        array.nbytes, e)
+            return None
     return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"), policy)
 
 
