@@ -289,8 +289,10 @@ impl SegmentMap {
         let start = start.min(self.raw.len());
         let len = self.raw.len() - start;
         // SAFETY: as in `view_at`, the range is inside the live map for the borrow, and it
-        // is writable (checked); `self` is borrowed mutably, so nothing else in this process
-        // reaches these bytes meanwhile except through the returned view.
+        // is writable (checked). No reference to it is used meanwhile: the map lends one
+        // only through `frozen_bytes` (never while writable) and `bytes_mut_unchecked`, both
+        // excluded by the mutable borrow. Other writers (other processes, a map of the memfd
+        // through /proc/self/fd in this one) may change the bytes: the view only sees values.
         unsafe { VolatileViewMut::from_raw_parts(self.raw.as_mut_ptr().add(start), len, layout) }
     }
 

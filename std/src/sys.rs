@@ -17,19 +17,25 @@
 //!   through `Mapping::assume_no_outside_writes`). A map of no bytes is not a map: the
 //!   mapping lends `&[]` without either.
 //! - **Raw access** ([`VolatileBytes`], [`VolatileBytesMut`]) for every other map: no reference to
-//!   the bytes is ever made; each element is read or written with one volatile access, bulk
-//!   copies go to or from memory this process owns. The compiler assumes nothing about the
-//!   bytes between accesses, so a change made by another process (outside the Rust abstract
-//!   machine, like a device writing memory) can only change the *values* read, and every bit
-//!   pattern is a valid value of an `Element` (they are `Pod`). An element written by another
-//!   process at the same moment may be read torn, as in C. Inside this process, raw writers
-//!   of one map never touch the same byte from two threads: [`VolatileBytesMut`] is not
-//!   `Clone` or `Sync`, and a split ([`split_ranges`]) gives each piece a handle allowed
-//!   bytes no other piece is allowed: a window of its own, or a [`Part`] (the elements of
-//!   one layout with an index range of their own on one axis). Every access checks that it
-//!   stays inside what its handle is allowed, so the proof rests on those checks and on
-//!   [`Part::new`]'s (no two elements share a byte), all in this module, never on the
-//!   layouts the views compute.
+//!   the bytes is ever made; each element is read or written with one volatile access (of an
+//!   aligned `T`, else byte by byte) that a check in this module keeps inside the handle's
+//!   range, and bulk copies go to or from memory this process owns (a live borrow, which
+//!   cannot be mapped bytes: references to those exist only under the rule above). The
+//!   compiler assumes nothing about the bytes between accesses, so a change made by any other
+//!   writer can only change the *values* read, and every bit pattern is a valid value of an
+//!   `Element` (they are `Pod`). Other writers include other processes, and other maps of the
+//!   same file in this one: safe code can open two `r+` mappings of one output and write
+//!   them from two threads, and the borrow checker sees two maps. So the proof never assumes
+//!   that nothing else reaches the bytes: they are treated as memory outside the Rust
+//!   abstract machine (like a device writing memory), and an element written by another
+//!   writer at the same moment may be read torn, as in C. What it does assume, that no
+//!   reference to them is in use, the rule above and the borrows below enforce.
+//!
+//! A split ([`split_ranges`]) gives each piece of one writer a handle allowed bytes no other
+//! piece is allowed: a window of its own, or a [`Part`] (the elements of one layout with an
+//! index range of their own on one axis), checked on every access, all in this module, never
+//! on the layouts the views compute. That keeps one handle's pieces from writing the same
+//! element from two threads (a guarantee about values); it is not a premise of soundness.
 //!
 //! What no check can rule out, and the README's trust model states: a producer that truncates
 //! a path-named file after it was mapped makes this process fault (SIGBUS) on access. Sealed
@@ -240,8 +246,10 @@ impl WriteMap {
 
     pub(crate) fn volatile_mut(&mut self) -> VolatileBytesMut<'_> {
         // SAFETY: the map is `len` readable and writable bytes, mapped while `self` is
-        // borrowed; the borrow is exclusive, so in this process nothing else reaches the map
-        // (no `bytes`/`bytes_mut` reference, no other handle) while the handle lives.
+        // borrowed. No reference to them is used while the handle lives: this map lends one
+        // only through `bytes`/`bytes_mut`, which the exclusive borrow excludes. Other writers
+        // (other maps of the file, other processes) may change the bytes meanwhile: the
+        // handle's invariant allows that.
         unsafe { VolatileBytesMut::from_raw_parts(self.map.as_mut_ptr(), self.map.len()) }
     }
 
@@ -261,8 +269,10 @@ impl WriteMap {
         if !(self.sealed || Promise::covers(promise, self.addr())) {
             return None;
         }
-        // SAFETY: as in `bytes`, and the map is writable (`r+` or `c`) and borrowed mutably
-        // for the slice's life, so nothing else in this process reaches it meanwhile.
+        // SAFETY: as in `bytes`: sealed for good (no writer of the file anywhere, and a `c`
+        // map's written pages are its own) or promised (no other map, handle or process
+        // writes them). The map is writable (`r+` or `c`) and borrowed mutably for the
+        // slice's life, so nothing else reaches it through this map meanwhile.
         Some(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.map.len()) })
     }
 }
@@ -309,10 +319,12 @@ unsafe impl Sync for VolatileBytes<'_> {}
 
 /// Bytes this handle may write (and read) through raw pointers only.
 ///
-/// Invariant: `ptr .. ptr + len` is readable and writable for `'a`; `lo ≤ hi ≤ len`; every
-/// access touches only bytes [`allowed`] by `lo`, `hi` and `parts`; and in this process no
-/// access but this handle's (and those of handles it lends or was split into) reaches those
-/// bytes for `'a`. Two handles split from one ([`split_disjoint`]) are allowed disjoint bytes.
+/// Invariant: `ptr .. ptr + len` is readable and writable for `'a`; `lo ≤ hi ≤ len`; and no
+/// reference to those bytes is used during `'a`. Other raw accesses (other handles, other
+/// maps of the same file in this process, other processes) may read and change them at any
+/// time: each access of the handle is one volatile access or a copy to or from a live
+/// borrow, checked to touch only bytes [`allowed`] by `lo`, `hi` and `parts` (module docs).
+/// Two handles split from one ([`split_disjoint`]) are allowed disjoint bytes.
 #[derive(Debug)]
 pub(crate) struct VolatileBytesMut<'a> {
     ptr: NonNull<u8>,
@@ -323,9 +335,10 @@ pub(crate) struct VolatileBytesMut<'a> {
     _life: PhantomData<&'a mut [u8]>,
 }
 
-// SAFETY: the handle owns its (raw, exclusive within this process) access, as `&mut [u8]`
-// does; moving it to another thread moves that access. It is not `Sync`: `&VolatileBytesMut`
-// only reads, but `Sync` would let a read race a write of the handle's owner.
+// SAFETY: the handle is raw pointers and bounds; its invariant (the range readable and
+// writable for 'a, no reference to it in use) holds on every thread, and its accesses are
+// volatile ones that other writers may race on any thread (module docs). It is not `Sync`,
+// so that one handle's accesses stay on one thread (split it to share the work).
 unsafe impl Send for VolatileBytesMut<'_> {}
 
 impl<'a> VolatileBytes<'a> {
@@ -467,9 +480,8 @@ impl<'a> VolatileBytesMut<'a> {
     /// The raw writing handle to `len` bytes at `ptr`.
     ///
     /// # Safety
-    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and during `'a` nothing
-    /// else in this process accesses those bytes except through this handle and handles it
-    /// lends or is split into (the type invariant).
+    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and no reference to those
+    /// bytes is used during `'a` (the type invariant).
     unsafe fn from_raw_parts(ptr: *mut u8, len: usize) -> Self {
         // SAFETY: the caller's promise is the invariant for the whole range, all allowed.
         unsafe { VolatileBytesMut::with_bounds(nonnull(ptr), len, 0, len, Vec::new()) }
@@ -480,8 +492,7 @@ impl<'a> VolatileBytesMut<'a> {
     ///
     /// # Safety
     /// The type invariant for the handle made: `ptr .. ptr + len` is readable and writable
-    /// for all of `'a`, and during `'a` nothing else in this process accesses the bytes it
-    /// allows except through it and handles it lends or is split into.
+    /// for all of `'a`, and no reference to those bytes is used during `'a`.
     unsafe fn with_bounds(
         ptr: NonNull<u8>,
         len: usize,
@@ -502,16 +513,16 @@ impl<'a> VolatileBytesMut<'a> {
 
     /// Borrowed memory, written raw.
     pub(crate) fn from_slice(s: &'a mut [u8]) -> Self {
-        // SAFETY: a slice borrowed mutably for 'a is readable, writable and reached only
-        // through this borrow for 'a.
+        // SAFETY: a slice borrowed mutably for 'a is readable and writable for 'a, and the
+        // borrow keeps any other reference to it out of use meanwhile.
         unsafe { VolatileBytesMut::from_raw_parts(s.as_mut_ptr(), s.len()) }
     }
 
     /// A shorter-lived handle to the same bytes.
     pub(crate) fn reborrow(&mut self) -> VolatileBytesMut<'_> {
         let (lo, hi, parts) = (self.lo, self.hi, self.parts.clone());
-        // SAFETY: the same range and allowed bytes as `self` (type invariant); `self` is
-        // borrowed mutably for the new handle's life, so the two are never used at once.
+        // SAFETY: the same range and allowed bytes as `self`, whose invariant holds for 'a,
+        // longer than the reborrow.
         unsafe { VolatileBytesMut::with_bounds(self.ptr, self.len, lo, hi, parts) }
     }
 
@@ -555,8 +566,9 @@ impl<'a> VolatileBytesMut<'a> {
         // SAFETY: inside the writable range (`allows`: `off + size ≤ hi ≤ len`).
         let p = unsafe { self.ptr.as_ptr().add(off) };
         if (p as usize).is_multiple_of(align_of::<T>()) {
-            // SAFETY: writable, aligned (checked), allowed to this handle alone in this
-            // process (type invariant); any bytes are a valid `T` for later readers.
+            // SAFETY: inside the writable range, aligned (checked): one volatile store of a
+            // `T`, to bytes no reference is in use for (type invariant); any bytes are a
+            // valid `T` for later readers.
             unsafe { p.cast::<T>().write_volatile(v) };
         } else {
             for (i, b) in bytemuck::bytes_of(&v).iter().enumerate() {
@@ -591,8 +603,9 @@ impl<'a> VolatileBytesMut<'a> {
     ) -> Option<()> {
         let p = self.run::<T>(off, n)?;
         for i in 0..n {
-            // SAFETY: element `i < n` lies inside the run `run` allowed, which this handle
-            // alone accesses in this process (type invariant); `p + i` is aligned.
+            // SAFETY: element `i < n` lies inside the run `run` checked to be in the
+            // writable range, with no reference in use (type invariant); `p + i` is aligned:
+            // one volatile store of a `T`.
             unsafe { p.add(i).write_volatile(f()) };
         }
         Some(())
@@ -624,8 +637,8 @@ impl<'a> VolatileBytesMut<'a> {
             return None;
         }
         // SAFETY: the destination is inside the writable range (`allows`; for no bytes, `off
-        // ≤ len`) and allowed to this handle alone in this process (type invariant), so it
-        // cannot overlap `src`, borrowed memory of this process that no raw handle writes.
+        // ≤ len`), where no reference is in use (type invariant), so it cannot overlap `src`,
+        // a reference in use.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
         };
@@ -845,16 +858,16 @@ pub(crate) fn split_ranges<'a>(
     drop(parts);
     let mut out = Vec::with_capacity(pieces.len());
     for (((wlo, whi), p), l) in bounds_and_parts.into_iter().zip(pieces) {
-        // SAFETY: every handle covers `bytes`'s range, readable and writable for 'a, and
-        // together they replace it (`bytes` is consumed); each is allowed only bytes `bytes`
-        // was (its window inside `lo..hi`, all of its parts kept), so in this process nothing
-        // else reaches them. Any two are allowed disjoint bytes: either all the non-empty
+        // SAFETY: every handle covers `bytes`'s range, readable and writable for 'a with no
+        // reference in use (its invariant; `bytes` is consumed). Not a premise, but what the
+        // split promises: each is allowed only bytes `bytes` was (its window inside
+        // `lo..hi`, all of its parts kept), and any two disjoint ones: either all the non-empty
         // windows are apart (sorted and compared just above; an empty window allows no byte),
         // or each handle's last part is a `Part` of `layout` and `axis` for its own index
         // range `bounds[k]..bounds[k + 1]`, and these ranges are disjoint (`bounds` checked
         // not to decrease), while a part admits a byte only inside the one element holding
         // it (`Part::element_end`; `Part::new` checked that no two elements share a byte)
-        // when that element's index is in its range. Neither premise rests on the
+        // when that element's index is in its range. Neither rests on the
         // sub-layouts `pieces` (core's slicing): a wrong one could only make its view's
         // accesses fail.
         let h = unsafe { VolatileBytesMut::with_bounds(ptr, n, wlo, whi, p) };
@@ -1042,9 +1055,10 @@ impl<'a, T: crate::Element> crate::VolatileViewMut<'a, T> {
     /// may read and write meanwhile (a producer's own map of an `r+` output).
     ///
     /// # Safety
-    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and during `'a` nothing
-    /// else in this process accesses those bytes (no reference, no other raw handle) except
-    /// through this view and views split from it.
+    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and no reference to those
+    /// bytes is used during `'a`. Raw accesses elsewhere (other processes, other maps or raw
+    /// views in this one) may change them meanwhile: the view then reads other values, and
+    /// elements written at once by two writers may be torn, never undefined behaviour.
     ///
     /// # Errors
     /// As [`VolatileViewMut::new`](crate::VolatileViewMut::new).
@@ -1053,8 +1067,8 @@ impl<'a, T: crate::Element> crate::VolatileViewMut<'a, T> {
         len: usize,
         layout: Layout,
     ) -> crate::ViewResult<crate::VolatileViewMut<'a, T>> {
-        // SAFETY: the caller's promise (readable and writable for 'a, reached only through
-        // this view and views split from it) is `from_raw_parts`'s contract.
+        // SAFETY: the caller's promise (readable and writable for 'a, no reference in use)
+        // is `from_raw_parts`'s contract.
         let bytes = unsafe { VolatileBytesMut::from_raw_parts(ptr, len) };
         crate::VolatileViewMut::with_source(bytes, layout, None)
     }
