@@ -876,6 +876,103 @@ pub(crate) fn split_ranges<'a>(
     Some(out)
 }
 
+/// A layout's elements as slots of a `[T]` of `len` elements, computed and checked here from
+/// the layout's raw fields (shape, byte strides, byte offset) with checked arithmetic, so
+/// that the views below rest on this module's checks, not on the layout's own methods.
+#[derive(Debug)]
+struct Slots {
+    /// Per axis: length, and stride in slots (0 for axes of length 0 or 1, which never move).
+    axes: Vec<(usize, isize)>,
+    /// The slot of element `[0, …, 0]`.
+    first: usize,
+    /// The lowest and highest slot any element occupies (both `first` when there are none).
+    lowest: usize,
+    #[cfg_attr(not(test), allow(dead_code))]
+    highest: usize,
+    /// The number of elements.
+    count: usize,
+}
+
+/// `layout`'s elements as slots of a `[T]` of `len` elements of `size` bytes: `None` unless
+/// every offset is a whole number of slots, and every element's slot is below `len` (for no
+/// elements, `first ≤ len`). Every element's slot is `first + Σ iₖ·strideₖ`, between
+/// `lowest = first + Σ min(0, (dₖ−1)·strideₖ)` and `highest = first + Σ max(0, …)`.
+fn slots(layout: &Layout, size: usize, len: usize) -> Option<Slots> {
+    if size == 0 || layout.shape().len() != layout.strides().len() {
+        return None;
+    }
+    let size_i = i128::try_from(size).ok()?;
+    let offset = i128::from(layout.offset());
+    if offset % size_i != 0 {
+        return None;
+    }
+    let first = offset / size_i;
+    // No element is reached when an axis is empty: then every stride is taken as 0.
+    let empty = layout.shape().contains(&0);
+    let (mut lowest, mut highest, mut count) = (first, first, 1usize);
+    let mut axes = Vec::with_capacity(layout.shape().len());
+    for (&d, &s) in layout.shape().iter().zip(layout.strides()) {
+        let d = usize::try_from(d).ok()?;
+        count = count.checked_mul(d)?;
+        let s = if d > 1 && !empty { i128::from(s) } else { 0 };
+        if s % size_i != 0 {
+            return None;
+        }
+        let s = s / size_i;
+        let reach = s.checked_mul(i128::try_from(d.saturating_sub(1)).ok()?)?;
+        if reach < 0 {
+            lowest = lowest.checked_add(reach)?;
+        } else {
+            highest = highest.checked_add(reach)?;
+        }
+        axes.push((d, isize::try_from(s).ok()?));
+    }
+    let len = i128::try_from(len).ok()?;
+    let inside = if count == 0 {
+        (lowest, highest) = (first, first);
+        0 <= first && first <= len
+    } else {
+        0 <= lowest && highest < len
+    };
+    inside.then_some(())?;
+    Some(Slots {
+        axes,
+        first: usize::try_from(first).ok()?,
+        lowest: usize::try_from(lowest).ok()?,
+        highest: usize::try_from(highest).ok()?,
+        count,
+    })
+}
+
+impl Slots {
+    /// Whether no two elements share a slot: sorted by |stride|, every axis of length 2 or
+    /// more steps past all the slots the axes inside it reach (so `Σ iₖ·strideₖ` is one to
+    /// one). Conservative: some layouts of distinct elements are refused.
+    fn distinct(&self) -> bool {
+        if self.count == 0 {
+            return true;
+        }
+        let mut axes: Vec<(usize, usize)> = self
+            .axes
+            .iter()
+            .filter(|&&(d, _)| d > 1)
+            .map(|&(d, s)| (d, s.unsigned_abs()))
+            .collect();
+        axes.sort_unstable_by_key(|&(_, s)| s);
+        let mut reach = 1usize;
+        for (d, s) in axes {
+            if s < reach {
+                return false;
+            }
+            let Some(r) = s.checked_mul(d - 1).and_then(|r| r.checked_add(reach)) else {
+                return false;
+            };
+            reach = r;
+        }
+        true
+    }
+}
+
 #[cfg(feature = "ndarray")]
 pub(crate) use self::array::{array_view, array_view_mut};
 
@@ -884,8 +981,8 @@ mod array {
     use ndarray::{ArrayViewD, ArrayViewMutD, Axis, IxDyn, ShapeBuilder};
     use stridemap_core::Layout;
 
-    /// Shape, non-negative element strides, and the offset (in elements) of the element with
-    /// the lowest address, plus the axes to invert afterwards to restore negative strides.
+    /// Shape, non-negative element strides, and the checked slots ([`super::Slots`]), plus
+    /// the axes to invert afterwards to restore negative strides.
     struct Plan {
         shape: Vec<usize>,
         strides: Vec<usize>,
@@ -893,37 +990,46 @@ mod array {
         invert: Vec<usize>,
     }
 
-    fn plan(layout: &Layout, size: usize) -> Option<Plan> {
-        let mut shape = Vec::with_capacity(layout.ndim());
-        let mut strides = Vec::with_capacity(layout.ndim());
-        let mut invert = Vec::new();
-        for (k, (&d, &s)) in layout.shape().iter().zip(layout.strides()).enumerate() {
-            shape.push(usize::try_from(d).ok()?);
-            // Axes of length 0 or 1 never move the pointer; their stride may not be a
-            // multiple of the element size, and does not matter.
-            let s = if d > 1 { s } else { 0 };
-            let s = usize::try_from(s.unsigned_abs()).ok()?;
-            if !s.is_multiple_of(size) {
-                return None;
+    /// `None` unless [`super::slots`] accepts `layout` over `len` slots and the product of
+    /// the non-zero lengths fits `isize` (ndarray's requirement), and, if `distinct`, unless
+    /// [`super::Slots::distinct`] holds.
+    fn plan(layout: &Layout, size: usize, len: usize, distinct: bool) -> Option<Plan> {
+        let slots = super::slots(layout, size, len)?;
+        if distinct && !slots.distinct() {
+            return None;
+        }
+        let mut product = 1usize;
+        for &(d, _) in &slots.axes {
+            product = product.checked_mul(d.max(1))?;
+        }
+        isize::try_from(product.checked_mul(size)?).ok()?;
+        if slots.count == 0 {
+            // No element: C-order strides over the lengths (0 taken as 1), which reach no
+            // slot but satisfy ndarray's checks of strides.
+            let shape: Vec<usize> = slots.axes.iter().map(|&(d, _)| d).collect();
+            let mut strides = vec![0; shape.len()];
+            let mut step = 1usize;
+            for (s, &d) in strides.iter_mut().zip(&shape).rev() {
+                *s = step;
+                step = step.checked_mul(d.max(1))?;
             }
-            strides.push(s / size);
-            if s > 0 && layout.strides().get(k).is_some_and(|&x| x < 0) {
+            return Some(Plan {
+                shape,
+                strides,
+                lowest: slots.first,
+                invert: Vec::new(),
+            });
+        }
+        let mut invert = Vec::new();
+        for (k, &(_, s)) in slots.axes.iter().enumerate() {
+            if s < 0 {
                 invert.push(k);
             }
         }
-        let lowest = if layout.is_empty() {
-            layout.offset()
-        } else {
-            layout.span().start
-        };
-        let lowest = usize::try_from(lowest).ok()?;
-        if !lowest.is_multiple_of(size) {
-            return None;
-        }
         Some(Plan {
-            shape,
-            strides,
-            lowest: lowest / size,
+            shape: slots.axes.iter().map(|&(d, _)| d).collect(),
+            strides: slots.axes.iter().map(|&(_, s)| s.unsigned_abs()).collect(),
+            lowest: slots.lowest,
             invert,
         })
     }
@@ -931,18 +1037,15 @@ mod array {
     /// `layout` over `elems` as an ndarray view. `None` if a length does not fit `usize`, an
     /// offset is not a whole element, or an element lies outside `elems`.
     pub(crate) fn array_view<'a, T>(elems: &'a [T], layout: &Layout) -> Option<ArrayViewD<'a, T>> {
-        let p = plan(layout, std::mem::size_of::<T>())?;
-        let end = usize::try_from(layout.span().end).ok()?;
-        if p.lowest > elems.len() || end > std::mem::size_of_val(elems) {
-            return None;
-        }
-        // SAFETY: every element address is `lowest + Σ iₖ·strideₖ` (in elements, with the
-        // non-negative strides), i.e. the lowest element plus a distance inside the layout's
-        // span; the span ends inside `elems` (checked above) and its offsets are whole
-        // elements (checked in `plan`), so every element is a `T` of `elems`. `lowest ≤ len`
-        // keeps the base pointer in bounds (one past the end only for an empty array). The
-        // slice is borrowed for 'a and nothing mutates it through this view. The span is at
-        // most 2⁶³ bytes, so no offset overflows isize.
+        let p = plan(layout, std::mem::size_of::<T>(), elems.len(), false)?;
+        // SAFETY: `slots` (checked arithmetic, in this module) found every element's slot
+        // `first + Σ iₖ·sₖ` inside `lowest ..= highest`, with `highest < len` and `lowest ≥
+        // 0` when there are elements (else `lowest = first ≤ len`, and nothing is reached). With
+        // the non-negative strides |sₖ| from slot `lowest`, ndarray reaches `lowest + Σ
+        // iₖ·|sₖ| ≤ lowest + Σ (dₖ−1)·|sₖ| = highest`, and inverting an axis keeps each
+        // element in that set: every element is a `T` of `elems`, whose byte size fits
+        // isize; the product of the lengths fits isize (checked in `plan`). The slice is
+        // borrowed for 'a and nothing mutates it through this view.
         let mut view = unsafe {
             ArrayViewD::from_shape_ptr(
                 IxDyn(&p.shape).strides(IxDyn(&p.strides)),
@@ -961,14 +1064,10 @@ mod array {
         elems: &'a mut [T],
         layout: &Layout,
     ) -> Option<ArrayViewMutD<'a, T>> {
-        let p = plan(layout, std::mem::size_of::<T>())?;
-        let end = usize::try_from(layout.span().end).ok()?;
-        if p.lowest > elems.len() || end > std::mem::size_of_val(elems) || layout.may_overlap() {
-            return None;
-        }
+        let p = plan(layout, std::mem::size_of::<T>(), elems.len(), true)?;
         // SAFETY: as in `array_view`, every element is a `T` of `elems`; `elems` is borrowed
-        // mutably for 'a, so nothing else aliases it, and the elements are distinct (checked
-        // above: `may_overlap` is conservative), so the view's `&mut` elements never alias.
+        // mutably for 'a, so nothing else aliases it, and no two elements share a slot
+        // (`Slots::distinct`, checked in `plan`), so the view's `&mut` elements never alias.
         let mut view = unsafe {
             ArrayViewMutD::from_shape_ptr(
                 IxDyn(&p.shape).strides(IxDyn(&p.strides)),
@@ -983,24 +1082,35 @@ mod array {
 }
 
 /// The elements of a non-overlapping strided layout over `elems`, as `&mut T` in logical C
-/// order.
+/// order: an odometer over the indices, each visited once.
 #[derive(Debug)]
 pub(crate) struct IterMut<'a, T> {
     ptr: NonNull<T>,
     len: usize,
-    offsets: stridemap_core::Offsets<'static>,
+    /// Per axis: length and stride in slots ([`Slots`]).
+    axes: Vec<(usize, isize)>,
+    index: Vec<usize>,
+    /// The slot of the element at `index`.
+    at: isize,
+    /// Elements not yet handed out.
+    left: usize,
     _life: PhantomData<&'a mut [T]>,
 }
 
-/// `None` if two elements of `layout` may share a slot (they would alias).
+/// `None` if [`slots`] refuses `layout` over `elems` or two of its elements may share a slot
+/// ([`Slots::distinct`]: they would alias).
 pub(crate) fn iter_mut<'a, T>(elems: &'a mut [T], layout: &Layout) -> Option<IterMut<'a, T>> {
-    if layout.may_overlap() || size_of::<T>() == 0 {
+    let slots = slots(layout, size_of::<T>(), elems.len())?;
+    if !slots.distinct() {
         return None;
     }
     Some(IterMut {
         ptr: NonNull::new(elems.as_mut_ptr()).unwrap_or(NonNull::dangling()),
         len: elems.len(),
-        offsets: layout.into_offsets(),
+        index: vec![0; slots.axes.len()],
+        at: isize::try_from(slots.first).ok()?,
+        left: slots.count,
+        axes: slots.axes,
         _life: PhantomData,
     })
 }
@@ -1009,23 +1119,34 @@ impl<'a, T> Iterator for IterMut<'a, T> {
     type Item = &'a mut T;
 
     fn next(&mut self) -> Option<&'a mut T> {
-        let off = usize::try_from(self.offsets.next()?).ok()?;
-        if !off.is_multiple_of(size_of::<T>()) {
+        if self.left == 0 {
             return None;
         }
-        let slot = off / size_of::<T>();
-        if slot >= self.len {
-            return None;
+        self.left -= 1;
+        let slot = usize::try_from(self.at).ok().filter(|&s| s < self.len)?;
+        // The next index in C order; the slot follows it (wrapping arithmetic: a wrong value
+        // is only ever refused by the check above).
+        for (i, &(d, s)) in self.index.iter_mut().zip(&self.axes).rev() {
+            *i += 1;
+            if *i < d {
+                self.at = self.at.wrapping_add(s);
+                break;
+            }
+            *i = 0;
+            self.at = self
+                .at
+                .wrapping_sub(s.wrapping_mul((d as isize).wrapping_sub(1)));
         }
-        // SAFETY: `slot < len`, so the element is inside `elems`, which is borrowed mutably
-        // for 'a. The layout's elements are whole slots (checked) that never share a byte
-        // (`may_overlap` is conservative), and each offset comes once, so no two `&mut`
-        // handed out alias.
+        // SAFETY: `slot < len` (checked just above), so the element is inside `elems`, which
+        // is borrowed mutably for 'a. `slot` is `first + Σ iₖ·strideₖ` for the current index
+        // (kept so by the odometer), each index is visited once (`left` counts them), and
+        // `Slots::distinct` (checked in `iter_mut`) makes that sum one to one, so no two
+        // `&mut` handed out alias. Zero-sized `T` is refused by `slots`.
         Some(unsafe { &mut *self.ptr.as_ptr().add(slot) })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.offsets.size_hint()
+        (0, Some(self.left))
     }
 }
 
@@ -1079,7 +1200,91 @@ mod tests {
     use proptest::prelude::*;
     use stridemap_core::Layout;
 
-    use super::{Part, VolatileBytesMut, split_ranges};
+    use super::{Part, VolatileBytesMut, slots, split_ranges};
+
+    /// A layout as [`layout`] makes, its elements moved up by `shift` bytes (not always a
+    /// whole element), over `len` slots of its itemsize (not always enough).
+    fn placed() -> impl Strategy<Value = (Layout, usize)> {
+        (layout(), 0u64..20, 0usize..80).prop_filter_map("fits", |(l, shift, len)| {
+            let l = Layout::new(
+                l.itemsize(),
+                l.shape(),
+                l.strides(),
+                l.offset() + shift,
+                1 << 13,
+            )
+            .ok()?;
+            Some((l, len))
+        })
+    }
+
+    /// The naive model: every element's slot in C order (offset plus the sum of index times
+    /// stride, in bytes, divided by the itemsize), if each is whole and below `len` (for no
+    /// elements: if the offset is whole and at most `len`).
+    fn model_slots(l: &Layout, len: usize) -> Option<Vec<usize>> {
+        let size = i128::from(l.itemsize());
+        let offset = i128::from(l.offset());
+        if indices(l.shape()).is_empty() {
+            return (offset % size == 0 && offset / size <= len as i128).then(Vec::new);
+        }
+        indices(l.shape())
+            .iter()
+            .map(|ix| {
+                let b = offset
+                    + ix.iter()
+                        .zip(l.strides())
+                        .map(|(&i, &s)| i128::from(i) * i128::from(s))
+                        .sum::<i128>();
+                (b % size == 0 && b >= 0 && b / size < len as i128).then(|| (b / size) as usize)
+            })
+            .collect()
+    }
+
+    /// The slots `iter_mut` hands out over `len` `T`s, in order.
+    fn iter_slots<T: Default + Clone>(l: &Layout, len: usize) -> Option<Vec<usize>> {
+        let mut buf = vec![T::default(); len];
+        let base = buf.as_ptr() as usize;
+        let it = super::iter_mut(&mut buf, l)?;
+        Some(
+            it.map(|e| (e as *mut T as usize - base) / size_of::<T>())
+                .collect(),
+        )
+    }
+
+    fn all_distinct(v: &[usize]) -> bool {
+        let mut w = v.to_vec();
+        w.sort_unstable();
+        w.windows(2).all(|p| p[0] != p[1])
+    }
+
+    /// `layout`'s elements through `array_view` (if `mutable`, `array_view_mut`) over `len`
+    /// `T`s valued by slot, against the model.
+    #[cfg(feature = "ndarray")]
+    fn ndarray_matches<T: From<u8> + Copy + PartialEq + std::fmt::Debug>(
+        l: &Layout,
+        len: usize,
+    ) -> Result<(), TestCaseError> {
+        let value = |i: usize| T::from((i % 251) as u8);
+        let mut buf: Vec<T> = (0..len).map(value).collect();
+        let model = model_slots(l, len);
+        let got: Option<Vec<T>> = super::array_view(&buf, l).map(|v| v.iter().copied().collect());
+        match &model {
+            Some(m) => {
+                let want: Vec<T> = m.iter().map(|&k| buf[k]).collect();
+                prop_assert_eq!(got, Some(want));
+            }
+            None => prop_assert!(got.is_none()),
+        }
+        let got_mut: Option<Vec<T>> =
+            super::array_view_mut(&mut buf, l).map(|v| v.iter().copied().collect());
+        if let Some(g) = got_mut {
+            let m = model.unwrap_or_default();
+            prop_assert!(all_distinct(&m), "a mutable view of shared slots: {:?}", l);
+            let want: Vec<T> = m.iter().map(|&k| value(k)).collect();
+            prop_assert_eq!(g, want);
+        }
+        Ok(())
+    }
 
     /// A layout of up to 3 axes (lengths 0–4, strides any multiple of the itemsize, negative
     /// and zero included) over a buffer just large enough.
@@ -1192,6 +1397,68 @@ mod tests {
             for off in 0..buf_len(&l) {
                 let owners = pieces.iter().filter(|(h, _)| h.allows(off, 1)).count();
                 prop_assert!(owners <= 1, "byte {} allowed to {} pieces", off, owners);
+            }
+        }
+    }
+
+    proptest! {
+        /// `slots` accepts exactly the layouts whose elements are all whole slots inside,
+        /// and finds their lowest and highest slot and count.
+        #[test]
+        fn slots_match_the_model((l, len) in placed()) {
+            let size = l.itemsize() as usize;
+            let got = slots(&l, size, len);
+            let model = model_slots(&l, len);
+            prop_assert_eq!(got.is_some(), model.is_some(), "{:?} over {}: {:?}", l, len, got);
+            if let (Some(g), Some(m)) = (got, model) {
+                prop_assert_eq!(g.count, m.len());
+                prop_assert_eq!(g.first as u64 * l.itemsize() as u64, l.offset());
+                if let (Some(&lo), Some(&hi)) = (m.iter().min(), m.iter().max()) {
+                    prop_assert_eq!((g.lowest, g.highest), (lo, hi));
+                }
+            }
+        }
+
+        /// `distinct` accepts only layouts whose elements occupy distinct slots, and
+        /// `iter_mut` visits exactly the model's slots, in C order.
+        #[test]
+        fn distinct_and_iter_mut_match_the_model((l, len) in placed()) {
+            let size = l.itemsize() as usize;
+            let model = model_slots(&l, len);
+            if let Some(s) = slots(&l, size, len) {
+                let m = model.clone().unwrap_or_default();
+                if s.distinct() {
+                    prop_assert!(all_distinct(&m), "shared slots accepted: {:?}", l);
+                }
+                // Contiguous layouts are accepted.
+                if l.is_c_contiguous() {
+                    prop_assert!(s.distinct(), "{:?} refused", l);
+                }
+            }
+            let got = match size {
+                1 => iter_slots::<u8>(&l, len),
+                2 => iter_slots::<u16>(&l, len),
+                4 => iter_slots::<u32>(&l, len),
+                _ => iter_slots::<u64>(&l, len),
+            };
+            if let Some(g) = got {
+                prop_assert_eq!(Some(g), model);
+            } else {
+                prop_assert!(model.is_none() || !slots(&l, size, len).unwrap().distinct());
+            }
+        }
+    }
+
+    #[cfg(feature = "ndarray")]
+    proptest! {
+        /// The ndarray views show the model's elements, in logical order.
+        #[test]
+        fn ndarray_views_match_the_model((l, len) in placed()) {
+            match l.itemsize() {
+                1 => ndarray_matches::<u8>(&l, len)?,
+                2 => ndarray_matches::<u16>(&l, len)?,
+                4 => ndarray_matches::<u32>(&l, len)?,
+                _ => ndarray_matches::<u64>(&l, len)?,
             }
         }
     }
