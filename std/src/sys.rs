@@ -173,9 +173,12 @@ pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<Writ
 /// writes to the file, so it lends references only when the file is sealed for good.
 pub(crate) fn map_private(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
     // SAFETY: memmap2 asks that no reference to the bytes exist while they may change. The
-    // `MmapMut` is turned into an `MmapRaw` at once, before anything dereferences it (no
-    // `Deref` of it is called: `From` moves the map), and `WriteMap` makes references only
-    // in `bytes`/`bytes_mut`, under their proof. memmap2 has no raw copy-on-write map.
+    // `MmapMut` is turned into an `MmapRaw` at once, before this code dereferences it, and
+    // `MmapRaw` "never hands out references to its interior, only raw pointers" (memmap2's
+    // docs); `WriteMap` makes references only in `bytes`/`bytes_mut`, under their proof.
+    // Not documented by memmap2, and so a premise about its code (issue 20): that its
+    // `From<MmapMut> for MmapRaw` makes no reference (0.9's moves the inner map). memmap2
+    // has no raw copy-on-write map.
     let map = unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }?;
     Ok(WriteMap {
         map: MmapRaw::from(map),
