@@ -52,6 +52,26 @@ pub(crate) struct SegmentMap {
     /// Lends `&[u8]`: a memfd [`SegmentMap::freeze`] sealed `F_SEAL_WRITE` (else none:
     /// others may write the file).
     frozen: bool,
+    /// The file mapped, as `fstat` named it when the map was made: [`SegmentMap::freeze`]
+    /// seals and remaps only this file.
+    file: FileId,
+}
+
+/// A file's identity while it is open: `(st_dev, st_ino)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// The identity and size (`st_size`) of the file `fd` refers to, read with `fstat`.
+fn file_id(fd: impl AsFd) -> io::Result<(FileId, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    let id = FileId {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+    };
+    Ok((id, u64::try_from(st.st_size).unwrap_or(0)))
 }
 
 /// A segment's file before the producer maps it: a named file or a new memfd, with only the
@@ -103,12 +123,14 @@ impl NewFile {
         if populate {
             opts.populate();
         }
+        let (file, _) = file_id(&self.file)?;
         // A raw map is safe to make: it lends no reference (module docs).
         let raw = opts.map_raw(&self.file)?;
         let map = SegmentMap {
             raw,
             writable: true,
             frozen: false,
+            file,
         };
         Ok((self.file, map))
     }
@@ -121,7 +143,7 @@ pub(crate) fn is_tmpfs(file: &File) -> bool {
 }
 
 /// Whether `file` is sealed `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` (read on this fd).
-fn sealed_for_good(file: &File) -> bool {
+fn sealed_for_good(file: impl AsFd) -> bool {
     fcntl_get_seals(file)
         .is_ok_and(|s| s.contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW))
 }
@@ -152,13 +174,24 @@ impl SegmentMap {
     /// again and the error returned; if even that fails, the map stays read-only and not
     /// frozen (the pool then never recycles the segment). Either way it lends nothing more
     /// than before.
+    ///
+    /// # Errors
+    /// `InvalidInput`, and nothing changed, if `file` or `read_only` is not the file this map
+    /// was made of (`fstat`'s `(st_dev, st_ino)` differ); else the kernel's.
     pub(crate) fn freeze(&mut self, file: &File, read_only: impl AsFd) -> io::Result<()> {
         if self.frozen {
             return Ok(());
         }
+        let read_only = read_only.as_fd();
+        if file_id(file)?.0 != self.file || file_id(read_only)?.0 != self.file {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "freezing a segment map through a file it does not map",
+            ));
+        }
         let ro = MmapOptions::new()
             .len(self.raw.len())
-            .map_raw_read_only(read_only.as_fd().as_raw_fd())?;
+            .map_raw_read_only(read_only.as_raw_fd())?;
         drop(std::mem::replace(&mut self.raw, ro));
         self.writable = false;
         let seals = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
@@ -170,7 +203,11 @@ impl SegmentMap {
             }
             return Err(e.into());
         }
-        self.frozen = sealed_for_good(file);
+        // Read on the fd the read-only map was just made through, so on the file it shows
+        // (an fd names one file for its life): sealed for good, and at least `len` bytes
+        // long (it can no longer shrink). Not frozen otherwise: it lends nothing.
+        self.frozen = sealed_for_good(read_only)
+            && file_id(read_only).is_ok_and(|(_, size)| size >= self.raw.len() as u64);
         Ok(())
     }
 
@@ -179,11 +216,13 @@ impl SegmentMap {
         if !self.frozen {
             return None;
         }
-        // SAFETY: `frozen` is set only by `freeze`, after the kernel sealed the file
-        // against writes (granted only with no writable map left, this one included: it was
-        // replaced first) and shrinking, read back with F_GET_SEALS. So the `len` mapped
-        // bytes stay backed and unchanged while `self` is borrowed (the map lives that
-        // long); a read-only map cannot be written through by this process either.
+        // SAFETY: `frozen` is set only by `freeze`, right after it replaced the map by a
+        // read-only one made through fd R, and only if then `F_GET_SEALS` on R read
+        // `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW` and `fstat` on R a size of at least
+        // `len`. R names the file this map shows, so the kernel holds that file with no
+        // writable map anywhere (the seal is granted only then) and refuses every write, new
+        // writable map and resize from then on; seals are never removed. So the `len` mapped
+        // bytes stay backed and unchanged while `self` is borrowed (the map lives that long).
         Some(unsafe { std::slice::from_raw_parts(self.raw.as_ptr(), self.raw.len()) })
     }
 
@@ -250,8 +289,10 @@ impl SegmentMap {
         let start = start.min(self.raw.len());
         let len = self.raw.len() - start;
         // SAFETY: as in `view_at`, the range is inside the live map for the borrow, and it
-        // is writable (checked); `self` is borrowed mutably, so nothing else in this process
-        // reaches these bytes meanwhile except through the returned view.
+        // is writable (checked). No reference to it is used meanwhile: the map lends one
+        // only through `frozen_bytes` (never while writable) and `bytes_mut_unchecked`, both
+        // excluded by the mutable borrow. Other writers (other processes, a map of the memfd
+        // through /proc/self/fd in this one) may change the bytes: the view only sees values.
         unsafe { VolatileViewMut::from_raw_parts(self.raw.as_mut_ptr().add(start), len, layout) }
     }
 
@@ -447,5 +488,45 @@ impl<T: stridemap::Element> crate::SharedArrayMut<T> {
             .and_then(|d| d.get_mut(..n))
             .unwrap_or_default();
         bytemuck::try_cast_slice_mut(data).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use rustix::fs::MemfdFlags;
+
+    use super::NewFile;
+
+    fn memfd(len: u64) -> NewFile {
+        let f = NewFile::memfd("stridemap-test", MemfdFlags::ALLOW_SEALING).unwrap();
+        f.set_len(len).unwrap();
+        f
+    }
+
+    fn read_only(file: &File) -> File {
+        File::open(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(file)
+        ))
+        .unwrap()
+    }
+
+    /// `freeze` refuses a file it does not map (either argument), changing nothing, and
+    /// freezes through the right one.
+    #[test]
+    fn freeze_checks_the_file() {
+        let (file, mut map) = memfd(4096).map(4096, false).unwrap();
+        let (other, _other_map) = memfd(4096).map(4096, false).unwrap();
+        for (f, ro) in [(&other, &file), (&file, &other), (&other, &other)] {
+            let e = map.freeze(f, read_only(ro)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(map.is_writable() && !map.is_frozen() && map.frozen_bytes().is_none());
+        }
+        assert!(map.write_at(0, &[7]));
+        map.freeze(&file, read_only(&file)).unwrap();
+        assert!(map.is_frozen() && !map.is_writable());
+        assert_eq!(map.frozen_bytes().map(|b| b[0]), Some(7));
     }
 }

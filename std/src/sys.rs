@@ -17,19 +17,25 @@
 //!   through `Mapping::assume_no_outside_writes`). A map of no bytes is not a map: the
 //!   mapping lends `&[]` without either.
 //! - **Raw access** ([`VolatileBytes`], [`VolatileBytesMut`]) for every other map: no reference to
-//!   the bytes is ever made; each element is read or written with one volatile access, bulk
-//!   copies go to or from memory this process owns. The compiler assumes nothing about the
-//!   bytes between accesses, so a change made by another process (outside the Rust abstract
-//!   machine, like a device writing memory) can only change the *values* read, and every bit
-//!   pattern is a valid value of an `Element` (they are `Pod`). An element written by another
-//!   process at the same moment may be read torn, as in C. Inside this process, raw writers
-//!   of one map never touch the same byte from two threads: [`VolatileBytesMut`] is not
-//!   `Clone` or `Sync`, and a split ([`split_ranges`]) gives each piece a handle allowed
-//!   bytes no other piece is allowed: a window of its own, or a [`Part`] (the elements of
-//!   one layout with an index range of their own on one axis). Every access checks that it
-//!   stays inside what its handle is allowed, so the proof rests on those checks and on
-//!   [`Part::new`]'s (no two elements share a byte), all in this module, never on the
-//!   layouts the views compute.
+//!   the bytes is ever made; each element is read or written with one volatile access (of an
+//!   aligned `T`, else byte by byte) that a check in this module keeps inside the handle's
+//!   range, and bulk copies go to or from memory this process owns (a live borrow, which
+//!   cannot be mapped bytes: references to those exist only under the rule above). The
+//!   compiler assumes nothing about the bytes between accesses, so a change made by any other
+//!   writer can only change the *values* read, and every bit pattern is a valid value of an
+//!   `Element` (they are `Pod`). Other writers include other processes, and other maps of the
+//!   same file in this one: safe code can open two `r+` mappings of one output and write
+//!   them from two threads, and the borrow checker sees two maps. So the proof never assumes
+//!   that nothing else reaches the bytes: they are treated as memory outside the Rust
+//!   abstract machine (like a device writing memory), and an element written by another
+//!   writer at the same moment may be read torn, as in C. What it does assume, that no
+//!   reference to them is in use, the rule above and the borrows below enforce.
+//!
+//! A split ([`split_ranges`]) gives each piece of one writer a handle allowed bytes no other
+//! piece is allowed: a window of its own, or a [`Part`] (the elements of one layout with an
+//! index range of their own on one axis), checked on every access, all in this module, never
+//! on the layouts the views compute. That keeps one handle's pieces from writing the same
+//! element from two threads (a guarantee about values); it is not a premise of soundness.
 //!
 //! What no check can rule out, and the README's trust model states: a producer that truncates
 //! a path-named file after it was mapped makes this process fault (SIGBUS) on access. Sealed
@@ -167,9 +173,12 @@ pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<Writ
 /// writes to the file, so it lends references only when the file is sealed for good.
 pub(crate) fn map_private(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
     // SAFETY: memmap2 asks that no reference to the bytes exist while they may change. The
-    // `MmapMut` is turned into an `MmapRaw` at once, before anything dereferences it (no
-    // `Deref` of it is called: `From` moves the map), and `WriteMap` makes references only
-    // in `bytes`/`bytes_mut`, under their proof. memmap2 has no raw copy-on-write map.
+    // `MmapMut` is turned into an `MmapRaw` at once, before this code dereferences it, and
+    // `MmapRaw` "never hands out references to its interior, only raw pointers" (memmap2's
+    // docs); `WriteMap` makes references only in `bytes`/`bytes_mut`, under their proof.
+    // Not documented by memmap2, and so a premise about its code (issue 20): that its
+    // `From<MmapMut> for MmapRaw` makes no reference (0.9's moves the inner map). memmap2
+    // has no raw copy-on-write map.
     let map = unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }?;
     Ok(WriteMap {
         map: MmapRaw::from(map),
@@ -240,8 +249,10 @@ impl WriteMap {
 
     pub(crate) fn volatile_mut(&mut self) -> VolatileBytesMut<'_> {
         // SAFETY: the map is `len` readable and writable bytes, mapped while `self` is
-        // borrowed; the borrow is exclusive, so in this process nothing else reaches the map
-        // (no `bytes`/`bytes_mut` reference, no other handle) while the handle lives.
+        // borrowed. No reference to them is used while the handle lives: this map lends one
+        // only through `bytes`/`bytes_mut`, which the exclusive borrow excludes. Other writers
+        // (other maps of the file, other processes) may change the bytes meanwhile: the
+        // handle's invariant allows that.
         unsafe { VolatileBytesMut::from_raw_parts(self.map.as_mut_ptr(), self.map.len()) }
     }
 
@@ -261,8 +272,10 @@ impl WriteMap {
         if !(self.sealed || Promise::covers(promise, self.addr())) {
             return None;
         }
-        // SAFETY: as in `bytes`, and the map is writable (`r+` or `c`) and borrowed mutably
-        // for the slice's life, so nothing else in this process reaches it meanwhile.
+        // SAFETY: as in `bytes`: sealed for good (no writer of the file anywhere, and a `c`
+        // map's written pages are its own) or promised (no other map, handle or process
+        // writes them). The map is writable (`r+` or `c`) and borrowed mutably for the
+        // slice's life, so nothing else reaches it through this map meanwhile.
         Some(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr(), self.map.len()) })
     }
 }
@@ -309,10 +322,12 @@ unsafe impl Sync for VolatileBytes<'_> {}
 
 /// Bytes this handle may write (and read) through raw pointers only.
 ///
-/// Invariant: `ptr .. ptr + len` is readable and writable for `'a`; `lo ≤ hi ≤ len`; every
-/// access touches only bytes [`allowed`] by `lo`, `hi` and `parts`; and in this process no
-/// access but this handle's (and those of handles it lends or was split into) reaches those
-/// bytes for `'a`. Two handles split from one ([`split_disjoint`]) are allowed disjoint bytes.
+/// Invariant: `ptr .. ptr + len` is readable and writable for `'a`; `lo ≤ hi ≤ len`; and no
+/// reference to those bytes is used during `'a`. Other raw accesses (other handles, other
+/// maps of the same file in this process, other processes) may read and change them at any
+/// time: each access of the handle is one volatile access or a copy to or from a live
+/// borrow, checked to touch only bytes [`allowed`] by `lo`, `hi` and `parts` (module docs).
+/// Two handles split from one ([`split_disjoint`]) are allowed disjoint bytes.
 #[derive(Debug)]
 pub(crate) struct VolatileBytesMut<'a> {
     ptr: NonNull<u8>,
@@ -323,9 +338,10 @@ pub(crate) struct VolatileBytesMut<'a> {
     _life: PhantomData<&'a mut [u8]>,
 }
 
-// SAFETY: the handle owns its (raw, exclusive within this process) access, as `&mut [u8]`
-// does; moving it to another thread moves that access. It is not `Sync`: `&VolatileBytesMut`
-// only reads, but `Sync` would let a read race a write of the handle's owner.
+// SAFETY: the handle is raw pointers and bounds; its invariant (the range readable and
+// writable for 'a, no reference to it in use) holds on every thread, and its accesses are
+// volatile ones that other writers may race on any thread (module docs). It is not `Sync`,
+// so that one handle's accesses stay on one thread (split it to share the work).
 unsafe impl Send for VolatileBytesMut<'_> {}
 
 impl<'a> VolatileBytes<'a> {
@@ -467,9 +483,8 @@ impl<'a> VolatileBytesMut<'a> {
     /// The raw writing handle to `len` bytes at `ptr`.
     ///
     /// # Safety
-    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and during `'a` nothing
-    /// else in this process accesses those bytes except through this handle and handles it
-    /// lends or is split into (the type invariant).
+    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and no reference to those
+    /// bytes is used during `'a` (the type invariant).
     unsafe fn from_raw_parts(ptr: *mut u8, len: usize) -> Self {
         // SAFETY: the caller's promise is the invariant for the whole range, all allowed.
         unsafe { VolatileBytesMut::with_bounds(nonnull(ptr), len, 0, len, Vec::new()) }
@@ -480,8 +495,7 @@ impl<'a> VolatileBytesMut<'a> {
     ///
     /// # Safety
     /// The type invariant for the handle made: `ptr .. ptr + len` is readable and writable
-    /// for all of `'a`, and during `'a` nothing else in this process accesses the bytes it
-    /// allows except through it and handles it lends or is split into.
+    /// for all of `'a`, and no reference to those bytes is used during `'a`.
     unsafe fn with_bounds(
         ptr: NonNull<u8>,
         len: usize,
@@ -502,16 +516,16 @@ impl<'a> VolatileBytesMut<'a> {
 
     /// Borrowed memory, written raw.
     pub(crate) fn from_slice(s: &'a mut [u8]) -> Self {
-        // SAFETY: a slice borrowed mutably for 'a is readable, writable and reached only
-        // through this borrow for 'a.
+        // SAFETY: a slice borrowed mutably for 'a is readable and writable for 'a, and the
+        // borrow keeps any other reference to it out of use meanwhile.
         unsafe { VolatileBytesMut::from_raw_parts(s.as_mut_ptr(), s.len()) }
     }
 
     /// A shorter-lived handle to the same bytes.
     pub(crate) fn reborrow(&mut self) -> VolatileBytesMut<'_> {
         let (lo, hi, parts) = (self.lo, self.hi, self.parts.clone());
-        // SAFETY: the same range and allowed bytes as `self` (type invariant); `self` is
-        // borrowed mutably for the new handle's life, so the two are never used at once.
+        // SAFETY: the same range and allowed bytes as `self`, whose invariant holds for 'a,
+        // longer than the reborrow.
         unsafe { VolatileBytesMut::with_bounds(self.ptr, self.len, lo, hi, parts) }
     }
 
@@ -555,8 +569,9 @@ impl<'a> VolatileBytesMut<'a> {
         // SAFETY: inside the writable range (`allows`: `off + size ≤ hi ≤ len`).
         let p = unsafe { self.ptr.as_ptr().add(off) };
         if (p as usize).is_multiple_of(align_of::<T>()) {
-            // SAFETY: writable, aligned (checked), allowed to this handle alone in this
-            // process (type invariant); any bytes are a valid `T` for later readers.
+            // SAFETY: inside the writable range, aligned (checked): one volatile store of a
+            // `T`, to bytes no reference is in use for (type invariant); any bytes are a
+            // valid `T` for later readers.
             unsafe { p.cast::<T>().write_volatile(v) };
         } else {
             for (i, b) in bytemuck::bytes_of(&v).iter().enumerate() {
@@ -591,8 +606,9 @@ impl<'a> VolatileBytesMut<'a> {
     ) -> Option<()> {
         let p = self.run::<T>(off, n)?;
         for i in 0..n {
-            // SAFETY: element `i < n` lies inside the run `run` allowed, which this handle
-            // alone accesses in this process (type invariant); `p + i` is aligned.
+            // SAFETY: element `i < n` lies inside the run `run` checked to be in the
+            // writable range, with no reference in use (type invariant); `p + i` is aligned:
+            // one volatile store of a `T`.
             unsafe { p.add(i).write_volatile(f()) };
         }
         Some(())
@@ -624,8 +640,8 @@ impl<'a> VolatileBytesMut<'a> {
             return None;
         }
         // SAFETY: the destination is inside the writable range (`allows`; for no bytes, `off
-        // ≤ len`) and allowed to this handle alone in this process (type invariant), so it
-        // cannot overlap `src`, borrowed memory of this process that no raw handle writes.
+        // ≤ len`), where no reference is in use (type invariant), so it cannot overlap `src`,
+        // a reference in use.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
         };
@@ -845,22 +861,119 @@ pub(crate) fn split_ranges<'a>(
     drop(parts);
     let mut out = Vec::with_capacity(pieces.len());
     for (((wlo, whi), p), l) in bounds_and_parts.into_iter().zip(pieces) {
-        // SAFETY: every handle covers `bytes`'s range, readable and writable for 'a, and
-        // together they replace it (`bytes` is consumed); each is allowed only bytes `bytes`
-        // was (its window inside `lo..hi`, all of its parts kept), so in this process nothing
-        // else reaches them. Any two are allowed disjoint bytes: either all the non-empty
+        // SAFETY: every handle covers `bytes`'s range, readable and writable for 'a with no
+        // reference in use (its invariant; `bytes` is consumed). Not a premise, but what the
+        // split promises: each is allowed only bytes `bytes` was (its window inside
+        // `lo..hi`, all of its parts kept), and any two disjoint ones: either all the non-empty
         // windows are apart (sorted and compared just above; an empty window allows no byte),
         // or each handle's last part is a `Part` of `layout` and `axis` for its own index
         // range `bounds[k]..bounds[k + 1]`, and these ranges are disjoint (`bounds` checked
         // not to decrease), while a part admits a byte only inside the one element holding
         // it (`Part::element_end`; `Part::new` checked that no two elements share a byte)
-        // when that element's index is in its range. Neither premise rests on the
+        // when that element's index is in its range. Neither rests on the
         // sub-layouts `pieces` (core's slicing): a wrong one could only make its view's
         // accesses fail.
         let h = unsafe { VolatileBytesMut::with_bounds(ptr, n, wlo, whi, p) };
         out.push((h, l));
     }
     Some(out)
+}
+
+/// A layout's elements as slots of a `[T]` of `len` elements, computed and checked here from
+/// the layout's raw fields (shape, byte strides, byte offset) with checked arithmetic, so
+/// that the views below rest on this module's checks, not on the layout's own methods.
+#[derive(Debug)]
+struct Slots {
+    /// Per axis: length, and stride in slots (0 for axes of length 0 or 1, which never move).
+    axes: Vec<(usize, isize)>,
+    /// The slot of element `[0, …, 0]`.
+    first: usize,
+    /// The lowest and highest slot any element occupies (both `first` when there are none).
+    lowest: usize,
+    #[cfg_attr(not(test), allow(dead_code))]
+    highest: usize,
+    /// The number of elements.
+    count: usize,
+}
+
+/// `layout`'s elements as slots of a `[T]` of `len` elements of `size` bytes: `None` unless
+/// every offset is a whole number of slots, and every element's slot is below `len` (for no
+/// elements, `first ≤ len`). Every element's slot is `first + Σ iₖ·strideₖ`, between
+/// `lowest = first + Σ min(0, (dₖ−1)·strideₖ)` and `highest = first + Σ max(0, …)`.
+fn slots(layout: &Layout, size: usize, len: usize) -> Option<Slots> {
+    if size == 0 || layout.shape().len() != layout.strides().len() {
+        return None;
+    }
+    let size_i = i128::try_from(size).ok()?;
+    let offset = i128::from(layout.offset());
+    if offset % size_i != 0 {
+        return None;
+    }
+    let first = offset / size_i;
+    // No element is reached when an axis is empty: then every stride is taken as 0.
+    let empty = layout.shape().contains(&0);
+    let (mut lowest, mut highest, mut count) = (first, first, 1usize);
+    let mut axes = Vec::with_capacity(layout.shape().len());
+    for (&d, &s) in layout.shape().iter().zip(layout.strides()) {
+        let d = usize::try_from(d).ok()?;
+        count = count.checked_mul(d)?;
+        let s = if d > 1 && !empty { i128::from(s) } else { 0 };
+        if s % size_i != 0 {
+            return None;
+        }
+        let s = s / size_i;
+        let reach = s.checked_mul(i128::try_from(d.saturating_sub(1)).ok()?)?;
+        if reach < 0 {
+            lowest = lowest.checked_add(reach)?;
+        } else {
+            highest = highest.checked_add(reach)?;
+        }
+        axes.push((d, isize::try_from(s).ok()?));
+    }
+    let len = i128::try_from(len).ok()?;
+    let inside = if count == 0 {
+        (lowest, highest) = (first, first);
+        0 <= first && first <= len
+    } else {
+        0 <= lowest && highest < len
+    };
+    inside.then_some(())?;
+    Some(Slots {
+        axes,
+        first: usize::try_from(first).ok()?,
+        lowest: usize::try_from(lowest).ok()?,
+        highest: usize::try_from(highest).ok()?,
+        count,
+    })
+}
+
+impl Slots {
+    /// Whether no two elements share a slot: sorted by |stride|, every axis of length 2 or
+    /// more steps past all the slots the axes inside it reach (so `Σ iₖ·strideₖ` is one to
+    /// one). Conservative: some layouts of distinct elements are refused.
+    fn distinct(&self) -> bool {
+        if self.count == 0 {
+            return true;
+        }
+        let mut axes: Vec<(usize, usize)> = self
+            .axes
+            .iter()
+            .filter(|&&(d, _)| d > 1)
+            .map(|&(d, s)| (d, s.unsigned_abs()))
+            .collect();
+        axes.sort_unstable_by_key(|&(_, s)| s);
+        let mut reach = 1usize;
+        for (d, s) in axes {
+            if s < reach {
+                return false;
+            }
+            let Some(r) = s.checked_mul(d - 1).and_then(|r| r.checked_add(reach)) else {
+                return false;
+            };
+            reach = r;
+        }
+        true
+    }
 }
 
 #[cfg(feature = "ndarray")]
@@ -871,8 +984,8 @@ mod array {
     use ndarray::{ArrayViewD, ArrayViewMutD, Axis, IxDyn, ShapeBuilder};
     use stridemap_core::Layout;
 
-    /// Shape, non-negative element strides, and the offset (in elements) of the element with
-    /// the lowest address, plus the axes to invert afterwards to restore negative strides.
+    /// Shape, non-negative element strides, and the checked slots ([`super::Slots`]), plus
+    /// the axes to invert afterwards to restore negative strides.
     struct Plan {
         shape: Vec<usize>,
         strides: Vec<usize>,
@@ -880,37 +993,46 @@ mod array {
         invert: Vec<usize>,
     }
 
-    fn plan(layout: &Layout, size: usize) -> Option<Plan> {
-        let mut shape = Vec::with_capacity(layout.ndim());
-        let mut strides = Vec::with_capacity(layout.ndim());
-        let mut invert = Vec::new();
-        for (k, (&d, &s)) in layout.shape().iter().zip(layout.strides()).enumerate() {
-            shape.push(usize::try_from(d).ok()?);
-            // Axes of length 0 or 1 never move the pointer; their stride may not be a
-            // multiple of the element size, and does not matter.
-            let s = if d > 1 { s } else { 0 };
-            let s = usize::try_from(s.unsigned_abs()).ok()?;
-            if !s.is_multiple_of(size) {
-                return None;
+    /// `None` unless [`super::slots`] accepts `layout` over `len` slots and the product of
+    /// the non-zero lengths fits `isize` (ndarray's requirement), and, if `distinct`, unless
+    /// [`super::Slots::distinct`] holds.
+    fn plan(layout: &Layout, size: usize, len: usize, distinct: bool) -> Option<Plan> {
+        let slots = super::slots(layout, size, len)?;
+        if distinct && !slots.distinct() {
+            return None;
+        }
+        let mut product = 1usize;
+        for &(d, _) in &slots.axes {
+            product = product.checked_mul(d.max(1))?;
+        }
+        isize::try_from(product.checked_mul(size)?).ok()?;
+        if slots.count == 0 {
+            // No element: C-order strides over the lengths (0 taken as 1), which reach no
+            // slot but satisfy ndarray's checks of strides.
+            let shape: Vec<usize> = slots.axes.iter().map(|&(d, _)| d).collect();
+            let mut strides = vec![0; shape.len()];
+            let mut step = 1usize;
+            for (s, &d) in strides.iter_mut().zip(&shape).rev() {
+                *s = step;
+                step = step.checked_mul(d.max(1))?;
             }
-            strides.push(s / size);
-            if s > 0 && layout.strides().get(k).is_some_and(|&x| x < 0) {
+            return Some(Plan {
+                shape,
+                strides,
+                lowest: slots.first,
+                invert: Vec::new(),
+            });
+        }
+        let mut invert = Vec::new();
+        for (k, &(_, s)) in slots.axes.iter().enumerate() {
+            if s < 0 {
                 invert.push(k);
             }
         }
-        let lowest = if layout.is_empty() {
-            layout.offset()
-        } else {
-            layout.span().start
-        };
-        let lowest = usize::try_from(lowest).ok()?;
-        if !lowest.is_multiple_of(size) {
-            return None;
-        }
         Some(Plan {
-            shape,
-            strides,
-            lowest: lowest / size,
+            shape: slots.axes.iter().map(|&(d, _)| d).collect(),
+            strides: slots.axes.iter().map(|&(_, s)| s.unsigned_abs()).collect(),
+            lowest: slots.lowest,
             invert,
         })
     }
@@ -918,18 +1040,15 @@ mod array {
     /// `layout` over `elems` as an ndarray view. `None` if a length does not fit `usize`, an
     /// offset is not a whole element, or an element lies outside `elems`.
     pub(crate) fn array_view<'a, T>(elems: &'a [T], layout: &Layout) -> Option<ArrayViewD<'a, T>> {
-        let p = plan(layout, std::mem::size_of::<T>())?;
-        let end = usize::try_from(layout.span().end).ok()?;
-        if p.lowest > elems.len() || end > std::mem::size_of_val(elems) {
-            return None;
-        }
-        // SAFETY: every element address is `lowest + Σ iₖ·strideₖ` (in elements, with the
-        // non-negative strides), i.e. the lowest element plus a distance inside the layout's
-        // span; the span ends inside `elems` (checked above) and its offsets are whole
-        // elements (checked in `plan`), so every element is a `T` of `elems`. `lowest ≤ len`
-        // keeps the base pointer in bounds (one past the end only for an empty array). The
-        // slice is borrowed for 'a and nothing mutates it through this view. The span is at
-        // most 2⁶³ bytes, so no offset overflows isize.
+        let p = plan(layout, std::mem::size_of::<T>(), elems.len(), false)?;
+        // SAFETY: `slots` (checked arithmetic, in this module) found every element's slot
+        // `first + Σ iₖ·sₖ` inside `lowest ..= highest`, with `highest < len` and `lowest ≥
+        // 0` when there are elements (else `lowest = first ≤ len`, and nothing is reached). With
+        // the non-negative strides |sₖ| from slot `lowest`, ndarray reaches `lowest + Σ
+        // iₖ·|sₖ| ≤ lowest + Σ (dₖ−1)·|sₖ| = highest`, and inverting an axis keeps each
+        // element in that set: every element is a `T` of `elems`, whose byte size fits
+        // isize; the product of the lengths fits isize (checked in `plan`). The slice is
+        // borrowed for 'a and nothing mutates it through this view.
         let mut view = unsafe {
             ArrayViewD::from_shape_ptr(
                 IxDyn(&p.shape).strides(IxDyn(&p.strides)),
@@ -948,14 +1067,10 @@ mod array {
         elems: &'a mut [T],
         layout: &Layout,
     ) -> Option<ArrayViewMutD<'a, T>> {
-        let p = plan(layout, std::mem::size_of::<T>())?;
-        let end = usize::try_from(layout.span().end).ok()?;
-        if p.lowest > elems.len() || end > std::mem::size_of_val(elems) || layout.may_overlap() {
-            return None;
-        }
+        let p = plan(layout, std::mem::size_of::<T>(), elems.len(), true)?;
         // SAFETY: as in `array_view`, every element is a `T` of `elems`; `elems` is borrowed
-        // mutably for 'a, so nothing else aliases it, and the elements are distinct (checked
-        // above: `may_overlap` is conservative), so the view's `&mut` elements never alias.
+        // mutably for 'a, so nothing else aliases it, and no two elements share a slot
+        // (`Slots::distinct`, checked in `plan`), so the view's `&mut` elements never alias.
         let mut view = unsafe {
             ArrayViewMutD::from_shape_ptr(
                 IxDyn(&p.shape).strides(IxDyn(&p.strides)),
@@ -970,24 +1085,35 @@ mod array {
 }
 
 /// The elements of a non-overlapping strided layout over `elems`, as `&mut T` in logical C
-/// order.
+/// order: an odometer over the indices, each visited once.
 #[derive(Debug)]
 pub(crate) struct IterMut<'a, T> {
     ptr: NonNull<T>,
     len: usize,
-    offsets: stridemap_core::Offsets<'static>,
+    /// Per axis: length and stride in slots ([`Slots`]).
+    axes: Vec<(usize, isize)>,
+    index: Vec<usize>,
+    /// The slot of the element at `index`.
+    at: isize,
+    /// Elements not yet handed out.
+    left: usize,
     _life: PhantomData<&'a mut [T]>,
 }
 
-/// `None` if two elements of `layout` may share a slot (they would alias).
+/// `None` if [`slots`] refuses `layout` over `elems` or two of its elements may share a slot
+/// ([`Slots::distinct`]: they would alias).
 pub(crate) fn iter_mut<'a, T>(elems: &'a mut [T], layout: &Layout) -> Option<IterMut<'a, T>> {
-    if layout.may_overlap() || size_of::<T>() == 0 {
+    let slots = slots(layout, size_of::<T>(), elems.len())?;
+    if !slots.distinct() {
         return None;
     }
     Some(IterMut {
         ptr: NonNull::new(elems.as_mut_ptr()).unwrap_or(NonNull::dangling()),
         len: elems.len(),
-        offsets: layout.into_offsets(),
+        index: vec![0; slots.axes.len()],
+        at: isize::try_from(slots.first).ok()?,
+        left: slots.count,
+        axes: slots.axes,
         _life: PhantomData,
     })
 }
@@ -996,23 +1122,34 @@ impl<'a, T> Iterator for IterMut<'a, T> {
     type Item = &'a mut T;
 
     fn next(&mut self) -> Option<&'a mut T> {
-        let off = usize::try_from(self.offsets.next()?).ok()?;
-        if !off.is_multiple_of(size_of::<T>()) {
+        if self.left == 0 {
             return None;
         }
-        let slot = off / size_of::<T>();
-        if slot >= self.len {
-            return None;
+        self.left -= 1;
+        let slot = usize::try_from(self.at).ok().filter(|&s| s < self.len)?;
+        // The next index in C order; the slot follows it (wrapping arithmetic: a wrong value
+        // is only ever refused by the check above).
+        for (i, &(d, s)) in self.index.iter_mut().zip(&self.axes).rev() {
+            *i += 1;
+            if *i < d {
+                self.at = self.at.wrapping_add(s);
+                break;
+            }
+            *i = 0;
+            self.at = self
+                .at
+                .wrapping_sub(s.wrapping_mul((d as isize).wrapping_sub(1)));
         }
-        // SAFETY: `slot < len`, so the element is inside `elems`, which is borrowed mutably
-        // for 'a. The layout's elements are whole slots (checked) that never share a byte
-        // (`may_overlap` is conservative), and each offset comes once, so no two `&mut`
-        // handed out alias.
+        // SAFETY: `slot < len` (checked just above), so the element is inside `elems`, which
+        // is borrowed mutably for 'a. `slot` is `first + Σ iₖ·strideₖ` for the current index
+        // (kept so by the odometer), each index is visited once (`left` counts them), and
+        // `Slots::distinct` (checked in `iter_mut`) makes that sum one to one, so no two
+        // `&mut` handed out alias. Zero-sized `T` is refused by `slots`.
         Some(unsafe { &mut *self.ptr.as_ptr().add(slot) })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.offsets.size_hint()
+        (0, Some(self.left))
     }
 }
 
@@ -1042,9 +1179,10 @@ impl<'a, T: crate::Element> crate::VolatileViewMut<'a, T> {
     /// may read and write meanwhile (a producer's own map of an `r+` output).
     ///
     /// # Safety
-    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and during `'a` nothing
-    /// else in this process accesses those bytes (no reference, no other raw handle) except
-    /// through this view and views split from it.
+    /// `ptr .. ptr + len` is readable and writable for all of `'a`, and no reference to those
+    /// bytes is used during `'a`. Raw accesses elsewhere (other processes, other maps or raw
+    /// views in this one) may change them meanwhile: the view then reads other values, and
+    /// elements written at once by two writers may be torn, never undefined behaviour.
     ///
     /// # Errors
     /// As [`VolatileViewMut::new`](crate::VolatileViewMut::new).
@@ -1053,8 +1191,8 @@ impl<'a, T: crate::Element> crate::VolatileViewMut<'a, T> {
         len: usize,
         layout: Layout,
     ) -> crate::ViewResult<crate::VolatileViewMut<'a, T>> {
-        // SAFETY: the caller's promise (readable and writable for 'a, reached only through
-        // this view and views split from it) is `from_raw_parts`'s contract.
+        // SAFETY: the caller's promise (readable and writable for 'a, no reference in use)
+        // is `from_raw_parts`'s contract.
         let bytes = unsafe { VolatileBytesMut::from_raw_parts(ptr, len) };
         crate::VolatileViewMut::with_source(bytes, layout, None)
     }
@@ -1065,7 +1203,91 @@ mod tests {
     use proptest::prelude::*;
     use stridemap_core::Layout;
 
-    use super::{Part, VolatileBytesMut, split_ranges};
+    use super::{Part, VolatileBytesMut, slots, split_ranges};
+
+    /// A layout as [`layout`] makes, its elements moved up by `shift` bytes (not always a
+    /// whole element), over `len` slots of its itemsize (not always enough).
+    fn placed() -> impl Strategy<Value = (Layout, usize)> {
+        (layout(), 0u64..20, 0usize..80).prop_filter_map("fits", |(l, shift, len)| {
+            let l = Layout::new(
+                l.itemsize(),
+                l.shape(),
+                l.strides(),
+                l.offset() + shift,
+                1 << 13,
+            )
+            .ok()?;
+            Some((l, len))
+        })
+    }
+
+    /// The naive model: every element's slot in C order (offset plus the sum of index times
+    /// stride, in bytes, divided by the itemsize), if each is whole and below `len` (for no
+    /// elements: if the offset is whole and at most `len`).
+    fn model_slots(l: &Layout, len: usize) -> Option<Vec<usize>> {
+        let size = i128::from(l.itemsize());
+        let offset = i128::from(l.offset());
+        if indices(l.shape()).is_empty() {
+            return (offset % size == 0 && offset / size <= len as i128).then(Vec::new);
+        }
+        indices(l.shape())
+            .iter()
+            .map(|ix| {
+                let b = offset
+                    + ix.iter()
+                        .zip(l.strides())
+                        .map(|(&i, &s)| i128::from(i) * i128::from(s))
+                        .sum::<i128>();
+                (b % size == 0 && b >= 0 && b / size < len as i128).then(|| (b / size) as usize)
+            })
+            .collect()
+    }
+
+    /// The slots `iter_mut` hands out over `len` `T`s, in order.
+    fn iter_slots<T: Default + Clone>(l: &Layout, len: usize) -> Option<Vec<usize>> {
+        let mut buf = vec![T::default(); len];
+        let base = buf.as_ptr() as usize;
+        let it = super::iter_mut(&mut buf, l)?;
+        Some(
+            it.map(|e| (e as *mut T as usize - base) / size_of::<T>())
+                .collect(),
+        )
+    }
+
+    fn all_distinct(v: &[usize]) -> bool {
+        let mut w = v.to_vec();
+        w.sort_unstable();
+        w.windows(2).all(|p| p[0] != p[1])
+    }
+
+    /// `layout`'s elements through `array_view` (if `mutable`, `array_view_mut`) over `len`
+    /// `T`s valued by slot, against the model.
+    #[cfg(feature = "ndarray")]
+    fn ndarray_matches<T: From<u8> + Copy + PartialEq + std::fmt::Debug>(
+        l: &Layout,
+        len: usize,
+    ) -> Result<(), TestCaseError> {
+        let value = |i: usize| T::from((i % 251) as u8);
+        let mut buf: Vec<T> = (0..len).map(value).collect();
+        let model = model_slots(l, len);
+        let got: Option<Vec<T>> = super::array_view(&buf, l).map(|v| v.iter().copied().collect());
+        match &model {
+            Some(m) => {
+                let want: Vec<T> = m.iter().map(|&k| buf[k]).collect();
+                prop_assert_eq!(got, Some(want));
+            }
+            None => prop_assert!(got.is_none()),
+        }
+        let got_mut: Option<Vec<T>> =
+            super::array_view_mut(&mut buf, l).map(|v| v.iter().copied().collect());
+        if let Some(g) = got_mut {
+            let m = model.unwrap_or_default();
+            prop_assert!(all_distinct(&m), "a mutable view of shared slots: {:?}", l);
+            let want: Vec<T> = m.iter().map(|&k| value(k)).collect();
+            prop_assert_eq!(g, want);
+        }
+        Ok(())
+    }
 
     /// A layout of up to 3 axes (lengths 0–4, strides any multiple of the itemsize, negative
     /// and zero included) over a buffer just large enough.
@@ -1178,6 +1400,68 @@ mod tests {
             for off in 0..buf_len(&l) {
                 let owners = pieces.iter().filter(|(h, _)| h.allows(off, 1)).count();
                 prop_assert!(owners <= 1, "byte {} allowed to {} pieces", off, owners);
+            }
+        }
+    }
+
+    proptest! {
+        /// `slots` accepts exactly the layouts whose elements are all whole slots inside,
+        /// and finds their lowest and highest slot and count.
+        #[test]
+        fn slots_match_the_model((l, len) in placed()) {
+            let size = l.itemsize() as usize;
+            let got = slots(&l, size, len);
+            let model = model_slots(&l, len);
+            prop_assert_eq!(got.is_some(), model.is_some(), "{:?} over {}: {:?}", l, len, got);
+            if let (Some(g), Some(m)) = (got, model) {
+                prop_assert_eq!(g.count, m.len());
+                prop_assert_eq!(g.first as u64 * l.itemsize() as u64, l.offset());
+                if let (Some(&lo), Some(&hi)) = (m.iter().min(), m.iter().max()) {
+                    prop_assert_eq!((g.lowest, g.highest), (lo, hi));
+                }
+            }
+        }
+
+        /// `distinct` accepts only layouts whose elements occupy distinct slots, and
+        /// `iter_mut` visits exactly the model's slots, in C order.
+        #[test]
+        fn distinct_and_iter_mut_match_the_model((l, len) in placed()) {
+            let size = l.itemsize() as usize;
+            let model = model_slots(&l, len);
+            if let Some(s) = slots(&l, size, len) {
+                let m = model.clone().unwrap_or_default();
+                if s.distinct() {
+                    prop_assert!(all_distinct(&m), "shared slots accepted: {:?}", l);
+                }
+                // Contiguous layouts are accepted.
+                if l.is_c_contiguous() {
+                    prop_assert!(s.distinct(), "{:?} refused", l);
+                }
+            }
+            let got = match size {
+                1 => iter_slots::<u8>(&l, len),
+                2 => iter_slots::<u16>(&l, len),
+                4 => iter_slots::<u32>(&l, len),
+                _ => iter_slots::<u64>(&l, len),
+            };
+            if let Some(g) = got {
+                prop_assert_eq!(Some(g), model);
+            } else {
+                prop_assert!(model.is_none() || !slots(&l, size, len).unwrap().distinct());
+            }
+        }
+    }
+
+    #[cfg(feature = "ndarray")]
+    proptest! {
+        /// The ndarray views show the model's elements, in logical order.
+        #[test]
+        fn ndarray_views_match_the_model((l, len) in placed()) {
+            match l.itemsize() {
+                1 => ndarray_matches::<u8>(&l, len)?,
+                2 => ndarray_matches::<u16>(&l, len)?,
+                4 => ndarray_matches::<u32>(&l, len)?,
+                _ => ndarray_matches::<u64>(&l, len)?,
             }
         }
     }
