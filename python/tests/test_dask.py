@@ -96,10 +96,11 @@ def fallbacks(stats):
     return out
 
 
-def workers(client, n=3):
-    """The cluster's workers, once all ``n`` are up (a test before may have had one restarted:
-    its nanny brings it back, in its own time)."""
-    client.wait_for_workers(n, timeout=120)
+def workers(client, n=None):
+    """The cluster's workers; with ``n``, once all ``n`` are up (the module's cluster: a test
+    before may have had one restarted, which its nanny brings back in its own time)."""
+    if n is not None:
+        client.wait_for_workers(n, timeout=120)
     return sorted(client.scheduler_info()["workers"])
 
 
@@ -207,7 +208,7 @@ def test_rechunk(client, counters):
 
 
 def test_one_chunk_feeds_tasks_on_every_worker(client, counters):
-    ws = workers(client)
+    ws = workers(client, 3)
     n = 1 << 20  # 8 MiB
     big = client.submit(t.make, 3, n, workers=[ws[0]])
     parts = [client.submit(t.part_sum, big, i, 8, workers=[w], pure=False)
@@ -241,7 +242,7 @@ def test_one_chunk_feeds_tasks_on_every_worker(client, counters):
 
 
 def test_allocated_in_a_segment_and_views_travel_without_a_copy(client, counters):
-    ws = workers(client)
+    ws = workers(client, 3)
     n = 512
     sq = client.submit(t.square_shared, 4, n, workers=[ws[0]])
     view = client.submit(t.transposed_reversed, sq, workers=[ws[0]])
@@ -262,7 +263,7 @@ def test_allocated_in_a_segment_and_views_travel_without_a_copy(client, counters
 
 
 def test_awkward_layouts_in_a_tuple(client, counters):
-    ws = workers(client)
+    ws = workers(client, 3)
     n = 1024
     tup = client.submit(t.layouts, n, workers=[ws[0]], pure=False)
     assert client.submit(t.same_layouts, tup, n, workers=[ws[1]]).result() == [True] * 5
@@ -272,7 +273,7 @@ def test_awkward_layouts_in_a_tuple(client, counters):
 
 
 def test_small_and_unshareable_arrays_take_the_normal_path(client, counters):
-    ws = workers(client)
+    ws = workers(client, 3)
     small = client.submit(t.make, 5, 100, workers=[ws[0]])
     strings = client.submit(lambda: np.array(["x" * 10] * 100_000), workers=[ws[0]])
     got = client.submit(lambda a, s: (int(a.sum()), len(s)), small, strings,
@@ -287,7 +288,7 @@ def test_small_and_unshareable_arrays_take_the_normal_path(client, counters):
 @pytest.mark.parametrize("how,reason", [("unlink", "segment-gone"),
                                         ("recycle", "stale-segment")])
 def test_segment_gone_or_recycled_refetches_by_the_normal_path(client, counters, how, reason):
-    ws = workers(client)
+    ws = workers(client, 3)
     # A pair of workers per case: a failed open degrades the receiver's connections to its
     # sender for a while (they carry no token), which the other case must not inherit.
     src, dst = (ws[0], ws[1]) if how == "unlink" else (ws[2], ws[0])
@@ -317,7 +318,7 @@ def test_client_receives_and_scatters_through_stridemap(client, counters):
     the workers directly gets arrays as mappings and scatters through a segment."""
     import json
 
-    ws = workers(client)
+    ws = workers(client, 3)
     tests = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run(
