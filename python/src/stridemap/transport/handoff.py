@@ -177,21 +177,6 @@ def _unscope_dumps():
         pickler.dumps = original
 
 
-def _scope_loky_dumps(module):
-    """The same for loky's queues (joblib's default backend and ours), which pickle with the
-    ``dumps`` of their own module."""
-    current = getattr(module, "dumps", None)
-    if current is None or getattr(current, "_stridemap_unscoped", None) is not None:
-        return
-
-    def dumps(obj, *args, **kwargs):
-        with channel.pickle_scope():
-            return current(obj, *args, **kwargs)
-
-    dumps._stridemap_unscoped = current
-    module.dumps = dumps
-
-
 def installed():
     """The :class:`Policy` in force in this process, or None."""
     return _installed
@@ -212,10 +197,7 @@ def register_with_loky():
         module = sys.modules.get(name)
         if module is not None:
             module.register(shared, Reducer(Policy()))
-    for name in ("joblib.externals.loky.backend.queues", "loky.backend.queues"):
-        module = sys.modules.get(name)
-        if module is not None:
-            _scope_loky_dumps(module)
+
 
 
 MMAP_MODES = (None, "r", "r+", "w+", "c")
