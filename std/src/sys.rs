@@ -139,7 +139,7 @@ pub(crate) struct ReadMap {
 /// A writable map: shared (`r+`, writes reach the file) or private copy-on-write (`c`).
 #[derive(Debug)]
 pub(crate) struct WriteMap {
-    map: MmapRaw,
+    map: RawMap,
     /// `c` only: the mapped file was [sealed for good](sealed_for_good) (an `r+` map of such
     /// a file cannot exist).
     sealed: bool,
@@ -165,23 +165,130 @@ pub(crate) fn map_write(file: &File, offset: u64, len: usize) -> io::Result<Writ
     // A raw map, as in `map_read`; a file sealed for good cannot be mapped shared-writable,
     // so only a `Promise` makes references to it.
     let map = MmapOptions::new().offset(offset).len(len).map_raw(file)?;
-    Ok(WriteMap { map, sealed: false })
+    Ok(WriteMap {
+        map: RawMap::Shared(map),
+        sealed: false,
+    })
+}
+
+/// The map behind a [`WriteMap`]: memmap2's raw shared map, or a private one made here
+/// (memmap2 has no raw copy-on-write map). Neither hands out a reference: only addresses.
+#[derive(Debug)]
+enum RawMap {
+    Shared(MmapRaw),
+    Private(PrivateMap),
+}
+
+impl RawMap {
+    fn as_ptr(&self) -> *const u8 {
+        match self {
+            RawMap::Shared(m) => m.as_ptr(),
+            RawMap::Private(m) => m.as_mut_ptr(),
+        }
+    }
+
+    fn as_mut_ptr(&self) -> *mut u8 {
+        match self {
+            RawMap::Shared(m) => m.as_mut_ptr(),
+            RawMap::Private(m) => m.as_mut_ptr(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            RawMap::Shared(m) => m.len(),
+            RawMap::Private(m) => m.len,
+        }
+    }
+
+    fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        match self {
+            RawMap::Shared(m) => m.advise(advice),
+            RawMap::Private(m) => m.advise(advice),
+        }
+    }
+}
+
+/// `MAP_PRIVATE`, readable and writable, of `len` bytes of a file from `offset` (any offset:
+/// the map starts at the page below it), owned by this value and unmapped when it drops.
+#[derive(Debug)]
+struct PrivateMap {
+    /// The start of the kernel's map (page aligned) and its length.
+    base: NonNull<u8>,
+    span: usize,
+    /// `offset`'s distance from its page, and the bytes asked for after it.
+    lead: usize,
+    len: usize,
+}
+
+// SAFETY: a `PrivateMap` is an address range this process owns: it holds no reference and no
+// thread-bound state, so moving or sharing the value between threads cannot race by itself
+// (what is done with the addresses is `WriteMap`'s business, under its own proofs).
+unsafe impl Send for PrivateMap {}
+// SAFETY: as for `Send`: `&PrivateMap` gives only addresses and lengths.
+unsafe impl Sync for PrivateMap {}
+
+impl PrivateMap {
+    fn new(file: &File, offset: u64, len: usize) -> io::Result<PrivateMap> {
+        let page = rustix::param::page_size() as u64;
+        let lead = offset % page;
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "map larger than memory");
+        let span = usize::try_from(lead)
+            .ok()
+            .and_then(|l| l.checked_add(len.max(1)))
+            .ok_or_else(too_big)?;
+        // SAFETY: a new map at an address the kernel picks (no hint, no `MAP_FIXED`), so it
+        // replaces no memory of this process; nothing refers to it yet.
+        let base = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                span,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+                file,
+                offset - lead,
+            )
+        }?;
+        Ok(PrivateMap {
+            base: NonNull::new(base.cast()).ok_or_else(too_big)?,
+            span,
+            lead: lead as usize,
+            len,
+        })
+    }
+
+    fn as_mut_ptr(&self) -> *mut u8 {
+        self.base.as_ptr().wrapping_add(self.lead)
+    }
+
+    fn advise(&self, advice: memmap2::Advice) -> io::Result<()> {
+        let advice = match advice {
+            memmap2::Advice::HugePage => rustix::mm::Advice::LinuxHugepage,
+            _ => return Err(io::Error::from(io::ErrorKind::Unsupported)),
+        };
+        // SAFETY: `MADV_HUGEPAGE` on the range this value mapped: a hint that changes no
+        // byte of it.
+        unsafe { rustix::mm::madvise(self.base.as_ptr().cast(), self.span, advice) }
+            .map_err(io::Error::from)
+    }
+}
+
+impl Drop for PrivateMap {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range this value mapped, once: its addresses are used only
+        // through borrows of the `WriteMap` that owns it, which end before it drops.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.span) };
+    }
 }
 
 /// `[offset, offset + len)` of `file`, private copy-on-write (`MAP_PRIVATE`): writes stay in
 /// this process. Not a private copy: pages this process has not written still show later
 /// writes to the file, so it lends references only when the file is sealed for good.
 pub(crate) fn map_private(file: &File, offset: u64, len: usize) -> io::Result<WriteMap> {
-    // SAFETY: memmap2 asks that no reference to the bytes exist while they may change. The
-    // `MmapMut` is turned into an `MmapRaw` at once, before this code dereferences it, and
-    // `MmapRaw` "never hands out references to its interior, only raw pointers" (memmap2's
-    // docs); `WriteMap` makes references only in `bytes`/`bytes_mut`, under their proof.
-    // Not documented by memmap2, and so a premise about its code (issue 20): that its
-    // `From<MmapMut> for MmapRaw` makes no reference (0.9's moves the inner map). memmap2
-    // has no raw copy-on-write map.
-    let map = unsafe { MmapOptions::new().offset(offset).len(len).map_copy(file) }?;
+    // Made here, not by memmap2 (whose copy-on-write map is an `MmapMut`, a `Deref` to the
+    // bytes): a `PrivateMap` hands out addresses only.
     Ok(WriteMap {
-        map: MmapRaw::from(map),
+        map: RawMap::Private(PrivateMap::new(file, offset, len)?),
         sealed: sealed_for_good(file),
     })
 }
@@ -1202,6 +1309,46 @@ impl<'a, T: crate::Element> crate::VolatileViewMut<'a, T> {
 mod tests {
     use proptest::prelude::*;
     use stridemap_core::Layout;
+
+    /// A copy-on-write map made here: at any offset (not a page boundary), reading the file's
+    /// bytes, keeping its writes to itself, and gone from the process's maps once dropped.
+    #[test]
+    fn private_maps_start_anywhere_keep_their_writes_and_go_when_dropped() {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let fd =
+            rustix::fs::memfd_create("stridemap-private-test", rustix::fs::MemfdFlags::CLOEXEC)
+                .unwrap();
+        let mut file = std::fs::File::from(fd);
+        let data: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8).collect();
+        file.write_all(&data).unwrap();
+        let maps = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("stridemap-private-test"))
+                .count()
+        };
+        let before = maps();
+        let map = super::map_private(&file, 5000, 100).unwrap();
+        assert_eq!(map.map.len(), 100);
+        assert_eq!(maps(), before + 1);
+        let p = map.map.as_mut_ptr();
+        // SAFETY: `p` is the first of the map's 100 readable, writable bytes; no reference to
+        // them exists; nothing else writes the file meanwhile.
+        let (first, last) = unsafe { (p.read_volatile(), p.add(99).read_volatile()) };
+        assert_eq!((first, last), (data[5000], data[5099]));
+        // SAFETY: as above.
+        unsafe { p.write_volatile(first.wrapping_add(1)) };
+        let mut on_file = [0u8];
+        file.read_exact_at(&mut on_file, 5000).unwrap();
+        assert_eq!(
+            on_file[0], data[5000],
+            "a private map's write reached the file"
+        );
+        drop(map);
+        assert_eq!(maps(), before, "the map outlived its value");
+    }
 
     use super::{Part, VolatileBytesMut, slots, split_ranges};
 
