@@ -245,7 +245,9 @@ def test_a_result_is_taken_from_its_senders_fd_table_only_when_it_is_the_named_f
 
     monkeypatch.setattr(_channel, "_take", take)
     monkeypatch.setattr(_channel, "_recv_fd", recv)
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: this process runs threads (its channel's, the map cache's), and a child
+    # forked from it crashed in its garbage collector on Python 3.12.
+    ctx = multiprocessing.get_context("spawn")
     for lie in (False, True):
         taken.clear(), fetched.clear()
         if lie:  # the record names another file: what _take gets must be refused

@@ -475,8 +475,10 @@ def _syscall_pidfd_getfd():
     except (OSError, AttributeError):
         return None
     fn.restype = ctypes.c_long
-    return lambda pidfd, fd: (fn(_SYS_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(fd),
-                                 ctypes.c_uint(0)), ctypes.get_errno())
+    # syscall(2) is variadic and reads each argument as a long: pass longs (a bare int leaves
+    # the register's upper half undefined, and a wrong system call number ran another call).
+    fn.argtypes = [ctypes.c_long] * 4
+    return lambda pidfd, fd: (fn(_SYS_PIDFD_GETFD, pidfd, fd, 0), ctypes.get_errno())
 
 
 _SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture (the unified table)
