@@ -80,15 +80,18 @@ if __name__ == "__main__":
     futures = [ex.submit(die)] + [ex.submit(np.sum, a[i:]) for i in range(1, 4)]
     concurrent.futures.wait(futures, timeout=60)
     ex.shutdown(wait=True)
+    # The offers of the tasks in the broken pool's queue are withdrawn once its workers are
+    # joined (test_pools_broken.py); a pickle made and never sent anywhere stays offered.
+    unsent = multiprocessing.reduction.ForkingPickler.dumps(a[::2])
     print(channel.pending(), time.monotonic(), flush=True)
 """
 
 
 def test_exit_does_not_wait_for_fds_that_no_live_process_can_fetch(tmp_path):
-    """The soak's open finding, the exit half: the fds offered for tasks pickled into a broken
-    pool's queue are never fetched, and the parent waited the whole STRIDEMAP_POOLS_EXIT_WAIT
-    (10 s) for them at exit. Its workers are gone and it has no parent that could fetch them:
-    it exits at once now."""
+    """The soak's finding, the exit half: fds offered that no live process can fetch (those of
+    a broken pool's queue were, before they were withdrawn once its workers are joined; here a
+    pickle never sent) made the parent wait the whole STRIDEMAP_POOLS_EXIT_WAIT (10 s) at exit.
+    Its workers are gone and it has no parent that could fetch them: it exits at once now."""
     script = tmp_path / "broken_pool.py"
     script.write_text(BROKEN_POOL)
     t0 = time.monotonic()

@@ -60,6 +60,7 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from multiprocessing import connection as _mp_connection
 from multiprocessing import process as _mp_process
 from multiprocessing import util as _mp_util
@@ -86,6 +87,7 @@ _FETCH, _RELEASE = b"\x01", b"\x02"
 _REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
+_PRUNE_AGAIN = 0.5  # seconds after a peer went, our connections to peers are checked again
 _CRED = struct.Struct("3i")
 
 
@@ -180,6 +182,7 @@ class _Server:
         self.paused_until = None  # accepting again at this time (after EMFILE)
         self.backoff = _BACKOFF_MIN
         self.warned = False
+        self.prune_at = None  # our connections to peers are pruned again at this time
 
     def run(self):
         while True:
@@ -188,6 +191,7 @@ class _Server:
                 events = self.ep.poll(timeout)
             except (OSError, ValueError):  # closed: a fork's child does that to its copy
                 return
+            gone = False
             for fd, _ in events:
                 if fd == self.lfd:
                     if not self._accept():
@@ -202,8 +206,16 @@ class _Server:
                     log.exception("stridemap.pools: the fd channel dropped a connection")
                     keep = False
                 if not keep:
-                    self._close(peer)
+                    if self._close(peer):
+                        gone = True
             now = time.monotonic()
+            if gone or (self.prune_at is not None and now >= self.prune_at):
+                # A process of the pool went (a worker's connection to us ends when it exits):
+                # let go of our connections to the ones that are gone, now rather than when
+                # the next new peer comes (which, once a pool is shut down, may be never); and
+                # once more a little later, for an exit that closes our connection first.
+                _prune()
+                self.prune_at = now + _PRUNE_AGAIN if gone else None
             while self.pending:
                 oldest = next(iter(self.pending.values()))
                 if oldest.deadline > now:
@@ -218,7 +230,7 @@ class _Server:
 
     def _timeout(self):
         """Seconds until the next handshake deadline or the end of a pause; -1: none."""
-        ends = [self.paused_until] if self.paused_until is not None else []
+        ends = [t for t in (self.paused_until, self.prune_at) if t is not None]
         if self.pending:
             ends.append(next(iter(self.pending.values())).deadline)
         if not ends:
@@ -285,6 +297,8 @@ class _Server:
             _served[sock] = None
 
     def _close(self, peer):
+        """Close ``peer``'s connection; True if it had authenticated (a process of the pool)."""
+        authenticated = peer.fd in self.peers and peer.fd not in self.pending
         try:
             self.ep.unregister(peer.fd)
         except (OSError, ValueError):
@@ -294,6 +308,7 @@ class _Server:
         with _lock:
             _served.pop(peer.sock, None)
         peer.sock.close()
+        return authenticated
 
     def _readable(self, peer):
         """Read what came on ``peer``; False when it is to be closed."""
@@ -399,15 +414,56 @@ def withdraw(idents):
     del entries
 
 
+class Owned:
+    """The offers made on one thread that is the only way to one set of receivers (the feeder
+    thread of a pool's call queue, which only that pool's workers read): when those receivers
+    are all gone, :func:`withdraw_owned` lets go of the offers none of them fetched. Fetched
+    ones are forgotten as the set grows (it never holds more than twice the unfetched)."""
+
+    __slots__ = ("ids", "_prune_at")
+
+    def __init__(self):
+        self.ids = set()
+        self._prune_at = 64
+
+    def add(self, ident):  # called with _lock held
+        self.ids.add(ident)
+        if len(self.ids) >= self._prune_at:
+            self.ids.intersection_update(_offered)
+            self._prune_at = max(64, 2 * len(self.ids))
+
+
+_owners = weakref.WeakKeyDictionary()  # threading.Thread -> Owned
+
+
+def own_offers_of(thread):
+    """From now on the offers made on ``thread`` belong to the :class:`Owned` returned."""
+    owned = Owned()
+    with _lock:
+        _owners[thread] = owned
+    return owned
+
+
+def withdraw_owned(owned):
+    """Let go of the offers of ``owned`` that no receiver fetched (its receivers are gone)."""
+    with _lock:
+        idents = list(owned.ids)
+        owned.ids.clear()
+    withdraw(idents)
+
+
 def offer(fd, keep):
     """Hand ``fd`` (now owned here) to the one process that asks for it; a :class:`ChannelFd`
     to pickle. Raises OSError when this process cannot listen (the caller falls back)."""
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
+    owner = _owners.get(threading.current_thread())
     with _lock:
         while ident in _offered:  # never, in practice
             ident = secrets.token_bytes(ID_SIZE)
         _offered[ident] = (fd, keep)
+        if owner is not None:
+            owner.add(ident)
     stack = getattr(_scopes, "stack", None)
     if stack:
         stack[-1].append(ident)
@@ -496,7 +552,7 @@ def _take(c, pid, fdnum, expect):
     if not c.take:
         return None
     try:
-        if c.pid != pid:
+        if c.pid != pid or c.pidfd is None:
             if c.pidfd is not None:
                 os.close(c.pidfd)
                 c.pidfd = None
@@ -603,15 +659,16 @@ def _prune():
         if not c.lock.acquire(blocking=False):
             continue
         try:
-            p = select.poll()
-            p.register(c.sock.fileno(), _GONE)
-            gone = bool(p.poll(0))
-        except (OSError, ValueError):
-            gone = True
+            try:
+                p = select.poll()
+                p.register(c.sock.fileno(), _GONE)
+                gone = bool(p.poll(0))
+            except (OSError, ValueError):
+                gone = True
+            if gone:  # under its lock: a thread that found it in _conns waits, then sees it closed
+                _drop(address, c)
         finally:
             c.lock.release()
-        if gone:
-            _drop(address, c)
 
 
 def _drop(address, c):
@@ -751,6 +808,7 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
         except OSError:
             pass
     _offered.clear()
+    _owners.clear()
     for sock in list(_served):  # a copy: the parent's thread still serves it; EOF must reach
         try:                    # the receiver when the parent goes, whatever this child does
             sock.close()

@@ -58,7 +58,7 @@ from ..segments.backing import segment_of, system_error
 from ..segments.export import Export, export
 from ..segments.make import Produced
 from ..segments.share import SharedArray, empty, share
-from . import channel, mapcache, unreceived
+from . import channel, mapcache, queue_offers, unreceived
 
 log = logging.getLogger("stridemap.pools")
 
@@ -197,6 +197,7 @@ def register_with_loky():
         module = sys.modules.get(name)
         if module is not None:
             module.register(shared, Reducer(Policy()))
+    queue_offers.watch_call_queues()
 
 
 
@@ -551,6 +552,7 @@ def _dup_for_receiver(fd, keep):
         dup = os.dup(fd)
         weakref.finalize(popen, os.close, dup)
         return popen.DupFd(popen.duplicate_for_child(dup))
+    queue_offers.watch_call_queues()  # loky may have been imported since install()
     dup = os.dup(fd)
     try:
         handle = channel.offer(dup, keep)

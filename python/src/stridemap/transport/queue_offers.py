@@ -1,0 +1,97 @@
+"""Offers pickled into a process pool's call queue belong to that queue.
+
+``concurrent.futures.ProcessPoolExecutor`` and loky (joblib's backends) send tasks to their
+workers through a call queue whose feeder thread pickles them; only that pool's workers read it.
+When the pool breaks (a worker killed), the tasks already pickled into the queue are never read,
+and the fds offered for their arrays would never be fetched: the parent kept them, and the
+arrays they hold, until it exited. So the offers made on a call queue's feeder thread are owned
+by the queue (:func:`channel.own_offers_of`), and those never fetched are withdrawn as soon as
+no process can read the queue any more: when the pool's manager thread has joined its workers
+(``join_executor_internals``, after a shutdown, and after ``terminate_broken`` killed them on a
+break), or when the queue object is collected, whichever comes first.
+
+Why that is late enough: only the pool's workers read its call queue. Why the first is needed:
+the feeder thread of a broken loky pool can stay blocked for good writing into the queue's full
+pipe (the parent holds its read end, the workers are dead), and it holds the queue.
+
+>>> import concurrent.futures.process as p
+>>> watch_call_queues()
+>>> getattr(p._SafeQueue._start_thread, "_stridemap_watch", False) and getattr(
+...     p._ExecutorManagerThread.join_executor_internals, "_stridemap_watch", False)
+True
+"""
+
+import sys
+import weakref
+
+from . import channel
+
+# Call queue types: the standard library's, loky's vendored in joblib, standalone loky.
+_CALL_QUEUES = ("concurrent.futures.process", "joblib.externals.loky.process_executor",
+                "loky.process_executor")
+
+
+_owned = weakref.WeakKeyDictionary()  # call queue -> channel.Owned
+
+
+def watch_call_queues():
+    """Watch the call queues of the standard library's pool and of the loky modules already
+    imported (idempotent; a queue whose feeder started before is not watched)."""
+    import concurrent.futures.process  # noqa: F401 - the standard library's, always
+
+    for name in _CALL_QUEUES:
+        module = sys.modules.get(name)
+        cls = getattr(module, "_SafeQueue", None)
+        if cls is not None:
+            _watch(cls)
+        manager = getattr(module, "_ExecutorManagerThread", None)
+        if manager is not None:
+            _watch_manager(manager)
+
+
+def _watch_manager(cls):
+    join = getattr(cls, "join_executor_internals", None)
+    if join is None or getattr(join, "_stridemap_watch", False):
+        return
+
+    def join_executor_internals(self, *args, **kwargs):
+        out = join(self, *args, **kwargs)
+        # The workers are joined: nothing reads the call queue any more.
+        queue = getattr(self, "call_queue", None)
+        owned = _owned.get(queue)
+        if owned is not None:
+            channel.withdraw_owned(owned)
+        # A feeder blocked on the full pipe of a broken pool would hold the queue, and the
+        # tasks still in its buffer (their arrays), for good: closing the read end no process
+        # reads any more fails its write (EPIPE), and it goes on to the close's sentinel. (What
+        # CPython's own terminate_broken does since gh-94777; loky does not.)
+        reader = getattr(queue, "_reader", None)
+        if reader is not None:
+            try:
+                reader.close()
+            except OSError:
+                pass
+        return out
+
+    join_executor_internals._stridemap_watch = True
+    join_executor_internals.__doc__ = join.__doc__
+    cls.join_executor_internals = join_executor_internals
+
+
+def _watch(cls):
+    start = getattr(cls, "_start_thread", None)
+    if start is None or getattr(start, "_stridemap_watch", False):
+        return
+
+    def _start_thread(self, *args, **kwargs):
+        # Queue.put calls this holding the queue's not-empty condition, and appends the first
+        # object after it returns: the feeder cannot pickle before its thread is owned here.
+        start(self, *args, **kwargs)
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            owned = _owned[self] = channel.own_offers_of(thread)
+            weakref.finalize(self, channel.withdraw_owned, owned)
+
+    _start_thread._stridemap_watch = True
+    _start_thread.__doc__ = start.__doc__
+    cls._start_thread = _start_thread
