@@ -185,4 +185,23 @@ mod tests {
         let e = decode(&good()).unwrap_err();
         assert_eq!(e.rule(), "R2");
     }
+
+    proptest::proptest! {
+        /// Any bytes: decoding never panics, and what decodes re-encodes to the same bytes.
+        #[test]
+        fn any_bytes_decode_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1100)) {
+            if let Ok(r) = Release::decode(&bytes) {
+                proptest::prop_assert_eq!(&r.to_bytes()[..], &bytes[..RECORD_LEN]);
+            }
+        }
+
+        /// A valid record with one byte changed is refused (the checksum catches it).
+        #[test]
+        fn one_changed_byte_is_refused(id in proptest::prelude::any::<[u8; 16]>(), generation in 1u64.., at in 0usize..RECORD_LEN, flip in 1u8..) {
+            proptest::prop_assume!(id != [0; 16]);
+            let mut b = Release { segment_id: id, generation }.to_bytes();
+            b[at] ^= flip;
+            proptest::prop_assert!(Release::decode(&b).is_err());
+        }
+    }
 }

@@ -31,7 +31,9 @@ use crate::{Error, Result, SharedArray};
 /// use stridemap_shm::{OpenOptions, Order, Pool, PoolConfig, SegmentKind, Sender, socket::Session};
 ///
 /// let pool = Pool::with_config(PoolConfig::default().kind(SegmentKind::Memfd))?;
-/// let a = pool.share(&[1.0f64, 2.0, 3.0, 4.0][..])?;
+/// let mut a = pool.alloc::<f64>(&[4], Order::C)?;
+/// a.copy_from_slice(&[1.0, 2.0, 3.0, 4.0])?;
+/// let a = a.freeze()?;
 /// let (tx, rx) = UnixStream::pair()?;
 /// let (mut sender, mut session) = (Sender::new(), Session::new(OpenOptions::new()));
 /// sender.send(&tx, &a)?; // with the fd
@@ -130,7 +132,7 @@ impl Sender {
     /// ```
     /// use stridemap_shm::{Pool, PoolConfig, Sender};
     /// let pool = Pool::with_config(PoolConfig::default())?;
-    /// let a = pool.share(&[1u8, 2][..])?;
+    /// let a = pool.share_arc(&std::sync::Arc::new(vec![1u8, 2]))?;
     /// assert!(!Sender::new().release(&a)); // never handed
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

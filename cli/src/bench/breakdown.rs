@@ -128,6 +128,25 @@ pub(crate) fn rows<T>(
         "",
     ));
     drop(keep);
+    let mut session = stridemap::socket::Session::new(opts.clone());
+    let held = session
+        .open(socket::Incoming {
+            descriptor: whole.clone(),
+            fd: Some(dup()),
+        })
+        .map_err(s)?;
+    rows.push(row(
+        "receiver: session, a record without fd served from a held mapping".into(),
+        time(&mut || {
+            let got = session.open(socket::Incoming {
+                descriptor: desc.clone(),
+                fd: None,
+            });
+            drop(got.expect("served"));
+        }),
+        "(no syscall)",
+    ));
+    drop((held, session));
     let keep = opts.open(named.descriptor()).map_err(s)?;
     rows.push(row(
         "receiver: open a path record, region reused (O1, O2, fstat)".into(),
