@@ -9,6 +9,11 @@ use crate::{CliResult, Failure};
 
 /// Map descriptor `id` (a u32 follows, then the descriptor and its fd).
 pub(crate) const VIEW: u8 = b'V';
+/// Map descriptor `id` through the worker's session (a u32 follows, then the release records
+/// due and the descriptor, its fd only the first time the connection gets its segment).
+pub(crate) const SESSION_VIEW: u8 = b'W';
+/// Release records follow (a u32 count, then the records): the session lets go.
+pub(crate) const RELEASE: u8 = b'R';
 /// Map the output descriptor `r+` (the descriptor and its fd follow).
 pub(crate) const OUTPUT: u8 = b'O';
 /// Sum view `id` (u32) into output slot `slot` (u64).

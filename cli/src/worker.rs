@@ -6,6 +6,7 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use stridemap::socket::{Event, Session};
 use stridemap::{Mapping, Mode, OpenOptions, socket};
 
 use crate::wire::{self, ACK};
@@ -17,11 +18,14 @@ pub(crate) fn run(socket: &Path) -> CliResult {
     let s = UnixStream::connect(socket)
         .map_err(|e| Failure::other(format!("connecting to {}: {e}", socket.display())))?;
     let opts = OpenOptions::new();
+    // What this connection is handed through the session stays mapped until the producer
+    // releases it (or the connection ends).
+    let mut session = Session::new(opts.clone());
     let mut views: HashMap<u32, Mapping> = HashMap::new();
     let mut output: Option<Mapping> = None;
     loop {
         let tag = wire::get_u8(&s)?;
-        let done = step(&s, tag, &opts, &mut views, &mut output);
+        let done = step(&s, tag, &opts, &mut session, &mut views, &mut output);
         match done {
             Ok(true) => return Ok(()),
             Ok(false) => wire::put(&s, &[ACK])?,
@@ -38,10 +42,24 @@ fn step(
     s: &UnixStream,
     tag: u8,
     opts: &OpenOptions,
+    session: &mut Session,
     views: &mut HashMap<u32, Mapping>,
     output: &mut Option<Mapping>,
 ) -> CliResult<bool> {
     match tag {
+        wire::SESSION_VIEW => {
+            let id = wire::get_u32(s)?;
+            let m = session.recv(s)?;
+            m.volatile_view::<f64>()?;
+            views.insert(id, m);
+        }
+        wire::RELEASE => {
+            for _ in 0..wire::get_u32(s)? {
+                if let Event::Mapped(_) = session.next(s)? {
+                    return Err(Failure::other("a descriptor among release records"));
+                }
+            }
+        }
         wire::VIEW => {
             let id = wire::get_u32(s)?;
             let m = opts.open(socket::recv(s)?)?;
@@ -164,6 +182,34 @@ impl Drop for Crew {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Hands view `id` to the worker at `s` through its session: the release records due, then
+/// the descriptor, with an fd (a memfd's) only the first time this connection gets the
+/// segment.
+pub(crate) fn hand_session<T>(
+    sender: &mut stridemap_shm::Sender,
+    s: &UnixStream,
+    id: u32,
+    desc: &stridemap::ValidDescriptor,
+    shared: &stridemap_shm::SharedArray<T>,
+) -> CliResult {
+    let [a, b, c, d] = id.to_le_bytes();
+    wire::put(s, &[wire::SESSION_VIEW, a, b, c, d])?;
+    sender.send_view(s, shared, desc)?;
+    wire::ack(s)
+}
+
+/// Sends the release records due to the worker at `s` (its session lets go of them).
+pub(crate) fn release(sender: &mut stridemap_shm::Sender, s: &UnixStream) -> CliResult {
+    let n = sender.pending();
+    if n == 0 {
+        return Ok(());
+    }
+    wire::put(s, &[wire::RELEASE])?;
+    wire::put_u32(s, n as u32)?;
+    sender.flush(s)?;
+    wire::ack(s)
 }
 
 /// Hands view `id` to the worker at `s`: the descriptor, and for a memfd an fd of its own.

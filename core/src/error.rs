@@ -637,3 +637,59 @@ impl fmt::Display for ParseNameError {
 }
 
 impl core::error::Error for ParseNameError {}
+
+/// A release record (SPEC.md §6.2) that fails a check: what is wrong with it. Whoever sent it
+/// is not following the session protocol; the connection is best closed.
+///
+/// ```
+/// use stridemap_core::{Release, ReleaseError};
+/// assert_eq!(Release::decode(&[0u8; 10]), Err(ReleaseError::TooShort));
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseError {
+    /// Fewer than 1024 bytes.
+    TooShort,
+    /// The first eight bytes are not `\x89SMR\r\n\x1a\n`.
+    Magic,
+    /// A major version other than 1.
+    Version {
+        /// The record's major version.
+        major: u16,
+    },
+    /// The CRC-32C of bytes 0 to 1019 is not the one in bytes 1020 to 1023.
+    Checksum,
+    /// A reserved byte is not zero.
+    Reserved,
+    /// The segment id is all zero.
+    NoSegment,
+    /// The generation is 0.
+    NoGeneration,
+}
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self {
+            ReleaseError::TooShort => "shorter than 1024 bytes",
+            ReleaseError::Magic => "its magic is not \\x89SMR\\r\\n\\x1a\\n",
+            ReleaseError::Version { major } => {
+                return write!(
+                    f,
+                    "invalid release record: major version {major}, this reader knows 1; \
+                     the sender is newer than this reader"
+                );
+            }
+            ReleaseError::Checksum => "its CRC-32C does not match (corrupted or forged)",
+            ReleaseError::Reserved => "a reserved byte is not zero",
+            ReleaseError::NoSegment => "its segment id is all zero",
+            ReleaseError::NoGeneration => "its generation is 0",
+        };
+        write!(
+            f,
+            "invalid release record: {what}; the sender does not follow the session protocol \
+             (SPEC.md §6.2): close the connection"
+        )
+    }
+}
+
+impl core::error::Error for ReleaseError {}

@@ -48,6 +48,7 @@ mod flags;
 mod iter;
 mod layout;
 mod record;
+mod release;
 mod segment;
 mod slice;
 mod validate;
@@ -58,13 +59,16 @@ pub use compact::{
     COMPACT_MAGIC, COMPACT_MAX_LEN, CompactDescriptor, CompactSource, decode_compact,
 };
 pub use dtype::{ByteOrder, DType, Kind, MAX_VOID_ITEMSIZE, TypeStr};
-pub use error::{BufferTooSmall, DecodeError, LayoutError, ParseNameError, SegmentHeaderError};
+pub use error::{
+    BufferTooSmall, DecodeError, LayoutError, ParseNameError, ReleaseError, SegmentHeaderError,
+};
 pub use flags::{Mode, Order, Source};
 pub use iter::Offsets;
 pub use layout::{Layout, MAX_BYTES};
 pub use record::{
     MAGIC, MAX_NDIM, PATH_CAPACITY, RECORD_LEN, Record, VERSION_MAJOR, VERSION_MINOR, offsets,
 };
+pub use release::{RELEASE_MAGIC, Release};
 pub use segment::{SEGMENT_DATA_OFFSET, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use slice::Slice;
 pub use validate::{ValidDescriptor, decode};

@@ -509,6 +509,11 @@ impl<T: Element> OutputArray<T> {
 }
 
 impl<T> SharedArray<T> {
+    /// The lease every clone shares: dead once the last handle is dropped.
+    pub(crate) fn lease_weak(&self) -> Weak<Lease> {
+        Arc::downgrade(&self.lease)
+    }
+
     /// The read-only descriptor to send to consumers.
     pub fn descriptor(&self) -> &ValidDescriptor {
         &self.desc

@@ -107,6 +107,7 @@ mod message;
 mod pool;
 pub mod prelude;
 mod segment;
+mod sender;
 mod source;
 mod sweep;
 mod sys;
@@ -120,6 +121,7 @@ pub use huge::{
 };
 pub use message::Outgoing;
 pub use pool::{Pool, PoolConfig, PoolStats, SegmentKind};
+pub use sender::Sender;
 pub use source::ShareSource;
 pub use stridemap::__producer_policy::segment_bases;
 pub use sweep::{Kept, SweepOptions, SweepReport, sweep, sweep_with};

@@ -13,7 +13,8 @@ use stridemap_core::{DType, Mode};
 ///
 /// [`Error::rule`] names the SPEC.md rule a variant enforces: `R*`/`C*` for the descriptor
 /// itself ([`Error::Descriptor`], and the layout checks a descriptor shares inside
-/// [`Error::View`]), `O1` … `O12` for the checks made when opening the file.
+/// [`Error::View`]), `O1` … `O12` for the checks made when opening the file, `S1`, `S2` for a
+/// [`Session`](crate::socket::Session)'s (SPEC.md §6, "Reusing a mapping", case 4).
 ///
 /// ```
 /// use stridemap::{Error, OpenOptions};
@@ -124,6 +125,25 @@ pub enum Error {
     /// A segment stayed locked exclusively (being recycled or deleted) for too long; asking
     /// again may succeed ([`Error::is_retryable`]).
     SegmentBusy,
+    /// S1: a [`Session`](crate::socket::Session) got a segment's descriptor without its fd,
+    /// and this connection holds no mapping of that segment and generation: it was never
+    /// handed on this connection (or on another one only), was released, or was recycled
+    /// since (a new generation). The sender must pass the fd again.
+    NotInSession {
+        /// The descriptor's segment id (all zero if it names none).
+        segment_id: [u8; 16],
+        /// The descriptor's generation.
+        generation: u64,
+    },
+    /// S2: a [`Session`](crate::socket::Session) holds the descriptor's segment and
+    /// generation, but the descriptor does not match what that mapping was checked with
+    /// (`field` says which: device and inode, file length, buffer, path, or the mode granted).
+    NotAsHeld {
+        /// What differs.
+        field: &'static str,
+    },
+    /// A release record (SPEC.md §6.2) that fails a check, or that came with an fd (closed).
+    BadRelease(stridemap_core::ReleaseError),
     /// O11: mapping the buffer failed.
     Map {
         /// The system's error.
@@ -170,6 +190,8 @@ impl Error {
             Error::Sparse { .. } => "O12",
             Error::StaleSegment { .. } => "O10",
             Error::Map { .. } => "O11",
+            Error::NotInSession { .. } => "S1",
+            Error::NotAsHeld { .. } => "S2",
             _ => return None,
         })
     }
@@ -283,6 +305,29 @@ impl fmt::Display for Error {
                  it was replaced",
                 actual.0, actual.1, expected.0, expected.1
             ),
+            Error::NotInSession {
+                segment_id,
+                generation,
+            } => {
+                write!(f, "segment ")?;
+                for b in segment_id {
+                    write!(f, "{b:02x}")?;
+                }
+                write!(
+                    f,
+                    " generation {generation} came without its fd, and this connection's \
+                     session holds no mapping of it (never handed here, released, or \
+                     recycled): the sender must pass the fd again (stridemap-shm's \
+                     Sender::forget, or a new connection)"
+                )
+            }
+            Error::NotAsHeld { field } => write!(
+                f,
+                "the descriptor's {field} differs from the mapping this connection holds of \
+                 its segment: the sender must pass the fd again (stridemap-shm's \
+                 Sender::forget, or a new connection)"
+            ),
+            Error::BadRelease(e) => write!(f, "{e}"),
             Error::MissingFd => write!(
                 f,
                 "the descriptor's source is an fd but none came with it: the producer must \
@@ -365,6 +410,7 @@ impl std::error::Error for Error {
         match self {
             Error::Descriptor(e) => Some(e),
             Error::View(e) => Some(e),
+            Error::BadRelease(e) => Some(e),
             Error::Open { source, .. } | Error::Map { source } | Error::Io { source, .. } => {
                 Some(source)
             }

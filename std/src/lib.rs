@@ -167,6 +167,7 @@ mod options;
 mod owned;
 pub mod prelude;
 mod resolve;
+mod session;
 pub mod socket;
 mod sys;
 mod view;
@@ -202,12 +203,12 @@ pub type SharedIter<'a, T> = VolatileIter<'a, T>;
 /// (inside [`Error::Descriptor`]), [`LayoutError`] for an impossible layout operation (inside
 /// [`ViewError::Layout`]), and the small errors of encoding, segment headers and names.
 pub use stridemap_core::{
-    BufferTooSmall, DecodeError, LayoutError, ParseNameError, SegmentHeaderError,
+    BufferTooSmall, DecodeError, LayoutError, ParseNameError, ReleaseError, SegmentHeaderError,
 };
 /// The descriptor layer's types, so that a consumer names this one crate.
 pub use stridemap_core::{
     Builder, ByteOrder, CompactDescriptor, DType, Kind, Layout, Mode, Offsets, Order, RECORD_LEN,
-    Slice, Source, TypeStr, ValidDescriptor,
+    RELEASE_MAGIC, Release, Slice, Source, TypeStr, ValidDescriptor,
 };
 
 /// `ndarray`, whose types appear in this crate's signatures with the `ndarray` feature.

@@ -131,6 +131,13 @@ impl ReusableRegion {
         self.segment
     }
 
+    /// Where `[offset, offset + len)` of the file starts in this region's map, if inside it.
+    pub(crate) fn covers(&self, offset: u64, len: u64) -> Option<usize> {
+        let start = offset.checked_sub(self.offset)?;
+        let end = start.checked_add(len)?;
+        (end <= self.map.len() as u64).then_some(start as usize)
+    }
+
     /// Makes this region findable by [`ReusableRegion::find`].
     pub(crate) fn publish(self: &Arc<Self>) {
         let mut regions = REGIONS.lock().unwrap_or_else(PoisonError::into_inner);
@@ -154,9 +161,8 @@ impl ReusableRegion {
             if !accept(&r) {
                 return None;
             }
-            let start = offset.checked_sub(r.offset)?;
-            let end = start.checked_add(len)?;
-            (end <= r.map.len() as u64).then_some((r.clone(), start as usize))
+            let start = r.covers(offset, len)?;
+            Some((r.clone(), start))
         })
     }
 }
@@ -202,6 +208,22 @@ impl Mapping {
             mode,
             region: Region::Own { map, file },
             promise: None,
+        }
+    }
+
+    /// The read-only region behind this mapping, if it is one.
+    pub(crate) fn reusable_region(&self) -> Option<&Arc<ReusableRegion>> {
+        match &self.region {
+            Region::Reusable { region, .. } => Some(region),
+            _ => None,
+        }
+    }
+
+    /// The file a writable or private mapping keeps open (it holds the segment lock).
+    pub(crate) fn own_file(&self) -> Option<&File> {
+        match &self.region {
+            Region::Own { file, .. } => Some(file),
+            _ => None,
         }
     }
 

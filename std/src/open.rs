@@ -261,7 +261,10 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(2);
 /// SPEC.md §7 and O10: the shared lock that keeps a segment from being deleted or recycled
 /// while this process maps it, then the header check. Files that are not segments
 /// (generation 0) get the lock if it is free and are never waited for.
-fn lock_and_check_header(file: &File, desc: &ValidDescriptor) -> Result<Option<([u8; 16], u64)>> {
+pub(crate) fn lock_and_check_header(
+    file: &File,
+    desc: &ValidDescriptor,
+) -> Result<Option<([u8; 16], u64)>> {
     if desc.generation() == 0 {
         let _ = flock(file, FlockOperation::NonBlockingLockShared);
         return Ok(None);
@@ -299,7 +302,7 @@ fn lock_and_check_header(file: &File, desc: &ValidDescriptor) -> Result<Option<(
 }
 
 /// O5: the mode the caller asked for, if the descriptor allows it.
-fn grant(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mode> {
+pub(crate) fn grant(desc: &ValidDescriptor, opts: &OpenOptions) -> Result<Mode> {
     desc.mode().grant(opts.mode).ok_or(Error::ModeNotAllowed {
         allowed: desc.mode(),
         wanted: opts.mode,
@@ -332,7 +335,7 @@ pub(crate) fn check_file(file: &File, desc: &ValidDescriptor) -> Result<Stat> {
 }
 
 /// O9: a passed fd must be sealed against shrinking.
-fn check_seals(file: &File, opts: &OpenOptions) -> Result<()> {
+pub(crate) fn check_seals(file: &File, opts: &OpenOptions) -> Result<()> {
     if !opts.require_seals {
         return Ok(());
     }
@@ -358,7 +361,7 @@ fn on_tmpfs(file: &File) -> bool {
 /// O12: a file sealed against shrinking (a sealed memfd, a peer's) must have at least its
 /// buffer's bytes allocated, so that reading its holes cannot allocate more memory here than
 /// its producer already did.
-fn check_allocated(file: &File, st: &Stat, desc: &ValidDescriptor) -> Result<()> {
+pub(crate) fn check_allocated(file: &File, st: &Stat, desc: &ValidDescriptor) -> Result<()> {
     let allocated = (st.st_blocks as u64).saturating_mul(512);
     let sealed = fcntl_get_seals(file).is_ok_and(|s| s.contains(SealFlags::SHRINK));
     if allocated < desc.buffer_len() && sealed {
@@ -400,7 +403,7 @@ fn reuse_region(
 }
 
 /// O11: maps the enclosing buffer of the checked `file`.
-fn map(
+pub(crate) fn map(
     desc: &ValidDescriptor,
     mode: Mode,
     file: File,

@@ -27,6 +27,7 @@ use rustix::net::{
 };
 use stridemap_core::{RECORD_LEN, ValidDescriptor, decode};
 
+pub use crate::session::{Event, Session};
 use crate::{Error, Mapping, OpenOptions, Result};
 
 fn io(context: &str, e: impl Into<std::io::Error>) -> Error {
@@ -67,13 +68,16 @@ impl Incoming {
 /// [`Error::Io`] if the socket fails.
 pub fn send(stream: &UnixStream, desc: &ValidDescriptor, fd: Option<BorrowedFd<'_>>) -> Result<()> {
     let bytes = desc.to_bytes();
+    let Some(fd) = fd else {
+        // No ancillary data: a plain write (cheaper than sendmsg).
+        return (&*stream)
+            .write_all(&bytes)
+            .map_err(|e| io("sending a descriptor", e));
+    };
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut cmsg = SendAncillaryBuffer::new(&mut space);
-    let fds: [BorrowedFd<'_>; 1];
-    if let Some(fd) = fd {
-        fds = [fd];
-        cmsg.push(SendAncillaryMessage::ScmRights(&fds));
-    }
+    let fds = [fd];
+    cmsg.push(SendAncillaryMessage::ScmRights(&fds));
     let sent = loop {
         match sendmsg(
             stream,
@@ -100,6 +104,13 @@ pub fn send(stream: &UnixStream, desc: &ValidDescriptor, fd: Option<BorrowedFd<'
 /// [`Error::Io`] if the socket fails or closes mid-record, or brings more than one fd;
 /// [`Error::Descriptor`] if the record breaks a SPEC rule.
 pub fn recv(stream: &UnixStream) -> Result<Incoming> {
+    let (bytes, fd) = recv_record(stream)?;
+    let descriptor = decode(&bytes)?;
+    Ok(Incoming { descriptor, fd })
+}
+
+/// One 1024-byte record off `stream` and the fd that came with its first byte, if any.
+pub(crate) fn recv_record(stream: &UnixStream) -> Result<([u8; RECORD_LEN], Option<OwnedFd>)> {
     let mut bytes = [0u8; RECORD_LEN];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
@@ -137,9 +148,5 @@ pub fn recv(stream: &UnixStream) -> Result<Incoming> {
     (&*stream)
         .read_exact(bytes.get_mut(got.bytes..).unwrap_or_default())
         .map_err(|e| io("receiving a descriptor", e))?;
-    let descriptor = decode(&bytes)?;
-    Ok(Incoming {
-        descriptor,
-        fd: fds.pop(),
-    })
+    Ok((bytes, fds.pop()))
 }

@@ -1,6 +1,7 @@
 //! `stridemap bench`: the benchmark report — every figure a ratio measured in one run against
 //! the alternative on the same machine, with the target it is held to.
 
+mod breakdown;
 mod decode;
 mod huge;
 mod joblib;

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use stridemap::ByteView;
 use stridemap_core::{DType, Layout, Order, Slice};
-use stridemap_shm::{Pool, PoolConfig, SegmentKind, SharedArray};
+use stridemap_shm::{Pool, PoolConfig, SegmentKind, Sender, SharedArray};
 
 use super::{Budget, Row, Scratch, fmt_rate, fmt_secs};
 use crate::wire;
-use crate::worker::{Crew, hand};
+use crate::worker::{Crew, hand, hand_session, release};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -89,6 +89,47 @@ fn handoff_view<T>(
     Ok(median(t))
 }
 
+/// Median handoff time through the worker's session of a segment it does not hold yet: the
+/// fd passed, checked and mapped; then (untimed) the view dropped and the segment released.
+fn session_first<T>(
+    crew: &Crew,
+    sender: &mut Sender,
+    a: &SharedArray<T>,
+    rounds: usize,
+) -> Result<f64> {
+    let c = &crew.conns[0];
+    let mut t = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let t0 = Instant::now();
+        hand_session(sender, c, i as u32, a.descriptor(), a).map_err(|f| f.message)?;
+        t.push(t0.elapsed().as_secs_f64());
+        drop_view(crew, i as u32)?;
+        sender.release(a);
+        release(sender, c).map_err(|f| f.message)?;
+    }
+    Ok(median(t))
+}
+
+/// Median handoff time through the worker's session of `desc`, a view of a segment it holds:
+/// the record alone; then (untimed) the view dropped.
+fn session_held<T>(
+    crew: &Crew,
+    sender: &mut Sender,
+    a: &SharedArray<T>,
+    desc: &stridemap_core::ValidDescriptor,
+    rounds: usize,
+) -> Result<f64> {
+    let c = &crew.conns[0];
+    let mut t = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let t0 = Instant::now();
+        hand_session(sender, c, i as u32, desc, a).map_err(|f| f.message)?;
+        t.push(t0.elapsed().as_secs_f64());
+        drop_view(crew, i as u32)?;
+    }
+    Ok(median(t))
+}
+
 /// Asks the worker to unmap view `id`.
 fn drop_view(crew: &Crew, id: u32) -> Result<()> {
     let c = &crew.conns[0];
@@ -126,6 +167,7 @@ pub(crate) fn handoff_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>
     let rounds = if budget.quick { 60 } else { 300 };
     let crew = Crew::spawn(1).map_err(|f| f.message)?;
     let mut rows = Vec::new();
+    let mut kept = Vec::new();
     for kind in [SegmentKind::Memfd, SegmentKind::File] {
         let p = pool(scratch, kind, false)?;
         let sizes: [(&str, u64); 3] =
@@ -193,7 +235,14 @@ pub(crate) fn handoff_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>
         let (w, p_w) = (median(warm), median(pings));
         rows.push(Row {
             group: "handoff",
-            name: format!("{kname}: a view into a segment the worker maps vs bare message"),
+            name: format!(
+                "{kname}: a view into a segment the worker maps, {} each time, vs bare message",
+                if kind == SegmentKind::Memfd {
+                    "fd passed and checked"
+                } else {
+                    "path checked"
+                }
+            ),
             ours: fmt_secs(w),
             reference: fmt_secs(p_w),
             ratio: Some(w / p_w),
@@ -201,6 +250,9 @@ pub(crate) fn handoff_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>
             met: Some(w / p_w <= 1.2),
         });
         drop_view(&crew, keep)?;
+        rows.extend(session_rows(&crew, kname, &arrays[1], &rows_view, rounds)?);
+        // The pool too: its segments go with it.
+        kept.push((arrays[1].clone(), rows_view, p));
         if kind == SegmentKind::Memfd {
             let copy = socket_copy(&crew, arrays[2].byte_view().map_err(s)?.buffer())?;
             rows.push(Row {
@@ -215,7 +267,68 @@ pub(crate) fn handoff_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>
         }
     }
     crew.finish().map_err(|f| f.message)?;
+    if let [(memfd, memfd_view, _), (named, named_view, _)] = &kept[..] {
+        rows.extend(super::breakdown::rows(
+            budget, memfd, memfd_view, named, named_view,
+        )?);
+    }
     Ok(rows)
+}
+
+/// The handoff through sessions (the worker keeps what its connection was handed until the
+/// producer releases it): a segment's first handoff on the connection, and a view of a
+/// segment it holds, each against the bare message, interleaved round by round.
+fn session_rows<T>(
+    crew: &Crew,
+    kname: &str,
+    a: &SharedArray<T>,
+    view: &stridemap_core::ValidDescriptor,
+    rounds: usize,
+) -> Result<Vec<Row>> {
+    let c = &crew.conns[0];
+    let mut sender = Sender::new();
+    let (mut first, mut p_first) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        first.push(session_first(crew, &mut sender, a, rounds / 5)?);
+        p_first.push(ping(crew, rounds / 5)?);
+    }
+    let keep = u32::MAX;
+    hand_session(&mut sender, c, keep, a.descriptor(), a).map_err(|f| f.message)?;
+    let (mut held, mut p_held) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        held.push(session_held(crew, &mut sender, a, view, rounds / 5)?);
+        p_held.push(ping(crew, rounds / 5)?);
+    }
+    drop_view(crew, keep)?;
+    sender.release(a);
+    release(&mut sender, c).map_err(|f| f.message)?;
+    let (f, pf, h, ph) = (median(first), median(p_first), median(held), median(p_held));
+    Ok(vec![
+        Row {
+            group: "handoff",
+            name: format!(
+                "{kname}: session, 64 MiB segment's first handoff on the connection (mapped \
+                 anew) vs bare message"
+            ),
+            ours: fmt_secs(f),
+            reference: fmt_secs(pf),
+            ratio: Some(f / pf),
+            target: "<= 1.5x the socket's latency".into(),
+            met: Some(f / pf <= 1.5),
+        },
+        Row {
+            group: "handoff",
+            name: format!(
+                "{kname}: session, a view into a segment the session holds (record alone) vs \
+                 bare message"
+            ),
+            ours: fmt_secs(h),
+            reference: fmt_secs(ph),
+            ratio: Some(h / ph),
+            target: "<= 1.2x the socket's latency".into(),
+            met: Some(h / ph <= 1.2),
+        },
+    ])
 }
 
 pub(crate) fn share_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>> {
