@@ -93,7 +93,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let mut pings = Vec::new();
     for _ in 0..50 {
         let t0 = Instant::now();
-        wire::put(&crew.conns[0], &[wire::PING])?;
+        wire::put(&crew.conns[0], &[wire::PING, 0, 0, 0, 0])?;
         wire::put(&crew.conns[0], &[0u8; stridemap_core::RECORD_LEN])?;
         wire::ack(&crew.conns[0])?;
         pings.push(t0.elapsed());

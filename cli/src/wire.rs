@@ -22,7 +22,7 @@ pub(crate) const TASK: u8 = b'T';
 pub(crate) const DROP: u8 = b'D';
 /// `len` (u64) bytes follow; read them all.
 pub(crate) const BULK: u8 = b'B';
-/// 1024 bytes follow (a descriptor-sized message, nothing else).
+/// A u32 and 1024 bytes follow (a descriptor-sized message framed as [`VIEW`], nothing else).
 pub(crate) const PING: u8 = b'P';
 /// Exit.
 pub(crate) const QUIT: u8 = b'Q';

@@ -111,6 +111,7 @@ fn step(
             }
         }
         wire::PING => {
+            let _id = wire::get_u32(s)?;
             let mut buf = [0u8; stridemap_core::RECORD_LEN];
             wire::get(s, &mut buf)?;
         }

@@ -144,7 +144,8 @@ fn ping(crew: &Crew, rounds: usize) -> Result<f64> {
     let mut t = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t0 = Instant::now();
-        wire::put(c, &[wire::PING]).map_err(|f| f.message)?;
+        // Framed as a handoff is (tag, u32 id, record), so the ratio is what the handoff adds.
+        wire::put(c, &[wire::PING, 0, 0, 0, 0]).map_err(|f| f.message)?;
         wire::put(c, &[0u8; stridemap_core::RECORD_LEN]).map_err(|f| f.message)?;
         wire::ack(c).map_err(|f| f.message)?;
         t.push(t0.elapsed().as_secs_f64());
