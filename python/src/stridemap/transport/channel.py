@@ -60,7 +60,6 @@ import struct
 import tempfile
 import threading
 import time
-import weakref
 from multiprocessing import connection as _mp_connection
 from multiprocessing import process as _mp_process
 from multiprocessing import util as _mp_util
@@ -87,7 +86,9 @@ _FETCH, _RELEASE = b"\x01", b"\x02"
 _REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
-_PRUNE_AGAIN = 0.5  # seconds after a peer went, our connections to peers are checked again
+# Seconds after a peer went at which our connections to peers are checked again (a process's
+# exit closes its connection to us before the one we made to it, at times by seconds).
+_PRUNE_AGAIN = (0.5, 2.0, 5.0)
 _CRED = struct.Struct("3i")
 
 
@@ -183,6 +184,7 @@ class _Server:
         self.backoff = _BACKOFF_MIN
         self.warned = False
         self.prune_at = None  # our connections to peers are pruned again at this time
+        self.prunes = []  # and at these
 
     def run(self):
         while True:
@@ -215,7 +217,9 @@ class _Server:
                 # the next new peer comes (which, once a pool is shut down, may be never); and
                 # once more a little later, for an exit that closes our connection first.
                 _prune()
-                self.prune_at = now + _PRUNE_AGAIN if gone else None
+                if gone:
+                    self.prunes = [now + t for t in _PRUNE_AGAIN]
+                self.prune_at = self.prunes.pop(0) if self.prunes else None
             while self.pending:
                 oldest = next(iter(self.pending.values()))
                 if oldest.deadline > now:
@@ -416,7 +420,8 @@ def withdraw(idents):
 
 class Owned:
     """The offers made on one thread that is the only way to one set of receivers (the feeder
-    thread of a pool's call queue, which only that pool's workers read): when those receivers
+    thread of a pool's call queue, which only that pool's workers read, found by
+    :func:`owner_of_thread`): when those receivers
     are all gone, :func:`withdraw_owned` lets go of the offers none of them fetched. Fetched
     ones are forgotten as the set grows (it never holds more than twice the unfetched)."""
 
@@ -433,15 +438,10 @@ class Owned:
             self._prune_at = max(64, 2 * len(self.ids))
 
 
-_owners = weakref.WeakKeyDictionary()  # threading.Thread -> Owned
-
-
-def own_offers_of(thread):
-    """From now on the offers made on ``thread`` belong to the :class:`Owned` returned."""
-    owned = Owned()
-    with _lock:
-        _owners[thread] = owned
-    return owned
+def owner_of_thread():
+    """The :class:`Owned` the offers made on this thread belong to, or None (replaced by
+    ``queue_offers.watch_call_queues``: a pool's call queue owns its feeder's offers)."""
+    return None
 
 
 def withdraw_owned(owned):
@@ -457,7 +457,7 @@ def offer(fd, keep):
     to pickle. Raises OSError when this process cannot listen (the caller falls back)."""
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
-    owner = _owners.get(threading.current_thread())
+    owner = owner_of_thread()
     with _lock:
         while ident in _offered:  # never, in practice
             ident = secrets.token_bytes(ID_SIZE)
@@ -808,7 +808,6 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
         except OSError:
             pass
     _offered.clear()
-    _owners.clear()
     for sock in list(_served):  # a copy: the parent's thread still serves it; EOF must reach
         try:                    # the receiver when the parent goes, whatever this child does
             sock.close()

@@ -5,7 +5,7 @@ workers through a call queue whose feeder thread pickles them; only that pool's 
 When the pool breaks (a worker killed), the tasks already pickled into the queue are never read,
 and the fds offered for their arrays would never be fetched: the parent kept them, and the
 arrays they hold, until it exited. So the offers made on a call queue's feeder thread are owned
-by the queue (:func:`channel.own_offers_of`), and those never fetched are withdrawn as soon as
+by the queue (:func:`owner_of_current_thread`), and those never fetched are withdrawn as soon as
 no process can read the queue any more: when the pool's manager thread has joined its workers
 (``join_executor_internals``, after a shutdown, and after ``terminate_broken`` killed them on a
 break), or when the queue object is collected, whichever comes first.
@@ -16,12 +16,14 @@ pipe (the parent holds its read end, the workers are dead), and it holds the que
 
 >>> import concurrent.futures.process as p
 >>> watch_call_queues()
->>> getattr(p._SafeQueue._start_thread, "_stridemap_watch", False) and getattr(
-...     p._ExecutorManagerThread.join_executor_internals, "_stridemap_watch", False)
+>>> getattr(p._ExecutorManagerThread.join_executor_internals, "_stridemap_watch", False)
+True
+>>> owner_of_current_thread() is None  # not a call queue's feeder
 True
 """
 
 import sys
+import threading
 import weakref
 
 from . import channel
@@ -32,21 +34,47 @@ _CALL_QUEUES = ("concurrent.futures.process", "joblib.externals.loky.process_exe
 
 
 _owned = weakref.WeakKeyDictionary()  # call queue -> channel.Owned
+_types = ()  # the call queue types watched
 
 
 def watch_call_queues():
     """Watch the call queues of the standard library's pool and of the loky modules already
-    imported (idempotent; a queue whose feeder started before is not watched)."""
+    imported (idempotent)."""
+    global _types
     import concurrent.futures.process  # noqa: F401 - the standard library's, always
 
+    types = []
     for name in _CALL_QUEUES:
         module = sys.modules.get(name)
         cls = getattr(module, "_SafeQueue", None)
         if cls is not None:
-            _watch(cls)
+            types.append(cls)
         manager = getattr(module, "_ExecutorManagerThread", None)
         if manager is not None:
             _watch_manager(manager)
+    _types = tuple(types)
+    channel.owner_of_thread = owner_of_current_thread
+
+
+def owner_of_current_thread():
+    """The offers' owner when this thread is a watched call queue's feeder, else None. A feeder
+    is known by its own arguments (``Queue._start_thread`` passes it the queue's
+    ``_on_queue_feeder_error``), so nothing of the queue is patched."""
+    if not _types:
+        return None
+    args = getattr(threading.current_thread(), "_args", None)
+    if type(args) is not tuple:
+        return None
+    for arg in args:
+        queue = getattr(arg, "__self__", None)
+        if queue is not None and isinstance(queue, _types):
+            try:
+                return _owned[queue]
+            except KeyError:
+                owned = _owned[queue] = channel.Owned()
+                weakref.finalize(queue, channel.withdraw_owned, owned)
+                return owned
+    return None
 
 
 def _watch_manager(cls):
@@ -66,7 +94,7 @@ def _watch_manager(cls):
         # reads any more fails its write (EPIPE), and it goes on to the close's sentinel. (What
         # CPython's own terminate_broken does since gh-94777; loky does not.)
         reader = getattr(queue, "_reader", None)
-        if reader is not None:
+        if reader is not None and owned is not None:
             try:
                 reader.close()
             except OSError:
@@ -76,22 +104,3 @@ def _watch_manager(cls):
     join_executor_internals._stridemap_watch = True
     join_executor_internals.__doc__ = join.__doc__
     cls.join_executor_internals = join_executor_internals
-
-
-def _watch(cls):
-    start = getattr(cls, "_start_thread", None)
-    if start is None or getattr(start, "_stridemap_watch", False):
-        return
-
-    def _start_thread(self, *args, **kwargs):
-        # Queue.put calls this holding the queue's not-empty condition, and appends the first
-        # object after it returns: the feeder cannot pickle before its thread is owned here.
-        start(self, *args, **kwargs)
-        thread = getattr(self, "_thread", None)
-        if thread is not None:
-            owned = _owned[self] = channel.own_offers_of(thread)
-            weakref.finalize(self, channel.withdraw_owned, owned)
-
-    _start_thread._stridemap_watch = True
-    _start_thread.__doc__ = start.__doc__
-    cls._start_thread = _start_thread
