@@ -10,9 +10,16 @@ fuzz_target!(|data: &[u8]| {
     let mut shifted = Vec::with_capacity(data.len().min(RECORD_LEN) + 1);
     shifted.push(0);
     shifted.extend_from_slice(&data[..data.len().min(RECORD_LEN)]);
-    assert_eq!(Release::decode(&shifted[1..]), got, "only the first 1024 bytes count");
+    assert_eq!(
+        Release::decode(&shifted[1..]),
+        got,
+        "only the first 1024 bytes count"
+    );
     if let Ok(r) = got {
         assert_eq!(&r.to_bytes()[..], &data[..RECORD_LEN]);
-        assert!(stridemap_core::decode(data).is_err(), "a release decodes as a descriptor");
+        assert!(
+            stridemap_core::decode(data).is_err(),
+            "a release decodes as a descriptor"
+        );
     }
 });
