@@ -60,6 +60,7 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from multiprocessing import connection as _mp_connection
 from multiprocessing import process as _mp_process
 from multiprocessing import util as _mp_util
@@ -114,7 +115,10 @@ def _settle_tempfile():
 _settle_tempfile()
 _lock = forksafe.Lock()
 _state = {"pid": None, "address": None, "listener": None, "epoll": None}
-_offered = {}  # id -> (fd, keep)
+_offered = {}  # id -> (fd, keep, make, holding): fd None for a lazy offer (made by make())
+# Segments (the ``holding`` of offers) -> pids of the peers that fetched or released an offer of
+# them: those map it (or did lately). An offer of a segment every connected peer maps is lazy.
+_holders = weakref.WeakKeyDictionary()
 _served = {}  # the connections this process's serving thread holds -> the peer's pid, once
 # authenticated (None before)
 
@@ -331,7 +335,7 @@ class _Server:
         peer.got = 0
         if peer.deadline is not None:
             return self._authenticate(peer)
-        return _answer(peer.sock, bytes(peer.buf))
+        return _answer(peer.sock, bytes(peer.buf), peer.pid)
 
     def _authenticate(self, peer):
         key = _authkey()
@@ -352,14 +356,19 @@ class _Server:
         return True
 
 
-def _answer(sock, request):
+def _answer(sock, request, pid=None):
     """One request: the fd offered under its id (then closed here), or none; or a release,
     not answered. False when the connection is to be closed."""
     op, ident = request[:1], request[1:]
     with _lock:
         entry = _offered.pop(ident, None)
+        if entry is not None and entry[3] is not None and op in (_RELEASE, _FETCH):
+            try:
+                _holders.setdefault(entry[3], set()).add(pid)
+            except TypeError:  # not weakly referable: never lazy
+                pass
     if op == _RELEASE:
-        if entry is not None:
+        if entry is not None and entry[0] is not None:
             os.close(entry[0])
         del entry
         return True
@@ -368,7 +377,13 @@ def _answer(sock, request):
     try:
         if entry is None:
             return sock.send(_MISSING) == 1
-        fd, keep = entry
+        fd, keep, make, _holding = entry
+        if fd is None:
+            try:
+                fd = make()
+            except Exception as e:  # noqa: BLE001 - this receiver's loss, not the channel's
+                log.warning("stridemap.pools: could not make the fd a receiver asked for: %s", e)
+                return sock.send(_MISSING) == 1
         try:
             return socket.send_fds(sock, [_FOUND], [fd]) == 1
         finally:
@@ -410,7 +425,7 @@ def withdraw(idents):
     with _lock:
         entries = [_offered.pop(i, None) for i in idents]
     for entry in entries:
-        if entry is not None:
+        if entry is not None and entry[0] is not None:
             try:
                 os.close(entry[0])
             except OSError:
@@ -452,22 +467,42 @@ def withdraw_owned(owned):
     withdraw(idents)
 
 
-def offer(fd, keep):
+def offer(fd, keep, holding=None, make=None):
     """Hand ``fd`` (now owned here) to the one process that asks for it; a :class:`ChannelFd`
-    to pickle. Raises OSError when this process cannot listen (the caller falls back)."""
+    to pickle. Raises OSError when this process cannot listen (the caller falls back).
+
+    ``holding``: the segment the fd is of (weakly referable), so that the peers that fetch or
+    release it are known to map it (:func:`mapped_by_every_peer`). ``fd`` None makes a lazy
+    offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
+    already asks for nothing), and no receiver can take it from this process's fd table."""
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
     owner = owner_of_thread()
     with _lock:
         while ident in _offered:  # never, in practice
             ident = secrets.token_bytes(ID_SIZE)
-        _offered[ident] = (fd, keep)
+        _offered[ident] = (fd, keep, make, holding)
         if owner is not None:
             owner.add(ident)
     stack = getattr(_scopes, "stack", None)
     if stack:
         stack[-1].append(ident)
-    return ChannelFd(address, ident, os.getpid(), fd)
+    return ChannelFd(address, ident, os.getpid(), -1 if fd is None else fd)
+
+
+def mapped_by_every_peer(holding):
+    """Whether every process connected to this one's channel has fetched or released an offer
+    of ``holding`` (so maps it, or did lately): then an offer of it may be lazy."""
+    me = os.getpid()
+    with _lock:
+        if _state["pid"] != me:
+            return False
+        peers = {pid for pid in _served.values() if pid is not None and pid != me}
+        try:
+            held = _holders.get(holding)
+        except TypeError:
+            return False
+        return bool(peers) and held is not None and peers <= held
 
 
 def pending():
@@ -802,12 +837,15 @@ def _recv_fd(s):
 # --- fork -----------------------------------------------------------------------------------
 
 def _after_fork_in_child():  # after forksafe's: the locks are free
-    for fd, _keep in _offered.values():
+    for fd, *_ in _offered.values():
+        if fd is None:
+            continue
         try:
             os.close(fd)
         except OSError:
             pass
     _offered.clear()
+    _holders.clear()
     for sock in list(_served):  # a copy: the parent's thread still serves it; EOF must reach
         try:                    # the receiver when the parent goes, whatever this child does
             sock.close()

@@ -442,6 +442,9 @@ def export_for_receiver(view, *, copy_on_write=False):
     the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
     or "c" (copy-on-write) with ``copy_on_write``."""
     mode = "r+" if view.flags.writeable else "r"
+    lazy = _lazy_frozen_memfd(view) if mode == "r" else None
+    if lazy is not None:
+        return (*lazy, "memfd", "c" if copy_on_write else "r")
     quick = _export_frozen_memfd(view) if mode == "r" else None
     try:
         ex = quick or export(view, mode=mode)
@@ -463,7 +466,7 @@ def export_for_receiver(view, *, copy_on_write=False):
         kind = "file" if getattr(ex.segment, "kind", None) in ("file", "memmap") else "memfd"
         header.lock_shared(fd, wait=generation != 0)
         try:
-            handle = _dup_for_receiver(fd, view)
+            handle = _dup_for_receiver(fd, view, ex.segment)
         except OSError as e:
             raise system_error("handing a shared array's fd to a pool process", e) from None
     finally:
@@ -504,6 +507,34 @@ def _frozen_memfd_record(view):
     return seg, record
 
 
+def _lazy_frozen_memfd(view):
+    """``(record, handle)`` of a lazy offer for a view of a frozen memfd segment that every
+    process connected to this one's fd channel maps already (it fetched or released an offer of
+    it): no fd is made unless a receiver asks for one (one whose mapping went, or a new one).
+    None otherwise (an fd is made now, which the receiver may take without a round trip)."""
+    found = _frozen_memfd_record(view)
+    if found is None or _mp_context.get_spawning_popen() is not None:
+        return None
+    seg, record = found
+    if not channel.mapped_by_every_peer(seg):
+        return None
+
+    def make(seg=seg):
+        fd = seg.new_fd("r")
+        try:
+            header.lock_shared(fd, wait=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    queue_offers.watch_call_queues()
+    try:
+        return record, channel.offer(None, view, seg, make)
+    except OSError:
+        return None  # no channel: the usual way
+
+
 def _export_frozen_memfd(view):
     """``stridemap.export(view, mode="r")`` for a view of a frozen memfd segment, its record
     remembered per segment; None for any other view (the caller exports it the usual way)."""
@@ -540,7 +571,7 @@ def _open_again(desc):
     return fd
 
 
-def _dup_for_receiver(fd, keep):
+def _dup_for_receiver(fd, keep, holding=None):
     """multiprocessing's fd handle; the caller closes ``fd`` right after. ``keep`` (the array)
     is held until the receiver has fetched the fd: a worker that returns an array and drops it
     at once would otherwise unmap it (page tables to tear down) while its receiver waits for
@@ -555,7 +586,7 @@ def _dup_for_receiver(fd, keep):
     queue_offers.watch_call_queues()  # loky may have been imported since install()
     dup = os.dup(fd)
     try:
-        handle = channel.offer(dup, keep)
+        handle = channel.offer(dup, keep, holding)
     except OSError as e:  # this process cannot listen: one resource_sharer connection per fd
         os.close(dup)
         log.debug("stridemap.pools: no fd channel (%s); using multiprocessing's DupFd", e)
