@@ -135,7 +135,7 @@ def measure(nbytes=1 << 20):
 
 
 def _remembered(s):
-    ex = handoff._export_frozen_memfd(s)
+    ex = handoff._export_frozen_memfd(*handoff._frozen_memfd_record(s))
     os.close(ex.fd)
 
 

@@ -442,10 +442,11 @@ def export_for_receiver(view, *, copy_on_write=False):
     the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
     or "c" (copy-on-write) with ``copy_on_write``."""
     mode = "r+" if view.flags.writeable else "r"
-    lazy = _lazy_frozen_memfd(view) if mode == "r" else None
+    found = _frozen_memfd_record(view) if mode == "r" else None
+    lazy = _lazy_frozen_memfd(view, *found) if found is not None else None
     if lazy is not None:
         return (*lazy, "memfd", "c" if copy_on_write else "r")
-    quick = _export_frozen_memfd(view) if mode == "r" else None
+    quick = _export_frozen_memfd(*found) if found is not None else None
     try:
         ex = quick or export(view, mode=mode)
     except (ValueError, errors.StridemapError):
@@ -507,15 +508,14 @@ def _frozen_memfd_record(view):
     return seg, record
 
 
-def _lazy_frozen_memfd(view):
-    """``(record, handle)`` of a lazy offer for a view of a frozen memfd segment that every
-    process connected to this one's fd channel maps already (it fetched or released an offer of
-    it): no fd is made unless a receiver asks for one (one whose mapping went, or a new one).
-    None otherwise (an fd is made now, which the receiver may take without a round trip)."""
-    found = _frozen_memfd_record(view)
-    if found is None or _mp_context.get_spawning_popen() is not None:
+def _lazy_frozen_memfd(view, seg, record):
+    """``(record, handle)`` of a lazy offer for ``view`` of the frozen memfd segment ``seg``
+    (``record`` its record, :func:`_frozen_memfd_record`) when every process connected to this
+    one's fd channel maps ``seg`` already (it fetched or released an offer of it): no fd is made
+    unless a receiver asks for one (one whose mapping went, or a new one). None otherwise (an fd
+    is made now, which the receiver may take without a round trip)."""
+    if _mp_context.get_spawning_popen() is not None:
         return None
-    seg, record = found
     if not channel.mapped_by_every_peer(seg):
         return None
 
@@ -535,13 +535,9 @@ def _lazy_frozen_memfd(view):
         return None  # no channel: the usual way
 
 
-def _export_frozen_memfd(view):
-    """``stridemap.export(view, mode="r")`` for a view of a frozen memfd segment, its record
-    remembered per segment; None for any other view (the caller exports it the usual way)."""
-    found = _frozen_memfd_record(view)
-    if found is None:
-        return None
-    seg, record = found
+def _export_frozen_memfd(seg, record):
+    """``stridemap.export(view, mode="r")`` for a view of the frozen memfd segment ``seg`` whose
+    record (remembered per segment) is ``record``."""
     fd = seg.new_fd("r")
     try:
         return Export(record, fd, seg)

@@ -37,12 +37,18 @@ _owned = weakref.WeakKeyDictionary()  # call queue -> channel.Owned
 _types = ()  # the call queue types watched
 
 
+_seen_modules = -1  # len(sys.modules) when the modules were last looked for
+
+
 def watch_call_queues():
     """Watch the call queues of the standard library's pool and of the loky modules already
-    imported (idempotent)."""
-    global _types
+    imported (idempotent; cheap when no module was imported since the last call)."""
+    global _types, _seen_modules
+    if len(sys.modules) == _seen_modules:
+        return
     import concurrent.futures.process  # noqa: F401 - the standard library's, always
 
+    _seen_modules = len(sys.modules)
     types = []
     for name in _CALL_QUEUES:
         module = sys.modules.get(name)
