@@ -17,6 +17,8 @@ backend: while this module is loaded, loky pickles joblib's tasks (``BatchedCall
 unpickling one imports it first, and a nested ``Parallel(backend="stridemap")`` finds it.
 """
 
+import os
+import signal
 import sys
 from typing import Any
 
@@ -34,6 +36,7 @@ except ImportError:  # joblib is optional: the backend exists only where joblib 
 
 _executors_lock = forksafe.Lock()
 _executor = None  # (key, loky executor): the backend's own, reused across Parallel calls
+_retired = []  # executors shut down whose workers may still run (see _stop_orphans)
 
 
 def _nbytes(value):
@@ -58,9 +61,11 @@ def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, pol
         if _executor is not None:
             old_key, ex = _executor
             flags = ex._flags
-            if old_key == key and not flags.shutdown and flags.broken is None:
+            if old_key == key and not flags.shutdown and flags.broken is None \
+                    and not _orphaned(ex):
                 return ex
             ex.shutdown(wait=False)
+            _retire(ex)
             _executor = None
         jobs = _handoff.Reducer(policy, "r+" if mmap_mode == "w+" else mmap_mode)
         results = _handoff.Reducer(policy, "c")  # joblib's results are writable
@@ -77,8 +82,24 @@ def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, pol
         # joblib tells a LokyBackend's executor which Parallel call pickles (for its temporary
         # folders); stridemap has none.
         ex._temp_folder_manager = _NoTemporaryFolders()
+        # Every worker it starts is remembered, also once loky's manager thread took it out of
+        # the map to kill it: see _stop_orphans.
+        ex._processes = _Workers(ex._processes)
         _executor = (key, ex)
         return ex
+
+
+class _Workers(dict):
+    """loky's map of an executor's worker processes (pid -> process), which also remembers
+    every process ever put in it (``started``)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.started = list(self.values())
+
+    def __setitem__(self, pid, process):
+        super().__setitem__(pid, process)
+        self.started.append(process)
 
 
 class _NoTemporaryFolders:
@@ -98,8 +119,79 @@ def shutdown_backend(*, kill_workers: bool = False) -> None:
     global _executor
     with _executors_lock:
         if _executor is not None:
-            _executor[1].shutdown(wait=True, kill_workers=kill_workers)
+            ex = _executor[1]
             _executor = None
+            ex.shutdown(wait=True, kill_workers=kill_workers)
+            _retire(ex)
+        _stop_orphans()
+
+
+def _orphaned(ex):
+    """Whether loky's manager thread of ``ex``, which alone joins its workers, has died
+    (an ``EMFILE`` in psutil while it killed them, for one): nothing would ever stop them, and
+    the interpreter's exit would wait on them for good."""
+    thread = getattr(ex, "_executor_manager_thread", None)
+    if thread is None or thread.is_alive():
+        return False
+    return any(_running(p) for p in getattr(getattr(ex, "_processes", None), "started", ()))
+
+
+def _retire(ex):
+    """Keep ``ex`` until its workers are gone (called with _executors_lock held)."""
+    _retired.append(ex)
+    _stop_orphans()
+
+
+def _stop_orphans():
+    """Kill and join the workers of the retired executors whose manager thread died, and let
+    go of what their call queue carried; forget the retired executors that are done (called
+    with _executors_lock held, and at exit)."""
+    from ..transport import queue_offers
+
+    for ex in list(_retired):
+        thread = getattr(ex, "_executor_manager_thread", None)
+        if thread is not None and thread.is_alive():
+            continue  # loky's own shutdown is under way
+        workers = getattr(ex, "_processes", None)
+        processes = [p for p in getattr(workers, "started", ()) if _running(p)]
+        for p in processes:
+            try:
+                os.kill(p.pid, signal.SIGKILL)  # loky's Popen has no kill()
+            except (OSError, TypeError):
+                pass
+        for p in processes:
+            try:
+                p.join(5)
+            except (OSError, ValueError, AttributeError):
+                pass
+        if processes:
+            queue_offers.release_queue(getattr(ex, "_call_queue", None))
+        _retired.remove(ex)
+
+
+def _running(process):
+    try:
+        return process.is_alive()
+    except (OSError, ValueError, AssertionError):
+        return False
+
+
+def _stop_orphans_at_exit():
+    with _executors_lock:
+        if _executor is not None and _orphaned(_executor[1]):
+            _retire(_executor[1])
+        _stop_orphans()
+
+
+# Before multiprocessing's exit function joins the children (its finalizers of priority >= 0
+# run first): workers no manager thread will stop must not hold up the exit.
+def _register_exit_stop():
+    from multiprocessing import util
+
+    util.Finalize(None, _stop_orphans_at_exit, exitpriority=1)
+
+
+_register_exit_stop()
 
 
 if joblib is not None:

@@ -327,15 +327,38 @@ def handoff(array, policy, mmap_mode=None):
             return None
         if _fds_scarce():
             return None
+        # No room for its copy, or no fd for it (this process holds many of its own: the
+        # count of _fds_scarce is only stridemap's): it travels pickled, as multiprocessing
+        # alone sends it (the Dask plugin falls back the same way).
         try:
             view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
-        except errors.NoSpace as e:
-            # No room for its copy: it travels pickled, as multiprocessing alone sends it (the
-            # Dask plugin falls back the same way).
-            log.warning("stridemap.pools: a %d-byte array is pickled (copied), not shared: %s",
-                        array.nbytes, e)
+            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"),
+                              policy)
+        except (errors.NoSpace, errors.ProducerError, OSError) as e:
+            if not isinstance(e, errors.NoSpace) and \
+                    getattr(e, "errno", None) not in (errno.EMFILE, errno.ENFILE):
+                raise
+            _warn_pickled(array, e)
             return None
     return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"), policy)
+
+
+_pickled_said = {"pid": None, "count": 0}
+
+
+def _warn_pickled(array, e):
+    """One warning per process for plain arrays pickled because their copy could not be made
+    (then a debug line for each)."""
+    if _pickled_said["pid"] != os.getpid():
+        _pickled_said.update(pid=os.getpid(), count=0)
+    _pickled_said["count"] += 1
+    if _pickled_said["count"] == 1:
+        log.warning("stridemap.pools: a %d-byte array is pickled (copied), not shared: %s "
+                    "(further arrays pickled for this reason are logged at debug level)",
+                    array.nbytes, e)
+    else:
+        log.debug("stridemap.pools: a %d-byte array is pickled (copied), not shared: %s",
+                  array.nbytes, e)
 
 
 _scarce_said = {"pid": None}

@@ -83,6 +83,25 @@ def owner_of_current_thread():
     return None
 
 
+def release_queue(queue):
+    """No process reads ``queue`` any more (its pool's workers are joined): withdraw the offers
+    its feeder made that were never fetched. A feeder blocked on the full pipe of a broken
+    pool would hold the queue, and the tasks still in its buffer (their arrays), for good:
+    closing the read end fails its write (EPIPE), and it goes on to the close's sentinel (what
+    CPython's own terminate_broken does since gh-94777; loky does not). Only for a queue that
+    carried stridemap's offers."""
+    owned = _owned.get(queue) if queue is not None else None
+    if owned is None:
+        return
+    channel.withdraw_owned(owned)
+    reader = getattr(queue, "_reader", None)
+    if reader is not None:
+        try:
+            reader.close()
+        except OSError:
+            pass
+
+
 def _watch_manager(cls):
     join = getattr(cls, "join_executor_internals", None)
     if join is None or getattr(join, "_stridemap_watch", False):
@@ -91,20 +110,7 @@ def _watch_manager(cls):
     def join_executor_internals(self, *args, **kwargs):
         out = join(self, *args, **kwargs)
         # The workers are joined: nothing reads the call queue any more.
-        queue = getattr(self, "call_queue", None)
-        owned = _owned.get(queue)
-        if owned is not None:
-            channel.withdraw_owned(owned)
-        # A feeder blocked on the full pipe of a broken pool would hold the queue, and the
-        # tasks still in its buffer (their arrays), for good: closing the read end no process
-        # reads any more fails its write (EPIPE), and it goes on to the close's sentinel. (What
-        # CPython's own terminate_broken does since gh-94777; loky does not.)
-        reader = getattr(queue, "_reader", None)
-        if reader is not None and owned is not None:
-            try:
-                reader.close()
-            except OSError:
-                pass
+        release_queue(getattr(self, "call_queue", None))
         return out
 
     join_executor_internals._stridemap_watch = True

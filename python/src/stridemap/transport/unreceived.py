@@ -47,9 +47,10 @@ def error_of(e):
     message = f"stridemap.pools: a shared array sent to this process could not be received: {e}"
     fix = _FIXES.get(e.rule) if isinstance(e, errors.OpenError) else None
     if getattr(e, "errno", None) in (errno.EMFILE, errno.ENFILE):
-        fix = ("this process is out of file descriptors (each live received array holds one, "
-               "and Python's mmap another): raise the limit (`ulimit -n`, "
-               "resource.setrlimit(RLIMIT_NOFILE)) or let go of received arrays")
+        fix = ("this process is out of file descriptors (a receive needs one while it maps; "
+               "a received array holds none, except, before Python 3.13, a mapping of 2 MiB "
+               "or more; the segments this process made hold one each): raise the limit "
+               "(`ulimit -n`, resource.setrlimit(RLIMIT_NOFILE)) or let go of arrays and files")
     if fix is None and isinstance(e, errors.DescriptorError):
         fix = ("the descriptor did not survive the trip (rule " + e.rule + "): the sender and "
                "this process must run the same stridemap")
