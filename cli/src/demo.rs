@@ -45,6 +45,16 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
     let start = Instant::now();
     let shape = [rows, COLS].map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let mut a = pool.alloc::<f64>(&shape, Order::C)?;
+    if let Some(folder) = pool.folders().first() {
+        // Where the bytes go: a named segment lands in the first temp root with room, which
+        // may be a disk.
+        let note = if folder.starts_with("/dev/shm") {
+            ""
+        } else {
+            " (not /dev/shm: it had no room, or STRIDEMAP_TEMP_FOLDER chose this one)"
+        };
+        println!("stridemap demo: the named segment goes to {}{note}", folder.display());
+    }
     let bar = ProgressBar::new(nbytes).with_style(
         ProgressStyle::with_template("  filling {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -996,6 +996,7 @@ struct Slots {
     /// The slot of element `[0, …, 0]`.
     first: usize,
     /// The lowest and highest slot any element occupies (both `first` when there are none).
+    #[cfg_attr(not(test), allow(dead_code))]
     lowest: usize,
     #[cfg_attr(not(test), allow(dead_code))]
     highest: usize,
