@@ -53,7 +53,10 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
         } else {
             " (not /dev/shm: it had no room, or STRIDEMAP_TEMP_FOLDER chose this one)"
         };
-        println!("stridemap demo: the named segment goes to {}{note}", folder.display());
+        println!(
+            "stridemap demo: the named segment goes to {}{note}",
+            folder.display()
+        );
     }
     let bar = ProgressBar::new(nbytes).with_style(
         ProgressStyle::with_template("  filling {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
