@@ -425,6 +425,12 @@ fn the_demo_runs_and_checks_every_answer() {
         let t = text(&o);
         assert!(t.contains("answers verified             6/6"), "{t}");
         assert!(t.contains("handoff latency"), "{t}");
+        // Where a named segment's bytes go is said before they are written.
+        assert_eq!(
+            t.contains("the named segment goes to "),
+            kind == "file",
+            "{t}"
+        );
         assert!(
             t.contains("huge pages                   yes: ")
                 || t.contains("huge pages                   no (4 KiB pages): "),
