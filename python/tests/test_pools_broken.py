@@ -140,3 +140,44 @@ def test_a_clean_shutdown_still_runs_the_queued_tasks(tmp_path):
     assert int(got["offered while queued"]) > 0, "nothing was queued: the test showed nothing"
     assert got["results"] == "1.0,2.0,3.0"
     assert got["offered once the pool is done"] == "0"
+
+
+def test_a_call_queue_collected_under_the_channel_lock_does_not_deadlock():
+    """The long soak hung: the fd channel's serving thread, holding the channel's lock,
+    allocated, the collector ran, and a collected call queue's finalizer took the same lock to
+    withdraw that queue's offers. A finalizer only queues that work now."""
+    import gc
+    import multiprocessing
+    import threading
+    from concurrent.futures import process
+
+    from stridemap.transport import channel, queue_offers
+
+    queue_offers.watch_call_queues()
+    got = {}
+
+    def feeder(queue):  # what Queue._start_thread passes its feeder, in part
+        got["owned"] = queue_offers.owner_of_current_thread()
+
+    queue = process._SafeQueue(
+        max_size=1, ctx=multiprocessing.get_context("spawn"), pending_work_items={},
+        shutdown_lock=threading.Lock(), thread_wakeup=None)
+    t = threading.Thread(target=feeder, args=(queue._on_queue_feeder_error,))
+    t.start()
+    t.join()
+    assert got["owned"] is not None, "the queue's feeder was not recognised"
+    queue._reader.close()
+    queue._writer.close()
+    done = threading.Event()
+
+    def collect_under_the_lock():
+        nonlocal queue
+        with channel._lock:
+            del queue
+            gc.collect()  # the queue's finalizer runs here
+        channel.pending()  # and its work here
+        done.set()
+
+    worker = threading.Thread(target=collect_under_the_lock, daemon=True)
+    worker.start()
+    assert done.wait(10), "deadlocked on the channel's lock"

@@ -119,6 +119,9 @@ _offered = {}  # id -> (fd, keep, make, holding): fd None for a lazy offer (made
 # Segments (the ``holding`` of offers) -> pids of the peers that fetched or released an offer of
 # them: those map it (or did lately). An offer of a segment every connected peer maps is lazy.
 _holders = weakref.WeakKeyDictionary()
+_holders_lock = forksafe.Lock()
+# Owned offers whose receivers are gone, queued by finalizers (withdraw_owned_later).
+_deferred = collections.deque()
 _served = {}  # the connections this process's serving thread holds -> the peer's pid, once
 # authenticated (None before)
 
@@ -214,6 +217,7 @@ class _Server:
                 if not keep:
                     if self._close(peer):
                         gone = True
+            _withdraw_deferred()
             now = time.monotonic()
             if gone or (self.prune_at is not None and now >= self.prune_at):
                 # A process of the pool went (a worker's connection to us ends when it exits):
@@ -362,7 +366,8 @@ def _answer(sock, request, pid=None):
     op, ident = request[:1], request[1:]
     with _lock:
         entry = _offered.pop(ident, None)
-        if entry is not None and entry[3] is not None and op in (_RELEASE, _FETCH):
+    if entry is not None and entry[3] is not None and op in (_RELEASE, _FETCH):
+        with _holders_lock:
             try:
                 _holders.setdefault(entry[3], set()).add(pid)
             except TypeError:  # not weakly referable: never lazy
@@ -459,6 +464,22 @@ def owner_of_thread():
     return None
 
 
+def withdraw_owned_later(owned):
+    """:func:`withdraw_owned` for a finalizer, which may run inside any allocation, also on a
+    thread that holds this module's lock: it only queues the work, which the next offer, the
+    next :func:`pending` or the serving thread does."""
+    _deferred.append(owned)
+
+
+def _withdraw_deferred():
+    while _deferred:
+        try:
+            owned = _deferred.popleft()
+        except IndexError:
+            return
+        withdraw_owned(owned)
+
+
 def withdraw_owned(owned):
     """Let go of the offers of ``owned`` that no receiver fetched (its receivers are gone)."""
     with _lock:
@@ -475,6 +496,7 @@ def offer(fd, keep, holding=None, make=None):
     release it are known to map it (:func:`mapped_by_every_peer`). ``fd`` None makes a lazy
     offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
     already asks for nothing), and no receiver can take it from this process's fd table."""
+    _withdraw_deferred()
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
     owner = owner_of_thread()
@@ -498,6 +520,7 @@ def mapped_by_every_peer(holding):
         if _state["pid"] != me:
             return False
         peers = {pid for pid in _served.values() if pid is not None and pid != me}
+    with _holders_lock:
         try:
             held = _holders.get(holding)
         except TypeError:
@@ -507,6 +530,7 @@ def mapped_by_every_peer(holding):
 
 def pending():
     """How many offered fds no receiver has fetched yet."""
+    _withdraw_deferred()
     with _lock:
         return len(_offered) if _state["pid"] == os.getpid() else 0
 
@@ -846,6 +870,7 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
             pass
     _offered.clear()
     _holders.clear()
+    _deferred.clear()
     for sock in list(_served):  # a copy: the parent's thread still serves it; EOF must reach
         try:                    # the receiver when the parent goes, whatever this child does
             sock.close()

@@ -78,7 +78,7 @@ def owner_of_current_thread():
                 return _owned[queue]
             except KeyError:
                 owned = _owned[queue] = channel.Owned()
-                weakref.finalize(queue, channel.withdraw_owned, owned)
+                weakref.finalize(queue, channel.withdraw_owned_later, owned)
                 return owned
     return None
 
