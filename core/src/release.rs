@@ -187,6 +187,9 @@ mod tests {
     }
 
     proptest::proptest! {
+        // Under Miri (scripts/test.sh's miri step) a few cases: each costs seconds there.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+
         /// Any bytes: decoding never panics, and what decodes re-encodes to the same bytes.
         #[test]
         fn any_bytes_decode_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1100)) {
