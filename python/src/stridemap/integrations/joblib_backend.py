@@ -64,8 +64,9 @@ def _get_executor(n_jobs, start_method, timeout, env, initializer, initargs, pol
             if old_key == key and not flags.shutdown and flags.broken is None \
                     and not _orphaned(ex):
                 return ex
+            thread, queue = _internals(ex)
             ex.shutdown(wait=False)
-            _retire(ex)
+            _retire(ex, thread, queue)
             _executor = None
         jobs = _handoff.Reducer(policy, "r+" if mmap_mode == "w+" else mmap_mode)
         results = _handoff.Reducer(policy, "c")  # joblib's results are writable
@@ -121,8 +122,9 @@ def shutdown_backend(*, kill_workers: bool = False) -> None:
         if _executor is not None:
             ex = _executor[1]
             _executor = None
+            thread, queue = _internals(ex)
             ex.shutdown(wait=True, kill_workers=kill_workers)
-            _retire(ex)
+            _retire(ex, thread, queue)
         _stop_orphans()
 
 
@@ -136,9 +138,15 @@ def _orphaned(ex):
     return any(_running(p) for p in getattr(getattr(ex, "_processes", None), "started", ()))
 
 
-def _retire(ex):
-    """Keep ``ex`` until its workers are gone (called with _executors_lock held)."""
-    _retired.append(ex)
+def _internals(ex):
+    """``ex``'s manager thread and call queue, taken before a shutdown (which drops both)."""
+    return getattr(ex, "_executor_manager_thread", None), getattr(ex, "_call_queue", None)
+
+
+def _retire(ex, thread, queue):
+    """Keep ``ex`` (its manager ``thread`` and call ``queue`` as they were before its shutdown)
+    until its workers are gone (called with _executors_lock held)."""
+    _retired.append((ex, thread, queue))
     _stop_orphans()
 
 
@@ -148,10 +156,10 @@ def _stop_orphans():
     with _executors_lock held, and at exit)."""
     from ..transport import queue_offers
 
-    for ex in list(_retired):
-        thread = getattr(ex, "_executor_manager_thread", None)
+    for entry in list(_retired):
+        ex, thread, queue = entry
         if thread is not None and thread.is_alive():
-            continue  # loky's own shutdown is under way
+            continue  # loky's own shutdown is under way (after shutdown(wait=False) too)
         workers = getattr(ex, "_processes", None)
         processes = [p for p in getattr(workers, "started", ()) if _running(p)]
         for p in processes:
@@ -165,8 +173,8 @@ def _stop_orphans():
             except (OSError, ValueError, AttributeError):
                 pass
         if processes:
-            queue_offers.release_queue(getattr(ex, "_call_queue", None))
-        _retired.remove(ex)
+            queue_offers.release_queue(queue)
+        _retired.remove(entry)
 
 
 def _running(process):
@@ -179,7 +187,7 @@ def _running(process):
 def _stop_orphans_at_exit():
     with _executors_lock:
         if _executor is not None and _orphaned(_executor[1]):
-            _retire(_executor[1])
+            _retire(_executor[1], *_internals(_executor[1]))
         _stop_orphans()
 
 
