@@ -56,6 +56,17 @@ fn rows(a: &SharedArray<f64>, from: i64, to: i64) -> stridemap::ValidDescriptor 
     a.descriptor().to_builder().layout(&l).build().unwrap()
 }
 
+/// Element `i` of the f64 view that `session` receives next on `rx`.
+fn recv_element(session: &mut Session, rx: &UnixStream, i: usize) -> f64 {
+    session
+        .recv(rx)
+        .unwrap()
+        .volatile_view::<f64>()
+        .unwrap()
+        .get(&[i])
+        .unwrap()
+}
+
 /// The second descriptor of a segment travels without an fd and is served from the held
 /// mapping: no new map (same memory), right elements.
 #[test]
@@ -89,16 +100,7 @@ fn a_held_segment_is_served_without_an_fd() {
     drop((first, m));
     // Held by the session alone now, still served.
     sender.send(&tx, &a).unwrap();
-    assert_eq!(
-        session
-            .recv(&rx)
-            .unwrap()
-            .volatile_view::<f64>()
-            .unwrap()
-            .get(&[3])
-            .unwrap(),
-        3.0
-    );
+    assert_eq!(recv_element(&mut session, &rx, 3), 3.0);
 }
 
 /// A descriptor without its fd of a segment this connection was never handed is refused,
@@ -160,8 +162,7 @@ fn a_recycled_segment_is_never_served_from_the_held_generation() {
     assert!(matches!(session.recv(&rx), Err(Error::NotInSession { .. })));
     // The sender passes its fd: opened anew, new contents.
     sender.send(&tx, &b).unwrap();
-    let m = session.recv(&rx).unwrap();
-    assert_eq!(m.volatile_view::<f64>().unwrap().get(&[0]).unwrap(), 100.0);
+    assert_eq!(recv_element(&mut session, &rx, 0), 100.0);
 }
 
 /// A recycled segment whose old generation the session still holds: the pool cannot recycle
@@ -276,16 +277,7 @@ fn a_replaced_named_file_is_not_served() {
     assert!(matches!(e, Error::StaleSegment { .. }), "{e}");
     // The old descriptor: served from the mapping of the file it names (still that inode).
     sender.send(&tx, &a).unwrap();
-    assert_eq!(
-        session
-            .recv(&rx)
-            .unwrap()
-            .volatile_view::<f64>()
-            .unwrap()
-            .get(&[7])
-            .unwrap(),
-        7.0
-    );
+    assert_eq!(recv_element(&mut session, &rx, 7), 7.0);
 }
 
 /// The release record makes the session let go, and then the producer can delete (named
