@@ -99,7 +99,7 @@ pub(crate) fn run(size: u64, workers: u32, memfd: bool) -> CliResult {
         let desc = a.descriptor().to_builder().layout(&t.layout).build()?;
         let c = &crew.conns[id % crew.conns.len()];
         let t0 = Instant::now();
-        hand(c, id as u32, &desc, &a)?;
+        hand(c, id as u32, &desc, &a, None)?;
         latencies.push(t0.elapsed());
     }
     // The floor: a bare descriptor-sized message and its answer.

@@ -185,22 +185,6 @@ impl Drop for Crew {
     }
 }
 
-/// Hands view `id` to the worker at `s` through its session: the release records due, then
-/// the descriptor, with an fd (a memfd's) only the first time this connection gets the
-/// segment.
-pub(crate) fn hand_session<T>(
-    sender: &mut stridemap_shm::Sender,
-    s: &UnixStream,
-    id: u32,
-    desc: &stridemap::ValidDescriptor,
-    shared: &stridemap_shm::SharedArray<T>,
-) -> CliResult {
-    let [a, b, c, d] = id.to_le_bytes();
-    wire::put(s, &[wire::SESSION_VIEW, a, b, c, d])?;
-    sender.send_view(s, shared, desc)?;
-    wire::ack(s)
-}
-
 /// Sends the release records due to the worker at `s` (its session lets go of them).
 pub(crate) fn release(sender: &mut stridemap_shm::Sender, s: &UnixStream) -> CliResult {
     let n = sender.pending();
@@ -213,17 +197,31 @@ pub(crate) fn release(sender: &mut stridemap_shm::Sender, s: &UnixStream) -> Cli
     wire::ack(s)
 }
 
-/// Hands view `id` to the worker at `s`: the descriptor, and for a memfd an fd of its own.
+/// Hands view `id` to the worker at `s`: the descriptor, and for a memfd an fd of its own;
+/// through the worker's session when `session` is the connection's [`Sender`], which sends
+/// the release records due first and the fd only the first time the connection gets the
+/// segment.
+///
+/// [`Sender`]: stridemap_shm::Sender
 pub(crate) fn hand<T>(
     s: &UnixStream,
     id: u32,
     desc: &stridemap::ValidDescriptor,
     shared: &stridemap_shm::SharedArray<T>,
+    session: Option<&mut stridemap_shm::Sender>,
 ) -> CliResult {
     // The request in one write, then the descriptor (and fd) in one sendmsg: two writes, as
     // for the bare message it is compared with.
+    let tag = if session.is_some() {
+        wire::SESSION_VIEW
+    } else {
+        wire::VIEW
+    };
     let [a, b, c, d] = id.to_le_bytes();
-    wire::put(s, &[wire::VIEW, a, b, c, d])?;
-    shared.send_view(s, desc)?;
+    wire::put(s, &[tag, a, b, c, d])?;
+    match session {
+        Some(sender) => sender.send_view(s, shared, desc)?,
+        None => shared.send_view(s, desc)?,
+    }
     wire::ack(s)
 }

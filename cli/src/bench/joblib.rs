@@ -83,12 +83,12 @@ pub(crate) fn rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>, String
         .map_err(|e| e.to_string())?;
         let t0 = Instant::now();
         let a = pool.share(&view).map_err(|e| e.to_string())?;
-        hand(c, 0, a.descriptor(), &a).map_err(|f| f.message)?;
+        hand(c, 0, a.descriptor(), &a, None).map_err(|f| f.message)?;
         let fresh = t0.elapsed().as_secs_f64();
         let mut reps = Vec::new();
         for i in 1..16 {
             let t0 = Instant::now();
-            hand(c, i, a.descriptor(), &a).map_err(|f| f.message)?;
+            hand(c, i, a.descriptor(), &a, None).map_err(|f| f.message)?;
             reps.push(t0.elapsed().as_secs_f64());
         }
         reps.sort_by(f64::total_cmp);
@@ -181,7 +181,7 @@ fn ours_round(
             .layout(&half)
             .build()
             .map_err(|e| e.to_string())?;
-        hand(&crew.conns[k as usize], round * 2 + k, &desc, &a).map_err(|f| f.message)?;
+        hand(&crew.conns[k as usize], round * 2 + k, &desc, &a, None).map_err(|f| f.message)?;
     }
     for k in 0..2u32 {
         let c = &crew.conns[k as usize];

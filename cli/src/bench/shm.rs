@@ -11,7 +11,7 @@ use stridemap_shm::{Pool, PoolConfig, SegmentKind, Sender, SharedArray};
 
 use super::{Budget, Row, Scratch, fmt_rate, fmt_secs};
 use crate::wire;
-use crate::worker::{Crew, hand, hand_session, release};
+use crate::worker::{Crew, hand, release};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -64,7 +64,7 @@ fn handoff<T>(crew: &Crew, a: &SharedArray<T>, rounds: usize) -> Result<f64> {
     let mut t = Vec::with_capacity(rounds);
     for i in 0..rounds {
         let t0 = Instant::now();
-        hand(c, i as u32, a.descriptor(), a).map_err(|f| f.message)?;
+        hand(c, i as u32, a.descriptor(), a, None).map_err(|f| f.message)?;
         t.push(t0.elapsed().as_secs_f64());
         drop_view(crew, i as u32)?;
     }
@@ -82,7 +82,7 @@ fn handoff_view<T>(
     let mut t = Vec::with_capacity(rounds);
     for i in 0..rounds {
         let t0 = Instant::now();
-        hand(c, i as u32, desc, a).map_err(|f| f.message)?;
+        hand(c, i as u32, desc, a, None).map_err(|f| f.message)?;
         t.push(t0.elapsed().as_secs_f64());
         drop_view(crew, i as u32)?;
     }
@@ -101,7 +101,7 @@ fn session_first<T>(
     let mut t = Vec::with_capacity(rounds);
     for i in 0..rounds {
         let t0 = Instant::now();
-        hand_session(sender, c, i as u32, a.descriptor(), a).map_err(|f| f.message)?;
+        hand(c, i as u32, a.descriptor(), a, Some(&mut *sender)).map_err(|f| f.message)?;
         t.push(t0.elapsed().as_secs_f64());
         drop_view(crew, i as u32)?;
         sender.release(a);
@@ -123,7 +123,7 @@ fn session_held<T>(
     let mut t = Vec::with_capacity(rounds);
     for i in 0..rounds {
         let t0 = Instant::now();
-        hand_session(sender, c, i as u32, desc, a).map_err(|f| f.message)?;
+        hand(c, i as u32, desc, a, Some(&mut *sender)).map_err(|f| f.message)?;
         t.push(t0.elapsed().as_secs_f64());
         drop_view(crew, i as u32)?;
     }
@@ -214,7 +214,14 @@ pub(crate) fn handoff_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>
         // The pool's common case: a view of a segment the worker already maps (one big
         // segment, many views): the open reuses the mapping.
         let keep = u32::MAX;
-        hand(&crew.conns[0], keep, arrays[1].descriptor(), &arrays[1]).map_err(|f| f.message)?;
+        hand(
+            &crew.conns[0],
+            keep,
+            arrays[1].descriptor(),
+            &arrays[1],
+            None,
+        )
+        .map_err(|f| f.message)?;
         let rows_view = arrays[1]
             .descriptor()
             .layout()
@@ -294,7 +301,7 @@ fn session_rows<T>(
         p_first.push(ping(crew, rounds / 5)?);
     }
     let keep = u32::MAX;
-    hand_session(&mut sender, c, keep, a.descriptor(), a).map_err(|f| f.message)?;
+    hand(c, keep, a.descriptor(), a, Some(&mut sender)).map_err(|f| f.message)?;
     let (mut held, mut p_held) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         held.push(session_held(crew, &mut sender, a, view, rounds / 5)?);
@@ -481,7 +488,7 @@ pub(crate) fn end_to_end_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<R
                 .layout(&view)
                 .build()
                 .map_err(s)?;
-            hand(c, round, &desc, &a).map_err(|f| f.message)?;
+            hand(c, round, &desc, &a, None).map_err(|f| f.message)?;
             wire::put(c, &[wire::TASK]).map_err(|f| f.message)?;
             wire::put_u32(c, round).map_err(|f| f.message)?;
             wire::put_u64(c, 0).map_err(|f| f.message)?;
