@@ -57,21 +57,13 @@ fn filled(pool: &Pool, n: u64) -> Result<SharedArray<f64>> {
     a.freeze().map_err(s)
 }
 
-/// Median handoff time: descriptor (and fd) sent → the worker holds a mapped, validated view
-/// and says so; then it unmaps (untimed).
+/// Median handoff time of `a`'s whole array, as [`handoff_view`].
 fn handoff<T>(crew: &Crew, a: &SharedArray<T>, rounds: usize) -> Result<f64> {
-    let c = &crew.conns[0];
-    let mut t = Vec::with_capacity(rounds);
-    for i in 0..rounds {
-        let t0 = Instant::now();
-        hand(c, i as u32, a.descriptor(), a, None).map_err(|f| f.message)?;
-        t.push(t0.elapsed().as_secs_f64());
-        drop_view(crew, i as u32)?;
-    }
-    Ok(median(t))
+    handoff_view(crew, a, a.descriptor(), rounds)
 }
 
-/// Like [`handoff`], for a descriptor `desc` of a view of `a`.
+/// Median handoff time of `desc`, a descriptor of `a` or of a view of it: descriptor (and fd)
+/// sent → the worker holds a mapped, validated view and says so; then it unmaps (untimed).
 fn handoff_view<T>(
     crew: &Crew,
     a: &SharedArray<T>,
