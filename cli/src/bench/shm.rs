@@ -57,15 +57,18 @@ fn filled(pool: &Pool, n: u64) -> Result<SharedArray<f64>> {
     a.freeze().map_err(s)
 }
 
-/// Median handoff time of `a`'s whole array, as [`handoff_view`].
+/// Median handoff time of `a`'s whole array: as [`handoff_view`], not through a session.
 fn handoff<T>(crew: &Crew, a: &SharedArray<T>, rounds: usize) -> Result<f64> {
-    handoff_view(crew, a, a.descriptor(), rounds)
+    handoff_view(crew, None, a, a.descriptor(), rounds)
 }
 
 /// Median handoff time of `desc`, a descriptor of `a` or of a view of it: descriptor (and fd)
 /// sent → the worker holds a mapped, validated view and says so; then it unmaps (untimed).
+/// Through the worker's session when `session` is given: of a segment it holds, the record
+/// alone.
 fn handoff_view<T>(
     crew: &Crew,
+    mut session: Option<&mut Sender>,
     a: &SharedArray<T>,
     desc: &stridemap_core::ValidDescriptor,
     rounds: usize,
@@ -74,7 +77,7 @@ fn handoff_view<T>(
     let mut t = Vec::with_capacity(rounds);
     for i in 0..rounds {
         let t0 = Instant::now();
-        hand(c, i as u32, desc, a, None).map_err(|f| f.message)?;
+        hand(c, i as u32, desc, a, session.as_deref_mut()).map_err(|f| f.message)?;
         t.push(t0.elapsed().as_secs_f64());
         drop_view(crew, i as u32)?;
     }
@@ -89,35 +92,17 @@ fn session_first<T>(
     a: &SharedArray<T>,
     rounds: usize,
 ) -> Result<f64> {
-    let c = &crew.conns[0];
     let mut t = Vec::with_capacity(rounds);
-    for i in 0..rounds {
-        let t0 = Instant::now();
-        hand(c, i as u32, a.descriptor(), a, Some(&mut *sender)).map_err(|f| f.message)?;
-        t.push(t0.elapsed().as_secs_f64());
-        drop_view(crew, i as u32)?;
+    for _ in 0..rounds {
+        t.push(handoff_view(
+            crew,
+            Some(&mut *sender),
+            a,
+            a.descriptor(),
+            1,
+        )?);
         sender.release(a);
-        release(sender, c).map_err(|f| f.message)?;
-    }
-    Ok(median(t))
-}
-
-/// Median handoff time through the worker's session of `desc`, a view of a segment it holds:
-/// the record alone; then (untimed) the view dropped.
-fn session_held<T>(
-    crew: &Crew,
-    sender: &mut Sender,
-    a: &SharedArray<T>,
-    desc: &stridemap_core::ValidDescriptor,
-    rounds: usize,
-) -> Result<f64> {
-    let c = &crew.conns[0];
-    let mut t = Vec::with_capacity(rounds);
-    for i in 0..rounds {
-        let t0 = Instant::now();
-        hand(c, i as u32, desc, a, Some(&mut *sender)).map_err(|f| f.message)?;
-        t.push(t0.elapsed().as_secs_f64());
-        drop_view(crew, i as u32)?;
+        release(sender, &crew.conns[0]).map_err(|f| f.message)?;
     }
     Ok(median(t))
 }
@@ -229,7 +214,13 @@ pub(crate) fn handoff_rows(budget: Budget, scratch: &Scratch) -> Result<Vec<Row>
             })?;
         let (mut warm, mut pings) = (Vec::new(), Vec::new());
         for _ in 0..5 {
-            warm.push(handoff_view(&crew, &arrays[1], &rows_view, rounds / 5)?);
+            warm.push(handoff_view(
+                &crew,
+                None,
+                &arrays[1],
+                &rows_view,
+                rounds / 5,
+            )?);
             pings.push(ping(&crew, rounds / 5)?);
         }
         let (w, p_w) = (median(warm), median(pings));
@@ -296,7 +287,7 @@ fn session_rows<T>(
     hand(c, keep, a.descriptor(), a, Some(&mut sender)).map_err(|f| f.message)?;
     let (mut held, mut p_held) = (Vec::new(), Vec::new());
     for _ in 0..5 {
-        held.push(session_held(crew, &mut sender, a, view, rounds / 5)?);
+        held.push(handoff_view(crew, Some(&mut sender), a, view, rounds / 5)?);
         p_held.push(ping(crew, rounds / 5)?);
     }
     drop_view(crew, keep)?;
