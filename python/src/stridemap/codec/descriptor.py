@@ -53,6 +53,18 @@ class Descriptor:
         object.__setattr__(self, "version", tuple(self.version))
         object.__setattr__(self, "segment_id", bytes(self.segment_id))
 
+    def with_generation(self, generation: int) -> "Descriptor":
+        """This descriptor naming ``generation`` of its segment (a segment recycled in place).
+
+        >>> Descriptor(dtype="|u1", shape=(), strides=(), buffer_len=1, file_len=1,
+        ...            generation=1).with_generation(2).generation
+        2
+        """
+        other = object.__new__(Descriptor)
+        other.__dict__.update(self.__dict__)
+        other.__dict__["generation"] = generation
+        return other
+
     @property
     def ndim(self) -> int:
         """The number of axes."""

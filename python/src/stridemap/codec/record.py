@@ -28,6 +28,7 @@ VERSION = (1, 0)
 _RESERVED = ((19, 1), (26, 6), (104, 24), (896, 124))
 _HEADER = struct.Struct("<8sHHIBBBBIH6xQQQQQQQ16s")  # bytes 0-103
 _SHAPE_AT, _STRIDES_AT, _PATH_AT, _CRC_AT = 128, 384, 640, 1020
+_GENERATION_AT = 80  # u64; no rule of SPEC §3 reads it
 _SLOTS = struct.Struct("<32Q")
 _STRIDE_SLOTS = struct.Struct("<32q")
 
@@ -63,6 +64,14 @@ def _first_nonzero(data, start, stop):
 # valid records are kept; at most _MEMO_SIZE of them (then the memo starts again).
 _memo = {}
 _MEMO_SIZE = 256
+# The same records by their bytes but the generation's and the checksum's: a record that
+# differs from one of them only in its generation (a segment recycled in place, handed again)
+# breaks a rule only if its checksum is wrong, which crc.patch checks with eight lookups.
+_memo_but_generation = {}
+
+
+def _but_generation(rec):
+    return rec[:_GENERATION_AT] + rec[_GENERATION_AT + 8:_CRC_AT]
 
 BYTES_LIKE = "bytes, bytearray, memoryview or another buffer"
 
@@ -89,11 +98,49 @@ def decode_fixed(buf: BytesLike) -> Descriptor:
     rec = bytes(buf[:SIZE])
     desc = _memo.get(rec)
     if desc is None:
+        desc = _decode_other_generation(rec)
+    if desc is None:
         desc = _decode_fixed(rec)
         if len(_memo) >= _MEMO_SIZE:
             _memo.clear()
+            _memo_but_generation.clear()
         _memo[rec] = desc
+        _memo_but_generation[_but_generation(rec)] = rec
     return desc
+
+
+def _decode_other_generation(rec):
+    """The Descriptor of ``rec`` from a decoded record that differs from it only in its
+    generation and checksum, when ``rec``'s checksum is the one that record's gives for it;
+    None otherwise (then it is decoded in full)."""
+    known = _memo_but_generation.get(_but_generation(rec))
+    if known is None:
+        return None
+    template = _memo.get(known)
+    if template is None:
+        return None
+    at, end = _GENERATION_AT, _GENERATION_AT + 8
+    crc = int.from_bytes(known[_CRC_AT:], "little")
+    if _crc.patch(crc, _CRC_AT, at, known[at:end], rec[at:end]) != int.from_bytes(
+            rec[_CRC_AT:], "little"):
+        return None
+    return template.with_generation(int.from_bytes(rec[at:end], "little"))
+
+
+def with_generation(rec: bytes, generation: int) -> bytes:
+    """The valid version 1.0 record ``rec`` (bytes) with ``generation`` in place of its own,
+    checksum updated: what :func:`encode` gives for the same descriptor at that generation.
+
+    >>> from stridemap import Descriptor
+    >>> d = Descriptor(dtype="<f8", shape=(2,), strides=(8,), buffer_len=16, file_len=16,
+    ...                path="/dev/shm/x/a", generation=1, segment_id=bytes(range(16)))
+    >>> with_generation(encode(d), 5) == encode(d.with_generation(5))
+    True
+    """
+    at, end = _GENERATION_AT, _GENERATION_AT + 8
+    new = generation.to_bytes(8, "little")
+    crc = _crc.patch(int.from_bytes(rec[_CRC_AT:], "little"), _CRC_AT, at, rec[at:end], new)
+    return rec[:at] + new + rec[end:_CRC_AT] + crc.to_bytes(4, "little")
 
 
 def _decode_fixed(rec):
