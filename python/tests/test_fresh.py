@@ -19,6 +19,17 @@ from stridemap.segments import uffd as _uffd
 from producer_util import open_fds, quiet
 
 
+
+@pytest.fixture(autouse=True)
+def new_segments_only(monkeypatch):
+    """These tests are about new segments: empty() recycles none here (segments.recycle)."""
+    from stridemap.segments import recycle
+
+    recycle.clear()
+    monkeypatch.setattr(recycle, "MAX_BYTES", 0)
+    yield
+    recycle.clear()
+
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of two pages and no size threshold, so small fills take the two-way path."""

@@ -27,6 +27,17 @@ MIB = 1 << 20
 ROOT = os.geteuid() == 0
 
 
+
+@pytest.fixture(autouse=True)
+def new_segments_only(monkeypatch):
+    """These tests are about new segments: empty() recycles none here (segments.recycle)."""
+    from stridemap.segments import recycle
+
+    recycle.clear()
+    monkeypatch.setattr(recycle, "MAX_BYTES", 0)
+    yield
+    recycle.clear()
+
 @pytest.fixture(autouse=True)
 def serial():
     """One test at a time across processes (the Rust tests change the same settings)."""

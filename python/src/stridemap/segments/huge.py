@@ -302,7 +302,8 @@ def hugetlbfs_page(path):
     return kb << 10 if kb else None
 
 
-def _check_mode(mode):
+def check_mode(mode):
+    """Raises ValueError unless ``mode`` is a ``huge_pages`` value."""
     if mode not in MODES:
         raise ValueError(f"huge_pages must be one of {MODES}, not {mode!r}")
 
@@ -310,7 +311,7 @@ def _check_mode(mode):
 def page_size_for(mode, kind, nbytes, temp_folder=None):
     """The huge page size a new segment of ``nbytes`` asks for, or None: never for "never",
     always for "require", from one huge page on for "auto"; always for a hugetlbfs root."""
-    _check_mode(mode)
+    check_mode(mode)
     if kind == "file":
         root = temp_folder or os.environ.get("STRIDEMAP_TEMP_FOLDER")
         if root and hugetlbfs_page(root):

@@ -55,6 +55,7 @@ class Produced(Segment):
         self.identity = (st.st_dev, st.st_ino)
         self._fs = lifetime.FileState(fd, plan.kind, name, folder)
         self._buf_addr = None
+        self._recyclable = False  # empty() made it: recycled once its arrays go (.recycle)
         self._finalizer = weakref.finalize(self, lifetime.release, self._fs)
         self._finalizer.atexit = False  # at exit the folder goes as a whole (_at_exit)
 

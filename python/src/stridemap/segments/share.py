@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..codec import errors
-from . import fill, fresh, lifetime
+from . import fill, fresh, huge, lease, lifetime, recycle
 from .backing import MAX_NDIM, Segment, address, backing, check_dtype, register, segment_of
 from .make import Produced, map_segment, new_segment, raise_if_no_space
 from .plan import KINDS_OF_SEGMENT, copy_layout
@@ -98,12 +98,17 @@ class SharedArray(np.ndarray):
 
 
 def _wrap(seg, mm, shape, dtype, strides, offset):
-    """The SharedArray over ``mm``, registered so views of it find ``seg``."""
-    seg._buf_addr = address(np.frombuffer(mm, dtype=np.uint8)) + seg.data_offset
-    arr = np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm, offset=seg.data_offset + offset,
-                             strides=strides)
+    """The SharedArray over ``mm``, registered so views of it find ``seg``. A segment that is
+    recycled when its arrays are gone (:mod:`.recycle`) gets a new use (:mod:`.lease`)."""
+    if seg._buf_addr is None:
+        seg._buf_addr = address(np.frombuffer(mm, dtype=np.uint8)) + seg.data_offset
     register(mm, seg)
-    return arr
+    if recycle.recyclable(seg):
+        arr = lease.view(mm, seg._buf_addr + offset, shape, dtype, strides, writable=True,
+                         on_gone=recycle.on_gone(seg, mm))
+        return arr.view(SharedArray)
+    return np.ndarray.__new__(SharedArray, shape, dtype, buffer=mm,
+                              offset=seg.data_offset + offset, strides=strides)
 
 
 def _check_array(a):
@@ -194,6 +199,15 @@ def share(array: npt.ArrayLike, *, kind: SegmentKind = "memfd",
     return shared
 
 
+def _base_pages(huge_pages, capacity):
+    """Whether a new memfd segment of ``capacity`` bytes would be in base pages (recycled ones
+    are); raises ValueError for an unknown ``huge_pages``."""
+    huge.check_mode(huge_pages)
+    if huge_pages != "auto" or capacity < huge.page_size():
+        return huge_pages != "require"
+    return huge.page_size_for("auto", "memfd", capacity) is None
+
+
 def _forget(key, ref):
     st = lifetime.state()
     with st.lock:
@@ -205,10 +219,16 @@ def _forget(key, ref):
 def empty(shape: int | Sequence[int], dtype: npt.DTypeLike, *, order: Literal["C", "F"] = "C",
           kind: SegmentKind = "memfd", temp_folder: str | os.PathLike[str] | None = None,
           huge_pages: HugePages = "auto") -> SharedArray:
-    """A writable :class:`SharedArray` (zeroed) in a new segment, to fill in place; then
-    :meth:`~SharedArray.freeze` it, or :func:`export` views of it with ``mode="r+"`` for
-    consumers that write their results into it. Errors and ``huge_pages`` as for
-    :func:`share`."""
+    """A writable :class:`SharedArray` to fill in place; then :meth:`~SharedArray.freeze` it,
+    or :func:`export` views of it with ``mode="r+"`` for consumers that write their results
+    into it, or hand it to another process as it is (a pool worker's result). Its contents are
+    unspecified, as ``numpy.empty``'s: zero in a new segment, what an earlier array left in a
+    recycled one.
+
+    A memfd in base pages that is never frozen is recycled (:mod:`.recycle`): once no array of
+    it lives in this process, the next ``empty()`` of a size that fits takes it again (no new
+    memfd, no page faults), unless another process still maps it. Errors and ``huge_pages`` as
+    for :func:`share`."""
     dt = np.dtype(dtype)
     check_dtype(dt)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
@@ -230,12 +250,19 @@ def empty(shape: int | Sequence[int], dtype: npt.DTypeLike, *, order: Literal["C
             strides[k] = acc
             acc *= shape[k]
         strides = tuple(strides)
+    if kind not in KINDS_OF_SEGMENT:
+        raise ValueError(f"kind must be one of {KINDS_OF_SEGMENT}, not {kind!r}")
+    again = recycle.take(capacity) if kind == "memfd" and _base_pages(huge_pages, capacity) \
+        else None
+    if again is not None:
+        return _wrap(*again, shape, dt, strides, 0)
     seg = new_segment(kind, capacity, temp_folder, huge_pages)
     try:
         mm = map_segment(seg, writable=True)
         # Large segments: the pages' first touch (zeroing, mapping) shared by two threads now,
         # so that filling in place runs at memcpy speed (.fresh).
         fresh.populate(mm, seg.data_offset, seg.file_len - seg.data_offset)
+        seg._recyclable = True
         return _wrap(seg, mm, shape, dt, strides, 0)
     except BaseException:
         seg._finalizer()

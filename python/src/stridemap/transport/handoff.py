@@ -50,10 +50,10 @@ import numpy as np
 from .. import forksafe
 from ..codec import errors
 from ..codec.decode import decode
-from ..codec.record import encode
+from ..codec.record import encode, with_generation
 from ..codec.rules import KINDS
 from ..reader import open_handed
-from ..segments import header
+from ..segments import header, recycle
 from ..segments.backing import segment_of, system_error
 from ..segments.export import Export, export
 from ..segments.make import Produced
@@ -460,16 +460,17 @@ def _is_memmap(seg):
 def export_for_receiver(view, *, copy_on_write=False):
     """``(record, handle, kind, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
     ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
-    locked shared (SPEC §7); what the file is, as its segment says: "memfd", or "file" for a
-    named one (opened by its path here, or received as a named file's fd and handed on); and
-    the mode the receiver maps with: "r+" for a writable view of a writable segment, else "r",
-    or "c" (copy-on-write) with ``copy_on_write``."""
+    locked shared (SPEC §7); what the file is, as its segment says: "memfd", "recyclable" (a
+    memfd its producer recycles in place once no process maps it: :mod:`..segments.recycle`),
+    or "file" for a named one (opened by its path here, or received as a named file's fd and
+    handed on); and the mode the receiver maps with: "r+" for a writable view of a writable
+    segment, else "r", or "c" (copy-on-write) with ``copy_on_write``."""
     mode = "r+" if view.flags.writeable else "r"
-    found = _frozen_memfd_record(view) if mode == "r" else None
-    lazy = _lazy_frozen_memfd(view, *found) if found is not None else None
+    found = _remembered_record(view, mode)
+    lazy = _lazy_offer(view, mode, *found) if found is not None else None
     if lazy is not None:
-        return (*lazy, "memfd", "c" if copy_on_write else "r")
-    quick = _export_frozen_memfd(*found) if found is not None else None
+        return (*lazy, _kind_of(found[0]), _receiver_mode(mode, copy_on_write))
+    quick = _export_remembered(*found, mode) if found is not None else None
     try:
         ex = quick or export(view, mode=mode)
     except (ValueError, errors.StridemapError):
@@ -487,7 +488,6 @@ def export_for_receiver(view, *, copy_on_write=False):
             generation = desc.generation
         elif generation is None:
             generation = decode(record).generation
-        kind = "file" if getattr(ex.segment, "kind", None) in ("file", "memmap") else "memfd"
         header.lock_shared(fd, wait=generation != 0)
         try:
             handle = _dup_for_receiver(fd, view, ex.segment)
@@ -496,44 +496,63 @@ def export_for_receiver(view, *, copy_on_write=False):
     finally:
         if fd is not None:
             os.close(fd)
-    return record, handle, kind, "c" if copy_on_write and mode == "r" else mode
+    return record, handle, _kind_of(ex.segment), _receiver_mode(mode, copy_on_write)
 
 
-# Records of views of frozen memfd segments, per segment: a repeated handoff of the same view
-# (the same array shared again, as a pool does call after call) skips describing it (about
-# 40 us of the 120 us a sender spends). Only frozen memfds: everything in their records but the
-# view's geometry is fixed for the segment's life, so the geometry is the whole key.
+def _kind_of(seg):
+    kind = getattr(seg, "kind", None)
+    if kind in ("file", "memmap"):
+        return "file"
+    return "recyclable" if isinstance(seg, Produced) and recycle.recyclable(seg) else "memfd"
+
+
+def _receiver_mode(mode, copy_on_write):
+    return "c" if copy_on_write and mode == "r" else mode
+
+
+# Records of views of memfd segments whose records only the view's geometry changes, per
+# segment: frozen ones, and recycled ones (where a later generation's record is the earlier
+# one's with the generation and checksum patched). A repeated handoff of the same view (the
+# same array shared again, as a pool does call after call; a worker's result in a recycled
+# segment) skips describing it (about 40 us of the 120 us a sender spends).
 _records = weakref.WeakKeyDictionary()
 _records_lock = forksafe.Lock()
 _RECORDS_PER_SEGMENT = 64
 
 
-def _frozen_memfd_record(view):
-    """``(segment, record)`` of a view of a frozen memfd segment, its record remembered per
-    segment; None for any other view."""
+def _remembered_record(view, mode):
+    """``(segment, record)`` of a view granted ``mode`` of a frozen (mode "r") or recycled
+    memfd segment, its record remembered per segment; None for any other view."""
     seg = segment_of(view)
-    if not isinstance(seg, Produced) or seg.kind != "memfd" or not seg.frozen:
+    if not isinstance(seg, Produced) or seg.kind != "memfd":
+        return None
+    if not (seg.frozen and mode == "r") and not recycle.recyclable(seg):
         return None
     iface = view.__array_interface__
-    key = (iface["data"][0], view.shape, view.strides, view.dtype.str)
+    key = (mode, iface["data"][0], view.shape, view.strides, view.dtype.str)
+    generation = seg.generation
     with _records_lock:
         try:
             records = _records.setdefault(seg, {})
         except TypeError:  # not weakly referable: no memory of it
-            return seg, seg.describe(view, "r")
-        record = records.get(key)
-    if record is None:
-        record = seg.describe(view, "r")
-        with _records_lock:
-            if len(records) >= _RECORDS_PER_SEGMENT:
-                records.clear()
-            records[key] = record
+            return seg, seg.describe(view, mode)
+        known = records.get(key)
+    if known is not None and known[0] == generation:
+        return seg, known[1]
+    if known is not None:
+        record = with_generation(known[1], generation)
+    else:
+        record = seg.describe(view, mode)
+    with _records_lock:
+        if len(records) >= _RECORDS_PER_SEGMENT:
+            records.clear()
+        records[key] = (generation, record)
     return seg, record
 
 
-def _lazy_frozen_memfd(view, seg, record):
-    """``(record, handle)`` of a lazy offer for ``view`` of the frozen memfd segment ``seg``
-    (``record`` its record, :func:`_frozen_memfd_record`) when every process connected to this
+def _lazy_offer(view, mode, seg, record):
+    """``(record, handle)`` of a lazy offer for ``view`` of the memfd segment ``seg``
+    (``record`` its record, :func:`_remembered_record`) when every process connected to this
     one's fd channel maps ``seg`` already (it fetched or released an offer of it): no fd is made
     unless a receiver asks for one (one whose mapping went, or a new one). None otherwise (an fd
     is made now, which the receiver may take without a round trip)."""
@@ -542,8 +561,8 @@ def _lazy_frozen_memfd(view, seg, record):
     if not channel.mapped_by_every_peer(seg):
         return None
 
-    def make(seg=seg):
-        fd = seg.new_fd("r")
+    def make(seg=seg, mode=mode):
+        fd = seg.new_fd(mode)
         try:
             header.lock_shared(fd, wait=True)
         except BaseException:
@@ -558,10 +577,10 @@ def _lazy_frozen_memfd(view, seg, record):
         return None  # no channel: the usual way
 
 
-def _export_frozen_memfd(seg, record):
-    """``stridemap.export(view, mode="r")`` for a view of the frozen memfd segment ``seg`` whose
+def _export_remembered(seg, record, mode):
+    """``stridemap.export(view, mode=mode)`` for a view of the memfd segment ``seg`` whose
     record (remembered per segment) is ``record``."""
-    fd = seg.new_fd("r")
+    fd = seg.new_fd(mode)
     try:
         return Export(record, fd, seg)
     except BaseException:
@@ -662,6 +681,9 @@ def _ensure_exit_wait():
     """Register the wait at exit, once per process. Early (at install, at the first receipt):
     multiprocessing's exit function lists its finalizers before it flushes the queues, whose
     feeder threads pickle, and so make handles, while it runs."""
+    fin = _pending["finalizer"]
+    if _pending["pid"] == os.getpid() and fin is not None and fin.still_active():
+        return  # registered in this process, and not cleared since
     with _pending_lock:
         if _pending["pid"] != os.getpid():  # a fork starts with no handles of its own
             _pending["pid"] = os.getpid()
@@ -819,7 +841,8 @@ _LE = np.little_endian
 def _rebuild(record, handle, kind, mode, policy):
     """The receiving end: map the descriptor's fd (then close it) and return the array, or,
     when that fails, a stand-in that raises the error where it is used (never raised here).
-    ``kind`` is the sender's word for the fd: "file" (a named file's), else a memfd's."""
+    ``kind`` is the sender's word for the fd: "file" (a named file's), else a memfd's
+    ("recyclable": one its producer recycles in place, kept as :mod:`.mapcache` says)."""
     if _installed is None or _provisional:
         install(policy)  # results and onward tasks go back the same way
     _ensure_exit_wait()
@@ -831,7 +854,7 @@ def _rebuild(record, handle, kind, mode, policy):
         return unreceived.stand_in(e)
     key = None
     if mode != "c":  # a private copy-on-write map is never shared by two arrays
-        key = mapcache.key_of(_sender_of(handle), desc, mode, named)
+        key = mapcache.key_of(_sender_of(handle), desc, mode, named, kind == "recyclable")
         hit = mapcache.lookup(key, desc)
         if hit is not None:
             _release(handle)
@@ -846,8 +869,7 @@ def _rebuild(record, handle, kind, mode, policy):
         return unreceived.stand_in(e)
     finally:
         os.close(fd)
-    mapcache.remember(key, array)
-    return _as_shared(array)
+    return _as_shared(mapcache.remember(key, array))
 
 
 def _sender_of(handle):

@@ -17,11 +17,27 @@ can still be truncated by its owner: a hit on one needs the fd kept for handing 
 Only segments (``generation`` != 0, a segment id) are kept: a plain file has no generation
 that says it is unchanged.
 
+A segment its producer recycles in place (the sender says "recyclable": a pool worker's
+``stridemap.empty()`` results, :mod:`stridemap.segments.recycle`) is kept another way (SPEC §6,
+reusing a mapping, case 3, and §7.1): keyed without the generation, by sender, segment id and
+mode granted, with a duplicate of the fd its first receive checked (the same open file
+description, so the same lock). Its arrays are of a use (:mod:`stridemap.segments.lease`), and
+when the last array of every use is gone the shared lock is let go (``LOCK_UN``) while the
+mapping stays: the producer may then recycle the segment. A later descriptor of it is served
+from the mapping after the shared lock is taken again (``LOCK_SH | LOCK_NB``; busy is a miss)
+and the header read again through that fd matches it (O10: the generation it names is the
+segment's now); device, inode, file length and buffer must be the ones first checked, and the
+memfd's length was sealed then (O9). While a use lives the lock is held, so only its own
+generation is served. A fork while a use lives pins the entry: its lock is never let go (the
+child may hold the use's arrays), and only that generation is served.
+
 >>> stats()["entries"] >= 0
 True
 """
 
 import collections
+import fcntl
+import functools
 import mmap
 import os
 import threading
@@ -31,7 +47,7 @@ import weakref
 import numpy as np
 
 from .. import forksafe
-from ..segments import backing
+from ..segments import backing, header, lease
 
 GRACE = float(os.environ.get("STRIDEMAP_MAP_GRACE", "1.0"))
 HELD = 32
@@ -41,12 +57,30 @@ _lock = forksafe.Lock()
 _entries = {}  # key -> weakref(mmap)
 _held = collections.OrderedDict()  # key -> (mmap, deadline): kept alive for the grace
 _state = {"pid": None, "sweeper": None, "hits": 0, "misses": 0}
+_recycled = collections.OrderedDict()  # key -> _Recycled, least recently served first
+_ended = collections.deque()  # (_Recycled, forked) of uses that ended, not yet counted
 
 
-def key_of(sender, desc, granted, named):
-    """The cache key of a record ``desc`` handed by ``sender``, or None when it is not kept."""
+class _Recycled:
+    """A kept mapping of a segment recycled in place: see the module."""
+
+    __slots__ = ("mm", "seg", "fd", "generation", "uses", "pinned", "deadline")
+
+    def __init__(self, mm, seg, fd, generation):
+        self.mm, self.seg, self.fd, self.generation = mm, seg, fd, generation
+        self.uses, self.pinned = 1, False
+        self.deadline = time.monotonic() + GRACE
+
+
+def key_of(sender, desc, granted, named, recycled=False):
+    """The cache key of a record ``desc`` handed by ``sender``, or None when it is not kept.
+    ``recycled``: the sender says its producer recycles the segment in place."""
     if desc.generation == 0 or desc.segment_id == bytes(16) or desc.buffer_len == 0:
         return None
+    if recycled:
+        if sender is None or granted == "c" or named:
+            return None
+        return ("recycled", sender, desc.segment_id, granted)
     return (sender, desc.segment_id, desc.generation, granted, named)
 
 
@@ -54,6 +88,8 @@ def lookup(key, desc):
     """The array ``desc`` describes, viewed in the mapping kept under ``key``; None on a miss."""
     if key is None:
         return None
+    if key[0] == "recycled":
+        return _serve_recycled(key, desc)
     with _lock:
         gone = _reset_if_forked()
         ref = _entries.get(key)
@@ -89,13 +125,107 @@ def _still_whole(seg, desc):
         return False
 
 
+def _same_file(d, desc):
+    return d is not None and (d.device, d.inode, d.file_len, d.buffer_offset, d.buffer_len) == (
+        desc.device, desc.inode, desc.file_len, desc.buffer_offset, desc.buffer_len)
+
+
+def _serve_recycled(key, desc):
+    gone = []
+    with _lock:
+        gone.append(_reset_if_forked())
+        _count_ended()
+        e = _recycled.get(key)
+        if e is None or not _same_file(getattr(e.seg, "_desc", None), desc):
+            e = None
+        elif e.uses == 0 and not e.pinned:
+            if not _lock_and_check(e, desc):
+                e = None
+        elif desc.generation != e.generation:
+            e = None  # the lock is held: no other generation can be the segment's now
+        if e is not None:
+            e.uses += 1
+            _recycled.move_to_end(key)
+            _state["hits"] += 1
+        else:
+            _state["misses"] += 1
+    del gone
+    _count_ended_if_free()
+    if e is None:
+        return None
+    try:
+        return lease.view(e.mm, e.seg._buf_addr + desc.offset, desc.shape, desc.dtype,
+                          desc.strides, writable=key[3] == "r+",
+                          on_gone=functools.partial(_use_ended, e))
+    except BaseException:
+        _use_ended(e, False)
+        raise
+
+
+def _lock_and_check(e, desc):  # with _lock held
+    """SPEC §7.1 and O10 again on the kept open file description, for ``desc``'s generation."""
+    try:
+        fcntl.flock(e.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False  # being recycled right now, or gone: received anew
+    try:
+        found = header.read_header(e.fd)
+    except OSError:
+        found = None
+    if found is None or not found.matches(desc):
+        _unlock(e)
+        return False
+    e.generation = desc.generation
+    e.seg._desc = desc
+    e.seg.generation = desc.generation
+    return True
+
+
+def _unlock(e):
+    try:
+        fcntl.flock(e.fd, fcntl.LOCK_UN)
+    except OSError:
+        pass
+
+
+def _use_ended(e, forked):
+    # A lease's callback (.segments.lease): it may run while this thread holds _lock, so it
+    # queues, and counts only if the lock is free.
+    _ended.append((e, forked))
+    _count_ended_if_free()
+
+
+def _count_ended_if_free():
+    while _ended and _lock.acquire(blocking=False):
+        try:
+            _count_ended()
+        finally:
+            _lock.release()
+
+
+def _count_ended():  # with _lock held
+    now = time.monotonic()
+    while _ended:
+        e, forked = _ended.popleft()
+        if forked:
+            e.pinned = True
+        e.uses -= 1
+        if e.uses == 0:
+            e.deadline = now + GRACE
+            if not e.pinned:
+                _unlock(e)
+
+
 def remember(key, array):
-    """Keep the mapping behind ``array`` (just received) under ``key``."""
+    """Keep the mapping behind ``array`` (just received) under ``key``; returns the array to
+    hand out (for a recycled segment, the same view as a use of the kept mapping)."""
     if key is None:
-        return
+        return array
     mm, _ = backing.backing(array)
     if mm is None:
-        return
+        return array
+    if key[0] == "recycled":
+        return _remember_recycled(key, mm, array)
     gone = []  # mappings let go of: unmapped after the lock is released
     with _lock:
         gone.append(_reset_if_forked())
@@ -107,6 +237,28 @@ def remember(key, array):
             gone.append(_held.popitem(last=False))
         _start_sweeper()
     del gone
+    return array
+
+
+def _remember_recycled(key, mm, array):
+    seg = backing._mappings.get(mm)
+    fd = getattr(seg, "_fd", None)
+    if fd is None:  # no fd kept (kept_fds_cap): its lock lives with the mapping, as usual
+        return array
+    e = _Recycled(mm, seg, fd, seg._desc.generation)
+    out = lease.view(mm, array.__array_interface__["data"][0], array.shape, array.dtype,
+                     array.strides, writable=array.flags.writeable,
+                     on_gone=functools.partial(_use_ended, e))
+    gone = []
+    with _lock:
+        gone.append(_reset_if_forked())
+        gone.append(_recycled.pop(key, None))
+        _recycled[key] = e
+        while len(_recycled) > HELD:
+            gone.append(_recycled.popitem(last=False))
+        _start_sweeper()
+    del gone
+    return out
 
 
 def _forget(key):
@@ -122,26 +274,34 @@ def sweep(now=None):
     """Let go of the mappings whose grace is over (arrays of them keep them alive still)."""
     now = time.monotonic() if now is None else now
     with _lock:
+        _count_ended()
         expired = [k for k, (_, deadline) in _held.items() if deadline <= now]
         gone = [_held.pop(k) for k in expired]
+        expired = [k for k, e in _recycled.items() if e.uses == 0 and e.deadline <= now]
+        gone.extend(_recycled.pop(k) for k in expired)
     del gone  # unmapped here, outside the lock, when no array holds them
 
 
 def clear():
     """Let go of every kept mapping now (arrays of them keep them alive still)."""
     with _lock:
-        gone = list(_held.values())
+        _count_ended()
+        gone = list(_held.values()) + list(_recycled.values())
         _held.clear()
+        _recycled.clear()
     del gone
 
 
 def stats():
-    """``{"entries", "held", "hits", "misses"}``: live keys, mappings kept for their grace,
-    and the lookups of this process."""
+    """``{"entries", "held", "recycled", "locked", "hits", "misses"}``: live keys, mappings
+    kept for their grace, kept mappings of recycled segments and how many of them hold their
+    lock (a use lives), and the lookups of this process."""
     with _lock:
+        _count_ended()
         live = sum(1 for r in _entries.values() if r() is not None)
-        return {"entries": live, "held": len(_held), "hits": _state["hits"],
-                "misses": _state["misses"]}
+        return {"entries": live, "held": len(_held), "recycled": len(_recycled),
+                "locked": sum(1 for e in _recycled.values() if e.uses or e.pinned),
+                "hits": _state["hits"], "misses": _state["misses"]}
 
 
 def _count(what):
@@ -165,7 +325,7 @@ def _sweep_loop():
         time.sleep(period)
         sweep()
         with _lock:
-            if _held:
+            if _held or _recycled:
                 idle_since = None
             elif idle_since is None:
                 idle_since = time.monotonic()
@@ -180,11 +340,14 @@ def _reset_if_forked():  # with _lock held; returns what the caller lets go of a
     if _state["pid"] != os.getpid():
         _state.update(pid=os.getpid(), sweeper=None, hits=0, misses=0)
         _entries.clear()
-        gone = list(_held.values())
+        gone = list(_held.values()) + list(_recycled.values())
         _held.clear()
+        _recycled.clear()
+        _ended.clear()
         return gone
     return None
 
 
-os.register_at_fork(after_in_child=lambda: (_entries.clear(), _held.clear(),
+os.register_at_fork(after_in_child=lambda: (_entries.clear(), _held.clear(), _recycled.clear(),
+                                            _ended.clear(),
                                             _state.update(pid=None, sweeper=None)))

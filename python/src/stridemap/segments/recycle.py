@@ -1,0 +1,236 @@
+"""A producer's recycled segments: :func:`stridemap.empty` takes a segment that an earlier
+``empty()`` array let go of before it makes a new one.
+
+A new segment costs a memfd, a map, and a page fault and a zeroed page per 4 KiB as it is
+filled; a pool worker that returns a result per task pays that every task (issue #21). A
+recycled one costs two ``flock`` calls and a 64-byte header write, and its pages are there.
+
+Which segments: memfds in base pages made by ``empty()`` (a frozen one is sealed for good and
+never comes back; a named file's recycling is not worth its unlink rules). Once no array of a
+segment lives in this process (:mod:`.lease`: every view ended), it waits here, mapped, with
+its fd. ``empty()`` of ``n`` bytes takes the smallest waiting segment of ``n`` to
+``2 n + 1 MiB`` bytes that no other process maps: its exclusive lock (SPEC §7.3) is taken
+with ``LOCK_EX | LOCK_NB``, which fails while any receiver holds its shared lock, so a
+consumer's view never changes under it. Then the header gets the next generation (SPEC §8):
+a descriptor of the earlier use that arrives late is refused (O10); the lock goes back to
+shared. The contents are what the earlier use left (as ``numpy.empty``'s are whatever was
+there).
+
+Bounds: at most :data:`MAX_COUNT` segments and :data:`MAX_BYTES` bytes wait at once (the
+oldest go first); one waiting :data:`KEEP_SECONDS` is let go (a thread checks). Forks: a
+child starts with none waiting, and a use that was live when the process forked never comes
+back (the child may still hold arrays of it: :mod:`.lease`).
+
+>>> import stridemap
+>>> a = stridemap.empty(1000, "<f8")
+>>> seg, gen = a.segment, a.segment.generation
+>>> del a
+>>> b = stridemap.empty(1000, "<f8")
+>>> b.segment is seg, seg.generation - gen
+(True, 1)
+"""
+
+import collections
+import fcntl
+import functools
+import os
+import threading
+import time
+
+from .. import forksafe
+from .header import encode_header
+
+MAX_COUNT = 8
+KEEP_SECONDS = float(os.environ.get("STRIDEMAP_RECYCLE_SECONDS", "5"))
+_LOOSE = 1 << 20  # a segment of up to 2 n + this many bytes serves a request of n
+
+
+def _max_bytes():
+    env = os.environ.get("STRIDEMAP_RECYCLE_BYTES")
+    if env is not None:
+        return max(int(env), 0)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 16 << 30
+    return min(2 << 30, total // 16)
+
+
+#: At most this many bytes of segments wait for reuse: ``STRIDEMAP_RECYCLE_BYTES``, else 2 GiB
+#: or a sixteenth of the machine's memory when that is less. Segments larger are never kept.
+MAX_BYTES = _max_bytes()
+
+
+_lock = forksafe.Lock()
+_free = []  # [(seg, mm, since)], oldest first
+_returned = collections.deque()  # (seg, mm) whose last array went, not yet in _free
+_state = {"pid": os.getpid(), "sweeper": None, "taken": 0, "made": 0}
+
+
+def recyclable(seg):
+    """Whether ``seg`` (a :class:`~.make.Produced`) comes back here when its arrays are gone."""
+    return (getattr(seg, "kind", None) == "memfd" and not seg.frozen
+            and not seg.huge_plan.huge and seg.capacity > 0 and seg.file_len <= MAX_BYTES
+            and getattr(seg, "_recyclable", False))
+
+
+#: Called (without arguments) before :func:`take` looks: what holds arrays for receivers that
+#: may have let go of them already learns so (the fd channel reads its mailboxes).
+before_take = []
+
+
+def take(capacity):
+    """``(seg, mm)``: a waiting segment of at least ``capacity`` data bytes, recycled (next
+    generation, shared lock), with its writable map; None when none fits or all are mapped
+    elsewhere."""
+    if capacity <= 0:
+        return None
+    for hook in before_take:
+        hook()
+    gone = []
+    with _lock:
+        _reset_if_forked(gone)
+        _drain(gone)
+        fits = sorted((e for e in _free if capacity <= e[0].capacity <= 2 * capacity + _LOOSE),
+                      key=lambda e: e[0].capacity)
+        for entry in fits:
+            if _recycle(entry[0]):
+                _free.remove(entry)
+                _state["taken"] += 1
+                return entry[0], entry[1]
+    del gone
+    return None
+
+
+def _recycle(seg):
+    """SPEC §7.3 and §8: the exclusive lock (no other process maps ``seg``), the next
+    generation's header, the shared lock again. False when another process maps it."""
+    fd = seg.fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared one
+        return False
+    try:
+        generation = seg.generation + 1
+        head = encode_header(seg.segment_id, generation, capacity=seg.capacity,
+                             owner_pid=os.getpid(), data_offset=seg.data_offset)
+        if os.pwrite(fd, head, 0) != len(head):
+            return False
+        seg.generation = generation
+        return True
+    except OSError:
+        return False
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def on_gone(seg, mm):
+    """The callback for the lease of a use of ``seg`` (:func:`.lease.view`)."""
+    return functools.partial(_returns, seg, mm)
+
+
+def _returns(seg, mm, forked):
+    # Runs wherever the last array went (a finalizer): queue, then take the lock only if free.
+    if forked or not recyclable(seg):
+        return  # let go: seg and mm go with this call's references
+    _returned.append((seg, mm))
+    if _lock.acquire(blocking=False):
+        gone = []
+        try:
+            _reset_if_forked(gone)
+            _drain(gone)
+        finally:
+            _lock.release()
+        del gone
+
+
+def _drain(gone):  # with _lock held; what is let go is appended to gone
+    now = time.monotonic()
+    while _returned:
+        seg, mm = _returned.popleft()
+        if recyclable(seg):
+            _free.append((seg, mm, now))
+    budget = MAX_BYTES
+    total = sum(e[0].file_len for e in _free)
+    while _free and (len(_free) > MAX_COUNT or total > budget):
+        e = _free.pop(0)
+        total -= e[0].file_len
+        gone.append(e)
+    if _free:
+        _start_sweeper()
+
+
+def sweep(now=None):
+    """Let go of the segments waiting longer than :data:`KEEP_SECONDS`."""
+    now = time.monotonic() if now is None else now
+    gone = []
+    with _lock:
+        _reset_if_forked(gone)
+        _drain(gone)
+        keep = [e for e in _free if now - e[2] < KEEP_SECONDS]
+        gone.extend(e for e in _free if now - e[2] >= KEEP_SECONDS)
+        _free[:] = keep
+    del gone
+
+
+def clear():
+    """Let go of every waiting segment now."""
+    gone = []
+    with _lock:
+        _drain(gone)
+        gone.extend(_free)
+        _free.clear()
+    del gone
+
+
+def stats():
+    """``{"waiting", "bytes", "taken"}``: segments waiting now, their bytes, and how many
+    ``empty()`` calls of this process took a recycled one."""
+    gone = []
+    with _lock:
+        _reset_if_forked(gone)
+        _drain(gone)
+        out = {"waiting": len(_free), "bytes": sum(e[0].file_len for e in _free),
+               "taken": _state["taken"]}
+    del gone
+    return out
+
+
+def _start_sweeper():  # with _lock held
+    t = _state["sweeper"]
+    if t is not None and t.is_alive():
+        return
+    t = threading.Thread(target=_sweep_loop, name="stridemap-recycle", daemon=True)
+    _state["sweeper"] = t
+    try:
+        t.start()
+    except RuntimeError:  # no thread to be had: waiting segments go at the next take
+        _state["sweeper"] = None
+
+
+def _sweep_loop():
+    while True:
+        time.sleep(max(KEEP_SECONDS / 2, 0.05))
+        sweep()
+        with _lock:
+            if not _free:
+                _state["sweeper"] = None
+                return
+
+
+def _reset_if_forked(gone):  # with _lock held
+    if _state["pid"] != os.getpid():
+        _state.update(pid=os.getpid(), sweeper=None, taken=0)
+        gone.extend(_free)
+        _free.clear()
+        _returned.clear()
+
+
+def _after_fork_in_child():
+    _free.clear()
+    _returned.clear()
+    _state.update(pid=os.getpid(), sweeper=None, taken=0)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,175 @@
+"""Issue #21, the results path: a receiver keeps its mapping of a segment its producer recycles
+in place (transport.mapcache, SPEC §6 case 3b): a later generation is served from it only
+after the shared lock is taken again and the header matches (O10); a result the receiver
+holds is never recycled under it; a fork pins what was live; nothing stays once the arrays
+and the grace are gone."""
+
+import concurrent.futures
+import dataclasses
+import gc
+import multiprocessing
+import os
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+import stridemap
+import stridemap.pools
+from stridemap.codec.decode import decode
+from stridemap.segments import recycle
+from stridemap.transport import channel, mapcache
+from multiprocessing import reduction
+
+dumps = reduction.ForkingPickler.dumps
+
+
+def make(value, n=1000):
+    """In a worker: a result in a (recycled) segment, filled with ``value``."""
+    a = stridemap.empty(n, "<f8")
+    a[:] = value
+    return a
+
+
+def worker_stats(_=None):
+    return recycle.stats(), mapcache.stats()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    stridemap.pools.install()
+    ctx = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx,
+                                                initializer=stridemap.pools.install) as p:
+        p.submit(worker_stats).result()
+        yield p
+
+
+def test_results_come_back_exact_from_one_recycled_segment(pool):
+    before = mapcache.stats()
+    taken0 = pool.submit(worker_stats).result()[0]["taken"]
+    ids = set()
+    for i in range(40):
+        r = pool.submit(make, float(i)).result()
+        assert r.shape == (1000,) and bool((r == float(i)).all()), i
+        ids.add(stridemap.segment_of(r).segment_id)
+        del r
+    after = mapcache.stats()
+    taken = pool.submit(worker_stats).result()[0]["taken"] - taken0
+    assert len(ids) <= 2, f"{len(ids)} segments for 40 results dropped one by one"
+    assert taken >= 35 and after["hits"] - before["hits"] >= 35, (taken, before, after)
+
+
+def test_a_result_held_is_never_recycled_under_it(pool):
+    held = [pool.submit(make, float(i)).result() for i in range(6)]
+    ids = [stridemap.segment_of(r).segment_id for r in held]
+    assert len(set(ids)) == 6, "two live results share a segment"
+    for i in range(30):  # many more, dropped at once: recycled, never into the held ones
+        r = pool.submit(make, -1.0).result()
+        assert stridemap.segment_of(r).segment_id not in ids
+        del r
+    for i, r in enumerate(held):
+        assert bool((r == float(i)).all()), f"held result {i} changed"
+
+
+def _received(a):
+    """``a`` handed to this very process through the pools' pickle (its own fd channel)."""
+    return pickle.loads(dumps(a))
+
+
+def test_a_stale_or_replaced_descriptor_is_never_served():
+    stridemap.pools.install()
+    recycle.clear()
+    mapcache.clear()
+    a = stridemap.empty(1000, "<f8")
+    a[:] = 1.0
+    seg = a.segment
+    record = stridemap.export(a, mode="r+")
+    record.close()
+    old = decode(record.record)
+    got = _received(a)
+    assert bool((got == 1.0).all())
+    key = mapcache.key_of(channel._listening(), old, "r+", False, recycled=True)
+    assert mapcache.stats()["locked"] == 1
+    del a, got
+    gc.collect()
+    assert mapcache.stats()["locked"] == 0, "the lock stayed with no view left"
+    b = stridemap.empty(1000, "<f8")
+    assert b.segment is seg and seg.generation == old.generation + 1
+    b[:] = 2.0
+    # the earlier generation: its lock is taken again, the header says otherwise: a miss
+    assert mapcache.lookup(key, old) is None
+    assert mapcache.stats()["locked"] == 0
+    new = dataclasses.replace(old, generation=seg.generation)
+    for change in (dict(inode=old.inode + 1), dict(device=old.device + 1),
+                   dict(file_len=old.file_len + 4096)):  # a replaced segment
+        assert mapcache.lookup(key, dataclasses.replace(new, **change)) is None, change
+    hit = mapcache.lookup(key, new)
+    assert hit is not None and bool((hit == 2.0).all())
+    assert mapcache.stats()["locked"] == 1
+    del b
+    assert recycle.stats()["waiting"] == 1
+    c = stridemap.empty(1000, "<f8")
+    assert c.segment is not seg, "recycled while a receiver's view lived"
+    del hit, c
+    gc.collect()
+
+
+def test_a_fork_pins_what_was_live(tmp_path):
+    stridemap.pools.install()
+    recycle.clear()
+    mapcache.clear()
+    a = stridemap.empty(1000, "<f8")
+    a[:] = 3.0
+    seg = a.segment
+    got = _received(a)
+    del a
+    r, w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.close(go_w)
+        os.read(go_r, 1)
+        os.write(w, b"1" if bool((got == 3.0).all()) else b"0")
+        os._exit(0)
+    os.close(w)
+    os.close(go_r)
+    try:
+        del got
+        gc.collect()
+        assert mapcache.stats()["locked"] == 1, "the lock went while the child holds the view"
+        b = stridemap.empty(1000, "<f8")
+        assert b.segment is not seg
+        b[:] = -1.0
+        os.write(go_w, b"x")
+        assert os.read(r, 1) == b"1", "the child's view changed"
+    finally:
+        os.close(go_w)  # the child's read returns (empty) if the write above never came
+        os.waitpid(pid, 0)
+        os.close(r)
+    mapcache.clear()
+
+
+def test_nothing_stays_once_the_arrays_and_the_grace_are_gone():
+    stridemap.pools.install()
+    recycle.clear()
+    mapcache.clear()
+    gc.collect()
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(5):
+        a = stridemap.empty(1000 + 600 * i, "<f8")
+        a[:] = float(i)
+        got = _received(a)
+        assert bool((got == float(i)).all())
+        del a, got
+    st = mapcache.stats()
+    assert st["recycled"] >= 1 and st["locked"] == 0, st
+    mapcache.sweep(now=time.monotonic() + mapcache.GRACE + 1)
+    recycle.clear()
+    channel.pending()
+    gc.collect()
+    st = mapcache.stats()
+    assert st["recycled"] == 0 and st["locked"] == 0 and st["held"] == 0, st
+    assert len(os.listdir("/proc/self/fd")) <= fds, "fds stayed behind"

@@ -1,0 +1,166 @@
+"""Issue #21, the results path: ``stridemap.empty()`` recycles a segment whose arrays are all
+gone (segments.recycle), never one another process still maps, never a frozen one, never one
+whose use was live at a fork; a descriptor of an earlier use is refused (O10); what waits is
+bounded in count, bytes and time."""
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+import stridemap
+from stridemap.segments import recycle
+
+
+@pytest.fixture(autouse=True)
+def nothing_waiting():
+    recycle.clear()
+    yield
+    recycle.clear()
+
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_segment_comes_back_with_the_next_generation():
+    a = stridemap.empty(1000, "<f8")
+    seg, gen = a.segment, a.segment.generation
+    a[:] = 7.0
+    view = a[::3]
+    del a
+    assert recycle.stats()["waiting"] == 0, "a view still lives: the segment is in use"
+    del view
+    assert recycle.stats()["waiting"] == 1
+    b = stridemap.empty((10, 100), "<f8")
+    assert b.segment is seg and seg.generation == gen + 1
+    assert recycle.stats()["waiting"] == 0
+    assert b.flags.writeable and b.shape == (10, 100)
+    b[:] = 1.0  # its own map stays writable
+    assert float(b.sum()) == 1000.0
+
+
+def test_a_frozen_segment_never_comes_back():
+    a = stridemap.empty(1000, "<f8").freeze()
+    seg = a.segment
+    del a
+    assert recycle.stats()["waiting"] == 0
+    assert stridemap.empty(1000, "<f8").segment is not seg
+
+
+def test_a_segment_another_reader_maps_is_not_recycled_and_its_view_stays():
+    a = stridemap.empty(1000, "<f8")
+    a[:] = np.arange(1000.0)
+    ex = stridemap.export(a)
+    try:
+        reader = stridemap.open(ex.record, fd=ex.fd)  # its own open file description, locked
+    finally:
+        ex.close()
+    seg = a.segment
+    del a
+    assert recycle.stats()["waiting"] == 1
+    b = stridemap.empty(1000, "<f8")
+    assert b.segment is not seg, "recycled under a reader's shared lock"
+    b[:] = -1.0
+    assert reader.tolist() == list(np.arange(1000.0))
+    del b
+    del reader
+    gc.collect()
+    c = stridemap.empty(1000, "<f8")
+    assert c.segment is seg or c.segment.generation > 1  # a free one came back
+
+
+def test_a_descriptor_of_an_earlier_use_is_refused():
+    a = stridemap.empty(100, "<f8")
+    ex = stridemap.export(a)
+    old_record = ex.record
+    ex.close()
+    seg = a.segment
+    del a
+    b = stridemap.empty(100, "<f8")
+    assert b.segment is seg
+    ex = stridemap.export(b)
+    try:
+        with pytest.raises(stridemap.StaleSegment, match="O10"):
+            stridemap.open(old_record, fd=ex.fd)
+        assert stridemap.open(ex.record, fd=ex.fd).shape == (100,)
+    finally:
+        ex.close()
+
+
+def test_sizes_that_fit_and_sizes_that_do_not():
+    a = stridemap.empty(1 << 20, "u1")
+    seg = a.segment
+    del a
+    larger = stridemap.empty(3 << 20, "u1")
+    assert larger.segment is not seg  # too small for it
+    assert recycle.stats()["waiting"] == 1
+    small = stridemap.empty(100, "u1")  # up to 2 n + 1 MiB serves n: 1 MiB serves anything
+    assert small.segment is seg
+    del small
+    big = stridemap.empty(3 << 20, "u1")  # 8 MiB would not serve 3 MiB
+    seg8 = stridemap.empty(8 << 20, "u1").segment
+    assert recycle.stats()["waiting"] == 2
+    assert stridemap.empty(3 << 20, "u1").segment is not seg8
+    assert big.segment is not seg8
+
+
+def test_count_bytes_and_time_are_bounded(monkeypatch):
+    monkeypatch.setattr(recycle, "MAX_COUNT", 2)
+    arrays = [stridemap.empty(1000 + i, "u1") for i in range(4)]
+    del arrays
+    assert recycle.stats()["waiting"] == 2
+    recycle.clear()
+    monkeypatch.setattr(recycle, "MAX_BYTES", 64 << 10)
+    big = stridemap.empty(1 << 20, "u1")
+    assert not recycle.recyclable(big.segment)
+    del big
+    assert recycle.stats()["waiting"] == 0
+    monkeypatch.setattr(recycle, "MAX_BYTES", 1 << 30)
+    before = fds()
+    a = stridemap.empty(1000, "u1")
+    del a
+    assert recycle.stats()["waiting"] == 1
+    recycle.sweep(now=__import__("time").monotonic() + recycle.KEEP_SECONDS + 1)
+    assert recycle.stats()["waiting"] == 0
+    gc.collect()
+    assert fds() <= before, "a segment let go of kept its fd"
+
+
+def test_named_huge_and_empty_segments_are_not_recycled(tmp_path):
+    a = stridemap.empty(1000, "u1", kind="file", temp_folder=tmp_path)
+    assert not recycle.recyclable(a.segment)
+    z = stridemap.empty(0, "u1")
+    del a, z
+    assert recycle.stats()["waiting"] == 0
+
+
+def test_a_use_live_at_a_fork_never_comes_back():
+    a = stridemap.empty(1000, "<f8")
+    a[:] = 5.0
+    seg = a.segment
+    r, w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child keeps the array it inherited and checks it after the parent
+        os.close(r)
+        os.close(go_w)
+        os.read(go_r, 1)
+        ok = bool((a == 5.0).all())
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    os.close(go_r)
+    try:
+        del a
+        assert recycle.stats()["waiting"] == 0, "a use live at a fork came back"
+        b = stridemap.empty(1000, "<f8")
+        assert b.segment is not seg
+        b[:] = -1.0
+        os.write(go_w, b"x")
+        assert os.read(r, 1) == b"1", "the child's inherited array changed"
+    finally:
+        os.close(go_w)  # the child's read returns (empty) if the write above never came
+        os.waitpid(pid, 0)
+        os.close(r)
