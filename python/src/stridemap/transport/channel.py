@@ -17,7 +17,19 @@ The wire (both ends are in this file):
   the key), or ``b"\\x00"`` (a wrong key) and closes;
 - then requests, each an op byte and an id (16 bytes): ``b"\\x01"`` (fetch) is answered
   ``b"\\x01"`` plus the fd or ``b"\\x00"``; ``b"\\x02"`` (release: the receiver maps the
-  segment already and needs no fd) is not answered: the sender lets go of what it offered.
+  segment already and needs no fd) is not answered: the sender lets go of what it offered;
+  ``b"\\x03"`` (mailbox, id all zero) turns the connection into the receiver's *mailbox*
+  (below).
+
+Releases need no answer, and need not be acted on at once: they go to a second connection,
+the mailbox, which the sender does not watch (no wake-up of its serving thread, which on a busy
+machine, or a virtual one, costs the receiver tens of microseconds per release and the sender a
+thread that competes with its work). The sender reads its mailboxes when it needs to know what
+was released (:func:`drain_mailboxes`): before it offers (so that an offer of a segment every
+peer maps is lazy), when it counts what is pending (the wait at exit), before it recycles a
+segment (:mod:`stridemap.segments.recycle`), and every :data:`MAILBOX_PERIOD` seconds while it
+has offers out. A mailbox that is full (the sender reads none) sends the release on the
+connection itself, as before.
 
 Ids are 16 random bytes (``secrets``): a peer that has the key and one id cannot work out the
 ids offered to other receivers.
@@ -67,6 +79,7 @@ from multiprocessing import util as _mp_util
 
 from .. import forksafe
 from ..codec import errors
+from ..segments import recycle
 
 log = logging.getLogger("stridemap.pools")
 
@@ -83,7 +96,8 @@ _HELLO = len(_MAGIC) + _NONCE
 _ANSWER = _NONCE + _MAC
 _ACCEPTED, _REFUSED = b"\x01", b"\x00"
 _FOUND, _MISSING = b"\x01", b"\x00"
-_FETCH, _RELEASE = b"\x01", b"\x02"
+_FETCH, _RELEASE, _MAILBOX = b"\x01", b"\x02", b"\x03"
+MAILBOX_PERIOD = 0.05  # seconds between reads of the mailboxes while offers are out
 _REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
@@ -114,7 +128,8 @@ def _settle_tempfile():
 
 _settle_tempfile()
 _lock = forksafe.Lock()
-_state = {"pid": None, "address": None, "listener": None, "epoll": None}
+_state = {"pid": None, "address": None, "listener": None, "epoll": None, "wake": None,
+          "idle": False}
 _offered = {}  # id -> (fd, keep, make, holding): fd None for a lazy offer (made by make())
 # Segments (the ``holding`` of offers) -> pids of the peers that fetched or released an offer of
 # them: those map it (or did lately). An offer of a segment every connected peer maps is lazy.
@@ -124,6 +139,8 @@ _holders_lock = forksafe.Lock()
 _deferred = collections.deque()
 _served = {}  # the connections this process's serving thread holds -> the peer's pid, once
 # authenticated (None before)
+_mailboxes = {}  # the peers' mailbox connections -> [pid, bytes of a request not all read yet]
+_mailboxes_lock = forksafe.Lock()
 
 
 def _authkey():
@@ -137,22 +154,27 @@ def _listening():
             return _state["address"]
         address = _mp_connection.arbitrary_address("AF_UNIX")  # in multiprocessing's 0700 folder
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ep = None
+        ep = wake = None
         try:
             sock.bind(address)
             sock.listen(64)
             sock.setblocking(False)
             ep = select.epoll()
             ep.register(sock.fileno(), select.EPOLLIN)
+            wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            ep.register(wake, select.EPOLLIN)
         except BaseException:
             sock.close()
             if ep is not None:
                 ep.close()
+            if wake is not None:
+                os.close(wake)
             raise
-        server = _Server(sock, ep)
+        server = _Server(sock, ep, wake)
         t = threading.Thread(target=server.run, name="stridemap-fd-channel", daemon=True)
         t.start()
-        _state.update(pid=os.getpid(), address=address, listener=sock, epoll=ep)
+        _state.update(pid=os.getpid(), address=address, listener=sock, epoll=ep, wake=wake,
+                      idle=False)
         # The socket file goes with multiprocessing's temp folder at exit; remove it earlier
         # (and only in this process) when the process exits normally.
         _mp_util.Finalize(None, _unlink_if_mine, args=(address, os.getpid()), exitpriority=-50)
@@ -182,8 +204,8 @@ class _Server:
     """The serving thread of one process: accepts, authenticates and answers every connection
     to its listener, with bounded fds and no thread per peer (module docstring)."""
 
-    def __init__(self, listener, ep):
-        self.listener, self.ep = listener, ep
+    def __init__(self, listener, ep, wake):
+        self.listener, self.ep, self.wake = listener, ep, wake
         self.lfd = listener.fileno()
         self.peers = {}  # fd -> _Peer
         self.pending = collections.OrderedDict()  # fd -> _Peer not yet authenticated, oldest first
@@ -206,6 +228,12 @@ class _Server:
                     if not self._accept():
                         return
                     continue
+                if fd == self.wake:
+                    try:
+                        os.eventfd_read(self.wake)
+                    except OSError:
+                        pass
+                    continue
                 peer = self.peers.get(fd)
                 if peer is None:
                     continue
@@ -218,6 +246,7 @@ class _Server:
                     if self._close(peer):
                         gone = True
             _withdraw_deferred()
+            drain_mailboxes()
             now = time.monotonic()
             if gone or (self.prune_at is not None and now >= self.prune_at):
                 # A process of the pool went (a worker's connection to us ends when it exits):
@@ -243,10 +272,16 @@ class _Server:
     def _timeout(self):
         """Seconds until the next handshake deadline or the end of a pause; -1: none."""
         ends = [t for t in (self.paused_until, self.prune_at) if t is not None]
+        # Idle first, offers second; offer() the other way round: either this thread sees the
+        # new offer and polls with a timeout, or offer() sees it idle and wakes it.
+        _state["idle"] = True
+        if _mailboxes and _offered:
+            ends.append(time.monotonic() + MAILBOX_PERIOD)
         if self.pending:
             ends.append(next(iter(self.pending.values())).deadline)
         if not ends:
             return -1
+        _state["idle"] = False
         return max(min(ends) - time.monotonic(), 0) + 0.001
 
     def _accept(self):
@@ -339,7 +374,23 @@ class _Server:
         peer.got = 0
         if peer.deadline is not None:
             return self._authenticate(peer)
+        if peer.buf[:1] == _MAILBOX:
+            self._to_mailbox(peer)
+            return True
         return _answer(peer.sock, bytes(peer.buf), peer.pid)
+
+    def _to_mailbox(self, peer):
+        """``peer``'s connection is its mailbox from now on: no longer watched (or counted as
+        a peer), read by :func:`drain_mailboxes`."""
+        try:
+            self.ep.unregister(peer.fd)
+        except (OSError, ValueError):
+            pass
+        self.peers.pop(peer.fd, None)
+        with _lock:
+            _served.pop(peer.sock, None)
+        with _mailboxes_lock:
+            _mailboxes[peer.sock] = [peer.pid, b""]
 
     def _authenticate(self, peer):
         key = _authkey()
@@ -360,25 +411,71 @@ class _Server:
         return True
 
 
-def _answer(sock, request, pid=None):
-    """One request: the fd offered under its id (then closed here), or none; or a release,
-    not answered. False when the connection is to be closed."""
-    op, ident = request[:1], request[1:]
+def _taken(ident, pid):
+    """The offer under ``ident``, taken out (None when there is none); ``pid`` maps its
+    segment from now on."""
     with _lock:
         entry = _offered.pop(ident, None)
-    if entry is not None and entry[3] is not None and op in (_RELEASE, _FETCH):
+    if entry is not None and entry[3] is not None:
         with _holders_lock:
             try:
                 _holders.setdefault(entry[3], set()).add(pid)
             except TypeError:  # not weakly referable: never lazy
                 pass
+    return entry
+
+
+def _released(ident, pid):
+    entry = _taken(ident, pid)
+    if entry is not None and entry[0] is not None:
+        os.close(entry[0])
+
+
+def drain_mailboxes():
+    """Act on the releases waiting in the peers' mailboxes (module docstring); a mailbox whose
+    peer closed it is closed. Never blocks: another thread draining them is left to it."""
+    if not _mailboxes or not _mailboxes_lock.acquire(blocking=False):
+        return
+    try:
+        for sock, box in list(_mailboxes.items()):
+            data, closed = box[1], False
+            while True:
+                try:
+                    more = sock.recv(64 * _REQUEST, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    closed = True
+                    break
+                if not more:
+                    closed = True
+                    break
+                data += more
+            whole = len(data) - len(data) % _REQUEST
+            for at in range(0, whole, _REQUEST):
+                if data[at:at + 1] == _RELEASE:
+                    _released(data[at + 1:at + _REQUEST], box[0])
+                else:  # a mailbox takes releases only
+                    closed = True
+                    break
+            box[1] = data[whole:]
+            if closed:
+                del _mailboxes[sock]
+                sock.close()
+    finally:
+        _mailboxes_lock.release()
+
+
+def _answer(sock, request, pid=None):
+    """One request: the fd offered under its id (then closed here), or none; or a release,
+    not answered. False when the connection is to be closed."""
+    op, ident = request[:1], request[1:]
     if op == _RELEASE:
-        if entry is not None and entry[0] is not None:
-            os.close(entry[0])
-        del entry
+        _released(ident, pid)
         return True
     if op != _FETCH:
         return False
+    entry = _taken(ident, pid)
     try:
         if entry is None:
             return sock.send(_MISSING) == 1
@@ -497,6 +594,7 @@ def offer(fd, keep, holding=None, make=None):
     offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
     already asks for nothing), and no receiver can take it from this process's fd table."""
     _withdraw_deferred()
+    drain_mailboxes()
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
     owner = owner_of_thread()
@@ -509,6 +607,12 @@ def offer(fd, keep, holding=None, make=None):
     stack = getattr(_scopes, "stack", None)
     if stack:
         stack[-1].append(ident)
+    if _state["idle"] and _mailboxes:  # it must read the mailboxes while offers are out
+        _state["idle"] = False
+        try:
+            os.eventfd_write(_state["wake"], 1)
+        except (OSError, TypeError):
+            pass
     return ChannelFd(address, ident, os.getpid(), -1 if fd is None else fd)
 
 
@@ -516,6 +620,7 @@ def mapped_by_every_peer(holding):
     """Whether every process connected to this one's channel has fetched or released an offer
     of ``holding`` (so maps it, or did lately): then an offer of it may be lazy."""
     me = os.getpid()
+    drain_mailboxes()
     with _lock:
         if _state["pid"] != me:
             return False
@@ -529,8 +634,9 @@ def mapped_by_every_peer(holding):
 
 
 def pending():
-    """How many offered fds no receiver has fetched yet."""
+    """How many offered fds no receiver has fetched (or released) yet."""
     _withdraw_deferred()
+    drain_mailboxes()
     with _lock:
         return len(_offered) if _state["pid"] == os.getpid() else 0
 
@@ -565,19 +671,56 @@ class _Unreachable(Exception):
 
 
 class _Conn:
-    __slots__ = ("sock", "lock", "pid", "pidfd", "take")
+    __slots__ = ("address", "sock", "lock", "pid", "pidfd", "take", "mailbox")
 
     def __init__(self, address):
+        self.address = address
         self.sock = _connect(address)
         self.lock = forksafe.Lock()
         self.pid = self.pidfd = None
         self.take = _pidfd_getfd is not None  # False once the kernel refused it for this peer
+        self.mailbox = None  # made on the first release; False: none to be had from this peer
 
     def close(self):
         self.sock.close()
+        if self.mailbox:
+            self.mailbox.close()
+        self.mailbox = None
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+    def release(self, ident):
+        """Send a release, to the mailbox where one can be had and takes it now, else on the
+        connection itself. Called with ``lock`` held; raises OSError when the connection is
+        broken."""
+        message = _RELEASE + ident
+        if self.mailbox is None:
+            try:
+                box = _handshake(self.address, HANDSHAKE_TIMEOUT)
+            except Exception:  # noqa: BLE001 - the connection itself carries the releases
+                self.mailbox = False
+            else:
+                try:
+                    box.sendall(_MAILBOX + bytes(ID_SIZE))
+                    self.mailbox = box
+                except OSError:
+                    box.close()
+                    self.mailbox = False
+        if self.mailbox:
+            try:
+                sent = self.mailbox.send(message, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0  # full: the sender has not read it lately
+            except OSError:
+                self.mailbox.close()
+                self.mailbox, sent = False, 0
+            if sent == len(message):
+                return
+            if sent:  # a part went: the rest must follow it there (the sender reads it soon)
+                self.mailbox.sendall(message[sent:])
+                return
+        self.sock.sendall(message)
 
 
 def _syscall_pidfd_getfd():
@@ -786,7 +929,7 @@ class ChannelFd:
                 fd = _take(c, self.pid, self.fdnum, expect)
                 if fd is not None:
                     try:
-                        c.sock.sendall(_RELEASE + self.ident)
+                        c.release(self.ident)
                     except OSError:
                         _drop(self.address, c)
                     return fd
@@ -814,7 +957,7 @@ class ChannelFd:
             return
         with c.lock:
             try:
-                c.sock.sendall(_RELEASE + self.ident)
+                c.release(self.ident)
             except OSError:
                 _drop(self.address, c)
 
@@ -877,13 +1020,24 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
         except OSError:
             pass
     _served.clear()
+    for sock in list(_mailboxes):
+        try:
+            sock.close()
+        except OSError:
+            pass
+    _mailboxes.clear()
     for what in ("listener", "epoll"):  # this process's copies; the file and the parent's stay
         if _state[what] is not None:
             try:
                 _state[what].close()
             except OSError:
                 pass
-    _state.update(pid=None, address=None, listener=None, epoll=None)
+    if _state["wake"] is not None:
+        try:
+            os.close(_state["wake"])
+        except OSError:
+            pass
+    _state.update(pid=None, address=None, listener=None, epoll=None, wake=None, idle=False)
     for c in list(_conns.values()):
         try:
             c.close()
@@ -893,3 +1047,4 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+recycle.before_take.append(drain_mailboxes)
