@@ -19,6 +19,17 @@ the receiver's:
   segment (``transport.mapcache``: decode and lookup);
 - ``unpickle (miss)`` / ``unpickle (hit)``: the whole receive.
 
+The results path (a worker's ``stridemap.empty()`` handed back, :mod:`..segments.recycle`):
+
+- ``empty() (new segment)`` / ``empty() (recycled)``: making the array, a new memfd (mapped,
+  its pages populated above the threshold) against one taken back (two ``flock`` calls, a
+  header);
+- ``pickle (recycled)``: the sender's record of the next generation (patched, not described)
+  and its offer;
+- ``unpickle (hit, recycled)``: the receive from the kept mapping: the record decoded (its
+  checksum patched), the shared lock taken again, the header read again (O10), the use;
+- ``release (mailbox)``: telling the sender, into its mailbox (no wake-up).
+
 Run alone as ``python -m stridemap.bench.breakdown``; ``python -m stridemap.bench`` prints it
 after its tables.
 """
@@ -120,6 +131,8 @@ def measure(nbytes=1 << 20):
         loads(data)
     os.close(fd0)
 
+    out.update(_results(nbytes))
+
     block = shared_memory.SharedMemory(create=True, size=nbytes)
     try:
         def attach():
@@ -134,8 +147,57 @@ def measure(nbytes=1 << 20):
     return out
 
 
+def _results(nbytes):
+    """The results path's steps (module docstring), in this process."""
+    from multiprocessing import reduction
+
+    from stridemap.segments import recycle
+
+    n = nbytes // 8
+    out = {}
+    recycle.clear()
+    saved = recycle.MAX_BYTES
+    recycle.MAX_BYTES = 0  # new segments only
+    try:
+        out["empty() (new segment)"] = _median_us(lambda: stridemap.empty(n, "<f8"),
+                                                  rounds=3, per_round=10)
+    finally:
+        recycle.MAX_BYTES = saved
+    out["empty() (recycled)"] = _median_us(lambda: stridemap.empty(n, "<f8"))
+    dumps, loads = reduction.ForkingPickler.dumps, reduction.ForkingPickler.loads
+
+    def pickled():
+        return dumps(stridemap.empty(n, "<f8"))
+
+    loads(pickled())  # mapped once, kept
+    arrays = [stridemap.empty(n, "<f8")]
+
+    def received(data):  # received and dropped (the receiver's lock let go), the next made
+        loads(data)
+        arrays.append(stridemap.empty(n, "<f8"))
+
+    out["pickle (recycled)"] = _median_us(lambda: dumps(arrays.pop()), after=received)
+    arrays.clear()
+    ready = [pickled()]
+    out["unpickle (hit, recycled)"] = _median_us(lambda: loads(ready.pop()),
+                                                 after=lambda _: ready.append(pickled()))
+    for data in ready:
+        loads(data)
+    c = channel._connection(channel._listening())
+    ident = bytes(channel.ID_SIZE)
+
+    def release():
+        with c.lock:
+            c.release(ident)
+
+    out["release (mailbox)"] = _median_us(release)
+    mapcache.clear()
+    recycle.clear()
+    return out
+
+
 def _remembered(s):
-    ex = handoff._export_frozen_memfd(*handoff._frozen_memfd_record(s))
+    ex = handoff._export_remembered(*handoff._remembered_record(s, "r"), "r")
     os.close(ex.fd)
 
 

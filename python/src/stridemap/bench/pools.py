@@ -133,10 +133,10 @@ def make_block(n):
 
 
 def make_shared(n):
-    """A new array in a stridemap segment; its descriptor goes back."""
+    """A new array in a stridemap segment (``empty()``: recycled once the parent let go of an
+    earlier one); its descriptor goes back."""
     a = stridemap.empty((n,), "<f8")
     a.fill(1.0)
-    a.freeze()
     return a, time.perf_counter()
 
 
@@ -376,10 +376,13 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
     bench = Bench()
     medians = {}
     try:
-        # Warm up: start the workers of both pools and loky's.
+        # Warm up: start the workers of both pools and loky's, and the connections each way
+        # between the parent and the workers (a result comes back the other way).
         warm = np.arange(MIB // 8, dtype="<f8")
         for way in WAYS:
             bench.hand(way, warm, repeated=False)
+            for _ in range(4):
+                bench.result(way, MIB // 8)
         bench.forget(warm)
         for nbytes in sizes:
             n = nbytes // 8
