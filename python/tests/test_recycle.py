@@ -164,3 +164,20 @@ def test_a_use_live_at_a_fork_never_comes_back():
         os.close(go_w)  # the child's read returns (empty) if the write above never came
         os.waitpid(pid, 0)
         os.close(r)
+
+
+def test_a_process_exits_with_arrays_alive_and_segments_waiting():
+    """Arrays let go of at interpreter exit return their segments from finalizers: nothing may
+    start a thread then (it hung the exit)."""
+    import subprocess
+    import sys
+
+    code = ("import stridemap, time\n"
+            "keep = []\n"
+            "for i in range(200):\n"
+            "    s = stridemap.empty(1000 + 512 * i, '<f8')\n"
+            "    keep.append(s.segment.describe(s, 'r+'))\n"
+            "time.sleep(3.5)\n")  # past the sweeper's first round: it may have ended
+    env = dict(os.environ, STRIDEMAP_RECYCLE_SECONDS="1",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)

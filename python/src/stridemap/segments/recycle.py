@@ -34,6 +34,7 @@ import collections
 import fcntl
 import functools
 import os
+import sys
 import threading
 import time
 
@@ -64,7 +65,9 @@ MAX_BYTES = _max_bytes()
 _lock = forksafe.Lock()
 _free = []  # [(seg, mm, since)], oldest first
 _returned = collections.deque()  # (seg, mm) whose last array went, not yet in _free
-_state = {"pid": os.getpid(), "sweeper": None, "taken": 0, "made": 0}
+# "uses": uses begun (counted under _lock); "ended": uses ended (counted in the callbacks, a
+# lost count keeps the sweeper alive, nothing worse).
+_state = {"pid": os.getpid(), "sweeper": None, "taken": 0, "uses": 0, "ended": 0}
 
 
 def recyclable(seg):
@@ -126,13 +129,19 @@ def _recycle(seg):
 
 
 def on_gone(seg, mm):
-    """The callback for the lease of a use of ``seg`` (:func:`.lease.view`)."""
+    """The callback for the lease of a new use of ``seg`` (:func:`.lease.view`); the use is
+    counted, and the thread that lets go of waiting segments in time is started (here, never
+    in the callback: a thread started from a finalizer can deadlock, and hangs at exit)."""
+    with _lock:
+        _state["uses"] += 1
+        _start_sweeper()
     return functools.partial(_returns, seg, mm)
 
 
 def _returns(seg, mm, forked):
     # Runs wherever the last array went (a finalizer): queue, then take the lock only if free.
-    if forked or not recyclable(seg):
+    _state["ended"] += 1
+    if forked or sys.is_finalizing() or not recyclable(seg):
         return  # let go: seg and mm go with this call's references
     _returned.append((seg, mm))
     if _lock.acquire(blocking=False):
@@ -157,8 +166,6 @@ def _drain(gone):  # with _lock held; what is let go is appended to gone
         e = _free.pop(0)
         total -= e[0].file_len
         gone.append(e)
-    if _free:
-        _start_sweeper()
 
 
 def sweep(now=None):
@@ -197,9 +204,9 @@ def stats():
     return out
 
 
-def _start_sweeper():  # with _lock held
+def _start_sweeper():  # with _lock held; never from a finalizer
     t = _state["sweeper"]
-    if t is not None and t.is_alive():
+    if (t is not None and t.is_alive()) or sys.is_finalizing():
         return
     t = threading.Thread(target=_sweep_loop, name="stridemap-recycle", daemon=True)
     _state["sweeper"] = t
@@ -213,15 +220,15 @@ def _sweep_loop():
     while True:
         time.sleep(max(KEEP_SECONDS / 2, 0.05))
         sweep()
-        with _lock:
-            if not _free:
+        with _lock:  # gone once nothing waits and no use that could come back lives
+            if not _free and not _returned and _state["ended"] >= _state["uses"]:
                 _state["sweeper"] = None
                 return
 
 
 def _reset_if_forked(gone):  # with _lock held
     if _state["pid"] != os.getpid():
-        _state.update(pid=os.getpid(), sweeper=None, taken=0)
+        _state.update(pid=os.getpid(), sweeper=None, taken=0, uses=0, ended=0)
         gone.extend(_free)
         _free.clear()
         _returned.clear()
@@ -230,7 +237,7 @@ def _reset_if_forked(gone):  # with _lock held
 def _after_fork_in_child():
     _free.clear()
     _returned.clear()
-    _state.update(pid=os.getpid(), sweeper=None, taken=0)
+    _state.update(pid=os.getpid(), sweeper=None, taken=0, uses=0, ended=0)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

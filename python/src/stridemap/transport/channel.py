@@ -247,6 +247,8 @@ class _Server:
                         gone = True
             _withdraw_deferred()
             drain_mailboxes()
+            while _to_drop:
+                _to_drop.popleft()
             now = time.monotonic()
             if gone or (self.prune_at is not None and now >= self.prune_at):
                 # A process of the pool went (a worker's connection to us ends when it exits):
@@ -426,16 +428,28 @@ def _taken(ident, pid):
 
 
 def _released(ident, pid):
+    """The offer under ``ident`` let go of (its fd closed); what it kept is returned, for the
+    caller to let go of."""
     entry = _taken(ident, pid)
-    if entry is not None and entry[0] is not None:
+    if entry is None:
+        return None
+    if entry[0] is not None:
         os.close(entry[0])
+    return entry[1]
 
 
-def drain_mailboxes():
+# What released offers kept (their arrays), let go of by the serving thread: the last array of
+# a segment can take long to go (a large segment's pages freed), which an offer must not wait.
+_to_drop = collections.deque()
+
+
+def drain_mailboxes(defer=False):
     """Act on the releases waiting in the peers' mailboxes (module docstring); a mailbox whose
-    peer closed it is closed. Never blocks: another thread draining them is left to it."""
+    peer closed it is closed. Never blocks: another thread draining them is left to it. With
+    ``defer``, what the releases kept is let go of by the serving thread."""
     if not _mailboxes or not _mailboxes_lock.acquire(blocking=False):
         return
+    kept = []
     try:
         for sock, box in list(_mailboxes.items()):
             data, closed = box[1], False
@@ -454,7 +468,7 @@ def drain_mailboxes():
             whole = len(data) - len(data) % _REQUEST
             for at in range(0, whole, _REQUEST):
                 if data[at:at + 1] == _RELEASE:
-                    _released(data[at + 1:at + _REQUEST], box[0])
+                    kept.append(_released(data[at + 1:at + _REQUEST], box[0]))
                 else:  # a mailbox takes releases only
                     closed = True
                     break
@@ -464,6 +478,18 @@ def drain_mailboxes():
                 sock.close()
     finally:
         _mailboxes_lock.release()
+    if defer and any(k is not None for k in kept):
+        _to_drop.append(kept)
+        _wake_server()
+    del kept
+
+
+def _wake_server():
+    _state["idle"] = False
+    try:
+        os.eventfd_write(_state["wake"], 1)
+    except (OSError, TypeError):
+        pass
 
 
 def _answer(sock, request, pid=None):
@@ -594,7 +620,7 @@ def offer(fd, keep, holding=None, make=None):
     offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
     already asks for nothing), and no receiver can take it from this process's fd table."""
     _withdraw_deferred()
-    drain_mailboxes()
+    drain_mailboxes(defer=True)
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
     owner = owner_of_thread()
@@ -608,11 +634,7 @@ def offer(fd, keep, holding=None, make=None):
     if stack:
         stack[-1].append(ident)
     if _state["idle"] and _mailboxes:  # it must read the mailboxes while offers are out
-        _state["idle"] = False
-        try:
-            os.eventfd_write(_state["wake"], 1)
-        except (OSError, TypeError):
-            pass
+        _wake_server()
     return ChannelFd(address, ident, os.getpid(), -1 if fd is None else fd)
 
 
@@ -620,7 +642,7 @@ def mapped_by_every_peer(holding):
     """Whether every process connected to this one's channel has fetched or released an offer
     of ``holding`` (so maps it, or did lately): then an offer of it may be lazy."""
     me = os.getpid()
-    drain_mailboxes()
+    drain_mailboxes(defer=True)
     with _lock:
         if _state["pid"] != me:
             return False
@@ -1014,6 +1036,7 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
     _offered.clear()
     _holders.clear()
     _deferred.clear()
+    _to_drop.clear()
     for sock in list(_served):  # a copy: the parent's thread still serves it; EOF must reach
         try:                    # the receiver when the parent goes, whatever this child does
             sock.close()

@@ -29,7 +29,9 @@ and the header read again through that fd matches it (O10: the generation it nam
 segment's now); device, inode, file length and buffer must be the ones first checked, and the
 memfd's length was sealed then (O9). While a use lives the lock is held, so only its own
 generation is served. A fork while a use lives pins the entry: its lock is never let go (the
-child may hold the use's arrays), and only that generation is served.
+child may hold the use's arrays), and only that generation is served. Such a mapping is kept
+:data:`RECYCLED_GRACE` seconds after its last view went (as long as its producer keeps the
+segment waiting), and at most ``recycle.MAX_BYTES`` of them.
 
 >>> stats()["entries"] >= 0
 True
@@ -47,9 +49,13 @@ import weakref
 import numpy as np
 
 from .. import forksafe
-from ..segments import backing, header, lease
+from ..segments import backing, header, lease, recycle
 
 GRACE = float(os.environ.get("STRIDEMAP_MAP_GRACE", "1.0"))
+# A segment recycled in place waits in its producer for recycle.KEEP_SECONDS: its mapping is
+# kept as long (the next result in it is a hit), and at most recycle.MAX_BYTES of such mappings
+# with no view (what a producer let go of meanwhile is memory only they still hold).
+RECYCLED_GRACE = max(GRACE, recycle.KEEP_SECONDS)
 HELD = 32
 IDLE_EXIT = 10.0  # seconds the sweeping thread waits with nothing to sweep before it ends
 
@@ -69,7 +75,7 @@ class _Recycled:
     def __init__(self, mm, seg, fd, generation):
         self.mm, self.seg, self.fd, self.generation = mm, seg, fd, generation
         self.uses, self.pinned = 1, False
-        self.deadline = time.monotonic() + GRACE
+        self.deadline = time.monotonic() + RECYCLED_GRACE
 
 
 def key_of(sender, desc, granted, named, recycled=False):
@@ -211,7 +217,7 @@ def _count_ended():  # with _lock held
             e.pinned = True
         e.uses -= 1
         if e.uses == 0:
-            e.deadline = now + GRACE
+            e.deadline = now + RECYCLED_GRACE
             if not e.pinned:
                 _unlock(e)
 
@@ -279,6 +285,13 @@ def sweep(now=None):
         gone = [_held.pop(k) for k in expired]
         expired = [k for k, e in _recycled.items() if e.uses == 0 and e.deadline <= now]
         gone.extend(_recycled.pop(k) for k in expired)
+        idle = [(k, e) for k, e in _recycled.items() if e.uses == 0]  # least recent first
+        total = sum(e.seg._desc.file_len for _, e in idle)
+        for k, e in idle:
+            if total <= recycle.MAX_BYTES:
+                break
+            total -= e.seg._desc.file_len
+            gone.append(_recycled.pop(k))
     del gone  # unmapped here, outside the lock, when no array holds them
 
 
