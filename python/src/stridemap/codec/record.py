@@ -143,7 +143,7 @@ def with_generation(rec: bytes, generation: int) -> bytes:
     return rec[:at] + new + rec[end:_CRC_AT] + crc.to_bytes(4, "little")
 
 
-def _decode_fixed(rec):
+def _decode_fixed(rec, checksummed=False):
     (magic, major, minor, flags, byteorder, kind, ndim, _, itemsize, path_len,
      buffer_offset, buffer_len, offset, file_len, device, inode, generation,
      segment_id) = _HEADER.unpack_from(rec)
@@ -155,7 +155,7 @@ def _decode_fixed(rec):
             f"R3: unsupported version {major}.{minor}: this reader knows major version 1"
         )
     stored = int.from_bytes(rec[_CRC_AT:], "little")
-    computed = crc32c(rec[:_CRC_AT])
+    computed = stored if checksummed else crc32c(rec[:_CRC_AT])
     if stored != computed:
         raise errors.BadChecksum(
             f"R4: CRC-32C mismatch: record says {stored:#010x}, bytes give {computed:#010x}"
@@ -260,5 +260,12 @@ def encode(desc: Descriptor) -> bytes:
         raise ValueError(f"a field does not fit its record slot: {e}") from None
     rec[_PATH_AT:_PATH_AT + len(path)] = path
     rec[_CRC_AT:] = crc32c(rec[:_CRC_AT]).to_bytes(4, "little")
-    decode_fixed(rec)
-    return bytes(rec)
+    rec = bytes(rec)
+    if rec not in _memo:  # the rules checked as a reader checks them, the checksum just made
+        desc = _decode_fixed(rec, checksummed=True)
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+            _memo_but_generation.clear()
+        _memo[rec] = desc
+        _memo_but_generation[_but_generation(rec)] = rec
+    return rec
