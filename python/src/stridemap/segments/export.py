@@ -8,6 +8,7 @@ import numpy as np
 
 from ..codec import errors
 from ..codec.descriptor import Mode
+from . import header
 from .backing import Segment, segment_of
 
 
@@ -18,7 +19,9 @@ class Export:
     """What a receiver needs for one view: ``record`` (the 1024-byte descriptor), ``fd`` (for a
     memfd: a new open file description made for this receiver, close-on-exec, owned by the
     caller, which passes it beside the record and closes it; None for a file opened by path)
-    and ``segment``, which keeps the segment (and a named file) alive while this lives."""
+    and ``segment``, which keeps the segment (and a named file) alive while this lives. A
+    memfd segment's ``fd`` carries the receiver's shared lock (SPEC §7), so the producer
+    cannot recycle the segment while the fd or a mapping made from it lives anywhere."""
 
     __slots__ = ("record", "fd", "segment", "__weakref__")
 
@@ -69,4 +72,15 @@ def export(view: np.ndarray, *, mode: Mode = "r") -> Export:
     any other array.
     """
     seg, record = describe_view(view, mode)
-    return Export(record, seg.new_fd(mode), seg)
+    fd = seg.new_fd(mode)
+    if fd is not None and seg.generation:
+        # The receiver's lock of SPEC §7, taken for it now on the open file description it
+        # gets: from here until it lets go of its fd and mapping, the producer cannot recycle
+        # the segment (an empty() array dropped after the export, :mod:`.recycle`), so the
+        # descriptor stays good until it is opened.
+        try:
+            header.lock_shared(fd, wait=True)
+        except BaseException:
+            os.close(fd)
+            raise
+    return Export(record, fd, seg)

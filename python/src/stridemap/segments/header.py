@@ -110,14 +110,15 @@ _GENERATION_AT = 32
 
 def _other_generation(buf):
     known = _memo_but_generation.get(buf[:_GENERATION_AT] + buf[_GENERATION_AT + 8:60])
-    if known is None or known not in _memo:
+    template = _memo.get(known) if known is not None else None
+    if template is None:  # (another thread may have cleared the memo meanwhile)
         return None
     at, end = _GENERATION_AT, _GENERATION_AT + 8
     crc = patch(int.from_bytes(known[60:], "little"), 60, at, known[at:end], buf[at:end])
     generation = int.from_bytes(buf[at:end], "little")
     if crc != int.from_bytes(buf[60:], "little") or generation < 1:
         return None
-    return dataclasses.replace(_memo[known], generation=generation)
+    return dataclasses.replace(template, generation=generation)
 
 
 def _decode_header(buf):

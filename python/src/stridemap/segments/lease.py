@@ -1,6 +1,6 @@
 """One use of a mapping, whose end is seen: arrays whose base is a :class:`Lease`.
 
-A segment that is recycled in place (:mod:`.recycle`, :mod:`stridemap.transport.recycled`) is
+A segment that is recycled in place (:mod:`.recycle`, :mod:`stridemap.transport.mapcache`) is
 mapped once and used again and again, so the end of a use cannot be the end of the mapping. An
 array made by :func:`view` has a fresh ``Lease`` as its base, and every view of that array
 keeps the array, hence the lease, alive (numpy stops collapsing a view's base at an object

@@ -28,7 +28,7 @@ thread that competes with its work). The sender reads its mailboxes when it need
 was released (:func:`drain_mailboxes`): before it offers (so that an offer of a segment every
 peer maps is lazy), when it counts what is pending (the wait at exit), before it recycles a
 segment (:mod:`stridemap.segments.recycle`), and every :data:`MAILBOX_PERIOD` seconds while it
-has offers out. A mailbox that is full (the sender reads none) sends the release on the
+has offers out (doubling, up to a second, while they bring nothing). A mailbox that is full (the sender reads none) sends the release on the
 connection itself, as before.
 
 Ids are 16 random bytes (``secrets``): a peer that has the key and one id cannot work out the
@@ -214,6 +214,7 @@ class _Server:
         self.warned = False
         self.prune_at = None  # our connections to peers are pruned again at this time
         self.prunes = []  # and at these
+        self.mailbox_period = MAILBOX_PERIOD
 
     def run(self):
         while True:
@@ -246,7 +247,11 @@ class _Server:
                     if self._close(peer):
                         gone = True
             _withdraw_deferred()
-            drain_mailboxes()
+            # An offer never received (its pickle kept, or lost) keeps offers out: the period
+            # doubles while the mailboxes bring nothing, up to a second.
+            got = drain_mailboxes()
+            self.mailbox_period = MAILBOX_PERIOD if got or events else min(
+                self.mailbox_period * 2, 1.0)
             while _to_drop:
                 _to_drop.popleft()
             now = time.monotonic()
@@ -274,16 +279,17 @@ class _Server:
     def _timeout(self):
         """Seconds until the next handshake deadline or the end of a pause; -1: none."""
         ends = [t for t in (self.paused_until, self.prune_at) if t is not None]
-        # Idle first, offers second; offer() the other way round: either this thread sees the
-        # new offer and polls with a timeout, or offer() sees it idle and wakes it.
+        # "idle": this poll will not read the mailboxes in time. Set first, offers looked at
+        # second; offer() the other way round: either this thread sees the new offer and polls
+        # with the mailbox period, or offer() sees it idle and wakes it.
         _state["idle"] = True
         if _mailboxes and _offered:
-            ends.append(time.monotonic() + MAILBOX_PERIOD)
+            ends.append(time.monotonic() + self.mailbox_period)
+            _state["idle"] = False
         if self.pending:
             ends.append(next(iter(self.pending.values())).deadline)
         if not ends:
             return -1
-        _state["idle"] = False
         return max(min(ends) - time.monotonic(), 0) + 0.001
 
     def _accept(self):
@@ -444,11 +450,11 @@ _to_drop = collections.deque()
 
 
 def drain_mailboxes(defer=False):
-    """Act on the releases waiting in the peers' mailboxes (module docstring); a mailbox whose
-    peer closed it is closed. Never blocks: another thread draining them is left to it. With
-    ``defer``, what the releases kept is let go of by the serving thread."""
+    """Act on the releases waiting in the peers' mailboxes (module docstring); how many. A
+    mailbox whose peer closed it is closed. Never blocks: another thread draining them is left
+    to it. With ``defer``, what the releases kept is let go of by the serving thread."""
     if not _mailboxes or not _mailboxes_lock.acquire(blocking=False):
-        return
+        return 0
     kept = []
     try:
         for sock, box in list(_mailboxes.items()):
@@ -481,7 +487,9 @@ def drain_mailboxes(defer=False):
     if defer and any(k is not None for k in kept):
         _to_drop.append(kept)
         _wake_server()
+    count = len(kept)
     del kept
+    return count
 
 
 def _wake_server():

@@ -6,9 +6,11 @@ public face (``install()``, the joblib backend).
 
 What travels in the pickle is ``(_rebuild, (record, handle, kind, mode, policy))``: the
 1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, a handle of the fd, and
-what the fd is, as the sender knows it: "memfd", or "file" for a named file (a segment in a temp
-root, an ``np.memmap``'s file), which the receiver checks as SPEC §6 checks a file opened by its
-path (:func:`stridemap.reader.open_handed`), where a memfd is held to O9.
+what the fd is, as the sender knows it: "memfd", "recyclable" (a memfd its producer recycles
+in place, :mod:`..segments.recycle`, whose mapping the receiver keeps as :mod:`.mapcache`
+says), or "file" for a named file (a segment in a temp root, an ``np.memmap``'s file), which
+the receiver checks as SPEC §6 checks a file opened by its path
+(:func:`stridemap.reader.open_handed`), where a memfd is held to O9.
 While a process is being started (spawn, forkserver) the handle is ``multiprocessing``'s own
 and the fd is inherited by the child. At any other time it is a :class:`~.channel.ChannelFd`:
 the sender keeps the fd, and the one process that asks for it gets it, once, over a Unix socket
@@ -855,7 +857,11 @@ def _rebuild(record, handle, kind, mode, policy):
     key = None
     if mode != "c":  # a private copy-on-write map is never shared by two arrays
         key = mapcache.key_of(_sender_of(handle), desc, mode, named, kind == "recyclable")
-        hit = mapcache.lookup(key, desc)
+        try:
+            hit = mapcache.lookup(key, desc)
+        except Exception as e:  # noqa: BLE001 - a bug of the cache costs a miss, not the pool
+            log.warning("stridemap.pools: the mapping cache failed (%r); receiving anew", e)
+            hit = None
         if hit is not None:
             _release(handle)
             return _as_shared(hit)

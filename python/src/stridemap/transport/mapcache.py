@@ -176,7 +176,7 @@ def _lock_and_check(e, desc):  # with _lock held
         return False  # being recycled right now, or gone: received anew
     try:
         found = header.read_header(e.fd)
-    except OSError:
+    except Exception:  # noqa: BLE001 - whatever it is, a miss (received anew), never the lock
         found = None
     if found is None or not found.matches(desc):
         _unlock(e)
@@ -249,7 +249,9 @@ def remember(key, array):
 def _remember_recycled(key, mm, array):
     seg = backing._mappings.get(mm)
     fd = getattr(seg, "_fd", None)
-    if fd is None:  # no fd kept (kept_fds_cap): its lock lives with the mapping, as usual
+    if fd is None or not _length_sealed(fd):
+        # No fd kept (kept_fds_cap), or a file whose length may change: its lock lives with
+        # the mapping, as for any receive (SPEC §6 case 3b asks for both).
         return array
     e = _Recycled(mm, seg, fd, seg._desc.generation)
     out = lease.view(mm, array.__array_interface__["data"][0], array.shape, array.dtype,
@@ -265,6 +267,19 @@ def _remember_recycled(key, mm, array):
         _start_sweeper()
     del gone
     return out
+
+
+def _length_sealed(fd):
+    try:
+        seals = fcntl.fcntl(fd, _F_GET_SEALS)
+    except OSError:
+        return False
+    return seals & (_F_SEAL_SHRINK | _F_SEAL_GROW) == _F_SEAL_SHRINK | _F_SEAL_GROW
+
+
+_F_GET_SEALS = getattr(fcntl, "F_GET_SEALS", 1034)
+_F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x2)
+_F_SEAL_GROW = getattr(fcntl, "F_SEAL_GROW", 0x4)
 
 
 def _forget(key):
@@ -338,7 +353,7 @@ def _sweep_loop():
         time.sleep(period)
         sweep()
         with _lock:
-            if _held or _recycled:
+            if _held or _recycled or _ended:
                 idle_since = None
             elif idle_since is None:
                 idle_since = time.monotonic()
