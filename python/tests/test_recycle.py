@@ -181,3 +181,22 @@ def test_a_process_exits_with_arrays_alive_and_segments_waiting():
     env = dict(os.environ, STRIDEMAP_RECYCLE_SECONDS="1",
                PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
+
+
+def test_an_export_keeps_its_descriptor_good_after_the_array_goes():
+    """The receiver's fd of an export carries its shared lock: the array may go before the
+    receiver opens the export, and the segment is not recycled under the descriptor."""
+    exports = []
+    for i in range(4):
+        a = stridemap.empty(100_000, "<f8")
+        a[:] = float(i)
+        exports.append(stridemap.export(a))
+        del a  # the producer lets go at once, as a sending loop does
+    try:
+        for i, e in enumerate(exports):
+            got = stridemap.open(e.record, fd=e.fd)  # not StaleSegment: never recycled
+            assert bool((got == float(i)).all()), i
+            del got
+    finally:
+        for e in exports:
+            e.close()
