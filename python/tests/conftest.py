@@ -53,3 +53,16 @@ def pytest_terminal_summary(terminalreporter):
         w(f"  FAILED {line}")
     for line in matrix["not run"][:1]:
         w(f"  not run: {line} (and {len(matrix['not run']) - 1} more of that pool)")
+
+
+@pytest.fixture
+def new_segments_only(monkeypatch):
+    """For tests about new segments: empty() recycles none while it is in force
+    (segments.recycle)."""
+    from stridemap.segments import recycle
+
+    recycle.clear()
+    monkeypatch.setattr(recycle, "MAX_BYTES", 0)
+    yield
+    recycle.clear()
+

@@ -101,3 +101,60 @@ def settled(measure, ok, seconds=30):
         if ok(got) or time.monotonic() > deadline:
             return got
         time.sleep(0.05)
+
+
+def forked(check):
+    """A child forked now that runs ``check()`` when :meth:`Forked.verdict` is asked for (the
+    parent changes things first) and reports whether it returned True."""
+    return Forked(check)
+
+
+class Forked:
+    """See :func:`forked`."""
+
+    def __init__(self, check):
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            os.close(go_w)
+            os.read(go_r, 1)
+            try:
+                ok = bool(check())
+            except BaseException:  # noqa: BLE001 - a failure is the verdict
+                ok = False
+            os.write(w, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(w)
+        os.close(go_r)
+        self.pid, self.r, self.go = pid, r, go_w
+
+    def verdict(self):
+        """The child's check, run now; True when it held."""
+        os.write(self.go, b"x")
+        return os.read(self.r, 1) == b"1"
+
+    def close(self):
+        """Let the child end (its read returns if the verdict was never asked) and reap it."""
+        if self.go is not None:
+            os.close(self.go)
+            self.go = None
+            os.waitpid(self.pid, 0)
+            os.close(self.r)
+
+
+def one_worker_pool():
+    """A ``ProcessPoolExecutor`` of one forkserver worker with the pools' reducers installed
+    (here and there), its worker started: a generator for a module's fixture."""
+    import concurrent.futures
+    import multiprocessing
+
+    import stridemap.pools
+
+    stridemap.pools.install()
+    ctx = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx,
+                                                initializer=stridemap.pools.install) as p:
+        p.submit(os.getpid).result()
+        yield p

@@ -20,15 +20,7 @@ from producer_util import open_fds, quiet
 
 
 
-@pytest.fixture(autouse=True)
-def new_segments_only(monkeypatch):
-    """These tests are about new segments: empty() recycles none here (segments.recycle)."""
-    from stridemap.segments import recycle
-
-    recycle.clear()
-    monkeypatch.setattr(recycle, "MAX_BYTES", 0)
-    yield
-    recycle.clear()
+pytestmark = pytest.mark.usefixtures("new_segments_only")  # these tests are about new segments
 
 @pytest.fixture
 def small_chunks(monkeypatch):

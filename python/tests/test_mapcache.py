@@ -16,6 +16,8 @@ import stridemap.pools
 from stridemap.codec.decode import decode
 from stridemap.transport import mapcache
 
+from producer_util import one_worker_pool
+
 
 def worker_view(a):
     """In a worker: the array's values and which mapping (its start address) backs it."""
@@ -36,14 +38,7 @@ def worker_first(a):
     return float(a[0])
 
 
-@pytest.fixture(scope="module")
-def pool():
-    stridemap.pools.install()
-    ctx = multiprocessing.get_context("forkserver")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx,
-                                                initializer=stridemap.pools.install) as p:
-        p.submit(worker_stats).result()
-        yield p
+pool = pytest.fixture(scope="module", name="pool")(one_worker_pool)
 
 
 def settle(pool):

@@ -22,6 +22,8 @@ from stridemap.segments import recycle
 from stridemap.transport import channel, mapcache
 from multiprocessing import reduction
 
+from producer_util import forked, one_worker_pool
+
 dumps = reduction.ForkingPickler.dumps
 
 
@@ -36,14 +38,7 @@ def worker_stats(_=None):
     return recycle.stats(), mapcache.stats()
 
 
-@pytest.fixture(scope="module")
-def pool():
-    stridemap.pools.install()
-    ctx = multiprocessing.get_context("forkserver")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx,
-                                                initializer=stridemap.pools.install) as p:
-        p.submit(worker_stats).result()
-        yield p
+pool = pytest.fixture(scope="module", name="pool")(one_worker_pool)
 
 
 def test_results_come_back_exact_from_one_recycled_segment(pool):
@@ -73,15 +68,20 @@ def test_a_result_held_is_never_recycled_under_it(pool):
         assert bool((r == float(i)).all()), f"held result {i} changed"
 
 
+def _fresh():
+    """This process as a pool's: reducers installed, nothing waiting or kept."""
+    stridemap.pools.install()
+    recycle.clear()
+    mapcache.clear()
+
+
 def _received(a):
     """``a`` handed to this very process through the pools' pickle (its own fd channel)."""
     return pickle.loads(dumps(a))
 
 
 def test_a_stale_or_replaced_descriptor_is_never_served():
-    stridemap.pools.install()
-    recycle.clear()
-    mapcache.clear()
+    _fresh()
     a = stridemap.empty(1000, "<f8")
     a[:] = 1.0
     seg = a.segment
@@ -117,25 +117,13 @@ def test_a_stale_or_replaced_descriptor_is_never_served():
 
 
 def test_a_fork_pins_what_was_live(tmp_path):
-    stridemap.pools.install()
-    recycle.clear()
-    mapcache.clear()
+    _fresh()
     a = stridemap.empty(1000, "<f8")
     a[:] = 3.0
     seg = a.segment
     got = _received(a)
     del a
-    r, w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        os.close(go_w)
-        os.read(go_r, 1)
-        os.write(w, b"1" if bool((got == 3.0).all()) else b"0")
-        os._exit(0)
-    os.close(w)
-    os.close(go_r)
+    child = forked(lambda: bool((got == 3.0).all()))  # the child keeps the view
     try:
         del got
         gc.collect()
@@ -143,19 +131,14 @@ def test_a_fork_pins_what_was_live(tmp_path):
         b = stridemap.empty(1000, "<f8")
         assert b.segment is not seg
         b[:] = -1.0
-        os.write(go_w, b"x")
-        assert os.read(r, 1) == b"1", "the child's view changed"
+        assert child.verdict(), "the child's view changed"
     finally:
-        os.close(go_w)  # the child's read returns (empty) if the write above never came
-        os.waitpid(pid, 0)
-        os.close(r)
+        child.close()
     mapcache.clear()
 
 
 def test_nothing_stays_once_the_arrays_and_the_grace_are_gone():
-    stridemap.pools.install()
-    recycle.clear()
-    mapcache.clear()
+    _fresh()
     gc.collect()
     fds = len(os.listdir("/proc/self/fd"))
     for i in range(5):

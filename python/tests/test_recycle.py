@@ -12,6 +12,8 @@ import pytest
 import stridemap
 from stridemap.segments import recycle
 
+from producer_util import forked
+
 
 @pytest.fixture(autouse=True)
 def nothing_waiting():
@@ -140,31 +142,16 @@ def test_a_use_live_at_a_fork_never_comes_back():
     a = stridemap.empty(1000, "<f8")
     a[:] = 5.0
     seg = a.segment
-    r, w = os.pipe()
-    go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child keeps the array it inherited and checks it after the parent
-        os.close(r)
-        os.close(go_w)
-        os.read(go_r, 1)
-        ok = bool((a == 5.0).all())
-        os.write(w, b"1" if ok else b"0")
-        os._exit(0)
-    os.close(w)
-    os.close(go_r)
+    child = forked(lambda: bool((a == 5.0).all()))  # the child keeps the array it inherited
     try:
         del a
         assert recycle.stats()["waiting"] == 0, "a use live at a fork came back"
         b = stridemap.empty(1000, "<f8")
         assert b.segment is not seg
         b[:] = -1.0
-        os.write(go_w, b"x")
-        assert os.read(r, 1) == b"1", "the child's inherited array changed"
+        assert child.verdict(), "the child's inherited array changed"
     finally:
-        os.close(go_w)  # the child's read returns (empty) if the write above never came
-        os.waitpid(pid, 0)
-        os.close(r)
-
+        child.close()
 
 def test_a_process_exits_with_arrays_alive_and_segments_waiting():
     """Arrays let go of at interpreter exit return their segments from finalizers: nothing may

@@ -100,12 +100,17 @@ def decode_fixed(buf: BytesLike) -> Descriptor:
     if desc is None:
         desc = _decode_other_generation(rec)
     if desc is None:
-        desc = _decode_fixed(rec)
-        if len(_memo) >= _MEMO_SIZE:
-            _memo.clear()
-            _memo_but_generation.clear()
-        _memo[rec] = desc
-        _memo_but_generation[_but_generation(rec)] = rec
+        desc = _remember(rec, _decode_fixed(rec))
+    return desc
+
+
+def _remember(rec, desc):
+    """Memoize the valid record ``rec`` (bytes) as ``desc``; returns ``desc``."""
+    if len(_memo) >= _MEMO_SIZE:
+        _memo.clear()
+        _memo_but_generation.clear()
+    _memo[rec] = desc
+    _memo_but_generation[_but_generation(rec)] = rec
     return desc
 
 
@@ -262,10 +267,5 @@ def encode(desc: Descriptor) -> bytes:
     rec[_CRC_AT:] = crc32c(rec[:_CRC_AT]).to_bytes(4, "little")
     rec = bytes(rec)
     if rec not in _memo:  # the rules checked as a reader checks them, the checksum just made
-        desc = _decode_fixed(rec, checksummed=True)
-        if len(_memo) >= _MEMO_SIZE:
-            _memo.clear()
-            _memo_but_generation.clear()
-        _memo[rec] = desc
-        _memo_but_generation[_but_generation(rec)] = rec
+        _remember(rec, _decode_fixed(rec, checksummed=True))
     return rec
