@@ -16,6 +16,9 @@ import stridemap
 
 BIG = 32 << 20  # above the size from which a fill uses its helper (16 MiB)
 UFFDIO_COPY = 0xC028AA03
+# New segments' fills (a recycled one has none), and no other thread counted: recycling's own
+# (segments.recycle) starts with the first recyclable use.
+pytestmark = pytest.mark.usefixtures("new_segments_only")
 
 
 def _two_cpus():
