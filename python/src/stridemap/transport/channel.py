@@ -27,8 +27,9 @@ machine, or a virtual one, costs the receiver tens of microseconds per release a
 thread that competes with its work). The sender reads its mailboxes when it needs to know what
 was released (:func:`drain_mailboxes`): before it offers (so that an offer of a segment every
 peer maps is lazy), when it counts what is pending (the wait at exit), before it recycles a
-segment (:mod:`stridemap.segments.recycle`), and every :data:`MAILBOX_PERIOD` seconds while it
-has offers out (doubling, up to a second, while they bring nothing). A mailbox that is full (the sender reads none) sends the release on the
+segment (:mod:`stridemap.segments.recycle`), and at every wake of its serving thread, which
+polls at least every :data:`MAILBOX_PERIOD` seconds while it has mailboxes (doubling, up to a
+second, while they bring nothing). A mailbox that is full (the sender reads none) sends the release on the
 connection itself, as before.
 
 Ids are 16 random bytes (``secrets``): a peer that has the key and one id cannot work out the
@@ -97,7 +98,7 @@ _ANSWER = _NONCE + _MAC
 _ACCEPTED, _REFUSED = b"\x01", b"\x00"
 _FOUND, _MISSING = b"\x01", b"\x00"
 _FETCH, _RELEASE, _MAILBOX = b"\x01", b"\x02", b"\x03"
-MAILBOX_PERIOD = 0.05  # seconds between reads of the mailboxes while offers are out
+MAILBOX_PERIOD = 0.05  # seconds between reads of the mailboxes, at first
 _REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
@@ -128,8 +129,7 @@ def _settle_tempfile():
 
 _settle_tempfile()
 _lock = forksafe.Lock()
-_state = {"pid": None, "address": None, "listener": None, "epoll": None, "wake": None,
-          "idle": False}
+_state = {"pid": None, "address": None, "listener": None, "epoll": None}
 _offered = {}  # id -> (fd, keep, make, holding): fd None for a lazy offer (made by make())
 # Segments (the ``holding`` of offers) -> pids of the peers that fetched or released an offer of
 # them: those map it (or did lately). An offer of a segment every connected peer maps is lazy.
@@ -154,27 +154,22 @@ def _listening():
             return _state["address"]
         address = _mp_connection.arbitrary_address("AF_UNIX")  # in multiprocessing's 0700 folder
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ep = wake = None
+        ep = None
         try:
             sock.bind(address)
             sock.listen(64)
             sock.setblocking(False)
             ep = select.epoll()
             ep.register(sock.fileno(), select.EPOLLIN)
-            wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            ep.register(wake, select.EPOLLIN)
         except BaseException:
             sock.close()
             if ep is not None:
                 ep.close()
-            if wake is not None:
-                os.close(wake)
             raise
-        server = _Server(sock, ep, wake)
+        server = _Server(sock, ep)
         t = threading.Thread(target=server.run, name="stridemap-fd-channel", daemon=True)
         t.start()
-        _state.update(pid=os.getpid(), address=address, listener=sock, epoll=ep, wake=wake,
-                      idle=False)
+        _state.update(pid=os.getpid(), address=address, listener=sock, epoll=ep)
         # The socket file goes with multiprocessing's temp folder at exit; remove it earlier
         # (and only in this process) when the process exits normally.
         _mp_util.Finalize(None, _unlink_if_mine, args=(address, os.getpid()), exitpriority=-50)
@@ -204,8 +199,8 @@ class _Server:
     """The serving thread of one process: accepts, authenticates and answers every connection
     to its listener, with bounded fds and no thread per peer (module docstring)."""
 
-    def __init__(self, listener, ep, wake):
-        self.listener, self.ep, self.wake = listener, ep, wake
+    def __init__(self, listener, ep):
+        self.listener, self.ep = listener, ep
         self.lfd = listener.fileno()
         self.peers = {}  # fd -> _Peer
         self.pending = collections.OrderedDict()  # fd -> _Peer not yet authenticated, oldest first
@@ -229,12 +224,6 @@ class _Server:
                     if not self._accept():
                         return
                     continue
-                if fd == self.wake:
-                    try:
-                        os.eventfd_read(self.wake)
-                    except OSError:
-                        pass
-                    continue
                 peer = self.peers.get(fd)
                 if peer is None:
                     continue
@@ -247,13 +236,12 @@ class _Server:
                     if self._close(peer):
                         gone = True
             _withdraw_deferred()
-            # An offer never received (its pickle kept, or lost) keeps offers out: the period
-            # doubles while the mailboxes bring nothing, up to a second.
-            got = drain_mailboxes()
+            # The mailboxes are read at every wake, and at least every mailbox_period seconds:
+            # 50 ms, doubling while they bring nothing, up to a second. Nothing else wakes
+            # this thread for them (an offer that did cost the offering thread a wake-up).
+            got = drain_mailboxes() + flush_dropped()
             self.mailbox_period = MAILBOX_PERIOD if got or events else min(
                 self.mailbox_period * 2, 1.0)
-            while _to_drop:
-                _to_drop.popleft()
             now = time.monotonic()
             if gone or (self.prune_at is not None and now >= self.prune_at):
                 # A process of the pool went (a worker's connection to us ends when it exits):
@@ -279,13 +267,8 @@ class _Server:
     def _timeout(self):
         """Seconds until the next handshake deadline or the end of a pause; -1: none."""
         ends = [t for t in (self.paused_until, self.prune_at) if t is not None]
-        # "idle": this poll will not read the mailboxes in time. Set first, offers looked at
-        # second; offer() the other way round: either this thread sees the new offer and polls
-        # with the mailbox period, or offer() sees it idle and wakes it.
-        _state["idle"] = True
-        if _mailboxes and _offered:
+        if _mailboxes:
             ends.append(time.monotonic() + self.mailbox_period)
-            _state["idle"] = False
         if self.pending:
             ends.append(next(iter(self.pending.values())).deadline)
         if not ends:
@@ -444,7 +427,7 @@ def _released(ident, pid):
     return entry[1]
 
 
-# What released offers kept (their arrays), let go of by the serving thread: the last array of
+# What released offers kept (their arrays), let go of later (flush_dropped): the last array of
 # a segment can take long to go (a large segment's pages freed), which an offer must not wait.
 _to_drop = collections.deque()
 
@@ -452,7 +435,8 @@ _to_drop = collections.deque()
 def drain_mailboxes(defer=False):
     """Act on the releases waiting in the peers' mailboxes (module docstring); how many. A
     mailbox whose peer closed it is closed. Never blocks: another thread draining them is left
-    to it. With ``defer``, what the releases kept is let go of by the serving thread."""
+    to it. With ``defer``, what the releases kept is let go of later (:func:`flush_dropped`:
+    by the serving thread, or before a recycle)."""
     if not _mailboxes or not _mailboxes_lock.acquire(blocking=False):
         return 0
     kept = []
@@ -486,18 +470,22 @@ def drain_mailboxes(defer=False):
         _mailboxes_lock.release()
     if defer and any(k is not None for k in kept):
         _to_drop.append(kept)
-        _wake_server()
     count = len(kept)
     del kept
     return count
 
 
-def _wake_server():
-    _state["idle"] = False
-    try:
-        os.eventfd_write(_state["wake"], 1)
-    except (OSError, TypeError):
-        pass
+def flush_dropped():
+    """Let go of what released offers kept and :func:`drain_mailboxes` left for later; how
+    many batches."""
+    n = 0
+    while _to_drop:
+        try:
+            _to_drop.popleft()
+        except IndexError:
+            break
+        n += 1
+    return n
 
 
 def _answer(sock, request, pid=None):
@@ -641,8 +629,6 @@ def offer(fd, keep, holding=None, make=None):
     stack = getattr(_scopes, "stack", None)
     if stack:
         stack[-1].append(ident)
-    if _state["idle"] and _mailboxes:  # it must read the mailboxes while offers are out
-        _wake_server()
     return ChannelFd(address, ident, os.getpid(), -1 if fd is None else fd)
 
 
@@ -1063,12 +1049,7 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
                 _state[what].close()
             except OSError:
                 pass
-    if _state["wake"] is not None:
-        try:
-            os.close(_state["wake"])
-        except OSError:
-            pass
-    _state.update(pid=None, address=None, listener=None, epoll=None, wake=None, idle=False)
+    _state.update(pid=None, address=None, listener=None, epoll=None)
     for c in list(_conns.values()):
         try:
             c.close()
@@ -1078,4 +1059,4 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-recycle.before_take.append(drain_mailboxes)
+recycle.before_take.append(lambda: (drain_mailboxes(), flush_dropped()))
