@@ -607,16 +607,18 @@ def withdraw_owned(owned):
     withdraw(idents)
 
 
-def offer(fd, keep, holding=None, make=None):
+def offer(fd, keep, holding=None, make=None, drained=False):
     """Hand ``fd`` (now owned here) to the one process that asks for it; a :class:`ChannelFd`
     to pickle. Raises OSError when this process cannot listen (the caller falls back).
 
     ``holding``: the segment the fd is of (weakly referable), so that the peers that fetch or
     release it are known to map it (:func:`mapped_by_every_peer`). ``fd`` None makes a lazy
     offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
-    already asks for nothing), and no receiver can take it from this process's fd table."""
+    already asks for nothing), and no receiver can take it from this process's fd table.
+    ``drained``: the caller has just read the mailboxes (:func:`mapped_by_every_peer`)."""
     _withdraw_deferred()
-    drain_mailboxes(defer=True)
+    if not drained:
+        drain_mailboxes(defer=True)
     address = _listening()
     ident = secrets.token_bytes(ID_SIZE)
     owner = owner_of_thread()

@@ -300,8 +300,8 @@ def handoff(array, policy, mmap_mode=None):
         return None
     if seg is not None and _is_memmap(seg):
         try:
-            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"),
-                              policy)
+            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c",
+                                                   seg=seg), policy)
         except (errors.NotShareable, FileNotFoundError) as e:
             # Its file was deleted or replaced at its path: the bytes this process maps are
             # only here now, so they travel as a copy (as pickling would have sent them).
@@ -342,7 +342,8 @@ def handoff(array, policy, mmap_mode=None):
                 raise
             _warn_pickled(array, e)
             return None
-    return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"), policy)
+    return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c", seg=seg),
+                      policy)
 
 
 _pickled_said = {"pid": None, "count": 0}
@@ -459,16 +460,17 @@ def _is_memmap(seg):
     return getattr(seg, "kind", None) == "memmap"
 
 
-def export_for_receiver(view, *, copy_on_write=False):
+def export_for_receiver(view, *, copy_on_write=False, seg=None):
     """``(record, handle, kind, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
     ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
     locked shared (SPEC §7); what the file is, as its segment says: "memfd", "recyclable" (a
     memfd its producer recycles in place once no process maps it: :mod:`..segments.recycle`),
     or "file" for a named one (opened by its path here, or received as a named file's fd and
     handed on); and the mode the receiver maps with: "r+" for a writable view of a writable
-    segment, else "r", or "c" (copy-on-write) with ``copy_on_write``."""
+    segment, else "r", or "c" (copy-on-write) with ``copy_on_write``. ``seg``: ``view``'s
+    segment when the caller has found it already (:func:`segment_of`)."""
     mode = "r+" if view.flags.writeable else "r"
-    found = _remembered_record(view, mode)
+    found = _remembered_record(view, mode, seg)
     lazy = _lazy_offer(view, mode, *found) if found is not None else None
     if lazy is not None:
         return (*lazy, _kind_of(found[0]), _receiver_mode(mode, copy_on_write))
@@ -522,10 +524,12 @@ _records_lock = forksafe.Lock()
 _RECORDS_PER_SEGMENT = 64
 
 
-def _remembered_record(view, mode):
+def _remembered_record(view, mode, seg=None):
     """``(segment, record)`` of a view granted ``mode`` of a frozen (mode "r") or recycled
-    memfd segment, its record remembered per segment; None for any other view."""
-    seg = segment_of(view)
+    memfd segment, its record remembered per segment; None for any other view. ``seg``:
+    ``view``'s segment, when the caller has it."""
+    if seg is None:
+        seg = segment_of(view)
     if not isinstance(seg, Produced) or seg.kind != "memfd":
         return None
     if not (seg.frozen and mode == "r") and not recycle.recyclable(seg):
@@ -574,7 +578,7 @@ def _lazy_offer(view, mode, seg, record):
 
     queue_offers.watch_call_queues()
     try:
-        return record, channel.offer(None, view, seg, make)
+        return record, channel.offer(None, view, seg, make, drained=True)
     except OSError:
         return None  # no channel: the usual way
 
