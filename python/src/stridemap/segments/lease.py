@@ -63,13 +63,14 @@ class Lease:
 
 def view(mm, at, shape, dtype, strides, *, writable, on_gone):
     """An array over ``mm`` (an ``mmap.mmap``) whose first element is at address ``at``, of
-    ``shape``, ``dtype`` and byte ``strides``, whose last view's end calls ``on_gone(forked)``
+    ``shape``, ``dtype`` (a ``numpy.dtype``, or a typestr such as a descriptor's) and byte
+    ``strides``, whose last view's end calls ``on_gone(forked)``
     (see the module). The caller has checked that the array lies inside ``mm``."""
     lease = Lease()
     lease.base = mm
     lease.__array_interface__ = {
         "data": (at, not writable), "shape": tuple(shape), "strides": tuple(strides),
-        "typestr": np.dtype(dtype).str, "version": 3,
+        "typestr": dtype if type(dtype) is str else np.dtype(dtype).str, "version": 3,
     }
     array = np.asarray(lease)
     # A weak reference with a callback, kept here until it fires: lighter than a finalizer.
