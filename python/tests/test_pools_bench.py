@@ -12,7 +12,8 @@ def test_bench_quick_runs_and_reports_every_way():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    for row in ("| 1 MiB | first |", "| 1 MiB | repeated |", "| 1 MiB | results |"):
+    for row in ("| 1 MiB | first |", "| 1 MiB | repeated |", "| 1 MiB | results |",
+                "| 1 MiB | results, whole |"):
         cells = next(line for line in lines if line.startswith(row)).split("|")
         assert all(c.strip().endswith(("ms", " s", "x")) for c in cells[3:-1]), cells
     # joblib's failing views: whatever joblib does, the stridemap backend is exact.

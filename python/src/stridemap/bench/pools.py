@@ -23,6 +23,14 @@ Measured, per size:
   clock runs from the worker's ``return`` to the parent holding the array (``perf_counter`` is
   the system's monotonic clock, shared by the processes); ``stridemap`` fills a
   ``stridemap.empty`` array and returns it (a descriptor goes back);
+- results, whole: what a caller of a task that makes an array waits for, calls back to back
+  (the median of 5 within a repeat below 1 GiB, 3 at 1 GiB): the clock runs from the submit
+  to the parent done with the array: one worker makes it, fills it and returns it, the parent
+  sums it and lets it go (``pickle`` and ``joblib``: ``numpy.empty``, pickled back or joblib's
+  way; ``shared_memory``: a new block per result, attached, then closed and unlinked by the
+  parent; ``stridemap``: ``stridemap.empty``, whose segment its worker recycles once the
+  parent let go of it, and which the parent keeps mapped). The ``results`` row leaves the
+  making, the filling and the reading out; this one counts them, as the caller does;
 - end to end, largest size: fill an array, hand it to both workers, each sums every other
   element, reply; joblib's default backend against the ``"stridemap"`` joblib backend.
 
@@ -50,6 +58,7 @@ import stridemap.pools
 MIB = 1 << 20
 WAYS = ("pickle", "joblib", "shared_memory", "stridemap")
 REPEATED_SAMPLES = 5  # calls per repeat for the repeated pass, below 1 GiB
+PASSES = ("first", "repeated", "results", "results, whole")
 
 
 # --- in the workers -------------------------------------------------------------------------
@@ -138,6 +147,23 @@ def make_shared(n):
     a = stridemap.empty((n,), "<f8")
     a.fill(1.0)
     return a, time.perf_counter()
+
+
+def make_plain_filled(n):
+    """A new array, filled, returned as is (pickled back, or joblib's way)."""
+    a = np.empty(n)
+    a.fill(1.0)
+    return a
+
+
+def make_block_filled(n):
+    """A new ``shared_memory`` block, filled; its name goes back."""
+    return make_block(n)[0]
+
+
+def make_shared_filled(n):
+    """A ``stridemap.empty`` array, filled; its descriptor goes back."""
+    return make_shared(n)[0]
 
 
 def strided_sum(a, start):
@@ -234,6 +260,34 @@ class Bench:
         if way == "shared_memory":
             shm.close()
             shm.unlink()
+        return t
+
+
+    # Results, whole (module docstring): seconds from the submit to the parent done with it.
+    def result_whole(self, way, n):
+        import joblib
+
+        t0 = time.perf_counter()
+        if way == "pickle":
+            total = float(self.pool.submit(make_plain_filled, n).result().sum())
+        elif way == "joblib":
+            [a] = joblib.Parallel(n_jobs=2)([joblib.delayed(make_plain_filled)(n)])
+            total = float(a.sum())
+            del a
+        elif way == "shared_memory":
+            from multiprocessing import shared_memory
+
+            shm = shared_memory.SharedMemory(self.pool.submit(make_block_filled, n).result())
+            a = np.ndarray((n,), dtype="<f8", buffer=shm.buf)
+            total = float(a.sum())
+            del a
+            shm.close()
+            shm.unlink()
+        else:
+            total = float(self.pool.submit(make_shared_filled, n).result().sum())
+        t = time.perf_counter() - t0
+        if total != float(n):
+            raise AssertionError(f"{way}: the result sums to {total}, not {n}")
         return t
 
 
@@ -387,7 +441,7 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
         for nbytes in sizes:
             n = nbytes // 8
             reps = repeats if nbytes < 1 << 30 else min(repeats, 3)
-            times = {(p, w): [] for p in ("first", "repeated", "results") for w in WAYS}
+            times = {(p, w): [] for p in PASSES for w in WAYS}
             base = np.arange(n, dtype="<f8")
             for r in range(reps):
                 order = WAYS[r % len(WAYS):] + WAYS[:r % len(WAYS)]
@@ -403,6 +457,10 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
                     del a
                 for way in order:
                     times["results", way].append(bench.result(way, n))
+                for way in order:
+                    k = REPEATED_SAMPLES if nbytes < 1 << 30 else 3
+                    times["results, whole", way].append(statistics.median(
+                        bench.result_whole(way, n) for _ in range(k)))
             del base
             for key, ts in times.items():
                 medians[(nbytes, *key)] = statistics.median(ts)
@@ -411,7 +469,7 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
               "vs joblib | vs shared_memory |", file=out)
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|", file=out)
         for nbytes in sizes:
-            for p in ("first", "repeated", "results"):
+            for p in PASSES:
                 m = {w: medians[(nbytes, p, w)] for w in WAYS}
                 s = m["stridemap"]
                 print(f"| {_fmt_size(nbytes)} | {p} | " + " | ".join(_fmt_t(m[w]) for w in WAYS)
