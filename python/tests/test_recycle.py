@@ -43,6 +43,23 @@ def test_a_segment_comes_back_with_the_next_generation():
     assert float(b.sum()) == 1000.0
 
 
+def test_each_use_has_the_header_a_new_segment_of_its_generation_would():
+    """The next generation's header is the last one patched (segments.header.with_generation):
+    byte for byte what encode_header makes, use after use."""
+    from stridemap.segments.header import HEADER_SIZE, encode_header
+
+    a = stridemap.empty(1000, "<f8")
+    seg = a.segment
+    for _ in range(4):
+        del a
+        a = stridemap.empty(1000, "<f8")
+        assert a.segment is seg
+        want = encode_header(seg.segment_id, seg.generation, capacity=seg.capacity,
+                             owner_pid=os.getpid(), data_offset=seg.data_offset)
+        assert os.pread(seg.fd, HEADER_SIZE, 0) == want, seg.generation
+    assert seg.generation == 5
+
+
 def test_a_frozen_segment_never_comes_back():
     a = stridemap.empty(1000, "<f8").freeze()
     seg = a.segment

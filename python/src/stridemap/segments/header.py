@@ -74,6 +74,21 @@ def encode_header(segment_id, generation, capacity, owner_pid=0, data_offset=DAT
     return body + crc32c(body).to_bytes(4, "little")
 
 
+def with_generation(head, generation):
+    """The valid header ``head`` (its 64 bytes) naming ``generation`` instead of its own, its
+    checksum patched (eight lookups, :func:`..codec.crc.patch`): what :func:`encode_header`
+    gives for the same segment at that generation.
+
+    >>> h = encode_header(bytes(range(16)), 1, 4096, owner_pid=7)
+    >>> with_generation(h, 2) == encode_header(bytes(range(16)), 2, 4096, owner_pid=7)
+    True
+    """
+    at, end = _GENERATION_AT, _GENERATION_AT + 8
+    new = generation.to_bytes(8, "little")
+    crc = patch(int.from_bytes(head[60:HEADER_SIZE], "little"), 60, at, head[at:end], new)
+    return head[:at] + new + head[end:60] + crc.to_bytes(4, "little")
+
+
 # Valid headers decoded before, by their 64 bytes (a pure function of them): a receiver that
 # maps the same segment again skips the checksum. At most _MEMO_SIZE, then it starts again.
 _memo = {}

@@ -39,7 +39,7 @@ import threading
 import time
 
 from .. import forksafe
-from .header import encode_header
+from .header import encode_header, with_generation
 
 MAX_COUNT = 8
 KEEP_SECONDS = float(os.environ.get("STRIDEMAP_RECYCLE_SECONDS", "5"))
@@ -116,16 +116,27 @@ def _recycle(seg):
         return False
     try:
         generation = seg.generation + 1
-        head = encode_header(seg.segment_id, generation, capacity=seg.capacity,
-                             owner_pid=os.getpid(), data_offset=seg.data_offset)
+        head = _next_header(seg, generation)
         if os.pwrite(fd, head, 0) != len(head):
             return False
         seg.generation = generation
+        seg._header = head
         return True
     except OSError:
         return False
     finally:
         fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def _next_header(seg, generation):
+    """The header of ``seg``'s next use: the last one written here patched to ``generation``
+    (:func:`.header.with_generation`), or a new one."""
+    last = getattr(seg, "_header", None)
+    if (last is not None and int.from_bytes(last[32:40], "little") == seg.generation
+            and int.from_bytes(last[48:52], "little") == os.getpid()):
+        return with_generation(last, generation)
+    return encode_header(seg.segment_id, generation, capacity=seg.capacity,
+                         owner_pid=os.getpid(), data_offset=seg.data_offset)
 
 
 def on_gone(seg, mm):
