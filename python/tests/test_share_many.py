@@ -54,6 +54,59 @@ def test_every_layout_is_copied_exactly_into_one_write_sealed_segment():
     check(dict(zip(want, lst)), want)
 
 
+def test_more_arrays_than_one_pwritev_takes_are_all_written_with_no_hole():
+    """Thousands of small arrays of odd sizes (padding between them): written with pwritev in
+    IOV_MAX-buffer calls, exact, and the data area holds no page left unwritten (a hole would
+    be a page a full tmpfs could refuse under a reader's map)."""
+    from stridemap.segments import pack
+
+    count = 2 * pack._IOV_MAX + 300
+    want = [np.arange(k % 37 + 1, dtype="<f4" if k % 3 else ">i2") * (k + 1)
+            for k in range(count)]
+    got = stridemap.share_many(want)
+    assert len(got) == count
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and np.array_equal(g, w), k
+    seg = stridemap.segment_of(got[0])
+    end = seg.data_offset + got.base.nbytes
+    assert os.lseek(seg.fd, seg.data_offset, os.SEEK_HOLE) >= end
+
+
+def test_short_writes_resume_inside_a_buffer(monkeypatch):
+    """pwritev may write less than asked: the rest follows, from inside the buffer it ended in."""
+    real = os.pwritev
+
+    def short(fd, buffers, offset):  # at most 1000 bytes a call, cut anywhere
+        out, left = [], 1000
+        for b in buffers:
+            b = memoryview(b)[:left]
+            out.append(b)
+            left -= len(b)
+            if not left:
+                break
+        return real(fd, out, offset)
+
+    want = {f"a{k}": np.arange(k * 50 + 7, dtype="<f8") for k in range(30)}
+    monkeypatch.setattr(os, "pwritev", short)
+    got = stridemap.share_many(want, huge_pages="never")
+    monkeypatch.undo()
+    check(got, want)
+
+
+def test_a_write_that_finds_no_room_is_no_space_and_leaves_nothing(monkeypatch):
+    import errno
+
+    def full(fd, buffers, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "pwritev", full)
+    with pytest.raises(stridemap.NoSpace):
+        stridemap.share_many({"a": np.ones(1000), "b": np.zeros(10)}, huge_pages="never")
+    monkeypatch.undo()
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
 def test_refusals_leave_nothing_behind():
     before = sorted(os.listdir("/proc/self/fd"))
     with pytest.raises(stridemap.NotShareable, match="'objects'"):

@@ -46,6 +46,11 @@ class _Span:
         self.owner = owner
 
 
+def raw_span(addr, n, owner):
+    """``n`` raw bytes at address ``addr``, of ``owner`` (kept alive), as a uint8 array."""
+    return np.asarray(_Span(addr, n, owner))
+
+
 def _pwrite_all(fd, raw, pos, new_pages=False):
     """Writes the uint8 array ``raw`` at ``pos`` with ``pwrite``; where the file has no pages
     yet (``new_pages``), with a helper thread when that is faster (:mod:`.fresh`)."""
