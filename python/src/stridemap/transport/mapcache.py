@@ -140,7 +140,9 @@ def _serve_recycled(key, desc):
     gone = []
     with _lock:
         gone.append(_reset_if_forked())
-        _count_ended()
+        if _ended:
+            _count_ended()
+            gone.extend(_over_budget())
         e = _recycled.get(key)
         if e is None or not _same_file(getattr(e.seg, "_desc", None), desc):
             e = None
@@ -202,11 +204,14 @@ def _use_ended(e, forked):
 
 
 def _count_ended_if_free():
+    gone = []  # mappings over the bytes bound: unmapped after the lock is released
     while _ended and _lock.acquire(blocking=False):
         try:
             _count_ended()
+            gone.extend(_over_budget())
         finally:
             _lock.release()
+    del gone
 
 
 def _count_ended():  # with _lock held
@@ -300,14 +305,23 @@ def sweep(now=None):
         gone = [_held.pop(k) for k in expired]
         expired = [k for k, e in _recycled.items() if e.uses == 0 and e.deadline <= now]
         gone.extend(_recycled.pop(k) for k in expired)
-        idle = [(k, e) for k, e in _recycled.items() if e.uses == 0]  # least recent first
-        total = sum(e.seg._desc.file_len for _, e in idle)
-        for k, e in idle:
-            if total <= recycle.MAX_BYTES:
-                break
-            total -= e.seg._desc.file_len
-            gone.append(_recycled.pop(k))
+        gone.extend(_over_budget())
     del gone  # unmapped here, outside the lock, when no array holds them
+
+
+def _over_budget():  # with _lock held; returns what the caller lets go of after it
+    """The kept mappings of recycled segments with no view left, least recent first, taken out
+    until those left hold at most ``recycle.MAX_BYTES``: checked as each use ends, not only at
+    the sweeps (40 results of 32 MiB in a second would otherwise all stay mapped)."""
+    idle = [(k, e) for k, e in _recycled.items() if e.uses == 0]
+    total = sum(e.seg._desc.file_len for _, e in idle)
+    gone = []
+    for k, e in idle:
+        if total <= recycle.MAX_BYTES:
+            break
+        total -= e.seg._desc.file_len
+        gone.append(_recycled.pop(k))
+    return gone
 
 
 def clear():
