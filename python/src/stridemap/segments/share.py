@@ -87,8 +87,10 @@ class SharedArray(np.ndarray):
         for a file) and makes this array read-only; returns it. This array's own map stays
         writable underneath, so the memfd gets ``F_SEAL_FUTURE_WRITE``, not ``F_SEAL_WRITE``
         (``self.segment.write_sealed`` is False: Rust consumers read it through volatile
-        views); :func:`stridemap.share` of it makes a write-sealed copy. Views taken before
-        stay writable in this process: let go of them first."""
+        views); :func:`stridemap.share` of it makes a write-sealed copy. Maps made before stay
+        writable: views taken before in this process (let go of them first), and a writable
+        map another process made of it (joblib's ``mmap_mode="r+"``; a pool hands it on
+        read-only)."""
         seg = segment_of(self)
         if not isinstance(seg, Produced):
             raise errors.NotShareable("only an array from stridemap.empty() can be frozen")

@@ -300,8 +300,11 @@ def handoff(array, policy, mmap_mode=None):
         return None
     if seg is not None and _is_memmap(seg):
         try:
+            # joblib's backend hands a memmap view on in the memmap's own mode, as loky does
+            # (a writable one with shared writes); a pool, read-only.
             return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c",
-                                                   seg=seg), policy)
+                                                   seg=seg, shared_writes=mmap_mode is not None),
+                              policy)
         except (errors.NotShareable, FileNotFoundError) as e:
             # Its file was deleted or replaced at its path: the bytes this process maps are
             # only here now, so they travel as a copy (as pickling would have sent them).
@@ -334,7 +337,8 @@ def handoff(array, policy, mmap_mode=None):
         # alone sends it (the Dask plugin falls back the same way).
         try:
             view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
-            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c"),
+            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c",
+                                                   shared_writes=mmap_mode in ("r+", "w+")),
                               policy)
         except (errors.NoSpace, errors.ProducerError, OSError) as e:
             if not isinstance(e, errors.NoSpace) and \
@@ -342,8 +346,8 @@ def handoff(array, policy, mmap_mode=None):
                 raise
             _warn_pickled(array, e)
             return None
-    return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c", seg=seg),
-                      policy)
+    return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c", seg=seg,
+                                           shared_writes=mmap_mode in ("r+", "w+")), policy)
 
 
 _pickled_said = {"pid": None, "count": 0}
@@ -460,16 +464,19 @@ def _is_memmap(seg):
     return getattr(seg, "kind", None) == "memmap"
 
 
-def export_for_receiver(view, *, copy_on_write=False, seg=None):
+def export_for_receiver(view, *, copy_on_write=False, seg=None, shared_writes=False):
     """``(record, handle, kind, mode)`` for :func:`_rebuild`: ``view``'s fixed record with
     ``source`` "fd"; a DupFd handle of an open file description made for one receiver and
     locked shared (SPEC §7); what the file is, as its segment says: "memfd", "recyclable" (a
     memfd its producer recycles in place once no process maps it: :mod:`..segments.recycle`),
     or "file" for a named one (opened by its path here, or received as a named file's fd and
-    handed on); and the mode the receiver maps with: "r+" for a writable view of a writable
-    segment, else "r", or "c" (copy-on-write) with ``copy_on_write``. ``seg``: ``view``'s
-    segment when the caller has found it already (:func:`segment_of`)."""
-    mode = "r+" if view.flags.writeable else "r"
+    handed on); and the mode the receiver maps with: "r" (read-only: what a pool hands on,
+    arguments and results alike), "c" (copy-on-write, private to the receiver) with
+    ``copy_on_write``, or with ``shared_writes`` (joblib's "r+" and "w+", and memmaps under
+    joblib, as loky hands them on) "r+" for a writable view of a writable segment: the
+    receiver's writes reach the sender's array. ``seg``: ``view``'s segment when the caller has
+    found it already (:func:`segment_of`)."""
+    mode = "r+" if shared_writes and view.flags.writeable else "r"
     found = _remembered_record(view, mode, seg)
     lazy = _lazy_offer(view, mode, *found) if found is not None else None
     if lazy is not None:
