@@ -55,6 +55,17 @@ def pytest_terminal_summary(terminalreporter):
         w(f"  not run: {line} (and {len(matrix['not run']) - 1} more of that pool)")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def nothing_waiting_between_modules():
+    """The segments a module's own process made and let go of wait for reuse
+    (segments.recycle) in no later module: ``empty()``'s contents are unspecified, and a test
+    of new segments must not get one a module before left."""
+    yield
+    from stridemap.segments import recycle
+
+    recycle.clear()
+
+
 @pytest.fixture
 def new_segments_only(monkeypatch):
     """For tests about new segments: empty() recycles none while it is in force

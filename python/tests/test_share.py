@@ -187,7 +187,7 @@ def test_a_frozen_memfd_refuses_writable_maps_everywhere():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_empty_is_writable_and_freeze_seals_it(kind):
+def test_empty_is_writable_and_freeze_seals_it(kind, new_segments_only):
     out = stridemap.empty((4, 5), "<f8", order="F", kind=kind)
     assert out.flags.writeable and out.flags.f_contiguous and out.shape == (4, 5)
     assert not out.any()
