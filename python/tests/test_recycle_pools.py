@@ -31,6 +31,7 @@ import stridemap.pools
 from stridemap.segments import recycle
 from stridemap.transport import mapcache
 
+import procmaps
 from producer_util import settled
 
 # Python 3.12+ warns of fork() with threads running: what the fork cases do on purpose.
@@ -61,18 +62,6 @@ def check(r, value):
     assert stridemap.segment_of(r) is not None, f"result {value} was pickled, not shared"
     want = expected(value)
     assert r.shape == want.shape and np.array_equal(r, want), f"result {value} is wrong"
-
-
-def inode_of(r):
-    """The inode of the file whose mapping holds ``r``'s first byte (its memfd)."""
-    addr = r.__array_interface__["data"][0]
-    with open("/proc/self/maps") as f:
-        for line in f:
-            fields = line.split(maxsplit=5)
-            lo, hi = (int(x, 16) for x in fields[0].split("-"))
-            if lo <= addr < hi:
-                return int(fields[4])
-    raise AssertionError("the result lies in no mapping")
 
 
 def memfds_here():
@@ -172,12 +161,12 @@ def test_results_back_to_back_are_exact_and_mostly_recycled(executor):
 
 def test_a_held_result_never_changes_while_many_more_come(executor):
     held = [(value, r) for value, _, r in results(executor, range(1000, 1008))]
-    inodes = {inode_of(r) for _, r in held}
+    inodes = {procmaps.inode(r) for _, r in held}
     assert len(inodes) == len(held), "two live results share a segment"
     recycled = 0
     for value, rec, r in results(executor, range(2000, 2060)):
         check(r, value)
-        assert inode_of(r) not in inodes, f"result {value} is in a held result's segment"
+        assert procmaps.inode(r) not in inodes, f"result {value} is in a held result's segment"
         recycled += rec
         del r
     assert recycled >= 30, f"only {recycled} of 60 recycled: the held ones were not put to test"
@@ -189,12 +178,12 @@ def test_nothing_of_them_stays_in_the_parent_once_dropped(executor):
     inodes, held = set(), []
     for value, _, r in results(executor, range(3000, 3040)):
         check(r, value)
-        inodes.add(inode_of(r))
+        inodes.add(procmaps.inode(r))
         if value % 4 == 0:
             held.append(r)
         del r
     now = memfds_here()
-    assert {inode_of(r) for r in held} <= now["maps"], "held results are not mapped here?"
+    assert {procmaps.inode(r) for r in held} <= now["maps"], "held results are not mapped here?"
     del held
     left = settled(lambda: left_of(inodes), lambda got: not got["maps"] and not got["fds"])
     assert not left["maps"] and not left["fds"], (
@@ -230,18 +219,11 @@ def test_pool_imap_results_are_exact_recycled_and_held_ones_stay(method):
     stridemap.pools.install()
     hits = mapcache.stats()["hits"]
     feed = Feed(4)
-    held, recycled, value = [], 0, 0
     with busy_parent(), multiprocessing.get_context(method).Pool(
             2, initializer=stridemap.pools.install) as pool:
         try:
-            for rec, r in pool.imap(make, feed.values(200)):
-                check(r, value)
-                recycled += rec
-                if value % 25 == 0:
-                    held.append((value, r))
-                del r
-                value += 1
-                feed.consumed()
+            held, recycled, value = consume(pool.imap(make, feed.values(200)), 25,
+                                            feed.consumed)
         finally:
             feed.stop()
     hits = mapcache.stats()["hits"] - hits
@@ -254,21 +236,30 @@ def test_pool_imap_results_are_exact_recycled_and_held_ones_stay(method):
         f"the parent's kept mapping")
 
 
+def consume(results, every, after=lambda: None):
+    """``(held, recycled, count)`` of ``results`` (``(recycled, array)`` of ``make(0)``,
+    ``make(1)``, ... in order): each checked, every ``every``-th held, the rest dropped at once;
+    ``after()`` once each is done with."""
+    held, recycled, value = [], 0, 0
+    for rec, r in results:
+        check(r, value)
+        recycled += rec
+        if value % every == 0:
+            held.append((value, r))
+        del r
+        value += 1
+        after()
+    return held, recycled, value
+
+
 def test_joblib_backend_results_are_exact_and_held_ones_stay():
     """joblib's results are mapped copy-on-write (private): a page not written yet shows the
     file as it is now, so a recycle under a held one would show at once."""
-    held, recycled, value = [], 0, 0
     try:
         with joblib.parallel_config(backend="stridemap", n_jobs=2):
             out = joblib.Parallel(return_as="generator", batch_size=1, pre_dispatch="n_jobs")(
                 joblib.delayed(make)(v) for v in range(150))
-            for rec, r in out:
-                check(r, value)
-                recycled += rec
-                if value % 15 == 0:
-                    held.append((value, r))
-                del r
-                value += 1
+            held, recycled, value = consume(out, 15)
     finally:
         stridemap.pools.shutdown_backend()
     assert value == 150
