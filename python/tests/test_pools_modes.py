@@ -67,6 +67,33 @@ def test_a_pool_result_is_read_only_and_handed_on_read_only(pool):
     assert bool((r == 3.0).all())
 
 
+@pytest.mark.parametrize("where", ["/dev/shm", "disk"])
+def test_a_pool_hands_a_writable_memmap_on_read_only(where, tmp_path):
+    """``install(numpy=True)`` describes np.memmap views in place: a task gets them read-only,
+    a memmap file in /dev/shm (the default temp root) or on disk alike."""
+    import os
+    import tempfile
+
+    folder = tempfile.mkdtemp(dir="/dev/shm") if where == "/dev/shm" else str(tmp_path)
+    path = os.path.join(folder, "m.bin")
+    stridemap.pools.install(numpy=True)
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        m = np.memmap(path, dtype="<f8", mode="w+", shape=(200_000,))  # above max_nbytes
+        m[:] = 5.0
+        with concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=ctx, initializer=stridemap.pools.install) as ex:
+            got = ex.submit(write_into, m[::-1], 4.0).result()
+        assert got.startswith("refused") and "read-only" in got, got
+        assert bool((m == 5.0).all())
+        del m
+    finally:
+        stridemap.pools.install()
+        os.unlink(path)
+        if where == "/dev/shm":
+            os.rmdir(folder)
+
+
 def test_joblib_default_backend_with_pools_imported_hands_it_read_only():
     s = stridemap.empty(1000, "<f8")
     s[:] = 5.0

@@ -52,8 +52,7 @@ def _build(table):
     for n in range(MAX + 1):
         zeros[n] = c
         c = table[c & 0xFF] ^ (c >> 8)
-    distance = np.arange(MAX - 1, -1, -1, dtype=np.intp)  # distance[MAX - n + i] = n - 1 - i
-    return rows, zeros, distance
+    return rows, zeros
 
 
 _tables = _build(BYTE_TABLE)
@@ -67,7 +66,7 @@ def crc32c(data):
     and the 1 MiB table is read a few dozen rows at a time instead of a row per byte (on a
     processor just woken, with cold caches, each row read is a cache miss).
     """
-    rows, zeros, _ = _tables
+    rows, zeros = _tables
     b = np.frombuffer(data, dtype=np.uint8)
     n = b.size
     if n > MAX:
@@ -85,6 +84,22 @@ def patch(crc, n, at, old, new):
         if a != b:
             crc ^= rows[i][a ^ b]
     return crc
+
+
+def replaced(message, at, new, crc_at):
+    """``message`` (``crc_at`` bytes, then their CRC-32C in 4 little-endian bytes) with its
+    bytes from ``at`` replaced by ``new`` and its checksum patched (:func:`patch`).
+
+    >>> m = b"123456789" * 4
+    >>> signed = m + crc32c(m).to_bytes(4, "little")
+    >>> replaced(signed, 8, b"xy", len(m)) == (lambda x: x + crc32c(x).to_bytes(4, "little"))(
+    ...     m[:8] + b"xy" + m[10:])
+    True
+    """
+    end = at + len(new)
+    crc = patch(int.from_bytes(message[crc_at:crc_at + 4], "little"), crc_at, at,
+                message[at:end], new)
+    return message[:at] + new + message[end:crc_at] + crc.to_bytes(4, "little")
 
 
 _rows_memo = {}

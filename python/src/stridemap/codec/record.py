@@ -142,10 +142,7 @@ def with_generation(rec: bytes, generation: int) -> bytes:
     >>> with_generation(encode(d), 5) == encode(d.with_generation(5))
     True
     """
-    at, end = _GENERATION_AT, _GENERATION_AT + 8
-    new = generation.to_bytes(8, "little")
-    crc = _crc.patch(int.from_bytes(rec[_CRC_AT:], "little"), _CRC_AT, at, rec[at:end], new)
-    return rec[:at] + new + rec[end:_CRC_AT] + crc.to_bytes(4, "little")
+    return _crc.replaced(rec, _GENERATION_AT, generation.to_bytes(8, "little"), _CRC_AT)
 
 
 def _decode_fixed(rec, checksummed=False):

@@ -78,7 +78,7 @@ def fill(seg, src, strides, offset):
     how = fill_kind(src, strides, seg.capacity)
     if how == "span":
         lo_addr = view_span(src)[0]
-        raw = np.asarray(_Span(lo_addr, src.nbytes, src))
+        raw = raw_span(lo_addr, src.nbytes, src)
         _pwrite_all(seg.fd, raw, seg.data_offset + offset - (address(src) - lo_addr),
                     new_pages=True)
     elif how == "packed":
@@ -108,7 +108,7 @@ def _fill_huge(seg, src, strides, offset):
     plan = seg.huge_plan
     if fill_kind(src, strides, seg.capacity) == "span":
         lo_addr = view_span(src)[0]
-        raw = np.asarray(_Span(lo_addr, src.nbytes, src))
+        raw = raw_span(lo_addr, src.nbytes, src)
         pos = seg.data_offset + offset - (address(src) - lo_addr)
         try:
             if fresh.fill_fresh_huge(seg.fd, raw, pos, plan.page_size, plan.thp):

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 
 from ..codec import errors
-from ..codec.crc import patch
+from ..codec.crc import patch, replaced
 from ..codec.record import crc32c
 
 MAGIC = b"\x89SMS\r\n\x1a\n"
@@ -83,10 +83,7 @@ def with_generation(head, generation):
     >>> with_generation(h, 2) == encode_header(bytes(range(16)), 2, 4096, owner_pid=7)
     True
     """
-    at, end = _GENERATION_AT, _GENERATION_AT + 8
-    new = generation.to_bytes(8, "little")
-    crc = patch(int.from_bytes(head[60:HEADER_SIZE], "little"), 60, at, head[at:end], new)
-    return head[:at] + new + head[end:60] + crc.to_bytes(4, "little")
+    return replaced(head, _GENERATION_AT, generation.to_bytes(8, "little"), 60)
 
 
 # Valid headers decoded before, by their 64 bytes (a pure function of them): a receiver that

@@ -120,7 +120,7 @@ def _recycle(seg):
         if os.pwrite(fd, head, 0) != len(head):
             return False
         seg.generation = generation
-        seg._header = head
+        seg._header = (generation, os.getpid(), head)
         return True
     except OSError:
         return False
@@ -131,10 +131,9 @@ def _recycle(seg):
 def _next_header(seg, generation):
     """The header of ``seg``'s next use: the last one written here patched to ``generation``
     (:func:`.header.with_generation`), or a new one."""
-    last = getattr(seg, "_header", None)
-    if (last is not None and int.from_bytes(last[32:40], "little") == seg.generation
-            and int.from_bytes(last[48:52], "little") == os.getpid()):
-        return with_generation(last, generation)
+    last = getattr(seg, "_header", None)  # (generation, pid, bytes) of the last one written
+    if last is not None and last[:2] == (seg.generation, os.getpid()):
+        return with_generation(last[2], generation)
     return encode_header(seg.segment_id, generation, capacity=seg.capacity,
                          owner_pid=os.getpid(), data_offset=seg.data_offset)
 

@@ -302,9 +302,8 @@ def handoff(array, policy, mmap_mode=None):
         try:
             # joblib's backend hands a memmap view on in the memmap's own mode, as loky does
             # (a writable one with shared writes); a pool, read-only.
-            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c",
-                                                   seg=seg, shared_writes=mmap_mode is not None),
-                              policy)
+            return _rebuild, (*export_for_receiver(view, seg=seg,
+                                                   **_grants(mmap_mode, memmap=True)), policy)
         except (errors.NotShareable, FileNotFoundError) as e:
             # Its file was deleted or replaced at its path: the bytes this process maps are
             # only here now, so they travel as a copy (as pickling would have sent them).
@@ -319,8 +318,7 @@ def handoff(array, policy, mmap_mode=None):
             return None
         log.debug("stridemap.pools: copying a received %s array to hand it on (no fd of it "
                   "was kept)", array.shape)
-        return _rebuild, (*export_for_receiver(_copy(array), copy_on_write=mmap_mode == "c"),
-                          policy)
+        return _rebuild, (*export_for_receiver(_copy(array), **_grants(mmap_mode)), policy)
     if seg is None:
         if not policy.numpy:
             log.debug("stridemap.pools: pickling a %s array: no stridemap segment backs it "
@@ -337,17 +335,23 @@ def handoff(array, policy, mmap_mode=None):
         # alone sends it (the Dask plugin falls back the same way).
         try:
             view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
-            return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c",
-                                                   shared_writes=mmap_mode in ("r+", "w+")),
-                              policy)
+            return _rebuild, (*export_for_receiver(view, **_grants(mmap_mode)), policy)
         except (errors.NoSpace, errors.ProducerError, OSError) as e:
             if not isinstance(e, errors.NoSpace) and \
                     getattr(e, "errno", None) not in (errno.EMFILE, errno.ENFILE):
                 raise
             _warn_pickled(array, e)
             return None
-    return _rebuild, (*export_for_receiver(view, copy_on_write=mmap_mode == "c", seg=seg,
-                                           shared_writes=mmap_mode in ("r+", "w+")), policy)
+    return _rebuild, (*export_for_receiver(view, seg=seg, **_grants(mmap_mode)), policy)
+
+
+def _grants(mmap_mode, memmap=False):
+    """What a receiver may do with an array handed on under ``mmap_mode`` (:class:`Reducer`),
+    as :func:`export_for_receiver` takes it: copy-on-write under "c"; shared writes under "r+"
+    and "w+", and for a memmap under any joblib mode (as loky hands memmaps on); a pool
+    (``None``): read-only."""
+    return {"copy_on_write": mmap_mode == "c",
+            "shared_writes": mmap_mode is not None if memmap else mmap_mode in ("r+", "w+")}
 
 
 _pickled_said = {"pid": None, "count": 0}
