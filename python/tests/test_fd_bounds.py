@@ -12,24 +12,16 @@ import textwrap
 
 import pytest
 
-LIMIT = 1024
+import fdlimit
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 
-PRELUDE = textwrap.dedent(f"""
-    import os, resource, sys
-    resource.setrlimit(resource.RLIMIT_NOFILE,
-                       ({LIMIT}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+PRELUDE = fdlimit.prelude() + textwrap.dedent("""
+    import sys
     import multiprocessing as mp
     import numpy as np
     import stridemap, stridemap.pools as pools
-
-    def fds():
-        return len(os.listdir("/proc/self/fd"))
-
-    def maps():
-        with open("/proc/self/maps") as f:
-            return sum(1 for line in f if "stridemap" in line)
 """)
 
 
@@ -84,7 +76,7 @@ def test_ten_thousand_live_received_arrays_at_1024_fds():
     assert got["shared"] == "10000", f"received arrays not zero-copy: {out}"
     assert int(got["maps"]) >= 10_000, out
     # kept fds (at most an eighth of the limit) and the pool's own: far below the limit.
-    assert int(got["fds"]) < LIMIT // 8 + 100, out
+    assert int(got["fds"]) < fdlimit.LIMIT // 8 + 100, out
 
 
 def test_seven_hundred_shared_megabyte_arrays_at_1024_fds():
@@ -127,7 +119,7 @@ def test_a_received_array_keeps_no_fd_of_its_mapping():
         print(f"after={fds() - before}")
     """)
     got = parse(out)
-    assert got["cap"] == str(LIMIT // 8), out
+    assert got["cap"] == str(fdlimit.LIMIT // 8), out
     assert got["grown"] == got["cap"] and got["same"] == "True", out
     assert got["after"] == "0", out
 

@@ -77,7 +77,7 @@ def test_every_package_lock_is_free_in_a_child_forked_while_a_thread_holds_it(tm
     locks = package_locks()
     names = {where for where, _ in locks}
     # The walk finds the locks of the pools' path (it cannot pass by finding none).
-    for expected in ("stridemap.transport.handoff._records_lock",
+    for expected in ("stridemap.transport.handoff._scope_lock",
                      "stridemap.transport.handoff._pending_lock",
                      "stridemap.transport.channel._lock",
                      "stridemap.transport.channel._conns",

@@ -123,11 +123,11 @@ def test_records_of_a_frozen_segment_are_remembered_per_view():
     for v in views:
         got = pickle.loads(reduction.ForkingPickler.dumps(v))
         assert np.array_equal(got, v) and got.strides == v.strides
-    assert len(_handoff._records[stridemap.segment_of(a)]) == 6
+    assert len(stridemap.segment_of(a).view_records) == 6
     w = stridemap.empty((4,), "<f8")  # recycled in place: remembered per generation
     w[...] = 3.0
     got = pickle.loads(reduction.ForkingPickler.dumps(w))
-    assert got.tolist() == [3.0] * 4 and stridemap.segment_of(w) in _handoff._records
+    assert got.tolist() == [3.0] * 4 and len(stridemap.segment_of(w).view_records) == 1
     seg = stridemap.segment_of(w)
     del w, got
     again = stridemap.empty((4,), "<f8")
@@ -135,12 +135,12 @@ def test_records_of_a_frozen_segment_are_remembered_per_view():
     again[...] = 5.0
     got = pickle.loads(reduction.ForkingPickler.dumps(again))
     assert got.tolist() == [5.0] * 4
-    [(generation, record)] = _handoff._records[seg].values()
+    [(generation, record)] = seg.view_records.values()
     assert generation == seg.generation
     assert decode(record).generation == seg.generation  # the patched record is valid
     n = stridemap.empty((4,), "<f8", kind="file")  # neither frozen nor recycled: described
     got = pickle.loads(reduction.ForkingPickler.dumps(n))  # every time
-    assert stridemap.segment_of(n) not in _handoff._records
+    assert stridemap.segment_of(n).view_records == {}
 
 
 def test_a_forked_child_starts_with_no_channel_of_its_own():

@@ -83,3 +83,40 @@ def test_a_receiver_whose_mapping_went_gets_the_fd_made_for_it(tmp_path):
     assert int(got["lazy offers"]) >= 40, got  # of 51: a few may be received already
     assert got["results right"] == "True"
     assert got["offered at the end"] == "0"
+
+
+class _Segment:
+    """Stands for a segment the offers are of (weakly referable)."""
+
+
+def test_a_handoff_of_a_segment_every_peer_maps_reads_no_mailbox(monkeypatch):
+    """Reading the mailboxes is a system call or two and an exception per peer (tens of
+    microseconds on a CPU just woken): a sender that knows already that every peer maps the
+    segment does not read them; one that does not know reads them, and learns from them."""
+    from stridemap.transport import channel
+
+    reads = []
+    learned = []
+
+    def drain(defer=False):
+        reads.append(defer)
+        for seg, pid in learned:
+            channel._holders.setdefault(seg, set()).add(pid)
+        return len(learned)
+
+    peer, known, news = object(), _Segment(), _Segment()
+    monkeypatch.setattr(channel, "drain_mailboxes", drain)
+    monkeypatch.setitem(channel._state, "pid", os.getpid())
+    monkeypatch.setattr(channel, "_served", {peer: 4242})
+    monkeypatch.setattr(channel, "_holders", __import__("weakref").WeakKeyDictionary())
+    channel._holders[known] = {4242}
+
+    assert channel.mapped_by_every_peer(known)
+    assert reads == []  # known: no mailbox read
+    assert not channel.mapped_by_every_peer(news)
+    assert reads == [True]  # not known: read once, and nothing in them says so
+    learned.append((news, 4242))
+    assert channel.mapped_by_every_peer(news)  # a release in a mailbox says so
+    assert reads == [True, True]
+    monkeypatch.setattr(channel, "_served", {peer: 4242, object(): 4343})
+    assert not channel.mapped_by_every_peer(known)  # a new peer: read, and not every peer

@@ -28,6 +28,8 @@ import pytest
 
 import stridemap
 import stridemap.pools
+
+import fdlimit
 from stridemap.segments import recycle
 from stridemap.transport import mapcache
 
@@ -269,18 +271,14 @@ def test_joblib_backend_results_are_exact_and_held_ones_stay():
     print(f"joblib: {recycled} of 150 results made in a recycled segment")
 
 
-LIMIT = 1024
 # fds the pool may add after it started: the second worker's (started on demand: its pipes and
 # pidfd) and a channel connection and mailbox to each worker, made with its first result.
 SPARE = 16
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 
-AT_1024 = textwrap.dedent(f"""
-    import resource
-    resource.setrlimit(resource.RLIMIT_NOFILE,
-                       ({LIMIT}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    import collections, concurrent.futures, gc, multiprocessing, os
+AT_1024 = fdlimit.prelude("memfd:stridemap") + textwrap.dedent(f"""
+    import collections, concurrent.futures, gc, multiprocessing
     import stridemap, stridemap.pools
     from stridemap.segments import recycle
     from stridemap.transport import mapcache
@@ -291,13 +289,6 @@ AT_1024 = textwrap.dedent(f"""
         a = stridemap.empty(1024, "<f8")  # 8 KiB
         a[:] = i
         return recycle.stats()["taken"] - taken, a
-
-    def fds():
-        return len(os.listdir("/proc/self/fd"))
-
-    def maps():
-        with open("/proc/self/maps") as f:
-            return sum(1 for line in f if "memfd:stridemap" in line)
 
     def results(pool, n, ahead=4):
         pending = collections.deque()
@@ -387,6 +378,6 @@ def test_three_thousand_results_with_seven_hundred_held_at_1024_fds():
         assert g["recycled_first"] >= 500 and g["hits_first"] >= 500, (method, out)
         assert g["recycled_last"] >= 650, (method, out)
         # The fds kept for handing views on (an eighth of the limit) and the pool's own.
-        assert g["peak"] < LIMIT // 8 + 64, (method, out)
+        assert g["peak"] < fdlimit.LIMIT // 8 + 64, (method, out)
         # Once all are dropped: no mapping of them, and no fd beyond the pool's own.
         assert g["maps"] == 0 and g["fds"] <= g["base"] + SPARE, (method, out)

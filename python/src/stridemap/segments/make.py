@@ -56,6 +56,9 @@ class Produced(Segment):
         self._fs = lifetime.FileState(fd, plan.kind, name, folder)
         self._buf_addr = None
         self._recyclable = False  # empty() made it: recycled once its arrays go (.recycle)
+        # Records of its views handed to pool processes, by view: kept by
+        # transport.handoff (described once, a later generation's patched).
+        self.view_records = {}
         self._finalizer = weakref.finalize(self, lifetime.release, self._fs)
         self._finalizer.atexit = False  # at exit the folder goes as a whole (_at_exit)
 

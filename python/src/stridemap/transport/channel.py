@@ -615,7 +615,9 @@ def offer(fd, keep, holding=None, make=None, drained=False):
     release it are known to map it (:func:`mapped_by_every_peer`). ``fd`` None makes a lazy
     offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
     already asks for nothing), and no receiver can take it from this process's fd table.
-    ``drained``: the caller has just read the mailboxes (:func:`mapped_by_every_peer`)."""
+    ``drained``: the caller needs nothing read from the mailboxes now (a lazy offer, which
+    holds no fd: the releases that let go of such offers are read by the serving thread,
+    before a recycle and at exit)."""
     _withdraw_deferred()
     if not drained:
         drain_mailboxes(defer=True)
@@ -636,9 +638,17 @@ def offer(fd, keep, holding=None, make=None, drained=False):
 
 def mapped_by_every_peer(holding):
     """Whether every process connected to this one's channel has fetched or released an offer
-    of ``holding`` (so maps it, or did lately): then an offer of it may be lazy."""
+    of ``holding`` (so maps it, or did lately): then an offer of it may be lazy. The mailboxes
+    are read only when what is known already does not say so: a release can only add a
+    process that maps it, and a process that once did stays counted (its receive of a lazy
+    offer asks for an fd when its mapping went), so a handoff of a segment every peer maps
+    needs no system call here."""
+    return _every_peer_holds(holding) or (drain_mailboxes(defer=True) > 0
+                                          and _every_peer_holds(holding))
+
+
+def _every_peer_holds(holding):
     me = os.getpid()
-    drain_mailboxes(defer=True)
     with _lock:
         if _state["pid"] != me:
             return False

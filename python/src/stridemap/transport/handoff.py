@@ -5,8 +5,8 @@ dependency on joblib, so a ``multiprocessing`` worker stays light. :mod:`stridem
 public face (``install()``, the joblib backend).
 
 What travels in the pickle is ``(_rebuild, (record, handle, kind, mode, policy))``: the
-1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, a handle of the fd, and
-what the fd is, as the sender knows it: "memfd", "recyclable" (a memfd its producer recycles
+1024-byte fixed record (SPEC §1), with ``source`` "fd" and no path, a handle of the fd, the
+sender's :class:`Policy` as ``(numpy, max_nbytes)``, and what the fd is, as the sender knows it: "memfd", "recyclable" (a memfd its producer recycles
 in place, :mod:`..segments.recycle`, whose mapping the receiver keeps as :mod:`.mapcache`
 says), or "file" for a named file (a segment in a temp root, an ``np.memmap``'s file), which
 the receiver checks as SPEC §6 checks a file opened by its path
@@ -287,6 +287,7 @@ def handoff(array, policy, mmap_mode=None):
     errors of the producer are raised.
     """
     problem = _typestr_problem(array.dtype)
+    wire = (policy.numpy, policy.max_nbytes)  # plain values: a Policy pickles by copyreg
     if problem is not None:
         log.debug("stridemap.pools: pickling a %s array: %s", array.shape, problem)
         return None
@@ -303,7 +304,7 @@ def handoff(array, policy, mmap_mode=None):
             # joblib's backend hands a memmap view on in the memmap's own mode, as loky does
             # (a writable one with shared writes); a pool, read-only.
             return _rebuild, (*export_for_receiver(view, seg=seg,
-                                                   **_grants(mmap_mode, memmap=True)), policy)
+                                                   **_grants(mmap_mode, memmap=True)), wire)
         except (errors.NotShareable, FileNotFoundError) as e:
             # Its file was deleted or replaced at its path: the bytes this process maps are
             # only here now, so they travel as a copy (as pickling would have sent them).
@@ -318,7 +319,7 @@ def handoff(array, policy, mmap_mode=None):
             return None
         log.debug("stridemap.pools: copying a received %s array to hand it on (no fd of it "
                   "was kept)", array.shape)
-        return _rebuild, (*export_for_receiver(_copy(array), **_grants(mmap_mode)), policy)
+        return _rebuild, (*export_for_receiver(_copy(array), **_grants(mmap_mode)), wire)
     if seg is None:
         if not policy.numpy:
             log.debug("stridemap.pools: pickling a %s array: no stridemap segment backs it "
@@ -335,14 +336,14 @@ def handoff(array, policy, mmap_mode=None):
         # alone sends it (the Dask plugin falls back the same way).
         try:
             view = _writable_copy(array) if mmap_mode in ("r+", "w+") else _copy(array)
-            return _rebuild, (*export_for_receiver(view, **_grants(mmap_mode)), policy)
+            return _rebuild, (*export_for_receiver(view, **_grants(mmap_mode)), wire)
         except (errors.NoSpace, errors.ProducerError, OSError) as e:
             if not isinstance(e, errors.NoSpace) and \
                     getattr(e, "errno", None) not in (errno.EMFILE, errno.ENFILE):
                 raise
             _warn_pickled(array, e)
             return None
-    return _rebuild, (*export_for_receiver(view, seg=seg, **_grants(mmap_mode)), policy)
+    return _rebuild, (*export_for_receiver(view, seg=seg, **_grants(mmap_mode)), wire)
 
 
 def _grants(mmap_mode, memmap=False):
@@ -525,13 +526,12 @@ def _receiver_mode(mode, copy_on_write):
     return "c" if copy_on_write and mode == "r" else mode
 
 
-# Records of views of memfd segments whose records only the view's geometry changes, per
-# segment: frozen ones, and recycled ones (where a later generation's record is the earlier
-# one's with the generation and checksum patched). A repeated handoff of the same view (the
-# same array shared again, as a pool does call after call; a worker's result in a recycled
-# segment) skips describing it (about 40 us of the 120 us a sender spends).
-_records = weakref.WeakKeyDictionary()
-_records_lock = forksafe.Lock()
+# Records of views of memfd segments whose records only the view's geometry changes, kept on
+# the segment (``Produced.view_records``): frozen ones, and recycled ones (where a later
+# generation's record is the earlier one's with the generation and checksum patched). A
+# repeated handoff of the same view (the same array shared again, as a pool does call after
+# call; a worker's result in a recycled segment) skips describing it (about 40 us of the 120 us
+# a sender spends). Plain dict operations (atomic): two threads that race describe it twice.
 _RECORDS_PER_SEGMENT = 64
 
 
@@ -545,25 +545,20 @@ def _remembered_record(view, mode, seg=None):
         return None
     if not (seg.frozen and mode == "r") and not recycle.recyclable(seg):
         return None
-    iface = view.__array_interface__
-    key = (mode, iface["data"][0], view.shape, view.strides, view.dtype.str)
+    key = (mode, view.__array_interface__["data"][0], view.shape, view.strides,
+           view.dtype.str)
     generation = seg.generation
-    with _records_lock:
-        try:
-            records = _records.setdefault(seg, {})
-        except TypeError:  # not weakly referable: no memory of it
-            return seg, seg.describe(view, mode)
-        known = records.get(key)
+    records = seg.view_records
+    known = records.get(key)
     if known is not None and known[0] == generation:
         return seg, known[1]
     if known is not None:
         record = with_generation(known[1], generation)
     else:
         record = seg.describe(view, mode)
-    with _records_lock:
-        if len(records) >= _RECORDS_PER_SEGMENT:
-            records.clear()
-        records[key] = (generation, record)
+    if len(records) >= _RECORDS_PER_SEGMENT:
+        records.clear()
+    records[key] = (generation, record)
     return seg, record
 
 
@@ -861,7 +856,7 @@ def _rebuild(record, handle, kind, mode, policy):
     ``kind`` is the sender's word for the fd: "file" (a named file's), else a memfd's
     ("recyclable": one its producer recycles in place, kept as :mod:`.mapcache` says)."""
     if _installed is None or _provisional:
-        install(policy)  # results and onward tasks go back the same way
+        install(_policy_of(policy))  # results and onward tasks go back the same way
     _ensure_exit_wait()
     named = kind == "file"
     try:
@@ -891,6 +886,21 @@ def _rebuild(record, handle, kind, mode, policy):
     finally:
         os.close(fd)
     return _as_shared(mapcache.remember(key, array))
+
+
+def _policy_of(wire):
+    """The :class:`Policy` a sender's ``(numpy, max_nbytes)`` (or a Policy) stands for; the
+    default for anything else (a receive never fails on it).
+
+    >>> _policy_of((True, 4096)), _policy_of(None)
+    (Policy(numpy=True, max_nbytes=4096), Policy(numpy=False, max_nbytes=1048576))
+    """
+    if isinstance(wire, Policy):
+        return wire
+    try:
+        return Policy(*wire)
+    except (TypeError, ValueError):
+        return Policy()
 
 
 def _sender_of(handle):
