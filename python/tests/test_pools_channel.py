@@ -278,3 +278,29 @@ def test_a_result_is_taken_from_its_senders_fd_table_only_when_it_is_the_named_f
             p.join(30)
         assert taken == [not lie], taken
         assert fetched == ([True] if lie else []), fetched
+
+
+def test_offer_ids_are_random_and_a_forked_child_never_gives_its_parents():
+    """Ids are read from the system 64 at a time: a child forked in the middle of a batch must
+    not give the ids its parent gives next (a peer could take the other's fds)."""
+    ids = [_channel._new_ident() for _ in range(130)]
+    assert len(set(ids)) == 130 and all(len(i) == _channel.ID_SIZE for i in ids)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, b"".join(_channel._new_ident() for _ in range(8)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    child = b""
+    while len(child) < 8 * _channel.ID_SIZE:
+        more = os.read(r, 4096)
+        if not more:
+            break
+        child += more
+    os.close(r)
+    os.waitpid(pid, 0)
+    mine = [_channel._new_ident() for _ in range(8)]
+    theirs = [child[i:i + _channel.ID_SIZE] for i in range(0, len(child), _channel.ID_SIZE)]
+    assert len(theirs) == 8 and not set(theirs) & set(mine)

@@ -92,7 +92,8 @@ class _Segment:
 def test_a_handoff_of_a_segment_every_peer_maps_reads_no_mailbox(monkeypatch):
     """Reading the mailboxes is a system call or two and an exception per peer (tens of
     microseconds on a CPU just woken): a sender that knows already that every peer maps the
-    segment does not read them; one that does not know reads them, and learns from them."""
+    segment does not read them, nor one that never offered it (a new segment); one that
+    offered it and does not know reads them, and learns from them."""
     from stridemap.transport import channel
 
     reads = []
@@ -104,15 +105,18 @@ def test_a_handoff_of_a_segment_every_peer_maps_reads_no_mailbox(monkeypatch):
             channel._holders.setdefault(seg, set()).add(pid)
         return len(learned)
 
-    peer, known, news = object(), _Segment(), _Segment()
+    peer, known, news, never = object(), _Segment(), _Segment(), _Segment()
     monkeypatch.setattr(channel, "drain_mailboxes", drain)
     monkeypatch.setitem(channel._state, "pid", os.getpid())
     monkeypatch.setattr(channel, "_served", {peer: 4242})
     monkeypatch.setattr(channel, "_holders", __import__("weakref").WeakKeyDictionary())
     channel._holders[known] = {4242}
+    channel._holders[news] = set()  # offered, no release read yet
 
     assert channel.mapped_by_every_peer(known)
     assert reads == []  # known: no mailbox read
+    assert not channel.mapped_by_every_peer(never)
+    assert reads == []  # never offered: no release can be of it
     assert not channel.mapped_by_every_peer(news)
     assert reads == [True]  # not known: read once, and nothing in them says so
     learned.append((news, 4242))

@@ -65,6 +65,23 @@ class Descriptor:
         other.__dict__["generation"] = generation
         return other
 
+    def with_identity(self, device: int, inode: int, generation: int,
+                      segment_id: bytes) -> "Descriptor":
+        """This descriptor's view of another file or segment of the same layout: ``device``,
+        ``inode``, ``generation`` and ``segment_id`` in place of its own (no rule of SPEC §3
+        reads them).
+
+        >>> d = Descriptor(dtype="|u1", shape=(), strides=(), buffer_len=1, file_len=1)
+        >>> e = d.with_identity(1, 2, 3, bytes(range(16)))
+        >>> (e.device, e.inode, e.generation, e.segment_id[15], e.shape)
+        (1, 2, 3, 15, ())
+        """
+        other = object.__new__(Descriptor)
+        other.__dict__.update(self.__dict__)
+        other.__dict__.update(device=device, inode=inode, generation=generation,
+                              segment_id=segment_id)
+        return other
+
     @property
     def ndim(self) -> int:
         """The number of axes."""

@@ -64,14 +64,18 @@ def _first_nonzero(data, start, stop):
 # valid records are kept; at most _MEMO_SIZE of them (then the memo starts again).
 _memo = {}
 _MEMO_SIZE = 256
-# The same records by their bytes but the generation's and the checksum's: a record that
-# differs from one of them only in its generation (a segment recycled in place, handed again)
-# breaks a rule only if its checksum is wrong, which crc.patch checks with eight lookups.
-_memo_but_generation = {}
+# The same records by their bytes but the identity's (device, inode, generation, segment id:
+# bytes 64-103, which no rule of SPEC §3 reads) and the checksum's: a record that differs from
+# one of them only there (a segment recycled in place, handed again; a new segment of the same
+# layout, as a worker's results are) breaks a rule only if its checksum is wrong, which
+# crc.patch checks with a lookup per changed byte.
+_memo_but_identity = {}
+_IDENTITY_AT, _IDENTITY_END = 64, 104
+_IDENTITY = struct.Struct("<QQQ16s")
 
 
-def _but_generation(rec):
-    return rec[:_GENERATION_AT] + rec[_GENERATION_AT + 8:_CRC_AT]
+def _but_identity(rec):
+    return rec[:_IDENTITY_AT] + rec[_IDENTITY_END:_CRC_AT]
 
 BYTES_LIKE = "bytes, bytearray, memoryview or another buffer"
 
@@ -98,7 +102,7 @@ def decode_fixed(buf: BytesLike) -> Descriptor:
     rec = bytes(buf[:SIZE])
     desc = _memo.get(rec)
     if desc is None:
-        desc = _decode_other_generation(rec)
+        desc = _decode_other_identity(rec)
     if desc is None:
         desc = _remember(rec, _decode_fixed(rec))
     return desc
@@ -108,28 +112,28 @@ def _remember(rec, desc):
     """Memoize the valid record ``rec`` (bytes) as ``desc``; returns ``desc``."""
     if len(_memo) >= _MEMO_SIZE:
         _memo.clear()
-        _memo_but_generation.clear()
+        _memo_but_identity.clear()
     _memo[rec] = desc
-    _memo_but_generation[_but_generation(rec)] = rec
+    _memo_but_identity[_but_identity(rec)] = rec
     return desc
 
 
-def _decode_other_generation(rec):
+def _decode_other_identity(rec):
     """The Descriptor of ``rec`` from a decoded record that differs from it only in its
-    generation and checksum, when ``rec``'s checksum is the one that record's gives for it;
+    identity and checksum, when ``rec``'s checksum is the one that record's gives for it;
     None otherwise (then it is decoded in full)."""
-    known = _memo_but_generation.get(_but_generation(rec))
+    known = _memo_but_identity.get(_but_identity(rec))
     if known is None:
         return None
     template = _memo.get(known)
     if template is None:
         return None
-    at, end = _GENERATION_AT, _GENERATION_AT + 8
+    at, end = _IDENTITY_AT, _IDENTITY_END
     crc = int.from_bytes(known[_CRC_AT:], "little")
     if _crc.patch(crc, _CRC_AT, at, known[at:end], rec[at:end]) != int.from_bytes(
             rec[_CRC_AT:], "little"):
         return None
-    return template.with_generation(int.from_bytes(rec[at:end], "little"))
+    return template.with_identity(*_IDENTITY.unpack_from(rec, at))
 
 
 def with_generation(rec: bytes, generation: int) -> bytes:
@@ -143,6 +147,28 @@ def with_generation(rec: bytes, generation: int) -> bytes:
     True
     """
     return _crc.replaced(rec, _GENERATION_AT, generation.to_bytes(8, "little"), _CRC_AT)
+
+
+def with_identity(rec: bytes, device: int, inode: int, generation: int,
+                  segment_id: bytes) -> bytes:
+    """The valid version 1.0 record ``rec`` (bytes) describing the same layout in another file
+    or segment: what :func:`encode` gives for ``desc.with_identity(...)``, its checksum patched
+    (no rule reads these fields: valid as ``rec`` is). ``ValueError`` for values a record
+    cannot hold.
+
+    >>> from stridemap import Descriptor
+    >>> d = Descriptor(dtype="<f8", shape=(2,), strides=(8,), buffer_len=16, file_len=16,
+    ...                source="fd", generation=1, segment_id=bytes(16))
+    >>> with_identity(encode(d), 7, 8, 9, b"s" * 16) == encode(d.with_identity(7, 8, 9, b"s" * 16))
+    True
+    """
+    if len(segment_id) != 16:
+        raise ValueError("segment_id must be 16 bytes")
+    try:
+        new = _IDENTITY.pack(device, inode, generation, segment_id)
+    except struct.error as e:
+        raise ValueError(f"a field does not fit its record slot: {e}") from None
+    return _crc.replaced(rec, _IDENTITY_AT, new, _CRC_AT)
 
 
 def _decode_fixed(rec, checksummed=False):

@@ -99,6 +99,7 @@ _ACCEPTED, _REFUSED = b"\x01", b"\x00"
 _FOUND, _MISSING = b"\x01", b"\x00"
 _FETCH, _RELEASE, _MAILBOX = b"\x01", b"\x02", b"\x03"
 MAILBOX_PERIOD = 0.05  # seconds between reads of the mailboxes, at first
+DRAIN_AT = 16  # offers waiting from which an offer reads the mailboxes first
 _REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
@@ -616,17 +617,24 @@ def offer(fd, keep, holding=None, make=None, drained=False):
     offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
     already asks for nothing), and no receiver can take it from this process's fd table.
     ``drained``: the caller needs nothing read from the mailboxes now (a lazy offer, which
-    holds no fd: the releases that let go of such offers are read by the serving thread,
-    before a recycle and at exit)."""
+    holds no fd). Otherwise they are read once :data:`DRAIN_AT` offers are waiting: each
+    released one holds an fd until they are read (the serving thread reads them too, before a
+    recycle and at exit)."""
     _withdraw_deferred()
-    if not drained:
+    if not drained and len(_offered) >= DRAIN_AT:
         drain_mailboxes(defer=True)
     address = _listening()
-    ident = secrets.token_bytes(ID_SIZE)
     owner = owner_of_thread()
+    if holding is not None:
+        with _holders_lock:
+            try:
+                _holders.setdefault(holding, set())  # offered: its releases may say who maps it
+            except TypeError:  # not weakly referable: never lazy
+                pass
     with _lock:
+        ident = _new_ident()
         while ident in _offered:  # never, in practice
-            ident = secrets.token_bytes(ID_SIZE)
+            ident = _new_ident()
         _offered[ident] = (fd, keep, make, holding)
         if owner is not None:
             owner.add(ident)
@@ -636,18 +644,35 @@ def offer(fd, keep, holding=None, make=None, drained=False):
     return ChannelFd(address, ident, os.getpid(), -1 if fd is None else fd)
 
 
+_ids = {"pid": None, "random": b"", "at": 0}  # random bytes read ahead for offers' ids
+_IDS_PER_READ = 64
+
+
+def _new_ident():  # with _lock held
+    """:data:`ID_SIZE` random bytes (``secrets``), read :data:`_IDS_PER_READ` ids at a time: one
+    ``getrandom`` per 64 offers. A forked child reads its own (never ids its parent gives)."""
+    if _ids["pid"] != os.getpid() or _ids["at"] == len(_ids["random"]):
+        _ids.update(pid=os.getpid(), random=secrets.token_bytes(ID_SIZE * _IDS_PER_READ), at=0)
+    at = _ids["at"]
+    _ids["at"] = at + ID_SIZE
+    return _ids["random"][at:at + ID_SIZE]
+
+
 def mapped_by_every_peer(holding):
     """Whether every process connected to this one's channel has fetched or released an offer
     of ``holding`` (so maps it, or did lately): then an offer of it may be lazy. The mailboxes
-    are read only when what is known already does not say so: a release can only add a
-    process that maps it, and a process that once did stays counted (its receive of a lazy
-    offer asks for an fd when its mapping went), so a handoff of a segment every peer maps
-    needs no system call here."""
-    return _every_peer_holds(holding) or (drain_mailboxes(defer=True) > 0
-                                          and _every_peer_holds(holding))
+    are read only when what is known already does not say so and an offer of ``holding`` was
+    made (a release can only add a process that maps it, of a segment offered; and a process
+    that once did stays counted: its receive of a lazy offer asks for an fd when its mapping
+    went), so a handoff of a segment every peer maps, or of a new one, reads none here."""
+    held = _every_peer_holds(holding)
+    if held is None:
+        return False  # never offered: nothing in a mailbox can say a peer maps it
+    return held or (drain_mailboxes(defer=True) > 0 and bool(_every_peer_holds(holding)))
 
 
 def _every_peer_holds(holding):
+    """Whether every peer maps ``holding``; None when no offer of it was ever made."""
     me = os.getpid()
     with _lock:
         if _state["pid"] != me:
@@ -658,7 +683,9 @@ def _every_peer_holds(holding):
             held = _holders.get(holding)
         except TypeError:
             return False
-        return bool(peers) and held is not None and peers <= held
+        if held is None:
+            return None
+        return bool(peers) and peers <= held
 
 
 def pending():
@@ -1040,6 +1067,7 @@ def _after_fork_in_child():  # after forksafe's: the locks are free
         except OSError:
             pass
     _offered.clear()
+    _ids.update(pid=None, random=b"", at=0)  # the parent's ids to come are not this child's
     _holders.clear()
     _deferred.clear()
     _to_drop.clear()

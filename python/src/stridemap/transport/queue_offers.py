@@ -62,12 +62,24 @@ def watch_call_queues():
     channel.owner_of_thread = owner_of_current_thread
 
 
+_known = threading.local()  # this thread's (_types, its owner or None), found the last time
+
+
 def owner_of_current_thread():
     """The offers' owner when this thread is a watched call queue's feeder, else None. A feeder
     is known by its own arguments (``Queue._start_thread`` passes it the queue's
-    ``_on_queue_feeder_error``), so nothing of the queue is patched."""
+    ``_on_queue_feeder_error``), so nothing of the queue is patched. A thread's arguments never
+    change: what was found is kept per thread (a feeder ends with its queue), and looked for
+    again only when the watched types changed."""
     if not _types:
         return None
+    known = getattr(_known, "owner", None)
+    if known is None or known[0] is not _types:
+        known = _known.owner = (_types, _find_owner())
+    return known[1]
+
+
+def _find_owner():
     args = getattr(threading.current_thread(), "_args", None)
     if type(args) is not tuple:
         return None
