@@ -93,3 +93,28 @@ def test_views_of_new_segments_of_one_layout_are_described_as_in_full(monkeypatc
     assert len(encodes) == 5
     for v, rec in zip(views(b), got):
         assert np.array_equal(stridemap.open(rec, fd=b.segment.fd), v)
+
+
+def test_a_segment_header_of_another_identity_decodes_from_the_memo_as_in_full(monkeypatch):
+    """The header (SPEC §8) likewise: another segment id and generation, checksum patched;
+    a wrong checksum and generation 0 (with a right checksum) are still not a header."""
+    from stridemap.segments import header
+
+    rng = random.Random(24)
+    full = header._decode_header
+    calls = []
+    monkeypatch.setattr(header, "_decode_header",
+                        lambda buf: calls.append(1) or full(buf))
+    first = header.encode_header(b"s" * 16, 3, 1 << 20, owner_pid=77)
+    assert header.decode_header(first) == full(first)
+    calls.clear()
+    for _ in range(50):
+        seg_id = bytes(rng.getrandbits(8) for _ in range(16))
+        h = header.encode_header(seg_id, rng.getrandbits(64) or 1, 1 << 20, owner_pid=77)
+        assert header.decode_header(h) == full(h)
+        bad = bytearray(h)
+        bad[60 + rng.randrange(4)] ^= 1 << rng.randrange(8)
+        assert header.decode_header(bytes(bad)) is None
+    assert calls == [1] * 50  # only the wrong checksums, which the memo does not serve
+    zero = header.encode_header(b"z" * 16, 0, 1 << 20, owner_pid=77)  # checksum right
+    assert header.decode_header(zero) is None

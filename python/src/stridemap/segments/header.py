@@ -100,38 +100,44 @@ def decode_header(buf):
     key = bytes(buf[:HEADER_SIZE])
     header = _memo.get(key)
     if header is None:
-        header = _other_generation(key)
+        header = _other_identity(key)
     if header is None:
         header = _decode_header(key)
         if header is not None:
             if len(_memo) >= _MEMO_SIZE:
                 _memo.clear()
-                _memo_but_generation.clear()
+                _memo_but_identity.clear()
             _memo[key] = header
-            _memo_but_generation[key[:_GENERATION_AT] + key[_GENERATION_AT + 8:60]] = key
+            _memo_but_identity[_but_identity(key)] = key
     return header
 
 
-# Valid headers by their bytes but the generation's and checksum's: the header of a segment
-# recycled in place differs from the one decoded before in those alone, and its checksum is
-# checked with eight lookups (crc.patch) instead of sixty bytes' loop.
-_memo_but_generation = {}
-_GENERATION_AT = 32
+# Valid headers by their bytes but the identity's (segment id and generation, bytes 16-39) and
+# the checksum's: the header of a segment recycled in place, or of another segment of the same
+# producer and size, differs from one decoded before in those alone; its checksum is checked
+# with a lookup per changed byte (crc.patch) instead of sixty bytes' loop, and its generation
+# against the rule (>= 1).
+_memo_but_identity = {}
+_IDENTITY_AT, _GENERATION_AT, _IDENTITY_END = 16, 32, 40
 
 
-def _other_generation(buf):
-    known = _memo_but_generation.get(buf[:_GENERATION_AT] + buf[_GENERATION_AT + 8:60])
+def _but_identity(buf):
+    return buf[:_IDENTITY_AT] + buf[_IDENTITY_END:60]
+
+
+def _other_identity(buf):
+    known = _memo_but_identity.get(_but_identity(buf))
     template = _memo.get(known) if known is not None else None
     if template is None:  # (another thread may have cleared the memo meanwhile)
         return None
-    at, end = _GENERATION_AT, _GENERATION_AT + 8
+    at, end = _IDENTITY_AT, _IDENTITY_END
     crc = patch(int.from_bytes(known[60:], "little"), 60, at, known[at:end], buf[at:end])
-    generation = int.from_bytes(buf[at:end], "little")
+    generation = int.from_bytes(buf[_GENERATION_AT:end], "little")
     if crc != int.from_bytes(buf[60:], "little") or generation < 1:
         return None
     t = template  # a SegmentHeader made directly: dataclasses.replace costs several times more
-    return SegmentHeader(t.segment_id, generation, t.data_offset, t.capacity, t.owner_pid,
-                         t.version)
+    return SegmentHeader(buf[at:_GENERATION_AT], generation, t.data_offset, t.capacity,
+                         t.owner_pid, t.version)
 
 
 def _decode_header(buf):
