@@ -124,3 +124,25 @@ def test_a_handoff_of_a_segment_every_peer_maps_reads_no_mailbox(monkeypatch):
     assert reads == [True, True]
     monkeypatch.setattr(channel, "_served", {peer: 4242, object(): 4343})
     assert not channel.mapped_by_every_peer(known)  # a new peer: read, and not every peer
+
+
+def test_lazy_offers_read_the_mailboxes_once_a_pile_waits(monkeypatch):
+    """A lazy offer needs nothing from the mailboxes, but released lazy offers wait there (each
+    holds its array) until something reads them: once LAZY_PILE offers wait, a lazy offer reads
+    them too, so they never pile up beyond that between two wakes of the serving thread."""
+    from stridemap.transport import channel
+
+    reads = []
+    monkeypatch.setattr(channel, "drain_mailboxes", lambda defer=False: reads.append(defer) or 0)
+    monkeypatch.setattr(channel, "_offered", {})
+    seg = _Segment()
+    made = [channel.offer(None, object(), seg, make=lambda: None, drained=True)
+            for _ in range(channel.LAZY_PILE)]
+    assert reads == [] and len(channel._offered) == channel.LAZY_PILE
+    made.append(channel.offer(None, object(), seg, make=lambda: None, drained=True))
+    assert reads == [True]
+    r, w = os.pipe()
+    os.close(w)
+    channel.offer(r, object(), seg)  # an offer holding an fd reads them whatever waits
+    assert reads == [True, True]
+    channel.withdraw([h.ident for h in made] + list(channel._offered))

@@ -10,13 +10,14 @@ stridemap.Truncated: R1: truncated record: needs 1024 bytes, got 4
 from .compact import MAGIC as COMPACT_MAGIC
 from .compact import decode_compact
 from .descriptor import Descriptor
-from .record import BYTES_LIKE, BytesLike, decode_fixed, require_buffer
+from .record import BYTES_LIKE, BytesLike, byte_view, decode_fixed, require_buffer
 
 
 def decode(buf: BytesLike) -> Descriptor:
     """Decode and validate a descriptor in either form; returns a :class:`Descriptor`.
     ``buf`` is bytes-like (a ``TypeError`` otherwise)."""
     require_buffer(buf, f"decode() takes the bytes of a descriptor ({BYTES_LIKE})")
+    buf = byte_view(buf)
     if bytes(buf[:4]) == COMPACT_MAGIC:
         return decode_compact(buf)
     return decode_fixed(buf)

@@ -90,6 +90,25 @@ def require_buffer(buf: object, takes: str) -> None:
             raise TypeError(f"{takes}, not {type(buf).__name__}") from None
 
 
+def byte_view(buf: BytesLike):
+    """``buf`` as a sequence of its bytes: a buffer of wider items (``array('H')``, a numpy
+    ``uint16`` array) is read byte by byte, as SPEC §3 counts (R1), not item by item.
+
+    >>> import array
+    >>> len(byte_view(array.array("H", [1, 2, 3]))), byte_view(b"ab")
+    (6, b'ab')
+    """
+    if type(buf) is bytes or type(buf) is bytearray:
+        return buf
+    view = memoryview(buf)
+    if view.ndim == 1 and view.format in ("B", "b", "c"):
+        return view
+    try:
+        return view.cast("B")
+    except TypeError:  # not C-contiguous, or a format cast refuses
+        return view.tobytes()
+
+
 def decode_fixed(buf: BytesLike) -> Descriptor:
     """Decode and validate a fixed record (the first 1024 bytes of ``buf``).
 
@@ -97,6 +116,7 @@ def decode_fixed(buf: BytesLike) -> Descriptor:
     ``TypeError`` when ``buf`` is not bytes-like.
     """
     require_buffer(buf, f"decode_fixed() takes the bytes of a fixed record ({BYTES_LIKE})")
+    buf = byte_view(buf)
     if len(buf) < SIZE:
         raise errors.Truncated(f"R1: truncated record: needs {SIZE} bytes, got {len(buf)}")
     rec = bytes(buf[:SIZE])

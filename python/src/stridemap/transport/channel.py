@@ -99,7 +99,7 @@ _ACCEPTED, _REFUSED = b"\x01", b"\x00"
 _FOUND, _MISSING = b"\x01", b"\x00"
 _FETCH, _RELEASE, _MAILBOX = b"\x01", b"\x02", b"\x03"
 MAILBOX_PERIOD = 0.05  # seconds between reads of the mailboxes, at first
-DRAIN_AT = 16  # offers waiting from which an offer reads the mailboxes first
+LAZY_PILE = 64  # offers waiting from which even a lazy offer reads the mailboxes first
 _REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
@@ -617,11 +617,13 @@ def offer(fd, keep, holding=None, make=None, drained=False):
     offer: ``make()`` makes the fd when a receiver asks for it (one that maps the segment
     already asks for nothing), and no receiver can take it from this process's fd table.
     ``drained``: the caller needs nothing read from the mailboxes now (a lazy offer, which
-    holds no fd). Otherwise they are read once :data:`DRAIN_AT` offers are waiting: each
-    released one holds an fd until they are read (the serving thread reads them too, before a
-    recycle and at exit)."""
+    holds no fd): they are read only once :data:`LAZY_PILE` offers wait. Otherwise they are
+    read first: an offer released (a receiver that took the fd itself, or maps the segment)
+    holds its fd and its array until they are read, and a process whose arrays are new segments
+    (``share()`` results) would keep those its receivers let go of (the serving thread reads
+    them too, but up to a second apart)."""
     _withdraw_deferred()
-    if not drained and len(_offered) >= DRAIN_AT:
+    if not drained or len(_offered) >= LAZY_PILE:
         drain_mailboxes(defer=True)
     address = _listening()
     owner = owner_of_thread()

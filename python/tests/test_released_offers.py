@@ -1,11 +1,9 @@
-"""Review of DRAIN_AT (offers read the mailboxes only once 16 offers wait): an offer that its
-receiver released (it took the fd with pidfd_getfd, or maps the segment already) still holds
-its fd *and the array it keeps* until the mailboxes are read. A worker whose results are
-``stridemap.share`` copies (no ``empty()``, whose recycle hook drains, and no plain-ndarray
-path, whose fd check drains) then pins up to 16 released results, not one: 16 times the
-result size of memory nobody uses, for up to a second (the serving thread's period).
-
-Before the change every offer read the mailboxes: at most the one result in flight."""
+"""An offer its receiver released (it took the fd with pidfd_getfd, or maps the segment
+already) holds its fd and the array it keeps until the sender reads its mailboxes. A worker
+whose results are ``stridemap.share`` copies (no ``empty()``, whose recycle hook reads them,
+no plain-ndarray path, whose fd count reads them) must read them as it offers the next: it
+then keeps at most the result in flight, not a pile of released ones (up to 16 times the
+result size of memory nobody uses, for up to a second, when only lazy offers read them)."""
 
 import os
 import subprocess
