@@ -1,5 +1,6 @@
-"""The identity memos (record bytes 64-103, segment header bytes 16-39): with a warm memo, ``decode_fixed`` and ``decode_header`` must give exactly what a full decode of the same
-bytes gives (the same Descriptor / SegmentHeader, or the same error), whatever the input's
+"""The identity memos (record bytes 64-103, segment header bytes 16-39): with a warm memo,
+``decode_fixed`` and ``decode_header`` must give exactly what a full decode of the same bytes
+gives (the same Descriptor / SegmentHeader, or the same error), whatever the input's
 buffer type, its minor version, and which bytes changed. Differential and randomized, cheap
 (no pools, no processes)."""
 
@@ -14,13 +15,10 @@ from stridemap import Descriptor
 from stridemap.codec import crc as _crc, record
 from stridemap.segments import header
 
-LAYOUTS = [
-    Descriptor(dtype="<f8", shape=(1000,), strides=(8,), buffer_offset=4096, buffer_len=8000,
-               file_len=12096, source="fd", generation=1, segment_id=b"a" * 16),
-    Descriptor(dtype=">i2", shape=(10, 7), strides=(-2, 20), offset=18, buffer_len=200,
-               file_len=200, path="/dev/shm/stridemap-x/a", mode="r+"),
-    Descriptor(dtype="|u1", shape=(), strides=(), buffer_len=1, file_len=1, source="fd",
-               mode="c"),
+import test_identity_memo
+
+# The layouts of test_identity_memo, and an empty one (no buffer, F order).
+LAYOUTS = test_identity_memo.LAYOUTS + [
     Descriptor(dtype="<c16", shape=(3, 0, 5), strides=(0, 0, 0), buffer_len=0, file_len=0,
                source="fd", order="F"),
 ]
