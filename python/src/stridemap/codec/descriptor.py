@@ -75,11 +75,13 @@ class Descriptor:
         >>> e = d.with_identity(1, 2, 3, bytes(range(16)))
         >>> (e.device, e.inode, e.generation, e.segment_id[15], e.shape)
         (1, 2, 3, 15, ())
+        >>> type(d.with_identity(1, 2, 3, bytearray(16)).segment_id)
+        <class 'bytes'>
         """
         other = object.__new__(Descriptor)
         other.__dict__.update(self.__dict__)
         other.__dict__.update(device=device, inode=inode, generation=generation,
-                              segment_id=segment_id)
+                              segment_id=bytes(segment_id))  # as __post_init__ makes it
         return other
 
     @property
