@@ -25,12 +25,14 @@ Releases need no answer, and need not be acted on at once: they go to a second c
 the mailbox, which the sender does not watch (no wake-up of its serving thread, which on a busy
 machine, or a virtual one, costs the receiver tens of microseconds per release and the sender a
 thread that competes with its work). The sender reads its mailboxes when it needs to know what
-was released (:func:`drain_mailboxes`): before it offers (so that an offer of a segment every
-peer maps is lazy), when it counts what is pending (the wait at exit), before it recycles a
-segment (:mod:`stridemap.segments.recycle`), and at every wake of its serving thread, which
-polls at least every :data:`MAILBOX_PERIOD` seconds while it has mailboxes (doubling, up to a
-second, while they bring nothing). A mailbox that is full (the sender reads none) sends the release on the
-connection itself, as before.
+was released (:func:`drain_mailboxes`): before it offers an fd (a released offer holds its fd
+and its array until then), before it decides whether an offer of a segment it offered before
+may be lazy and what it knows does not say so already (:func:`mapped_by_every_peer`), once
+:data:`LAZY_PILE` lazy offers wait, when it counts what is pending (the wait at exit), before it
+recycles a segment (:mod:`stridemap.segments.recycle`), and at every wake of its serving
+thread, which polls at least every :data:`MAILBOX_PERIOD` seconds while it has mailboxes
+(doubling, up to a second, while they bring nothing). A mailbox that is full (the sender reads
+none) sends the release on the connection itself, as before.
 
 Ids are 16 random bytes (``secrets``): a peer that has the key and one id cannot work out the
 ids offered to other receivers.
