@@ -146,7 +146,6 @@ def test_the_memo_cleared_by_another_thread_meanwhile_never_gives_a_wrong_descri
     def clear():
         while not stop.is_set():
             record._memo.clear()
-            record._memo_but_identity.clear()
 
     t = threading.Thread(target=clear)
     t.start()

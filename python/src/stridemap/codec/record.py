@@ -11,6 +11,7 @@ import struct
 import sys
 
 from . import crc as _crc, errors, rules
+from .memo import NearMemo
 from .descriptor import MODES, ORDERS, SOURCES, Descriptor
 
 if sys.version_info >= (3, 12):
@@ -58,24 +59,14 @@ def _first_nonzero(data, start, stop):
     return None if not rest else start + len(part) - len(rest)
 
 
-# Records decoded before, by their bytes: decoding is a pure function of the 1024 bytes and a
-# Descriptor is immutable, so a pool worker that receives the same array again (the same
-# record, call after call) skips the checksum and the checks (about 60 us of Python). Only
-# valid records are kept; at most _MEMO_SIZE of them (then the memo starts again).
-_memo = {}
-_MEMO_SIZE = 256
-# The same records by their bytes but the identity's (device, inode, generation, segment id:
-# bytes 64-103, which no rule of SPEC §3 reads) and the checksum's: a record that differs from
-# one of them only there (a segment recycled in place, handed again; a new segment of the same
-# layout, as a worker's results are) breaks a rule only if its checksum is wrong, which
-# crc.patch checks with a lookup per changed byte.
-_memo_but_identity = {}
+# Records decoded before (a pool worker that receives the same array again skips the checksum
+# and the checks, about 60 us of Python), and records that differ from one of them only in
+# their identity (device, inode, generation, segment id: bytes 64-103, which no rule of SPEC §3
+# reads) and checksum: a segment recycled in place, handed again; a new segment of the same
+# layout, as a worker's results are. Only valid records are kept.
 _IDENTITY_AT, _IDENTITY_END = 64, 104
 _IDENTITY = struct.Struct("<QQQ16s")
-
-
-def _but_identity(rec):
-    return rec[:_IDENTITY_AT] + rec[_IDENTITY_END:_CRC_AT]
+_memo = NearMemo(span=(_IDENTITY_AT, _IDENTITY_END), crc_at=_CRC_AT)
 
 BYTES_LIKE = "bytes, bytearray, memoryview or another buffer"
 
@@ -122,38 +113,12 @@ def decode_fixed(buf: BytesLike) -> Descriptor:
     rec = bytes(buf[:SIZE])
     desc = _memo.get(rec)
     if desc is None:
-        desc = _decode_other_identity(rec)
-    if desc is None:
-        desc = _remember(rec, _decode_fixed(rec))
+        template = _memo.near(rec)
+        if template is not None:
+            return template.with_identity(*_IDENTITY.unpack_from(rec, _IDENTITY_AT))
+        desc = _decode_fixed(rec)
+        _memo.put(rec, desc)
     return desc
-
-
-def _remember(rec, desc):
-    """Memoize the valid record ``rec`` (bytes) as ``desc``; returns ``desc``."""
-    if len(_memo) >= _MEMO_SIZE:
-        _memo.clear()
-        _memo_but_identity.clear()
-    _memo[rec] = desc
-    _memo_but_identity[_but_identity(rec)] = rec
-    return desc
-
-
-def _decode_other_identity(rec):
-    """The Descriptor of ``rec`` from a decoded record that differs from it only in its
-    identity and checksum, when ``rec``'s checksum is the one that record's gives for it;
-    None otherwise (then it is decoded in full)."""
-    known = _memo_but_identity.get(_but_identity(rec))
-    if known is None:
-        return None
-    template = _memo.get(known)
-    if template is None:
-        return None
-    at, end = _IDENTITY_AT, _IDENTITY_END
-    crc = int.from_bytes(known[_CRC_AT:], "little")
-    if _crc.patch(crc, _CRC_AT, at, known[at:end], rec[at:end]) != int.from_bytes(
-            rec[_CRC_AT:], "little"):
-        return None
-    return template.with_identity(*_IDENTITY.unpack_from(rec, at))
 
 
 def with_generation(rec: bytes, generation: int) -> bytes:
@@ -309,6 +274,6 @@ def encode(desc: Descriptor) -> bytes:
     rec[_PATH_AT:_PATH_AT + len(path)] = path
     rec[_CRC_AT:] = crc32c(rec[:_CRC_AT]).to_bytes(4, "little")
     rec = bytes(rec)
-    if rec not in _memo:  # the rules checked as a reader checks them, the checksum just made
-        _remember(rec, _decode_fixed(rec, checksummed=True))
+    if _memo.get(rec) is None:  # the rules checked as a reader checks them, the checksum just made
+        _memo.put(rec, _decode_fixed(rec, checksummed=True))
     return rec

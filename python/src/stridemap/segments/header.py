@@ -30,7 +30,8 @@ import time
 from dataclasses import dataclass
 
 from ..codec import errors
-from ..codec.crc import patch, replaced
+from ..codec.crc import replaced
+from ..codec.memo import NearMemo
 from ..codec.record import crc32c
 
 MAGIC = b"\x89SMS\r\n\x1a\n"
@@ -41,6 +42,8 @@ DATA_OFFSET = 4096  # where stridemap's producers put the data: a page of its ow
 LOCK_PATIENCE = 2.0
 
 _HEADER = struct.Struct("<8sHHI16sQQI8sI")
+# The identity: segment id (16-31) and generation (32-39).
+_IDENTITY_AT, _GENERATION_AT, _IDENTITY_END = 16, 32, 40
 assert _HEADER.size == HEADER_SIZE
 
 
@@ -86,10 +89,11 @@ def with_generation(head, generation):
     return replaced(head, _GENERATION_AT, generation.to_bytes(8, "little"), 60)
 
 
-# Valid headers decoded before, by their 64 bytes (a pure function of them): a receiver that
-# maps the same segment again skips the checksum. At most _MEMO_SIZE, then it starts again.
-_memo = {}
-_MEMO_SIZE = 256
+# Valid headers decoded before, and headers that differ from one of them only in the segment id
+# and generation (bytes 16-39) and checksum: the header of a segment recycled in place, or of
+# another segment of the same producer and size (a receiver that maps it skips the sixty-byte
+# checksum loop; the generation is checked against its rule, >= 1, here).
+_memo = NearMemo(span=(_IDENTITY_AT, _IDENTITY_END), crc_at=60)
 
 
 def decode_header(buf):
@@ -99,45 +103,17 @@ def decode_header(buf):
         return None
     key = bytes(buf[:HEADER_SIZE])
     header = _memo.get(key)
-    if header is None:
-        header = _other_identity(key)
-    if header is None:
-        header = _decode_header(key)
-        if header is not None:
-            if len(_memo) >= _MEMO_SIZE:
-                _memo.clear()
-                _memo_but_identity.clear()
-            _memo[key] = header
-            _memo_but_identity[_but_identity(key)] = key
+    if header is not None:
+        return header
+    t = _memo.near(key)
+    generation = int.from_bytes(key[_GENERATION_AT:_IDENTITY_END], "little")
+    if t is not None and generation >= 1:  # a SegmentHeader made directly: replace() is slower
+        return SegmentHeader(key[_IDENTITY_AT:_GENERATION_AT], generation, t.data_offset,
+                             t.capacity, t.owner_pid, t.version)
+    header = _decode_header(key)
+    if header is not None:
+        _memo.put(key, header)
     return header
-
-
-# Valid headers by their bytes but the identity's (segment id and generation, bytes 16-39) and
-# the checksum's: the header of a segment recycled in place, or of another segment of the same
-# producer and size, differs from one decoded before in those alone; its checksum is checked
-# with a lookup per changed byte (crc.patch) instead of sixty bytes' loop, and its generation
-# against the rule (>= 1).
-_memo_but_identity = {}
-_IDENTITY_AT, _GENERATION_AT, _IDENTITY_END = 16, 32, 40
-
-
-def _but_identity(buf):
-    return buf[:_IDENTITY_AT] + buf[_IDENTITY_END:60]
-
-
-def _other_identity(buf):
-    known = _memo_but_identity.get(_but_identity(buf))
-    template = _memo.get(known) if known is not None else None
-    if template is None:  # (another thread may have cleared the memo meanwhile)
-        return None
-    at, end = _IDENTITY_AT, _IDENTITY_END
-    crc = patch(int.from_bytes(known[60:], "little"), 60, at, known[at:end], buf[at:end])
-    generation = int.from_bytes(buf[_GENERATION_AT:end], "little")
-    if crc != int.from_bytes(buf[60:], "little") or generation < 1:
-        return None
-    t = template  # a SegmentHeader made directly: dataclasses.replace costs several times more
-    return SegmentHeader(buf[at:_GENERATION_AT], generation, t.data_offset, t.capacity,
-                         t.owner_pid, t.version)
 
 
 def _decode_header(buf):

@@ -629,7 +629,7 @@ def offer(fd, keep, holding=None, make=None, drained=False):
         drain_mailboxes(defer=True)
     address = _listening()
     owner = owner_of_thread()
-    if holding is not None:
+    if holding is not None and fd is not None:  # (a lazy offer's segment is known already)
         with _holders_lock:
             try:
                 _holders.setdefault(holding, set())  # offered: its releases may say who maps it
