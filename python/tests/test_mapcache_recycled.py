@@ -167,7 +167,7 @@ def test_nothing_stays_once_the_arrays_and_the_grace_are_gone():
         del a, got
     st = mapcache.stats()
     assert st["recycled"] >= 1 and st["locked"] == 0, st
-    mapcache.sweep(now=time.monotonic() + mapcache.RECYCLED_GRACE + 1)
+    mapcache.sweep(now=time.monotonic() + mapcache.LONGEST_KEPT + 1)
     recycle.clear()
     channel.pending()
     gc.collect()

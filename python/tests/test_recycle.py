@@ -141,8 +141,11 @@ def test_count_bytes_and_time_are_bounded(monkeypatch):
     a = stridemap.empty(1000, "u1")
     del a
     assert recycle.stats()["waiting"] == 1
-    recycle.sweep(now=__import__("time").monotonic() + recycle.KEEP_SECONDS + 1)
-    assert recycle.stats()["waiting"] == 0
+    now = __import__("time").monotonic()
+    recycle.sweep(now=now + recycle.KEEP_SECONDS + 1)
+    assert recycle.stats()["waiting"] == 0 and recycle.stats()["hollow"] == 1
+    recycle.sweep(now=now + recycle.KEEP_SECONDS + recycle.HOLLOW_SECONDS + 1)
+    assert recycle.stats()["hollow"] == 0
     gc.collect()
     assert fds() <= before, "a segment let go of kept its fd"
 

@@ -89,7 +89,7 @@ def left_of(inodes):
     """What this process still maps or holds of ``inodes`` once the mappings kept for recycled
     segments are past their grace (as test_mapcache_recycled lets them go)."""
     gc.collect()
-    mapcache.sweep(now=time.monotonic() + mapcache.RECYCLED_GRACE + 1)
+    mapcache.sweep(now=time.monotonic() + mapcache.LONGEST_KEPT + 1)
     return {k: v & inodes for k, v in memfds_here().items()}
 
 
@@ -336,7 +336,8 @@ AT_1024 = fdlimit.prelude("memfd:stridemap") + textwrap.dedent(f"""
                 wrong += sum(not exact(a, j) for j, a in held)
                 peak = max(peak, fds())
                 del held
-                # The kept mappings go by themselves (STRIDEMAP_RECYCLE_SECONDS=1: 1 s grace).
+                # The kept mappings go by themselves (STRIDEMAP_RECYCLE_SECONDS=1: 1 s grace,
+                # then, made hollow, STRIDEMAP_RECYCLE_HOLLOW_SECONDS=2 more).
                 left = settled(lambda: (gc.collect(), maps(), fds())[1:],
                                lambda got: got[0] == 0 and got[1] <= base + {SPARE})
                 print(f"{{method}}_n={{i}} {{method}}_wrong={{wrong}} {{method}}_most={{most}} "
@@ -354,6 +355,7 @@ def test_three_thousand_results_with_seven_hundred_held_at_1024_fds():
         f.write(AT_1024)
     try:
         env = dict(os.environ, STRIDEMAP_RECYCLE_SECONDS="1",
+                   STRIDEMAP_RECYCLE_HOLLOW_SECONDS="2",
                    PYTHONPATH=os.pathsep.join([SRC, HERE, os.environ.get("PYTHONPATH", "")]))
         p = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=300,
                            env=env)

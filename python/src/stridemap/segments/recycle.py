@@ -17,9 +17,18 @@ shared. The contents are what the earlier use left (as ``numpy.empty``'s are wha
 there).
 
 Bounds: at most :data:`MAX_COUNT` segments and :data:`MAX_BYTES` bytes wait at once (the
-oldest go first); one waiting :data:`KEEP_SECONDS` is let go (a thread checks). Forks: a
-child starts with none waiting, and a use that was live when the process forked never comes
-back (the child may still hold arrays of it: :mod:`.lease`).
+oldest go first). One waiting :data:`KEEP_SECONDS` gives its pages back: with the exclusive
+lock (no other process maps it; else it is let go) its data area is punched out
+(``FALLOC_FL_PUNCH_HOLE``) and its header gets the next generation. Such a *hollow* segment
+holds its header page, its fd and its map (address space), no data; at most
+:data:`MAX_HOLLOW` of them wait :data:`HOLLOW_SECONDS` more (a thread checks). ``empty()``
+takes a hollow one when no full one fits: admitted and reserved again (SPEC §7.6,
+``posix_fallocate``, as a new segment is) before any array of it exists, so a receiver that
+kept its mapping (SPEC §6 case 3b) is served the next result from it, with no fd, map or
+round trip, even when results come minutes apart (issue #21: a 64 MiB result every few
+seconds missed every time). Forks: a child starts with none waiting, and a use that was live
+when the process forked never comes back (the child may still hold arrays of it:
+:mod:`.lease`).
 
 >>> import stridemap
 >>> a = stridemap.empty(1000, "<f8")
@@ -33,16 +42,24 @@ back (the child may still hold arrays of it: :mod:`.lease`).
 import collections
 import fcntl
 import functools
+import logging
 import os
 import sys
 import threading
 import time
 
 from .. import forksafe
+from ..codec import errors
 from .header import encode_header, with_generation
+
+log = logging.getLogger("stridemap")
 
 MAX_COUNT = 8
 KEEP_SECONDS = float(os.environ.get("STRIDEMAP_RECYCLE_SECONDS", "5"))
+#: Seconds a hollow segment waits after :data:`KEEP_SECONDS` (``STRIDEMAP_RECYCLE_HOLLOW_SECONDS``;
+#: 0: none is made hollow, a segment is let go after :data:`KEEP_SECONDS`).
+HOLLOW_SECONDS = max(float(os.environ.get("STRIDEMAP_RECYCLE_HOLLOW_SECONDS", "60")), 0.0)
+MAX_HOLLOW = 8
 _LOOSE = 1 << 20  # a segment of up to 2 n + this many bytes serves a request of n
 
 
@@ -64,10 +81,12 @@ MAX_BYTES = _max_bytes()
 
 _lock = forksafe.Lock()
 _free = []  # [(seg, mm, since)], oldest first
+_hollow = []  # [(seg, mm, since)]: pages given back (see the module), oldest first
 _returned = collections.deque()  # (seg, mm) whose last array went, not yet in _free
 # "uses": uses begun (counted under _lock); "ended": uses ended (counted in the callbacks, a
 # lost count keeps the sweeper alive, nothing worse).
-_state = {"pid": os.getpid(), "sweeper": None, "taken": 0, "uses": 0, "ended": 0}
+_state = {"pid": os.getpid(), "sweeper": None, "taken": 0, "refilled": 0, "uses": 0,
+          "ended": 0}
 
 
 def recyclable(seg):
@@ -91,23 +110,56 @@ def take(capacity):
     for hook in before_take:
         hook()
     gone = []
+    hollow = None
     with _lock:
         _reset_if_forked(gone)
         _drain(gone)
-        fits = sorted((e for e in _free if capacity <= e[0].capacity <= 2 * capacity + _LOOSE),
-                      key=lambda e: e[0].capacity)
-        for entry in fits:
+        for entry in _fitting(_free, capacity):
             if _recycle(entry[0]):
                 _free.remove(entry)
                 _state["taken"] += 1
                 return entry[0], entry[1]
+        for entry in _fitting(_hollow, capacity):
+            _hollow.remove(entry)
+            if _recycle(entry[0]):
+                hollow = entry
+                break
+            gone.append(entry)  # mapped elsewhere: a hollow segment is not worth the wait
     del gone
-    return None
+    if hollow is None or not _refill(hollow[0], hollow[1]):
+        return None
+    with _lock:
+        _state["taken"] += 1
+        _state["refilled"] += 1
+    return hollow[0], hollow[1]
 
 
-def _recycle(seg):
-    """SPEC §7.3 and §8: the exclusive lock (no other process maps ``seg``), the next
-    generation's header, the shared lock again. False when another process maps it."""
+def _fitting(entries, capacity):  # with _lock held
+    return sorted((e for e in entries if capacity <= e[0].capacity <= 2 * capacity + _LOOSE),
+                  key=lambda e: e[0].capacity)
+
+
+def _refill(seg, mm):
+    """A hollow segment just recycled (this process's alone): its data area admitted and
+    reserved again, as a new segment's is (:func:`.make.make`), its pages faulted in as
+    :func:`.fresh.populate` does for a new one. False (``seg`` let go of) when that fails: the
+    caller makes a new segment, which reports the error."""
+    from . import admit, fresh
+
+    try:
+        admit.check(seg.capacity, "memfd")
+        os.posix_fallocate(seg.fd, seg.data_offset, seg.capacity)
+    except (OSError, errors.NoSpace) as e:
+        log.debug("stridemap: a hollow segment could not be reserved again (%s)", e)
+        return False
+    fresh.populate(mm, seg.data_offset, seg.capacity)
+    return True
+
+
+def _recycle(seg, hollow=False):
+    """SPEC §7.3 and §8: the exclusive lock (no other process maps ``seg``), its data area
+    punched out when ``hollow``, the next generation's header, the shared lock again. False
+    when another process maps it, or the pages cannot be given back."""
     fd = seg.fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -115,6 +167,8 @@ def _recycle(seg):
         fcntl.flock(fd, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared one
         return False
     try:
+        if hollow and not _punch(fd, seg.data_offset, seg.capacity):
+            return False
         generation = seg.generation + 1
         head = _next_header(seg, generation)
         if os.pwrite(fd, head, 0) != len(head):
@@ -126,6 +180,31 @@ def _recycle(seg):
         return False
     finally:
         fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x1, 0x2
+
+
+@functools.lru_cache(maxsize=None)
+def _fallocate():
+    """libc's ``fallocate`` through ctypes, or None."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _punch(fd, offset, length):
+    """Give back the pages of ``fd`` from ``offset`` for ``length`` bytes (its size kept):
+    they read as zeros, and hold no memory. False when the kernel or libc cannot."""
+    fn = _fallocate()
+    return fn is not None and fn(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset,
+                                 length) == 0
 
 
 def _next_header(seg, generation):
@@ -179,15 +258,28 @@ def _drain(gone):  # with _lock held; what is let go is appended to gone
 
 
 def sweep(now=None):
-    """Let go of the segments waiting longer than :data:`KEEP_SECONDS`."""
+    """Make the segments waiting longer than :data:`KEEP_SECONDS` hollow (or let go of them:
+    mapped elsewhere, no room for more hollow ones, or hollowing turned off), and let go of
+    the hollow ones waiting :data:`HOLLOW_SECONDS` more."""
     now = time.monotonic() if now is None else now
     gone = []
     with _lock:
         _reset_if_forked(gone)
         _drain(gone)
         keep = [e for e in _free if now - e[2] < KEEP_SECONDS]
-        gone.extend(e for e in _free if now - e[2] >= KEEP_SECONDS)
+        for e in _free:
+            if now - e[2] < KEEP_SECONDS:
+                continue
+            if (HOLLOW_SECONDS > 0 and now - e[2] < KEEP_SECONDS + HOLLOW_SECONDS
+                    and _recycle(e[0], hollow=True)):
+                _hollow.append(e)
+            else:
+                gone.append(e)
         _free[:] = keep
+        old = [e for e in _hollow if now - e[2] >= KEEP_SECONDS + HOLLOW_SECONDS]
+        old.extend(_hollow[:max(len(_hollow) - len(old) - MAX_HOLLOW, 0)])
+        gone.extend(old)
+        _hollow[:] = [e for e in _hollow if not any(e is o for o in old)]
     del gone
 
 
@@ -197,19 +289,23 @@ def clear():
     with _lock:
         _drain(gone)
         gone.extend(_free)
+        gone.extend(_hollow)
         _free.clear()
+        _hollow.clear()
     del gone
 
 
 def stats():
-    """``{"waiting", "bytes", "taken"}``: segments waiting now, their bytes, and how many
-    ``empty()`` calls of this process took a recycled one."""
+    """``{"waiting", "bytes", "hollow", "taken", "refilled"}``: segments waiting now with their
+    pages, their bytes, hollow ones waiting, how many ``empty()`` calls of this process took
+    a recycled one, and how many of those a hollow one."""
     gone = []
     with _lock:
         _reset_if_forked(gone)
         _drain(gone)
         out = {"waiting": len(_free), "bytes": sum(e[0].file_len for e in _free),
-               "taken": _state["taken"]}
+               "hollow": len(_hollow), "taken": _state["taken"],
+               "refilled": _state["refilled"]}
     del gone
     return out
 
@@ -231,23 +327,27 @@ def _sweep_loop():
         time.sleep(max(KEEP_SECONDS / 2, 0.05))
         sweep()
         with _lock:  # gone once nothing waits and no use that could come back lives
-            if not _free and not _returned and _state["ended"] >= _state["uses"]:
+            if (not _free and not _hollow and not _returned
+                    and _state["ended"] >= _state["uses"]):
                 _state["sweeper"] = None
                 return
 
 
 def _reset_if_forked(gone):  # with _lock held
     if _state["pid"] != os.getpid():
-        _state.update(pid=os.getpid(), sweeper=None, taken=0, uses=0, ended=0)
+        _state.update(pid=os.getpid(), sweeper=None, taken=0, refilled=0, uses=0, ended=0)
         gone.extend(_free)
+        gone.extend(_hollow)
         _free.clear()
+        _hollow.clear()
         _returned.clear()
 
 
 def _after_fork_in_child():
     _free.clear()
+    _hollow.clear()
     _returned.clear()
-    _state.update(pid=os.getpid(), sweeper=None, taken=0, uses=0, ended=0)
+    _state.update(pid=os.getpid(), sweeper=None, taken=0, refilled=0, uses=0, ended=0)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

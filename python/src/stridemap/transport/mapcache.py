@@ -31,7 +31,12 @@ memfd's length was sealed then (O9). While a use lives the lock is held, so only
 generation is served. A fork while a use lives pins the entry: its lock is never let go (the
 child may hold the use's arrays), and only that generation is served. Such a mapping is kept
 :data:`RECYCLED_GRACE` seconds after its last view went (as long as its producer keeps the
-segment waiting), and at most ``recycle.MAX_BYTES`` of them.
+segment waiting with its pages), and at most ``recycle.MAX_BYTES`` of them. Then, while its
+segment holds no more than :data:`HOLLOW_BYTES` (``st_blocks`` of the kept fd: its producer
+gave its pages back, ``recycle.HOLLOW_SECONDS``), it is kept as long again as the producer
+keeps a hollow segment: it holds no memory, and the producer's next result in it is served
+from it. One whose segment still holds its pages a grace later is let go (its producer is
+gone, or let go of it: the mapping would be all that keeps the memory).
 
 >>> stats()["entries"] >= 0
 True
@@ -56,6 +61,12 @@ GRACE = float(os.environ.get("STRIDEMAP_MAP_GRACE", "1.0"))
 # kept as long (the next result in it is a hit), and at most recycle.MAX_BYTES of such mappings
 # with no view (what a producer let go of meanwhile is memory only they still hold).
 RECYCLED_GRACE = max(GRACE, recycle.KEEP_SECONDS)
+# ... and once its segment is hollow (recycle.HOLLOW_SECONDS), as long as the producer keeps it.
+HOLLOW_GRACE = recycle.HOLLOW_SECONDS
+#: A kept segment holding at most this many bytes (its header page) holds no data.
+HOLLOW_BYTES = 64 << 10
+#: The longest a kept mapping of a recycled segment stays once its last view went.
+LONGEST_KEPT = RECYCLED_GRACE + max(HOLLOW_GRACE, RECYCLED_GRACE)
 HELD = 32
 IDLE_EXIT = 10.0  # seconds the sweeping thread waits with nothing to sweep before it ends
 
@@ -70,12 +81,25 @@ _ended = collections.deque()  # (_Recycled, forked) of uses that ended, not yet 
 class _Recycled:
     """A kept mapping of a segment recycled in place: see the module."""
 
-    __slots__ = ("mm", "seg", "fd", "generation", "uses", "pinned", "deadline")
+    __slots__ = ("mm", "seg", "fd", "generation", "uses", "pinned", "deadline", "hollow")
 
     def __init__(self, mm, seg, fd, generation):
         self.mm, self.seg, self.fd, self.generation = mm, seg, fd, generation
         self.uses, self.pinned = 1, False
         self.deadline = time.monotonic() + RECYCLED_GRACE
+        self.hollow = False  # found holding no data once its deadline passed
+
+    def expired(self, now):
+        """Whether, with no view left, this mapping is let go of at ``now`` (see the module)."""
+        if now < self.deadline:
+            return False
+        if now >= self.deadline - RECYCLED_GRACE + LONGEST_KEPT:
+            return True
+        try:
+            self.hollow = os.fstat(self.fd).st_blocks * 512 <= HOLLOW_BYTES
+        except OSError:
+            return True
+        return not self.hollow and now >= self.deadline + RECYCLED_GRACE
 
 
 def key_of(sender, desc, granted, named, recycled=False):
@@ -153,6 +177,7 @@ def _serve_recycled(key, desc):
             e = None  # the lock is held: no other generation can be the segment's now
         if e is not None:
             e.uses += 1
+            e.hollow = False
             _recycled.move_to_end(key)
             _state["hits"] += 1
         else:
@@ -303,7 +328,7 @@ def sweep(now=None):
         _count_ended()
         expired = [k for k, (_, deadline) in _held.items() if deadline <= now]
         gone = [_held.pop(k) for k in expired]
-        expired = [k for k, e in _recycled.items() if e.uses == 0 and e.deadline <= now]
+        expired = [k for k, e in _recycled.items() if e.uses == 0 and e.expired(now)]
         gone.extend(_recycled.pop(k) for k in expired)
         gone.extend(_over_budget())
     del gone  # unmapped here, outside the lock, when no array holds them
@@ -313,7 +338,7 @@ def _over_budget():  # with _lock held; returns what the caller lets go of after
     """The kept mappings of recycled segments with no view left, least recent first, taken out
     until those left hold at most ``recycle.MAX_BYTES``: checked as each use ends, not only at
     the sweeps (40 results of 32 MiB in a second would otherwise all stay mapped)."""
-    idle = [(k, e) for k, e in _recycled.items() if e.uses == 0]
+    idle = [(k, e) for k, e in _recycled.items() if e.uses == 0 and not e.hollow]
     total = sum(e.seg._desc.file_len for _, e in idle)
     gone = []
     for k, e in idle:
