@@ -158,17 +158,23 @@ def test_the_receiver_keeps_a_hollow_segments_mapping_and_nothing_else(monkeypat
         assert full.expired(f + mapcache.RECYCLED_GRACE), "a full segment's mapping stayed"
         assert not hollow.expired(t + mapcache.LONGEST_KEPT - mapcache.RECYCLED_GRACE - 0.01)
         assert hollow.expired(t + mapcache.LONGEST_KEPT - mapcache.RECYCLED_GRACE)
-        # Two idle entries of 1 GiB each against a bound of 1.5 GiB: only the full one counts.
+        # Idle entries of 1 GiB each against a bound of 1.5 GiB per sender: a hollow one
+        # weighs nothing; two full ones of one sender are one too many, of two senders not.
         monkeypatch.setattr(recycle, "MAX_BYTES", 3 << 29)
         with mapcache._lock:
-            mapcache._recycled["h"] = hollow
-            mapcache._recycled["f"] = full
+            mapcache._recycled[("recycled", "A", b"h")] = hollow
+            mapcache._recycled[("recycled", "A", b"f")] = full
             try:
                 gone = mapcache._over_budget()
-                assert all(e is not hollow for e in gone), "a hollow mapping counted as memory"
+                assert gone == [], "a hollow mapping counted as memory"
+                hollow.hollow = False
+                gone = mapcache._over_budget()
+                assert gone == [hollow], "two full mappings of one sender over its bound stayed"
+                mapcache._recycled[("recycled", "B", b"h")] = hollow
+                gone = mapcache._over_budget()
+                assert gone == [], "one sender's mapping counted in another's bound"
             finally:
-                mapcache._recycled.pop("h", None)
-                mapcache._recycled.pop("f", None)
+                mapcache._recycled.clear()
     finally:
         os.close(hollow.fd)
         os.close(full.fd)

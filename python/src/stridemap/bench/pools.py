@@ -22,7 +22,12 @@ Measured, per size:
 - results: one worker makes an array (filling it is outside the clock) and returns it; the
   clock runs from the worker's ``return`` to the parent holding the array (``perf_counter`` is
   the system's monotonic clock, shared by the processes); ``stridemap`` fills a
-  ``stridemap.empty`` array and returns it (a descriptor goes back);
+  ``stridemap.empty`` array and returns it (a descriptor goes back). Before the repeats of a
+  size, each worker returns one array of it for ``shared_memory`` and ``stridemap``, untimed:
+  the row is a pool's steady state, where a worker's result reuses the segment of its last
+  one (a worker's first result of a size makes its segment, a new map in the parent: the
+  ``unpickle (miss)`` step of the breakdown; at 1 GiB, with 3 repeats, two of the three
+  samples were such first results, one per worker);
 - results, whole: what a caller of a task that makes an array waits for, calls back to back
   (the median of 5 within a repeat below 1 GiB, 3 at 1 GiB): the clock runs from the submit
   to the parent done with the array: one worker makes it, fills it and returns it, the parent
@@ -263,6 +268,20 @@ class Bench:
         return t
 
 
+    # Before the repeats of a size (module docstring): one result per worker, untimed.
+    def warm_results(self, way, n):
+        if way == "shared_memory":
+            from multiprocessing import shared_memory
+
+            for name, _ in [f.result() for f in [self.pool.submit(make_block, n)
+                                                 for _ in range(2)]]:
+                shm = shared_memory.SharedMemory(name)
+                shm.close()
+                shm.unlink()
+        elif way == "stridemap":
+            got = [f.result() for f in [self.pool.submit(make_shared, n) for _ in range(2)]]
+            del got
+
     # Results, whole (module docstring): seconds from the submit to the parent done with it.
     def result_whole(self, way, n):
         import joblib
@@ -443,6 +462,8 @@ def run(sizes, repeats, out=sys.stdout, end_to_end_size=None, quick=False):
             reps = repeats if nbytes < 1 << 30 else min(repeats, 3)
             times = {(p, w): [] for p in PASSES for w in WAYS}
             base = np.arange(n, dtype="<f8")
+            for way in WAYS:
+                bench.warm_results(way, n)
             for r in range(reps):
                 order = WAYS[r % len(WAYS):] + WAYS[:r % len(WAYS)]
                 for way in order:

@@ -31,7 +31,8 @@ memfd's length was sealed then (O9). While a use lives the lock is held, so only
 generation is served. A fork while a use lives pins the entry: its lock is never let go (the
 child may hold the use's arrays), and only that generation is served. Such a mapping is kept
 :data:`RECYCLED_GRACE` seconds after its last view went (as long as its producer keeps the
-segment waiting with its pages), and at most ``recycle.MAX_BYTES`` of them. Then, while its
+segment waiting with its pages), and at most ``recycle.MAX_BYTES`` of them per sender (what
+its producer keeps waiting, at most). Then, while its
 segment holds no more than :data:`HOLLOW_BYTES` (``st_blocks`` of the kept fd: its producer
 gave its pages back, ``recycle.HOLLOW_SECONDS``), it is kept as long again as the producer
 keeps a hollow segment: it holds no memory, and the producer's next result in it is served
@@ -335,17 +336,21 @@ def sweep(now=None):
 
 
 def _over_budget():  # with _lock held; returns what the caller lets go of after it
-    """The kept mappings of recycled segments with no view left, least recent first, taken out
-    until those left hold at most ``recycle.MAX_BYTES``: checked as each use ends, not only at
-    the sweeps (40 results of 32 MiB in a second would otherwise all stay mapped)."""
-    idle = [(k, e) for k, e in _recycled.items() if e.uses == 0 and not e.hollow]
-    total = sum(e.seg._desc.file_len for _, e in idle)
+    """The kept mappings of recycled segments with no view left and not hollow, least recent
+    first, taken out until those left of each sender hold at most ``recycle.MAX_BYTES`` (what
+    that sender's producer keeps waiting itself, at most): checked as each use ends, not only
+    at the sweeps (40 results of 32 MiB in a second would otherwise all stay mapped)."""
+    totals = collections.Counter()
+    for k, e in _recycled.items():
+        if e.uses == 0 and not e.hollow:
+            totals[k[1]] += e.seg._desc.file_len
     gone = []
-    for k, e in idle:
-        if total <= recycle.MAX_BYTES:
-            break
-        total -= e.seg._desc.file_len
-        gone.append(_recycled.pop(k))
+    for k, e in list(_recycled.items()):
+        if totals[k[1]] <= recycle.MAX_BYTES:
+            continue
+        if e.uses == 0 and not e.hollow:
+            totals[k[1]] -= e.seg._desc.file_len
+            gone.append(_recycled.pop(k))
     return gone
 
 
