@@ -23,11 +23,14 @@ Measured, per size:
   clock runs from the worker's ``return`` to the parent holding the array (``perf_counter`` is
   the system's monotonic clock, shared by the processes); ``stridemap`` fills a
   ``stridemap.empty`` array and returns it (a descriptor goes back). Before the repeats of a
-  size, each worker returns one array of it for ``shared_memory`` and ``stridemap``, untimed:
-  the row is a pool's steady state, where a worker's result reuses the segment of its last
-  one (a worker's first result of a size makes its segment, a new map in the parent: the
-  ``unpickle (miss)`` step of the breakdown; at 1 GiB, with 3 repeats, two of the three
-  samples were such first results, one per worker);
+  size, each worker returns one array of it for ``shared_memory`` and ``stridemap``, untimed
+  (two tasks at once, each waiting 0.2 s first, so that each worker takes one): the row is a
+  pool's steady state, where a worker's result reuses the segment of its last one (a worker's
+  first result of a size makes its segment, a new map in the parent: the ``unpickle (miss)``
+  step of the breakdown; at 1 GiB, with 3 repeats, two of the three samples were such first
+  results, one per worker). When a worker's segment waited longer than 5 s it was made hollow
+  and is reserved again when the next ``empty()`` takes it: that is in the making, outside
+  this row's clock, and in the row below;
 - results, whole: what a caller of a task that makes an array waits for, calls back to back
   (the median of 5 within a repeat below 1 GiB, 3 at 1 GiB): the clock runs from the submit
   to the parent done with the array: one worker makes it, fills it and returns it, the parent
@@ -171,6 +174,12 @@ def make_shared_filled(n):
     return make_shared(n)[0]
 
 
+def _after_a_while(fn, *args):
+    """``fn(*args)`` after 0.2 s: two such tasks submitted at once go to two workers."""
+    time.sleep(0.2)
+    return fn(*args)
+
+
 def strided_sum(a, start):
     """Every other element from ``start``: half the array."""
     return float(a[start::2].sum())
@@ -273,13 +282,14 @@ class Bench:
         if way == "shared_memory":
             from multiprocessing import shared_memory
 
-            for name, _ in [f.result() for f in [self.pool.submit(make_block, n)
+            for name, _ in [f.result() for f in [self.pool.submit(_after_a_while, make_block, n)
                                                  for _ in range(2)]]:
                 shm = shared_memory.SharedMemory(name)
                 shm.close()
                 shm.unlink()
         elif way == "stridemap":
-            got = [f.result() for f in [self.pool.submit(make_shared, n) for _ in range(2)]]
+            got = [f.result() for f in [self.pool.submit(_after_a_while, make_shared, n)
+                                        for _ in range(2)]]
             del got
 
     # Results, whole (module docstring): seconds from the submit to the parent done with it.

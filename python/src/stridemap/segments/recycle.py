@@ -43,6 +43,7 @@ import collections
 import fcntl
 import functools
 import logging
+import mmap
 import os
 import sys
 import threading
@@ -158,16 +159,17 @@ def _refill(seg, mm):
 
 def _recycle(seg, hollow=False):
     """SPEC §7.3 and §8: the exclusive lock (no other process maps ``seg``), its data area
-    punched out when ``hollow``, the next generation's header, the shared lock again. False
-    when another process maps it, or the pages cannot be given back."""
+    punched out when ``hollow``, the next generation's header, the shared lock again. True
+    when done; None when another process maps it; False when it failed otherwise (the pages
+    could not be given back, the header not written)."""
     fd = seg.fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fcntl.flock(fd, fcntl.LOCK_SH)  # a failed conversion may have dropped the shared one
-        return False
+        return None
     try:
-        if hollow and not _punch(fd, seg.data_offset, seg.capacity):
+        if hollow and not _punch(fd, seg.data_offset, -(-seg.capacity // _PAGE) * _PAGE):
             return False
         generation = seg.generation + 1
         head = _next_header(seg, generation)
@@ -183,6 +185,7 @@ def _recycle(seg, hollow=False):
 
 
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x1, 0x2
+_PAGE = mmap.PAGESIZE  # a partial last page is punched whole (past the end of the file)
 
 
 @functools.lru_cache(maxsize=None)
@@ -258,21 +261,29 @@ def _drain(gone):  # with _lock held; what is let go is appended to gone
 
 
 def sweep(now=None):
-    """Make the segments waiting longer than :data:`KEEP_SECONDS` hollow (or let go of them:
-    mapped elsewhere, no room for more hollow ones, or hollowing turned off), and let go of
-    the hollow ones waiting :data:`HOLLOW_SECONDS` more."""
+    """Make the segments waiting longer than :data:`KEEP_SECONDS` hollow, and let go of the
+    hollow ones waiting :data:`HOLLOW_SECONDS` more. One another process still maps (a caller
+    holds a result longer than the wait) stays as it is and is tried again at the next sweep,
+    up to that time too: its pages are held by that reader anyway, and once it lets go the
+    segment is reused or made hollow. One that cannot be made hollow is let go, as every one
+    is with hollowing turned off."""
     now = time.monotonic() if now is None else now
     gone = []
     with _lock:
         _reset_if_forked(gone)
         _drain(gone)
-        keep = [e for e in _free if now - e[2] < KEEP_SECONDS]
+        keep = []
         for e in _free:
-            if now - e[2] < KEEP_SECONDS:
+            age = now - e[2]
+            if age < KEEP_SECONDS:
+                keep.append(e)
                 continue
-            if (HOLLOW_SECONDS > 0 and now - e[2] < KEEP_SECONDS + HOLLOW_SECONDS
-                    and _recycle(e[0], hollow=True)):
+            done = (_recycle(e[0], hollow=True)
+                    if HOLLOW_SECONDS > 0 and age < KEEP_SECONDS + HOLLOW_SECONDS else False)
+            if done:
                 _hollow.append(e)
+            elif done is None:
+                keep.append(e)
             else:
                 gone.append(e)
         _free[:] = keep

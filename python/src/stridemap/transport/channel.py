@@ -101,6 +101,7 @@ _ACCEPTED, _REFUSED = b"\x01", b"\x00"
 _FOUND, _MISSING = b"\x01", b"\x00"
 _FETCH, _RELEASE, _MAILBOX = b"\x01", b"\x02", b"\x03"
 MAILBOX_PERIOD = 0.05  # seconds between reads of the mailboxes, at first
+MAILBOX_PERIOD_MAX = 1.0  # ... doubling while they bring nothing, up to this
 LAZY_PILE = 64  # offers waiting from which even a lazy offer reads the mailboxes first
 _REQUEST = 1 + ID_SIZE
 _ACCEPTS_PER_WAKE = 16
@@ -244,7 +245,7 @@ class _Server:
             # this thread for them (an offer that did cost the offering thread a wake-up).
             got = drain_mailboxes() + flush_dropped()
             self.mailbox_period = MAILBOX_PERIOD if got or events else min(
-                self.mailbox_period * 2, 1.0)
+                self.mailbox_period * 2, MAILBOX_PERIOD_MAX)
             now = time.monotonic()
             if gone or (self.prune_at is not None and now >= self.prune_at):
                 # A process of the pool went (a worker's connection to us ends when it exits):

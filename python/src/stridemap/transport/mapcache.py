@@ -36,8 +36,8 @@ its producer keeps waiting, at most). Then, while its
 segment holds no more than :data:`HOLLOW_BYTES` (``st_blocks`` of the kept fd: its producer
 gave its pages back, ``recycle.HOLLOW_SECONDS``), it is kept as long again as the producer
 keeps a hollow segment: it holds no memory, and the producer's next result in it is served
-from it. One whose segment still holds its pages a grace later is let go (its producer is
-gone, or let go of it: the mapping would be all that keeps the memory).
+from it. One whose segment still holds its pages :data:`STILL_FULL` seconds after its grace is
+let go (its producer is gone, or let go of it: the mapping would be all that keeps the memory).
 
 >>> stats()["entries"] >= 0
 True
@@ -56,6 +56,7 @@ import numpy as np
 
 from .. import forksafe
 from ..segments import backing, header, lease, recycle
+from . import channel
 
 GRACE = float(os.environ.get("STRIDEMAP_MAP_GRACE", "1.0"))
 # A segment recycled in place waits in its producer for recycle.KEEP_SECONDS: its mapping is
@@ -66,8 +67,15 @@ RECYCLED_GRACE = max(GRACE, recycle.KEEP_SECONDS)
 HOLLOW_GRACE = recycle.HOLLOW_SECONDS
 #: A kept segment holding at most this many bytes (its header page) holds no data.
 HOLLOW_BYTES = 64 << 10
+#: Seconds past its grace a kept mapping whose segment still holds its pages stays: the
+#: producer learns of the release from its mailbox (read at least every
+#: ``channel.MAILBOX_PERIOD_MAX``: a hit fetched no fd, so nothing else tells it), keeps the
+#: segment waiting ``recycle.KEEP_SECONDS``, and its sweeper, which runs every half of that,
+#: makes it hollow; one second more for a busy machine (at least the grace again).
+STILL_FULL = max(RECYCLED_GRACE, channel.MAILBOX_PERIOD_MAX + 1.5 * recycle.KEEP_SECONDS + 1.0
+                 - RECYCLED_GRACE)
 #: The longest a kept mapping of a recycled segment stays once its last view went.
-LONGEST_KEPT = RECYCLED_GRACE + max(HOLLOW_GRACE, RECYCLED_GRACE)
+LONGEST_KEPT = RECYCLED_GRACE + max(HOLLOW_GRACE, STILL_FULL)
 HELD = 32
 IDLE_EXIT = 10.0  # seconds the sweeping thread waits with nothing to sweep before it ends
 
@@ -100,7 +108,7 @@ class _Recycled:
             self.hollow = os.fstat(self.fd).st_blocks * 512 <= HOLLOW_BYTES
         except OSError:
             return True
-        return not self.hollow and now >= self.deadline + RECYCLED_GRACE
+        return not self.hollow and now >= self.deadline + STILL_FULL
 
 
 def key_of(sender, desc, granted, named, recycled=False):
