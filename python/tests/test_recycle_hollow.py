@@ -236,3 +236,33 @@ def test_results_seconds_apart_are_served_from_the_kept_mapping(method):
     # A very busy machine may delay the worker's sweep past the parent's: 3 of the 4.
     assert got["wrong"] == "0", p.stdout
     assert int(got["hits"]) >= 3 and int(got["refilled"]) >= 3, p.stdout
+
+
+def test_a_kept_mapping_whose_hollow_segment_is_refilled_waits_for_the_result():
+    """The producer refills a hollow segment (its pages reserved again) just before it hands
+    the result in it: a sweep of the receiver in between must not take the mapping for one a
+    gone producer left full (at 1 GiB, reserving and filling take long enough that the
+    receiver's sweep always fell in between: every 1 GiB result missed)."""
+    a = stridemap.empty(1 << 18, "u1")
+    seg = a.segment
+    del a
+    recycle.sweep(now=past_keep())
+
+    class Seg:
+        class _desc:
+            file_len = 1 << 18
+
+    e = mapcache._Recycled(None, Seg, os.dup(seg.fd), 1)
+    e.uses = 0
+    try:
+        t = e.deadline + mapcache.STILL_FULL + 1
+        assert not e.expired(t) and e.hollow
+        b = stridemap.empty(1 << 18, "u1")  # refilled: the result on its way
+        assert b.segment is seg and allocated(seg) >= 1 << 18
+        assert not e.expired(t + 0.5), "a refilled segment's mapping was let go"
+        assert not e.hollow
+        assert not e.expired(t + 0.5 + mapcache.STILL_FULL - 0.01)
+        assert e.expired(t + 0.5 + mapcache.STILL_FULL), "a full segment's mapping stayed"
+        del b
+    finally:
+        os.close(e.fd)

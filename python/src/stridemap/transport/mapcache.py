@@ -90,16 +90,21 @@ _ended = collections.deque()  # (_Recycled, forked) of uses that ended, not yet 
 class _Recycled:
     """A kept mapping of a segment recycled in place: see the module."""
 
-    __slots__ = ("mm", "seg", "fd", "generation", "uses", "pinned", "deadline", "hollow")
+    __slots__ = ("mm", "seg", "fd", "generation", "uses", "pinned", "deadline", "hollow",
+                 "full_since")
 
     def __init__(self, mm, seg, fd, generation):
         self.mm, self.seg, self.fd, self.generation = mm, seg, fd, generation
         self.uses, self.pinned = 1, False
         self.deadline = time.monotonic() + RECYCLED_GRACE
         self.hollow = False  # found holding no data once its deadline passed
+        self.full_since = None  # since when it was found holding data past its deadline
 
     def expired(self, now):
-        """Whether, with no view left, this mapping is let go of at ``now`` (see the module)."""
+        """Whether, with no view left, this mapping is let go of at ``now`` (see the module):
+        past its deadline, once its segment was found holding its pages for
+        :data:`STILL_FULL` seconds in a row. A hollow one found full again was taken by its
+        producer for a new result (reserved again), which is on its way: counted anew."""
         if now < self.deadline:
             return False
         if now >= self.deadline - RECYCLED_GRACE + LONGEST_KEPT:
@@ -108,7 +113,12 @@ class _Recycled:
             self.hollow = os.fstat(self.fd).st_blocks * 512 <= HOLLOW_BYTES
         except OSError:
             return True
-        return not self.hollow and now >= self.deadline + STILL_FULL
+        if self.hollow:
+            self.full_since = None
+            return False
+        if self.full_since is None:
+            self.full_since = now
+        return now >= self.full_since + STILL_FULL
 
 
 def key_of(sender, desc, granted, named, recycled=False):
@@ -186,7 +196,7 @@ def _serve_recycled(key, desc):
             e = None  # the lock is held: no other generation can be the segment's now
         if e is not None:
             e.uses += 1
-            e.hollow = False
+            e.hollow, e.full_since = False, None
             _recycled.move_to_end(key)
             _state["hits"] += 1
         else:
