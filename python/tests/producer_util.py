@@ -103,6 +103,22 @@ def settled(measure, ok, seconds=30):
         time.sleep(0.05)
 
 
+def read_elsewhere(n):
+    """``(segment, reader)``: an ``empty()`` array of ``n`` float64 (0 to n - 1) opened by a
+    reader of its own (its own open file description, so its own shared lock), the array
+    itself let go of: its segment waits for reuse while another reader maps it."""
+    import stridemap
+
+    a = stridemap.empty(n, "<f8")
+    a[:] = np.arange(float(n))
+    ex = stridemap.export(a)
+    try:
+        reader = stridemap.open(ex.record, fd=ex.fd)
+    finally:
+        ex.close()
+    return a.segment, reader
+
+
 def forked(check):
     """A child forked now that runs ``check()`` when :meth:`Forked.verdict` is asked for (the
     parent changes things first) and reports whether it returned True."""

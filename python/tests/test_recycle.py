@@ -12,7 +12,7 @@ import pytest
 import stridemap
 from stridemap.segments import recycle
 
-from producer_util import forked
+from producer_util import forked, read_elsewhere
 
 
 @pytest.fixture(autouse=True)
@@ -69,15 +69,7 @@ def test_a_frozen_segment_never_comes_back():
 
 
 def test_a_segment_another_reader_maps_is_not_recycled_and_its_view_stays():
-    a = stridemap.empty(1000, "<f8")
-    a[:] = np.arange(1000.0)
-    ex = stridemap.export(a)
-    try:
-        reader = stridemap.open(ex.record, fd=ex.fd)  # its own open file description, locked
-    finally:
-        ex.close()
-    seg = a.segment
-    del a
+    seg, reader = read_elsewhere(1000)
     assert recycle.stats()["waiting"] == 1
     b = stridemap.empty(1000, "<f8")
     assert b.segment is not seg, "recycled under a reader's shared lock"

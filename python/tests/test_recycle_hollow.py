@@ -20,6 +20,8 @@ from stridemap.codec import errors
 from stridemap.segments import admit, recycle
 from stridemap.transport import mapcache
 
+from producer_util import read_elsewhere
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 
@@ -70,15 +72,7 @@ def test_a_segment_waiting_past_its_time_gives_its_pages_back_and_comes_back_res
 
 
 def test_a_segment_another_reader_maps_is_never_punched_out():
-    a = stridemap.empty(100_000, "<f8")
-    a[:] = np.arange(100_000.0)
-    ex = stridemap.export(a)
-    try:
-        reader = stridemap.open(ex.record, fd=ex.fd)  # its own open file description, locked
-    finally:
-        ex.close()
-    seg = a.segment
-    del a
+    seg, reader = read_elsewhere(100_000)
     recycle.sweep(now=past_keep())
     assert recycle.stats()["hollow"] == 0, "made hollow under a reader's shared lock"
     assert bool((reader == np.arange(100_000.0)).all()), "a reader's view lost its data"
