@@ -19,8 +19,8 @@ there).
 Bounds: at most :data:`MAX_COUNT` segments and :data:`MAX_BYTES` bytes wait at once (the
 oldest go first). One waiting :data:`KEEP_SECONDS` gives its pages back: with the exclusive
 lock (no other process maps it; else it is tried again at the next sweep) its data area is
-punched out (``FALLOC_FL_PUNCH_HOLE``) and its header gets the next generation. Such a *hollow* segment
-holds its header page, its fd and its map (address space), no data; at most
+punched out (``FALLOC_FL_PUNCH_HOLE``) and its header gets the next generation. Such a
+*hollow* segment holds its header page, its fd and its map (address space), no data; at most
 :data:`MAX_HOLLOW` of them wait :data:`HOLLOW_SECONDS` more (a thread checks). ``empty()``
 takes a hollow one when no full one fits: admitted and reserved again (SPEC §7.6,
 ``posix_fallocate``, as a new segment is) before any array of it exists, so a receiver that
