@@ -38,6 +38,9 @@ gave its pages back, ``recycle.HOLLOW_SECONDS``), it is kept as long again as th
 keeps a hollow segment: it holds no memory, and the producer's next result in it is served
 from it. One whose segment still holds its pages :data:`STILL_FULL` seconds after its grace is
 let go (its producer is gone, or let go of it: the mapping would be all that keeps the memory).
+One whose sender is gone (a worker that exited: its connection hung up,
+``channel.peer_gone``) is let go of at the next sweep once its last view went, full or hollow:
+no later result can come in it, and its memory is then freed.
 
 >>> stats()["entries"] >= 0
 True
@@ -341,13 +344,20 @@ def _forget(key):
 
 
 def sweep(now=None):
-    """Let go of the mappings whose grace is over (arrays of them keep them alive still)."""
+    """Let go of the mappings whose grace is over, and of the kept mappings of recycled
+    segments with no view left whose sender is gone (``channel.peer_gone``: it hands nothing
+    more in them). Arrays of them keep them alive still."""
     now = time.monotonic() if now is None else now
+    with _lock:
+        _count_ended()
+        senders = {k[1] for k, e in _recycled.items() if e.uses == 0}
+    ended = {a for a in senders if channel.peer_gone(a)}  # not under _lock: it takes channel's
     with _lock:
         _count_ended()
         expired = [k for k, (_, deadline) in _held.items() if deadline <= now]
         gone = [_held.pop(k) for k in expired]
-        expired = [k for k, e in _recycled.items() if e.uses == 0 and e.expired(now)]
+        expired = [k for k, e in _recycled.items()
+                   if e.uses == 0 and (k[1] in ended or e.expired(now))]
         gone.extend(_recycled.pop(k) for k in expired)
         gone.extend(_over_budget())
     del gone  # unmapped here, outside the lock, when no array holds them
