@@ -9,7 +9,7 @@ import numpy as np
 
 import stridemap
 import stridemap.pools
-from stridemap.transport import channel, mapcache
+from stridemap.transport import channel, fetch, mapcache
 
 dumps = reduction.ForkingPickler.dumps
 
@@ -28,7 +28,7 @@ def test_a_release_goes_to_the_mailbox_and_is_acted_on():
     first = pickle.loads(dumps(a))  # fetched: the mapping is kept
     again = pickle.loads(dumps(a))  # a hit: released, to the mailbox
     assert again.tolist() == a.tolist()
-    [c] = [c for c in channel._conns.values() if c.address == channel._listening()]
+    [c] = [c for c in fetch._conns.values() if c.address == channel._listening()]
     assert c.mailbox, "no mailbox was made for the release"
     _settled(lambda: channel._mailboxes)  # the sender takes it as its mailbox
     assert channel.pending() == 0  # read when counted
@@ -52,7 +52,7 @@ def test_a_full_mailbox_sends_on_the_connection():
     mapcache.clear()
     a = stridemap.share(np.arange(1000.0))
     first = pickle.loads(dumps(a))
-    [c] = [c for c in channel._conns.values() if c.address == channel._listening()]
+    [c] = [c for c in fetch._conns.values() if c.address == channel._listening()]
     real, c.mailbox = c.mailbox, _Full()
     try:
         channel.drain_mailboxes()

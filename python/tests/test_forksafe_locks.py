@@ -80,7 +80,7 @@ def test_every_package_lock_is_free_in_a_child_forked_while_a_thread_holds_it(tm
     for expected in ("stridemap.transport.handoff._scope_lock",
                      "stridemap.transport.handoff._pending_lock",
                      "stridemap.transport.channel._lock",
-                     "stridemap.transport.channel._conns",
+                     "stridemap.transport.fetch._conns",
                      "stridemap.segments.lifetime._state",
                      "stridemap.integrations.joblib_backend._executors_lock"):
         assert expected in names, sorted(names)

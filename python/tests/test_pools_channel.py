@@ -20,6 +20,7 @@ import stridemap
 from stridemap.codec.decode import decode
 import stridemap.pools
 from stridemap.transport import channel as _channel
+from stridemap.transport import fetch as _fetch
 from stridemap.transport import handoff as _handoff
 from stridemap.transport import mapcache
 
@@ -52,7 +53,7 @@ def test_handoffs_reuse_one_connection_per_pair_of_processes():
     stridemap.pools.install()
     a = stridemap.share(np.arange(1000.0))
     args = _handoff.export_for_receiver(a[::-1])
-    assert type(args[1]) is _channel.ChannelFd
+    assert type(args[1]) is _fetch.ChannelFd
     _handoff._rebuild(*args, _handoff.Policy())  # fetch what we made
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
@@ -147,9 +148,9 @@ def test_a_forked_child_starts_with_no_channel_of_its_own():
     stridemap.pools.install()
     a = stridemap.share(np.arange(100.0))
     pickle.loads(reduction.ForkingPickler.dumps(a))  # this process serves and uses a connection
-    assert _channel._served and _channel._conns
+    assert _channel._served and _fetch._conns
     theirs = {os.fstat(c.fileno()).st_ino for c in _channel._served}
-    theirs |= {os.fstat(c.sock.fileno()).st_ino for c in _channel._conns.values()}
+    theirs |= {os.fstat(c.sock.fileno()).st_ino for c in _fetch._conns.values()}
     theirs.add(os.fstat(_channel._state["listener"].fileno()).st_ino)
     payload = bytes(reduction.ForkingPickler.dumps(a[::-1]))
     assert _channel.pending() == 1
@@ -159,7 +160,7 @@ def test_a_forked_child_starts_with_no_channel_of_its_own():
         try:
             mine = {os.fstat(fd).st_ino for fd in _socket_fds()}
             ok = (_channel.pending() == 0 and _channel._state["address"] is None
-                  and not _channel._conns and not _channel._served and not mine & theirs)
+                  and not _fetch._conns and not _channel._served and not mine & theirs)
             got = pickle.loads(payload)
             code = 0 if ok and np.array_equal(got, a[::-1]) else 2
         finally:
@@ -188,17 +189,17 @@ def test_a_receiver_dropped_in_its_handshake_connects_again(monkeypatch):
     stridemap.pools.install()
     a = stridemap.share(np.arange(100.0))
     payload = bytes(reduction.ForkingPickler.dumps(a[::-1]))
-    real, tries = _channel._handshake, []
+    real, tries = _fetch._handshake, []
 
     def dropped_twice(address, timeout):
         tries.append(timeout)
         if len(tries) <= 2:
-            raise _channel._Dropped("dropped")
+            raise _fetch._Dropped("dropped")
         return real(address, timeout)
 
-    for address, c in list(_channel._conns.items()):  # a new connection, not one made earlier
-        _channel._drop(address, c)
-    monkeypatch.setattr(_channel, "_handshake", dropped_twice)
+    for address, c in list(_fetch._conns.items()):  # a new connection, not one made earlier
+        _fetch._drop(address, c)
+    monkeypatch.setattr(_fetch, "_handshake", dropped_twice)
     assert np.array_equal(pickle.loads(payload), a[::-1])
     assert len(tries) == 3
 
@@ -210,8 +211,8 @@ def test_a_sender_that_never_answers_fails_the_receive_within_the_deadline(monke
     import socket
     import time
 
-    monkeypatch.setattr(_channel, "CONNECT_DEADLINE", 1.5)
-    monkeypatch.setattr(_channel, "HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr(_fetch, "CONNECT_DEADLINE", 1.5)
+    monkeypatch.setattr(_fetch, "HANDSHAKE_TIMEOUT", 0.5)
     path = str(tmp_path / "mute.sock")
     mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     mute.bind(path)
@@ -219,7 +220,7 @@ def test_a_sender_that_never_answers_fails_the_receive_within_the_deadline(monke
     try:
         t0 = time.monotonic()
         with pytest.raises(stridemap.OpenError, match="did not let this one connect"):
-            _channel.ChannelFd(path, bytes(_channel.ID_SIZE)).detach()
+            _fetch.ChannelFd(path, bytes(_channel.ID_SIZE)).detach()
         took = time.monotonic() - t0
     finally:
         mute.close()
@@ -243,10 +244,10 @@ def test_a_result_is_taken_from_its_senders_fd_table_only_when_it_is_the_named_f
     file is the one the record names; a wrong identity (a reused fd number, a pid of another
     namespace) is closed and the fd fetched over the channel instead: the values are exact
     either way."""
-    if _channel._pidfd_getfd is None:
+    if _fetch._pidfd_getfd is None:
         pytest.skip("no pidfd_getfd here")
     taken, fetched = [], []
-    real_take, real_recv = _channel._take, _channel._recv_fd
+    real_take, real_recv = _fetch._take, _fetch._recv_fd
 
     def take(c, pid, fdnum, expect):
         got = real_take(c, pid, fdnum, expect)
@@ -257,8 +258,8 @@ def test_a_result_is_taken_from_its_senders_fd_table_only_when_it_is_the_named_f
         fetched.append(True)
         return real_recv(sock)
 
-    monkeypatch.setattr(_channel, "_take", take)
-    monkeypatch.setattr(_channel, "_recv_fd", recv)
+    monkeypatch.setattr(_fetch, "_take", take)
+    monkeypatch.setattr(_fetch, "_recv_fd", recv)
     # spawn, not fork: this process runs threads (its channel's, the map cache's), and a child
     # forked from it crashed in its garbage collector on Python 3.12.
     ctx = multiprocessing.get_context("spawn")

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from stridemap.transport import channel
+from stridemap.transport import channel, fetch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(channel._pidfd_getfd is None, reason="no pidfd_getfd: results are fetched")
+@pytest.mark.skipif(fetch._pidfd_getfd is None, reason="no pidfd_getfd: results are fetched")
 def test_a_worker_pins_no_more_than_a_result_or_two_its_caller_released():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": SRC}, cwd=HERE)

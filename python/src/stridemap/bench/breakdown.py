@@ -47,7 +47,7 @@ from stridemap import reader
 from stridemap.codec.decode import decode
 from stridemap.segments import header
 from stridemap.segments.backing import segment_of
-from stridemap.transport import channel, handoff, mapcache
+from stridemap.transport import channel, fetch, handoff, mapcache
 
 ROUNDS = 7
 PER_ROUND = 60
@@ -183,7 +183,7 @@ def _results(nbytes):
                                                  after=lambda _: ready.append(pickled()))
     for data in ready:
         loads(data)
-    c = channel._connection(channel._listening())
+    c = fetch._connection(channel._listening())
     ident = bytes(channel.ID_SIZE)
 
     def release():

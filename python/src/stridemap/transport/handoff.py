@@ -12,7 +12,7 @@ says), or "file" for a named file (a segment in a temp root, an ``np.memmap``'s 
 the receiver checks as SPEC §6 checks a file opened by its path
 (:func:`stridemap.reader.open_handed`), where a memfd is held to O9.
 While a process is being started (spawn, forkserver) the handle is ``multiprocessing``'s own
-and the fd is inherited by the child. At any other time it is a :class:`~.channel.ChannelFd`:
+and the fd is inherited by the child. At any other time it is a :class:`~.fetch.ChannelFd`:
 the sender keeps the fd, and the one process that asks for it gets it, once, over a Unix socket
 connection to the sender's listener that it made the first time it received from this sender,
 authenticated both ways with the pool's ``authkey``, and then reuses for every array (see
@@ -60,7 +60,7 @@ from ..segments.backing import segment_of, system_error
 from ..segments.export import Export, export
 from ..segments.make import Produced
 from ..segments.share import SharedArray, empty, share
-from . import channel, mapcache, queue_offers, unreceived
+from . import channel, fetch, mapcache, queue_offers, unreceived
 
 log = logging.getLogger("stridemap.pools")
 
@@ -797,7 +797,7 @@ def _wait_for_receivers():
 def _detach(handle, expect=None):
     """The fd a handle carries, close-on-exec, owned by the caller. ``expect``: the device and
     inode the record names (a channel's handle may then be taken without a round trip)."""
-    if type(handle) is channel.ChannelFd:
+    if type(handle) is fetch.ChannelFd:
         return handle.detach(expect)
     if isinstance(handle, _resource_sharer.DupFd):
         get_connection = getattr(_resource_sharer._ResourceSharer, "get_connection", None)
@@ -906,7 +906,7 @@ def _policy_of(wire):
 def _sender_of(handle):
     """Who handed ``handle``: its channel's or resource_sharer's address; None for an fd
     inherited at a process's start (never cached: no later handle comes from there)."""
-    if type(handle) is channel.ChannelFd:
+    if type(handle) is fetch.ChannelFd:
         return handle.address
     ident = getattr(handle, "_id", None)
     if isinstance(handle, _resource_sharer.DupFd) and ident is not None:
@@ -917,7 +917,7 @@ def _sender_of(handle):
 def _release(handle):
     """A handle whose fd is not needed (its segment is mapped already): the sender lets go of
     it all the same."""
-    if type(handle) is channel.ChannelFd:
+    if type(handle) is fetch.ChannelFd:
         handle.release()
         return
     try:

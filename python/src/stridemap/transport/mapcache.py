@@ -39,7 +39,7 @@ keeps a hollow segment: it holds no memory, and the producer's next result in it
 from it. One whose segment still holds its pages :data:`STILL_FULL` seconds after its grace is
 let go (its producer is gone, or let go of it: the mapping would be all that keeps the memory).
 One whose sender is gone (a worker that exited: its connection hung up,
-``channel.peer_gone``) is let go of at the next sweep once its last view went, full or hollow:
+``fetch.peer_gone``) is let go of at the next sweep once its last view went, full or hollow:
 no later result can come in it, and its memory is then freed.
 
 >>> stats()["entries"] >= 0
@@ -59,7 +59,7 @@ import numpy as np
 
 from .. import forksafe
 from ..segments import backing, header, lease, recycle
-from . import channel
+from . import channel, fetch
 
 GRACE = float(os.environ.get("STRIDEMAP_MAP_GRACE", "1.0"))
 # A segment recycled in place waits in its producer for recycle.KEEP_SECONDS: its mapping is
@@ -345,13 +345,13 @@ def _forget(key):
 
 def sweep(now=None):
     """Let go of the mappings whose grace is over, and of the kept mappings of recycled
-    segments with no view left whose sender is gone (``channel.peer_gone``: it hands nothing
+    segments with no view left whose sender is gone (``fetch.peer_gone``: it hands nothing
     more in them). Arrays of them keep them alive still."""
     now = time.monotonic() if now is None else now
     with _lock:
         _count_ended()
         senders = {k[1] for k, e in _recycled.items() if e.uses == 0}
-    ended = {a for a in senders if channel.peer_gone(a)}  # not under _lock: it takes channel's
+    ended = {a for a in senders if fetch.peer_gone(a)}  # not under _lock: it takes fetch's
     with _lock:
         _count_ended()
         expired = [k for k, (_, deadline) in _held.items() if deadline <= now]
