@@ -6,14 +6,13 @@ from, and asks on it for the fds its pickles name.
 from the sender's fd table, ``pidfd_getfd``, where the kernel allows it). After any error the
 connection is closed (the next request makes a new one). :meth:`ChannelFd.release` tells the
 sender that no fd is needed (this process maps the segment already), into the sender's
-mailbox. :func:`prune` closes the connections to senders that are gone, and :func:`peer_gone`
-says whether one is.
+mailbox. :func:`prune` closes the connections to senders that are gone.
 
 After a fork the child starts with no connections (it closes its copies; the parent's stay
 open): it never speaks on a socket the parent uses.
 
->>> peer_gone("/nowhere/never-connected")
-False
+>>> ChannelFd("/nowhere", bytes(ID_SIZE)).ident == bytes(ID_SIZE)
+True
 """
 
 import errno
@@ -47,8 +46,6 @@ from .wire import (
 
 _conns_lock = forksafe.Lock()
 _conns = {}  # address -> _Conn
-_ended_peers = {}  # addresses whose connection ended (hung up), oldest first (peer_gone)
-_ENDED_PEERS = 256
 
 
 class _Refused(Exception):
@@ -245,49 +242,25 @@ _GONE = select.POLLIN | select.POLLHUP | select.POLLERR | getattr(select, "POLLR
 
 
 def prune():
-    """Closes the idle connections whose peer has gone (a worker that exited). A connection in
-    use by another thread (its lock held) is left for the next time."""
+    """Closes the idle connections whose peer has gone (a worker that exited): the peer only
+    ever answers a request, so an idle connection that polls readable or hung up is at its
+    end. A connection in use by another thread (its lock held) is left for the next time."""
     with _conns_lock:
         conns = list(_conns.items())
     for address, c in conns:
-        _drop_if_ended(address, c)
-
-
-def peer_gone(address):
-    """Whether the sender listening at ``address`` is gone as far as this process can tell
-    without asking it: its connection hung up (it is then closed here), now or before. False
-    while the connection is in use by another thread, and for a sender this process holds no
-    connection to that ended. A cache of what that sender handed (:mod:`.mapcache`) lets go of
-    it then: the sender will hand nothing more of it."""
-    with _conns_lock:
-        c = _conns.get(address)
-        if c is None:
-            return address in _ended_peers
-    return _drop_if_ended(address, c)
-
-
-def _drop_if_ended(address, c):
-    """Closes the connection ``c`` to ``address`` if it is idle and at its end: the peer only
-    ever answers a request, so an idle connection that polls readable or hung up is at its
-    end; whether it was."""
-    if not c.lock.acquire(blocking=False):
-        return False
-    try:
+        if not c.lock.acquire(blocking=False):
+            continue
         try:
-            p = select.poll()
-            p.register(c.sock.fileno(), _GONE)
-            gone = bool(p.poll(0))
-        except (OSError, ValueError):
-            gone = True
-        if gone:  # under its lock: a thread that found it in _conns waits, then sees it closed
-            _drop(address, c)
-            with _conns_lock:
-                _ended_peers[address] = None
-                while len(_ended_peers) > _ENDED_PEERS:
-                    del _ended_peers[next(iter(_ended_peers))]
-        return gone
-    finally:
-        c.lock.release()
+            try:
+                p = select.poll()
+                p.register(c.sock.fileno(), _GONE)
+                gone = bool(p.poll(0))
+            except (OSError, ValueError):
+                gone = True
+            if gone:  # under its lock: a thread that found it in _conns waits, then sees it closed
+                _drop(address, c)
+        finally:
+            c.lock.release()
 
 
 def _drop(address, c):

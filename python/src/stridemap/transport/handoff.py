@@ -885,7 +885,8 @@ def _rebuild(record, handle, kind, mode, policy):
         return unreceived.stand_in(e)
     finally:
         os.close(fd)
-    return _as_shared(mapcache.remember(key, array))
+    sender = handle.pid if type(handle) is fetch.ChannelFd else None
+    return _as_shared(mapcache.remember(key, array, sender))
 
 
 def _policy_of(wire):

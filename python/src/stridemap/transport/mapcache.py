@@ -38,19 +38,21 @@ gave its pages back, ``recycle.HOLLOW_SECONDS``), it is kept as long again as th
 keeps a hollow segment: it holds no memory, and the producer's next result in it is served
 from it. One whose segment still holds its pages :data:`STILL_FULL` seconds after its grace is
 let go (its producer is gone, or let go of it: the mapping would be all that keeps the memory).
-One whose sender is gone (a worker that exited: its connection hung up,
-``fetch.peer_gone``) is let go of at the next sweep once its last view went, full or hollow:
-no later result can come in it, and its memory is then freed.
+One whose sender has exited (``maxtasksperchild``, a crash, a pool shut down: a pidfd of the
+sending process, :class:`_Sender`, polls readable) is let go of at the next sweep once its last
+view went, full or hollow: no later result can come in it, and its memory is then freed.
 
 >>> stats()["entries"] >= 0
 True
 """
 
 import collections
+import errno
 import fcntl
 import functools
 import mmap
 import os
+import select
 import threading
 import time
 import weakref
@@ -59,7 +61,7 @@ import numpy as np
 
 from .. import forksafe
 from ..segments import backing, header, lease, recycle
-from . import channel, fetch
+from . import channel
 
 GRACE = float(os.environ.get("STRIDEMAP_MAP_GRACE", "1.0"))
 # A segment recycled in place waits in its producer for recycle.KEEP_SECONDS: its mapping is
@@ -94,10 +96,11 @@ class _Recycled:
     """A kept mapping of a segment recycled in place: see the module."""
 
     __slots__ = ("mm", "seg", "fd", "generation", "uses", "pinned", "deadline", "hollow",
-                 "full_since")
+                 "full_since", "sender")
 
-    def __init__(self, mm, seg, fd, generation):
+    def __init__(self, mm, seg, fd, generation, sender=None):
         self.mm, self.seg, self.fd, self.generation = mm, seg, fd, generation
+        self.sender = sender  # the _Sender that handed it, or None (not known)
         self.uses, self.pinned = 1, False
         self.deadline = time.monotonic() + RECYCLED_GRACE
         self.hollow = False  # found holding no data once its deadline passed
@@ -122,6 +125,60 @@ class _Recycled:
         if self.full_since is None:
             self.full_since = now
         return now >= self.full_since + STILL_FULL
+
+
+class _Sender:
+    """The process that handed kept mappings of recycled segments, watched through a pidfd
+    (``pidfd_open``), which polls readable once that process has exited, whatever became of
+    its pid since. Its pid is the one its pickles carry; a sender of another pid namespace may
+    name another process or none: then its mappings go by the timers alone, or at its exit.
+    Without pidfds (Linux before 5.3) nothing is known and the timers decide."""
+
+    __slots__ = ("pid", "pidfd", "gone")
+
+    def __init__(self, pid):
+        self.pid, self.pidfd, self.gone = pid, None, False
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError, TypeError, ValueError, OverflowError) as e:
+            # ESRCH: it exited (and was reaped) already; anything else: not known.
+            self.gone = getattr(e, "errno", None) == errno.ESRCH
+
+    def exited(self):
+        """Whether the process has exited (a zombie included)."""
+        if not self.gone and self.pidfd is not None:
+            try:
+                p = select.poll()
+                p.register(self.pidfd, select.POLLIN)
+                self.gone = bool(p.poll(0))
+            except (OSError, ValueError):
+                pass
+        return self.gone
+
+    def close(self):
+        if self.pidfd is not None:
+            try:
+                os.close(self.pidfd)
+            except OSError:
+                pass
+            self.pidfd = None
+
+
+_senders = {}  # pid -> _Sender, for the entries of _recycled (closed once none is left)
+
+
+def _sender(pid):  # with _lock held
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or pid == os.getpid():
+        return None
+    s = _senders.get(pid)
+    if s is None:
+        s = _senders[pid] = _Sender(pid)
+    return s
+
+
+def _close_senders(keep=()):  # with _lock held, or in a forked child
+    for pid in [p for p in _senders if p not in keep]:
+        _senders.pop(pid).close()
 
 
 def key_of(sender, desc, granted, named, recycled=False):
@@ -274,16 +331,18 @@ def _count_ended():  # with _lock held
                 _unlock(e)
 
 
-def remember(key, array):
+def remember(key, array, sender_pid=None):
     """Keep the mapping behind ``array`` (just received) under ``key``; returns the array to
-    hand out (for a recycled segment, the same view as a use of the kept mapping)."""
+    hand out (for a recycled segment, the same view as a use of the kept mapping).
+    ``sender_pid``: the pid of the process that handed it, when known (its exit lets go of a
+    kept mapping of a recycled segment at once)."""
     if key is None:
         return array
     mm, _ = backing.backing(array)
     if mm is None:
         return array
     if key[0] == "recycled":
-        return _remember_recycled(key, mm, array)
+        return _remember_recycled(key, mm, array, sender_pid)
     gone = []  # mappings let go of: unmapped after the lock is released
     with _lock:
         gone.append(_reset_if_forked())
@@ -298,7 +357,7 @@ def remember(key, array):
     return array
 
 
-def _remember_recycled(key, mm, array):
+def _remember_recycled(key, mm, array, sender_pid):
     seg = backing._mappings.get(mm)
     fd = getattr(seg, "_fd", None)
     if fd is None or not _length_sealed(fd):
@@ -312,6 +371,7 @@ def _remember_recycled(key, mm, array):
     gone = []
     with _lock:
         gone.append(_reset_if_forked())
+        e.sender = _sender(sender_pid)
         gone.append(_recycled.pop(key, None))
         _recycled[key] = e
         while len(_recycled) > HELD:
@@ -345,21 +405,18 @@ def _forget(key):
 
 def sweep(now=None):
     """Let go of the mappings whose grace is over, and of the kept mappings of recycled
-    segments with no view left whose sender is gone (``fetch.peer_gone``: it hands nothing
-    more in them). Arrays of them keep them alive still."""
+    segments with no view left whose sender has exited (it hands nothing more in them).
+    Arrays of them keep them alive still."""
     now = time.monotonic() if now is None else now
-    with _lock:
-        _count_ended()
-        senders = {k[1] for k, e in _recycled.items() if e.uses == 0}
-    ended = {a for a in senders if fetch.peer_gone(a)}  # not under _lock: it takes fetch's
     with _lock:
         _count_ended()
         expired = [k for k, (_, deadline) in _held.items() if deadline <= now]
         gone = [_held.pop(k) for k in expired]
-        expired = [k for k, e in _recycled.items()
-                   if e.uses == 0 and (k[1] in ended or e.expired(now))]
+        expired = [k for k, e in _recycled.items() if e.uses == 0 and (
+            (e.sender is not None and e.sender.exited()) or e.expired(now))]
         gone.extend(_recycled.pop(k) for k in expired)
         gone.extend(_over_budget())
+        _close_senders(keep={e.sender.pid for e in _recycled.values() if e.sender is not None})
     del gone  # unmapped here, outside the lock, when no array holds them
 
 
@@ -389,6 +446,7 @@ def clear():
         gone = list(_held.values()) + list(_recycled.values())
         _held.clear()
         _recycled.clear()
+        _close_senders()
     del gone
 
 
@@ -444,10 +502,11 @@ def _reset_if_forked():  # with _lock held; returns what the caller lets go of a
         _held.clear()
         _recycled.clear()
         _ended.clear()
+        _close_senders()
         return gone
     return None
 
 
 os.register_at_fork(after_in_child=lambda: (_entries.clear(), _held.clear(), _recycled.clear(),
-                                            _ended.clear(),
+                                            _ended.clear(), _close_senders(),
                                             _state.update(pid=None, sweeper=None)))
