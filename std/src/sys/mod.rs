@@ -755,8 +755,8 @@ impl<'a> VolatileBytesMut<'a> {
     }
 }
 
-pub(crate) use self::split::{Part, split_disjoint, split_ranges};
 use self::split::slots;
+pub(crate) use self::split::{Part, split_disjoint, split_ranges};
 
 mod split;
 
